@@ -1,0 +1,449 @@
+//! Converging the node onto its assignments.
+//!
+//! The scheduler sends the full list of allocations this node should hold.
+//! [`Allocs::converge`] starts what is missing (adopting tasks that already
+//! run from before an agent restart), stops what is marked stop or no longer
+//! listed, and [`Allocs::poll`] watches task states, applies the group's
+//! restart policy and yields the allocation statuses that changed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use drover_proto::v1 as pb;
+use futures::future::join_all;
+
+use crate::runtime::{Runtime, RuntimeError, TaskSpec, TaskState};
+
+/// What the node knows of one allocation.
+struct Alloc {
+    assignment: pb::Assignment,
+    /// Task name -> tracking.
+    tasks: BTreeMap<String, Track>,
+    /// Last status sent up, to send only changes.
+    reported: Option<pb::AllocStatus>,
+    stopping: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    state: TaskState,
+    restarts: u32,
+    /// When a pending restart is due.
+    restart_at: Option<Instant>,
+}
+
+/// The allocations on this node.
+pub struct Allocs {
+    runtime: Runtime,
+    allocs: BTreeMap<String, Alloc>,
+}
+
+fn alloc_of(a: &pb::Assignment) -> (&str, &str) {
+    a.allocation
+        .as_ref()
+        .map(|x| (x.id.as_str(), x.desired.as_str()))
+        .unwrap_or(("", ""))
+}
+
+/// A DNS-safe host name for an allocation: `<job>-<group>-<index>`.
+fn hostname_for(a: &pb::Allocation) -> String {
+    let mut h = format!("{}-{}-{}", a.job, a.group, a.index);
+    h.truncate(63);
+    h.trim_end_matches('-').to_string()
+}
+
+fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
+    let mut env: BTreeMap<String, String> =
+        t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, v) in [
+        ("DROVER_ALLOC_ID", a.id.clone()),
+        ("DROVER_ALLOC_NAME", a.name.clone()),
+        ("DROVER_ALLOC_INDEX", a.index.to_string()),
+        ("DROVER_JOB", a.job.clone()),
+        ("DROVER_GROUP", a.group.clone()),
+        ("DROVER_TASK", t.name.clone()),
+    ] {
+        env.entry(k.to_string()).or_insert(v);
+    }
+    let res = t.resources.unwrap_or_default();
+    TaskSpec {
+        alloc_id: a.id.clone(),
+        task: t.name.clone(),
+        hostname: hostname_for(a),
+        command: t.command.clone(),
+        env,
+        kill_timeout_ms: u64::try_from(t.kill_timeout_ms).unwrap_or(0),
+        cpu_millis: u64::try_from(res.cpu_millis).unwrap_or(0),
+        memory_mb: u64::try_from(res.memory_mb).unwrap_or(0),
+    }
+}
+
+/// Wire form of a task state.
+fn task_pb(name: &str, t: &Track) -> pb::TaskState {
+    let mut out = pb::TaskState {
+        name: name.to_string(),
+        restarts: t.restarts,
+        ..Default::default()
+    };
+    match &t.state {
+        TaskState::Pending => out.state = "pending".into(),
+        TaskState::Running { pid, .. } => {
+            out.state = "running".into();
+            out.pid = *pid;
+        }
+        TaskState::Exited {
+            exit_code,
+            signal,
+            message,
+            ..
+        } => {
+            out.state = if t.restart_at.is_some() {
+                "restarting".into()
+            } else {
+                "exited".into()
+            };
+            out.exit_code = *exit_code;
+            out.signal = *signal;
+            out.message = message.clone();
+        }
+        TaskState::Failed { message } => {
+            out.state = "failed".into();
+            out.message = message.clone();
+        }
+    }
+    out
+}
+
+impl Alloc {
+    fn status(&self) -> pb::AllocStatus {
+        let id = alloc_of(&self.assignment).0.to_string();
+        let tasks: Vec<pb::TaskState> = self.tasks.iter().map(|(n, t)| task_pb(n, t)).collect();
+        let all_done = !self.tasks.is_empty()
+            && self
+                .tasks
+                .values()
+                .all(|t| t.state.is_terminal() && t.restart_at.is_none());
+        let status = if self
+            .tasks
+            .values()
+            .any(|t| matches!(t.state, TaskState::Failed { .. }))
+        {
+            "failed"
+        } else if all_done {
+            let clean = self.tasks.values().all(|t| {
+                matches!(
+                    t.state,
+                    TaskState::Exited {
+                        exit_code: Some(0),
+                        ..
+                    }
+                )
+            });
+            if clean || self.stopping {
+                "complete"
+            } else {
+                "failed"
+            }
+        } else if self
+            .tasks
+            .values()
+            .any(|t| matches!(t.state, TaskState::Running { .. }) || t.restart_at.is_some())
+        {
+            "running"
+        } else {
+            "pending"
+        };
+        pb::AllocStatus {
+            alloc_id: id,
+            status: status.into(),
+            tasks,
+        }
+    }
+}
+
+impl Allocs {
+    /// Manager over `runtime`.
+    pub fn new(runtime: Runtime) -> Allocs {
+        Allocs {
+            runtime,
+            allocs: BTreeMap::new(),
+        }
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Statuses of tasks found on disk, grouped by allocation: sent in
+    /// `Register` after an agent restart, before any assignment arrives.
+    pub fn on_disk(&self) -> Result<Vec<pb::AllocStatus>, RuntimeError> {
+        let mut by_alloc: BTreeMap<String, Vec<pb::TaskState>> = BTreeMap::new();
+        for (alloc, task) in self.runtime.list()? {
+            let state = self.runtime.state(&alloc, &task)?;
+            let t = Track {
+                state,
+                restarts: 0,
+                restart_at: None,
+            };
+            by_alloc.entry(alloc).or_default().push(task_pb(&task, &t));
+        }
+        Ok(by_alloc
+            .into_iter()
+            .map(|(alloc_id, tasks)| {
+                let status = if tasks.iter().any(|t| t.state == "running") {
+                    "running"
+                } else if tasks.iter().all(|t| t.exit_code == Some(0)) {
+                    "complete"
+                } else {
+                    "failed"
+                };
+                pb::AllocStatus {
+                    alloc_id,
+                    status: status.into(),
+                    tasks,
+                }
+            })
+            .collect())
+    }
+
+    /// Converges on `list`, the node's full assignments.
+    pub async fn converge(&mut self, list: Vec<pb::Assignment>) {
+        let mut wanted: BTreeMap<String, pb::Assignment> = BTreeMap::new();
+        for a in list {
+            let (id, _) = alloc_of(&a);
+            if !id.is_empty() {
+                wanted.insert(id.to_string(), a);
+            }
+        }
+        // Stop what is no longer listed or is marked stop.
+        let mut to_stop = Vec::new();
+        for (id, alloc) in &mut self.allocs {
+            let stop = match wanted.get(id) {
+                None => true,
+                Some(a) => alloc_of(a).1 == "stop",
+            };
+            if stop && !alloc.stopping {
+                alloc.stopping = true;
+                to_stop.push(id.clone());
+            }
+        }
+        let runtime = &self.runtime;
+        let stops = to_stop.iter().map(|id| {
+            let tasks: Vec<String> = self
+                .allocs
+                .get(id)
+                .map(|a| a.tasks.keys().cloned().collect())
+                .unwrap_or_default();
+            async move {
+                let mut out = Vec::new();
+                for t in tasks {
+                    tracing::info!(alloc_id = %id, task = %t, "stopping task");
+                    let r = runtime.stop(id, &t).await;
+                    out.push((t, r));
+                }
+                (id.clone(), out)
+            }
+        });
+        for (id, results) in join_all(stops).await {
+            let Some(alloc) = self.allocs.get_mut(&id) else {
+                continue;
+            };
+            for (t, r) in results {
+                let Some(track) = alloc.tasks.get_mut(&t) else {
+                    continue;
+                };
+                track.restart_at = None;
+                match r {
+                    Ok(state) => track.state = state,
+                    Err(error) => {
+                        tracing::warn!(alloc_id = %id, task = %t, %error, "stop failed");
+                    }
+                }
+            }
+        }
+        for id in self.allocs.keys().cloned().collect::<Vec<_>>() {
+            if !wanted.contains_key(&id) {
+                self.allocs.remove(&id);
+            }
+        }
+        for (id, a) in &wanted {
+            if let Some(alloc) = self.allocs.get_mut(id) {
+                alloc.assignment = a.clone();
+            }
+        }
+
+        // Start (or adopt) what is new and wanted running.
+        let new: Vec<pb::Assignment> = wanted
+            .into_values()
+            .filter(|a| {
+                let (id, desired) = alloc_of(a);
+                desired == "run" && !self.allocs.contains_key(id)
+            })
+            .collect();
+        let this = &*self;
+        let starts = new.into_iter().map(|a| async move {
+            let mut tasks = BTreeMap::new();
+            if let (Some(alloc), Some(group)) = (&a.allocation, &a.group) {
+                for t in &group.tasks {
+                    let state = this.start_or_adopt(alloc, t).await;
+                    tasks.insert(
+                        t.name.clone(),
+                        Track {
+                            state,
+                            restarts: 0,
+                            restart_at: None,
+                        },
+                    );
+                }
+            }
+            (a, tasks)
+        });
+        for (a, tasks) in join_all(starts).await {
+            let id = alloc_of(&a).0.to_string();
+            self.allocs.insert(
+                id,
+                Alloc {
+                    assignment: a,
+                    tasks,
+                    reported: None,
+                    stopping: false,
+                },
+            );
+        }
+    }
+
+    async fn start_or_adopt(&self, alloc: &pb::Allocation, t: &pb::Task) -> TaskState {
+        if let Ok(state) = self.runtime.state(&alloc.id, &t.name) {
+            if !state.is_terminal() {
+                tracing::info!(alloc_id = %alloc.id, task = %t.name, "adopted running task");
+                return state;
+            }
+        }
+        let spec = spec_for(alloc, t);
+        match self.runtime.start(&spec).await {
+            Ok(state) => {
+                tracing::info!(alloc_id = %alloc.id, alloc = %alloc.name, task = %t.name, ?state, "task started");
+                state
+            }
+            Err(error) => {
+                tracing::warn!(alloc_id = %alloc.id, task = %t.name, %error, "task failed to start");
+                TaskState::Failed {
+                    message: error.to_string(),
+                }
+            }
+        }
+    }
+
+    /// Refreshes task states, restarts exited tasks as their group's policy
+    /// allows, and returns the statuses that changed since last reported.
+    pub async fn poll(&mut self) -> Vec<pb::AllocStatus> {
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        for (id, alloc) in &mut self.allocs {
+            let kind = alloc.assignment.job_kind.clone();
+            let policy = alloc
+                .assignment
+                .group
+                .as_ref()
+                .and_then(|g| g.restart)
+                .unwrap_or_default();
+            let group_tasks: Vec<pb::Task> = alloc
+                .assignment
+                .group
+                .as_ref()
+                .map(|g| g.tasks.clone())
+                .unwrap_or_default();
+            for (name, track) in &mut alloc.tasks {
+                if let Some(at) = track.restart_at {
+                    if now >= at && !alloc.stopping {
+                        track.restart_at = None;
+                        track.restarts += 1;
+                        if let (Some(a), Some(t)) = (
+                            &alloc.assignment.allocation,
+                            group_tasks.iter().find(|t| &t.name == name),
+                        ) {
+                            tracing::info!(alloc_id = %id, task = %name, restarts = track.restarts, "restarting task");
+                            track.state = match self.runtime.start(&spec_for(a, t)).await {
+                                Ok(s) => s,
+                                Err(e) => TaskState::Failed {
+                                    message: e.to_string(),
+                                },
+                            };
+                        }
+                    }
+                    continue;
+                }
+                if track.state.is_terminal() {
+                    continue;
+                }
+                match self.runtime.state(id, name) {
+                    Ok(state) => {
+                        if let TaskState::Exited { exit_code, .. } = &state {
+                            let wants_restart = !alloc.stopping
+                                && (kind != "batch" || *exit_code != Some(0))
+                                && i64::from(track.restarts) < policy.attempts;
+                            if wants_restart {
+                                let delay = u64::try_from(policy.delay_ms).unwrap_or(0);
+                                track.restart_at = Some(now + Duration::from_millis(delay));
+                            }
+                        }
+                        track.state = state;
+                    }
+                    Err(error) => {
+                        tracing::warn!(alloc_id = %id, task = %name, %error, "cannot read task state");
+                    }
+                }
+            }
+            let st = alloc.status();
+            if alloc.reported.as_ref() != Some(&st) {
+                alloc.reported = Some(st.clone());
+                changed.push(st);
+            }
+        }
+        changed
+    }
+
+    /// The only task of an allocation, or the one named; for logs.
+    pub fn log_task(&self, alloc_id: &str, task: &str) -> Result<String, String> {
+        let tasks: Vec<String> = match self.allocs.get(alloc_id) {
+            Some(a) => a.tasks.keys().cloned().collect(),
+            None => self
+                .runtime
+                .list()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|(a, _)| a == alloc_id)
+                .map(|(_, t)| t)
+                .collect(),
+        };
+        if tasks.is_empty() {
+            return Err(format!("allocation {alloc_id} has no tasks on this node"));
+        }
+        if !task.is_empty() {
+            return if tasks.iter().any(|t| t == task) {
+                Ok(task.to_string())
+            } else {
+                Err(format!(
+                    "allocation {alloc_id} has no task {task:?} (it has: {})",
+                    tasks.join(", ")
+                ))
+            };
+        }
+        match tasks.as_slice() {
+            [only] => Ok(only.clone()),
+            _ => Err(format!(
+                "allocation {alloc_id} has several tasks ({}); name one with --task",
+                tasks.join(", ")
+            )),
+        }
+    }
+
+    /// Whether a task still runs (or will restart), for following logs.
+    pub fn task_live(&self, alloc_id: &str, task: &str) -> bool {
+        self.allocs
+            .get(alloc_id)
+            .and_then(|a| a.tasks.get(task))
+            .is_some_and(|t| !t.state.is_terminal() || t.restart_at.is_some())
+    }
+}

@@ -1,0 +1,309 @@
+//! Drover's node agent.
+//!
+//! The agent dials the scheduler and holds one `AgentService.Connect`
+//! stream: it registers the node, heartbeats, converges on the assignments
+//! it is sent ([`allocs`]), reports allocation status, and serves log
+//! requests. Every task runs under its own supervisor process ([`runtime`]),
+//! so the agent can die and come back without losing one.
+
+pub mod allocs;
+pub mod node;
+pub mod runtime;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::allocs::Allocs;
+use crate::runtime::Runtime;
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Bad configuration or local state.
+    #[error("{0}")]
+    Config(String),
+    /// A file operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime failed to list existing tasks.
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+}
+
+/// How the agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Scheduler gRPC address, e.g. `http://127.0.0.1:4680`.
+    pub scheduler: String,
+    /// Where node identity and task state live.
+    pub data_dir: PathBuf,
+    /// Drover binary re-executed as each task's supervisor.
+    pub exe: PathBuf,
+    /// Address other nodes reach this one at.
+    pub address: String,
+    /// Capacity overrides; detected from the host when `None`.
+    pub cpu_millis: Option<i64>,
+    /// Memory capacity override, MiB.
+    pub memory_mb: Option<i64>,
+}
+
+const POLL: Duration = Duration::from_millis(200);
+const LOG_CHUNK: usize = 32 * 1024;
+
+/// Runs the agent until `shutdown` is cancelled. Tasks keep running when
+/// the agent stops; a restarted agent re-adopts them.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let hostname = node::hostname();
+    let node_id = node::node_id(&config.data_dir, &hostname)?;
+    let state_root = config.data_dir.join("allocs");
+    let mut allocs = Allocs::new(Runtime::new(state_root.clone(), config.exe.clone()));
+    let node = pb::Node {
+        id: node_id.clone(),
+        hostname,
+        address: config.address.clone(),
+        status: "ready".into(),
+        cpu_millis: config.cpu_millis.unwrap_or_else(node::cpu_millis),
+        memory_mb: config
+            .memory_mb
+            .unwrap_or_else(|| node::memory_mb(std::path::Path::new("/proc"))),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match session(&config, &node, &mut allocs, &state_root, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                tracing::warn!(scheduler = %config.scheduler, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection to the scheduler; returns Ok on shutdown, Err when the
+/// stream breaks (the caller reconnects).
+async fn session(
+    config: &AgentConfig,
+    node: &pb::Node,
+    allocs: &mut Allocs,
+    state_root: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let channel: Channel = Endpoint::from_shared(config.scheduler.clone())
+        .map_err(|e| format!("bad scheduler address {:?}: {e}", config.scheduler))?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", config.scheduler))?;
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
+    let running = allocs.on_disk().map_err(|e| e.to_string())?;
+    let register = pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Register(pb::Register {
+            node: Some(node.clone()),
+            running,
+        })),
+    };
+    tx.send(register)
+        .await
+        .map_err(|_| "outbound channel closed".to_string())?;
+    let mut inbound = client
+        .connect(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("Connect refused: {}", s.message()))?
+        .into_inner();
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+    let mut poll = tokio::time::interval(POLL);
+    let mut log_streams: std::collections::HashMap<u64, CancellationToken> = Default::default();
+    let log_runtime_root = state_root.to_path_buf();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                for t in log_streams.values() { t.cancel(); }
+                return Ok(());
+            }
+            _ = heartbeat.tick() => {
+                let hb = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { unix_ms: now_ms() })) };
+                tx.send(hb).await.map_err(|_| "stream closed".to_string())?;
+            }
+            _ = poll.tick() => {
+                for st in allocs.poll().await {
+                    let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::AllocStatus(st)) };
+                    tx.send(m).await.map_err(|_| "stream closed".to_string())?;
+                }
+            }
+            msg = inbound.next() => {
+                let msg = match msg {
+                    None => return Err("scheduler closed the stream".into()),
+                    Some(Err(s)) => return Err(format!("stream error: {}", s.message())),
+                    Some(Ok(m)) => m,
+                };
+                match msg.msg {
+                    Some(pb::scheduler_message::Msg::Registered(r)) => {
+                        if r.heartbeat_interval_ms > 0 {
+                            let every = Duration::from_millis(u64::try_from(r.heartbeat_interval_ms).unwrap_or(2000));
+                            heartbeat = tokio::time::interval(every);
+                        }
+                        tracing::info!(node_id = %r.node_id, "registered with scheduler");
+                    }
+                    Some(pb::scheduler_message::Msg::Assignments(a)) => {
+                        allocs.converge(a.allocations).await;
+                        for st in allocs.poll().await {
+                            let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::AllocStatus(st)) };
+                            tx.send(m).await.map_err(|_| "stream closed".to_string())?;
+                        }
+                    }
+                    Some(pb::scheduler_message::Msg::LogRequest(req)) => {
+                        let cancel = shutdown.child_token();
+                        log_streams.retain(|_, t| !t.is_cancelled());
+                        log_streams.insert(req.request_id, cancel.clone());
+                        match allocs.log_task(&req.alloc_id, &req.task) {
+                            Ok(task) => {
+                                let rt = Runtime::new(log_runtime_root.clone(), config.exe.clone());
+                                tokio::spawn(stream_log(rt, req, task, tx.clone(), cancel));
+                            }
+                            Err(error) => {
+                                let _ = tx.send(log_msg(req.request_id, Vec::new(), true, error)).await;
+                            }
+                        }
+                    }
+                    Some(pb::scheduler_message::Msg::LogCancel(c)) => {
+                        if let Some(t) = log_streams.remove(&c.request_id) { t.cancel(); }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+fn log_msg(request_id: u64, data: Vec<u8>, eof: bool, error: String) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::LogData(pb::LogData {
+            request_id,
+            data,
+            eof,
+            error,
+        })),
+    }
+}
+
+/// Sends a task's log file up the stream, then (with `follow`) what is
+/// appended until the task ends for good or the request is cancelled.
+async fn stream_log(
+    rt: Runtime,
+    req: pb::LogRequest,
+    task: String,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    cancel: CancellationToken,
+) {
+    let dir = match rt.task_dir(&req.alloc_id, &task) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx
+                .send(log_msg(req.request_id, Vec::new(), true, e.to_string()))
+                .await;
+            return;
+        }
+    };
+    let path = dir.join(if req.stderr {
+        "stderr.log"
+    } else {
+        "stdout.log"
+    });
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let msg = format!("cannot open {}: {e}", path.display());
+            let _ = tx
+                .send(log_msg(req.request_id, Vec::new(), true, msg))
+                .await;
+            return;
+        }
+    };
+    let mut pos: u64 = 0;
+    let mut buf = vec![0u8; LOG_CHUNK];
+    loop {
+        let n = match file.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format!("reading {}: {e}", path.display());
+                let _ = tx
+                    .send(log_msg(req.request_id, Vec::new(), true, msg))
+                    .await;
+                return;
+            }
+        };
+        if n > 0 {
+            pos += n as u64;
+            if tx
+                .send(log_msg(
+                    req.request_id,
+                    buf[..n].to_vec(),
+                    false,
+                    String::new(),
+                ))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        let live = rt
+            .state(&req.alloc_id, &task)
+            .map(|s| !s.is_terminal())
+            .unwrap_or(false);
+        if !req.follow || (!live && cancel.is_cancelled()) {
+            break;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        // A rotated or truncated file starts again from the top.
+        if let Ok(meta) = tokio::fs::metadata(&path).await {
+            if meta.len() < pos {
+                pos = 0;
+                if file.seek(std::io::SeekFrom::Start(0)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tx
+        .send(log_msg(req.request_id, Vec::new(), true, String::new()))
+        .await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,118 @@
+//! The node's identity and capacity.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::AgentError;
+
+/// Reads the node id kept in `<data_dir>/node-id`, creating it on first
+/// start from the host name and a random suffix. The id is a DNS label
+/// (it becomes `<id>.node.drover.internal`) and never changes afterwards.
+pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
+    let path = data_dir.join("node-id");
+    match fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            if is_label(&id) {
+                return Ok(id);
+            }
+            Err(AgentError::Config(format!(
+                "{} holds {id:?}, which is not a valid node id (a DNS label); fix or remove the file",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut base: String = hostname
+                .to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            base.truncate(40);
+            let base = base.trim_matches('-');
+            let base = if base.is_empty() { "node" } else { base };
+            let suffix: u32 = rand::random();
+            let id = format!("{base}-{:06x}", suffix & 0xff_ffff);
+            fs::create_dir_all(data_dir).map_err(|source| AgentError::Io {
+                op: "create directory",
+                path: data_dir.to_path_buf(),
+                source,
+            })?;
+            fs::write(&path, format!("{id}\n")).map_err(|source| AgentError::Io {
+                op: "write",
+                path: path.clone(),
+                source,
+            })?;
+            Ok(id)
+        }
+        Err(source) => Err(AgentError::Io {
+            op: "read",
+            path,
+            source,
+        }),
+    }
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The host name, or `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// CPU capacity in millicores: online CPUs × 1000.
+pub fn cpu_millis() -> i64 {
+    std::thread::available_parallelism()
+        .map(|n| i64::try_from(n.get()).unwrap_or(1) * 1000)
+        .unwrap_or(1000)
+}
+
+/// Memory capacity in MiB, from `MemTotal` in `<proc_root>/meminfo`.
+pub fn memory_mb(proc_root: &Path) -> i64 {
+    let text = fs::read_to_string(proc_root.join("meminfo")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .map(|kb| kb / 1024)
+        .unwrap_or(1024)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node_id(dir.path(), "Web_01.example.com").unwrap();
+        assert!(a.starts_with("web-01-example-com-"), "{a}");
+        assert!(is_label(&a));
+        assert_eq!(node_id(dir.path(), "other").unwrap(), a);
+    }
+
+    #[test]
+    fn a_corrupt_node_id_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("node-id"), "Not A Label").unwrap();
+        let e = node_id(dir.path(), "h").unwrap_err().to_string();
+        assert!(e.contains("node-id"), "{e}");
+    }
+
+    #[test]
+    fn reads_memory_from_meminfo() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("meminfo"), "MemTotal:       2048000 kB\n").unwrap();
+        assert_eq!(memory_mb(dir.path()), 2000);
+    }
+}

@@ -1,0 +1,124 @@
+//! The runtime's error type.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::files::SUPERVISE_ARG;
+
+/// Errors of the runtime; each names the path, syscall or command involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// An alloc id or task name that is not a simple path component.
+    #[error("invalid {what} {name:?}: use 1-128 characters from [A-Za-z0-9._-], not '.' or '..'")]
+    InvalidName {
+        /// "alloc id" or "task name".
+        what: &'static str,
+        /// The offending value.
+        name: String,
+    },
+    /// The spec has a field the supervisor could not use.
+    #[error("alloc {alloc_id} task {task}: {problem}")]
+    InvalidSpec {
+        /// Allocation id.
+        alloc_id: String,
+        /// Task name.
+        task: String,
+        /// What is wrong, naming the field.
+        problem: String,
+    },
+    /// The spec has an empty command.
+    #[error("alloc {alloc_id} task {task}: command is empty")]
+    EmptyCommand {
+        /// Allocation id.
+        alloc_id: String,
+        /// Task name.
+        task: String,
+    },
+    /// `command[0]` does not resolve to an executable file.
+    #[error("command {command:?} not found: {detail}")]
+    CommandNotFound {
+        /// The command as given.
+        command: String,
+        /// Where it was looked for.
+        detail: String,
+    },
+    /// A file operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation ("read", "rename", ...).
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A JSON file could not be (de)serialized.
+    #[error("json {}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file holds something unexpected.
+    #[error("{}: {what}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The supervisor binary could not be executed.
+    #[error("spawning supervisor {} {SUPERVISE_ARG} {}: {source}", exe.display(), task_dir.display())]
+    SpawnSupervisor {
+        /// The drover binary.
+        exe: PathBuf,
+        /// The task directory.
+        task_dir: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A syscall on a task or supervisor process failed.
+    #[error("{syscall} (pid {pid}): {source}")]
+    Syscall {
+        /// The syscall, with its arguments when useful.
+        syscall: &'static str,
+        /// The process involved.
+        pid: i32,
+        /// The errno.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// No task directory for this alloc/task.
+    #[error("no task {task:?} in alloc {alloc_id:?}")]
+    NotFound {
+        /// Allocation id.
+        alloc_id: String,
+        /// Task name.
+        task: String,
+    },
+    /// The task runs already (start) or still (remove).
+    #[error("alloc {alloc_id} task {task} is still running (pid {pid:?}); stop it first")]
+    StillRunning {
+        /// Allocation id.
+        alloc_id: String,
+        /// Task name.
+        task: String,
+        /// Host pid of the task, when known.
+        pid: Option<i32>,
+    },
+    /// Waiting for the supervisor timed out.
+    #[error("timed out after {after:?} waiting for {what} in {}", task_dir.display())]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// The task directory.
+        task_dir: PathBuf,
+        /// How long was waited.
+        after: Duration,
+    },
+}

@@ -1,0 +1,228 @@
+//! The on-disk layout of a task directory and the small file and procfs
+//! helpers that both the agent side and the supervisor use.
+//!
+//! Layout: `<state_root>/<alloc_id>/<task>/{spec.json,state.json,supervisor.pid,
+//! supervisor.log,stdout.log,stderr.log}`. `state.json` and `supervisor.pid`
+//! are only ever replaced atomically (write a temp file, fsync, rename, fsync
+//! the directory), so a reader never sees half a file even if the writer dies.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{RuntimeError, TaskSpec, TaskState};
+
+/// File name of the task specification written by the agent.
+pub const SPEC_FILE: &str = "spec.json";
+/// File name of the task state written by the supervisor.
+pub const STATE_FILE: &str = "state.json";
+/// File name holding the supervisor's host pid.
+pub const SUPERVISOR_PID_FILE: &str = "supervisor.pid";
+/// Supervisor's own stderr (errors before the task could be started).
+pub const SUPERVISOR_LOG_FILE: &str = "supervisor.log";
+/// Task stdout, appended to.
+pub const STDOUT_FILE: &str = "stdout.log";
+/// Task stderr, appended to.
+pub const STDERR_FILE: &str = "stderr.log";
+
+/// The hidden subcommand the supervisor is started with.
+pub const SUPERVISE_ARG: &str = "__supervise";
+
+/// Checks that an alloc id or task name is a single, harmless path component.
+pub fn validate_name(what: &'static str, name: &str) -> Result<(), RuntimeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::InvalidName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(bytes).map_err(io_err("write", &tmp))?;
+    file.sync_all().map_err(io_err("fsync", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+    // The rename is only durable once the directory entry is.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync", dir))
+}
+
+/// Serializes `value` as JSON and writes it atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
+    let bytes = serde_json::to_vec(value).map_err(|source| RuntimeError::Json {
+        path: path.to_owned(),
+        source,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads and parses a JSON file; `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, RuntimeError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(RuntimeError::Io {
+                op: "read",
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| RuntimeError::Json {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Reads `supervisor.pid`; `Ok(None)` when it does not exist yet.
+pub fn read_pid(path: &Path) -> Result<Option<i32>, RuntimeError> {
+    match fs::read_to_string(path) {
+        Ok(s) => s
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|p| *p > 0)
+            .map(Some)
+            .ok_or_else(|| RuntimeError::Corrupt {
+                path: path.to_owned(),
+                what: format!("not a pid: {:?}", s.trim()),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RuntimeError::Io {
+            op: "read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Opens a log file for appending, creating it if needed.
+pub fn open_append(path: &Path) -> Result<File, RuntimeError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err("open", path))
+}
+
+/// Paths inside one task directory.
+#[derive(Debug, Clone)]
+pub struct TaskDir {
+    /// The directory itself.
+    pub dir: PathBuf,
+}
+
+impl TaskDir {
+    /// Wraps a task directory path.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+    /// `spec.json`.
+    pub fn spec(&self) -> PathBuf {
+        self.dir.join(SPEC_FILE)
+    }
+    /// `state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+    /// `supervisor.pid`.
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.dir.join(SUPERVISOR_PID_FILE)
+    }
+    /// `supervisor.log`.
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join(SUPERVISOR_LOG_FILE)
+    }
+    /// `stdout.log`.
+    pub fn stdout(&self) -> PathBuf {
+        self.dir.join(STDOUT_FILE)
+    }
+    /// `stderr.log`.
+    pub fn stderr(&self) -> PathBuf {
+        self.dir.join(STDERR_FILE)
+    }
+    /// Reads `spec.json`.
+    pub fn read_spec(&self) -> Result<Option<TaskSpec>, RuntimeError> {
+        read_json(&self.spec())
+    }
+    /// Reads `state.json` as the supervisor last wrote it.
+    pub fn read_state(&self) -> Result<Option<TaskState>, RuntimeError> {
+        read_json(&self.state())
+    }
+}
+
+/// Whether `pid` exists on the host and is not a zombie.
+pub fn process_alive(proc_root: &Path, pid: i32) -> bool {
+    match fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        // The state letter follows the last ')' (the command name may hold ')').
+        Ok(stat) => match stat.rsplit_once(')') {
+            Some((_, rest)) => !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')),
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` is a live supervisor for the task directory ending in
+/// `<alloc_id>/<task>`: guards against the pid having been reused.
+pub fn supervisor_alive(proc_root: &Path, pid: i32, alloc_id: &str, task: &str) -> bool {
+    if !process_alive(proc_root, pid) {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(proc_root.join(pid.to_string()).join("cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let Some(pos) = args.iter().position(|a| *a == SUPERVISE_ARG.as_bytes()) else {
+        return false;
+    };
+    let Some(dir) = args.get(pos + 1) else {
+        return false;
+    };
+    let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+    dir.ends_with(Path::new(alloc_id).join(task))
+}

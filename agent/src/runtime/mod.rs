@@ -1,0 +1,532 @@
+//! Container runtime: starts, observes and stops tasks, each under its own
+//! supervisor process.
+//!
+//! The agent never parents a task directly. [`Runtime::start`] re-executes the
+//! `drover` binary as `drover __supervise <task_dir>` in a new session; that
+//! supervisor ([`supervise_main`]) unshares PID, mount, UTS and IPC
+//! namespaces, runs the task as PID 1 of its PID namespace and records each
+//! transition in `<task_dir>/state.json`. The files in the task directory are
+//! the whole interface between the two, so an agent that is killed or
+//! upgraded loses no task and no exit status: a new agent finds the tasks
+//! with [`Runtime::list`] and reads them with [`Runtime::state`].
+//!
+//! Not yet done here (later steps): cgroup limits ([`TaskSpec::cpu_millis`],
+//! [`TaskSpec::memory_mb`] are carried but unused), network, cgroup and user
+//! namespaces, a root filesystem other than the host's, capabilities.
+
+mod error;
+mod files;
+mod pidfd;
+mod spec;
+mod supervisor;
+
+use std::fs;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::{sleep, Instant};
+use tracing::{debug, info, warn};
+
+pub use error::RuntimeError;
+use files::{
+    now_unix_ms, open_append, process_alive, read_pid, supervisor_alive, validate_name, write_json,
+    TaskDir, SUPERVISE_ARG,
+};
+use pidfd::PidFd;
+pub use spec::{TaskSpec, TaskState};
+pub use supervisor::supervise_main;
+
+/// `PATH` given to a task whose environment does not set one; also the
+/// search path used to validate a bare command name.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long [`Runtime::start`] waits for the supervisor to report.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Runtime::stop`] waits for the final state after SIGKILL.
+const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Interval between reads of `state.json` while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Starts, observes and stops supervised tasks below one state directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    state_root: PathBuf,
+    exe: PathBuf,
+    proc_root: PathBuf,
+}
+
+impl Runtime {
+    /// `state_root` e.g. `<data_dir>/allocs`; `exe` is the drover binary to
+    /// re-execute as the supervisor (`std::env::current_exe()` in production).
+    pub fn new(state_root: PathBuf, exe: PathBuf) -> Self {
+        Self {
+            state_root,
+            exe,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+
+    /// Reads process liveness from `proc_root` instead of `/proc` (tests).
+    pub fn with_proc_root(mut self, proc_root: PathBuf) -> Self {
+        self.proc_root = proc_root;
+        self
+    }
+
+    /// The directory of one task: `<state_root>/<alloc_id>/<task>`.
+    pub fn task_dir(&self, alloc_id: &str, task: &str) -> Result<PathBuf, RuntimeError> {
+        validate_name("alloc id", alloc_id)?;
+        validate_name("task name", task)?;
+        Ok(self.state_root.join(alloc_id).join(task))
+    }
+
+    fn existing_dir(&self, alloc_id: &str, task: &str) -> Result<TaskDir, RuntimeError> {
+        let dir = TaskDir::new(self.task_dir(alloc_id, task)?);
+        if dir.dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(RuntimeError::NotFound {
+                alloc_id: alloc_id.to_owned(),
+                task: task.to_owned(),
+            })
+        }
+    }
+
+    /// Validates the spec, writes `spec.json`, starts the supervisor detached
+    /// and waits (up to 5 s) until it reports the task running, exited or
+    /// failed. A failed start leaves no process behind.
+    pub async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
+        let (alloc_id, task) = (spec.alloc_id.as_str(), spec.task.as_str());
+        let dir = TaskDir::new(self.task_dir(alloc_id, task)?);
+        spec.validate()?;
+
+        let created = !dir.dir.exists();
+        if !created {
+            let current = self.observe(&dir, alloc_id, task)?;
+            if let TaskState::Pending | TaskState::Running { .. } = current {
+                return Err(RuntimeError::StillRunning {
+                    alloc_id: alloc_id.to_owned(),
+                    task: task.to_owned(),
+                    pid: running_pid(&current),
+                });
+            }
+            self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
+            // A restart in the same directory: logs are appended to.
+            for stale in [dir.state(), dir.supervisor_pid()] {
+                match fs::remove_file(&stale) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(RuntimeError::Io {
+                            op: "remove",
+                            path: stale,
+                            source: e,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let result = self.spawn_and_wait(&dir, spec).await;
+        if result.is_err() && created {
+            // Nothing runs (spawn_and_wait kills what it started): undo.
+            let _ = fs::remove_dir_all(&dir.dir);
+            if let Some(alloc_dir) = dir.dir.parent() {
+                let _ = fs::remove_dir(alloc_dir);
+            }
+        }
+        result
+    }
+
+    async fn spawn_and_wait(
+        &self,
+        dir: &TaskDir,
+        spec: &TaskSpec,
+    ) -> Result<TaskState, RuntimeError> {
+        let (alloc_id, task) = (spec.alloc_id.as_str(), spec.task.as_str());
+        fs::create_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
+            op: "create directory",
+            path: dir.dir.clone(),
+            source,
+        })?;
+        write_json(&dir.spec(), spec)?;
+        let log = open_append(&dir.supervisor_log())?;
+
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .arg(SUPERVISE_ARG)
+            .arg(&dir.dir)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(false);
+        // SAFETY: runs in the forked child before exec and only calls
+        // setsid(2), which is async-signal-safe; it detaches the supervisor
+        // from the agent's session so terminal signals never reach it.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|source| RuntimeError::SpawnSupervisor {
+                exe: self.exe.clone(),
+                task_dir: dir.dir.clone(),
+                source,
+            })?;
+        let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        debug!(alloc_id = %alloc_id, task = %task, supervisor_pid, "supervisor spawned");
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let state = loop {
+            if let Some(state) = dir.read_state()? {
+                if state != TaskState::Pending {
+                    break state;
+                }
+            }
+            let exited = child.try_wait().map_err(|source| RuntimeError::Io {
+                op: "waitpid supervisor",
+                path: dir.dir.clone(),
+                source,
+            })?;
+            if let Some(status) = exited {
+                // It may have written its final state just before exiting.
+                if let Some(state) = dir.read_state()?.filter(|s| *s != TaskState::Pending) {
+                    break state;
+                }
+                let how = match (status.code(), status.signal()) {
+                    (Some(code), _) => format!("with code {code}"),
+                    (None, Some(sig)) => format!("by signal {sig}"),
+                    _ => "abnormally".to_owned(),
+                };
+                let state = TaskState::Failed {
+                    message: format!(
+                        "supervisor exited {how} before starting the task; see {}",
+                        dir.supervisor_log().display()
+                    ),
+                };
+                write_json(&dir.state(), &state)?;
+                break state;
+            }
+            if Instant::now() >= deadline {
+                warn!(alloc_id = %alloc_id, task = %task, supervisor_pid, "supervisor did not report; killing it");
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                if let Some(TaskState::Running { pid, .. }) = dir.read_state()? {
+                    if let Ok(Some(fd)) = PidFd::open(pid) {
+                        let _ = fd.signal(Signal::SIGKILL);
+                    }
+                }
+                return Err(RuntimeError::Timeout {
+                    what: "the supervisor to start the task",
+                    task_dir: dir.dir.clone(),
+                    after: START_TIMEOUT,
+                });
+            }
+            sleep(POLL_INTERVAL).await;
+        };
+
+        // Reap the supervisor whenever it ends; if the agent dies first, the
+        // supervisor is re-parented and reaped by init instead.
+        let (a, t) = (alloc_id.to_owned(), task.to_owned());
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => debug!(alloc_id = %a, task = %t, %status, "supervisor exited"),
+                Err(e) => warn!(alloc_id = %a, task = %t, error = %e, "waiting for supervisor"),
+            }
+        });
+        match &state {
+            TaskState::Running { pid, .. } => {
+                info!(alloc_id = %alloc_id, task = %task, pid, supervisor_pid, "task running")
+            }
+            other => {
+                info!(alloc_id = %alloc_id, task = %task, state = ?other, "task did not keep running")
+            }
+        }
+        Ok(state)
+    }
+
+    /// The task's current state. If `state.json` says pending or running but
+    /// the supervisor is gone, the record is settled here ("supervisor
+    /// died"): `Exited` without a status when the task is gone too (written
+    /// back to `state.json`), `Failed` while the task still runs unsupervised.
+    pub fn state(&self, alloc_id: &str, task: &str) -> Result<TaskState, RuntimeError> {
+        let dir = self.existing_dir(alloc_id, task)?;
+        self.observe(&dir, alloc_id, task)
+    }
+
+    fn observe(
+        &self,
+        dir: &TaskDir,
+        alloc_id: &str,
+        task: &str,
+    ) -> Result<TaskState, RuntimeError> {
+        let recorded = dir.read_state()?;
+        if let Some(state) = recorded.as_ref().filter(|s| s.is_terminal()) {
+            return Ok(state.clone());
+        }
+        let supervisor = read_pid(&dir.supervisor_pid())?;
+        if let Some(pid) = supervisor {
+            if supervisor_alive(&self.proc_root, pid, alloc_id, task) {
+                return Ok(recorded.unwrap_or(TaskState::Pending));
+            }
+        }
+        // The supervisor is gone; it may have written a final state and
+        // exited between our two reads.
+        let recorded = dir.read_state()?;
+        let settled = match recorded {
+            Some(state) if state.is_terminal() => return Ok(state),
+            Some(TaskState::Running { pid, .. }) if process_alive(&self.proc_root, pid) => {
+                return Ok(TaskState::Failed {
+                    message: format!(
+                        "supervisor {} died; task pid {pid} is still running unsupervised",
+                        supervisor.map_or_else(|| "?".to_owned(), |p| p.to_string())
+                    ),
+                });
+            }
+            Some(TaskState::Running { pid, .. }) => TaskState::Exited {
+                pid,
+                exit_code: None,
+                signal: None,
+                finished_unix_ms: now_unix_ms(),
+                message: "supervisor died; the task's exit status is lost".to_owned(),
+            },
+            _ => TaskState::Failed {
+                message: format!(
+                    "supervisor died before starting the task; see {}",
+                    dir.supervisor_log().display()
+                ),
+            },
+        };
+        warn!(alloc_id = %alloc_id, task = %task, state = ?settled, "supervisor died");
+        write_json(&dir.state(), &settled)?;
+        Ok(settled)
+    }
+
+    /// Refuses when `state.json` names a task that still runs although its
+    /// supervisor is dead.
+    fn ensure_no_unsupervised_task(
+        &self,
+        dir: &TaskDir,
+        alloc_id: &str,
+        task: &str,
+    ) -> Result<(), RuntimeError> {
+        match dir.read_state()? {
+            Some(TaskState::Running { pid, .. }) if process_alive(&self.proc_root, pid) => {
+                Err(RuntimeError::StillRunning {
+                    alloc_id: alloc_id.to_owned(),
+                    task: task.to_owned(),
+                    pid: Some(pid),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops the task: SIGTERM, up to `kill_timeout_ms` for it to exit, then
+    /// SIGKILL; returns the final state once it is recorded and the
+    /// supervisor has reaped the task and exited. Idempotent on a task that
+    /// has already ended.
+    pub async fn stop(&self, alloc_id: &str, task: &str) -> Result<TaskState, RuntimeError> {
+        let dir = self.existing_dir(alloc_id, task)?;
+        let kill_timeout =
+            Duration::from_millis(dir.read_spec()?.map_or(5_000, |s| s.kill_timeout_ms));
+        // A supervisor that is still starting will report soon.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.observe(&dir, alloc_id, task)? == TaskState::Pending {
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Timeout {
+                    what: "a pending task to start before stopping it",
+                    task_dir: dir.dir.clone(),
+                    after: START_TIMEOUT,
+                });
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+
+        let Some(TaskState::Running { pid, .. }) = dir.read_state()? else {
+            return self
+                .wait_final(&dir, alloc_id, task, None, FINAL_STATE_TIMEOUT)
+                .await;
+        };
+        let fd = PidFd::open(pid).map_err(|source| RuntimeError::Syscall {
+            syscall: "pidfd_open",
+            pid,
+            source,
+        })?;
+        // Opened before re-reading: if state.json still says running, the
+        // supervisor has not reaped the task, so the pidfd is the task's.
+        let still_running =
+            matches!(dir.read_state()?, Some(TaskState::Running { pid: p, .. }) if p == pid);
+        let Some(fd) = fd.filter(|_| still_running) else {
+            return self
+                .wait_final(&dir, alloc_id, task, None, FINAL_STATE_TIMEOUT)
+                .await;
+        };
+        info!(alloc_id = %alloc_id, task = %task, pid, ?kill_timeout, "stopping task (SIGTERM)");
+        self.send(&fd, Signal::SIGTERM)?;
+        if let Ok(state) = self
+            .wait_final(&dir, alloc_id, task, Some(&fd), kill_timeout)
+            .await
+        {
+            return Ok(state);
+        }
+        warn!(alloc_id = %alloc_id, task = %task, pid, "task outlived kill_timeout; SIGKILL");
+        self.send(&fd, Signal::SIGKILL)?;
+        self.wait_final(&dir, alloc_id, task, Some(&fd), FINAL_STATE_TIMEOUT)
+            .await
+    }
+
+    fn send(&self, fd: &PidFd, sig: Signal) -> Result<(), RuntimeError> {
+        fd.signal(sig).map_err(|source| RuntimeError::Syscall {
+            syscall: if sig == Signal::SIGKILL {
+                "pidfd_send_signal(SIGKILL)"
+            } else {
+                "pidfd_send_signal(SIGTERM)"
+            },
+            pid: fd.pid(),
+            source,
+        })
+    }
+
+    /// Polls until the state is final (and, for a `Failed` state, the task
+    /// process is gone), or `timeout` passes.
+    async fn wait_final(
+        &self,
+        dir: &TaskDir,
+        alloc_id: &str,
+        task: &str,
+        fd: Option<&PidFd>,
+        timeout: Duration,
+    ) -> Result<TaskState, RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.observe(dir, alloc_id, task)?;
+            let done = match &state {
+                TaskState::Exited { .. } => true,
+                TaskState::Failed { .. } => fd.is_none_or(PidFd::exited),
+                _ => false,
+            };
+            if done {
+                self.wait_supervisor_gone(dir, alloc_id, task).await?;
+                return Ok(state);
+            }
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Timeout {
+                    what: "the task's final state",
+                    task_dir: dir.dir.clone(),
+                    after: timeout,
+                });
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// After the final state is on disk the supervisor reaps the task and
+    /// exits; waiting for that means no task process (not even a zombie)
+    /// remains when `stop` returns.
+    async fn wait_supervisor_gone(
+        &self,
+        dir: &TaskDir,
+        alloc_id: &str,
+        task: &str,
+    ) -> Result<(), RuntimeError> {
+        let Some(pid) = read_pid(&dir.supervisor_pid())? else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + FINAL_STATE_TIMEOUT;
+        while supervisor_alive(&self.proc_root, pid, alloc_id, task) {
+            if Instant::now() >= deadline {
+                warn!(alloc_id = %alloc_id, task = %task, supervisor_pid = pid, "supervisor still alive after recording the final state");
+                break;
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+        Ok(())
+    }
+
+    /// `(alloc_id, task)` pairs with a task directory on disk, sorted; used to
+    /// re-adopt tasks after an agent restart.
+    pub fn list(&self) -> Result<Vec<(String, String)>, RuntimeError> {
+        let mut out = Vec::new();
+        for alloc in read_dir_names(&self.state_root)? {
+            let alloc_dir = self.state_root.join(&alloc);
+            for task in read_dir_names(&alloc_dir)? {
+                if TaskDir::new(alloc_dir.join(&task)).spec().is_file() {
+                    out.push((alloc.clone(), task));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes the task's directory (and the alloc directory once empty).
+    /// Refuses while the task is pending or running.
+    pub fn remove(&self, alloc_id: &str, task: &str) -> Result<(), RuntimeError> {
+        let dir = self.existing_dir(alloc_id, task)?;
+        let state = self.observe(&dir, alloc_id, task)?;
+        if let TaskState::Pending | TaskState::Running { .. } = state {
+            return Err(RuntimeError::StillRunning {
+                alloc_id: alloc_id.to_owned(),
+                task: task.to_owned(),
+                pid: running_pid(&state),
+            });
+        }
+        self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
+        fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
+            op: "remove directory",
+            path: dir.dir.clone(),
+            source,
+        })?;
+        if let Some(alloc_dir) = dir.dir.parent() {
+            // Fails harmlessly while other tasks of the alloc remain.
+            let _ = fs::remove_dir(alloc_dir);
+        }
+        debug!(alloc_id = %alloc_id, task = %task, "task directory removed");
+        Ok(())
+    }
+}
+
+fn running_pid(state: &TaskState) -> Option<i32> {
+    match state {
+        TaskState::Running { pid, .. } => Some(*pid),
+        _ => None,
+    }
+}
+
+/// Names of the subdirectories of `dir` that are valid ids; none if `dir`
+/// does not exist.
+fn read_dir_names(dir: &Path) -> Result<Vec<String>, RuntimeError> {
+    let io_err = |source| RuntimeError::Io {
+        op: "read directory",
+        path: dir.to_owned(),
+        source,
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err)?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if validate_name("entry", &name).is_ok() && entry.path().is_dir() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests;

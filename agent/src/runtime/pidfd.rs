@@ -1,0 +1,72 @@
+//! A minimal pidfd wrapper: signals that cannot hit a recycled pid.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+/// An open pidfd (`pidfd_open(2)`), referring to one process for its lifetime.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl PidFd {
+    /// Opens a pidfd for `pid`; `Ok(None)` when no such process exists.
+    pub fn open(pid: i32) -> Result<Option<Self>, Errno> {
+        // SAFETY: pidfd_open takes a pid and flags by value and returns a new
+        // file descriptor or -1; no memory is shared with the kernel.
+        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if ret < 0 {
+            return match Errno::last() {
+                Errno::ESRCH => Ok(None),
+                e => Err(e),
+            };
+        }
+        let raw = i32::try_from(ret).map_err(|_| Errno::EBADF)?;
+        // SAFETY: `raw` is a freshly returned descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Some(Self { fd, pid }))
+    }
+
+    /// The pid this pidfd was opened for.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `sig`; a process that has already exited is not an error.
+    pub fn signal(&self, sig: Signal) -> Result<(), Errno> {
+        // SAFETY: the fd is a valid pidfd owned by `self`; a null siginfo
+        // asks the kernel to fill in the same info kill(2) would.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if ret < 0 {
+            match Errno::last() {
+                Errno::ESRCH => Ok(()),
+                e => Err(e),
+            }
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the process has exited (a pidfd becomes readable then).
+    pub fn exited(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid pollfd on our stack, count 1, no timeout.
+        let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
+        ret > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0
+    }
+}

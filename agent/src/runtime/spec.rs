@@ -1,0 +1,156 @@
+//! The task specification and the task state record, as stored in the task
+//! directory, and the validation of a spec before anything is started.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::files::validate_name;
+use super::{RuntimeError, DEFAULT_PATH};
+
+/// What to run: written by the agent to `<task_dir>/spec.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskSpec {
+    /// Allocation id; a simple name (no `/`, not `.` or `..`).
+    pub alloc_id: String,
+    /// Task name within the allocation; a simple name.
+    pub task: String,
+    /// Hostname inside the task's UTS namespace.
+    pub hostname: String,
+    /// argv; `command[0]` is an absolute path or a name looked up in `PATH`.
+    pub command: Vec<String>,
+    /// The task's whole environment (`PATH` defaults to [`DEFAULT_PATH`]).
+    pub env: BTreeMap<String, String>,
+    /// Grace period between SIGTERM and SIGKILL on stop.
+    pub kill_timeout_ms: u64,
+    /// CPU share in millicores. Not enforced yet: cgroups are a later step.
+    pub cpu_millis: u64,
+    /// Memory limit in MiB. Not enforced yet: cgroups are a later step.
+    pub memory_mb: u64,
+}
+
+/// A task's lifecycle as recorded in `<task_dir>/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TaskState {
+    /// The supervisor is starting and has not spawned the task yet.
+    Pending,
+    /// The task runs; `pid` is its pid in the host PID namespace.
+    Running {
+        /// Host pid of the task.
+        pid: i32,
+        /// When it was spawned.
+        started_unix_ms: i64,
+    },
+    /// The task ended (or its supervisor died and the status is lost).
+    Exited {
+        /// Host pid the task had.
+        pid: i32,
+        /// Exit code, when it exited normally.
+        exit_code: Option<i32>,
+        /// Signal number, when a signal killed it.
+        signal: Option<i32>,
+        /// When the end was observed.
+        finished_unix_ms: i64,
+        /// Human-readable summary.
+        message: String,
+    },
+    /// The task could not be started, or is beyond supervision.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl TaskState {
+    /// Whether this state can no longer change.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, TaskState::Exited { .. } | TaskState::Failed { .. })
+    }
+}
+
+impl TaskSpec {
+    /// Checks everything the supervisor would otherwise fail on: names,
+    /// hostname (1-64 bytes, no NUL), argv and environment (no NUL, keys
+    /// without `=`), and that `command[0]` resolves to an executable.
+    /// Returns the resolved program path.
+    pub fn validate(&self) -> Result<PathBuf, RuntimeError> {
+        validate_name("alloc id", &self.alloc_id)?;
+        validate_name("task name", &self.task)?;
+        let invalid = |problem: String| RuntimeError::InvalidSpec {
+            alloc_id: self.alloc_id.clone(),
+            task: self.task.clone(),
+            problem,
+        };
+        if self.hostname.is_empty() || self.hostname.len() > 64 || self.hostname.contains('\0') {
+            return Err(invalid(format!(
+                "hostname {:?} must be 1-64 bytes without NUL",
+                self.hostname
+            )));
+        }
+        if let Some((i, _)) = self
+            .command
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.contains('\0'))
+        {
+            return Err(invalid(format!("command[{i}] contains a NUL byte")));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(invalid(format!(
+                    "env key {key:?} must be non-empty, without '=' or NUL"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(invalid(format!("env {key} contains a NUL byte")));
+            }
+        }
+        resolve_command(self)
+    }
+}
+
+/// Checks that `command[0]` names an executable file: an absolute path as
+/// is, a bare name through the task's `PATH` (or [`DEFAULT_PATH`]). The task
+/// sees the host's filesystem, so the host's view is the task's view.
+pub(crate) fn resolve_command(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> {
+    let program = spec
+        .command
+        .first()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| RuntimeError::EmptyCommand {
+            alloc_id: spec.alloc_id.clone(),
+            task: spec.task.clone(),
+        })?;
+    let not_found = |detail: String| RuntimeError::CommandNotFound {
+        command: program.clone(),
+        detail,
+    };
+    if program.contains('/') {
+        let path = Path::new(program);
+        if !path.is_absolute() {
+            return Err(not_found(
+                "a path must be absolute; use a bare name to search PATH".to_owned(),
+            ));
+        }
+        return if is_executable(path) {
+            Ok(path.to_owned())
+        } else {
+            Err(not_found("no executable file at that path".to_owned()))
+        };
+    }
+    let search = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    search
+        .split(':')
+        .filter(|d| Path::new(d).is_absolute())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| not_found(format!("no executable of that name in PATH={search}")))
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

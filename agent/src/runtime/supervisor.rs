@@ -1,0 +1,258 @@
+//! The per-task supervisor: `drover __supervise <task_dir>`.
+//!
+//! It runs synchronously on a single thread (`unshare(CLONE_NEWNS)` refuses
+//! multi-threaded callers), puts itself into fresh PID, mount, UTS and IPC
+//! namespaces, spawns the task (which becomes PID 1 of the new PID
+//! namespace), records every transition in `state.json` and exits once the
+//! task has been reaped. It ignores the usual termination signals: the agent
+//! signals the task directly, and the supervisor must outlive the task to
+//! record its exit status.
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::files::{now_unix_ms, open_append, write_atomic, write_json, TaskDir};
+use super::{RuntimeError, TaskSpec, TaskState, DEFAULT_PATH};
+
+/// Signals the supervisor ignores and the task gets back at their default.
+const HANDLED_SIGNALS: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGTERM,
+    Signal::SIGPIPE,
+];
+
+/// Entry point of `drover __supervise <task_dir>`; returns the process exit
+/// code. Must be called before any other thread is started.
+///
+/// Exit codes: 0 when the task ran and its exit was recorded, 127 when the
+/// command does not exist, 1 for every other failure (recorded as
+/// `{"state":"failed"}` in `state.json` when the directory is writable).
+pub fn supervise_main(task_dir: &Path) -> i32 {
+    let dir = TaskDir::new(task_dir.to_owned());
+    match supervise(&dir) {
+        Ok(()) => 0,
+        Err(failure) => {
+            let state = TaskState::Failed {
+                message: failure.message.clone(),
+            };
+            if let Err(e) = write_json(&dir.state(), &state) {
+                // stderr is supervisor.log; nobody else will see this.
+                let _ = writeln!(io::stderr(), "drover supervisor: {e}");
+            }
+            let _ = writeln!(io::stderr(), "drover supervisor: {}", failure.message);
+            failure.exit_code
+        }
+    }
+}
+
+/// Why the supervisor gave up, and with which exit code.
+struct Failure {
+    message: String,
+    exit_code: i32,
+}
+
+impl From<RuntimeError> for Failure {
+    fn from(e: RuntimeError) -> Self {
+        Failure {
+            message: e.to_string(),
+            exit_code: 1,
+        }
+    }
+}
+
+fn fail(message: String) -> Failure {
+    Failure {
+        message,
+        exit_code: 1,
+    }
+}
+
+fn supervise(dir: &TaskDir) -> Result<(), Failure> {
+    for sig in HANDLED_SIGNALS {
+        // SAFETY: SIG_IGN installs no handler code, so no handler can run
+        // concurrently with anything; the previous disposition is not needed.
+        unsafe { signal(sig, SigHandler::SigIgn) }
+            .map_err(|e| fail(format!("sigaction({sig}, SIG_IGN): {e}")))?;
+    }
+
+    let spec = dir
+        .read_spec()?
+        .ok_or_else(|| fail(format!("{} does not exist", dir.spec().display())))?;
+    write_atomic(
+        &dir.supervisor_pid(),
+        std::process::id().to_string().as_bytes(),
+    )?;
+
+    unshare(
+        CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(|e| {
+        fail(format!(
+            "unshare(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC): {e}"
+        ))
+    })?;
+
+    let mut command = build_command(dir, &spec)?;
+    let program = spec.command.first().cloned().unwrap_or_default();
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Failure {
+                message: format!("command {program:?} not found: {e}"),
+                exit_code: 127,
+            })
+        }
+        Err(e) => {
+            return Err(fail(format!(
+                "spawning {program:?} (fork, mount /proc, sethostname, setsid, exec): {e}"
+            )))
+        }
+    };
+    let pid =
+        i32::try_from(child.id()).map_err(|_| fail(format!("pid {} out of range", child.id())))?;
+    write_json(
+        &dir.state(),
+        &TaskState::Running {
+            pid,
+            started_unix_ms: now_unix_ms(),
+        },
+    )?;
+
+    // Observe the exit without reaping: while the zombie exists its pid cannot
+    // be reused, so an agent that read "running" and then signals the pid
+    // (through a pidfd opened before reading) never hits another process.
+    let status = loop {
+        match waitid(
+            Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(status) => break status,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(fail(format!("waitid(pid {pid}): {e}"))),
+        }
+    };
+    let (exit_code, sig, message) = match status {
+        WaitStatus::Exited(_, code) => (Some(code), None, format!("exited with code {code}")),
+        WaitStatus::Signaled(_, sig, core) => (
+            None,
+            Some(sig as i32),
+            format!(
+                "killed by signal {} ({sig}){}",
+                sig as i32,
+                if core { ", core dumped" } else { "" }
+            ),
+        ),
+        other => (None, None, format!("unexpected wait status {other:?}")),
+    };
+    write_json(
+        &dir.state(),
+        &TaskState::Exited {
+            pid,
+            exit_code,
+            signal: sig,
+            finished_unix_ms: now_unix_ms(),
+            message,
+        },
+    )?;
+    // Now reap it; the exit is already on disk.
+    let mut child = child;
+    child
+        .wait()
+        .map_err(|e| fail(format!("waitpid(pid {pid}): {e}")))?;
+    Ok(())
+}
+
+fn cstring(what: &str, bytes: &[u8]) -> Result<CString, Failure> {
+    CString::new(bytes).map_err(|_| fail(format!("{what} contains a NUL byte")))
+}
+
+/// Builds the task command; everything the child side needs is allocated
+/// here, because the `pre_exec` closure may only make async-signal-safe calls.
+fn build_command(dir: &TaskDir, spec: &TaskSpec) -> Result<Command, Failure> {
+    let (program, args) = spec
+        .command
+        .split_first()
+        .ok_or_else(|| fail("empty command".to_owned()))?;
+    let stdout = open_append(&dir.stdout())?;
+    let stderr = open_append(&dir.stderr())?;
+
+    let root = cstring("path", b"/")?;
+    let proc_src = cstring("source", b"proc")?;
+    let proc_dir = cstring("path", b"/proc")?;
+    let hostname = spec.hostname.clone().into_bytes();
+
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(&spec.env)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    if !spec.env.contains_key("PATH") {
+        command.env("PATH", DEFAULT_PATH);
+    }
+    let _ = writeln!(
+        io::stderr(),
+        "drover supervisor: starting {:?} as {:?}",
+        spec.command,
+        spec.hostname
+    );
+
+    // SAFETY: the closure runs in the forked child before exec. It only calls
+    // async-signal-safe syscalls (sigaction, mount, sethostname, setsid) on
+    // memory prepared before the fork, and allocates nothing: errors are
+    // reported through `io::Error::last_os_error`, which does not allocate.
+    unsafe {
+        command.pre_exec(move || {
+            for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
+                if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Nothing we mount may propagate back to the host.
+            if libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // We are PID 1 of the new PID namespace: a fresh procfs shows it.
+            if libc::mount(
+                proc_src.as_ptr(),
+                proc_dir.as_ptr(),
+                proc_src.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(command)
+}

@@ -1,0 +1,158 @@
+//! Unit tests that need neither root nor a supervisor binary. The root-only
+//! end-to-end tests live in `tests/tests/runtime.rs`.
+
+use super::spec::resolve_command;
+use super::*;
+use std::collections::BTreeMap;
+
+fn spec(command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        alloc_id: "a1".to_owned(),
+        task: "web".to_owned(),
+        hostname: "web-1".to_owned(),
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+        env: BTreeMap::new(),
+        kill_timeout_ms: 100,
+        cpu_millis: 0,
+        memory_mb: 0,
+    }
+}
+
+#[test]
+fn state_json_shape() {
+    let running = TaskState::Running {
+        pid: 42,
+        started_unix_ms: 7,
+    };
+    let json = serde_json::to_value(&running).expect("serialize");
+    assert_eq!(
+        json,
+        serde_json::json!({"state": "running", "pid": 42, "started_unix_ms": 7})
+    );
+    let failed: TaskState =
+        serde_json::from_str(r#"{"state":"failed","message":"x"}"#).expect("parse");
+    assert_eq!(
+        failed,
+        TaskState::Failed {
+            message: "x".to_owned()
+        }
+    );
+    let exited: TaskState = serde_json::from_str(
+        r#"{"state":"exited","pid":3,"exit_code":null,"signal":9,"finished_unix_ms":1,"message":"m"}"#,
+    )
+    .expect("parse");
+    assert!(exited.is_terminal());
+}
+
+#[test]
+fn names_are_single_components() {
+    for bad in ["", ".", "..", "a/b", "../x", "a\0b", "sp ace"] {
+        assert!(validate_name("task name", bad).is_err(), "{bad:?}");
+    }
+    for good in ["a", "web-1", "alloc_0.3", "7f3e"] {
+        assert!(validate_name("task name", good).is_ok(), "{good:?}");
+    }
+}
+
+#[test]
+fn command_resolution() {
+    assert!(matches!(
+        resolve_command(&spec(&[])),
+        Err(RuntimeError::EmptyCommand { .. })
+    ));
+    assert!(resolve_command(&spec(&["sh", "-c", "true"])).is_ok());
+    assert!(resolve_command(&spec(&["/bin/sh"])).is_ok());
+    let err = resolve_command(&spec(&["no-such-cmd-xyz"])).expect_err("missing");
+    assert!(err.to_string().contains("no-such-cmd-xyz"), "{err}");
+    let err = resolve_command(&spec(&["/nonexistent/bin/x"])).expect_err("missing");
+    assert!(err.to_string().contains("/nonexistent/bin/x"), "{err}");
+    assert!(resolve_command(&spec(&["./relative"])).is_err());
+    let mut s = spec(&["sh"]);
+    s.env.insert("PATH".to_owned(), "/nonexistent".to_owned());
+    assert!(resolve_command(&s).is_err());
+}
+
+#[test]
+fn list_state_and_remove_without_supervisor() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(tmp.path().join("allocs"), PathBuf::from("/nonexistent"));
+    assert!(rt.list().expect("list").is_empty());
+    assert!(matches!(
+        rt.state("a1", "web"),
+        Err(RuntimeError::NotFound { .. })
+    ));
+    assert!(rt.task_dir("..", "web").is_err());
+
+    let dir = TaskDir::new(rt.task_dir("a1", "web").expect("dir"));
+    fs::create_dir_all(&dir.dir).expect("mkdir");
+    write_json(&dir.spec(), &spec(&["sh"])).expect("spec");
+    assert_eq!(
+        rt.list().expect("list"),
+        vec![("a1".to_owned(), "web".to_owned())]
+    );
+
+    // Running according to the file, but no supervisor and no such task:
+    // settled as exited with the status lost, and written back.
+    write_json(
+        &dir.state(),
+        &TaskState::Running {
+            pid: i32::MAX,
+            started_unix_ms: 1,
+        },
+    )
+    .expect("state");
+    let state = rt.state("a1", "web").expect("state");
+    assert!(
+        matches!(&state, TaskState::Exited { exit_code: None, message, .. } if message.contains("supervisor died")),
+        "{state:?}"
+    );
+    assert_eq!(dir.read_state().expect("read"), Some(state));
+
+    rt.remove("a1", "web").expect("remove");
+    assert!(!tmp.path().join("allocs/a1").exists());
+}
+
+#[test]
+fn no_state_and_dead_supervisor_is_failed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(tmp.path().to_owned(), PathBuf::from("/nonexistent"));
+    let dir = TaskDir::new(rt.task_dir("a1", "web").expect("dir"));
+    fs::create_dir_all(&dir.dir).expect("mkdir");
+    // Our own pid is alive but is not a supervisor of this task.
+    fs::write(dir.supervisor_pid(), std::process::id().to_string()).expect("pid");
+    let state = rt.state("a1", "web").expect("state");
+    assert!(matches!(state, TaskState::Failed { .. }), "{state:?}");
+}
+
+#[tokio::test]
+async fn start_with_missing_supervisor_binary_cleans_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::new(tmp.path().to_owned(), tmp.path().join("no-drover"));
+    let err = rt.start(&spec(&["sh"])).await.expect_err("no binary");
+    assert!(matches!(err, RuntimeError::SpawnSupervisor { .. }), "{err}");
+    assert!(!tmp.path().join("a1").exists());
+}
+
+#[test]
+fn spec_validation_names_the_field() {
+    assert!(spec(&["sh"]).validate().is_ok());
+    let mut s = spec(&["sh"]);
+    s.hostname = "h".repeat(65);
+    let err = s.validate().expect_err("long hostname");
+    assert!(err.to_string().contains("hostname"), "{err}");
+    let mut s = spec(&["sh"]);
+    s.env.insert("A=B".to_owned(), "x".to_owned());
+    assert!(s
+        .validate()
+        .expect_err("bad key")
+        .to_string()
+        .contains("A=B"));
+    let mut s = spec(&["sh", "a\0b"]);
+    assert!(s.validate().is_err());
+    s.command = vec!["sh".to_owned()];
+    s.task = "a/b".to_owned();
+    assert!(matches!(
+        s.validate(),
+        Err(RuntimeError::InvalidName { .. })
+    ));
+}

@@ -1,0 +1,327 @@
+//! Client commands: thin gRPC calls to the scheduler and their output.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use drover_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::output;
+use crate::{ClientOpts, Output};
+
+/// Connects to the scheduler, or says where it tried and what to do.
+async fn channel(opts: &ClientOpts) -> Result<Channel> {
+    let addr = if opts.addr.contains("://") {
+        opts.addr.clone()
+    } else {
+        format!("http://{}", opts.addr)
+    };
+    let endpoint = Endpoint::from_shared(addr.clone())
+        .map_err(|e| anyhow!("--addr {:?} is not a valid address: {e}", opts.addr))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30));
+    endpoint.connect().await.map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
+        anyhow!(
+            "cannot reach the Drover scheduler at {addr}: {cause}\n\
+             Is `drover dev` (or `drover scheduler`) running there? \
+             Point --addr or DROVER_ADDR at it."
+        )
+    })
+}
+
+/// Turns a gRPC status into an error message for people.
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    match s.code() {
+        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition => {
+            anyhow!("{}", s.message())
+        }
+        Code::Unavailable => anyhow!("scheduler unavailable: {}", s.message()),
+        _ => anyhow!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+/// Reads and parses a job file (or `-` for stdin).
+fn read_job(file: &Path) -> Result<pb::Job> {
+    let (name, text) = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the job from standard input")?;
+        ("-".to_string(), s)
+    } else {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow!("cannot read job file {}: {e}", file.display()))?;
+        (file.display().to_string(), text)
+    };
+    drover_scheduler::jobfile::parse(&name, &text).map_err(|e| anyhow!("{e}"))
+}
+
+pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) -> Result<()> {
+    let job = read_job(file)?;
+    let name = job.name.clone();
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let resp = client
+        .submit(pb::SubmitRequest { job: Some(job) })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if !detach {
+        let deadline = Instant::now() + Duration::from_secs(wait);
+        loop {
+            let got = client
+                .get(pb::GetJobRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let waiting = got
+                .allocations
+                .iter()
+                .any(|a| a.desired == "run" && a.status == "pending");
+            if !waiting || Instant::now() >= deadline {
+                return print_job(opts, &got, &resp.warnings);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    match opts.output {
+        Output::Json => output::json(&output::submit_json(&name, &resp)),
+        Output::Table => {
+            println!("job {name:?} submitted (version {})", resp.version);
+            for w in &resp.warnings {
+                println!("warning: {w}");
+            }
+            output::allocs_table(&resp.allocations);
+        }
+    }
+    Ok(())
+}
+
+fn print_job(opts: &ClientOpts, got: &pb::GetJobResponse, warnings: &[String]) -> Result<()> {
+    match opts.output {
+        Output::Json => output::json(&output::job_json(got)),
+        Output::Table => {
+            output::job_table(got);
+            for w in warnings {
+                println!("warning: {w}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn job_plan(opts: &ClientOpts, file: &Path) -> Result<()> {
+    let job = read_job(file)?;
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let plan = client
+        .plan(pb::PlanRequest { job: Some(job) })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match opts.output {
+        Output::Json => output::json(&output::plan_json(&plan)),
+        Output::Table => output::plan_table(&plan),
+    }
+    Ok(())
+}
+
+pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let got = client
+        .get(pb::GetJobRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print_job(opts, &got, &[])
+}
+
+pub async fn job_stop(opts: &ClientOpts, name: &str) -> Result<()> {
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let resp = client
+        .stop(pb::StopJobRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match opts.output {
+        Output::Json => output::json(&serde_json::json!({
+            "job": name,
+            "stopped_allocations": resp.stopped_allocations,
+        })),
+        Output::Table => println!(
+            "job {name:?} stopped ({} allocations asked to stop)",
+            resp.stopped_allocations.len()
+        ),
+    }
+    Ok(())
+}
+
+pub async fn job_list(opts: &ClientOpts) -> Result<()> {
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let resp = client
+        .list(pb::ListJobsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match opts.output {
+        Output::Json => output::json(&output::jobs_json(&resp.jobs)),
+        Output::Table => output::jobs_table(&resp.jobs),
+    }
+    Ok(())
+}
+
+pub async fn node_list(opts: &ClientOpts) -> Result<()> {
+    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?);
+    let resp = client
+        .list(pb::ListNodesRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match opts.output {
+        Output::Json => output::json(&output::nodes_json(&resp.nodes)),
+        Output::Table => output::nodes_table(&resp.nodes),
+    }
+    Ok(())
+}
+
+pub async fn node_status(opts: &ClientOpts, id: &str) -> Result<()> {
+    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?);
+    let node = client
+        .get(pb::GetNodeRequest { id: id.to_string() })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .node
+        .ok_or_else(|| anyhow!("scheduler returned no node"))?;
+    match opts.output {
+        Output::Json => output::json(&output::nodes_json(std::slice::from_ref(&node))[0]),
+        Output::Table => output::nodes_table(&[node]),
+    }
+    Ok(())
+}
+
+pub async fn node_drain(opts: &ClientOpts, id: &str, enable: bool) -> Result<()> {
+    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?);
+    let node = client
+        .drain(pb::DrainNodeRequest {
+            id: id.to_string(),
+            enable,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .node
+        .ok_or_else(|| anyhow!("scheduler returned no node"))?;
+    match opts.output {
+        Output::Json => output::json(&output::nodes_json(std::slice::from_ref(&node))[0]),
+        Output::Table => output::nodes_table(&[node]),
+    }
+    Ok(())
+}
+
+pub async fn alloc_list(
+    opts: &ClientOpts,
+    job: Option<String>,
+    node: Option<String>,
+) -> Result<()> {
+    let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?);
+    let resp = client
+        .list(pb::ListAllocsRequest {
+            job: job.unwrap_or_default(),
+            node_id: node.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match opts.output {
+        Output::Json => output::json(&output::allocs_json(&resp.allocations)),
+        Output::Table => output::allocs_table(&resp.allocations),
+    }
+    Ok(())
+}
+
+pub async fn alloc_status(opts: &ClientOpts, id: &str) -> Result<()> {
+    let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?);
+    let a = client
+        .get(pb::GetAllocRequest { id: id.to_string() })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .allocation
+        .ok_or_else(|| anyhow!("scheduler returned no allocation"))?;
+    match opts.output {
+        Output::Json => output::json(&output::allocs_json(std::slice::from_ref(&a))[0]),
+        Output::Table => output::alloc_detail(&a),
+    }
+    Ok(())
+}
+
+pub async fn logs(
+    opts: &ClientOpts,
+    target: &str,
+    task: &str,
+    stderr: bool,
+    follow: bool,
+) -> Result<()> {
+    let ch = channel(opts).await?;
+    let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch.clone());
+    // A job name with exactly one live allocation stands for it.
+    let alloc_id = match allocs
+        .get(pb::GetAllocRequest {
+            id: target.to_string(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().allocation.map(|a| a.id).unwrap_or_default(),
+        Err(s) if s.code() == Code::NotFound => {
+            let list = allocs
+                .list(pb::ListAllocsRequest {
+                    job: target.to_string(),
+                    node_id: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .allocations;
+            let live: Vec<_> = list.iter().filter(|a| a.desired == "run").collect();
+            match live.as_slice() {
+                [one] => one.id.clone(),
+                [] => bail!("no allocation or job named {target:?}"),
+                many => bail!(
+                    "job {target:?} has {} allocations; name one: {}",
+                    many.len(),
+                    many.iter()
+                        .map(|a| a.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        Err(s) => return Err(status_error(s)),
+    };
+    let mut stream = allocs
+        .logs(pb::LogsRequest {
+            alloc_id,
+            task: task.to_string(),
+            stderr,
+            follow,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.message().await.map_err(status_error)? {
+        out.write_all(&chunk.data)
+            .and_then(|_| out.flush())
+            .context("writing to standard output")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Long-running roles: `drover dev`, `drover scheduler`, `drover agent`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use drover_agent::AgentConfig;
+use drover_scheduler::{Core, Timing};
+use drover_store::embedded::EmbeddedEtcd;
+use drover_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `drover dev`.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the embedded store, node identity and task state are kept.
+    #[arg(long, default_value = "/var/lib/drover/dev")]
+    data_dir: PathBuf,
+    /// Scheduler gRPC address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:4680")]
+    listen: SocketAddr,
+    /// Embedded etcd API address (loopback only); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:4679")]
+    store_listen: SocketAddr,
+    /// Log filter, e.g. `info` or `drover_scheduler=debug`.
+    #[arg(long, env = "DROVER_LOG", default_value = "info")]
+    log: String,
+}
+
+/// Flags of `drover scheduler`.
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// etcd endpoints, comma separated.
+    #[arg(long, env = "DROVER_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = drover_store::client::DEFAULT_PREFIX)]
+    prefix: String,
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:4680")]
+    listen: SocketAddr,
+    /// Log filter.
+    #[arg(long, env = "DROVER_LOG", default_value = "info")]
+    log: String,
+}
+
+/// Flags of `drover agent`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Scheduler gRPC address.
+    #[arg(long, env = "DROVER_ADDR", default_value = crate::DEFAULT_ADDR)]
+    scheduler: String,
+    /// Node identity and task state.
+    #[arg(long, default_value = "/var/lib/drover/agent")]
+    data_dir: PathBuf,
+    /// Address other nodes reach this node at.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    /// CPU capacity to offer, in millicores (default: all CPUs).
+    #[arg(long)]
+    cpu_millis: Option<i64>,
+    /// Memory capacity to offer, in MiB (default: all memory).
+    #[arg(long)]
+    memory_mb: Option<i64>,
+    /// Log filter.
+    #[arg(long, env = "DROVER_LOG", default_value = "info")]
+    log: String,
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !nix_is_root() {
+        bail!("{what} runs tasks in new Linux namespaces and must run as root");
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Until mutual TLS lands, every Drover API that can start processes
+/// listens on loopback only: an unauthenticated root-equivalent API on the
+/// network is the mistake this project exists to avoid.
+fn require_loopback(flag: &str, addr: SocketAddr) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        bail!(
+            "{flag} {addr}: Drover serves its APIs on loopback only until mutual TLS is \
+             configured (it is not implemented yet); use 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
+async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({flag}); is another drover running?"))
+}
+
+fn write_addr(path: &Path, addr: SocketAddr) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down; tasks keep running and are re-adopted on the next start");
+        token.cancel();
+    });
+}
+
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the drover binary to re-execute as supervisor")
+}
+
+/// `drover dev`: the embedded store, the scheduler and one agent in one
+/// process, all on loopback.
+pub async fn dev(a: DevArgs) -> Result<()> {
+    init_logging(&a.log);
+    require_root("drover dev")?;
+    require_loopback("--listen", a.listen)?;
+    require_loopback("--store-listen", a.store_listen)?;
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("cannot create data dir {}", a.data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+
+    let store_dir = a.data_dir.join("store");
+    let embedded = EmbeddedEtcd::open(&store_dir)
+        .map_err(|e| anyhow!("cannot open the embedded store: {e}"))?;
+    let store_listener = bind("--store-listen", a.store_listen).await?;
+    let store_addr = store_listener.local_addr()?;
+    write_addr(&a.data_dir.join("store.addr"), store_addr)?;
+    tracing::info!(addr = %store_addr, "embedded etcd API on {store_addr} (etcdctl --endpoints={store_addr})");
+    let store_task = tokio::spawn(embedded.serve(store_listener, shutdown.clone()));
+
+    let store = Store::connect(
+        &[format!("http://{store_addr}")],
+        drover_store::client::DEFAULT_PREFIX,
+    )
+    .await?;
+    let core = Core::new(store, Timing::default());
+    let listener = bind("--listen", a.listen).await?;
+    let addr = listener.local_addr()?;
+    write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
+    let sched_task = tokio::spawn(drover_scheduler::serve(core, listener, shutdown.clone()));
+
+    let agent = AgentConfig {
+        scheduler: format!("http://{addr}"),
+        data_dir: a.data_dir.join("agent"),
+        exe: exe()?,
+        address: "127.0.0.1".into(),
+        cpu_millis: None,
+        memory_mb: None,
+    };
+    tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
+    let agent_result = drover_agent::run(agent, shutdown.clone()).await;
+    shutdown.cancel();
+    let sched_result = sched_task.await;
+    let store_result = store_task.await;
+    agent_result?;
+    sched_result.context("scheduler task panicked")??;
+    store_result
+        .context("store task panicked")?
+        .map_err(|e| anyhow!("embedded store: {e}"))?;
+    Ok(())
+}
+
+/// `drover scheduler` against a real etcd cluster.
+pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
+    init_logging(&a.log);
+    require_loopback("--listen", a.listen)?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let store = Store::connect(&a.etcd, &a.prefix).await?;
+    let core = Core::new(store, Timing::default());
+    let listener = bind("--listen", a.listen).await?;
+    drover_scheduler::serve(core, listener, shutdown).await?;
+    Ok(())
+}
+
+/// `drover agent`.
+pub async fn agent(a: AgentArgs) -> Result<()> {
+    init_logging(&a.log);
+    require_root("drover agent")?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let scheduler = if a.scheduler.contains("://") {
+        a.scheduler
+    } else {
+        format!("http://{}", a.scheduler)
+    };
+    drover_agent::run(
+        AgentConfig {
+            scheduler,
+            data_dir: a.data_dir,
+            exe: exe()?,
+            address: a.address,
+            cpu_millis: a.cpu_millis,
+            memory_mb: a.memory_mb,
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}

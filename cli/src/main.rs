@@ -1,0 +1,239 @@
+//! The `drover` binary: parses flags and calls into the libraries.
+
+mod client;
+mod daemon;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Where the CLI looks for the scheduler when neither `--addr` nor
+/// `DROVER_ADDR` says otherwise: the address `drover dev` listens on.
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:4680";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drover",
+    version,
+    about = "Drover: a cluster scheduler with node agents and built-in service discovery"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Scheduler, one agent and the embedded store in one process, on loopback.
+    Dev(daemon::DevArgs),
+    /// Run the scheduler against an etcd cluster.
+    Scheduler(daemon::SchedulerArgs),
+    /// Run the node agent.
+    Agent(daemon::AgentArgs),
+    /// Submit, inspect and stop jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Inspect and drain nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Inspect allocations.
+    #[command(subcommand)]
+    Alloc(AllocCommand),
+    /// Print (or follow) a task's output.
+    Logs(LogsArgs),
+}
+
+/// Options every client command takes.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// Scheduler gRPC address.
+    #[arg(long, env = "DROVER_ADDR", default_value = DEFAULT_ADDR, global = true)]
+    pub addr: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+/// How results are printed.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Submit a job file and wait for its allocations to start.
+    Run {
+        /// TOML job file (`-` for standard input).
+        file: PathBuf,
+        /// Return once the job is accepted, without waiting.
+        #[arg(long)]
+        detach: bool,
+        /// How long to wait for allocations to leave `pending`, in seconds.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Show what submitting a job file would change, changing nothing.
+    Plan {
+        /// TOML job file (`-` for standard input).
+        file: PathBuf,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// A job's spec summary and its allocations.
+    Status {
+        /// Job name.
+        name: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Stop a job's allocations.
+    Stop {
+        /// Job name.
+        name: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Every job.
+    List {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Every node.
+    List {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// One node.
+    Status {
+        /// Node id (or a unique prefix, or its host name).
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Stop placing new allocations on a node (or undo with --disable).
+    Drain {
+        /// Node id (or a unique prefix, or its host name).
+        id: String,
+        /// Make the node eligible again.
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AllocCommand {
+    /// Allocations, optionally of one job or node.
+    List {
+        /// Only this job's.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// One allocation and its tasks.
+    Status {
+        /// Allocation id (or a unique prefix).
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+#[derive(Args, Debug)]
+struct LogsArgs {
+    /// Allocation id (or unique prefix), or a job name with one allocation.
+    target: String,
+    /// Keep printing as the task writes.
+    #[arg(short, long)]
+    follow: bool,
+    /// Standard error instead of standard output.
+    #[arg(long)]
+    stderr: bool,
+    /// Task name, when the allocation has several.
+    #[arg(long, default_value = "")]
+    task: String,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+fn main() -> ExitCode {
+    // The supervisor entry point is dispatched before any runtime or thread
+    // exists: it unshares a mount namespace, which a threaded process cannot.
+    let mut raw = std::env::args_os().skip(1);
+    if raw.next().as_deref() == Some(std::ffi::OsStr::new("__supervise")) {
+        let code = match raw.next() {
+            Some(dir) => drover_agent::runtime::supervise_main(std::path::Path::new(&dir)),
+            None => 2,
+        };
+        std::process::exit(code);
+    }
+
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(a) => daemon::dev(a).await,
+            Command::Scheduler(a) => daemon::scheduler(a).await,
+            Command::Agent(a) => daemon::agent(a).await,
+            Command::Job(JobCommand::Run {
+                file,
+                detach,
+                wait,
+                opts,
+            }) => client::job_run(&opts, &file, detach, wait).await,
+            Command::Job(JobCommand::Plan { file, opts }) => client::job_plan(&opts, &file).await,
+            Command::Job(JobCommand::Status { name, opts }) => {
+                client::job_status(&opts, &name).await
+            }
+            Command::Job(JobCommand::Stop { name, opts }) => client::job_stop(&opts, &name).await,
+            Command::Job(JobCommand::List { opts }) => client::job_list(&opts).await,
+            Command::Node(NodeCommand::List { opts }) => client::node_list(&opts).await,
+            Command::Node(NodeCommand::Status { id, opts }) => {
+                client::node_status(&opts, &id).await
+            }
+            Command::Node(NodeCommand::Drain { id, disable, opts }) => {
+                client::node_drain(&opts, &id, !disable).await
+            }
+            Command::Alloc(AllocCommand::List { job, node, opts }) => {
+                client::alloc_list(&opts, job, node).await
+            }
+            Command::Alloc(AllocCommand::Status { id, opts }) => {
+                client::alloc_status(&opts, &id).await
+            }
+            Command::Logs(a) => client::logs(&a.opts, &a.target, &a.task, a.stderr, a.follow).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

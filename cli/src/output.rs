@@ -1,0 +1,286 @@
+//! Tables for people and JSON for programs. The binary is the one place
+//! that prints to standard output.
+
+#![allow(clippy::print_stdout)]
+
+use drover_proto::v1 as pb;
+use serde_json::{json, Value};
+
+/// Prints a JSON value on one line.
+pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
+    let v = serde_json::to_value(v).unwrap_or(Value::Null);
+    println!("{v}");
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
+fn task_summary(a: &pb::Allocation) -> String {
+    a.tasks
+        .iter()
+        .map(|t| {
+            let mut s = format!("{}={}", t.name, t.state);
+            if t.pid > 0 && t.state == "running" {
+                s.push_str(&format!("(pid {})", t.pid));
+            }
+            if let Some(c) = t.exit_code {
+                s.push_str(&format!("(exit {c})"));
+            }
+            if let Some(sig) = t.signal {
+                s.push_str(&format!("(signal {sig})"));
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Allocation rows.
+pub fn allocs_table(allocs: &[pb::Allocation]) {
+    table(
+        &["ID", "NAME", "NODE", "DESIRED", "STATUS", "TASKS"],
+        allocs
+            .iter()
+            .map(|a| {
+                vec![
+                    short(&a.id),
+                    a.name.clone(),
+                    a.node_id.clone(),
+                    a.desired.clone(),
+                    a.status.clone(),
+                    task_summary(a),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// JSON for allocations.
+pub fn allocs_json(allocs: &[pb::Allocation]) -> Vec<Value> {
+    allocs
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "name": a.name,
+                "job": a.job,
+                "group": a.group,
+                "index": a.index,
+                "node_id": a.node_id,
+                "desired": a.desired,
+                "status": a.status,
+                "job_version": a.job_version,
+                "created_unix_ms": a.created_unix_ms,
+                "modified_unix_ms": a.modified_unix_ms,
+                "tasks": a.tasks.iter().map(|t| json!({
+                    "name": t.name,
+                    "state": t.state,
+                    "pid": t.pid,
+                    "exit_code": t.exit_code,
+                    "signal": t.signal,
+                    "message": t.message,
+                    "restarts": t.restarts,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+/// One allocation in detail.
+pub fn alloc_detail(a: &pb::Allocation) {
+    println!("ID       {}", a.id);
+    println!("Name     {}", a.name);
+    println!("Node     {}", a.node_id);
+    println!("Desired  {}", a.desired);
+    println!("Status   {}", a.status);
+    println!();
+    table(
+        &[
+            "TASK", "STATE", "PID", "EXIT", "SIGNAL", "RESTARTS", "MESSAGE",
+        ],
+        a.tasks
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.state.clone(),
+                    if t.pid > 0 {
+                        t.pid.to_string()
+                    } else {
+                        "-".into()
+                    },
+                    t.exit_code.map(|c| c.to_string()).unwrap_or("-".into()),
+                    t.signal.map(|c| c.to_string()).unwrap_or("-".into()),
+                    t.restarts.to_string(),
+                    t.message.clone(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// A job and its allocations.
+pub fn job_table(got: &pb::GetJobResponse) {
+    if let Some(info) = &got.job {
+        let job = info.job.clone().unwrap_or_default();
+        println!("Job      {}", job.name);
+        println!("Kind     {}", job.kind);
+        println!("Status   {}", info.status);
+        println!("Version  {}", info.version);
+        println!();
+    }
+    allocs_table(&got.allocations);
+}
+
+/// JSON for a job and its allocations.
+pub fn job_json(got: &pb::GetJobResponse) -> Value {
+    let info = got.job.clone().unwrap_or_default();
+    let job = info.job.clone().unwrap_or_default();
+    json!({
+        "name": job.name,
+        "kind": job.kind,
+        "status": info.status,
+        "version": info.version,
+        "submitted_unix_ms": info.submitted_unix_ms,
+        "groups": job.groups.iter().map(|g| json!({"name": g.name, "count": g.count})).collect::<Vec<_>>(),
+        "allocations": allocs_json(&got.allocations),
+    })
+}
+
+/// JSON for a submission that was not waited on.
+pub fn submit_json(name: &str, r: &pb::SubmitResponse) -> Value {
+    json!({
+        "name": name,
+        "version": r.version,
+        "warnings": r.warnings,
+        "allocations": allocs_json(&r.allocations),
+    })
+}
+
+/// Job summaries.
+pub fn jobs_table(jobs: &[pb::JobSummary]) {
+    table(
+        &["NAME", "KIND", "STATUS", "RUNNING", "DESIRED"],
+        jobs.iter()
+            .map(|j| {
+                vec![
+                    j.name.clone(),
+                    j.kind.clone(),
+                    j.status.clone(),
+                    j.running.to_string(),
+                    j.desired.to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// JSON for job summaries.
+pub fn jobs_json(jobs: &[pb::JobSummary]) -> Value {
+    Value::Array(
+        jobs.iter()
+            .map(|j| {
+                json!({
+                    "name": j.name, "kind": j.kind, "status": j.status,
+                    "running": j.running, "desired": j.desired,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Node rows.
+pub fn nodes_table(nodes: &[pb::Node]) {
+    table(
+        &[
+            "ID", "HOST", "ADDRESS", "STATUS", "DRAIN", "CPU", "MEMORY", "ALLOCS",
+        ],
+        nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.clone(),
+                    n.hostname.clone(),
+                    n.address.clone(),
+                    n.status.clone(),
+                    n.draining.to_string(),
+                    format!("{}/{}m", n.used_cpu_millis, n.cpu_millis),
+                    format!("{}/{} MiB", n.used_memory_mb, n.memory_mb),
+                    n.allocations.to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// JSON for nodes.
+pub fn nodes_json(nodes: &[pb::Node]) -> Vec<Value> {
+    nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "id": n.id, "hostname": n.hostname, "address": n.address,
+                "status": n.status, "draining": n.draining,
+                "cpu_millis": n.cpu_millis, "memory_mb": n.memory_mb,
+                "used_cpu_millis": n.used_cpu_millis, "used_memory_mb": n.used_memory_mb,
+                "allocations": n.allocations, "last_seen_unix_ms": n.last_seen_unix_ms,
+                "agent_version": n.agent_version,
+            })
+        })
+        .collect()
+}
+
+/// What a plan would do.
+pub fn plan_table(p: &pb::PlanResponse) {
+    println!(
+        "{} allocation(s) to place, {} to stop{}",
+        p.place.len(),
+        p.stop.len(),
+        if p.job_exists { "" } else { " (new job)" }
+    );
+    for a in &p.place {
+        println!("+ {} on {}", a.name, a.node_id);
+    }
+    for a in &p.stop {
+        println!("- {} ({}) on {}", a.name, short(&a.id), a.node_id);
+    }
+    for f in &p.failures {
+        println!("! {f}");
+    }
+}
+
+/// JSON for a plan.
+pub fn plan_json(p: &pb::PlanResponse) -> Value {
+    json!({
+        "job_exists": p.job_exists,
+        "place": p.place.iter().map(|a| json!({"name": a.name, "group": a.group, "index": a.index, "node_id": a.node_id})).collect::<Vec<_>>(),
+        "stop": allocs_json(&p.stop),
+        "failures": p.failures,
+    })
+}

@@ -1,0 +1,26 @@
+//! Generates the gRPC code for Drover's API and the etcd API subset.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let drover = [
+        "drover/v1/job.proto",
+        "drover/v1/node.proto",
+        "drover/v1/alloc.proto",
+        "drover/v1/agent.proto",
+    ];
+    // No generated `connect` constructors: `AgentService.Connect` would clash
+    // with them, and callers build their own `Channel` anyway.
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .file_descriptor_set_path(out.join("drover_descriptor.bin"))
+        .compile_protos(&drover, &["."])?;
+    tonic_prost_build::configure()
+        .compile_protos(&["etcd/kv.proto", "etcd/rpc.proto"], &["etcd"])?;
+    for f in drover {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    println!("cargo:rerun-if-changed=etcd");
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! `AgentService.Connect`: the one stream each agent holds with the scheduler.
+//!
+//! Up: `Register` first, then heartbeats, allocation status and log data.
+//! Down: `Registered`, then the node's full set of assignments whenever it
+//! changes (declarative: the agent converges on the list), and log requests.
+//! A stream silent for longer than the node grace period is closed, and a
+//! node that does not come back within it is marked down.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use drover_proto::v1 as pb;
+use drover_store::Kind;
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::{now_ms, AgentLink, Core};
+use crate::job::{check_dns_label, Resources};
+use crate::state::{AllocRecord, NodeRecord, NodeStatus};
+
+/// Implements `AgentService`.
+#[derive(Clone)]
+pub struct AgentApi {
+    core: Arc<Core>,
+}
+
+impl AgentApi {
+    /// Service over `core`.
+    pub fn new(core: Arc<Core>) -> AgentApi {
+        AgentApi { core }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<pb::SchedulerMessage, Status>>;
+
+fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
+    let n = reg
+        .node
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("register carries no node"))?;
+    check_dns_label(&n.id).map_err(|e| Status::invalid_argument(format!("node id {e}")))?;
+    if n.cpu_millis <= 0 || n.memory_mb <= 0 {
+        return Err(Status::invalid_argument(format!(
+            "node {} reports no capacity (cpu_millis {}, memory_mb {})",
+            n.id, n.cpu_millis, n.memory_mb
+        )));
+    }
+    Ok(NodeRecord {
+        id: n.id.clone(),
+        hostname: n.hostname.clone(),
+        address: n.address.clone(),
+        status: NodeStatus::Ready,
+        draining: false,
+        resources: Resources {
+            cpu_millis: u64::try_from(n.cpu_millis).unwrap_or(0),
+            memory_mb: u64::try_from(n.memory_mb).unwrap_or(0),
+        },
+        attributes: n
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        last_seen_unix_ms: now_ms(),
+        agent_version: n.agent_version.clone(),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for AgentApi {
+    type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
+
+    async fn connect(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(self.core.timing.node_grace, inbound.next())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Register message within the grace period"))?
+            .ok_or_else(|| Status::invalid_argument("stream closed before Register"))??;
+        let Some(pb::agent_message::Msg::Register(reg)) = first.msg else {
+            return Err(Status::invalid_argument(
+                "the first message on AgentService.Connect must be Register",
+            ));
+        };
+        let mut node = node_from_register(&reg)?;
+        // Keep what the operator set (drain) across reconnects.
+        if let Some(old) = self
+            .core
+            .store()
+            .get::<NodeRecord>(Kind::Node, &node.id)
+            .await
+            .map_err(crate::core::CoreError::from)?
+        {
+            node.draining = old.value.draining;
+        }
+        self.core
+            .store()
+            .put(Kind::Node, &node.id, &node)
+            .await
+            .map_err(crate::core::CoreError::from)?;
+        tracing::info!(node_id = %node.id, hostname = %node.hostname, cpu_millis = node.resources.cpu_millis, memory_mb = node.resources.memory_mb, "agent registered");
+        for st in &reg.running {
+            self.core.report(&node.id, st).await?;
+        }
+
+        let (tx, rx) = mpsc::channel(64);
+        let dirty = Arc::new(Notify::new());
+        let session = self.core.next_session();
+        if let Ok(mut agents) = self.core.agents.lock() {
+            agents.insert(
+                node.id.clone(),
+                AgentLink {
+                    session,
+                    tx: tx.clone(),
+                    dirty: dirty.clone(),
+                },
+            );
+        }
+        let hello = pb::SchedulerMessage {
+            msg: Some(pb::scheduler_message::Msg::Registered(pb::Registered {
+                node_id: node.id.clone(),
+                heartbeat_interval_ms: i64::try_from(self.core.timing.heartbeat.as_millis())
+                    .unwrap_or(i64::MAX),
+            })),
+        };
+        let _ = tx.send(Ok(hello)).await;
+        dirty.notify_one();
+        tokio::spawn(push_assignments(
+            self.core.clone(),
+            node.id.clone(),
+            tx.clone(),
+            dirty,
+        ));
+        tokio::spawn(receive(self.core.clone(), node, session, inbound));
+        // Jobs waiting for capacity may fit now.
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            if let Err(error) = core.reconcile().await {
+                tracing::warn!(%error, "reconcile after registration failed");
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Sends the node its assignments each time they may have changed.
+async fn push_assignments(core: Arc<Core>, node_id: String, tx: Outbound, dirty: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            _ = dirty.notified() => {}
+            _ = tx.closed() => return,
+        }
+        match core.assignments(&node_id).await {
+            Ok(a) => {
+                let msg = pb::SchedulerMessage {
+                    msg: Some(pb::scheduler_message::Msg::Assignments(a)),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(node_id = %node_id, %error, "cannot compute assignments; retrying");
+                tokio::time::sleep(core.timing.heartbeat).await;
+                dirty.notify_one();
+            }
+        }
+    }
+}
+
+/// Handles what the agent sends until the stream ends or goes silent.
+async fn receive(
+    core: Arc<Core>,
+    mut node: NodeRecord,
+    session: u64,
+    mut inbound: Streaming<pb::AgentMessage>,
+) {
+    let node_id = node.id.clone();
+    loop {
+        let msg = match tokio::time::timeout(core.timing.node_grace, inbound.next()).await {
+            Err(_) => {
+                tracing::warn!(node_id = %node_id, "agent silent past the grace period; closing its stream");
+                break;
+            }
+            Ok(None) => {
+                tracing::info!(node_id = %node_id, "agent stream closed");
+                break;
+            }
+            Ok(Some(Err(status))) => {
+                tracing::info!(node_id = %node_id, %status, "agent stream failed");
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg.msg {
+            Some(pb::agent_message::Msg::Heartbeat(_)) => {
+                node.last_seen_unix_ms = now_ms();
+            }
+            Some(pb::agent_message::Msg::AllocStatus(st)) => {
+                if let Err(error) = core.report(&node_id, &st).await {
+                    tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record allocation status");
+                }
+            }
+            Some(pb::agent_message::Msg::LogData(d)) => route_log(&core, d).await,
+            Some(pb::agent_message::Msg::Register(_)) | None => {
+                tracing::warn!(node_id = %node_id, "unexpected message on agent stream; ignored");
+            }
+        }
+    }
+    let current = core
+        .agents
+        .lock()
+        .map(|mut agents| {
+            let mine = agents.get(&node_id).is_some_and(|l| l.session == session);
+            if mine {
+                agents.remove(&node_id);
+            }
+            mine
+        })
+        .unwrap_or(false);
+    if !current {
+        return;
+    }
+    // Give the agent its grace period to come back before declaring it down.
+    tokio::time::sleep(core.timing.node_grace).await;
+    let back = core
+        .agents
+        .lock()
+        .map(|a| a.contains_key(&node_id))
+        .unwrap_or(false);
+    if !back {
+        if let Err(error) = core.node_down(&node_id).await {
+            tracing::warn!(node_id = %node_id, %error, "cannot mark node down");
+        }
+        if let Err(error) = core.reconcile().await {
+            tracing::warn!(%error, "reconcile after node loss failed");
+        }
+    }
+}
+
+static LOG_REQUESTS: AtomicU64 = AtomicU64::new(1);
+
+/// Asks the allocation's agent for a log stream; returns its receiver.
+pub(crate) async fn request_logs(
+    core: &Arc<Core>,
+    alloc: &AllocRecord,
+    req: &pb::LogsRequest,
+) -> Result<mpsc::Receiver<Result<pb::LogChunk, Status>>, Status> {
+    let agent = core
+        .agents
+        .lock()
+        .ok()
+        .and_then(|a| a.get(&alloc.node_id).map(|l| l.tx.clone()))
+        .ok_or_else(|| {
+            Status::unavailable(format!(
+                "node {} holding allocation {} is not connected; its logs are on that node",
+                alloc.node_id, alloc.id
+            ))
+        })?;
+    let id = LOG_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(64);
+    let done = CancellationToken::new();
+    if let Ok(mut logs) = core.logs.lock() {
+        logs.insert(id, (tx.clone(), done.clone()));
+    }
+    let msg = pb::SchedulerMessage {
+        msg: Some(pb::scheduler_message::Msg::LogRequest(pb::LogRequest {
+            request_id: id,
+            alloc_id: alloc.id.clone(),
+            task: req.task.clone(),
+            stderr: req.stderr,
+            follow: req.follow,
+        })),
+    };
+    agent
+        .send(Ok(msg))
+        .await
+        .map_err(|_| Status::unavailable("agent stream closed"))?;
+    // Tell the agent to stop when the client goes away. This task must not
+    // keep the stream open once the agent has sent its last chunk.
+    let core2 = core.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tx.closed() => {}
+            _ = done.cancelled() => return,
+        }
+        drop(tx);
+        let still = core2
+            .logs
+            .lock()
+            .map(|mut l| l.remove(&id).is_some())
+            .unwrap_or(false);
+        if still {
+            let cancel = pb::SchedulerMessage {
+                msg: Some(pb::scheduler_message::Msg::LogCancel(pb::LogCancel {
+                    request_id: id,
+                })),
+            };
+            let _ = agent.send(Ok(cancel)).await;
+        }
+    });
+    Ok(rx)
+}
+
+async fn route_log(core: &Core, d: pb::LogData) {
+    let tx = core
+        .logs
+        .lock()
+        .ok()
+        .and_then(|l| l.get(&d.request_id).cloned());
+    let Some((tx, done)) = tx else { return };
+    if !d.data.is_empty() {
+        let _ = tx.send(Ok(pb::LogChunk { data: d.data })).await;
+    }
+    if d.eof {
+        if !d.error.is_empty() {
+            let _ = tx.send(Err(Status::not_found(d.error))).await;
+        }
+        if let Ok(mut l) = core.logs.lock() {
+            l.remove(&d.request_id);
+        }
+        done.cancel();
+    }
+}

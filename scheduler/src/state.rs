@@ -1,0 +1,294 @@
+//! Records the scheduler keeps in the store, and their wire forms.
+//!
+//! These are stored as JSON under `/drover/{jobs,allocs,nodes}/` (see
+//! `drover_store::client`). They are the scheduler's own types; protobuf
+//! is produced from them only at the gRPC edge.
+
+use std::collections::BTreeMap;
+
+use drover_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobSpec, Resources};
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Its allocations are wanted.
+    Running,
+    /// Stopped by a user; allocations are being or have been stopped.
+    Stopped,
+    /// A batch job whose every allocation finished successfully.
+    Complete,
+}
+
+impl JobStatus {
+    /// Name on the wire and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Stopped => "stopped",
+            JobStatus::Complete => "complete",
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The validated spec.
+    pub spec: JobSpec,
+    /// Lifecycle.
+    pub status: JobStatus,
+    /// Bumped on every accepted submission that changes the spec.
+    pub version: u64,
+    /// When the current version was submitted.
+    pub submitted_unix_ms: i64,
+}
+
+/// What the scheduler wants of an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    /// Keep it running.
+    Run,
+    /// Stop it.
+    Stop,
+}
+
+/// What an allocation is doing, as its node last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocStatus {
+    /// Placed, not yet started by its node.
+    Pending,
+    /// Every task started; at least one is running.
+    Running,
+    /// Every task exited successfully, or it was stopped.
+    Complete,
+    /// A task failed past its restart policy, or could not start.
+    Failed,
+    /// Its node went down with it.
+    Lost,
+}
+
+impl AllocStatus {
+    /// Name on the wire and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocStatus::Pending => "pending",
+            AllocStatus::Running => "running",
+            AllocStatus::Complete => "complete",
+            AllocStatus::Failed => "failed",
+            AllocStatus::Lost => "lost",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<AllocStatus> {
+        Some(match s {
+            "pending" => AllocStatus::Pending,
+            "running" => AllocStatus::Running,
+            "complete" => AllocStatus::Complete,
+            "failed" => AllocStatus::Failed,
+            "lost" => AllocStatus::Lost,
+            _ => return None,
+        })
+    }
+
+    /// No further transitions happen from here.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            AllocStatus::Complete | AllocStatus::Failed | AllocStatus::Lost
+        )
+    }
+}
+
+/// A task's state within an allocation, as reported by its node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStateRecord {
+    /// Task name.
+    pub name: String,
+    /// `pending`, `running`, `exited` or `failed`.
+    pub state: String,
+    /// Host PID of the task, 0 when not running.
+    pub pid: i32,
+    /// Exit code once exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it, if any.
+    pub signal: Option<i32>,
+    /// Human-readable detail (e.g. why it failed to start).
+    pub message: String,
+    /// Restarts so far.
+    pub restarts: u32,
+}
+
+/// An instance of a group bound to a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllocRecord {
+    /// Unique id (also its store key).
+    pub id: String,
+    /// `<job>.<group>[<index>]`, for people.
+    pub name: String,
+    /// Job name.
+    pub job: String,
+    /// Group name.
+    pub group: String,
+    /// Instance index within the group.
+    pub index: u32,
+    /// Node it is placed on.
+    pub node_id: String,
+    /// What the scheduler wants.
+    pub desired: Desired,
+    /// What the node reports.
+    pub status: AllocStatus,
+    /// Per-task detail.
+    pub tasks: Vec<TaskStateRecord>,
+    /// Job version it was placed for.
+    pub job_version: u64,
+    /// Reserved on the node while not terminal.
+    pub resources: Resources,
+    /// Creation time.
+    pub created_unix_ms: i64,
+    /// Last change.
+    pub modified_unix_ms: i64,
+}
+
+impl AllocRecord {
+    /// Whether it still holds resources on its node.
+    pub fn is_live(&self) -> bool {
+        !self.status.is_terminal()
+    }
+}
+
+/// Whether a node's agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Agent connected and heartbeating.
+    Ready,
+    /// Agent silent past its grace period.
+    Down,
+}
+
+impl NodeStatus {
+    /// Name on the wire and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Down => "down",
+        }
+    }
+}
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Stable id, chosen by the agent and kept in its data dir.
+    pub id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Address other nodes reach it at.
+    pub address: String,
+    /// Connected or not.
+    pub status: NodeStatus,
+    /// No new allocations while draining.
+    pub draining: bool,
+    /// Capacity.
+    pub resources: Resources,
+    /// Attributes for constraints.
+    pub attributes: BTreeMap<String, String>,
+    /// Last heartbeat.
+    pub last_seen_unix_ms: i64,
+    /// Agent build.
+    pub agent_version: String,
+}
+
+impl From<&AllocRecord> for pb::Allocation {
+    fn from(a: &AllocRecord) -> pb::Allocation {
+        pb::Allocation {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            job: a.job.clone(),
+            group: a.group.clone(),
+            index: a.index,
+            node_id: a.node_id.clone(),
+            desired: match a.desired {
+                Desired::Run => "run".into(),
+                Desired::Stop => "stop".into(),
+            },
+            status: a.status.as_str().into(),
+            tasks: a.tasks.iter().map(pb::TaskState::from).collect(),
+            job_version: a.job_version,
+            created_unix_ms: a.created_unix_ms,
+            modified_unix_ms: a.modified_unix_ms,
+        }
+    }
+}
+
+impl From<&TaskStateRecord> for pb::TaskState {
+    fn from(t: &TaskStateRecord) -> pb::TaskState {
+        pb::TaskState {
+            name: t.name.clone(),
+            state: t.state.clone(),
+            pid: t.pid,
+            exit_code: t.exit_code,
+            signal: t.signal,
+            message: t.message.clone(),
+            restarts: t.restarts,
+        }
+    }
+}
+
+impl From<&pb::TaskState> for TaskStateRecord {
+    fn from(t: &pb::TaskState) -> TaskStateRecord {
+        TaskStateRecord {
+            name: t.name.clone(),
+            state: t.state.clone(),
+            pid: t.pid,
+            exit_code: t.exit_code,
+            signal: t.signal,
+            message: t.message.clone(),
+            restarts: t.restarts,
+        }
+    }
+}
+
+impl NodeRecord {
+    /// Wire form, with the usage the caller computed from allocations.
+    pub fn to_pb(&self, used: Resources, allocations: u32) -> pb::Node {
+        pb::Node {
+            id: self.id.clone(),
+            hostname: self.hostname.clone(),
+            address: self.address.clone(),
+            status: self.status.as_str().into(),
+            draining: self.draining,
+            cpu_millis: i64::try_from(self.resources.cpu_millis).unwrap_or(i64::MAX),
+            memory_mb: i64::try_from(self.resources.memory_mb).unwrap_or(i64::MAX),
+            attributes: self
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            last_seen_unix_ms: self.last_seen_unix_ms,
+            agent_version: self.agent_version.clone(),
+            used_cpu_millis: i64::try_from(used.cpu_millis).unwrap_or(i64::MAX),
+            used_memory_mb: i64::try_from(used.memory_mb).unwrap_or(i64::MAX),
+            allocations,
+        }
+    }
+}
+
+impl JobRecord {
+    /// Wire form.
+    pub fn to_pb(&self) -> pb::JobInfo {
+        pb::JobInfo {
+            job: Some(pb::Job::from(&self.spec)),
+            status: self.status.as_str().into(),
+            version: self.version,
+            submitted_unix_ms: self.submitted_unix_ms,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! An in-process server for the subset of etcd's v3 gRPC API that Drover,
+//! `etcd-client` and `etcdctl` 3.4 use, in the manner of k3s's kine: KV
+//! (Range, Put, DeleteRange, Txn, Compact), Watch, Lease, Maintenance.Status
+//! and Cluster.MemberList, over one durable local file.
+//!
+//! # Layout
+//!
+//! - `mvcc` core: current keys in a `BTreeMap`, the last
+//!   10,000 revisions of events for historical reads and watch replay, and
+//!   leases. Pure: no I/O, the clock is passed in.
+//! - WAL: every state change becomes one log record; a dedicated writer
+//!   thread appends queued records and `fdatasync`s once per batch (group
+//!   commit). A write is acknowledged, and its events reach watchers, only
+//!   after its record is durable. Reads may observe a write that is still
+//!   being synced (a crash at that moment loses it, as it was never
+//!   acknowledged).
+//! - gRPC services (`kv`, `watch`, `lease`) translate requests and map core
+//!   errors to the status codes and messages etcd uses.
+//!
+//! # The log file, `<data_dir>/store.wal`
+//!
+//! A sequence of records, each `[len: u32 LE][crc32: u32 LE][payload: len
+//! bytes]`, where the CRC (IEEE, `crc32fast`) covers the payload. A payload
+//! is a tag byte and little-endian fields; `bytes` is a `u32` length then
+//! the bytes, `muts` is a `u32` count then mutations, each either
+//! `1, key: bytes, value: bytes, lease: i64` (put) or `2, key: bytes`
+//! (delete):
+//!
+//! | tag | record | fields |
+//! |---|---|---|
+//! | 1 | write (one revision) | `rev: i64, muts` |
+//! | 2 | lease grant | `id: i64, ttl_secs: i64` |
+//! | 3 | lease revoke/expiry | `id: i64, rev: i64 (0 = no keys), muts` |
+//! | 4 | compaction | `rev: i64` |
+//!
+//! On open the log is replayed in order. A final record whose header or
+//! payload runs past the end of the file, or whose CRC fails while it ends
+//! exactly at the end of the file, is a torn write: it is truncated with a
+//! warning naming the offset. Any other bad CRC, an undecodable record or
+//! one that does not apply (revision gap, unknown lease) is an error naming
+//! the file and offset, and the file is left untouched.
+//!
+//! Leases persist with their granted TTL; after a restart each one starts
+//! a fresh full TTL. The event history is rebuilt by the replay.
+//!
+//! Not done yet: log compaction/snapshots (the log grows without bound and
+//! replay reads it whole), auth, and the Maintenance methods other than
+//! Status (they answer UNIMPLEMENTED).
+
+mod kv;
+mod lease;
+mod mvcc;
+mod wal;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use drover_proto::etcd::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tonic::Status;
+
+/// The shutdown token [`EmbeddedEtcd::serve`] takes, re-exported for callers.
+pub use tokio_util::sync::CancellationToken;
+
+use mvcc::{Applied, Store, StoreError};
+use wal::{Durable, WalJob};
+
+/// Cluster id reported in every response header.
+const CLUSTER_ID: u64 = 0x6472_6f76_6572_0001;
+/// Member id of the single member, also reported as leader.
+const MEMBER_ID: u64 = 0x6472_6f76_6572_0002;
+/// gRPC decode limit: the 1.5 MiB request limit plus etcd's 512 KiB overhead.
+const MAX_GRPC_MESSAGE: usize = mvcc::MAX_REQUEST_BYTES + 512 * 1024;
+/// How often the expiry task looks for lapsed leases.
+const LEASE_TICK: Duration = Duration::from_millis(250);
+/// How many durable revisions may queue for a slow watch stream before it
+/// falls back to reading history.
+const EVENT_BUFFER: usize = 4096;
+
+/// Errors opening or serving the embedded store.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// A file operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log holds a damaged record before its end; the file was left
+    /// untouched. Restore it from a backup or move it aside.
+    #[error("store log {} is corrupt at byte offset {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// Byte offset of the damaged record's header.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The listener's local address could not be read.
+    #[error("reading the listener address: {0}")]
+    Listener(#[source] std::io::Error),
+    /// The gRPC server failed.
+    #[error("serving the embedded etcd API: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// State shared by the gRPC services and background tasks.
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    wal: mpsc::UnboundedSender<WalJob>,
+    durable: Arc<Durable>,
+    watchers: Arc<AtomicUsize>,
+    client_url: OnceLock<String>,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // The core never panics half-way through a write, so a poisoned lock
+        // still guards consistent state.
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a write under the lock, queues its record in revision order,
+    /// and waits until it is durable. Returns the output and the header
+    /// revision.
+    async fn commit<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<Applied<T>, StoreError>,
+    ) -> Result<(T, i64), Status> {
+        if self.durable.failed.load(Ordering::SeqCst) {
+            return Err(Status::unavailable(
+                "etcdserver: store log failed; restart the server",
+            ));
+        }
+        let (out, rev, done) = {
+            let mut store = self.lock();
+            let applied = f(&mut store).map_err(to_status)?;
+            let done = match applied.record {
+                Some(rec) => {
+                    let (tx, rx) = oneshot::channel();
+                    let job = WalJob {
+                        payload: rec.encode(),
+                        published: applied.published,
+                        done: tx,
+                    };
+                    self.wal
+                        .send(job)
+                        .map_err(|_| Status::unavailable("etcdserver: store log writer stopped"))?;
+                    Some(rx)
+                }
+                None => None,
+            };
+            (applied.out, store.revision(), done)
+        };
+        if let Some(done) = done {
+            match done.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Status::unavailable(e)),
+                Err(_) => return Err(Status::unavailable("etcdserver: store log writer stopped")),
+            }
+        }
+        Ok((out, rev))
+    }
+
+    fn durable_rev(&self) -> i64 {
+        self.durable.rev.load(Ordering::SeqCst)
+    }
+}
+
+/// A response header at `revision`.
+pub(crate) fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        cluster_id: CLUSTER_ID,
+        member_id: MEMBER_ID,
+        revision,
+        raft_term: 1,
+    })
+}
+
+/// Maps a core refusal to the status etcd answers with.
+pub(crate) fn to_status(e: StoreError) -> Status {
+    let msg = e.to_string();
+    match e {
+        StoreError::Compacted | StoreError::FutureRevision | StoreError::LeaseTtlTooLarge => {
+            Status::out_of_range(msg)
+        }
+        StoreError::LeaseNotFound => Status::not_found(msg),
+        StoreError::LeaseExists => Status::failed_precondition(msg),
+        StoreError::KeyNotProvided | StoreError::TooManyOps | StoreError::KeyNotFound => {
+            Status::invalid_argument(msg)
+        }
+    }
+}
+
+/// Refuses requests over etcd's 1.5 MiB request limit.
+pub(crate) fn check_size(msg: &impl prost::Message) -> Result<(), Status> {
+    if msg.encoded_len() > mvcc::MAX_REQUEST_BYTES {
+        return Err(Status::invalid_argument("etcdserver: request is too large"));
+    }
+    Ok(())
+}
+
+/// The embedded etcd-compatible server.
+pub struct EmbeddedEtcd {
+    shared: Arc<Shared>,
+}
+
+/// A cheap view of a running server for tests and metrics; holding one
+/// does not keep the server or its log open.
+#[derive(Debug, Clone)]
+pub struct EmbeddedHandle {
+    watchers: Arc<AtomicUsize>,
+    durable: Arc<Durable>,
+}
+
+impl EmbeddedHandle {
+    /// Number of live watches across all watch streams.
+    pub fn watcher_count(&self) -> usize {
+        self.watchers.load(Ordering::SeqCst)
+    }
+
+    /// Highest revision known durable.
+    pub fn revision(&self) -> i64 {
+        self.durable.rev.load(Ordering::SeqCst)
+    }
+}
+
+impl EmbeddedEtcd {
+    /// Opens (creating if absent) the data file in `data_dir`, replays it. Errors name the file and byte offset of corruption.
+    pub fn open(data_dir: &Path) -> Result<Self, EmbeddedError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| EmbeddedError::Io {
+            path: data_dir.to_path_buf(),
+            op: "create directory",
+            source,
+        })?;
+        let path = data_dir.join("store.wal");
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| (d.as_micros() as i64) & 0x3fff_ffff_ffff_ffff);
+        let mut store = Store::new(seed);
+        let now = tokio::time::Instant::now();
+        let (file, size) = wal::open_and_replay(&path, |rec| store.replay(rec, now))?;
+        tracing::info!(path = %path.display(), revision = store.revision(), bytes = size, "opened embedded store");
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let durable = Arc::new(Durable {
+            events,
+            rev: AtomicI64::new(store.revision()),
+            size: AtomicU64::new(size),
+            failed: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        wal::spawn_writer(path, file, Arc::clone(&durable), rx)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store: Mutex::new(store),
+                wal: tx,
+                durable,
+                watchers: Arc::new(AtomicUsize::new(0)),
+                client_url: OnceLock::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// A handle that reports live watchers and the durable revision.
+    pub fn handle(&self) -> EmbeddedHandle {
+        EmbeddedHandle {
+            watchers: Arc::clone(&self.shared.watchers),
+            durable: Arc::clone(&self.shared.durable),
+        }
+    }
+
+    /// Number of live watches across all watch streams.
+    pub fn watcher_count(&self) -> usize {
+        self.shared.watchers.load(Ordering::SeqCst)
+    }
+
+    /// Serves KV, Watch, Lease, Maintenance, Cluster on an already-bound listener until `shutdown` is cancelled.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), EmbeddedError> {
+        let addr = listener.local_addr().map_err(EmbeddedError::Listener)?;
+        let _ = self.shared.client_url.set(format!("http://{addr}"));
+        let shared = self.shared;
+        // Streams and background tasks stop with the server.
+        let inner = shared.shutdown.clone();
+        let _stop_inner = inner.clone().drop_guard();
+        let expiry = tokio::spawn(lease::expire_loop(Arc::clone(&shared), inner.clone()));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            inner.cancel();
+        });
+        tracing::info!(%addr, "embedded etcd API serving");
+        let result = tonic::transport::Server::builder()
+            .add_service(
+                KvServer::new(kv::KvService::new(Arc::clone(&shared)))
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE),
+            )
+            .add_service(
+                WatchServer::new(watch::WatchService::new(Arc::clone(&shared)))
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE),
+            )
+            .add_service(LeaseServer::new(lease::LeaseService::new(Arc::clone(
+                &shared,
+            ))))
+            .add_service(MaintenanceServer::new(kv::MaintenanceService::new(
+                Arc::clone(&shared),
+            )))
+            .add_service(ClusterServer::new(kv::ClusterService::new(Arc::clone(
+                &shared,
+            ))))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown.cancelled(),
+            )
+            .await
+            .map_err(EmbeddedError::Serve);
+        shared.shutdown.cancel();
+        let _ = expiry.await;
+        tracing::info!(%addr, "embedded etcd API stopped");
+        result
+    }
+}

@@ -1,0 +1,12 @@
+//! Drover's state store.
+//!
+//! All cluster state lives in etcd and is reached only through the
+//! `etcd-client` crate ([`client`]). For `drover dev`, which must need
+//! nothing installed, [`embedded`] serves the subset of the etcd v3 gRPC API
+//! that Drover uses, in process, over a durable local file.
+
+pub mod client;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
+pub use client::{Change, Committed, Guard, Kind, Listing, Store, StoreError, Versioned, Write};

@@ -1,0 +1,438 @@
+//! Root-only e2e tests of the container runtime: real supervisors (the
+//! `drover` binary), real namespaces, real processes. Build the binary
+//! first: `cargo build -p drover-cli`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use drover_agent::runtime::{Runtime, RuntimeError, TaskSpec, TaskState};
+use drover_tests::drover_bin;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// One test's state directory and every process it started; the processes
+/// are SIGKILLed by pid on drop, so a failing test leaves nothing running.
+struct Harness {
+    tmp: TempDir,
+    rt: Runtime,
+    pids: Mutex<Vec<i32>>,
+}
+
+impl Harness {
+    fn new() -> Result<Self> {
+        ensure!(
+            nix::unistd::geteuid().is_root(),
+            "the runtime e2e tests need root (namespaces, mounts)"
+        );
+        let tmp = tempfile::tempdir().context("tempdir")?;
+        let rt = Runtime::new(tmp.path().join("allocs"), drover_bin());
+        Ok(Self {
+            tmp,
+            rt,
+            pids: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("allocs")
+    }
+
+    fn spec(&self, alloc_id: &str, command: &[&str]) -> TaskSpec {
+        TaskSpec {
+            alloc_id: alloc_id.to_owned(),
+            task: "main".to_owned(),
+            hostname: format!("{alloc_id}-host"),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            env: BTreeMap::new(),
+            kill_timeout_ms: 300,
+            cpu_millis: 100,
+            memory_mb: 64,
+        }
+    }
+
+    /// Starts the task and records its supervisor and task pids for cleanup.
+    async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
+        let result = self.rt.start(spec).await;
+        self.track(&spec.alloc_id, &spec.task);
+        result
+    }
+
+    fn track(&self, alloc_id: &str, task: &str) {
+        let dir = self.root().join(alloc_id).join(task);
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            pids.push(pid);
+        }
+        if let Ok(TaskState::Running { pid, .. }) = self.rt.state(alloc_id, task) {
+            pids.push(pid);
+        }
+    }
+
+    /// Polls until the task's state is terminal.
+    async fn wait_terminal(&self, alloc_id: &str, timeout: Duration) -> Result<TaskState> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.rt.state(alloc_id, "main")?;
+            if matches!(state, TaskState::Exited { .. } | TaskState::Failed { .. }) {
+                return Ok(state);
+            }
+            if Instant::now() >= deadline {
+                bail!("{alloc_id}: still {state:?} after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self, alloc_id: &str, name: &str) -> Result<String> {
+        let path = self.root().join(alloc_id).join("main").join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        // Tasks first (their PID namespace dies with them), then supervisors.
+        for pid in pids.iter().rev() {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn pid_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn ns(pid: &str, kind: &str) -> Result<PathBuf> {
+    let link = format!("/proc/{pid}/ns/{kind}");
+    std::fs::read_link(&link).with_context(|| format!("readlink {link}"))
+}
+
+fn mount_count() -> Result<usize> {
+    Ok(std::fs::read_to_string("/proc/self/mountinfo")
+        .context("reading /proc/self/mountinfo")?
+        .lines()
+        .count())
+}
+
+#[tokio::test]
+async fn running_task_has_its_own_namespaces() -> Result<()> {
+    let h = Harness::new()?;
+    let spec = h.spec("ns", &["sleep", "30"]);
+    let state = h.start(&spec).await?;
+    let TaskState::Running { pid, .. } = state else {
+        bail!("expected running, got {state:?}");
+    };
+    assert_eq!(h.rt.state("ns", "main")?, state);
+    for kind in ["pid", "mnt", "uts", "ipc"] {
+        let theirs = ns(&pid.to_string(), kind)?;
+        let ours = ns("self", kind)?;
+        assert_ne!(theirs, ours, "{kind} namespace is shared with the host");
+    }
+    assert_eq!(h.rt.list()?, vec![("ns".to_owned(), "main".to_owned())]);
+    let err = h.rt.remove("ns", "main").expect_err("remove while running");
+    assert!(matches!(err, RuntimeError::StillRunning { .. }), "{err}");
+    let err = h.start(&spec).await.expect_err("second start");
+    assert!(matches!(err, RuntimeError::StillRunning { .. }), "{err}");
+
+    h.rt.stop("ns", "main").await?;
+    assert!(!pid_exists(pid), "task pid {pid} survived stop");
+    h.rt.remove("ns", "main")?;
+    assert!(h.rt.list()?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn task_sees_its_own_pid_1_hostname_and_proc_and_host_mounts_stay() -> Result<()> {
+    let h = Harness::new()?;
+    let mounts_before = mount_count()?;
+    let spec = h.spec(
+        "probe",
+        &["sh", "-c", "echo $$; hostname; ls /proc | grep -c ^[0-9]"],
+    );
+    h.start(&spec).await?;
+    let state = h.wait_terminal("probe", Duration::from_secs(10)).await?;
+    assert!(
+        matches!(
+            state,
+            TaskState::Exited {
+                exit_code: Some(0),
+                signal: None,
+                ..
+            }
+        ),
+        "{state:?}"
+    );
+    let out = h.log("probe", "stdout.log")?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "stdout: {out:?}");
+    assert_eq!(lines[0], "1", "the task is not PID 1 of its namespace");
+    assert_eq!(lines[1], "probe-host");
+    let count: usize = lines[2].parse().context("process count")?;
+    assert!(
+        (1..=5).contains(&count),
+        "task sees {count} processes in /proc"
+    );
+    assert_eq!(h.log("probe", "stderr.log")?, "");
+    assert_eq!(mount_count()?, mounts_before, "host mount table changed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn env_is_exactly_the_spec_plus_path() -> Result<()> {
+    let h = Harness::new()?;
+    let mut spec = h.spec("env", &["sh", "-c", "echo \"$GREETING\"; env | sort"]);
+    spec.env
+        .insert("GREETING".to_owned(), "hello world".to_owned());
+    h.start(&spec).await?;
+    h.wait_terminal("env", Duration::from_secs(10)).await?;
+    let out = h.log("env", "stdout.log")?;
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("hello world"));
+    let vars: Vec<&str> = lines
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| !["PWD", "SHLVL", "_", "OLDPWD"].contains(k))
+        .collect();
+    assert_eq!(vars, ["GREETING", "PATH"], "stdout: {out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn exit_code_is_propagated() -> Result<()> {
+    let h = Harness::new()?;
+    h.start(&h.spec("exit7", &["sh", "-c", "echo oops >&2; exit 7"]))
+        .await?;
+    let state = h.wait_terminal("exit7", Duration::from_secs(10)).await?;
+    assert!(
+        matches!(
+            state,
+            TaskState::Exited {
+                exit_code: Some(7),
+                signal: None,
+                ..
+            }
+        ),
+        "{state:?}"
+    );
+    assert_eq!(h.log("exit7", "stderr.log")?, "oops\n");
+    // Stop on an exited task returns the same record.
+    assert_eq!(h.rt.stop("exit7", "main").await?, state);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_and_leaves_no_process() -> Result<()> {
+    let h = Harness::new()?;
+    let state = h.start(&h.spec("stop", &["sleep", "3600"])).await?;
+    let TaskState::Running { pid, .. } = state else {
+        bail!("expected running, got {state:?}");
+    };
+    let supervisor: i32 = h.log("stop", "supervisor.pid")?.trim().parse()?;
+    let started = Instant::now();
+    let state = h.rt.stop("stop", "main").await?;
+    // PID 1 without a SIGTERM handler ignores SIGTERM: SIGKILL after 300 ms.
+    assert!(
+        matches!(state, TaskState::Exited { exit_code: None, signal: Some(9), pid: p, .. } if p == pid),
+        "{state:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(!pid_exists(pid), "task pid {pid} still exists");
+    let stat = std::fs::read_to_string(format!("/proc/{supervisor}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "supervisor {supervisor} still running: {stat}"
+    );
+    assert_eq!(
+        h.rt.stop("stop", "main").await?,
+        state,
+        "stop is idempotent"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn stop_is_graceful_when_the_task_handles_sigterm() -> Result<()> {
+    let h = Harness::new()?;
+    let mut spec = h.spec(
+        "graceful",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 3' TERM; while :; do sleep 0.05; done",
+        ],
+    );
+    spec.kill_timeout_ms = 5_000;
+    let state = h.start(&spec).await?;
+    let TaskState::Running { pid, .. } = state else {
+        bail!("expected running, got {state:?}");
+    };
+    let state = h.rt.stop("graceful", "main").await?;
+    assert!(
+        matches!(
+            state,
+            TaskState::Exited {
+                exit_code: Some(3),
+                signal: None,
+                ..
+            }
+        ),
+        "{state:?}"
+    );
+    assert!(!pid_exists(pid));
+    Ok(())
+}
+
+#[tokio::test]
+async fn nonexistent_command_is_refused_and_leaves_nothing() -> Result<()> {
+    let h = Harness::new()?;
+    for command in [
+        "drover-no-such-command",
+        "/nonexistent/drover-no-such-command",
+    ] {
+        let err = h
+            .start(&h.spec("missing", &[command]))
+            .await
+            .expect_err("start of a missing command");
+        assert!(
+            matches!(err, RuntimeError::CommandNotFound { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(command), "{err}");
+        assert!(!h.root().join("missing").exists(), "task dir left behind");
+    }
+    assert!(h.pids.lock().map(|p| p.is_empty()).unwrap_or(false));
+    let err = h.start(&h.spec("..", &["true"])).await.expect_err("bad id");
+    assert!(matches!(err, RuntimeError::InvalidName { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn supervisor_survives_the_runtime_and_is_readopted() -> Result<()> {
+    let h = Harness::new()?;
+    let spec = h.spec("adopt", &["sleep", "30"]);
+    // A whole tokio runtime (with the task reaping the supervisor) and the
+    // Runtime go away, as when the agent dies.
+    let first = tokio::runtime::Runtime::new()?;
+    let state = first.block_on(async {
+        let rt = Runtime::new(h.root(), drover_bin());
+        let state = rt.start(&spec).await;
+        h.track("adopt", "main");
+        state
+    })?;
+    drop(first);
+    let TaskState::Running { pid, .. } = state else {
+        bail!("expected running, got {state:?}");
+    };
+    let supervisor: i32 = h.log("adopt", "supervisor.pid")?.trim().parse()?;
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(pid_exists(supervisor), "supervisor died with the runtime");
+    assert!(pid_exists(pid), "task died with the runtime");
+
+    let second = tokio::runtime::Runtime::new()?;
+    second.block_on(async {
+        let rt = Runtime::new(h.root(), drover_bin());
+        assert_eq!(rt.list()?, vec![("adopt".to_owned(), "main".to_owned())]);
+        assert_eq!(rt.state("adopt", "main")?, state);
+        let stopped = rt.stop("adopt", "main").await?;
+        assert!(matches!(stopped, TaskState::Exited { .. }), "{stopped:?}");
+        rt.remove("adopt", "main")?;
+        anyhow::Ok(())
+    })?;
+    assert!(!pid_exists(pid));
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_supervisor_is_reported() -> Result<()> {
+    let h = Harness::new()?;
+    let state = h.start(&h.spec("orphan", &["sleep", "30"])).await?;
+    let TaskState::Running { pid, .. } = state else {
+        bail!("expected running, got {state:?}");
+    };
+    let supervisor: i32 = h.log("orphan", "supervisor.pid")?.trim().parse()?;
+    kill(Pid::from_raw(supervisor), Signal::SIGKILL)?;
+    // The task outlives its supervisor: reported failed, and stop still works.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let state = loop {
+        let state = h.rt.state("orphan", "main")?;
+        if !matches!(state, TaskState::Running { .. }) || Instant::now() >= deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        matches!(&state, TaskState::Failed { message } if message.contains("supervisor")),
+        "{state:?}"
+    );
+    let state = h.rt.stop("orphan", "main").await?;
+    assert!(
+        matches!(&state, TaskState::Exited { message, .. } if message.contains("supervisor died")),
+        "{state:?}"
+    );
+    // Without its supervisor the task's zombie is reaped by the host's init,
+    // not by us: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_exists(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pid_exists(pid), "task pid {pid} still exists");
+    Ok(())
+}
+
+#[tokio::test]
+async fn exec_failure_in_the_supervisor_is_recorded_as_failed() -> Result<()> {
+    let h = Harness::new()?;
+    // Passes validation (an executable file) but exec fails: bad interpreter.
+    let script = h.tmp.path().join("broken.sh");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n")?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let command = script.to_string_lossy().into_owned();
+    let state = h.start(&h.spec("broken", &[&command])).await?;
+    assert!(
+        matches!(&state, TaskState::Failed { message } if message.contains(&command)),
+        "{state:?}"
+    );
+    let supervisor: i32 = h.log("broken", "supervisor.pid")?.trim().parse()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_exists(supervisor) && Instant::now() < deadline {
+        // The Runtime's reaper task collects it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !pid_exists(supervisor),
+        "supervisor {supervisor} left behind"
+    );
+    assert_eq!(h.rt.stop("broken", "main").await?, state);
+    h.rt.remove("broken", "main")?;
+    Ok(())
+}
+
+#[test]
+fn supervisor_records_a_missing_command_and_exits_non_zero() -> Result<()> {
+    let h = Harness::new()?;
+    // Bypass the Runtime's validation: the supervisor must cope on its own.
+    let dir = h.root().join("direct").join("main");
+    std::fs::create_dir_all(&dir)?;
+    let spec = h.spec("direct", &["drover-no-such-command", "arg"]);
+    std::fs::write(dir.join("spec.json"), serde_json::to_vec(&spec)?)?;
+    let status = std::process::Command::new(drover_bin())
+        .arg("__supervise")
+        .arg(&dir)
+        .status()
+        .context("running the supervisor")?;
+    assert_eq!(status.code(), Some(127));
+    let state: TaskState = serde_json::from_slice(&std::fs::read(dir.join("state.json"))?)?;
+    assert!(
+        matches!(&state, TaskState::Failed { message } if message.contains("drover-no-such-command")),
+        "{state:?}"
+    );
+    assert_eq!(h.rt.state("direct", "main")?, state);
+    Ok(())
+}
