@@ -142,7 +142,7 @@ pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
     print_job(opts, &got, &[])
 }
 
-pub async fn job_stop(opts: &ClientOpts, name: &str) -> Result<()> {
+pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
     let resp = client
         .stop(pb::StopJobRequest {
@@ -151,6 +151,31 @@ pub async fn job_stop(opts: &ClientOpts, name: &str) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    if !detach {
+        let deadline = Instant::now() + Duration::from_secs(wait);
+        loop {
+            let got = client
+                .get(pb::GetJobRequest {
+                    name: name.to_string(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let live = got.allocations.iter().filter(|a| {
+                resp.stopped_allocations.contains(&a.id)
+                    && matches!(a.status.as_str(), "pending" | "running")
+            });
+            let left = live.count();
+            if left == 0 {
+                return print_job(opts, &got, &[]);
+            }
+            if Instant::now() >= deadline {
+                print_job(opts, &got, &[])?;
+                bail!("{left} allocation(s) of job {name:?} still running after {wait} s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     match opts.output {
         Output::Json => output::json(&serde_json::json!({
             "job": name,

@@ -1,5 +1,8 @@
 //! The `drover` binary: parses flags and calls into the libraries.
 
+// The binary is the one place that prints results for people.
+#![allow(clippy::print_stdout)]
+
 mod client;
 mod daemon;
 mod output;
@@ -94,10 +97,16 @@ enum JobCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Stop a job's allocations.
+    /// Stop a job's allocations and wait until they have stopped.
     Stop {
         /// Job name.
         name: String,
+        /// Return once the stop is recorded, without waiting.
+        #[arg(long)]
+        detach: bool,
+        /// How long to wait for the allocations to stop, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -211,7 +220,12 @@ fn main() -> ExitCode {
             Command::Job(JobCommand::Status { name, opts }) => {
                 client::job_status(&opts, &name).await
             }
-            Command::Job(JobCommand::Stop { name, opts }) => client::job_stop(&opts, &name).await,
+            Command::Job(JobCommand::Stop {
+                name,
+                detach,
+                wait,
+                opts,
+            }) => client::job_stop(&opts, &name, detach, wait).await,
             Command::Job(JobCommand::List { opts }) => client::job_list(&opts).await,
             Command::Node(NodeCommand::List { opts }) => client::node_list(&opts).await,
             Command::Node(NodeCommand::Status { id, opts }) => {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Drover's build, dev mode and tests need, if
+# any is missing. Sourced by deploy/dev-example.sh and deploy/test.sh.
+#   protobuf-compiler  protoc, for the gRPC code generated at build time
+#   etcd-server        a real etcd: the store conformance suite runs against it
+#   etcd-client        etcdctl: the embedded store is driven with it in tests
+#   busybox-static     a tiny static rootfs for container tests
+#   iproute2           `ip`, which tests (never the product) use to check state
+#   bind9-dnsutils     `dig`, for DNS tests
+#   crun runc          anchors for the container-start benchmark
+set -euo pipefail
+
+drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils crun runc ca-certificates gcc)
+
+drover_install_deps() {
+  local missing=()
+  for p in "${drover_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Debian's etcd-server package must not start a system etcd here.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.drover
+    chmod +x /usr/sbin/policy-rc.d.drover
+    local had_policy=0
+    [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+    [ "$had_policy" = 0 ] && cp /usr/sbin/policy-rc.d.drover /usr/sbin/policy-rc.d
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+    [ "$had_policy" = 0 ] && rm -f /usr/sbin/policy-rc.d
+    rm -f /usr/sbin/policy-rc.d.drover
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found. Drover needs a Rust toolchain >= 1.85 (install it with rustup)." >&2
+    exit 1
+  fi
+}

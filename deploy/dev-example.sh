@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Brings up `drover dev` (scheduler + agent + embedded store, loopback only)
+# in the background and runs the example job. Leaves drover dev running and
+# says how to stop it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. deploy/deps.sh
+drover_install_deps
+
+cargo build --release --locked -p drover-cli
+bin=target/release/drover
+data=${DROVER_DATA_DIR:-/var/lib/drover/dev}
+log=${DROVER_LOG_FILE:-/var/log/drover-dev.log}
+mkdir -p "$data" "$(dirname "$log")"
+export DROVER_ADDR=${DROVER_ADDR:-http://127.0.0.1:4680}
+
+if ! "$bin" node list >/dev/null 2>&1; then
+  setsid "$bin" dev --data-dir "$data" >>"$log" 2>&1 < /dev/null &
+  echo $! > "$data/dev.pid"
+  echo "started drover dev (pid $(cat "$data/dev.pid"), log $log)"
+fi
+
+# Wait (at most 30 s) for the node to register.
+for _ in $(seq 150); do
+  if "$bin" node list -o json 2>/dev/null | grep -q '"status":"ready"'; then break; fi
+  sleep 0.2
+done
+"$bin" node list
+echo
+"$bin" job run examples/hello.toml
+echo
+echo "drover dev keeps running. Try: $bin logs <alloc-id>, $bin job stop hello"
+[ -f "$data/dev.pid" ] && echo "Stop it with: kill $(cat "$data/dev.pid")"
