@@ -70,6 +70,22 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
     })
 }
 
+impl AgentApi {
+    /// Stores the node as ready and what it reports running.
+    async fn record_registration(
+        &self,
+        node: &NodeRecord,
+        reg: &pb::Register,
+    ) -> Result<(), crate::core::CoreError> {
+        self.core.store().put(Kind::Node, &node.id, node).await?;
+        tracing::info!(node_id = %node.id, hostname = %node.hostname, cpu_millis = node.resources.cpu_millis, memory_mb = node.resources.memory_mb, "agent registered");
+        for st in &reg.running {
+            self.core.report(&node.id, st).await?;
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl pb::agent_service_server::AgentService for AgentApi {
     type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
@@ -99,16 +115,8 @@ impl pb::agent_service_server::AgentService for AgentApi {
         {
             node.draining = old.value.draining;
         }
-        self.core
-            .store()
-            .put(Kind::Node, &node.id, &node)
-            .await
-            .map_err(crate::core::CoreError::from)?;
-        tracing::info!(node_id = %node.id, hostname = %node.hostname, cpu_millis = node.resources.cpu_millis, memory_mb = node.resources.memory_mb, "agent registered");
-        for st in &reg.running {
-            self.core.report(&node.id, st).await?;
-        }
-
+        // The link goes in first, so that no concurrent pass can see the
+        // node ready in the store yet without a stream and mark it down.
         let (tx, rx) = mpsc::channel(64);
         let dirty = Arc::new(Notify::new());
         let session = self.core.next_session();
@@ -121,6 +129,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
                     dirty: dirty.clone(),
                 },
             );
+        }
+        if let Err(e) = self.record_registration(&node, &reg).await {
+            if let Ok(mut agents) = self.core.agents.lock() {
+                if agents.get(&node.id).is_some_and(|l| l.session == session) {
+                    agents.remove(&node.id);
+                }
+            }
+            return Err(e.into());
         }
         let hello = pb::SchedulerMessage {
             msg: Some(pb::scheduler_message::Msg::Registered(pb::Registered {

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
-use drover_store::Kind;
+use drover_store::{Kind, WatchEvent};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -201,9 +201,9 @@ impl pb::job_service_server::JobService for Api {
             loop {
                 let event = tokio::select! {
                     c = jobs.recv() => match c {
-                        None => break,
-                        Some(c) if !name.is_empty() && c.name != name => continue,
-                        Some(c) => match c.value {
+                        None | Some(WatchEvent::Compacted { .. }) => break,
+                        Some(WatchEvent::Change(c)) if !name.is_empty() && c.name != name => continue,
+                        Some(WatchEvent::Change(c)) => match c.value {
                             None => pb::job_event::Event::JobDeleted(c.name),
                             Some(v) => match serde_json::from_slice::<JobRecord>(&v) {
                                 Ok(j) => pb::job_event::Event::Job(j.to_pb()),
@@ -212,8 +212,8 @@ impl pb::job_service_server::JobService for Api {
                         },
                     },
                     c = allocs.recv() => match c {
-                        None => break,
-                        Some(c) => match c.value.as_deref().map(serde_json::from_slice::<AllocRecord>) {
+                        None | Some(WatchEvent::Compacted { .. }) => break,
+                        Some(WatchEvent::Change(c)) => match c.value.as_deref().map(serde_json::from_slice::<AllocRecord>) {
                             Some(Ok(a)) if name.is_empty() || a.job == name => {
                                 pb::job_event::Event::Allocation((&a).into())
                             }

@@ -84,6 +84,9 @@ pub struct Core {
     /// revision guards protect against other processes.
     pub(crate) planning: tokio::sync::Mutex<()>,
     pub(crate) logs: Mutex<HashMap<u64, LogSink>>,
+    /// When this process started: a node with no stream to it is only
+    /// declared down once it has had a full grace period to connect.
+    pub(crate) started: tokio::time::Instant,
 }
 
 /// Where an agent's log data for one request goes, and the token that ends
@@ -136,6 +139,7 @@ impl Core {
             sessions: AtomicU64::new(1),
             planning: tokio::sync::Mutex::new(()),
             logs: Mutex::new(HashMap::new()),
+            started: tokio::time::Instant::now(),
         })
     }
 
@@ -173,8 +177,27 @@ impl Core {
     /// same spec twice changes nothing the second time.
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, CoreError> {
         let _guard = self.planning.lock().await;
+        self.place(Some(spec.clone()), &spec.name).await
+    }
+
+    /// Plans and commits job `name`. With `spec`, that spec is submitted;
+    /// without, the job as stored is placed again, but only while it is
+    /// still running (a reconcile must never revive a stopped job or undo a
+    /// newer submission). Callers hold the planning lock.
+    async fn place(&self, spec: Option<JobSpec>, name: &str) -> Result<Submitted, CoreError> {
         for _ in 0..MAX_ATTEMPTS {
-            let job = self.store.get::<JobRecord>(Kind::Job, &spec.name).await?;
+            let job = self.store.get::<JobRecord>(Kind::Job, name).await?;
+            let spec = match (&spec, &job) {
+                (Some(s), _) => s.clone(),
+                (None, Some(j)) if j.value.status == JobStatus::Running => j.value.spec.clone(),
+                (None, _) => {
+                    return Ok(Submitted {
+                        version: job.map(|j| j.value.version).unwrap_or(0),
+                        allocations: Vec::new(),
+                        warnings: Vec::new(),
+                    })
+                }
+            };
             let nodes = self.nodes().await?;
             let allocs = self.allocs().await?;
             let running = job
@@ -235,7 +258,7 @@ impl Core {
             }
         }
         Err(CoreError::Contended {
-            what: format!("job {:?}", spec.name),
+            what: format!("job {name:?}"),
             attempts: MAX_ATTEMPTS,
         })
     }
@@ -481,6 +504,20 @@ impl Core {
     /// allocations lost with a node are replaced and jobs submitted before
     /// any node could take them get placed once one can.
     pub async fn reconcile(&self) -> Result<(), CoreError> {
+        if self.started.elapsed() > self.timing.node_grace {
+            // Nodes that were ready under a previous scheduler process and
+            // never connected to this one.
+            let connected: BTreeSet<String> = self
+                .agents
+                .lock()
+                .map(|a| a.keys().cloned().collect())
+                .unwrap_or_default();
+            for n in self.nodes().await? {
+                if n.value.status == NodeStatus::Ready && !connected.contains(&n.name) {
+                    self.node_down(&n.name).await?;
+                }
+            }
+        }
         let jobs = self.store.list::<JobRecord>(Kind::Job).await?.items;
         for j in jobs {
             if j.value.status != JobStatus::Running {
@@ -489,7 +526,8 @@ impl Core {
             let (plan, _) = self.plan(&j.value.spec).await?;
             if !plan.place.is_empty() || !plan.stop.is_empty() {
                 tracing::info!(job = %j.name, place = plan.place.len(), stop = plan.stop.len(), "reconcile");
-                self.submit(j.value.spec.clone()).await?;
+                let _guard = self.planning.lock().await;
+                self.place(None, &j.name).await?;
             }
         }
         Ok(())
@@ -498,9 +536,20 @@ impl Core {
     /// Marks a node down and its live allocations lost.
     pub async fn node_down(&self, node_id: &str) -> Result<(), CoreError> {
         let _guard = self.planning.lock().await;
+        let connected = self
+            .agents
+            .lock()
+            .map(|a| a.contains_key(node_id))
+            .unwrap_or(false);
+        if connected {
+            return Ok(());
+        }
         let Some(n) = self.store.get::<NodeRecord>(Kind::Node, node_id).await? else {
             return Ok(());
         };
+        if n.value.status == NodeStatus::Down {
+            return Ok(());
+        }
         let mut rec = n.value.clone();
         rec.status = NodeStatus::Down;
         let mut guards = vec![Guard {

@@ -1,0 +1,347 @@
+//! The scheduler against the real embedded store, driven over gRPC by fake
+//! agents that speak `AgentService.Connect`: placement across nodes, node
+//! loss and replacement, drain, stop, and the refusal of bad jobs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use drover_scheduler::{Core, Timing};
+use drover_store::embedded::EmbeddedEtcd;
+use drover_store::Store;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+const TIMING: Timing = Timing {
+    heartbeat: Duration::from_millis(100),
+    node_grace: Duration::from_millis(600),
+    reconcile: Duration::from_millis(200),
+};
+
+/// An embedded store and a scheduler on loopback, stopped on drop.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    addr: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let etcd = EmbeddedEtcd::open(dir.path()).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store_addr = l.local_addr().unwrap();
+        tokio::spawn(etcd.serve(l, stop.clone()));
+        let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
+            .await
+            .unwrap();
+        let core = Core::new(store, TIMING);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(drover_scheduler::serve(core, l, stop.clone()));
+        Cluster {
+            _dir: dir,
+            addr,
+            stop,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.addr.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn jobs(&self) -> pb::job_service_client::JobServiceClient<Channel> {
+        pb::job_service_client::JobServiceClient::new(self.channel().await)
+    }
+
+    async fn job(&self, name: &str) -> pb::GetJobResponse {
+        self.jobs()
+            .await
+            .get(pb::GetJobRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Polls `job` until `pred` holds, or panics after 10 s.
+    async fn wait_job(&self, name: &str, what: &str, pred: impl Fn(&pb::GetJobResponse) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.job(name).await;
+            if pred(&got) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; job is {got:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A node that registers, heartbeats and reports every assignment as
+/// running (or complete once asked to stop). Dropping it is a node loss.
+struct FakeAgent {
+    stop: CancellationToken,
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl FakeAgent {
+    async fn start(cluster: &Cluster, id: &str) -> FakeAgent {
+        let mut client = pb::agent_service_client::AgentServiceClient::new(cluster.channel().await);
+        let (tx, rx) = mpsc::channel(64);
+        tx.send(pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Register(pb::Register {
+                node: Some(pb::Node {
+                    id: id.into(),
+                    hostname: id.into(),
+                    address: "127.0.0.1".into(),
+                    cpu_millis: 1000,
+                    memory_mb: 1024,
+                    ..Default::default()
+                }),
+                running: vec![],
+            })),
+        })
+        .await
+        .unwrap();
+        let mut inbound = client
+            .connect(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = beat.tick() => {
+                        let hb = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { unix_ms: 0 })) };
+                        if tx.send(hb).await.is_err() { return; }
+                    }
+                    m = inbound.next() => {
+                        let Some(Ok(m)) = m else { return };
+                        let Some(pb::scheduler_message::Msg::Assignments(a)) = m.msg else { continue };
+                        for asg in a.allocations {
+                            let alloc = asg.allocation.unwrap();
+                            let status = if alloc.desired == "stop" { "complete" } else { "running" };
+                            if alloc.status == status { continue; }
+                            let st = pb::AgentMessage { msg: Some(pb::agent_message::Msg::AllocStatus(pb::AllocStatus {
+                                alloc_id: alloc.id,
+                                status: status.into(),
+                                tasks: vec![],
+                            }))};
+                            if tx.send(st).await.is_err() { return; }
+                        }
+                    }
+                }
+            }
+        });
+        FakeAgent { stop }
+    }
+}
+
+fn job(name: &str, count: i64) -> pb::Job {
+    pb::Job {
+        name: name.into(),
+        kind: "service".into(),
+        groups: vec![pb::Group {
+            name: "web".into(),
+            count,
+            restart: None,
+            tasks: vec![pb::Task {
+                name: "app".into(),
+                command: vec!["/bin/true".into()],
+                env: Default::default(),
+                resources: Some(pb::Resources {
+                    cpu_millis: 100,
+                    memory_mb: 64,
+                }),
+                kill_timeout_ms: 0,
+            }],
+        }],
+    }
+}
+
+fn running_on(got: &pb::GetJobResponse) -> Vec<String> {
+    let mut v: Vec<String> = got
+        .allocations
+        .iter()
+        .filter(|a| a.desired == "run" && a.status == "running")
+        .map(|a| a.node_id.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_is_noticed_and_its_allocations_replaced() {
+    let c = Cluster::start().await;
+    let a = FakeAgent::start(&c, "node-a").await;
+    let _b = FakeAgent::start(&c, "node-b").await;
+    c.jobs()
+        .await
+        .submit(pb::SubmitRequest {
+            job: Some(job("web", 2)),
+        })
+        .await
+        .unwrap();
+    c.wait_job("web", "one instance per node", |j| {
+        running_on(j) == ["node-a", "node-b"]
+    })
+    .await;
+
+    drop(a);
+    c.wait_job("web", "node-a's instance lost and replaced on node-b", |j| {
+        let lost = j
+            .allocations
+            .iter()
+            .any(|x| x.node_id == "node-a" && x.status == "lost");
+        lost && running_on(j) == ["node-b", "node-b"]
+    })
+    .await;
+    let nodes = pb::node_service_client::NodeServiceClient::new(c.channel().await)
+        .list(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let a = nodes.iter().find(|n| n.id == "node-a").unwrap();
+    assert_eq!(a.status, "down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_gets_no_new_work_and_stop_completes() {
+    let c = Cluster::start().await;
+    let _a = FakeAgent::start(&c, "node-a").await;
+    let _b = FakeAgent::start(&c, "node-b").await;
+    // Wait until both nodes registered.
+    let mut nodes = pb::node_service_client::NodeServiceClient::new(c.channel().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nodes
+        .list(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes
+        .len()
+        < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "nodes never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes
+        .drain(pb::DrainNodeRequest {
+            id: "node-b".into(),
+            enable: true,
+        })
+        .await
+        .unwrap();
+    c.jobs()
+        .await
+        .submit(pb::SubmitRequest {
+            job: Some(job("api", 3)),
+        })
+        .await
+        .unwrap();
+    c.wait_job("api", "all three on node-a", |j| {
+        running_on(j) == ["node-a", "node-a", "node-a"]
+    })
+    .await;
+
+    let stopped = c
+        .jobs()
+        .await
+        .stop(pb::StopJobRequest { name: "api".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stopped.stopped_allocations.len(), 3);
+    c.wait_job("api", "every allocation complete", |j| {
+        j.job.as_ref().unwrap().status == "stopped"
+            && j.allocations.iter().all(|a| a.status == "complete")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_job_changes_nothing_and_resubmission_is_idempotent() {
+    let c = Cluster::start().await;
+    let _a = FakeAgent::start(&c, "node-a").await;
+    let mut bad = job("bad", 0);
+    bad.groups[0].tasks[0].resources = Some(pb::Resources {
+        cpu_millis: 100,
+        memory_mb: 0,
+    });
+    let err = c
+        .jobs()
+        .await
+        .submit(pb::SubmitRequest { job: Some(bad) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("group \"web\" task \"app\": resources.memory_mb must be > 0, got 0"),
+        "{}",
+        err.message()
+    );
+    assert!(err.message().contains("group \"web\": count must be > 0, got 0"));
+    let list = c
+        .jobs()
+        .await
+        .list(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.jobs.is_empty(), "a refused job was stored: {list:?}");
+
+    let first = c
+        .jobs()
+        .await
+        .submit(pb::SubmitRequest {
+            job: Some(job("same", 2)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = c
+        .jobs()
+        .await
+        .submit(pb::SubmitRequest {
+            job: Some(job("same", 2)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.version, second.version);
+    let ids = |r: &pb::SubmitResponse| {
+        let mut v: Vec<String> = r.allocations.iter().map(|a| a.id.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&first), ids(&second));
+}
