@@ -345,3 +345,51 @@ async fn a_refused_job_changes_nothing_and_resubmission_is_idempotent() {
     };
     assert_eq!(ids(&first), ids(&second));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_job_and_allocation_events() {
+    let c = Cluster::start().await;
+    let _a = FakeAgent::start(&c, "node-a").await;
+    let mut events = c
+        .jobs()
+        .await
+        .watch(pb::WatchJobRequest { name: "w".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    c.jobs()
+        .await
+        .submit(pb::SubmitRequest {
+            job: Some(job("w", 1)),
+        })
+        .await
+        .unwrap();
+    // Another job's events are filtered out.
+    c.jobs()
+        .await
+        .submit(pb::SubmitRequest {
+            job: Some(job("other", 1)),
+        })
+        .await
+        .unwrap();
+    let (mut saw_job, mut saw_running) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(saw_job && saw_running) {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("watch events within 10 s")
+            .expect("stream open")
+            .expect("event");
+        match ev.event.expect("event set") {
+            pb::job_event::Event::Job(j) => {
+                assert_eq!(j.job.unwrap().name, "w");
+                saw_job = true;
+            }
+            pb::job_event::Event::Allocation(a) => {
+                assert_eq!(a.job, "w");
+                saw_running |= a.status == "running";
+            }
+            pb::job_event::Event::JobDeleted(n) => panic!("unexpected delete of {n}"),
+        }
+    }
+}
