@@ -32,7 +32,7 @@ drover_install_deps() {
     rm -f /usr/sbin/policy-rc.d.drover
   fi
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo not found. Drover needs a Rust toolchain >= 1.85 (install it with rustup)." >&2
+    echo "error: cargo not found. Drover needs a Rust toolchain >= 1.88 (install it with rustup)." >&2
     exit 1
   fi
 }

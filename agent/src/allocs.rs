@@ -36,6 +36,9 @@ struct Track {
 pub struct Allocs {
     runtime: Runtime,
     allocs: BTreeMap<String, Alloc>,
+    /// Final statuses of allocations stopped without being tracked here,
+    /// waiting to be reported.
+    finished: Vec<pb::AllocStatus>,
 }
 
 fn alloc_of(a: &pb::Assignment) -> (&str, &str) {
@@ -75,6 +78,8 @@ fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
         kill_timeout_ms: u64::try_from(t.kill_timeout_ms).unwrap_or(0),
         cpu_millis: u64::try_from(res.cpu_millis).unwrap_or(0),
         memory_mb: u64::try_from(res.memory_mb).unwrap_or(0),
+        // The job format has no pids limit yet: the node's default.
+        pids_max: crate::runtime::DEFAULT_PIDS_MAX,
     }
 }
 
@@ -95,6 +100,7 @@ fn task_pb(name: &str, t: &Track) -> pb::TaskState {
             exit_code,
             signal,
             message,
+            oom_killed,
             ..
         } => {
             out.state = if t.restart_at.is_some() {
@@ -104,7 +110,13 @@ fn task_pb(name: &str, t: &Track) -> pb::TaskState {
             };
             out.exit_code = *exit_code;
             out.signal = *signal;
-            out.message = message.clone();
+            // The supervisor's message says so already; make sure an OOM
+            // kill is visible even in a record written by an older one.
+            out.message = if *oom_killed && !message.contains("OOM") {
+                format!("{message} (killed by the OOM killer)")
+            } else {
+                message.clone()
+            };
         }
         TaskState::Failed { message } => {
             out.state = "failed".into();
@@ -167,6 +179,7 @@ impl Allocs {
         Allocs {
             runtime,
             allocs: BTreeMap::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -216,6 +229,11 @@ impl Allocs {
                 wanted.insert(id.to_string(), a);
             }
         }
+        // Tasks on disk that this process does not track (from before an
+        // agent restart): wanted ones are adopted below; the rest, stopped
+        // or forgotten while the agent was down, are stopped now, so nothing
+        // runs that the scheduler does not know of.
+        self.stop_untracked(&wanted).await;
         // Stop what is no longer listed or is marked stop.
         let mut to_stop = Vec::new();
         for (id, alloc) in &mut self.allocs {
@@ -262,10 +280,19 @@ impl Allocs {
                 }
             }
         }
-        for id in self.allocs.keys().cloned().collect::<Vec<_>>() {
-            if !wanted.contains_key(&id) {
-                self.allocs.remove(&id);
-            }
+        // Forget unlisted allocations only once their final status is out.
+        let done: Vec<String> = self
+            .allocs
+            .iter()
+            .filter(|(id, a)| {
+                !wanted.contains_key(*id)
+                    && a.reported.as_ref().is_some_and(|r| r == &a.status())
+                    && a.tasks.values().all(|t| t.state.is_terminal())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            self.allocs.remove(&id);
         }
         for (id, a) in &wanted {
             if let Some(alloc) = self.allocs.get_mut(id) {
@@ -313,12 +340,86 @@ impl Allocs {
         }
     }
 
-    async fn start_or_adopt(&self, alloc: &pb::Allocation, t: &pb::Task) -> TaskState {
-        if let Ok(state) = self.runtime.state(&alloc.id, &t.name) {
-            if !state.is_terminal() {
-                tracing::info!(alloc_id = %alloc.id, task = %t.name, "adopted running task");
-                return state;
+    /// Stops on-disk tasks of allocations that are not tracked and not
+    /// wanted running, and queues their final status.
+    async fn stop_untracked(&mut self, wanted: &BTreeMap<String, pb::Assignment>) {
+        let on_disk = match self.runtime.list() {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list tasks on disk");
+                return;
             }
+        };
+        let mut by_alloc: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (alloc, task) in on_disk {
+            let keep = self.allocs.contains_key(&alloc)
+                || wanted.get(&alloc).is_some_and(|a| alloc_of(a).1 == "run");
+            if !keep {
+                by_alloc.entry(alloc).or_default().push(task);
+            }
+        }
+        // Marked stop before this node ever started them: nothing to stop,
+        // but the scheduler waits for a final status.
+        for (id, a) in wanted {
+            if alloc_of(a).1 == "stop"
+                && !self.allocs.contains_key(id)
+                && !by_alloc.contains_key(id)
+            {
+                self.finished.push(pb::AllocStatus {
+                    alloc_id: id.clone(),
+                    status: "complete".into(),
+                    tasks: Vec::new(),
+                });
+            }
+        }
+        for (alloc, tasks) in by_alloc {
+            let mut states = Vec::new();
+            for task in tasks {
+                let state = match self.runtime.state(&alloc, &task) {
+                    Ok(s) if s.is_terminal() => s,
+                    _ => {
+                        tracing::info!(alloc_id = %alloc, task = %task, "stopping task the scheduler no longer wants");
+                        match self.runtime.stop(&alloc, &task).await {
+                            Ok(s) => s,
+                            Err(error) => {
+                                tracing::warn!(alloc_id = %alloc, task = %task, %error, "stop failed");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let t = Track {
+                    state,
+                    restarts: 0,
+                    restart_at: None,
+                };
+                states.push(task_pb(&task, &t));
+            }
+            if wanted.contains_key(&alloc) {
+                self.finished.push(pb::AllocStatus {
+                    alloc_id: alloc,
+                    status: "complete".into(),
+                    tasks: states,
+                });
+            }
+        }
+    }
+
+    /// Makes the next [`Allocs::poll`] report every allocation again, as a
+    /// new scheduler session must hear them all.
+    pub fn forget_reported(&mut self) {
+        for a in self.allocs.values_mut() {
+            a.reported = None;
+        }
+    }
+
+    async fn start_or_adopt(&self, alloc: &pb::Allocation, t: &pb::Task) -> TaskState {
+        // A task already on disk is adopted as it is, finished or not: an
+        // agent restart must neither restart a running task nor re-run one
+        // that completed while it was down.
+        if let Ok(state) = self.runtime.state(&alloc.id, &t.name) {
+            tracing::info!(alloc_id = %alloc.id, task = %t.name, ?state, "adopted task from disk");
+            return state;
         }
         let spec = spec_for(alloc, t);
         match self.runtime.start(&spec).await {
@@ -339,8 +440,29 @@ impl Allocs {
     /// allows, and returns the statuses that changed since last reported.
     pub async fn poll(&mut self) -> Vec<pb::AllocStatus> {
         let now = Instant::now();
-        let mut changed = Vec::new();
+        let mut changed = std::mem::take(&mut self.finished);
         for (id, alloc) in &mut self.allocs {
+            // A stop that failed earlier is tried again; so is stopping the
+            // surviving tasks of an allocation that failed.
+            let failed = alloc.status().status == "failed";
+            if (alloc.stopping || failed) && alloc.tasks.values().any(|t| !t.state.is_terminal()) {
+                for (name, track) in &mut alloc.tasks {
+                    if track.state.is_terminal() {
+                        continue;
+                    }
+                    match self.runtime.stop(id, name).await {
+                        Ok(state) => track.state = state,
+                        Err(error) => {
+                            tracing::warn!(alloc_id = %id, task = %name, %error, "stop failed; will retry");
+                        }
+                    }
+                }
+            }
+            if failed {
+                for track in alloc.tasks.values_mut() {
+                    track.restart_at = None;
+                }
+            }
             let kind = alloc.assignment.job_kind.clone();
             let policy = alloc
                 .assignment
@@ -385,7 +507,8 @@ impl Allocs {
                                 && i64::from(track.restarts) < policy.attempts;
                             if wants_restart {
                                 let delay = u64::try_from(policy.delay_ms).unwrap_or(0);
-                                track.restart_at = Some(now + Duration::from_millis(delay));
+                                track.restart_at =
+                                    now.checked_add(Duration::from_millis(delay)).or(Some(now));
                             }
                         }
                         track.state = state;

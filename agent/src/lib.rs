@@ -7,6 +7,8 @@
 //! so the agent can die and come back without losing one.
 
 pub mod allocs;
+pub mod cgroup;
+pub mod net;
 pub mod node;
 pub mod runtime;
 
@@ -61,6 +63,8 @@ pub struct AgentConfig {
     pub cpu_millis: Option<i64>,
     /// Memory capacity override, MiB.
     pub memory_mb: Option<i64>,
+    /// Mutual TLS towards the scheduler (`https://` addresses).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 const POLL: Duration = Duration::from_millis(200);
@@ -114,9 +118,15 @@ async fn session(
     state_root: &std::path::Path,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let channel: Channel = Endpoint::from_shared(config.scheduler.clone())
+    let mut endpoint = Endpoint::from_shared(config.scheduler.clone())
         .map_err(|e| format!("bad scheduler address {:?}: {e}", config.scheduler))?
-        .connect_timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(3));
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("TLS setup for {}: {e}", config.scheduler))?;
+    }
+    let channel: Channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", config.scheduler))?;
@@ -137,7 +147,13 @@ async fn session(
         .await
         .map_err(|s| format!("Connect refused: {}", s.message()))?
         .into_inner();
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+    // Heartbeats run in their own task: a slow stop or start in this loop
+    // must never make a healthy node look dead.
+    let beat = shutdown.child_token();
+    let _stop_beat = beat.clone().drop_guard();
+    let (interval_tx, interval_rx) = tokio::sync::watch::channel(Duration::from_secs(2));
+    tokio::spawn(heartbeats(tx.clone(), interval_rx, beat));
+    allocs.forget_reported();
     let mut poll = tokio::time::interval(POLL);
     let mut log_streams: std::collections::HashMap<u64, CancellationToken> = Default::default();
     let log_runtime_root = state_root.to_path_buf();
@@ -146,10 +162,6 @@ async fn session(
             _ = shutdown.cancelled() => {
                 for t in log_streams.values() { t.cancel(); }
                 return Ok(());
-            }
-            _ = heartbeat.tick() => {
-                let hb = pb::AgentMessage { msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat { unix_ms: now_ms() })) };
-                tx.send(hb).await.map_err(|_| "stream closed".to_string())?;
             }
             _ = poll.tick() => {
                 for st in allocs.poll().await {
@@ -167,7 +179,7 @@ async fn session(
                     Some(pb::scheduler_message::Msg::Registered(r)) => {
                         if r.heartbeat_interval_ms > 0 {
                             let every = Duration::from_millis(u64::try_from(r.heartbeat_interval_ms).unwrap_or(2000));
-                            heartbeat = tokio::time::interval(every);
+                            let _ = interval_tx.send(every);
                         }
                         tracing::info!(node_id = %r.node_id, "registered with scheduler");
                     }
@@ -198,6 +210,30 @@ async fn session(
                     None => {}
                 }
             }
+        }
+    }
+}
+
+/// Sends a heartbeat every interval until `stop` or the stream closes.
+async fn heartbeats(
+    tx: mpsc::Sender<pb::AgentMessage>,
+    mut every: tokio::sync::watch::Receiver<Duration>,
+    stop: CancellationToken,
+) {
+    loop {
+        let wait = *every.borrow_and_update();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.changed() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let hb = pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Heartbeat(pb::Heartbeat {
+                unix_ms: now_ms(),
+            })),
+        };
+        if tx.send(hb).await.is_err() {
+            return;
         }
     }
 }
@@ -259,6 +295,9 @@ async fn stream_log(
                 return;
             }
         };
+        if cancel.is_cancelled() {
+            return;
+        }
         if n > 0 {
             pos += n as u64;
             if tx
@@ -279,7 +318,8 @@ async fn stream_log(
             .state(&req.alloc_id, &task)
             .map(|s| !s.is_terminal())
             .unwrap_or(false);
-        if !req.follow || (!live && cancel.is_cancelled()) {
+        // At end of file: done unless following a task that still runs.
+        if !req.follow || !live || cancel.is_cancelled() {
             break;
         }
         tokio::select! {

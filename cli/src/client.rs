@@ -14,19 +14,35 @@ use crate::{ClientOpts, Output};
 
 /// Connects to the scheduler, or says where it tried and what to do.
 async fn channel(opts: &ClientOpts) -> Result<Channel> {
+    let tls = opts.tls.load()?;
     let addr = if opts.addr.contains("://") {
         opts.addr.clone()
+    } else if tls.is_some() {
+        format!("https://{}", opts.addr)
     } else {
         format!("http://{}", opts.addr)
     };
-    let endpoint = Endpoint::from_shared(addr.clone())
+    let mut endpoint = Endpoint::from_shared(addr.clone())
         .map_err(|e| anyhow!("--addr {:?} is not a valid address: {e}", opts.addr))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30));
+        .connect_timeout(Duration::from_secs(3));
+    match tls {
+        Some(tls) => {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| anyhow!("TLS setup for {addr}: {e}"))?;
+        }
+        None if addr.starts_with("https://") => {
+            bail!("{addr} is https: give --tls-ca, --tls-cert and --tls-key (or DROVER_TLS_*)")
+        }
+        None => {}
+    }
     endpoint.connect().await.map_err(|e| {
-        let cause = std::error::Error::source(&e)
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| e.to_string());
+        let mut cause = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            cause = s.to_string();
+            src = s.source();
+        }
         anyhow!(
             "cannot reach the Drover scheduler at {addr}: {cause}\n\
              Is `drover dev` (or `drover scheduler`) running there? \
@@ -42,6 +58,16 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
             anyhow!("{}", s.message())
         }
         Code::Unavailable => anyhow!("scheduler unavailable: {}", s.message()),
+        Code::Internal if s.message().contains("h2 protocol error") => anyhow!(
+            "the scheduler did not answer plaintext gRPC ({}); it probably requires mutual TLS: \
+             use an https:// --addr with --tls-ca, --tls-cert and --tls-key",
+            s.message()
+        ),
+        Code::Cancelled | Code::Unknown => anyhow!(
+            "the scheduler closed the connection ({}); if it uses mutual TLS, check that \
+             --tls-cert is a client certificate signed by the cluster CA",
+            s.message()
+        ),
         _ => anyhow!("{:?}: {}", s.code(), s.message()),
     }
 }
@@ -84,7 +110,28 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
                 .iter()
                 .any(|a| a.desired == "run" && a.status == "pending");
             if !waiting || Instant::now() >= deadline {
-                return print_job(opts, &got, &resp.warnings);
+                print_job(opts, &got, &resp.warnings)?;
+                let failed: Vec<String> = got
+                    .allocations
+                    .iter()
+                    .filter(|a| a.desired == "run" && a.status == "failed")
+                    .map(|a| {
+                        let why: Vec<String> = a
+                            .tasks
+                            .iter()
+                            .filter(|t| !t.message.is_empty())
+                            .map(|t| format!("task {}: {}", t.name, t.message))
+                            .collect();
+                        format!("{} failed: {}", a.name, why.join("; "))
+                    })
+                    .collect();
+                if !failed.is_empty() {
+                    bail!("{}", failed.join("\n"));
+                }
+                if waiting {
+                    bail!("allocations of job {name:?} still pending after {wait} s");
+                }
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -298,39 +345,52 @@ pub async fn logs(
 ) -> Result<()> {
     let ch = channel(opts).await?;
     let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch.clone());
-    // A job name with exactly one live allocation stands for it.
-    let alloc_id = match allocs
-        .get(pb::GetAllocRequest {
-            id: target.to_string(),
+    // A job name with exactly one live allocation stands for it; a job name
+    // wins over an allocation id prefix that happens to match it.
+    let list = allocs
+        .list(pb::ListAllocsRequest {
+            job: target.to_string(),
+            node_id: String::new(),
         })
         .await
-    {
-        Ok(r) => r.into_inner().allocation.map(|a| a.id).unwrap_or_default(),
-        Err(s) if s.code() == Code::NotFound => {
-            let list = allocs
-                .list(pb::ListAllocsRequest {
-                    job: target.to_string(),
-                    node_id: String::new(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .allocations;
-            let live: Vec<_> = list.iter().filter(|a| a.desired == "run").collect();
-            match live.as_slice() {
-                [one] => one.id.clone(),
-                [] => bail!("no allocation or job named {target:?}"),
-                many => bail!(
-                    "job {target:?} has {} allocations; name one: {}",
-                    many.len(),
-                    many.iter()
-                        .map(|a| a.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
+        .map_err(status_error)?
+        .into_inner()
+        .allocations;
+    let alloc_id = if list.is_empty() {
+        allocs
+            .get(pb::GetAllocRequest {
+                id: target.to_string(),
+            })
+            .await
+            .map_err(|s| match s.code() {
+                Code::NotFound => anyhow!("no job or allocation named {target:?}"),
+                _ => status_error(s),
+            })?
+            .into_inner()
+            .allocation
+            .map(|a| a.id)
+            .unwrap_or_default()
+    } else {
+        let live: Vec<_> = list
+            .iter()
+            .filter(|a| a.desired == "run" && matches!(a.status.as_str(), "pending" | "running"))
+            .collect();
+        let pick: Vec<_> = if live.is_empty() {
+            list.iter().collect()
+        } else {
+            live
+        };
+        match pick.as_slice() {
+            [one] => one.id.clone(),
+            many => bail!(
+                "job {target:?} has {} allocations; name one: {}",
+                many.len(),
+                many.iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
-        Err(s) => return Err(status_error(s)),
     };
     let mut stream = allocs
         .logs(pb::LogsRequest {

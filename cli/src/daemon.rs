@@ -38,9 +38,14 @@ pub struct SchedulerArgs {
     /// Key prefix in etcd.
     #[arg(long, default_value = drover_store::client::DEFAULT_PREFIX)]
     prefix: String,
-    /// gRPC listen address.
+    /// gRPC listen address. Non-loopback addresses need mutual TLS.
     #[arg(long, default_value = "127.0.0.1:4680")]
     listen: SocketAddr,
+    /// Write the bound address to this file (useful with port 0).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: crate::tls::ServerTls,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -64,6 +69,8 @@ pub struct AgentArgs {
     /// Memory capacity to offer, in MiB (default: all memory).
     #[arg(long)]
     memory_mb: Option<i64>,
+    #[command(flatten)]
+    tls: crate::tls::ClientTls,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -96,18 +103,19 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Until mutual TLS lands, every Drover API that can start processes
-/// listens on loopback only: an unauthenticated root-equivalent API on the
-/// network is the mistake this project exists to avoid.
-fn require_loopback(flag: &str, addr: SocketAddr) -> Result<()> {
+/// Without mutual TLS, every Drover API that can start processes listens
+/// on loopback only: an unauthenticated root-equivalent API on the network
+/// is the mistake this project exists to avoid.
+fn require_loopback(flag: &str, addr: SocketAddr, why: &str) -> Result<()> {
     if !addr.ip().is_loopback() {
-        bail!(
-            "{flag} {addr}: Drover serves its APIs on loopback only until mutual TLS is \
-             configured (it is not implemented yet); use 127.0.0.1"
-        );
+        bail!("{flag} {addr}: {why}");
     }
     Ok(())
 }
+
+const DEV_LOOPBACK: &str = "drover dev serves on loopback only; use 127.0.0.1";
+const NEEDS_TLS: &str = "serving off loopback needs mutual TLS: give --tls-cert, --tls-key and \
+     --tls-client-ca (create them with `drover tls init`)";
 
 async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -151,8 +159,8 @@ fn exe() -> Result<PathBuf> {
 pub async fn dev(a: DevArgs) -> Result<()> {
     init_logging(&a.log);
     require_root("drover dev")?;
-    require_loopback("--listen", a.listen)?;
-    require_loopback("--store-listen", a.store_listen)?;
+    require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
+    require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create data dir {}", a.data_dir.display()))?;
     let shutdown = CancellationToken::new();
@@ -176,7 +184,12 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
-    let sched_task = tokio::spawn(drover_scheduler::serve(core, listener, shutdown.clone()));
+    let sched_task = tokio::spawn(drover_scheduler::serve(
+        core,
+        listener,
+        shutdown.clone(),
+        None,
+    ));
 
     let agent = AgentConfig {
         scheduler: format!("http://{addr}"),
@@ -185,6 +198,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         address: "127.0.0.1".into(),
         cpu_millis: None,
         memory_mb: None,
+        tls: None,
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -202,13 +216,19 @@ pub async fn dev(a: DevArgs) -> Result<()> {
 /// `drover scheduler` against a real etcd cluster.
 pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     init_logging(&a.log);
-    require_loopback("--listen", a.listen)?;
+    let tls = a.tls.load()?;
+    if tls.is_none() {
+        require_loopback("--listen", a.listen, NEEDS_TLS)?;
+    }
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let store = Store::connect(&a.etcd, &a.prefix).await?;
     let core = Core::new(store, Timing::default());
     let listener = bind("--listen", a.listen).await?;
-    drover_scheduler::serve(core, listener, shutdown).await?;
+    if let Some(path) = &a.addr_file {
+        write_addr(path, listener.local_addr()?)?;
+    }
+    drover_scheduler::serve(core, listener, shutdown, tls).await?;
     Ok(())
 }
 
@@ -218,8 +238,11 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
     require_root("drover agent")?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
+    let tls = a.tls.load()?;
     let scheduler = if a.scheduler.contains("://") {
         a.scheduler
+    } else if tls.is_some() {
+        format!("https://{}", a.scheduler)
     } else {
         format!("http://{}", a.scheduler)
     };
@@ -231,6 +254,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
             address: a.address,
             cpu_millis: a.cpu_millis,
             memory_mb: a.memory_mb,
+            tls,
         },
         shutdown,
     )

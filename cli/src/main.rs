@@ -6,6 +6,7 @@
 mod client;
 mod daemon;
 mod output;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,15 @@ enum Command {
     Alloc(AllocCommand),
     /// Print (or follow) a task's output.
     Logs(LogsArgs),
+    /// Mutual TLS material.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TlsCommand {
+    /// Create a cluster CA and certificates for the scheduler, agents and CLI.
+    Init(tls::InitArgs),
 }
 
 /// Options every client command takes.
@@ -57,6 +67,9 @@ pub struct ClientOpts {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// Mutual TLS towards the scheduler.
+    #[command(flatten)]
+    pub tls: tls::ClientTls,
 }
 
 /// How results are printed.
@@ -241,6 +254,11 @@ fn main() -> ExitCode {
                 client::alloc_status(&opts, &id).await
             }
             Command::Logs(a) => client::logs(&a.opts, &a.target, &a.task, a.stderr, a.follow).await,
+            Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }),
         }
     });
     match result {

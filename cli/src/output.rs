@@ -1,7 +1,6 @@
 //! Tables for people and JSON for programs. The binary is the one place
 //! that prints to standard output.
 
-
 use drover_proto::v1 as pb;
 use serde_json::{json, Value};
 

@@ -147,13 +147,16 @@ impl pb::agent_service_server::AgentService for AgentApi {
         };
         let _ = tx.send(Ok(hello)).await;
         dirty.notify_one();
+        let ended = CancellationToken::new();
         tokio::spawn(push_assignments(
             self.core.clone(),
             node.id.clone(),
             tx.clone(),
             dirty,
+            ended.clone(),
         ));
-        tokio::spawn(receive(self.core.clone(), node, session, inbound));
+        drop(tx);
+        tokio::spawn(receive(self.core.clone(), node, session, inbound, ended));
         // Jobs waiting for capacity may fit now.
         let core = self.core.clone();
         tokio::spawn(async move {
@@ -166,11 +169,27 @@ impl pb::agent_service_server::AgentService for AgentApi {
 }
 
 /// Sends the node its assignments each time they may have changed.
-async fn push_assignments(core: Arc<Core>, node_id: String, tx: Outbound, dirty: Arc<Notify>) {
+async fn push_assignments(
+    core: Arc<Core>,
+    node_id: String,
+    tx: Outbound,
+    dirty: Arc<Notify>,
+    ended: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = dirty.notified() => {}
             _ = tx.closed() => return,
+            _ = ended.cancelled() => {
+                // Ends the agent's response stream, so that an agent we
+                // stopped hearing from learns it and reconnects.
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "scheduler closed this session; reconnect and register again",
+                    )))
+                    .await;
+                return;
+            }
         }
         match core.assignments(&node_id).await {
             Ok(a) => {
@@ -196,7 +215,9 @@ async fn receive(
     mut node: NodeRecord,
     session: u64,
     mut inbound: Streaming<pb::AgentMessage>,
+    ended: CancellationToken,
 ) {
+    let _end_session = ended.drop_guard();
     let node_id = node.id.clone();
     loop {
         let msg = match tokio::time::timeout(core.timing.node_grace, inbound.next()).await {
@@ -220,10 +241,13 @@ async fn receive(
             }
             Some(pb::agent_message::Msg::AllocStatus(st)) => {
                 if let Err(error) = core.report(&node_id, &st).await {
-                    tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record allocation status");
+                    // The agent believes this was delivered; end the session
+                    // so that it reconnects and sends every status again.
+                    tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record allocation status; closing the session");
+                    break;
                 }
             }
-            Some(pb::agent_message::Msg::LogData(d)) => route_log(&core, d).await,
+            Some(pb::agent_message::Msg::LogData(d)) => route_log(&core, d),
             Some(pb::agent_message::Msg::Register(_)) | None => {
                 tracing::warn!(node_id = %node_id, "unexpected message on agent stream; ignored");
             }
@@ -236,6 +260,9 @@ async fn receive(
             let mine = agents.get(&node_id).is_some_and(|l| l.session == session);
             if mine {
                 agents.remove(&node_id);
+                if let Ok(mut d) = core.disconnected.lock() {
+                    d.insert(node_id.clone(), tokio::time::Instant::now());
+                }
             }
             mine
         })
@@ -324,19 +351,30 @@ pub(crate) async fn request_logs(
     Ok(rx)
 }
 
-async fn route_log(core: &Core, d: pb::LogData) {
+fn route_log(core: &Core, d: pb::LogData) {
     let tx = core
         .logs
         .lock()
         .ok()
         .and_then(|l| l.get(&d.request_id).cloned());
     let Some((tx, done)) = tx else { return };
-    if !d.data.is_empty() {
-        let _ = tx.send(Ok(pb::LogChunk { data: d.data })).await;
+    // Never wait on a log reader here: this runs on the node's control
+    // stream, and a paused `drover logs -f` must not delay heartbeats.
+    if !d.data.is_empty() && tx.try_send(Ok(pb::LogChunk { data: d.data })).is_err() {
+        let _ = tx.try_send(Err(Status::resource_exhausted(
+            "log reader too slow; the stream was ended (logs are kept on the node)",
+        )));
+        if let Ok(mut l) = core.logs.lock() {
+            l.remove(&d.request_id);
+        }
+        // Dropping our copy lets the request's watcher see the reader gone
+        // and tell the agent to stop sending.
+        drop(tx);
+        return;
     }
     if d.eof {
         if !d.error.is_empty() {
-            let _ = tx.send(Err(Status::not_found(d.error))).await;
+            let _ = tx.try_send(Err(Status::failed_precondition(d.error)));
         }
         if let Ok(mut l) = core.logs.lock() {
             l.remove(&d.request_id);

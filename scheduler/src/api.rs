@@ -38,7 +38,11 @@ fn validate(job: Option<&pb::Job>) -> Result<JobSpec, Status> {
         } else {
             format!(" {:?}", job.name)
         };
-        let mut msg = format!("job{name} is invalid ({} problems):", e.problems.len());
+        let n = e.problems.len();
+        let mut msg = format!(
+            "job{name} is invalid ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        );
         for p in &e.problems {
             msg.push_str("\n  ");
             msg.push_str(p);

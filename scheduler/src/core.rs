@@ -87,6 +87,8 @@ pub struct Core {
     /// When this process started: a node with no stream to it is only
     /// declared down once it has had a full grace period to connect.
     pub(crate) started: tokio::time::Instant,
+    /// When each node's stream last ended, for the grace period.
+    pub(crate) disconnected: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 /// Where an agent's log data for one request goes, and the token that ends
@@ -140,6 +142,7 @@ impl Core {
             planning: tokio::sync::Mutex::new(()),
             logs: Mutex::new(HashMap::new()),
             started: tokio::time::Instant::now(),
+            disconnected: Mutex::new(HashMap::new()),
         })
     }
 
@@ -444,9 +447,12 @@ impl Core {
             }];
             if let Committed::Yes(_) = self.store.commit(&guards, &writes).await? {
                 tracing::info!(node_id, alloc_id = %r.id, alloc = %r.name, status = r.status.as_str(), "allocation status");
-                if r.status.is_terminal() && r.desired == Desired::Stop {
+                if r.status.is_terminal() {
                     // It no longer needs to be in the node's assignments.
                     self.wake(&BTreeSet::from([node_id.to_string()]));
+                    if r.desired == Desired::Run {
+                        self.finish_batch(&r.job).await?;
+                    }
                 }
                 return Ok(());
             }
@@ -457,11 +463,52 @@ impl Core {
         })
     }
 
+    /// Marks a running batch job complete (or failed) once every allocation
+    /// it wants has finished.
+    async fn finish_batch(&self, name: &str) -> Result<(), CoreError> {
+        let _guard = self.planning.lock().await;
+        let Some(job) = self.store.get::<JobRecord>(Kind::Job, name).await? else {
+            return Ok(());
+        };
+        if job.value.spec.kind != crate::job::JobKind::Batch
+            || job.value.status != JobStatus::Running
+        {
+            return Ok(());
+        }
+        let allocs: Vec<AllocRecord> = values(self.allocs().await?)
+            .into_iter()
+            .filter(|a| a.job == name && a.desired == Desired::Run)
+            .collect();
+        let wanted: u32 = job.value.spec.groups.iter().map(|g| g.count).sum();
+        let done = allocs.iter().filter(|a| a.status.is_terminal()).count();
+        if allocs.is_empty() || done < allocs.len() || (done as u64) < u64::from(wanted) {
+            return Ok(());
+        }
+        let mut rec = job.value.clone();
+        rec.status = if allocs.iter().all(|a| a.status == AllocStatus::Complete) {
+            JobStatus::Complete
+        } else {
+            JobStatus::Failed
+        };
+        let guards = [Guard {
+            kind: Kind::Job,
+            name: name.to_string(),
+            mod_revision: job.mod_revision,
+        }];
+        let writes = [Write::Put {
+            kind: Kind::Job,
+            name: name.to_string(),
+            value: encode(&self.store.key(Kind::Job, name), &rec)?,
+        }];
+        if let Committed::Yes(_) = self.store.commit(&guards, &writes).await? {
+            tracing::info!(job = %name, status = rec.status.as_str(), "batch job finished");
+        }
+        Ok(())
+    }
+
     /// Marks the node's assignments as changed so its link resends them.
     pub(crate) fn wake(&self, nodes: &BTreeSet<String>) {
-        let Ok(agents) = self.agents.lock() else {
-            return;
-        };
+        let agents = lock(&self.agents);
         for n in nodes {
             if let Some(link) = agents.get(n) {
                 link.dirty.notify_one();
@@ -505,16 +552,22 @@ impl Core {
     /// any node could take them get placed once one can.
     pub async fn reconcile(&self) -> Result<(), CoreError> {
         if self.started.elapsed() > self.timing.node_grace {
-            // Nodes that were ready under a previous scheduler process and
-            // never connected to this one.
-            let connected: BTreeSet<String> = self
-                .agents
-                .lock()
-                .map(|a| a.keys().cloned().collect())
-                .unwrap_or_default();
+            // Nodes without a stream for longer than the grace period:
+            // disconnected long enough ago, or ready under a previous
+            // scheduler process and never connected to this one.
+            let connected: BTreeSet<String> = lock(&self.agents).keys().cloned().collect();
+            let gone: HashMap<String, tokio::time::Instant> = lock(&self.disconnected).clone();
             for n in self.nodes().await? {
-                if n.value.status == NodeStatus::Ready && !connected.contains(&n.name) {
-                    self.node_down(&n.name).await?;
+                if n.value.status != NodeStatus::Ready || connected.contains(&n.name) {
+                    continue;
+                }
+                let silent_long = gone
+                    .get(&n.name)
+                    .is_none_or(|t| t.elapsed() > self.timing.node_grace);
+                if silent_long {
+                    if let Err(error) = self.node_down(&n.name).await {
+                        tracing::warn!(node_id = %n.name, %error, "cannot mark node down");
+                    }
                 }
             }
         }
@@ -527,7 +580,9 @@ impl Core {
             if !plan.place.is_empty() || !plan.stop.is_empty() {
                 tracing::info!(job = %j.name, place = plan.place.len(), stop = plan.stop.len(), "reconcile");
                 let _guard = self.planning.lock().await;
-                self.place(None, &j.name).await?;
+                if let Err(error) = self.place(None, &j.name).await {
+                    tracing::warn!(job = %j.name, %error, "reconcile of job failed");
+                }
             }
         }
         Ok(())
@@ -536,12 +591,7 @@ impl Core {
     /// Marks a node down and its live allocations lost.
     pub async fn node_down(&self, node_id: &str) -> Result<(), CoreError> {
         let _guard = self.planning.lock().await;
-        let connected = self
-            .agents
-            .lock()
-            .map(|a| a.contains_key(node_id))
-            .unwrap_or(false);
-        if connected {
+        if lock(&self.agents).contains_key(node_id) {
             return Ok(());
         }
         let Some(n) = self.store.get::<NodeRecord>(Kind::Node, node_id).await? else {
@@ -568,6 +618,9 @@ impl Core {
             }
             let mut r = a.value.clone();
             r.status = AllocStatus::Lost;
+            // Replacements take over; if the node comes back, its copy is
+            // stopped rather than run next to them.
+            r.desired = Desired::Stop;
             r.modified_unix_ms = now_ms();
             guards.push(Guard {
                 kind: Kind::Alloc,
@@ -589,6 +642,12 @@ impl Core {
     pub(crate) fn next_session(&self) -> u64 {
         self.sessions.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Locks a std mutex, recovering the data if a panicking thread poisoned
+/// it: these maps hold no invariant a panic could break half-way.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn values<T>(v: Vec<Versioned<T>>) -> Vec<T> {

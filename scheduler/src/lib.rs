@@ -42,10 +42,14 @@ pub enum ServeError {
 /// Serves the scheduler's gRPC API (jobs, nodes, allocations, agents, plus
 /// the standard health and reflection services) on an already-bound
 /// listener until `shutdown` is cancelled. Also runs the periodic reconcile.
+///
+/// With `tls`, every connection must present a client certificate signed
+/// by the configured CA (mutual TLS).
 pub async fn serve(
     core: Arc<Core>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
@@ -80,8 +84,17 @@ pub async fn serve(
         }
     });
 
-    tracing::info!(%addr, "scheduler gRPC API listening");
-    tonic::transport::Server::builder()
+    tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|source| ServeError::Transport {
+                addr: addr.clone(),
+                source,
+            })?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(pb::job_service_server::JobServiceServer::new(api.clone()))

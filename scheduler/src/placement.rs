@@ -74,9 +74,11 @@ pub fn plan(
         .iter()
         .filter(|a| a.job == job.name && a.desired == Desired::Run)
     {
-        let satisfies = !a.status.is_terminal()
-            || (job.kind == JobKind::Batch && a.status == AllocStatus::Complete);
-        if !satisfies {
+        // Every allocation still wanted fills its slot, failed ones too:
+        // the node's restart policy is the retry mechanism, and replacing
+        // failures here would start a new copy every reconcile pass, forever.
+        // Lost allocations are marked desired=stop when their node goes down.
+        if a.status == AllocStatus::Lost {
             continue;
         }
         let changed =

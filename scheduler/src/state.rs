@@ -21,6 +21,8 @@ pub enum JobStatus {
     Stopped,
     /// A batch job whose every allocation finished successfully.
     Complete,
+    /// A batch job whose allocations all finished, at least one failing.
+    Failed,
 }
 
 impl JobStatus {
@@ -30,6 +32,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Stopped => "stopped",
             JobStatus::Complete => "complete",
+            JobStatus::Failed => "failed",
         }
     }
 }

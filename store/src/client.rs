@@ -16,12 +16,13 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
-use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "/drover/";
@@ -78,6 +79,25 @@ pub enum StoreError {
         /// The decoder's error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A watch asked for history that has been compacted away: re-list the
+    /// kind and watch from the listing's revision + 1.
+    #[error("watch on {key:?} from revision {from_revision}: compacted up to revision {compact_revision}; re-list")]
+    Compacted {
+        /// The key or prefix watched.
+        key: String,
+        /// The revision the watch asked to start from.
+        from_revision: i64,
+        /// The store's compaction point: history before it is gone.
+        compact_revision: i64,
+    },
+    /// The lease does not exist (never granted, revoked or expired).
+    #[error("lease {lease:#x} not found (revoked or expired){}", key.as_ref().map(|k| format!(" writing {k:?}")).unwrap_or_default())]
+    LeaseNotFound {
+        /// The lease id.
+        lease: i64,
+        /// The key being written with it, if any.
+        key: Option<String>,
     },
     /// A value could not be encoded.
     #[error("cannot encode value for {key:?}: {source}")]
@@ -149,6 +169,50 @@ pub enum Committed {
     Yes(i64),
     /// A guard failed: someone else wrote first; re-read and retry.
     Conflict,
+}
+
+/// What [`Store::watch`] delivers.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// A record changed.
+    Change(Change),
+    /// The history the watch needed is gone: the watch has ended. Re-list
+    /// the kind and watch again from the listing's revision + 1.
+    Compacted {
+        /// The store's compaction point.
+        compact_revision: i64,
+    },
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease id.
+    pub id: i64,
+    /// The TTL etcd granted, in seconds (etcd may raise a small request to
+    /// its minimum, 2 s by default).
+    pub ttl: i64,
+}
+
+/// Keeps a lease alive until dropped; see [`Store::keep_alive`].
+#[derive(Debug)]
+pub struct KeepAlive {
+    lease: i64,
+    expired: watch::Receiver<bool>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl KeepAlive {
+    /// The lease being kept alive.
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// Becomes `true` once etcd reports the lease gone (revoked, or expired
+    /// because keep-alives did not get through in time).
+    pub fn expired(&self) -> watch::Receiver<bool> {
+        self.expired.clone()
+    }
 }
 
 /// A change seen by [`Store::watch`].
@@ -301,16 +365,23 @@ impl Store {
         guards: &[Guard],
         writes: &[Write],
     ) -> Result<Committed, StoreError> {
-        let compares: Vec<Compare> = guards
-            .iter()
-            .map(|g| {
-                Compare::mod_revision(
-                    self.key(g.kind, &g.name).into_bytes(),
-                    CompareOp::Equal,
-                    g.mod_revision,
-                )
-            })
-            .collect();
+        self.commit_when(Vec::new(), guards, writes).await
+    }
+
+    /// [`Store::commit`] with extra raw compares (the election's fence).
+    pub(crate) async fn commit_when(
+        &self,
+        mut compares: Vec<Compare>,
+        guards: &[Guard],
+        writes: &[Write],
+    ) -> Result<Committed, StoreError> {
+        compares.extend(guards.iter().map(|g| {
+            Compare::mod_revision(
+                self.key(g.kind, &g.name).into_bytes(),
+                CompareOp::Equal,
+                g.mod_revision,
+            )
+        }));
         let ops: Vec<TxnOp> = writes
             .iter()
             .map(|w| match w {
@@ -338,60 +409,311 @@ impl Store {
         }
     }
 
+    /// Writes one record attached to `lease`: it is deleted when the lease
+    /// is revoked or expires. Returns the store revision.
+    pub async fn put_with_lease<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        value: &T,
+        lease: i64,
+    ) -> Result<i64, StoreError> {
+        let key = self.key(kind, name);
+        let bytes = encode(&key, value)?;
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .put(
+                key.as_bytes(),
+                bytes,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .map_err(|source| lease_error(source, lease, Some(&key), "put"))?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Grants a lease of `ttl_secs`.
+    pub async fn grant(&self, ttl_secs: i64) -> Result<Lease, StoreError> {
+        let mut lc = self.client.lease_client();
+        let resp = lc
+            .grant(ttl_secs, None)
+            .await
+            .map_err(|source| StoreError::Etcd {
+                op: "lease grant",
+                key: format!("ttl {ttl_secs}s"),
+                source,
+            })?;
+        Ok(Lease {
+            id: resp.id(),
+            ttl: resp.ttl(),
+        })
+    }
+
+    /// Revokes a lease, deleting every key attached to it.
+    pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        let mut lc = self.client.lease_client();
+        lc.revoke(lease)
+            .await
+            .map_err(|source| lease_error(source, lease, None, "lease revoke"))?;
+        Ok(())
+    }
+
+    /// Keeps `lease` alive from a background task, renewing every third of
+    /// its TTL, until the returned guard is dropped. A failed stream is
+    /// re-opened; etcd reporting the lease gone sets
+    /// [`KeepAlive::expired`] and ends the task.
+    pub async fn keep_alive(&self, lease: i64) -> Result<KeepAlive, StoreError> {
+        let mut lc = self.client.lease_client();
+        let ttl = lc
+            .time_to_live(lease, None)
+            .await
+            .map_err(|source| lease_error(source, lease, None, "lease time-to-live"))?;
+        if ttl.ttl() <= 0 {
+            return Err(StoreError::LeaseNotFound { lease, key: None });
+        }
+        let period = Duration::from_millis((ttl.granted_ttl().max(1) as u64 * 1000) / 3);
+        let stop = CancellationToken::new();
+        let (tx, rx) = watch::channel(false);
+        let token = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = keep_alive_loop(lc, lease, period, tx) => {}
+            }
+        });
+        Ok(KeepAlive {
+            lease,
+            expired: rx,
+            _stop: stop.drop_guard(),
+        })
+    }
+
     /// Streams changes to every record of `kind` from `from_revision` on
-    /// (0: from now). The receiver ends when the watch fails; the caller
-    /// re-lists and watches again.
+    /// (0: from now), each exactly once and in revision order. A broken
+    /// connection is re-watched from the revision after the last one
+    /// delivered, so a reconnect loses and repeats nothing. If the history
+    /// needed is compacted (at the start or on a re-watch), the receiver
+    /// gets [`WatchEvent::Compacted`] and then ends: re-list and watch from
+    /// the listing's revision + 1. Dropping the receiver cancels the watch.
     pub async fn watch(
         &self,
         kind: Kind,
         from_revision: i64,
-    ) -> Result<mpsc::Receiver<Change>, StoreError> {
+    ) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
         let dir = self.dir(kind);
-        let mut opts = WatchOptions::new().with_prefix();
-        if from_revision > 0 {
-            opts = opts.with_start_revision(from_revision);
-        }
-        let mut wc = self.client.watch_client();
-        let mut stream = wc
-            .watch(dir.as_bytes(), Some(opts))
-            .await
-            .map_err(|source| StoreError::Etcd {
-                op: "watch",
-                key: dir.clone(),
-                source,
-            })?;
+        let (stream, at) = open_watch(&self.client, &dir, from_revision).await?;
+        // Watching "from now" means from the revision after the creation.
+        let next = if from_revision > 0 {
+            from_revision
+        } else {
+            at + 1
+        };
         let (tx, rx) = mpsc::channel(256);
+        let client = self.client.clone();
         tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                let resp = match msg {
-                    Ok(r) => r,
-                    Err(error) => {
-                        tracing::warn!(prefix = %dir, %error, "etcd watch ended");
-                        return;
-                    }
-                };
-                if resp.canceled() {
-                    tracing::warn!(prefix = %dir, reason = resp.cancel_reason(), "etcd watch canceled");
-                    return;
-                }
-                for ev in resp.events() {
-                    let Some(kv) = ev.kv() else { continue };
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    let name = key.strip_prefix(&dir).unwrap_or(&key).to_string();
-                    let change = Change {
-                        name,
-                        value: match ev.event_type() {
-                            EventType::Put => Some(kv.value().to_vec()),
-                            EventType::Delete => None,
-                        },
-                        revision: kv.mod_revision(),
-                    };
-                    if tx.send(change).await.is_err() {
-                        return;
-                    }
-                }
+            tokio::select! {
+                () = tx.closed() => {}
+                () = watch_loop(client, dir, next, stream, &tx) => {}
             }
         });
         Ok(rx)
+    }
+
+    /// The `etcd-client` handle, for the election.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The key prefix, ending in '/'.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// Maps a lease-related failure, telling a missing lease apart.
+fn lease_error(
+    source: etcd_client::Error,
+    lease: i64,
+    key: Option<&str>,
+    op: &'static str,
+) -> StoreError {
+    if let etcd_client::Error::GRpcStatus(s) = &source {
+        if s.code() == tonic::Code::NotFound {
+            return StoreError::LeaseNotFound {
+                lease,
+                key: key.map(str::to_string),
+            };
+        }
+    }
+    StoreError::Etcd {
+        op,
+        key: key.map_or_else(|| format!("lease {lease:#x}"), str::to_string),
+        source,
+    }
+}
+
+async fn keep_alive_loop(
+    lc: etcd_client::LeaseClient,
+    lease: i64,
+    period: Duration,
+    expired: watch::Sender<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut lc = lc.clone();
+        let (mut keeper, mut acks) = match lc.keep_alive(lease).await {
+            Ok(pair) => pair,
+            // etcd answered TTL 0: the lease lapsed while we were cut off.
+            Err(etcd_client::Error::LeaseKeepAliveError(_)) => {
+                tracing::warn!(lease_id = lease, "lease expired or revoked");
+                let _ = expired.send(true);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(lease_id = lease, %error, "lease keep-alive stream failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(period);
+                continue;
+            }
+        };
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            if keeper.keep_alive().await.is_err() {
+                break;
+            }
+            match acks.message().await {
+                Ok(Some(ack)) if ack.ttl() > 0 => backoff = Duration::from_millis(100),
+                Ok(Some(_)) => {
+                    tracing::warn!(lease_id = lease, "lease expired or revoked");
+                    let _ = expired.send(true);
+                    return;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Opens a watch on `dir` and waits for etcd to confirm it; returns the
+/// stream and the store revision at creation.
+async fn open_watch(
+    client: &Client,
+    dir: &str,
+    from_revision: i64,
+) -> Result<(etcd_client::WatchStream, i64), StoreError> {
+    let mut opts = WatchOptions::new().with_prefix();
+    if from_revision > 0 {
+        opts = opts.with_start_revision(from_revision);
+    }
+    let err = |source| StoreError::Etcd {
+        op: "watch",
+        key: dir.to_string(),
+        source,
+    };
+    let mut wc = client.watch_client();
+    let mut stream = wc.watch(dir.as_bytes(), Some(opts)).await.map_err(err)?;
+    // etcd answers a create with a `created` response first.
+    match stream.message().await.map_err(err)? {
+        Some(r) if r.created() && !r.canceled() => {
+            let at = r.header().map(|h| h.revision()).unwrap_or(0);
+            Ok((stream, at))
+        }
+        Some(r) if r.compact_revision() > 0 => Err(StoreError::Compacted {
+            key: dir.to_string(),
+            from_revision,
+            compact_revision: r.compact_revision(),
+        }),
+        other => Err(err(etcd_client::Error::WatchError(format!(
+            "unexpected first watch response: {other:?}"
+        )))),
+    }
+}
+
+/// Forwards changes, re-watching after a broken stream from the revision
+/// after the last one delivered.
+async fn watch_loop(
+    client: Client,
+    dir: String,
+    mut next: i64,
+    mut stream: etcd_client::WatchStream,
+    tx: &mpsc::Sender<WatchEvent>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(prefix = %dir, %error, "etcd watch broke; re-watching");
+                    break;
+                }
+            };
+            if resp.compact_revision() > 0 {
+                let _ = tx
+                    .send(WatchEvent::Compacted {
+                        compact_revision: resp.compact_revision(),
+                    })
+                    .await;
+                return;
+            }
+            if resp.canceled() {
+                tracing::warn!(prefix = %dir, reason = resp.cancel_reason(), "etcd watch canceled; re-watching");
+                break;
+            }
+            backoff = Duration::from_millis(50);
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                // A re-watch may overlap what was already delivered.
+                if kv.mod_revision() < next {
+                    continue;
+                }
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let name = key.strip_prefix(&dir).unwrap_or(&key).to_string();
+                let change = Change {
+                    name,
+                    value: match ev.event_type() {
+                        EventType::Put => Some(kv.value().to_vec()),
+                        EventType::Delete => None,
+                    },
+                    revision: kv.mod_revision(),
+                };
+                if tx.send(WatchEvent::Change(change)).await.is_err() {
+                    return;
+                }
+            }
+            // Every event of a revision comes in one response, so the next
+            // one to deliver is past the last revision seen.
+            if let Some(last) = resp
+                .events()
+                .iter()
+                .filter_map(|e| e.kv())
+                .map(|kv| kv.mod_revision())
+                .max()
+            {
+                next = next.max(last + 1);
+            }
+        }
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            match open_watch(&client, &dir, next).await {
+                Ok((s, _)) => {
+                    stream = s;
+                    break;
+                }
+                Err(StoreError::Compacted {
+                    compact_revision, ..
+                }) => {
+                    let _ = tx.send(WatchEvent::Compacted { compact_revision }).await;
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(prefix = %dir, %error, "re-watch failed; retrying");
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,11 @@
 //! that Drover uses, in process, over a durable local file.
 
 pub mod client;
+pub mod election;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 
-pub use client::{Change, Committed, Guard, Kind, Listing, Store, StoreError, Versioned, Write};
+pub use client::{
+    Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, Store, StoreError, Versioned,
+    WatchEvent, Write,
+};

@@ -1,4 +1,14 @@
-//! e2e harness
+//! Drover's end-to-end harness: the path of the `drover` binary under test,
+//! [`dev::DevCluster`] (a real `drover dev` in a private data directory),
+//! checks shared by the tests that drive it, and procfs helpers.
+
+pub mod checks;
+pub mod dev;
+pub mod procs;
+
+pub use dev::{
+    closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name, DevCluster,
+};
 
 use std::path::PathBuf;
 
@@ -33,3 +43,4 @@ pub fn drover_bin() -> PathBuf {
     );
     bin
 }
+pub mod etcd;

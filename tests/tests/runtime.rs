@@ -51,6 +51,7 @@ impl Harness {
             kill_timeout_ms: 300,
             cpu_millis: 100,
             memory_mb: 64,
+            pids_max: 1024,
         }
     }
 
@@ -265,7 +266,7 @@ async fn stop_is_graceful_when_the_task_handles_sigterm() -> Result<()> {
         &[
             "sh",
             "-c",
-            "trap 'exit 3' TERM; while :; do sleep 0.05; done",
+            "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done",
         ],
     );
     spec.kill_timeout_ms = 5_000;
@@ -273,6 +274,12 @@ async fn stop_is_graceful_when_the_task_handles_sigterm() -> Result<()> {
     let TaskState::Running { pid, .. } = state else {
         bail!("expected running, got {state:?}");
     };
+    // Under its CPU quota the shell may not have set its trap yet.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.log("graceful", "stdout.log")? != "ready\n" {
+        ensure!(Instant::now() < deadline, "the task never set its trap");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let state = h.rt.stop("graceful", "main").await?;
     assert!(
         matches!(

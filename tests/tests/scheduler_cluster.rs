@@ -49,7 +49,7 @@ impl Cluster {
         let core = Core::new(store, TIMING);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(drover_scheduler::serve(core, l, stop.clone()));
+        tokio::spawn(drover_scheduler::serve(core, l, stop.clone(), None));
         Cluster {
             _dir: dir,
             addr,
@@ -215,13 +215,17 @@ async fn a_lost_node_is_noticed_and_its_allocations_replaced() {
     .await;
 
     drop(a);
-    c.wait_job("web", "node-a's instance lost and replaced on node-b", |j| {
-        let lost = j
-            .allocations
-            .iter()
-            .any(|x| x.node_id == "node-a" && x.status == "lost");
-        lost && running_on(j) == ["node-b", "node-b"]
-    })
+    c.wait_job(
+        "web",
+        "node-a's instance lost and replaced on node-b",
+        |j| {
+            let lost = j
+                .allocations
+                .iter()
+                .any(|x| x.node_id == "node-a" && x.status == "lost");
+            lost && running_on(j) == ["node-b", "node-b"]
+        },
+    )
     .await;
     let nodes = pb::node_service_client::NodeServiceClient::new(c.channel().await)
         .list(pb::ListNodesRequest {})
@@ -250,7 +254,10 @@ async fn a_draining_node_gets_no_new_work_and_stop_completes() {
         .len()
         < 2
     {
-        assert!(tokio::time::Instant::now() < deadline, "nodes never registered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes never registered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     nodes
@@ -309,7 +316,9 @@ async fn a_refused_job_changes_nothing_and_resubmission_is_idempotent() {
         "{}",
         err.message()
     );
-    assert!(err.message().contains("group \"web\": count must be > 0, got 0"));
+    assert!(err
+        .message()
+        .contains("group \"web\": count must be > 0, got 0"));
     let list = c
         .jobs()
         .await

@@ -111,6 +111,9 @@ pub enum RuntimeError {
         /// Host pid of the task, when known.
         pid: Option<i32>,
     },
+    /// Creating, reading or removing a task's cgroup failed.
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// Waiting for the supervisor timed out.
     #[error("timed out after {after:?} waiting for {what} in {}", task_dir.display())]
     Timeout {

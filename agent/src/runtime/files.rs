@@ -1,8 +1,8 @@
 //! The on-disk layout of a task directory and the small file and procfs
 //! helpers that both the agent side and the supervisor use.
 //!
-//! Layout: `<state_root>/<alloc_id>/<task>/{spec.json,state.json,supervisor.pid,
-//! supervisor.log,stdout.log,stderr.log}`. `state.json` and `supervisor.pid`
+//! Layout: `<state_root>/<alloc_id>/<task>/{spec.json,cgroup.json,state.json,
+//! supervisor.pid,supervisor.log,stdout.log,stderr.log}`. `state.json` and `supervisor.pid`
 //! are only ever replaced atomically (write a temp file, fsync, rename, fsync
 //! the directory), so a reader never sees half a file even if the writer dies.
 
@@ -23,6 +23,9 @@ pub const SPEC_FILE: &str = "spec.json";
 pub const STATE_FILE: &str = "state.json";
 /// File name holding the supervisor's host pid.
 pub const SUPERVISOR_PID_FILE: &str = "supervisor.pid";
+/// Where the task's cgroup is, written by the agent before the supervisor
+/// starts (see `limits::CgroupPlacement`).
+pub const CGROUP_FILE: &str = "cgroup.json";
 /// Supervisor's own stderr (errors before the task could be started).
 pub const SUPERVISOR_LOG_FILE: &str = "supervisor.log";
 /// Task stdout, appended to.
@@ -181,6 +184,10 @@ impl TaskDir {
     /// `stderr.log`.
     pub fn stderr(&self) -> PathBuf {
         self.dir.join(STDERR_FILE)
+    }
+    /// `cgroup.json`.
+    pub fn cgroup(&self) -> PathBuf {
+        self.dir.join(CGROUP_FILE)
     }
     /// Reads `spec.json`.
     pub fn read_spec(&self) -> Result<Option<TaskSpec>, RuntimeError> {

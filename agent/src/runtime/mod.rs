@@ -3,19 +3,25 @@
 //!
 //! The agent never parents a task directly. [`Runtime::start`] re-executes the
 //! `drover` binary as `drover __supervise <task_dir>` in a new session; that
-//! supervisor ([`supervise_main`]) unshares PID, mount, UTS and IPC
+//! supervisor ([`supervise_main`]) unshares PID, mount, UTS, IPC and network
 //! namespaces, runs the task as PID 1 of its PID namespace and records each
 //! transition in `<task_dir>/state.json`. The files in the task directory are
 //! the whole interface between the two, so an agent that is killed or
 //! upgraded loses no task and no exit status: a new agent finds the tasks
 //! with [`Runtime::list`] and reads them with [`Runtime::state`].
 //!
-//! Not yet done here (later steps): cgroup limits ([`TaskSpec::cpu_millis`],
-//! [`TaskSpec::memory_mb`] are carried but unused), network, cgroup and user
-//! namespaces, a root filesystem other than the host's, capabilities.
+//! Each task runs in its own cgroup `<parent>/<alloc_id>/<task>` (see
+//! [`crate::cgroup`]; v1 or v2, whichever the host has) limiting memory, CPU
+//! and pids; an OOM kill is reported as such ([`TaskState::Exited`]
+//! `oom_killed`). Before exec the task gets rlimits, a Docker-like
+//! capability bounding set and `no_new_privs` ([`KEPT_CAPABILITIES`]).
+//!
+//! Not yet done here (later steps): wiring the (empty) network namespace,
+//! cgroup and user namespaces, a root filesystem other than the host's.
 
 mod error;
 mod files;
+mod limits;
 mod pidfd;
 mod spec;
 mod supervisor;
@@ -28,16 +34,21 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use tokio::io::AsyncReadExt;
 use tokio::time::{sleep, Instant};
 use tracing::{debug, info, warn};
 
+use crate::cgroup;
 pub use error::RuntimeError;
 use files::{
-    now_unix_ms, open_append, process_alive, read_pid, supervisor_alive, validate_name, write_json,
-    TaskDir, SUPERVISE_ARG,
+    now_unix_ms, open_append, process_alive, read_json, read_pid, supervisor_alive, validate_name,
+    write_json, TaskDir, SUPERVISE_ARG,
+};
+pub use limits::{
+    CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
 };
 use pidfd::PidFd;
-pub use spec::{TaskSpec, TaskState};
+pub use spec::{TaskSpec, TaskState, DEFAULT_PIDS_MAX};
 pub use supervisor::supervise_main;
 
 /// `PATH` given to a task whose environment does not set one; also the
@@ -50,6 +61,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Interval between reads of `state.json` while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// An idle task cgroup this old is a leftover, not one being set up: a
+/// supervisor moves its task in well within [`START_TIMEOUT`].
+const STALE_CGROUP_AGE: Duration = Duration::from_secs(30);
+/// Interval between `waitpid` polls of a supervisor that closed its stdout.
+const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How long the runtime retries removing a cgroup that still lists tasks.
+const CGROUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts, observes and stops supervised tasks below one state directory.
 #[derive(Debug, Clone)]
@@ -57,6 +75,7 @@ pub struct Runtime {
     state_root: PathBuf,
     exe: PathBuf,
     proc_root: PathBuf,
+    cgroups: CgroupPlacement,
 }
 
 impl Runtime {
@@ -67,7 +86,16 @@ impl Runtime {
             state_root,
             exe,
             proc_root: PathBuf::from("/proc"),
+            cgroups: CgroupPlacement::default(),
         }
+    }
+
+    /// Puts tasks' cgroups below `parent` (relative to each hierarchy, e.g.
+    /// `drover`) under the cgroupfs `root` instead of the defaults
+    /// ([`DEFAULT_CGROUP_ROOT`], [`DEFAULT_CGROUP_PARENT`]).
+    pub fn with_cgroups(mut self, root: PathBuf, parent: PathBuf) -> Self {
+        self.cgroups = CgroupPlacement { root, parent };
+        self
     }
 
     /// Reads process liveness from `proc_root` instead of `/proc` (tests).
@@ -102,6 +130,7 @@ impl Runtime {
         let (alloc_id, task) = (spec.alloc_id.as_str(), spec.task.as_str());
         let dir = TaskDir::new(self.task_dir(alloc_id, task)?);
         spec.validate()?;
+        self.cgroups.validate()?;
 
         let created = !dir.dir.exists();
         if !created {
@@ -128,6 +157,7 @@ impl Runtime {
                 }
             }
         }
+        self.sweep_cgroups();
         let result = self.spawn_and_wait(&dir, spec).await;
         if result.is_err() && created {
             // Nothing runs (spawn_and_wait kills what it started): undo.
@@ -151,6 +181,7 @@ impl Runtime {
             source,
         })?;
         write_json(&dir.spec(), spec)?;
+        write_json(&dir.cgroup(), &self.cgroups)?;
         let log = open_append(&dir.supervisor_log())?;
 
         let mut command = tokio::process::Command::new(&self.exe);
@@ -160,7 +191,9 @@ impl Runtime {
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // The supervisor writes a byte here once the task runs, so that
+            // we need not poll state.json; EOF when it exits.
+            .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(false);
         // SAFETY: runs in the forked child before exec and only calls
@@ -183,6 +216,7 @@ impl Runtime {
             })?;
         let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
         debug!(alloc_id = %alloc_id, task = %task, supervisor_pid, "supervisor spawned");
+        let mut report = child.stdout.take();
 
         let deadline = Instant::now() + START_TIMEOUT;
         let state = loop {
@@ -230,7 +264,22 @@ impl Runtime {
                     after: START_TIMEOUT,
                 });
             }
-            sleep(POLL_INTERVAL).await;
+            // Woken by the supervisor's report (or EOF: it is exiting, and
+            // try_wait above will see it within a millisecond or so).
+            match report.as_mut() {
+                Some(out) => {
+                    let mut byte = [0u8; 8];
+                    tokio::select! {
+                        read = out.read(&mut byte) => {
+                            if !matches!(read, Ok(n) if n > 0) {
+                                report = None;
+                            }
+                        }
+                        () = sleep(POLL_INTERVAL) => {}
+                    }
+                }
+                None => sleep(EXIT_POLL_INTERVAL).await,
+            }
         };
 
         // Reap the supervisor whenever it ends; if the agent dies first, the
@@ -297,6 +346,7 @@ impl Runtime {
                 signal: None,
                 finished_unix_ms: now_unix_ms(),
                 message: "supervisor died; the task's exit status is lost".to_owned(),
+                oom_killed: false,
             },
             _ => TaskState::Failed {
                 message: format!(
@@ -396,8 +446,43 @@ impl Runtime {
         })
     }
 
-    /// Polls until the state is final (and, for a `Failed` state, the task
-    /// process is gone), or `timeout` passes.
+    /// Waits up to `timeout` for the task to end by itself; returns its
+    /// final state once the supervisor has recorded it, reaped the task,
+    /// removed its cgroup and exited.
+    pub async fn wait(
+        &self,
+        alloc_id: &str,
+        task: &str,
+        timeout: Duration,
+    ) -> Result<TaskState, RuntimeError> {
+        let dir = self.existing_dir(alloc_id, task)?;
+        self.wait_final(&dir, alloc_id, task, None, timeout).await
+    }
+
+    /// A pidfd for the task's live supervisor, if there is one.
+    fn supervisor_pidfd(
+        &self,
+        dir: &TaskDir,
+        alloc_id: &str,
+        task: &str,
+    ) -> Result<Option<PidFd>, RuntimeError> {
+        let Some(pid) = read_pid(&dir.supervisor_pid())? else {
+            return Ok(None);
+        };
+        let fd = PidFd::open(pid).map_err(|source| RuntimeError::Syscall {
+            syscall: "pidfd_open",
+            pid,
+            source,
+        })?;
+        // Checked after opening: the pidfd then refers to the supervisor and
+        // not to a process that reused its pid.
+        Ok(fd.filter(|_| supervisor_alive(&self.proc_root, pid, alloc_id, task)))
+    }
+
+    /// Waits until the state is final (and, for a `Failed` state, the task
+    /// process is gone), or `timeout` passes. The supervisor exits right
+    /// after recording the final state, so its exit is what wakes us; state
+    /// is re-read at least every [`POLL_INTERVAL`] regardless.
     async fn wait_final(
         &self,
         dir: &TaskDir,
@@ -407,6 +492,7 @@ impl Runtime {
         timeout: Duration,
     ) -> Result<TaskState, RuntimeError> {
         let deadline = Instant::now() + timeout;
+        let supervisor = self.supervisor_pidfd(dir, alloc_id, task)?;
         loop {
             let state = self.observe(dir, alloc_id, task)?;
             let done = match &state {
@@ -416,6 +502,8 @@ impl Runtime {
             };
             if done {
                 self.wait_supervisor_gone(dir, alloc_id, task).await?;
+                // The supervisor removes it; not if it died.
+                self.remove_cgroup(dir, alloc_id)?;
                 return Ok(state);
             }
             if Instant::now() >= deadline {
@@ -425,7 +513,12 @@ impl Runtime {
                     after: timeout,
                 });
             }
-            sleep(POLL_INTERVAL).await;
+            match &supervisor {
+                Some(sup) if !sup.exited() => {
+                    sup.wait_exited(POLL_INTERVAL).await;
+                }
+                _ => sleep(POLL_INTERVAL).await,
+            }
         }
     }
 
@@ -438,16 +531,11 @@ impl Runtime {
         alloc_id: &str,
         task: &str,
     ) -> Result<(), RuntimeError> {
-        let Some(pid) = read_pid(&dir.supervisor_pid())? else {
+        let Some(supervisor) = self.supervisor_pidfd(dir, alloc_id, task)? else {
             return Ok(());
         };
-        let deadline = Instant::now() + FINAL_STATE_TIMEOUT;
-        while supervisor_alive(&self.proc_root, pid, alloc_id, task) {
-            if Instant::now() >= deadline {
-                warn!(alloc_id = %alloc_id, task = %task, supervisor_pid = pid, "supervisor still alive after recording the final state");
-                break;
-            }
-            sleep(POLL_INTERVAL).await;
+        if !supervisor.wait_exited(FINAL_STATE_TIMEOUT).await {
+            warn!(alloc_id = %alloc_id, task = %task, supervisor_pid = supervisor.pid(), "supervisor still alive after recording the final state");
         }
         Ok(())
     }
@@ -481,6 +569,7 @@ impl Runtime {
             });
         }
         self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
+        self.remove_cgroup(&dir, alloc_id)?;
         fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
             op: "remove directory",
             path: dir.dir.clone(),
@@ -493,6 +582,53 @@ impl Runtime {
         debug!(alloc_id = %alloc_id, task = %task, "task directory removed");
         Ok(())
     }
+}
+
+impl Runtime {
+    /// Removes idle cgroups below this runtime's parent that killed
+    /// supervisors left behind ([`cgroup::sweep`]); best effort, logged.
+    /// Run before each start, so leftovers never accumulate.
+    fn sweep_cgroups(&self) {
+        let result = cgroup::detect(&self.cgroups.root).and_then(|cgroups| {
+            cgroup::sweep(cgroups.as_ref(), &self.cgroups.parent, STALE_CGROUP_AGE)
+        });
+        match result {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => info!(?removed, "removed cgroups left by dead supervisors"),
+            Err(error) => debug!(%error, "sweeping stale cgroups"),
+        }
+    }
+
+    /// Removes the task's cgroup as recorded in `cgroup.json` (nothing to do
+    /// without one, or when it is gone already).
+    fn remove_cgroup(&self, dir: &TaskDir, alloc_id: &str) -> Result<(), RuntimeError> {
+        let Some(placement) = read_json::<CgroupPlacement>(&dir.cgroup())? else {
+            return Ok(());
+        };
+        let Some(spec) = dir.read_spec()? else {
+            return Ok(());
+        };
+        placement.validate()?;
+        let path = placement.task_path(&spec);
+        if !cgroup_may_exist(&placement.root, &path) {
+            return Ok(());
+        }
+        let cgroups = cgroup::detect(&placement.root)?;
+        let prune = placement.prune_paths(alloc_id);
+        let prune: Vec<&Path> = prune.iter().map(PathBuf::as_path).collect();
+        cgroups.remove(&path, &prune, CGROUP_REMOVE_TIMEOUT)?;
+        Ok(())
+    }
+}
+
+/// Cheap check before detecting the hierarchies: whether a directory for
+/// `path` exists in any hierarchy directly under `root` (v1 controllers,
+/// the hybrid `unified`) or in `root` itself (v2).
+fn cgroup_may_exist(root: &Path, path: &Path) -> bool {
+    if root.join(path).is_dir() {
+        return true;
+    }
+    fs::read_dir(root).is_ok_and(|entries| entries.flatten().any(|e| e.path().join(path).is_dir()))
 }
 
 fn running_pid(state: &TaskState) -> Option<i32> {

@@ -1,6 +1,10 @@
 //! A minimal pidfd wrapper: signals that cannot hit a recycled pid.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -68,5 +72,27 @@ impl PidFd {
         // SAFETY: `pfd` is a valid pollfd on our stack, count 1, no timeout.
         let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
         ret > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0
+    }
+
+    /// Waits up to `timeout` for the process to exit (a pidfd becomes
+    /// readable then, zombie or reaped); returns whether it has. Falls back
+    /// to a single poll when the fd cannot be registered with the reactor.
+    pub async fn wait_exited(&self, timeout: Duration) -> bool {
+        if self.exited() {
+            return true;
+        }
+        // SAFETY: the raw fd belongs to `self.fd`, which stays open and
+        // unchanged for as long as `&self` is borrowed, i.e. longer than the
+        // `AsyncFd`, which lives only in this call.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(self.fd.as_raw_fd(), Interest::READABLE) };
+        let Ok(async_fd) = registered else {
+            tokio::time::sleep(timeout).await;
+            return self.exited();
+        };
+        match tokio::time::timeout(timeout, async_fd.readable()).await {
+            Ok(Ok(_guard)) => true,
+            _ => self.exited(),
+        }
     }
 }

@@ -26,10 +26,22 @@ pub struct TaskSpec {
     pub env: BTreeMap<String, String>,
     /// Grace period between SIGTERM and SIGKILL on stop.
     pub kill_timeout_ms: u64,
-    /// CPU share in millicores. Not enforced yet: cgroups are a later step.
+    /// CPU bandwidth in millicores (1000 = one CPU), enforced as a CFS
+    /// quota; 0 = unlimited.
     pub cpu_millis: u64,
-    /// Memory limit in MiB. Not enforced yet: cgroups are a later step.
+    /// Memory limit in MiB, swap included (the task may not swap);
+    /// 0 = unlimited. Exceeding it gets the task OOM-killed.
     pub memory_mb: u64,
+    /// Maximum processes and threads in the task's cgroup; 0 = unlimited.
+    #[serde(default = "default_pids_max")]
+    pub pids_max: u64,
+}
+
+/// [`TaskSpec::pids_max`] when a spec does not say.
+pub const DEFAULT_PIDS_MAX: u64 = 1024;
+
+fn default_pids_max() -> u64 {
+    DEFAULT_PIDS_MAX
 }
 
 /// A task's lifecycle as recorded in `<task_dir>/state.json`.
@@ -57,6 +69,10 @@ pub enum TaskState {
         finished_unix_ms: i64,
         /// Human-readable summary.
         message: String,
+        /// Whether the OOM killer killed the task (its cgroup recorded an
+        /// OOM kill and the task died by SIGKILL).
+        #[serde(default)]
+        oom_killed: bool,
     },
     /// The task could not be started, or is beyond supervision.
     Failed {

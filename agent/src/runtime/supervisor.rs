@@ -1,26 +1,37 @@
 //! The per-task supervisor: `drover __supervise <task_dir>`.
 //!
 //! It runs synchronously on a single thread (`unshare(CLONE_NEWNS)` refuses
-//! multi-threaded callers), puts itself into fresh PID, mount, UTS and IPC
-//! namespaces, spawns the task (which becomes PID 1 of the new PID
-//! namespace), records every transition in `state.json` and exits once the
-//! task has been reaped. It ignores the usual termination signals: the agent
+//! multi-threaded callers), creates the task's cgroup with its limits, puts
+//! itself into fresh PID, mount, UTS, IPC and network namespaces, spawns the task
+//! (which joins the cgroup and is hardened before it execs, and becomes
+//! PID 1 of the new PID namespace), records every transition in
+//! `state.json` (an OOM kill as such), reaps the task, removes the cgroup
+//! and exits. It ignores the usual termination signals: the agent
 //! signals the task directly, and the supervisor must outlive the task to
 //! record its exit status.
 
 use std::ffi::CString;
+use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::files::{now_unix_ms, open_append, write_atomic, write_json, TaskDir};
+use super::files::{now_unix_ms, open_append, read_json, write_atomic, write_json, TaskDir};
+use super::limits::{CgroupPlacement, Hardening};
 use super::{RuntimeError, TaskSpec, TaskState, DEFAULT_PATH};
+use crate::cgroup::{self, CgroupError, Cgroups, Limits};
+
+/// How long the supervisor retries removing the task's cgroup while the
+/// kernel finishes tearing down its processes.
+const CGROUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Signals the supervisor ignores and the task gets back at their default.
 const HANDLED_SIGNALS: [Signal; 4] = [
@@ -91,20 +102,67 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
         &dir.supervisor_pid(),
         std::process::id().to_string().as_bytes(),
     )?;
+    let placement: CgroupPlacement = read_json(&dir.cgroup())?.unwrap_or_default();
+    placement.validate().map_err(cgroup_failure)?;
+    let cgroups = cgroup::detect(&placement.root).map_err(cgroup_failure)?;
+    let cg_path = placement.task_path(&spec);
+    let limits = Limits::from_spec(spec.memory_mb, spec.cpu_millis, spec.pids_max);
+    cgroups.create(&cg_path, &limits).map_err(cgroup_failure)?;
 
+    let result = run_task(dir, &spec, cgroups.as_ref(), &cg_path);
+
+    // The task and every process of its PID namespace are gone (or were
+    // never started); the kernel may still be tearing some down, which
+    // `remove` waits out.
+    let prune = placement.prune_paths(&spec.alloc_id);
+    let prune: Vec<&Path> = prune.iter().map(PathBuf::as_path).collect();
+    if let Err(e) = cgroups.remove(&cg_path, &prune, CGROUP_REMOVE_TIMEOUT) {
+        // The runtime retries on stop/remove; the state is already final.
+        let _ = writeln!(io::stderr(), "drover supervisor: removing cgroup: {e}");
+    }
+    result
+}
+
+fn cgroup_failure(e: CgroupError) -> Failure {
+    fail(format!("cgroup: {e}"))
+}
+
+/// Spawns the task inside the cgroup `cg_path`, records its exit and reaps it.
+fn run_task(
+    dir: &TaskDir,
+    spec: &TaskSpec,
+    cgroups: &dyn Cgroups,
+    cg_path: &Path,
+) -> Result<(), Failure> {
+    // Opened before the fork, so that the child only has to write(2).
+    let mut procs = Vec::new();
+    for path in cgroups.procs_files(cg_path) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| fail(format!("open {}: {e}", path.display())))?;
+        procs.push(OwnedFd::from(file));
+    }
+    let hardening = Hardening::new(Path::new("/proc")).map_err(fail)?;
+    // A cgroup left by a supervisor that died may have counted kills already.
+    let oom_before = cgroups.oom_kills(cg_path).map_err(cgroup_failure)?;
+
+    // The network namespace is empty (only `lo`, down) until the node's
+    // networking attaches the allocation to it.
     unshare(
         CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC,
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET,
     )
     .map_err(|e| {
         fail(format!(
-            "unshare(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC): {e}"
+            "unshare(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET): {e}"
         ))
     })?;
 
-    let mut command = build_command(dir, &spec)?;
+    let mut command = build_command(dir, spec, &procs, hardening)?;
     let program = spec.command.first().cloned().unwrap_or_default();
     let child = match command.spawn() {
         Ok(child) => child,
@@ -116,10 +174,14 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
         }
         Err(e) => {
             return Err(fail(format!(
-                "spawning {program:?} (fork, mount /proc, sethostname, setsid, exec): {e}"
+                "spawning {program:?} (fork; in the child: write cgroup.procs, mount /proc, \
+                 sethostname, setsid, setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), \
+                 exec): {e}"
             )))
         }
     };
+    drop(command);
+    drop(procs);
     let pid =
         i32::try_from(child.id()).map_err(|_| fail(format!("pid {} out of range", child.id())))?;
     write_json(
@@ -129,6 +191,11 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
             started_unix_ms: now_unix_ms(),
         },
     )?;
+    // Tell a waiting runtime (our stdout is its pipe) to look now. Nobody
+    // may be reading any more: an error (EPIPE, SIGPIPE is ignored) is fine.
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(b"r").and_then(|()| out.flush());
+    drop(out);
 
     // Observe the exit without reaping: while the zombie exists its pid cannot
     // be reused, so an agent that read "running" and then signals the pid
@@ -143,7 +210,32 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
             Err(e) => return Err(fail(format!("waitid(pid {pid}): {e}"))),
         }
     };
-    let (exit_code, sig, message) = match status {
+    let oom_kills = match cgroups.oom_kills(cg_path) {
+        Ok(n) => n.saturating_sub(oom_before),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "drover supervisor: {e}");
+            0
+        }
+    };
+    let exited = exit_record(pid, status, oom_kills, spec.memory_mb);
+    write_json(&dir.state(), &exited)?;
+    // Now reap it; the exit is already on disk.
+    let mut child = child;
+    child
+        .wait()
+        .map_err(|e| fail(format!("waitpid(pid {pid}): {e}")))?;
+    Ok(())
+}
+
+/// The `Exited` record for a wait status; `oom_kills` is how many processes
+/// the OOM killer killed in the task's cgroup meanwhile.
+pub(super) fn exit_record(
+    pid: i32,
+    status: WaitStatus,
+    oom_kills: u64,
+    memory_mb: u64,
+) -> TaskState {
+    let (exit_code, sig, mut message) = match status {
         WaitStatus::Exited(_, code) => (Some(code), None, format!("exited with code {code}")),
         WaitStatus::Signaled(_, sig, core) => (
             None,
@@ -156,22 +248,22 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
         ),
         other => (None, None, format!("unexpected wait status {other:?}")),
     };
-    write_json(
-        &dir.state(),
-        &TaskState::Exited {
-            pid,
-            exit_code,
-            signal: sig,
-            finished_unix_ms: now_unix_ms(),
-            message,
-        },
-    )?;
-    // Now reap it; the exit is already on disk.
-    let mut child = child;
-    child
-        .wait()
-        .map_err(|e| fail(format!("waitpid(pid {pid}): {e}")))?;
-    Ok(())
+    let oom_killed = oom_kills > 0 && sig == Some(Signal::SIGKILL as i32);
+    if oom_killed {
+        message = format!("killed by the OOM killer: memory limit {memory_mb} MiB");
+    } else if oom_kills > 0 {
+        message.push_str(&format!(
+            "; the OOM killer killed {oom_kills} of its processes (memory limit {memory_mb} MiB)"
+        ));
+    }
+    TaskState::Exited {
+        pid,
+        exit_code,
+        signal: sig,
+        finished_unix_ms: now_unix_ms(),
+        message,
+        oom_killed,
+    }
 }
 
 fn cstring(what: &str, bytes: &[u8]) -> Result<CString, Failure> {
@@ -180,7 +272,12 @@ fn cstring(what: &str, bytes: &[u8]) -> Result<CString, Failure> {
 
 /// Builds the task command; everything the child side needs is allocated
 /// here, because the `pre_exec` closure may only make async-signal-safe calls.
-fn build_command(dir: &TaskDir, spec: &TaskSpec) -> Result<Command, Failure> {
+fn build_command(
+    dir: &TaskDir,
+    spec: &TaskSpec,
+    cgroup_procs: &[OwnedFd],
+    hardening: Hardening,
+) -> Result<Command, Failure> {
     let (program, args) = spec
         .command
         .split_first()
@@ -192,6 +289,7 @@ fn build_command(dir: &TaskDir, spec: &TaskSpec) -> Result<Command, Failure> {
     let proc_src = cstring("source", b"proc")?;
     let proc_dir = cstring("path", b"/proc")?;
     let hostname = spec.hostname.clone().into_bytes();
+    let procs: Vec<RawFd> = cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
 
     let mut command = Command::new(program);
     command
@@ -213,11 +311,20 @@ fn build_command(dir: &TaskDir, spec: &TaskSpec) -> Result<Command, Failure> {
     );
 
     // SAFETY: the closure runs in the forked child before exec. It only calls
-    // async-signal-safe syscalls (sigaction, mount, sethostname, setsid) on
-    // memory prepared before the fork, and allocates nothing: errors are
-    // reported through `io::Error::last_os_error`, which does not allocate.
+    // async-signal-safe syscalls (write, sigaction, mount, sethostname,
+    // setsid, setrlimit, prctl) on memory prepared before the fork, and
+    // allocates nothing: errors are reported through
+    // `io::Error::last_os_error`, which does not allocate. The cgroup.procs
+    // descriptors stay open in the supervisor until after the spawn.
     unsafe {
         command.pre_exec(move || {
+            // First, so that everything below is already charged to, and
+            // limited by, the task's cgroups. "0" means the writer itself.
+            for &fd in &procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
                 if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
                     return Err(io::Error::last_os_error());
@@ -251,7 +358,8 @@ fn build_command(dir: &TaskDir, spec: &TaskSpec) -> Result<Command, Failure> {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            // After the mounts and sethostname, which need CAP_SYS_ADMIN.
+            hardening.apply_in_child()
         });
     }
     Ok(command)

@@ -15,6 +15,7 @@ fn spec(command: &[&str]) -> TaskSpec {
         kill_timeout_ms: 100,
         cpu_millis: 0,
         memory_mb: 0,
+        pids_max: 0,
     }
 }
 
@@ -155,4 +156,50 @@ fn spec_validation_names_the_field() {
         s.validate(),
         Err(RuntimeError::InvalidName { .. })
     ));
+}
+
+#[test]
+fn old_records_get_defaults_for_new_fields() {
+    let old = r#"{"alloc_id":"a","task":"t","hostname":"h","command":["true"],"env":{},
+        "kill_timeout_ms":1,"cpu_millis":0,"memory_mb":0}"#;
+    let spec: TaskSpec = serde_json::from_str(old).expect("parse");
+    assert_eq!(spec.pids_max, DEFAULT_PIDS_MAX);
+    let exited: TaskState = serde_json::from_str(
+        r#"{"state":"exited","pid":3,"exit_code":null,"signal":9,"finished_unix_ms":1,"message":"m"}"#,
+    )
+    .expect("parse");
+    assert!(matches!(
+        exited,
+        TaskState::Exited {
+            oom_killed: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn oom_kills_are_reported_only_for_a_sigkilled_task() {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+    use nix::unistd::Pid;
+    let killed = WaitStatus::Signaled(Pid::from_raw(5), Signal::SIGKILL, false);
+    let state = supervisor::exit_record(5, killed, 1, 32);
+    assert!(
+        matches!(&state, TaskState::Exited { oom_killed: true, signal: Some(9), message, .. }
+            if message == "killed by the OOM killer: memory limit 32 MiB"),
+        "{state:?}"
+    );
+    let state = supervisor::exit_record(5, killed, 0, 32);
+    assert!(
+        matches!(&state, TaskState::Exited { oom_killed: false, message, .. }
+            if message == "killed by signal 9 (SIGKILL)"),
+        "{state:?}"
+    );
+    // A child was OOM-killed, the task itself exited: said, not flagged.
+    let state = supervisor::exit_record(5, WaitStatus::Exited(Pid::from_raw(5), 1), 2, 32);
+    assert!(
+        matches!(&state, TaskState::Exited { oom_killed: false, exit_code: Some(1), message, .. }
+            if message.contains("OOM killer killed 2") && message.contains("32 MiB")),
+        "{state:?}"
+    );
 }

@@ -173,3 +173,22 @@ fn places_thousands_on_a_simulated_cluster() {
     assert!(per.values().all(|&c| c <= 4000));
     eprintln!("placed 5000 instances on 2000 nodes in {took:?}");
 }
+
+#[test]
+fn failed_allocations_are_not_replaced_but_lost_ones_are() {
+    let nodes = vec![node("a", 4000, 4096)];
+    let j = job("web", JobKind::Service, 2, 100, 32);
+    let first = plan(&nodes, &[], &j, None);
+    let mut allocs: Vec<_> = first
+        .place
+        .iter()
+        .enumerate()
+        .map(|(i, p)| alloc_for(p, "web", &format!("id{i}")))
+        .collect();
+    allocs[0].status = AllocStatus::Failed;
+    allocs[1].status = AllocStatus::Lost;
+    let p = plan(&nodes, &allocs, &j, Some(&j));
+    assert_eq!(p.place.len(), 1);
+    assert_eq!(p.place[0].index, 1);
+    assert!(p.stop.is_empty());
+}

@@ -13,7 +13,7 @@ use drover_proto::etcd::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::mvcc::{Applied, StoreError};
-use super::{check_size, header, to_status, Shared, MEMBER_ID};
+use super::{check_grpc_size, check_size, header, to_status, Shared, MEMBER_ID};
 
 /// Version string reported by Maintenance.Status.
 const VERSION: &str = "3.4.0-drover";
@@ -39,6 +39,7 @@ impl KvService {
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
+        check_grpc_size(&req)?;
         if req.key.is_empty() {
             return Err(to_status(StoreError::KeyNotProvided));
         }
@@ -62,6 +63,7 @@ impl Kv for KvService {
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = req.into_inner();
+        check_size(&req)?;
         let (mut resp, rev) = self.shared.commit(|s| s.delete_range(&req)).await?;
         resp.header = header(rev);
         Ok(Response::new(resp))

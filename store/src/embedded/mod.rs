@@ -78,8 +78,13 @@ use wal::{Durable, WalJob};
 const CLUSTER_ID: u64 = 0x6472_6f76_6572_0001;
 /// Member id of the single member, also reported as leader.
 const MEMBER_ID: u64 = 0x6472_6f76_6572_0002;
-/// gRPC decode limit: the 1.5 MiB request limit plus etcd's 512 KiB overhead.
+/// etcd's gRPC receive limit: the 1.5 MiB request limit plus 512 KiB
+/// overhead. grpc-go refuses larger messages with `RESOURCE_EXHAUSTED`.
 const MAX_GRPC_MESSAGE: usize = mvcc::MAX_REQUEST_BYTES + 512 * 1024;
+/// tonic's own decode limit for KV. tonic refuses with `OUT_OF_RANGE`
+/// where grpc-go says `RESOURCE_EXHAUSTED`, so tonic's limit sits above
+/// etcd's and [`check_size`] gives etcd's answer for everything between.
+const TRANSPORT_LIMIT: usize = 64 << 20;
 /// How often the expiry task looks for lapsed leases.
 const LEASE_TICK: Duration = Duration::from_millis(250);
 /// How many durable revisions may queue for a slow watch stream before it
@@ -208,8 +213,21 @@ pub(crate) fn to_status(e: StoreError) -> Status {
     }
 }
 
-/// Refuses requests over etcd's 1.5 MiB request limit.
+/// Refuses messages over etcd's gRPC receive limit as grpc-go does.
+pub(crate) fn check_grpc_size(msg: &impl prost::Message) -> Result<(), Status> {
+    let len = msg.encoded_len();
+    if len > MAX_GRPC_MESSAGE {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {MAX_GRPC_MESSAGE})"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses writes over etcd's 1.5 MiB request limit (and, first, messages
+/// over the gRPC limit).
 pub(crate) fn check_size(msg: &impl prost::Message) -> Result<(), Status> {
+    check_grpc_size(msg)?;
     if msg.encoded_len() > mvcc::MAX_REQUEST_BYTES {
         return Err(Status::invalid_argument("etcdserver: request is too large"));
     }
@@ -309,11 +327,25 @@ impl EmbeddedEtcd {
             stop.cancelled().await;
             inner.cancel();
         });
+        // tonic sets TCP_NODELAY only on sockets it accepts itself. Without
+        // it, Nagle holds back a watch event written after the stream's
+        // headers until the client's delayed ACK, ~40 ms later.
+        let incoming = futures::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |conn| {
+                if let Ok(c) = &conn {
+                    if let Err(error) = c.set_nodelay(true) {
+                        tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+                    }
+                }
+                conn
+            },
+        );
         tracing::info!(%addr, "embedded etcd API serving");
         let result = tonic::transport::Server::builder()
             .add_service(
                 KvServer::new(kv::KvService::new(Arc::clone(&shared)))
-                    .max_decoding_message_size(MAX_GRPC_MESSAGE),
+                    .max_decoding_message_size(TRANSPORT_LIMIT),
             )
             .add_service(
                 WatchServer::new(watch::WatchService::new(Arc::clone(&shared)))
@@ -328,10 +360,7 @@ impl EmbeddedEtcd {
             .add_service(ClusterServer::new(kv::ClusterService::new(Arc::clone(
                 &shared,
             ))))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown.cancelled(),
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
             .await
             .map_err(EmbeddedError::Serve);
         shared.shutdown.cancel();

@@ -27,6 +27,9 @@ pub(crate) const HISTORY_LIMIT: usize = 10_000;
 pub(crate) const HISTORY_BYTES: usize = 256 << 20;
 /// etcd's largest accepted lease TTL, in seconds.
 pub(crate) const MAX_LEASE_TTL: i64 = 9_000_000_000;
+/// etcd's smallest lease TTL with its default timing: 1.5 × the 1 s
+/// election timeout, rounded up. Shorter requests are raised to it.
+pub(crate) const MIN_LEASE_TTL: i64 = 2;
 /// etcd's `--max-txn-ops` default.
 pub(crate) const MAX_TXN_OPS: usize = 128;
 /// etcd's `--max-request-bytes` default (1.5 MiB).
@@ -461,7 +464,7 @@ impl Store {
         if ttl > MAX_LEASE_TTL {
             return Err(StoreError::LeaseTtlTooLarge);
         }
-        let ttl = ttl.max(1);
+        let ttl = ttl.max(MIN_LEASE_TTL);
         self.insert_lease(id, ttl, now);
         Ok((id, ttl, Record::LeaseGrant { id, ttl }))
     }

@@ -1,0 +1,121 @@
+//! cgroup v1: one hierarchy per controller, `<root>/<controller>/<path>`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{
+    check_path, mkdir_all, read_keyed, read_procs, read_u64, rmdir_if_empty, rmdir_retry,
+    write_file, CgroupError, Cgroups, Limits, Version, CPU_PERIOD_US,
+};
+
+/// Legacy hierarchies, each controller mounted at `<root>/<controller>`.
+#[derive(Debug, Clone)]
+pub struct V1 {
+    root: PathBuf,
+}
+
+impl V1 {
+    /// The controllers Drover needs, each with its own hierarchy.
+    pub const CONTROLLERS: [&'static str; 3] = ["memory", "cpu", "pids"];
+
+    /// Hierarchies below `root`, e.g. `/sys/fs/cgroup`.
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn dir(&self, controller: &str, path: &Path) -> PathBuf {
+        self.root.join(controller).join(path)
+    }
+
+    fn apply(&self, path: &Path, limits: &Limits) -> Result<(), CgroupError> {
+        if let Some(bytes) = limits.memory_bytes {
+            let dir = self.dir("memory", path);
+            write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            // Without swap accounting the file is absent and there is no
+            // swap limit to set; with it, memory + swap = memory: no swap.
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                write_file(&memsw, &bytes.to_string())?;
+            }
+        }
+        let cpu = self.dir("cpu", path);
+        write_file(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        let quota = limits
+            .cpu_quota_us()
+            .map_or_else(|| "-1".to_owned(), |q| q.to_string());
+        write_file(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+        let pids = limits
+            .pids_max
+            .map_or_else(|| "max".to_owned(), |p| p.to_string());
+        write_file(&self.dir("pids", path).join("pids.max"), &pids)
+    }
+}
+
+impl Cgroups for V1 {
+    fn version(&self) -> Version {
+        Version::V1
+    }
+
+    fn create(&self, path: &Path, limits: &Limits) -> Result<(), CgroupError> {
+        check_path(path)?;
+        let result = Self::CONTROLLERS
+            .iter()
+            .try_for_each(|c| mkdir_all(&self.root.join(c), path).map(drop))
+            .and_then(|()| self.apply(path, limits));
+        if result.is_err() {
+            // Best effort: nothing runs in it yet.
+            let _ = self.remove(path, &[], Duration::ZERO);
+        }
+        result
+    }
+
+    fn procs_files(&self, path: &Path) -> Vec<PathBuf> {
+        Self::CONTROLLERS
+            .iter()
+            .map(|c| self.dir(c, path).join("cgroup.procs"))
+            .collect()
+    }
+
+    fn oom_kills(&self, path: &Path) -> Result<u64, CgroupError> {
+        // `oom_kill` in memory.oom_control exists since Linux 4.13.
+        read_keyed(
+            &self.dir("memory", path).join("memory.oom_control"),
+            "oom_kill",
+        )
+    }
+
+    fn pids_current(&self, path: &Path) -> Result<u64, CgroupError> {
+        read_u64(&self.dir("pids", path).join("pids.current"))
+    }
+
+    fn procs(&self, path: &Path) -> Result<Vec<i32>, CgroupError> {
+        let mut all = Vec::new();
+        for file in self.procs_files(path) {
+            all.extend(read_procs(&file)?);
+        }
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+
+    fn remove(&self, path: &Path, prune: &[&Path], timeout: Duration) -> Result<(), CgroupError> {
+        check_path(path)?;
+        let deadline = Instant::now() + timeout;
+        let mut first_err = None;
+        for c in Self::CONTROLLERS {
+            if let Err(e) = rmdir_retry(&self.dir(c, path), deadline, timeout) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        for ancestor in prune {
+            check_path(ancestor)?;
+            for c in Self::CONTROLLERS {
+                rmdir_if_empty(&self.dir(c, ancestor))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! The `/etc/resolv.conf` and `/etc/hosts` an allocation gets. Rendering is
+//! pure; [`write_etc`] puts the result into a directory.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::NetError;
+
+/// The search domain of Drover services (the default zone).
+pub const SERVICE_SEARCH_DOMAIN: &str = "service.drover.internal";
+
+/// `resolv.conf` pointing at the node's DNS server (listening on the
+/// bridge address) with `search` domains, e.g. [`SERVICE_SEARCH_DOMAIN`].
+pub fn resolv_conf(nameserver: Ipv4Addr, search: &[&str]) -> Result<String, NetError> {
+    let mut out = String::from("# Written by the Drover agent.\n");
+    out.push_str(&format!("nameserver {nameserver}\n"));
+    if !search.is_empty() {
+        for domain in search {
+            check_dns_name("search domain", domain)?;
+        }
+        out.push_str("search ");
+        out.push_str(&search.join(" "));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `hosts` for an allocation: loopback names, and `hostname` (plus
+/// `aliases`) on the allocation's address `ip`.
+pub fn hosts(hostname: &str, ip: Ipv4Addr, aliases: &[&str]) -> Result<String, NetError> {
+    check_dns_name("hostname", hostname)?;
+    for alias in aliases {
+        check_dns_name("host alias", alias)?;
+    }
+    let mut names = vec![hostname];
+    names.extend_from_slice(aliases);
+    Ok(format!(
+        "# Written by the Drover agent.\n\
+         127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         {ip}\t{}\n",
+        names.join(" ")
+    ))
+}
+
+/// Writes `resolv.conf` and `hosts` into `etc_dir` (a container's `/etc`
+/// seen from the host, or a directory the runtime bind-mounts from). Each
+/// file is replaced by rename, so a reader never sees half of one.
+pub fn write_etc(etc_dir: &Path, resolv: &str, hosts: &str) -> Result<(), NetError> {
+    for (name, content) in [("resolv.conf", resolv), ("hosts", hosts)] {
+        let path = etc_dir.join(name);
+        let tmp = etc_dir.join(format!(".{name}.drover-tmp"));
+        fs::write(&tmp, content)
+            .map_err(|e| NetError::sys("write", tmp.display().to_string(), e))?;
+        fs::rename(&tmp, &path)
+            .map_err(|e| NetError::sys("rename into place", path.display().to_string(), e))?;
+    }
+    Ok(())
+}
+
+fn check_dns_name(what: &'static str, name: &str) -> Result<(), NetError> {
+    let labels_ok = name.trim_end_matches('.').split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if name.is_empty() || name.len() > 253 || !labels_ok {
+        return Err(NetError::invalid(
+            what,
+            name,
+            "not a DNS name (letters, digits, '-', '_', dot-separated)",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_points_at_the_bridge() {
+        let got =
+            resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[SERVICE_SEARCH_DOMAIN]).expect("render");
+        assert_eq!(
+            got,
+            "# Written by the Drover agent.\nnameserver 10.89.1.1\nsearch service.drover.internal\n"
+        );
+        let bare = resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[]).expect("render");
+        assert!(!bare.contains("search"));
+    }
+
+    #[test]
+    fn hosts_names_the_allocation() {
+        let got = hosts(
+            "web-0",
+            Ipv4Addr::new(10, 89, 1, 7),
+            &["web-0.web.service.drover.internal"],
+        )
+        .expect("render");
+        assert_eq!(
+            got,
+            "# Written by the Drover agent.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             10.89.1.7\tweb-0 web-0.web.service.drover.internal\n"
+        );
+    }
+
+    #[test]
+    fn refuses_names_that_would_break_the_files() {
+        let ip = Ipv4Addr::new(10, 89, 1, 7);
+        for bad in ["", "a b", "a\nnameserver 1.2.3.4", "a..b", "ä"] {
+            assert!(hosts(bad, ip, &[]).is_err(), "{bad:?}");
+            assert!(resolv_conf(ip, &[bad]).is_err(), "{bad:?}");
+        }
+        assert!(hosts("ok", ip, &["bad alias"]).is_err());
+    }
+
+    #[test]
+    fn writes_both_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip = Ipv4Addr::new(10, 89, 1, 7);
+        let r = resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[SERVICE_SEARCH_DOMAIN]).expect("render");
+        let h = hosts("web-0", ip, &[]).expect("render");
+        write_etc(dir.path(), &r, &h).expect("write");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("resolv.conf")).expect("read"),
+            r
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("hosts")).expect("read"),
+            h
+        );
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 2);
+    }
+}

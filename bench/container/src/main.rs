@@ -1,0 +1,359 @@
+//! `container-bench [--runs N] [--drover PATH]`: wall time to create, start,
+//! wait for and remove a container running `/bin/true`, for Drover's
+//! runtime, `crun run`, `runc run` and a bare `unshare` as the floor,
+//! alternating engines run by run on one busybox-static root filesystem.
+//! Prints median, p95 and the ratio to crun; then the PSS of one idle
+//! Drover supervisor.
+//!
+//! Run as root. The whole benchmark runs in a private mount namespace in
+//! which an empty file hides `/sys/fs/cgroup/unified/cgroup.controllers`:
+//! Debian's crun 1.8.1 refuses a hybrid cgroup layout otherwise. The host's
+//! mount table is unchanged.
+//!
+//! What each engine does (be honest about the comparison):
+//! - crun and runc: the OCI default spec (`crun spec`): PID, network, IPC,
+//!   UTS and mount namespaces, pivot_root into the read-only busybox rootfs,
+//!   /proc, /dev (+pts, shm, mqueue), /sys, masked and read-only paths, a
+//!   capability set, the same memory/cpu/pids limits as Drover's spec.
+//! - Drover: a supervisor process that creates the cgroups (memory, cpu,
+//!   pids), unshares PID, mount, UTS, IPC and network namespaces, mounts a
+//!   fresh /proc, sets rlimits, the capability bounding set and
+//!   no_new_privs, and runs the rootfs's `/bin/true` **on the host's root
+//!   filesystem** (no pivot_root yet); state files are fsynced.
+//! - unshare: `unshare --pid --fork --mount --uts --ipc --net --mount-proc`.
+
+// A report on stdout is this program's purpose.
+#![allow(clippy::print_stdout)]
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use drover_agent::runtime::{Runtime, TaskSpec, TaskState};
+
+const CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
+
+/// Which container engine a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Drover,
+    Crun,
+    Runc,
+    Unshare,
+}
+
+impl Engine {
+    const ALL: [Engine; 4] = [Engine::Drover, Engine::Crun, Engine::Runc, Engine::Unshare];
+
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Drover => "drover",
+            Engine::Crun => "crun run",
+            Engine::Runc => "runc run",
+            Engine::Unshare => "unshare (floor)",
+        }
+    }
+}
+
+struct Args {
+    runs: usize,
+    drover: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut runs = 50;
+    let mut drover = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("drover"))
+        .context("no directory for the bench binary")?;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            "--drover" => drover = args.next().context("--drover PATH")?.into(),
+            other => bail!(
+                "unknown argument {other:?}; usage: container-bench [--runs N] [--drover PATH]"
+            ),
+        }
+    }
+    ensure!(runs >= 1, "--runs must be at least 1");
+    ensure!(
+        drover.is_file(),
+        "{} does not exist: cargo build --release -p drover-cli, or pass --drover",
+        drover.display()
+    );
+    Ok(Args { runs, drover })
+}
+
+fn main() -> Result<()> {
+    ensure!(nix::unistd::geteuid().is_root(), "run as root");
+    let args = parse_args()?;
+    let tmp = tempfile::tempdir().context("tempdir")?;
+    // Before any thread exists: unshare(CLONE_NEWNS) refuses threaded callers.
+    private_mount_namespace(tmp.path())?;
+    let bundle = make_bundle(tmp.path())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args, tmp.path(), &bundle))
+}
+
+/// Enters a private mount namespace and hides the v2 controller list from
+/// crun there.
+fn private_mount_namespace(tmp: &Path) -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("mount(/, MS_REC|MS_PRIVATE)")?;
+    if Path::new(CONTROLLERS).exists() {
+        let empty = tmp.join("empty-controllers");
+        std::fs::write(&empty, "").context("writing the empty controllers file")?;
+        nix::mount::mount(
+            Some(&empty),
+            CONTROLLERS,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting over {CONTROLLERS}"))?;
+    }
+    Ok(())
+}
+
+/// A busybox-static rootfs and an OCI bundle for it.
+fn make_bundle(tmp: &Path) -> Result<PathBuf> {
+    let bundle = tmp.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    for dir in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(dir))?;
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .context("busybox not found: apt-get install -y busybox-static")?;
+    std::fs::copy(busybox, rootfs.join("bin/busybox"))?;
+    for applet in ["true", "sh", "sleep"] {
+        symlink("busybox", rootfs.join("bin").join(applet))?;
+    }
+    let out = Command::new("crun")
+        .arg("spec")
+        .current_dir(&bundle)
+        .output()
+        .context("running `crun spec`: apt-get install -y crun")?;
+    ensure!(out.status.success(), "crun spec: {out:?}");
+    let path = bundle.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    config["process"]["args"] = serde_json::json!(["/bin/true"]);
+    config["process"]["terminal"] = serde_json::json!(false);
+    config["hostname"] = serde_json::json!("bench");
+    // The limits Drover's spec below sets.
+    config["linux"]["resources"]["memory"] =
+        serde_json::json!({"limit": 64 << 20, "swap": 64 << 20});
+    config["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 50_000, "period": 100_000});
+    config["linux"]["resources"]["pids"] = serde_json::json!({"limit": 1024});
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+    Ok(bundle)
+}
+
+async fn run(args: Args, tmp: &Path, bundle: &Path) -> Result<()> {
+    let runtime = Runtime::new(tmp.join("allocs"), args.drover.clone()).with_cgroups(
+        PathBuf::from("/sys/fs/cgroup"),
+        PathBuf::from("drover-bench"),
+    );
+    let true_bin = bundle.join("rootfs/bin/true");
+    let spec = TaskSpec {
+        alloc_id: "bench".to_owned(),
+        task: "main".to_owned(),
+        hostname: "bench".to_owned(),
+        command: vec![true_bin.to_string_lossy().into_owned()],
+        env: Default::default(),
+        kill_timeout_ms: 1_000,
+        cpu_millis: 500,
+        memory_mb: 64,
+        pids_max: 1024,
+    };
+
+    // One warm-up run each (page cache, first-use costs).
+    for engine in Engine::ALL {
+        once(engine, &runtime, &spec, bundle, 0).await?;
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); Engine::ALL.len()];
+    for i in 0..args.runs {
+        // Alternate, rotating who goes first.
+        for k in 0..Engine::ALL.len() {
+            let e = (i + k) % Engine::ALL.len();
+            let took = once(Engine::ALL[e], &runtime, &spec, bundle, i + 1).await?;
+            times[e].push(took);
+        }
+    }
+
+    let crun_median = median(&mut times[1].clone());
+    println!(
+        "{} runs each, alternating; create + start + wait + remove of /bin/true (busybox-static)\n",
+        args.runs
+    );
+    println!("| engine | median ms | p95 ms | min ms | median / crun |");
+    println!("|---|---|---|---|---|");
+    for (e, engine) in Engine::ALL.iter().enumerate() {
+        let mut t = times[e].clone();
+        let med = median(&mut t);
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            engine.name(),
+            ms(med),
+            ms(percentile(&mut t, 95)),
+            ms(t[0]),
+            med.as_secs_f64() / crun_median.as_secs_f64()
+        );
+    }
+    supervisor_pss(&runtime, bundle).await
+}
+
+/// One create + start + wait + remove; returns the wall time.
+async fn once(
+    engine: Engine,
+    runtime: &Runtime,
+    spec: &TaskSpec,
+    bundle: &Path,
+    i: usize,
+) -> Result<Duration> {
+    let id = format!("drover-bench-{}-{i}", std::process::id());
+    let started = Instant::now();
+    match engine {
+        Engine::Drover => {
+            runtime.start(spec).await?;
+            let t_started = started.elapsed();
+            let state = runtime
+                .wait("bench", "main", Duration::from_secs(10))
+                .await?;
+            ensure!(
+                matches!(
+                    state,
+                    TaskState::Exited {
+                        exit_code: Some(0),
+                        ..
+                    }
+                ),
+                "drover: {state:?}"
+            );
+            let t_waited = started.elapsed();
+            runtime.remove("bench", "main")?;
+            if std::env::var_os("BENCH_PHASES").is_some() {
+                eprintln!(
+                    "drover phases: start {:.2} ms, wait {:.2} ms, remove {:.2} ms",
+                    ms(t_started),
+                    ms(t_waited - t_started),
+                    ms(started.elapsed() - t_waited)
+                );
+            }
+        }
+        Engine::Crun | Engine::Runc => {
+            let bin = if engine == Engine::Crun {
+                "crun"
+            } else {
+                "runc"
+            };
+            // Foreground `run` creates, starts, waits and deletes.
+            let status = Command::new(bin)
+                .args(["run", "--bundle"])
+                .arg(bundle)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .with_context(|| format!("running {bin}"))?;
+            ensure!(status.success(), "{bin} run: {status}");
+        }
+        Engine::Unshare => {
+            let status = Command::new("unshare")
+                .args([
+                    "--pid",
+                    "--fork",
+                    "--mount",
+                    "--uts",
+                    "--ipc",
+                    "--net",
+                    "--mount-proc",
+                ])
+                .arg(bundle.join("rootfs/bin/true"))
+                .status()
+                .context("running unshare")?;
+            ensure!(status.success(), "unshare: {status}");
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Starts one long-running Drover task and reads its supervisor's
+/// `smaps_rollup`.
+async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
+    let sleep = bundle
+        .join("rootfs/bin/sleep")
+        .to_string_lossy()
+        .into_owned();
+    let spec = TaskSpec {
+        alloc_id: "pss".to_owned(),
+        task: "main".to_owned(),
+        hostname: "pss".to_owned(),
+        command: vec![sleep, "60".to_owned()],
+        env: Default::default(),
+        kill_timeout_ms: 100,
+        cpu_millis: 0,
+        memory_mb: 0,
+        pids_max: 0,
+    };
+    runtime.start(&spec).await?;
+    let result = read_pss(runtime).await;
+    runtime.stop("pss", "main").await?;
+    runtime.remove("pss", "main")?;
+    let fields = result?;
+    println!("\nDrover supervisor per allocation (/proc/<pid>/smaps_rollup, idle, task running):");
+    for (k, v) in fields {
+        println!("  {k:<14} {v} kB");
+    }
+    Ok(())
+}
+
+async fn read_pss(runtime: &Runtime) -> Result<Vec<(String, u64)>> {
+    let dir = runtime.task_dir("pss", "main")?;
+    let pid = std::fs::read_to_string(dir.join("supervisor.pid"))?;
+    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", pid.trim()))?;
+    let wanted = [
+        "Rss:",
+        "Pss:",
+        "Pss_Anon:",
+        "Pss_File:",
+        "Private_Clean:",
+        "Private_Dirty:",
+    ];
+    Ok(rollup
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let key = w.next()?;
+            let value = w.next()?.parse().ok()?;
+            wanted.contains(&key).then(|| (key.to_owned(), value))
+        })
+        .collect())
+}
+
+fn median(t: &mut [Duration]) -> Duration {
+    percentile(t, 50)
+}
+
+fn percentile(t: &mut [Duration], p: usize) -> Duration {
+    t.sort_unstable();
+    let idx = (t.len() * p).div_ceil(100).saturating_sub(1);
+    t[idx.min(t.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

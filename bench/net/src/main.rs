@@ -1,0 +1,286 @@
+//! Times what the agent adds for networking per allocation — namespace,
+//! IPAM, veth pair with the peer made inside the namespace, address, `lo`
+//! up, default route, `resolv.conf` and `hosts` — over N allocations, beside
+//! the same setup done with `ip` commands in the same run.
+//!
+//! Root only. Everything happens inside a "host" network namespace this
+//! program creates (so no bridge is made in the machine's own namespace) and
+//! is removed before it exits, also on error. No traffic is sent.
+//!
+//! `cargo run --release -p drover-bench-net -- [N]` (default 100).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use drover_agent::net::files::{self, SERVICE_SEARCH_DOMAIN};
+use drover_agent::net::ipam::Ipam;
+use drover_agent::net::{host_if_name, AllocNet, Bridge, Ipv4Net, NetnsDir, NodeNet};
+
+const BRIDGE: &str = "drover0";
+
+/// Removes what the run made, in order, even when it fails.
+struct Cleanup {
+    allocs: NetnsDir,
+    host: NetnsDir,
+    ip_netns: Vec<String>,
+    made_run_netns: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in &self.ip_netns {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+        if self.made_run_netns
+            && Path::new("/run/netns")
+                .read_dir()
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false)
+        {
+            let _ = nix::mount::umount2("/run/netns", nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir("/run/netns");
+        }
+        if let Err(e) = self.allocs.remove_all() {
+            eprintln!("cleanup: {e}");
+        }
+        if let Err(e) = self.host.remove_all() {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    netns: Vec<Duration>,
+    ipam: Vec<Duration>,
+    attach: Vec<Duration>,
+    files: Vec<Duration>,
+    total: Vec<Duration>,
+    ip_total: Vec<Duration>,
+    teardown: Vec<Duration>,
+    ip_teardown: Vec<Duration>,
+}
+
+fn main() -> Result<()> {
+    let n: usize = match std::env::args().nth(1) {
+        Some(a) => a.parse().context("N must be a number")?,
+        None => 100,
+    };
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "needs root: it creates network namespaces"
+    );
+    ensure!(
+        (1..=120).contains(&n),
+        "N must be 1..=120 (two allocations per round in one /24)"
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("drover-bench-net-{}-", std::process::id()))
+        .tempdir()?;
+    let mut cleanup = Cleanup {
+        allocs: NetnsDir::new(tmp.path().join("netns")),
+        host: NetnsDir::new(tmp.path().join("host-netns")),
+        ip_netns: Vec::new(),
+        made_run_netns: !Path::new("/run/netns").exists(),
+    };
+    let host = cleanup.host.create("host")?;
+    let allocs = &cleanup.allocs;
+    let ip_names: Vec<String> = (0..n)
+        .map(|i| format!("drvb-{}-{i}", std::process::id()))
+        .collect();
+    cleanup.ip_netns = ip_names.clone();
+    let etc_root = tmp.path().join("etc");
+    let samples = host.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?
+            .block_on(run(n, allocs, &ip_names, tmp.path(), &etc_root))
+    })??;
+    drop(cleanup);
+    print_table(n, &samples);
+    Ok(())
+}
+
+async fn run(
+    n: usize,
+    allocs: &NetnsDir,
+    ip_names: &[String],
+    tmp: &Path,
+    etc_root: &Path,
+) -> Result<Samples> {
+    let subnet: Ipv4Net = "10.89.1.0/24".parse()?;
+    let net = NodeNet::connect()?;
+    let bridge = net
+        .ensure_bridge(BRIDGE, Ipv4Addr::new(10, 89, 1, 1), 24)
+        .await?;
+    let mut ipam = Ipam::open(tmp.join("ipam.json"), subnet)?;
+    let mut s = Samples::default();
+    allocs.init()?;
+    let mut held = Vec::new();
+    for i in 0..n {
+        // Alternate the two so neither runs on a quieter machine.
+        let (netns, id) =
+            drover_setup(&net, &bridge, allocs, &mut ipam, etc_root, i, &mut s).await?;
+        held.push((netns, id));
+        ip_setup(&bridge, &mut ipam, etc_root, &ip_names[i], i, &mut s)?;
+    }
+    for (i, (netns, id)) in held.into_iter().enumerate() {
+        let t = Instant::now();
+        drop(netns);
+        ensure!(
+            net.detach(&host_if_name(&id)).await?,
+            "veth of {id} missing"
+        );
+        ensure!(allocs.remove(&format!("b{i}"))?, "netns b{i} missing");
+        ipam.release(&id)?;
+        s.teardown.push(t.elapsed());
+        let t = Instant::now();
+        ip(&["link", "del", &format!("vb{i}")])?;
+        ip(&["netns", "del", &ip_names[i]])?;
+        ipam.release(&format!("ip-{i}"))?;
+        s.ip_teardown.push(t.elapsed());
+    }
+    ensure!(ipam.is_empty(), "IPAM entries left");
+    net.remove_bridge(BRIDGE).await?;
+    Ok(s)
+}
+
+async fn drover_setup(
+    net: &NodeNet,
+    bridge: &Bridge,
+    allocs: &NetnsDir,
+    ipam: &mut Ipam,
+    etc_root: &Path,
+    i: usize,
+    s: &mut Samples,
+) -> Result<(drover_agent::net::Netns, String)> {
+    let id = format!("bench-{i}");
+    let etc = etc_root.join(&id);
+    std::fs::create_dir_all(&etc)?;
+    let t0 = Instant::now();
+    let netns = allocs.create(&format!("b{i}"))?;
+    let t1 = Instant::now();
+    let ip = ipam.allocate(&id)?;
+    let t2 = Instant::now();
+    let spec = AllocNet {
+        host_if: host_if_name(&id),
+        ip,
+        prefix: bridge.prefix,
+        gateway: bridge.ip,
+    };
+    net.attach(bridge, &netns, &spec).await?;
+    let t3 = Instant::now();
+    write_etc(&etc, bridge.ip, &id, ip)?;
+    let t4 = Instant::now();
+    s.netns.push(t1 - t0);
+    s.ipam.push(t2 - t1);
+    s.attach.push(t3 - t2);
+    s.files.push(t4 - t3);
+    s.total.push(t4 - t0);
+    Ok((netns, id))
+}
+
+fn ip_setup(
+    bridge: &Bridge,
+    ipam: &mut Ipam,
+    etc_root: &Path,
+    ns: &str,
+    i: usize,
+    s: &mut Samples,
+) -> Result<()> {
+    let id = format!("ip-{i}");
+    let etc = etc_root.join(&id);
+    std::fs::create_dir_all(&etc)?;
+    let veth = format!("vb{i}");
+    let t0 = Instant::now();
+    ip(&["netns", "add", ns])?;
+    let addr = ipam.allocate(&id)?;
+    let cidr = format!("{addr}/{}", bridge.prefix);
+    let gw = bridge.ip.to_string();
+    ip(&[
+        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ])?;
+    ip(&["link", "set", &veth, "master", &bridge.name, "up"])?;
+    ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    ip(&["-n", ns, "route", "add", "default", "via", &gw])?;
+    write_etc(&etc, bridge.ip, &id, addr)?;
+    s.ip_total.push(t0.elapsed());
+    Ok(())
+}
+
+fn write_etc(etc: &Path, dns: Ipv4Addr, id: &str, ip: Ipv4Addr) -> Result<()> {
+    let resolv = files::resolv_conf(dns, &[SERVICE_SEARCH_DOMAIN])?;
+    let hosts = files::hosts(id, ip, &[])?;
+    files::write_etc(etc, &resolv, &hosts)?;
+    Ok(())
+}
+
+/// Runs `ip ARGS` in the calling thread's network namespace.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn stats(v: &[Duration]) -> (f64, f64, f64, f64) {
+    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        let idx = ((ms.len() as f64 - 1.0) * q).round() as usize;
+        ms.get(idx).copied().unwrap_or(f64::NAN)
+    };
+    (
+        pick(0.5),
+        pick(0.95),
+        ms.first().copied().unwrap_or(f64::NAN),
+        ms.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+#[allow(clippy::print_stdout)] // the table is this program's output
+fn print_table(n: usize, s: &Samples) {
+    println!("per-allocation network setup, N = {n} (ms)\n");
+    println!("| path | median | p95 | min | max |");
+    println!("|---|---:|---:|---:|---:|");
+    let rows: [(&str, &[Duration]); 8] = [
+        (
+            "**drover, total** (netns + IPAM + veth/addr/lo/route + resolv.conf/hosts)",
+            &s.total,
+        ),
+        ("  netns create (unshare + bind mount)", &s.netns),
+        ("  IPAM allocate (fsync'd write)", &s.ipam),
+        (
+            "  attach (veth in netns, bridge, addr, lo, route)",
+            &s.attach,
+        ),
+        ("  resolv.conf + hosts", &s.files),
+        (
+            "**ip commands, total** (7 `ip` runs + resolv.conf/hosts)",
+            &s.ip_total,
+        ),
+        (
+            "drover teardown (detach + netns remove + release)",
+            &s.teardown,
+        ),
+        (
+            "ip teardown (`ip link del` + `ip netns del`)",
+            &s.ip_teardown,
+        ),
+    ];
+    for (name, v) in rows {
+        let (med, p95, min, max) = stats(v);
+        println!("| {name} | {med:.2} | {p95:.2} | {min:.2} | {max:.2} |");
+    }
+}

@@ -1,0 +1,577 @@
+//! [`DevCluster`]: a real `drover dev` process (embedded store, scheduler
+//! and one agent) in a private temporary data directory, with both listeners
+//! on loopback port 0, and helpers to drive it with the real `drover` CLI.
+//!
+//! Dropping the cluster, also while a test panics, stops the dev process,
+//! SIGKILLs by pid every supervisor and task it started, waits until they are
+//! gone and removes the data directory. A failing test prints the tail of
+//! the dev process's log and the CLI commands it ran.
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::drover_bin;
+use crate::procs::{cmdline, pid_alive, start_ticks, start_unix_ms, with_descendants};
+
+/// How long `drover dev` may take to write its address and register its node.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one CLI command may run before it is killed as hung.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the dev process gets to exit after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+/// How long killed supervisors and tasks may take to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// Pause between two looks at a condition being polled.
+const POLL: Duration = Duration::from_millis(25);
+/// Environment that would point the binary elsewhere than the test means:
+/// removed from every process the harness starts.
+const CLEARED_ENV: [&str; 6] = [
+    "DROVER_ADDR",
+    "DROVER_TLS_CA",
+    "DROVER_TLS_CERT",
+    "DROVER_TLS_KEY",
+    "DROVER_TLS_CLIENT_CA",
+    "DROVER_ETCD",
+];
+/// Name of the dev process's stderr log inside the data directory.
+pub const DEV_LOG: &str = "dev.stderr.log";
+
+/// A running `drover dev` with its own data directory and ports.
+pub struct DevCluster {
+    child: Child,
+    /// Start time of the dev process: any pid found later that started
+    /// earlier is a reused pid, not ours.
+    start_ticks: u64,
+    tmp: Option<TempDir>,
+    data_dir: PathBuf,
+    addr: String,
+    store_addr: String,
+    /// The CLI commands run so far and how they ended, for failure reports.
+    history: Mutex<Vec<String>>,
+}
+
+impl DevCluster {
+    /// Starts `drover dev` and waits until its scheduler has written its
+    /// address and its agent's node is `ready`.
+    ///
+    /// # Panics
+    ///
+    /// When the binary is missing, the process exits early or does not get
+    /// ready in time; the dev log's tail is printed.
+    pub fn start() -> DevCluster {
+        let tmp = tempfile::Builder::new()
+            .prefix("drover-e2e-")
+            .tempdir()
+            .expect("creating a temporary data dir");
+        let data_dir = tmp.path().to_path_buf();
+        let child = spawn_dev(&data_dir);
+        let start_ticks = start_ticks(pid_of(&child)).unwrap_or(0);
+        // From here on, Drop cleans up whatever happens.
+        let mut cluster = DevCluster {
+            child,
+            start_ticks,
+            tmp: Some(tmp),
+            data_dir,
+            addr: String::new(),
+            store_addr: String::new(),
+            history: Mutex::new(Vec::new()),
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Kills `drover dev` with SIGKILL (agent, scheduler and store at
+    /// once, as a crash would) and starts it again on the same data
+    /// directory, waiting until it is ready. Tasks are not touched: their
+    /// supervisors outlive the agent.
+    ///
+    /// # Panics
+    ///
+    /// When the new process does not get ready in time.
+    pub fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for f in ["scheduler.addr", "store.addr"] {
+            let _ = std::fs::remove_file(self.data_dir.join(f));
+        }
+        // `start_ticks` keeps the first process's start time, so cleanup
+        // still covers tasks started before the restart.
+        self.child = spawn_dev(&self.data_dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let read_addr = |name: &str| -> Option<String> {
+            let s = std::fs::read_to_string(self.data_dir.join(name)).ok()?;
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_owned())
+        };
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("`drover dev` exited before it was ready: {status}");
+            }
+            if let (Some(a), Some(s)) = (read_addr("scheduler.addr"), read_addr("store.addr")) {
+                self.addr = a;
+                self.store_addr = s;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`drover dev` wrote no scheduler.addr in {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(POLL);
+        }
+        poll_until("the dev agent's node to be ready", START_TIMEOUT, || {
+            let out = self.cli(&["node", "list", "-o", "json"]);
+            let nodes: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let ready = nodes
+                .as_array()?
+                .iter()
+                .any(|n| n["status"].as_str() == Some("ready"));
+            ready.then_some(())
+        });
+    }
+
+    /// The scheduler's gRPC address, `127.0.0.1:<port>`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The scheduler's address as a URL for tonic endpoints.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The embedded etcd API's address, `127.0.0.1:<port>`.
+    pub fn store_addr(&self) -> &str {
+        &self.store_addr
+    }
+
+    /// The dev process's data directory (a private temporary directory).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Host pid of the `drover dev` process.
+    pub fn pid(&self) -> i32 {
+        pid_of(&self.child)
+    }
+
+    /// Writes `contents` to `name` inside the data directory, for job files.
+    pub fn write_file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.data_dir.join(name);
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    /// Runs `drover ARGS --addr <this cluster>` and returns how it ended.
+    pub fn cli<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        all.push(OsStr::new("--addr"));
+        all.push(OsStr::new(&self.addr));
+        let out = run_drover(&all);
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.push(format!("{} -> {}", describe(&all), out.status));
+        out
+    }
+
+    /// Like [`DevCluster::cli`], but the command must succeed; returns stdout.
+    ///
+    /// # Panics
+    ///
+    /// When the command fails; its stdout and stderr are in the message.
+    pub fn cli_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let out = self.cli(args);
+        let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        assert!(
+            out.status.success(),
+            "`drover {}` failed ({}):\nstdout: {}\nstderr: {}",
+            describe(&args),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `drover ARGS -o json` (which must succeed) and parses stdout.
+    ///
+    /// # Panics
+    ///
+    /// When the command fails or does not print one JSON value.
+    pub fn cli_json<S: AsRef<OsStr>>(&self, args: &[S]) -> Value {
+        let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        all.extend([OsStr::new("-o"), OsStr::new("json")]);
+        let stdout = self.cli_ok(&all);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "`drover {}` printed no JSON ({e}): {stdout}",
+                describe(&all)
+            )
+        })
+    }
+
+    /// The task directories `agent/allocs/<alloc_id>/<task>` present now.
+    pub fn task_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        let Ok(allocs) = std::fs::read_dir(self.data_dir.join("agent").join("allocs")) else {
+            return dirs;
+        };
+        for alloc in allocs.flatten() {
+            if let Ok(tasks) = std::fs::read_dir(alloc.path()) {
+                dirs.extend(tasks.flatten().map(|t| t.path()).filter(|p| p.is_dir()));
+            }
+        }
+        dirs.sort();
+        dirs
+    }
+
+    /// Every pid recorded under the task directories: each
+    /// `supervisor.pid` and the `pid` of each `state.json`, alive or not.
+    pub fn recorded_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for dir in self.task_dirs() {
+            if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                pids.push(pid);
+            }
+            if let Some(pid) = std::fs::read_to_string(dir.join("state.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                .and_then(|v| v["pid"].as_i64())
+                .and_then(|p| i32::try_from(p).ok())
+            {
+                pids.push(pid);
+            }
+        }
+        pids.retain(|p| *p > 0);
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// The keys under `prefix` in the embedded store with their
+    /// `mod_revision`, sorted: a snapshot that any write under `prefix`
+    /// changes. Works from sync code and from inside a tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be read.
+    pub fn store_keys(&self, prefix: &str) -> Vec<(String, i64)> {
+        let endpoint = format!("http://{}", self.store_addr);
+        let prefix = prefix.to_owned();
+        // A thread of its own: block_on inside a caller's runtime would panic.
+        std::thread::spawn(move || -> Result<Vec<(String, i64)>, String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let mut client = etcd_client::Client::connect([endpoint], None)
+                    .await
+                    .map_err(|e| format!("connecting to the store: {e}"))?;
+                let resp = client
+                    .get(
+                        prefix.as_bytes(),
+                        Some(etcd_client::GetOptions::new().with_prefix()),
+                    )
+                    .await
+                    .map_err(|e| format!("range {prefix}: {e}"))?;
+                let mut keys: Vec<(String, i64)> = resp
+                    .kvs()
+                    .iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8_lossy(kv.key()).into_owned(),
+                            kv.mod_revision(),
+                        )
+                    })
+                    .collect();
+                keys.sort();
+                Ok(keys)
+            })
+        })
+        .join()
+        .expect("store reader thread panicked")
+        .unwrap_or_else(|e| panic!("reading the store: {e}"))
+    }
+
+    /// The last `lines` lines of the dev process's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.data_dir.join(DEV_LOG)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Whether `pid` is a `drover __supervise` of a task directory inside
+    /// this cluster's data directory.
+    fn is_our_supervisor(&self, pid: i32) -> bool {
+        cmdline(pid)
+            .windows(2)
+            .any(|w| w[0] == "__supervise" && Path::new(&w[1]).starts_with(&self.data_dir))
+    }
+
+    /// Supervisors and tasks this cluster started that are alive now: every
+    /// `drover __supervise` of a directory inside the data directory (found
+    /// through each `supervisor.pid` and a scan of `/proc`), each task that
+    /// `state.json` says runs, and all their descendants. A recorded pid
+    /// counts only if the process there is the one recorded (its command
+    /// line, or its start time matching `started_unix_ms`): pids are reused,
+    /// possibly by another test's processes, and those are left alone.
+    fn our_processes(&self) -> Vec<i32> {
+        let own = i32::try_from(std::process::id()).unwrap_or(0);
+        let mut roots = Vec::new();
+        for dir in self.task_dirs() {
+            if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                if self.is_our_supervisor(pid) {
+                    roots.push(pid);
+                }
+            }
+            let state = std::fs::read_to_string(dir.join("state.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                .unwrap_or(Value::Null);
+            if state["state"] == "running" {
+                if let (Some(pid), Some(started)) = (
+                    state["pid"].as_i64().and_then(|p| i32::try_from(p).ok()),
+                    state["started_unix_ms"].as_i64(),
+                ) {
+                    let same = start_unix_ms(pid).is_some_and(|t| (t - started).abs() < 3_000);
+                    if same {
+                        roots.push(pid);
+                    }
+                }
+            }
+        }
+        if let Ok(proc_dir) = std::fs::read_dir("/proc") {
+            roots.extend(
+                proc_dir
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|&pid| self.is_our_supervisor(pid)),
+            );
+        }
+        let mut pids = with_descendants(&roots);
+        pids.retain(|&p| {
+            p != own && pid_alive(p) && start_ticks(p).is_some_and(|t| t >= self.start_ticks)
+        });
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGTERM, then SIGKILL after [`TERM_GRACE`]; reaps the dev process.
+    fn stop_dev(&mut self) {
+        let pid = Pid::from_raw(self.pid());
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + TERM_GRACE;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
+            if let Ok(None) = self.child.try_wait() {
+                eprintln!("drover dev (pid {pid}) ignored SIGTERM for {TERM_GRACE:?}; SIGKILL");
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Kills every supervisor and task left; returns those that outlived
+    /// [`KILL_WAIT`].
+    fn kill_leftovers(&self) -> Vec<i32> {
+        let deadline = Instant::now() + KILL_WAIT;
+        loop {
+            // Look again each round: a supervisor may have been spawning.
+            let left = self.our_processes();
+            if left.is_empty() {
+                return left;
+            }
+            if Instant::now() >= deadline {
+                return left;
+            }
+            for &p in &left {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        self.stop_dev();
+        let survivors = self.kill_leftovers();
+        if failing {
+            eprintln!(
+                "--- drover dev log ({}), last 60 lines:\n{}\n--- CLI commands run:\n{}\n---",
+                self.data_dir.join(DEV_LOG).display(),
+                self.log_tail(60),
+                self.history
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .join("\n")
+            );
+        }
+        if let Some(tmp) = self.tmp.take() {
+            if let Err(e) = tmp.close() {
+                eprintln!("removing {}: {e}", self.data_dir.display());
+            }
+        }
+        if !survivors.is_empty() {
+            let msg = format!("processes of this cluster survived SIGKILL: {survivors:?}");
+            if failing {
+                eprintln!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+        }
+    }
+}
+
+/// Spawns `drover dev` on `data_dir` with free loopback ports, appending its
+/// output to the dev log.
+fn spawn_dev(data_dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join(DEV_LOG))
+        .expect("opening the dev log file");
+    let mut cmd = Command::new(drover_bin());
+    for k in CLEARED_ENV {
+        cmd.env_remove(k);
+    }
+    cmd.arg("dev")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--store-listen", "127.0.0.1:0"])
+        .env("DROVER_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("duplicating the dev log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("spawning `drover dev`")
+}
+
+fn pid_of(child: &Child) -> i32 {
+    i32::try_from(child.id()).expect("pid fits in i32")
+}
+
+fn describe(args: &[&OsStr]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs the `drover` binary with `args` (and no `DROVER_ADDR` or TLS
+/// settings from the environment), capturing its output; kills it after a
+/// generous timeout so that a hung command fails the test instead of
+/// hanging it.
+///
+/// # Panics
+///
+/// When the binary cannot be started or runs past the timeout.
+pub fn run_drover<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    run_drover_with_env(args, &[])
+}
+
+/// Like [`run_drover`], with extra environment variables (e.g.
+/// `DROVER_ADDR`) set after the inherited ones are cleared.
+///
+/// # Panics
+///
+/// When the binary cannot be started or runs past the timeout.
+pub fn run_drover_with_env<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(drover_bin());
+    for k in CLEARED_ENV {
+        cmd.env_remove(k);
+    }
+    let child = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning drover");
+    let pid = pid_of(&child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(CLI_TIMEOUT) {
+        Ok(out) => out.expect("waiting for drover"),
+        Err(_) => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+            panic!(
+                "`drover {}` ran longer than {CLI_TIMEOUT:?}",
+                describe(&args)
+            );
+        }
+    }
+}
+
+/// Calls `check` every few milliseconds until it returns `Some`, and returns
+/// that; `what` names the condition in the panic message.
+///
+/// # Panics
+///
+/// When `timeout` passes first.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A loopback address nothing listens on: a port bound and released.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn closed_loopback_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    let addr = l.local_addr().expect("local_addr").to_string();
+    drop(l);
+    addr
+}
+
+/// A name unique within this test process, valid as a DNS label:
+/// `<prefix>-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,354 @@
+//! Store servers for the e2e tests and the benchmark: a real etcd
+//! ([`RealEtcd`], the Debian `etcd-server` binary) and the embedded server
+//! in this process ([`Embedded`]) or in a child process ([`EmbeddedChild`]).
+//!
+//! Every server runs on loopback ports chosen by the kernel, in a data
+//! directory of its own, and is stopped (by pid) and its directory removed
+//! when its guard drops, even when the test fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use drover_store::embedded::{CancellationToken, EmbeddedEtcd, EmbeddedHandle};
+use etcd_client::{Client, ConnectOptions};
+use tokio::time::Instant;
+
+/// Where the Debian `etcd-server` package installs etcd.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// How long a server may take to answer its first request.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+/// How often readiness is polled.
+const POLL: Duration = Duration::from_millis(25);
+/// Start attempts when a chosen port was taken in the meantime.
+const START_ATTEMPTS: usize = 4;
+
+/// A port that was free a moment ago. Another process may take it before
+/// it is used, so callers retry on a bind failure.
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
+    Ok(l.local_addr()
+        .context("reading a probe listener's address")?
+        .port())
+}
+
+/// Connects a client, polling until the server answers a `Status` call or
+/// `deadline` passes.
+pub async fn wait_ready(endpoint: &str, deadline: Duration) -> Result<Client> {
+    let end = Instant::now() + deadline;
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(2));
+    loop {
+        let last = match Client::connect([endpoint], Some(opts.clone())).await {
+            Ok(mut c) => match c.status().await {
+                Ok(_) => return Ok(c),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if Instant::now() > end {
+            bail!("{endpoint} did not answer within {deadline:?}: {last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A real etcd 3.4 on loopback with a temporary data directory.
+#[derive(Debug)]
+pub struct RealEtcd {
+    child: Child,
+    endpoint: String,
+    dir: tempfile::TempDir,
+}
+
+impl RealEtcd {
+    /// Starts `/usr/bin/etcd` and waits until a client can use it.
+    pub async fn start() -> Result<Self> {
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start().await {
+                Ok(etcd) => return Ok(etcd),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("etcd never started")))
+    }
+
+    async fn try_start() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("drover-etcd-")
+            .tempdir()
+            .context("creating etcd's temp dir")?;
+        let client = format!("http://127.0.0.1:{}", free_port()?);
+        let peer = format!("http://127.0.0.1:{}", free_port()?);
+        let log_path = dir.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log2 = log
+            .try_clone()
+            .with_context(|| format!("duplicating {}", log_path.display()))?;
+        let child = Command::new(ETCD_BIN)
+            .arg("--name")
+            .arg("default")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .with_context(|| format!("spawning {ETCD_BIN}"))?;
+        let mut etcd = RealEtcd {
+            child,
+            endpoint: client,
+            dir,
+        };
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = etcd.child.try_wait().context("waiting on etcd")? {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                bail!("etcd exited with {status} before serving; log tail:\n{tail}");
+            }
+            if wait_ready(&etcd.endpoint, Duration::from_millis(300))
+                .await
+                .is_ok()
+            {
+                return Ok(etcd);
+            }
+            if Instant::now() > end {
+                bail!(
+                    "etcd at {} not ready within {START_DEADLINE:?}",
+                    etcd.endpoint
+                );
+            }
+        }
+    }
+
+    /// The client URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The client URL as an endpoint list.
+    pub fn endpoints(&self) -> Vec<String> {
+        vec![self.endpoint.clone()]
+    }
+
+    /// The temporary directory holding the data and `etcd.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for RealEtcd {
+    fn drop(&mut self) {
+        // Child::kill sends SIGKILL to this child's pid only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The embedded server running in this process on a loopback port, over a
+/// temporary data directory (or one the caller owns).
+#[derive(Debug)]
+pub struct Embedded {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    handle: EmbeddedHandle,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Embedded {
+    /// Opens a fresh store in a temp dir and serves it.
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("drover-embedded-")
+            .tempdir()
+            .context("creating the embedded store's temp dir")?;
+        let mut e = Self::start_in(dir.path()).await?;
+        e._dir = Some(dir);
+        Ok(e)
+    }
+
+    /// Opens the store in `dir` (kept on drop) and serves it.
+    pub async fn start_in(dir: &Path) -> Result<Self> {
+        let etcd = EmbeddedEtcd::open(dir)
+            .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
+        let handle = etcd.handle();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding 127.0.0.1:0")?;
+        let addr = listener
+            .local_addr()
+            .context("reading the listener address")?;
+        let stop = CancellationToken::new();
+        tokio::spawn(etcd.serve(listener, stop.clone()));
+        let endpoint = format!("http://{addr}");
+        wait_ready(&endpoint, START_DEADLINE).await?;
+        Ok(Self {
+            addr,
+            stop,
+            handle,
+            _dir: None,
+        })
+    }
+
+    /// The client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The client URL as an endpoint list.
+    pub fn endpoints(&self) -> Vec<String> {
+        vec![self.endpoint()]
+    }
+
+    /// Live watcher count and durable revision.
+    pub fn handle(&self) -> &EmbeddedHandle {
+        &self.handle
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The embedded server in a child process (the `embedded_store` binary of
+/// this crate), so a test can `kill -9` it.
+#[derive(Debug)]
+pub struct EmbeddedChild {
+    child: Child,
+    endpoint: String,
+}
+
+impl EmbeddedChild {
+    /// Runs `bin` on `data_dir`, reads the port it prints, and waits until
+    /// a client can use it.
+    pub async fn start(bin: &Path, data_dir: &Path) -> Result<Self> {
+        Self::start_on(bin, data_dir, None).await
+    }
+
+    /// [`EmbeddedChild::start`] on a given address (to restart a server
+    /// where its clients expect it), retrying while the port is still
+    /// held by the process being replaced.
+    pub async fn start_on(bin: &Path, data_dir: &Path, addr: Option<SocketAddr>) -> Result<Self> {
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            match Self::spawn(bin, data_dir, addr).await {
+                Ok(c) => return Ok(c),
+                // The old process may still hold the port for a moment.
+                Err(_) if addr.is_some() && Instant::now() < end => {
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn spawn(bin: &Path, data_dir: &Path, addr: Option<SocketAddr>) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg(data_dir);
+        if let Some(a) = addr {
+            cmd.arg(a.to_string());
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe from {}", bin.display()))?;
+        let stderr = child.stderr.take();
+        // Reading the first line blocks; do it off the runtime with a
+        // deadline so a child that never prints cannot hang the test.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(stdout);
+            let r = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(r);
+            // Keep draining so the child never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut guard = EmbeddedChild {
+            child,
+            endpoint: String::new(),
+        };
+        let line = match tokio::time::timeout(START_DEADLINE, rx).await {
+            Ok(Ok(Ok(line))) => line,
+            other => {
+                let _ = guard.child.kill();
+                let mut err = String::new();
+                if let Some(mut s) = stderr {
+                    let _ = s.read_to_string(&mut err);
+                }
+                bail!(
+                    "{} on {} printed no address ({other:?}); stderr: {err}",
+                    bin.display(),
+                    data_dir.display()
+                );
+            }
+        };
+        if let Some(s) = stderr {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut BufReader::new(s), &mut std::io::sink());
+            });
+        }
+        let addr: SocketAddr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("{} printed {line:?}, not an address", bin.display()))?;
+        guard.endpoint = format!("http://{addr}");
+        wait_ready(&guard.endpoint, START_DEADLINE).await?;
+        Ok(guard)
+    }
+
+    /// The client URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> Result<SocketAddr> {
+        let a = self.endpoint.trim_start_matches("http://");
+        a.parse()
+            .with_context(|| format!("endpoint {} is not an address", self.endpoint))
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.child
+            .kill()
+            .with_context(|| format!("SIGKILL to pid {}", self.child.id()))?;
+        self.child
+            .wait()
+            .with_context(|| format!("reaping pid {}", self.child.id()))?;
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

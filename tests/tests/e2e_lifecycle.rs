@@ -1,0 +1,196 @@
+//! Allocation lifecycle through the real `drover dev`: batch completion and
+//! failure, start failures surfaced by `job run`, restart policy, and an
+//! agent killed with SIGKILL that re-adopts its tasks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use drover_tests::checks::{arr, str_of, task_pids, wait_running, WAIT};
+use drover_tests::{poll_until, unique_name, DevCluster};
+use serde_json::Value;
+
+fn batch(name: &str, script: &str) -> String {
+    format!(
+        r#"name = "{name}"
+kind = "batch"
+
+[[group]]
+name = "main"
+
+[[group.task]]
+name = "app"
+command = ["/bin/sh", "-c", {script:?}]
+kill_timeout_ms = 200
+resources = {{ cpu_millis = 50, memory_mb = 16 }}
+"#
+    )
+}
+
+fn job_status(c: &DevCluster, name: &str) -> Value {
+    c.cli_json(&["job", "status", name])
+}
+
+#[test]
+fn batch_jobs_complete_or_fail_once_without_replacement() {
+    let c = DevCluster::start();
+    let ok = unique_name("ok");
+    let file = c.write_file("ok.toml", &batch(&ok, "echo done"));
+    c.cli_ok(&["job", "run", file.to_str().unwrap()]);
+    poll_until("the batch job to complete", WAIT, || {
+        (str_of(&job_status(&c, &ok), "status") == "complete").then_some(())
+    });
+
+    let bad = unique_name("bad");
+    let file = c.write_file("bad.toml", &batch(&bad, "exit 3"));
+    // `job run` waits for the outcome and fails when the allocation fails.
+    let out = c.cli(&["job", "run", file.to_str().unwrap()]);
+    let job = poll_until("the failing batch job to fail", WAIT, || {
+        let j = job_status(&c, &bad);
+        (str_of(&j, "status") == "failed").then_some(j)
+    });
+    let allocs = arr(&job["allocations"]);
+    assert_eq!(
+        allocs.len(),
+        1,
+        "a failed batch allocation was replaced: {job}"
+    );
+    assert_eq!(allocs[0]["tasks"][0]["exit_code"], 3, "{job}");
+    // The allocation may still have been pending when `job run` returned;
+    // if it had failed by then, the exit status says so.
+    if str_of(&allocs[0], "status") == "failed" && !out.status.success() {
+        assert!(String::from_utf8_lossy(&out.stderr).contains("failed"));
+    }
+}
+
+#[test]
+fn job_run_fails_and_names_the_command_that_cannot_start() {
+    let c = DevCluster::start();
+    let name = unique_name("nf");
+    let text = format!(
+        r#"name = "{name}"
+[[group]]
+name = "main"
+[[group.task]]
+name = "app"
+command = ["/nonexistent/prog"]
+"#
+    );
+    let file = c.write_file("nf.toml", &text);
+    let out = c.cli(&["job", "run", file.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "job run succeeded with a missing command"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/prog"), "{err}");
+    assert!(err.contains(&format!("{name}.main[0] failed")), "{err}");
+}
+
+#[test]
+fn restart_policy_restarts_then_fails_the_allocation() {
+    let c = DevCluster::start();
+    let name = unique_name("flap");
+    let text = format!(
+        r#"name = "{name}"
+[[group]]
+name = "main"
+restart = {{ attempts = 2, delay_ms = 50 }}
+[[group.task]]
+name = "app"
+command = ["/bin/sh", "-c", "echo run; exit 1"]
+kill_timeout_ms = 200
+"#
+    );
+    let file = c.write_file("flap.toml", &text);
+    let _ = c.cli(&["job", "run", "--detach", file.to_str().unwrap()]);
+    let job = poll_until("the allocation to fail after its restarts", WAIT, || {
+        let j = job_status(&c, &name);
+        let a = arr(&j["allocations"]).first()?.clone();
+        (str_of(&a, "status") == "failed").then_some(j)
+    });
+    let task = &job["allocations"][0]["tasks"][0];
+    assert_eq!(task["restarts"], 2, "{job}");
+    let alloc = str_of(&job["allocations"][0], "id").to_string();
+    let logs = c.cli_ok(&["logs", &alloc]);
+    assert_eq!(
+        logs.matches("run").count(),
+        3,
+        "three runs logged: {logs:?}"
+    );
+}
+
+#[test]
+fn agent_killed_with_sigkill_re_adopts_tasks_and_reports_exits() {
+    let mut c = DevCluster::start();
+    let keep = unique_name("keep");
+    let file = c.write_file(
+        "keep.toml",
+        &drover_tests::checks::service(&keep, 1, "echo up; sleep 3600"),
+    );
+    c.cli_ok(&["job", "run", file.to_str().unwrap()]);
+    let before = task_pids(&wait_running(&c, &keep, 1));
+
+    // A task that ends while the agent is down.
+    let short = unique_name("short");
+    let flag = c.data_dir().join("release");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exit 7",
+        flag.display()
+    );
+    let text = format!(
+        r#"name = "{short}"
+kind = "batch"
+[[group]]
+name = "main"
+[[group.task]]
+name = "app"
+command = ["/bin/sh", "-c", {script:?}]
+kill_timeout_ms = 200
+"#
+    );
+    let file = c.write_file("short.toml", &text);
+    c.cli_ok(&["job", "run", file.to_str().unwrap()]);
+    let short_alloc = str_of(&wait_running(&c, &short, 1)["allocations"][0], "id").to_string();
+    let short_state = c
+        .data_dir()
+        .join("agent/allocs")
+        .join(&short_alloc)
+        .join("app/state.json");
+
+    // Kill the whole dev process (agent, scheduler, store) and let the
+    // short task finish while nothing watches it.
+    let dev = c.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    poll_until("drover dev to die", WAIT, || {
+        (!std::path::Path::new(&format!("/proc/{dev}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{dev}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true))
+        .then_some(())
+    });
+    std::fs::write(&flag, b"").unwrap();
+    // Its supervisor records the exit with no agent running.
+    poll_until("the supervisor to record the exit", WAIT, || {
+        let s = std::fs::read_to_string(&short_state).ok()?;
+        s.contains("\"exited\"").then_some(())
+    });
+    c.kill9_and_restart();
+
+    // The long task was re-adopted, not restarted: same pid, still alive.
+    let after = task_pids(&wait_running(&c, &keep, 1));
+    assert_eq!(before, after, "the running task was restarted");
+    assert!(std::path::Path::new(&format!("/proc/{}", after[0])).exists());
+    // The task that exited while the agent was down is reported with its code.
+    let job = poll_until("the exit during downtime to be reported", WAIT, || {
+        let j = job_status(&c, &short);
+        let t = j["allocations"][0]["tasks"][0].clone();
+        (t["exit_code"] == 7).then_some(j)
+    });
+    assert_eq!(str_of(&job, "status"), "failed", "{job}");
+    // The log from before the crash is still there.
+    let alloc = str_of(&wait_running(&c, &keep, 1)["allocations"][0], "id").to_string();
+    assert!(c.cli_ok(&["logs", &alloc]).contains("up"));
+}

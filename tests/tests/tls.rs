@@ -1,0 +1,202 @@
+//! Mutual TLS with the real binaries: `drover tls init` makes the material,
+//! `drover scheduler` refuses to serve off loopback without it, and with it
+//! accepts only clients whose certificate the cluster CA signed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use drover_store::embedded::{CancellationToken, EmbeddedEtcd};
+use drover_tests::drover_bin;
+
+/// Kills the child by pid when dropped, even if the test fails.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn drover(args: &[&str]) -> Output {
+    Command::new(drover_bin())
+        .args(args)
+        .env_remove("DROVER_ADDR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn wait_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s.trim().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
+}
+
+struct Store {
+    url: String,
+    stop: CancellationToken,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn embedded_store(dir: &Path) -> Store {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let url = rt.block_on(async {
+        let etcd = EmbeddedEtcd::open(dir).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(etcd.serve(l, stop.clone()));
+        url
+    });
+    Store { url, stop, _rt: rt }
+}
+
+#[test]
+fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki: PathBuf = dir.path().join("pki");
+    let out = drover(&["tls", "init", "--dir", pki.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A second init refuses to overwrite the CA.
+    let again = drover(&["tls", "init", "--dir", pki.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("exists; pass --force"),
+        "{}",
+        stderr(&again)
+    );
+
+    let store = embedded_store(&dir.path().join("store"));
+
+    // Off loopback without TLS: refused before anything listens.
+    let plain = drover(&["scheduler", "--etcd", &store.url, "--listen", "0.0.0.0:0"]);
+    assert!(!plain.status.success());
+    assert!(
+        stderr(&plain).contains("serving off loopback needs mutual TLS"),
+        "{}",
+        stderr(&plain)
+    );
+    // Half a TLS configuration is an error, not a silent fallback.
+    let half = drover(&[
+        "scheduler",
+        "--etcd",
+        &store.url,
+        "--tls-cert",
+        &p(&pki, "scheduler.pem"),
+    ]);
+    assert!(!half.status.success());
+    assert!(stderr(&half).contains("needs all of"), "{}", stderr(&half));
+
+    let addr_file = dir.path().join("addr");
+    let _sched = Proc(
+        Command::new(drover_bin())
+            .args([
+                "scheduler",
+                "--etcd",
+                &store.url,
+                "--listen",
+                "127.0.0.1:0",
+                "--addr-file",
+                addr_file.to_str().unwrap(),
+                "--tls-cert",
+                &p(&pki, "scheduler.pem"),
+                "--tls-key",
+                &p(&pki, "scheduler-key.pem"),
+                "--tls-client-ca",
+                &p(&pki, "ca.pem"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = wait_file(&addr_file);
+    let https = format!("https://{addr}");
+
+    let ok = drover(&[
+        "node",
+        "list",
+        "-o",
+        "json",
+        "--addr",
+        &https,
+        "--tls-ca",
+        &p(&pki, "ca.pem"),
+        "--tls-cert",
+        &p(&pki, "cli.pem"),
+        "--tls-key",
+        &p(&pki, "cli-key.pem"),
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "[]");
+
+    // Plaintext: refused, with a hint about TLS.
+    let plain = drover(&["node", "list", "--addr", &addr]);
+    assert!(!plain.status.success());
+    assert!(stderr(&plain).contains("mutual TLS"), "{}", stderr(&plain));
+
+    // A certificate from another CA: refused.
+    let other = dir.path().join("other");
+    assert!(drover(&["tls", "init", "--dir", other.to_str().unwrap()])
+        .status
+        .success());
+    let foreign = drover(&[
+        "node",
+        "list",
+        "--addr",
+        &https,
+        "--tls-ca",
+        &p(&pki, "ca.pem"),
+        "--tls-cert",
+        &p(&other, "cli.pem"),
+        "--tls-key",
+        &p(&other, "cli-key.pem"),
+    ]);
+    assert!(
+        !foreign.status.success(),
+        "a foreign client certificate was accepted"
+    );
+
+    // No client certificate at all: refused.
+    let anonymous = drover(&["node", "list", "--addr", &https]);
+    assert!(!anonymous.status.success());
+    assert!(
+        stderr(&anonymous).contains("--tls-ca"),
+        "{}",
+        stderr(&anonymous)
+    );
+}
