@@ -71,13 +71,12 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
 }
 
 impl AgentApi {
-    /// Stores the node as ready and what it reports running.
-    async fn record_registration(
+    /// Records what a registering agent reports running.
+    async fn record_running(
         &self,
         node: &NodeRecord,
         reg: &pb::Register,
     ) -> Result<(), crate::core::CoreError> {
-        self.core.store().put(Kind::Node, &node.id, node).await?;
         tracing::info!(node_id = %node.id, hostname = %node.hostname, cpu_millis = node.resources.cpu_millis, memory_mb = node.resources.memory_mb, "agent registered");
         for st in &reg.running {
             self.core.report(&node.id, st).await?;
@@ -115,11 +114,13 @@ impl pb::agent_service_server::AgentService for AgentApi {
         {
             node.draining = old.value.draining;
         }
-        // The link goes in first, so that no concurrent pass can see the
-        // node ready in the store yet without a stream and mark it down.
+        // The link goes in first and the node is written under the planning
+        // lock, so that no concurrent node_down can see the node ready in
+        // the store without a stream, or overwrite the new registration.
         let (tx, rx) = mpsc::channel(64);
         let dirty = Arc::new(Notify::new());
         let session = self.core.next_session();
+        let planning = self.core.planning.lock().await;
         if let Ok(mut agents) = self.core.agents.lock() {
             agents.insert(
                 node.id.clone(),
@@ -130,7 +131,13 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 },
             );
         }
-        if let Err(e) = self.record_registration(&node, &reg).await {
+        let recorded = self.core.store().put(Kind::Node, &node.id, &node).await;
+        drop(planning);
+        let recorded = match recorded {
+            Ok(_) => self.record_running(&node, &reg).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = recorded {
             if let Ok(mut agents) = self.core.agents.lock() {
                 if agents.get(&node.id).is_some_and(|l| l.session == session) {
                     agents.remove(&node.id);
@@ -270,6 +277,22 @@ async fn receive(
     if !current {
         return;
     }
+    // Log streams this session carried cannot finish any more.
+    let orphaned: Vec<_> = {
+        let mut logs = crate::core::lock(&core.logs);
+        let ids: Vec<u64> = logs
+            .iter()
+            .filter(|(_, sink)| sink.2 == node_id)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter().filter_map(|id| logs.remove(&id)).collect()
+    };
+    for (tx, done, _) in orphaned {
+        let _ = tx.try_send(Err(Status::unavailable(format!(
+            "node {node_id} disconnected; retry once it is back"
+        ))));
+        done.cancel();
+    }
     // Give the agent its grace period to come back before declaring it down.
     tokio::time::sleep(core.timing.node_grace).await;
     let back = core
@@ -310,7 +333,7 @@ pub(crate) async fn request_logs(
     let (tx, rx) = mpsc::channel(64);
     let done = CancellationToken::new();
     if let Ok(mut logs) = core.logs.lock() {
-        logs.insert(id, (tx.clone(), done.clone()));
+        logs.insert(id, (tx.clone(), done.clone(), alloc.node_id.clone()));
     }
     let msg = pb::SchedulerMessage {
         msg: Some(pb::scheduler_message::Msg::LogRequest(pb::LogRequest {
@@ -357,7 +380,7 @@ fn route_log(core: &Core, d: pb::LogData) {
         .lock()
         .ok()
         .and_then(|l| l.get(&d.request_id).cloned());
-    let Some((tx, done)) = tx else { return };
+    let Some((tx, done, _)) = tx else { return };
     // Never wait on a log reader here: this runs on the node's control
     // stream, and a paused `drover logs -f` must not delay heartbeats.
     if !d.data.is_empty() && tx.try_send(Ok(pb::LogChunk { data: d.data })).is_err() {

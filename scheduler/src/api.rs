@@ -277,13 +277,26 @@ impl pb::node_service_server::NodeService for Api {
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
         let req = req.into_inner();
         let node = find_node(&self.core, &req.id).await?;
-        let mut rec = node.clone();
-        rec.draining = req.enable;
-        self.core
-            .store()
-            .put(Kind::Node, &rec.id, &rec)
-            .await
-            .map_err(crate::core::CoreError::from)?;
+        // Under the planning lock, so a registration or node_down cannot
+        // interleave with this read-modify-write.
+        let rec = {
+            let _guard = self.core.planning.lock().await;
+            let current = self
+                .core
+                .store()
+                .get::<NodeRecord>(Kind::Node, &node.id)
+                .await
+                .map_err(crate::core::CoreError::from)?
+                .ok_or_else(|| Status::not_found(format!("node {} was removed", node.id)))?;
+            let mut rec = current.value;
+            rec.draining = req.enable;
+            self.core
+                .store()
+                .put(Kind::Node, &rec.id, &rec)
+                .await
+                .map_err(crate::core::CoreError::from)?;
+            rec
+        };
         tracing::info!(node_id = %rec.id, draining = rec.draining, "node drain changed");
         let usage = usage(&self.core).await?;
         let (u, c) = usage.get(&rec.id).copied().unwrap_or_default();

@@ -91,11 +91,13 @@ pub struct Core {
     pub(crate) disconnected: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
-/// Where an agent's log data for one request goes, and the token that ends
-/// the request's cancel-watcher once the agent has sent its last chunk.
+/// Where an agent's log data for one request goes, the token that ends the
+/// request's cancel-watcher once the agent has sent its last chunk, and the
+/// node serving it.
 pub(crate) type LogSink = (
     mpsc::Sender<Result<pb::LogChunk, Status>>,
     tokio_util::sync::CancellationToken,
+    String,
 );
 
 const MAX_ATTEMPTS: u32 = 8;
