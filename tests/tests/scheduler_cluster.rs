@@ -402,3 +402,44 @@ async fn watch_streams_job_and_allocation_events() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_told_its_session_ended() {
+    let c = Cluster::start().await;
+    let mut client = pb::agent_service_client::AgentServiceClient::new(c.channel().await);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Register(pb::Register {
+            node: Some(pb::Node {
+                id: "mute".into(),
+                hostname: "mute".into(),
+                cpu_millis: 1000,
+                memory_mb: 1024,
+                ..Default::default()
+            }),
+            running: vec![],
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client
+        .connect(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // Keep `tx` open but send nothing more: the stream must not stay
+    // half-alive, or the agent would never reconnect.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, inbound.next()).await {
+            Err(_) => panic!("the scheduler kept a silent agent's stream open"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(status))) => break Some(status),
+            Ok(None) => break None,
+        }
+    };
+    if let Some(status) = ended {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    drop(tx);
+}
