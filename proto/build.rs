@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("drover_descriptor.bin"))
         .compile_protos(&drover, &["."])?;
     tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("etcd_descriptor.bin"))
         .compile_protos(&["etcd/kv.proto", "etcd/rpc.proto"], &["etcd"])?;
     for f in drover {
         println!("cargo:rerun-if-changed={f}");

@@ -21,5 +21,9 @@ pub mod etcd {
     }
 }
 
+/// Encoded `FileDescriptorSet` of the etcd API subset, for gRPC server
+/// reflection on the embedded store.
+pub const ETCD_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("etcd_descriptor");
+
 /// Encoded `FileDescriptorSet` of Drover's API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("drover_descriptor");

@@ -351,8 +351,10 @@ impl Leadership {
         self.lease
     }
 
-    /// Becomes `true` when the term is over (key deleted or lease gone).
-    /// Writes are fenced regardless; this is for stopping work promptly.
+    /// Becomes `true` when the term is over (key deleted or replaced, lease
+    /// gone) or can no longer be confirmed (the watch on the key broke): in
+    /// doubt, a leader steps down. Writes are fenced regardless; this is for
+    /// stopping work promptly.
     pub fn lost(&self) -> watch::Receiver<bool> {
         self.lost.clone()
     }

@@ -3,7 +3,8 @@
 //! All cluster state lives in etcd and is reached only through the
 //! `etcd-client` crate ([`client`]). For `drover dev`, which must need
 //! nothing installed, [`embedded`] serves the subset of the etcd v3 gRPC API
-//! that Drover uses, in process, over a durable local file.
+//! that Drover uses, in process, over a durable local file. [`election`]
+//! elects one scheduler leader and fences the writes of deposed ones.
 
 pub mod client;
 pub mod election;

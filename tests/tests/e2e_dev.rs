@@ -787,3 +787,50 @@ async fn grpc_health_and_reflection_answer() {
     };
     assert!(!fds.file_descriptor_proto.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_serves_health_and_reflection_too() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let c = DevCluster::start();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.store_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let resp = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "etcdserverpb.KV".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.status, ServingStatus::Serving as i32);
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("not a service list: {listed:?}");
+    };
+    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in [
+        "etcdserverpb.KV",
+        "etcdserverpb.Watch",
+        "etcdserverpb.Lease",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(s), "{s} not in {names:?}");
+    }
+}

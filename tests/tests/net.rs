@@ -534,11 +534,20 @@ fn route_sync_touches_only_drover_routes() -> Result<()> {
         via: Ipv4Addr::new(10, 89, 1, last),
     };
     t.block_on(async {
-        NodeNet::connect()?
-            .ensure_bridge(BRIDGE, gateway(), 24)
+        let net = NodeNet::connect()?;
+        // A bridge left with another address is re-addressed, not duplicated.
+        let old = net
+            .ensure_bridge(BRIDGE, Ipv4Addr::new(10, 89, 7, 1), 24)
             .await?;
+        let new = net.ensure_bridge(BRIDGE, gateway(), 24).await?;
+        ensure!(old.index == new.index, "bridge recreated");
         anyhow::Ok(())
     })?;
+    let addrs = t.host_ip(&["-o", "-4", "addr", "show", "dev", BRIDGE])?;
+    ensure!(
+        count_lines(&addrs) == 1 && addrs.contains("10.89.1.1/24"),
+        "bridge addresses: {addrs}"
+    );
     // Someone else's route, which no sync may touch.
     t.host_ip(&[
         "route",

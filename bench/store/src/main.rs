@@ -1,6 +1,8 @@
-//! Side-by-side benchmark of the embedded store and a real etcd 3.4, both
-//! on loopback with their data in a temp dir on the same disk, both
-//! fsyncing every acknowledged write.
+//! Side-by-side benchmark of the embedded store and a real etcd 3.4, each
+//! in its own process (the embedded one is `drover-tests`'s
+//! `embedded_store` binary, so it does not share this client's runtime),
+//! on loopback, with data in a temp dir on the same disk, both fsyncing
+//! every acknowledged write.
 //!
 //! For each server and each of `--runs` runs (default 5), on a fresh
 //! server:
@@ -12,7 +14,8 @@
 //! Prints a table with the median and p99 over all samples of all runs,
 //! and the median (and worst) throughput run.
 //!
-//! `cargo run --release -p drover-bench-store [-- --runs N]`
+//! `cargo build --release -p drover-tests --bin embedded_store &&
+//! cargo run --release -p drover-bench-store [-- --runs N]`
 
 // The table on stdout is this program's output.
 #![allow(clippy::print_stdout)]
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use drover_tests::etcd::{Embedded, RealEtcd};
+use drover_tests::etcd::{EmbeddedChild, RealEtcd};
 use etcd_client::{Client, WatchOptions};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -136,6 +139,15 @@ async fn main() -> Result<()> {
             other => bail!("unknown argument {other:?}; usage: [--runs N]"),
         }
     }
+    let bin = std::env::current_exe()
+        .context("locating this executable")?
+        .with_file_name("embedded_store");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: run `cargo build --release -p drover-tests --bin embedded_store` first",
+            bin.display()
+        );
+    }
     let mut embedded = Results::default();
     let mut real = Results::default();
     for run in 0..runs {
@@ -143,8 +155,12 @@ async fn main() -> Result<()> {
         // favours neither.
         for which in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
             if which == 0 {
-                let s = Embedded::start().await?;
-                run_once(&s.endpoint(), &mut embedded).await?;
+                let dir = tempfile::Builder::new()
+                    .prefix("drover-bench-")
+                    .tempdir()
+                    .context("creating a temp dir")?;
+                let s = EmbeddedChild::start(&bin, dir.path()).await?;
+                run_once(s.endpoint(), &mut embedded).await?;
             } else {
                 let s = RealEtcd::start().await?;
                 run_once(s.endpoint(), &mut real).await?;

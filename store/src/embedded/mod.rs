@@ -119,6 +119,9 @@ pub enum EmbeddedError {
     /// The listener's local address could not be read.
     #[error("reading the listener address: {0}")]
     Listener(#[source] std::io::Error),
+    /// gRPC server reflection could not be built from the descriptors.
+    #[error("building gRPC reflection for the embedded store: {0}")]
+    Reflection(String),
     /// The gRPC server failed.
     #[error("serving the embedded etcd API: {0}")]
     Serve(#[source] tonic::transport::Error),
@@ -342,7 +345,18 @@ impl EmbeddedEtcd {
             },
         );
         tracing::info!(%addr, "embedded etcd API serving");
+        // Like every Drover gRPC server: the standard health service and
+        // server reflection, so generic gRPC tools work against it.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<KvServer<kv::KvService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(drover_proto::ETCD_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
         let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
             .add_service(
                 KvServer::new(kv::KvService::new(Arc::clone(&shared)))
                     .max_decoding_message_size(TRANSPORT_LIMIT),
