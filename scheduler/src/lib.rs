@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod auth;
 pub mod core;
 pub mod job;
 pub mod jobfile;
@@ -85,6 +86,7 @@ pub async fn serve(
     });
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
+    let mtls = tls.is_some();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
@@ -97,12 +99,28 @@ pub async fn serve(
     builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(pb::job_service_server::JobServiceServer::new(api.clone()))
-        .add_service(pb::node_service_server::NodeServiceServer::new(api.clone()))
-        .add_service(pb::alloc_service_server::AllocServiceServer::new(api))
-        .add_service(pb::agent_service_server::AgentServiceServer::new(
-            agents::AgentApi::new(core),
+        .add_service(pb::job_service_server::JobServiceServer::with_interceptor(
+            api.clone(),
+            auth::require(auth::Role::Cli, mtls),
         ))
+        .add_service(
+            pb::node_service_server::NodeServiceServer::with_interceptor(
+                api.clone(),
+                auth::require(auth::Role::Cli, mtls),
+            ),
+        )
+        .add_service(
+            pb::alloc_service_server::AllocServiceServer::with_interceptor(
+                api,
+                auth::require(auth::Role::Cli, mtls),
+            ),
+        )
+        .add_service(
+            pb::agent_service_server::AgentServiceServer::with_interceptor(
+                agents::AgentApi::new(core),
+                auth::require(auth::Role::Agent, mtls),
+            ),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .map_err(|source| ServeError::Transport { addr, source })
