@@ -65,6 +65,9 @@ pub struct AgentConfig {
     pub memory_mb: Option<i64>,
     /// Mutual TLS towards the scheduler (`https://` addresses).
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Cgroup directory, relative to each hierarchy's root, under which
+    /// every task gets `<alloc>/<task>` (default `drover`).
+    pub cgroup_parent: PathBuf,
 }
 
 const POLL: Duration = Duration::from_millis(200);
@@ -76,7 +79,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let hostname = node::hostname();
     let node_id = node::node_id(&config.data_dir, &hostname)?;
     let state_root = config.data_dir.join("allocs");
-    let mut allocs = Allocs::new(Runtime::new(state_root.clone(), config.exe.clone()));
+    let mut allocs = Allocs::new(
+        Runtime::new(state_root.clone(), config.exe.clone()).with_cgroups(
+            PathBuf::from("/sys/fs/cgroup"),
+            config.cgroup_parent.clone(),
+        ),
+    );
     let node = pb::Node {
         id: node_id.clone(),
         hostname,

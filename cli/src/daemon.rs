@@ -24,6 +24,9 @@ pub struct DevArgs {
     /// Embedded etcd API address (loopback only); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:4679")]
     store_listen: SocketAddr,
+    /// Cgroup directory (in every hierarchy) that holds the tasks' cgroups.
+    #[arg(long, default_value = "drover")]
+    cgroup_parent: PathBuf,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -66,6 +69,9 @@ pub struct AgentArgs {
     /// CPU capacity to offer, in millicores (default: all CPUs).
     #[arg(long)]
     cpu_millis: Option<i64>,
+    /// Cgroup directory (in every hierarchy) that holds the tasks' cgroups.
+    #[arg(long, default_value = "drover")]
+    cgroup_parent: PathBuf,
     /// Memory capacity to offer, in MiB (default: all memory).
     #[arg(long)]
     memory_mb: Option<i64>,
@@ -199,6 +205,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         cpu_millis: None,
         memory_mb: None,
         tls: None,
+        cgroup_parent: a.cgroup_parent.clone(),
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -255,6 +262,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
             cpu_millis: a.cpu_millis,
             memory_mb: a.memory_mb,
             tls,
+            cgroup_parent: a.cgroup_parent,
         },
         shutdown,
     )

@@ -420,6 +420,7 @@ impl Drop for DevCluster {
         let failing = std::thread::panicking();
         self.stop_dev();
         let survivors = self.kill_leftovers();
+        remove_cgroups(&self.data_dir);
         if failing {
             eprintln!(
                 "--- drover dev log ({}), last 60 lines:\n{}\n--- CLI commands run:\n{}\n---",
@@ -447,6 +448,59 @@ impl Drop for DevCluster {
     }
 }
 
+/// The cgroup parent of the cluster living in `data_dir`: unique per
+/// cluster, so Drop can remove exactly this cluster's cgroups.
+fn cgroup_parent(data_dir: &Path) -> String {
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "drover-e2e".into());
+    format!("drover-test-{name}")
+}
+
+/// Removes a cluster's cgroup tree from every hierarchy, deepest first.
+/// Cgroup directories cannot be removed recursively: each must be empty of
+/// sub-groups and processes, which by now they are.
+fn remove_cgroups(data_dir: &Path) {
+    let parent = cgroup_parent(data_dir);
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let top = h.path().join(&parent);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        let mut stack = vec![top.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            dirs.push(d);
+        }
+        // Children were pushed after their parents: remove in reverse. A
+        // cgroup whose last task was just killed can stay busy briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            for d in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+            if !top.exists() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+        if top.exists() {
+            eprintln!("cgroup {} could not be removed", top.display());
+        }
+    }
+}
+
 /// Spawns `drover dev` on `data_dir` with free loopback ports, appending its
 /// output to the dev log.
 fn spawn_dev(data_dir: &Path) -> Child {
@@ -462,6 +516,8 @@ fn spawn_dev(data_dir: &Path) -> Child {
     cmd.arg("dev")
         .arg("--data-dir")
         .arg(data_dir)
+        .arg("--cgroup-parent")
+        .arg(cgroup_parent(data_dir))
         .args(["--listen", "127.0.0.1:0", "--store-listen", "127.0.0.1:0"])
         .env("DROVER_LOG", "info")
         .env("NO_COLOR", "1")

@@ -363,46 +363,51 @@ impl NodeNet {
             })?
             .header
             .index;
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(eth0).up().build())
-            .execute()
-            .await
-            .map_err(|e| {
-                NetError::netlink("set up", format!("{CONTAINER_IF} in {}", self.label), e)
-            })?;
-        self.handle
-            .address()
-            .add(eth0, IpAddr::V4(alloc.ip), alloc.prefix)
-            .execute()
-            .await
-            .map_err(|e| {
-                NetError::netlink(
-                    "add address",
-                    format!(
-                        "{}/{} on {CONTAINER_IF} in {}",
-                        alloc.ip, alloc.prefix, self.label
-                    ),
-                    e,
-                )
-            })?;
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build())
-            .execute()
-            .await
-            .map_err(|e| NetError::netlink("set up", format!("lo in {}", self.label), e))?;
+        let label = &self.label;
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(alloc.gateway)
             .output_interface(eth0)
             .build();
-        self.handle.route().add(route).execute().await.map_err(|e| {
-            NetError::netlink(
-                "add default route",
-                format!("via {} in {}", alloc.gateway, self.label),
-                e,
-            )
-        })
+        // One socket, and the kernel handles its requests one after the
+        // other in the order sent, so they can all be in flight at once:
+        // `eth0` is up and addressed before the route needs it.
+        let eth0_up = async {
+            let req = self
+                .handle
+                .link()
+                .set(LinkUnspec::new_with_index(eth0).up().build());
+            req.execute()
+                .await
+                .map_err(|e| NetError::netlink("set up", format!("{CONTAINER_IF} in {label}"), e))
+        };
+        let address = async {
+            let req = self
+                .handle
+                .address()
+                .add(eth0, IpAddr::V4(alloc.ip), alloc.prefix);
+            req.execute().await.map_err(|e| {
+                let target = format!("{}/{} on {CONTAINER_IF} in {label}", alloc.ip, alloc.prefix);
+                NetError::netlink("add address", target, e)
+            })
+        };
+        let lo_up = async {
+            let req = self
+                .handle
+                .link()
+                .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build());
+            req.execute()
+                .await
+                .map_err(|e| NetError::netlink("set up", format!("lo in {label}"), e))
+        };
+        let default_route = async {
+            self.handle.route().add(route).execute().await.map_err(|e| {
+                let target = format!("via {} in {label}", alloc.gateway);
+                NetError::netlink("add default route", target, e)
+            })
+        };
+        // `futures::join!` polls in the order written, so requests go out in it.
+        let (a, b, c, d) = futures::join!(eth0_up, address, lo_up, default_route);
+        a.and(b).and(c).and(d)
     }
 
     /// Deletes the allocation's host veth `host_if`; its peer inside the

@@ -18,6 +18,35 @@
 //! The runtime that creates a container's namespaces can hand the network
 //! namespace over by path or fd; [`NodeNet::attach`] only needs a [`Netns`].
 //!
+//! One allocation, start to end (errors elided):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use drover_agent::net::{files, host_if_name, ipam::Ipam, AllocNet, NetnsDir, NodeNet};
+//! let subnet = "10.89.3.0/24".parse()?;
+//! let mut ipam = Ipam::open("/run/drover/ipam.json", subnet)?;
+//! let node = NodeNet::connect()?; // in the node's namespace
+//! let bridge = node.ensure_bridge("drover0", ipam.gateway(), 24).await?;
+//! let netns_dir = NetnsDir::new(drover_agent::net::DEFAULT_NETNS_DIR);
+//!
+//! let netns = netns_dir.create("alloc-1")?; // or Netns::open("/proc/<pid>/ns/net")
+//! let ip = ipam.allocate("alloc-1")?;
+//! let alloc = AllocNet { host_if: host_if_name("alloc-1"), ip, prefix: 24, gateway: bridge.ip };
+//! node.attach(&bridge, &netns, &alloc).await?;
+//! let resolv = files::resolv_conf(bridge.ip, &[files::SERVICE_SEARCH_DOMAIN])?;
+//! let hosts = files::hosts("alloc-1", ip, &[])?;
+//! files::write_etc(std::path::Path::new("/path/to/rootfs/etc"), &resolv, &hosts)?;
+//!
+//! node.detach(&alloc.host_if).await?;
+//! drop(netns);
+//! netns_dir.remove("alloc-1")?;
+//! ipam.release("alloc-1")?;
+//! # Ok(()) }
+//! ```
+//!
+//! Not here yet: `net.ipv4.ip_forward` on the node (host-gw needs it), and
+//! isolating tasks from the node's other ports.
+//!
 //! Why no trait seam around netlink here (style habit 2): what could go wrong
 //! lives in the kernel's answers (ordering, `EEXIST`, namespaces), which a
 //! double would only restate. The pure parts (IPAM, route planning, file

@@ -42,7 +42,7 @@ use crate::cgroup;
 pub use error::RuntimeError;
 use files::{
     now_unix_ms, open_append, process_alive, read_json, read_pid, supervisor_alive, validate_name,
-    write_json, TaskDir, SUPERVISE_ARG,
+    write_json, write_json_with, Durability, TaskDir, SUPERVISE_ARG,
 };
 pub use limits::{
     CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
@@ -181,7 +181,7 @@ impl Runtime {
             source,
         })?;
         write_json(&dir.spec(), spec)?;
-        write_json(&dir.cgroup(), &self.cgroups)?;
+        write_json_with(&dir.cgroup(), &self.cgroups, Durability::ProcessCrash)?;
         let log = open_append(&dir.supervisor_log())?;
 
         let mut command = tokio::process::Command::new(&self.exe);
@@ -502,8 +502,11 @@ impl Runtime {
             };
             if done {
                 self.wait_supervisor_gone(dir, alloc_id, task).await?;
-                // The supervisor removes it; not if it died.
-                self.remove_cgroup(dir, alloc_id)?;
+                // The supervisor removes it; not if it died. The task has
+                // stopped either way: a failure here is for `remove` to report.
+                if let Err(error) = self.remove_cgroup(dir, alloc_id) {
+                    warn!(alloc_id = %alloc_id, task = %task, %error, "removing the task's cgroup");
+                }
                 return Ok(state);
             }
             if Instant::now() >= deadline {

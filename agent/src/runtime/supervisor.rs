@@ -24,7 +24,10 @@ use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::files::{now_unix_ms, open_append, read_json, write_atomic, write_json, TaskDir};
+use super::files::{
+    now_unix_ms, open_append, read_json, write_atomic_with, write_json, write_json_with,
+    Durability, TaskDir,
+};
 use super::limits::{CgroupPlacement, Hardening};
 use super::{RuntimeError, TaskSpec, TaskState, DEFAULT_PATH};
 use crate::cgroup::{self, CgroupError, Cgroups, Limits};
@@ -98,9 +101,10 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
     let spec = dir
         .read_spec()?
         .ok_or_else(|| fail(format!("{} does not exist", dir.spec().display())))?;
-    write_atomic(
+    write_atomic_with(
         &dir.supervisor_pid(),
         std::process::id().to_string().as_bytes(),
+        Durability::ProcessCrash,
     )?;
     let placement: CgroupPlacement = read_json(&dir.cgroup())?.unwrap_or_default();
     placement.validate().map_err(cgroup_failure)?;
@@ -184,12 +188,13 @@ fn run_task(
     drop(procs);
     let pid =
         i32::try_from(child.id()).map_err(|_| fail(format!("pid {} out of range", child.id())))?;
-    write_json(
+    write_json_with(
         &dir.state(),
         &TaskState::Running {
             pid,
             started_unix_ms: now_unix_ms(),
         },
+        Durability::ProcessCrash,
     )?;
     // Tell a waiting runtime (our stdout is its pipe) to look now. Nobody
     // may be reading any more: an error (EPIPE, SIGPIPE is ignored) is fine.

@@ -291,38 +291,66 @@ async fn once(
     Ok(started.elapsed())
 }
 
-/// Starts one long-running Drover task and reads its supervisor's
-/// `smaps_rollup`.
+/// How many idle allocations the PSS figure is taken over: PSS divides
+/// the shared pages of the `drover` binary among the processes mapping it,
+/// so one lone supervisor would be charged all of them.
+const PSS_ALLOCS: usize = 10;
+
+/// Starts [`PSS_ALLOCS`] long-running Drover tasks and reports their
+/// supervisors' `smaps_rollup`: first one alone, then the mean over all.
 async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
     let sleep = bundle
         .join("rootfs/bin/sleep")
         .to_string_lossy()
         .into_owned();
-    let spec = TaskSpec {
-        alloc_id: "pss".to_owned(),
+    let spec = |i: usize| TaskSpec {
+        alloc_id: format!("pss{i}"),
         task: "main".to_owned(),
         hostname: "pss".to_owned(),
-        command: vec![sleep, "60".to_owned()],
+        command: vec![sleep.clone(), "60".to_owned()],
         env: Default::default(),
         kill_timeout_ms: 100,
         cpu_millis: 0,
         memory_mb: 0,
         pids_max: 0,
     };
-    runtime.start(&spec).await?;
-    let result = read_pss(runtime).await;
-    runtime.stop("pss", "main").await?;
-    runtime.remove("pss", "main")?;
-    let fields = result?;
-    println!("\nDrover supervisor per allocation (/proc/<pid>/smaps_rollup, idle, task running):");
-    for (k, v) in fields {
-        println!("  {k:<14} {v} kB");
+    let mut started = Vec::new();
+    let mut result = async {
+        runtime.start(&spec(0)).await?;
+        started.push(0);
+        let alone = read_pss(runtime, 0)?;
+        for i in 1..PSS_ALLOCS {
+            runtime.start(&spec(i)).await?;
+            started.push(i);
+        }
+        let mut sum = vec![0u64; alone.len()];
+        for i in 0..PSS_ALLOCS {
+            for (total, (_, v)) in sum.iter_mut().zip(read_pss(runtime, i)?) {
+                *total += v;
+            }
+        }
+        anyhow::Ok((alone, sum))
+    }
+    .await;
+    for i in started {
+        let id = format!("pss{i}");
+        if let Err(e) = runtime.stop(&id, "main").await {
+            result = Err(e.into());
+        }
+        runtime.remove(&id, "main")?;
+    }
+    let (alone, sum) = result?;
+    println!("\nDrover supervisor memory (/proc/<pid>/smaps_rollup, idle, task running), kB:\n");
+    println!("| field | 1 allocation | mean of {PSS_ALLOCS} allocations |");
+    println!("|---|---|---|");
+    for ((k, one), total) in alone.iter().zip(sum) {
+        println!("| {k} | {one} | {} |", total / PSS_ALLOCS as u64);
     }
     Ok(())
 }
 
-async fn read_pss(runtime: &Runtime) -> Result<Vec<(String, u64)>> {
-    let dir = runtime.task_dir("pss", "main")?;
+fn read_pss(runtime: &Runtime, i: usize) -> Result<Vec<(String, u64)>> {
+    let dir = runtime.task_dir(&format!("pss{i}"), "main")?;
     let pid = std::fs::read_to_string(dir.join("supervisor.pid"))?;
     let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", pid.trim()))?;
     let wanted = [
@@ -339,7 +367,9 @@ async fn read_pss(runtime: &Runtime) -> Result<Vec<(String, u64)>> {
             let mut w = l.split_whitespace();
             let key = w.next()?;
             let value = w.next()?.parse().ok()?;
-            wanted.contains(&key).then(|| (key.to_owned(), value))
+            wanted
+                .contains(&key)
+                .then(|| (key.trim_end_matches(':').to_owned(), value))
         })
         .collect())
 }
