@@ -7,7 +7,7 @@
 //! program creates (so no bridge is made in the machine's own namespace) and
 //! is removed before it exits, also on error. No traffic is sent.
 //!
-//! `cargo run --release -p drover-bench-net -- [N]` (default 100).
+//! `cargo run --release -p drover-bench-net -- [N] [--no-ip]` (default 100).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -32,7 +32,9 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for name in &self.ip_netns {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
+            if Path::new("/run/netns").join(name).exists() {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
         }
         if self.made_run_netns
             && Path::new("/run/netns")
@@ -59,8 +61,11 @@ struct Samples {
     attach: Vec<Duration>,
     files: Vec<Duration>,
     total: Vec<Duration>,
+    total_ipam: Vec<Duration>,
     ip_total: Vec<Duration>,
     teardown: Vec<Duration>,
+    detach: Vec<Duration>,
+    netns_remove: Vec<Duration>,
     ip_teardown: Vec<Duration>,
 }
 
@@ -69,6 +74,9 @@ fn main() -> Result<()> {
         Some(a) => a.parse().context("N must be a number")?,
         None => 100,
     };
+    // `--no-ip`: only Drover's path (to see it without `ip` processes
+    // running in between).
+    let with_ip = std::env::args().nth(2).as_deref() != Some("--no-ip");
     ensure!(
         nix::unistd::geteuid().is_root(),
         "needs root: it creates network namespaces"
@@ -98,7 +106,7 @@ fn main() -> Result<()> {
             .enable_all()
             .build()
             .context("tokio runtime")?
-            .block_on(run(n, allocs, &ip_names, tmp.path(), &etc_root))
+            .block_on(run(n, with_ip, allocs, &ip_names, tmp.path(), &etc_root))
     })??;
     drop(cleanup);
     print_table(n, &samples);
@@ -107,6 +115,7 @@ fn main() -> Result<()> {
 
 async fn run(
     n: usize,
+    with_ip: bool,
     allocs: &NetnsDir,
     ip_names: &[String],
     tmp: &Path,
@@ -121,12 +130,18 @@ async fn run(
     let mut s = Samples::default();
     allocs.init()?;
     let mut held = Vec::new();
+    // One path after the other: interleaved, each would pay for the
+    // kernel work the other leaves behind (the `ip` processes' exits,
+    // deferred namespace work), which measures neither.
     for i in 0..n {
-        // Alternate the two so neither runs on a quieter machine.
         let (netns, id) =
             drover_setup(&net, &bridge, allocs, &mut ipam, etc_root, i, &mut s).await?;
         held.push((netns, id));
-        ip_setup(&bridge, &mut ipam, etc_root, &ip_names[i], i, &mut s)?;
+    }
+    if with_ip {
+        for (i, name) in ip_names.iter().enumerate() {
+            ip_setup(&bridge, &mut ipam, etc_root, name, i, &mut s)?;
+        }
     }
     for (i, (netns, id)) in held.into_iter().enumerate() {
         let t = Instant::now();
@@ -135,9 +150,16 @@ async fn run(
             net.detach(&host_if_name(&id)).await?,
             "veth of {id} missing"
         );
+        let t1 = Instant::now();
         ensure!(allocs.remove(&format!("b{i}"))?, "netns b{i} missing");
+        let t2 = Instant::now();
         ipam.release(&id)?;
         s.teardown.push(t.elapsed());
+        s.detach.push(t1 - t);
+        s.netns_remove.push(t2 - t1);
+        if !with_ip {
+            continue;
+        }
         let t = Instant::now();
         ip(&["link", "del", &format!("vb{i}")])?;
         ip(&["netns", "del", &ip_names[i]])?;
@@ -180,7 +202,8 @@ async fn drover_setup(
     s.ipam.push(t2 - t1);
     s.attach.push(t3 - t2);
     s.files.push(t4 - t3);
-    s.total.push(t4 - t0);
+    s.total.push((t1 - t0) + (t3 - t2) + (t4 - t3));
+    s.total_ipam.push(t4 - t0);
     Ok((netns, id))
 }
 
@@ -196,9 +219,9 @@ fn ip_setup(
     let etc = etc_root.join(&id);
     std::fs::create_dir_all(&etc)?;
     let veth = format!("vb{i}");
+    let addr = ipam.allocate(&id)?;
     let t0 = Instant::now();
     ip(&["netns", "add", ns])?;
-    let addr = ipam.allocate(&id)?;
     let cidr = format!("{addr}/{}", bridge.prefix);
     let gw = bridge.ip.to_string();
     ip(&[
@@ -251,35 +274,49 @@ fn stats(v: &[Duration]) -> (f64, f64, f64, f64) {
 
 #[allow(clippy::print_stdout)] // the table is this program's output
 fn print_table(n: usize, s: &Samples) {
-    println!("per-allocation network setup, N = {n} (ms)\n");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    println!(
+        "per-allocation network setup, N = {n} (ms); load average at the end: {}\n",
+        load.join(" ")
+    );
     println!("| path | median | p95 | min | max |");
     println!("|---|---:|---:|---:|---:|");
-    let rows: [(&str, &[Duration]); 8] = [
+    let rows: [(&str, &[Duration]); 11] = [
         (
-            "**drover, total** (netns + IPAM + veth/addr/lo/route + resolv.conf/hosts)",
+            "**drover** (netns + veth/addr/lo/route + resolv.conf/hosts)",
             &s.total,
         ),
         ("  netns create (unshare + bind mount)", &s.netns),
-        ("  IPAM allocate (fsync'd write)", &s.ipam),
         (
-            "  attach (veth in netns, bridge, addr, lo, route)",
+            "  attach (veth in netns, bridge, eth0 up + addr, lo up, route)",
             &s.attach,
         ),
         ("  resolv.conf + hosts", &s.files),
         (
-            "**ip commands, total** (7 `ip` runs + resolv.conf/hosts)",
+            "  (IPAM allocate, fsync'd write: not in the row above)",
+            &s.ipam,
+        ),
+        ("drover incl. IPAM allocate", &s.total_ipam),
+        (
+            "**ip commands** (7 `ip` runs + resolv.conf/hosts)",
             &s.ip_total,
         ),
         (
-            "drover teardown (detach + netns remove + release)",
+            "drover teardown (detach + netns remove + IPAM release)",
             &s.teardown,
         ),
+        ("  detach (delete host veth)", &s.detach),
+        ("  netns remove (umount + unlink)", &s.netns_remove),
         (
             "ip teardown (`ip link del` + `ip netns del`)",
             &s.ip_teardown,
         ),
     ];
     for (name, v) in rows {
+        if v.is_empty() {
+            continue;
+        }
         let (med, p95, min, max) = stats(v);
         println!("| {name} | {med:.2} | {p95:.2} | {min:.2} | {max:.2} |");
     }
