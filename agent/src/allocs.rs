@@ -442,27 +442,6 @@ impl Allocs {
         let now = Instant::now();
         let mut changed = std::mem::take(&mut self.finished);
         for (id, alloc) in &mut self.allocs {
-            // A stop that failed earlier is tried again; so is stopping the
-            // surviving tasks of an allocation that failed.
-            let failed = alloc.status().status == "failed";
-            if (alloc.stopping || failed) && alloc.tasks.values().any(|t| !t.state.is_terminal()) {
-                for (name, track) in &mut alloc.tasks {
-                    if track.state.is_terminal() {
-                        continue;
-                    }
-                    match self.runtime.stop(id, name).await {
-                        Ok(state) => track.state = state,
-                        Err(error) => {
-                            tracing::warn!(alloc_id = %id, task = %name, %error, "stop failed; will retry");
-                        }
-                    }
-                }
-            }
-            if failed {
-                for track in alloc.tasks.values_mut() {
-                    track.restart_at = None;
-                }
-            }
             let kind = alloc.assignment.job_kind.clone();
             let policy = alloc
                 .assignment
@@ -477,8 +456,13 @@ impl Allocs {
                 .map(|g| g.tasks.clone())
                 .unwrap_or_default();
             for (name, track) in &mut alloc.tasks {
+                // A restart that is due.
                 if let Some(at) = track.restart_at {
-                    if now >= at && !alloc.stopping {
+                    if alloc.stopping {
+                        track.restart_at = None;
+                    } else if now < at {
+                        continue;
+                    } else {
                         track.restart_at = None;
                         track.restarts += 1;
                         if let (Some(a), Some(t)) = (
@@ -494,27 +478,48 @@ impl Allocs {
                             };
                         }
                     }
-                    continue;
                 }
-                if track.state.is_terminal() {
-                    continue;
-                }
-                match self.runtime.state(id, name) {
-                    Ok(state) => {
-                        if let TaskState::Exited { exit_code, .. } = &state {
-                            let wants_restart = !alloc.stopping
-                                && (kind != "batch" || *exit_code != Some(0))
-                                && i64::from(track.restarts) < policy.attempts;
-                            if wants_restart {
-                                let delay = u64::try_from(policy.delay_ms).unwrap_or(0);
-                                track.restart_at =
-                                    now.checked_add(Duration::from_millis(delay)).or(Some(now));
-                            }
+                if !track.state.is_terminal() {
+                    match self.runtime.state(id, name) {
+                        Ok(state) => track.state = state,
+                        Err(error) => {
+                            tracing::warn!(alloc_id = %id, task = %name, %error, "cannot read task state");
                         }
-                        track.state = state;
                     }
-                    Err(error) => {
-                        tracing::warn!(alloc_id = %id, task = %name, %error, "cannot read task state");
+                }
+                // The restart policy applies to every exit not yet acted on,
+                // however it was seen: a task can exit before `start` even
+                // returns. `restarts` bounds it.
+                if track.restart_at.is_none() && !alloc.stopping {
+                    if let TaskState::Exited { exit_code, .. } = &track.state {
+                        let wants_restart = (kind != "batch" || *exit_code != Some(0))
+                            && i64::from(track.restarts) < policy.attempts;
+                        if wants_restart {
+                            let delay = u64::try_from(policy.delay_ms).unwrap_or(0);
+                            track.restart_at =
+                                now.checked_add(Duration::from_millis(delay)).or(Some(now));
+                        }
+                    }
+                }
+            }
+            // A stop that failed earlier is tried again; so is stopping the
+            // surviving tasks of an allocation that failed for good.
+            let failed = alloc.status().status == "failed";
+            if failed {
+                for track in alloc.tasks.values_mut() {
+                    track.restart_at = None;
+                }
+            }
+            if alloc.stopping || failed {
+                for (name, track) in &mut alloc.tasks {
+                    if track.state.is_terminal() {
+                        continue;
+                    }
+                    match self.runtime.stop(id, name).await {
+                        Ok(state) => track.state = state,
+                        Err(error) => {
+                            tracing::warn!(alloc_id = %id, task = %name, %error, "stop failed; will retry");
+                        }
                     }
                 }
             }
