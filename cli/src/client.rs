@@ -264,6 +264,13 @@ pub async fn node_list(opts: &ClientOpts) -> Result<()> {
     Ok(())
 }
 
+fn print_node(opts: &ClientOpts, node: pb::Node) {
+    match opts.output {
+        Output::Json => output::json(&output::nodes_json(std::slice::from_ref(&node))[0]),
+        Output::Table => output::nodes_table(&[node]),
+    }
+}
+
 pub async fn node_status(opts: &ClientOpts, id: &str) -> Result<()> {
     let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?);
     let node = client
@@ -273,10 +280,7 @@ pub async fn node_status(opts: &ClientOpts, id: &str) -> Result<()> {
         .into_inner()
         .node
         .ok_or_else(|| anyhow!("scheduler returned no node"))?;
-    match opts.output {
-        Output::Json => output::json(&output::nodes_json(std::slice::from_ref(&node))[0]),
-        Output::Table => output::nodes_table(&[node]),
-    }
+    print_node(opts, node);
     Ok(())
 }
 
@@ -292,10 +296,7 @@ pub async fn node_drain(opts: &ClientOpts, id: &str, enable: bool) -> Result<()>
         .into_inner()
         .node
         .ok_or_else(|| anyhow!("scheduler returned no node"))?;
-    match opts.output {
-        Output::Json => output::json(&output::nodes_json(std::slice::from_ref(&node))[0]),
-        Output::Table => output::nodes_table(&[node]),
-    }
+    print_node(opts, node);
     Ok(())
 }
 
