@@ -80,6 +80,7 @@ fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
         memory_mb: u64::try_from(res.memory_mb).unwrap_or(0),
         // The job format has no pids limit yet: the node's default.
         pids_max: crate::runtime::DEFAULT_PIDS_MAX,
+        rootfs: None,
     }
 }
 

@@ -52,6 +52,7 @@ impl Harness {
             cpu_millis: 100,
             memory_mb: 64,
             pids_max: 1024,
+            rootfs: None,
         }
     }
 

@@ -67,6 +67,7 @@ impl Harness {
             cpu_millis: 500,
             memory_mb: 64,
             pids_max: 64,
+            rootfs: None,
         }
     }
 

@@ -2,8 +2,10 @@
 //! helpers that both the agent side and the supervisor use.
 //!
 //! Layout: `<state_root>/<alloc_id>/<task>/{spec.json,cgroup.json,state.json,
-//! supervisor.pid,supervisor.log,stdout.log,stderr.log}`. `state.json` and `supervisor.pid`
-//! are only ever replaced atomically (write a temp file, rename; plus fsyncs
+//! supervisor.pid,supervisor.log,stdout.log,stderr.log,rootfs/}`, where
+//! `rootfs/{upper,work,merged}` exists only for a task with a root
+//! filesystem. `state.json` and `supervisor.pid` are only ever replaced
+//! atomically (write a temp file, rename; plus fsyncs
 //! for what must survive a power loss, see [`Durability`]), so a reader never
 //! sees half a file even if the writer dies.
 
@@ -33,6 +35,9 @@ pub const SUPERVISOR_LOG_FILE: &str = "supervisor.log";
 pub const STDOUT_FILE: &str = "stdout.log";
 /// Task stderr, appended to.
 pub const STDERR_FILE: &str = "stderr.log";
+
+/// Directory of a task's root filesystem (overlay upper, work, merged).
+pub const ROOTFS_DIR: &str = "rootfs";
 
 /// The hidden subcommand the supervisor is started with.
 pub const SUPERVISE_ARG: &str = "__supervise";
@@ -225,6 +230,10 @@ impl TaskDir {
     /// `cgroup.json`.
     pub fn cgroup(&self) -> PathBuf {
         self.dir.join(CGROUP_FILE)
+    }
+    /// `rootfs/`: the overlay's upper and work dirs and the assembled root.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join(ROOTFS_DIR)
     }
     /// Reads `spec.json`.
     pub fn read_spec(&self) -> Result<Option<TaskSpec>, RuntimeError> {

@@ -16,13 +16,19 @@
 //! `oom_killed`). Before exec the task gets rlimits, a Docker-like
 //! capability bounding set and `no_new_privs` ([`KEPT_CAPABILITIES`]).
 //!
+//! A task may get a root filesystem of its own ([`Rootfs`]: a read-only view
+//! of the host, or an overlay over a rootfs directory), entered with
+//! `pivot_root`, with a fresh `/proc`, a minimal `/dev`, a read-only `/sys`
+//! and tmpfs `/tmp`; without one it shares the host's mount tree.
+//!
 //! Not yet done here (later steps): wiring the (empty) network namespace,
-//! cgroup and user namespaces, a root filesystem other than the host's.
+//! cgroup and user namespaces, OCI images, volumes.
 
 mod error;
 mod files;
 mod limits;
 mod pidfd;
+mod rootfs;
 mod spec;
 mod supervisor;
 
@@ -48,6 +54,7 @@ pub use limits::{
     CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
 };
 use pidfd::PidFd;
+pub use rootfs::{Rootfs, DEV_ENTRIES, DEV_NODES};
 pub use spec::{TaskSpec, TaskState, DEFAULT_PIDS_MAX};
 pub use supervisor::supervise_main;
 
@@ -559,7 +566,8 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Removes the task's directory (and the alloc directory once empty).
+    /// Removes the task's directory (and the alloc directory once empty),
+    /// with a rootfs task's overlay upper and work dirs in it.
     /// Refuses while the task is pending or running.
     pub fn remove(&self, alloc_id: &str, task: &str) -> Result<(), RuntimeError> {
         let dir = self.existing_dir(alloc_id, task)?;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::files::validate_name;
+use super::rootfs::{is_executable_in, Rootfs};
 use super::{RuntimeError, DEFAULT_PATH};
 
 /// What to run: written by the agent to `<task_dir>/spec.json`.
@@ -35,6 +36,10 @@ pub struct TaskSpec {
     /// Maximum processes and threads in the task's cgroup; 0 = unlimited.
     #[serde(default = "default_pids_max")]
     pub pids_max: u64,
+    /// The task's root filesystem; `None` (the default) shares the host's
+    /// mount tree, with only `/proc` of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<Rootfs>,
 }
 
 /// [`TaskSpec::pids_max`] when a spec does not say.
@@ -91,8 +96,10 @@ impl TaskState {
 impl TaskSpec {
     /// Checks everything the supervisor would otherwise fail on: names,
     /// hostname (1-64 bytes, no NUL), argv and environment (no NUL, keys
-    /// without `=`), and that `command[0]` resolves to an executable.
-    /// Returns the resolved program path.
+    /// without `=`), the root filesystem ([`Rootfs::validate`]), and that
+    /// `command[0]` resolves to an executable (inside the rootfs, when the
+    /// spec has a [`Rootfs::Dir`]). Returns the resolved program path, as
+    /// the task will see it.
     pub fn validate(&self) -> Result<PathBuf, RuntimeError> {
         validate_name("alloc id", &self.alloc_id)?;
         validate_name("task name", &self.task)?;
@@ -125,14 +132,27 @@ impl TaskSpec {
                 return Err(invalid(format!("env {key} contains a NUL byte")));
             }
         }
+        if let Some(rootfs) = &self.rootfs {
+            rootfs.validate().map_err(invalid)?;
+        }
         resolve_command(self)
     }
 }
 
 /// Checks that `command[0]` names an executable file: an absolute path as
-/// is, a bare name through the task's `PATH` (or [`DEFAULT_PATH`]). The task
-/// sees the host's filesystem, so the host's view is the task's view.
+/// is, a bare name through the task's `PATH` (or [`DEFAULT_PATH`]). Without
+/// a rootfs, or with [`Rootfs::Host`], the host's view is the task's view;
+/// with a [`Rootfs::Dir`] the path is looked up inside that directory.
 pub(crate) fn resolve_command(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> {
+    match &spec.rootfs {
+        Some(Rootfs::Dir { path }) => resolve_command_in(spec, path),
+        None | Some(Rootfs::Host) => resolve_command_in(spec, Path::new("/")),
+    }
+}
+
+/// [`resolve_command`] inside the root directory `root`: symlinks are
+/// resolved as the task will see them, after `pivot_root` into `root`.
+pub(crate) fn resolve_command_in(spec: &TaskSpec, root: &Path) -> Result<PathBuf, RuntimeError> {
     let program = spec
         .command
         .first()
@@ -141,9 +161,22 @@ pub(crate) fn resolve_command(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> 
             alloc_id: spec.alloc_id.clone(),
             task: spec.task.clone(),
         })?;
+    let host = root == Path::new("/");
+    let executable = |p: &Path| {
+        if host {
+            is_executable(p)
+        } else {
+            is_executable_in(root, p)
+        }
+    };
+    let in_rootfs = if host {
+        String::new()
+    } else {
+        format!(" in rootfs {}", root.display())
+    };
     let not_found = |detail: String| RuntimeError::CommandNotFound {
         command: program.clone(),
-        detail,
+        detail: format!("{detail}{in_rootfs}"),
     };
     if program.contains('/') {
         let path = Path::new(program);
@@ -152,7 +185,7 @@ pub(crate) fn resolve_command(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> 
                 "a path must be absolute; use a bare name to search PATH".to_owned(),
             ));
         }
-        return if is_executable(path) {
+        return if executable(path) {
             Ok(path.to_owned())
         } else {
             Err(not_found("no executable file at that path".to_owned()))
@@ -163,7 +196,7 @@ pub(crate) fn resolve_command(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> 
         .split(':')
         .filter(|d| Path::new(d).is_absolute())
         .map(|d| Path::new(d).join(program))
-        .find(|p| is_executable(p))
+        .find(|p| executable(p))
         .ok_or_else(|| not_found(format!("no executable of that name in PATH={search}")))
 }
 

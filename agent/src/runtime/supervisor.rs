@@ -2,7 +2,9 @@
 //!
 //! It runs synchronously on a single thread (`unshare(CLONE_NEWNS)` refuses
 //! multi-threaded callers), creates the task's cgroup with its limits, puts
-//! itself into fresh PID, mount, UTS, IPC and network namespaces, spawns the task
+//! itself into fresh PID, mount, UTS, IPC and network namespaces, assembles
+//! the task's root filesystem there when the spec has one (see
+//! [`super::rootfs`]), spawns the task
 //! (which joins the cgroup and is hardened before it execs, and becomes
 //! PID 1 of the new PID namespace), records every transition in
 //! `state.json` (an OOM kill as such), reaps the task, removes the cgroup
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use nix::mount::MsFlags;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -29,6 +32,8 @@ use super::files::{
     Durability, TaskDir,
 };
 use super::limits::{CgroupPlacement, Hardening};
+use super::rootfs::{self, PreparedRoot, Rootfs, RootfsDirs};
+use super::spec::resolve_command_in;
 use super::{RuntimeError, TaskSpec, TaskState, DEFAULT_PATH};
 use crate::cgroup::{self, CgroupError, Cgroups, Limits};
 
@@ -165,8 +170,22 @@ fn run_task(
             "unshare(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET): {e}"
         ))
     })?;
+    // Nothing mounted in this namespace (by us or by the task) may
+    // propagate back to the host.
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| fail(format!("mount(/, MS_REC|MS_PRIVATE): {e}")))?;
+    let root = match &spec.rootfs {
+        None => None,
+        Some(rootfs) => Some(prepare_root(dir, spec, rootfs)?),
+    };
 
-    let mut command = build_command(dir, spec, &procs, hardening)?;
+    let mut command = build_command(dir, spec, &procs, hardening, root.as_ref())?;
     let program = spec.command.first().cloned().unwrap_or_default();
     let child = match command.spawn() {
         Ok(child) => child,
@@ -178,9 +197,9 @@ fn run_task(
         }
         Err(e) => {
             return Err(fail(format!(
-                "spawning {program:?} (fork; in the child: write cgroup.procs, mount /proc, \
-                 sethostname, setsid, setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), \
-                 exec): {e}"
+                "spawning {program:?} (fork; in the child: write cgroup.procs, with a rootfs \
+                 unshare(CLONE_NEWNS) and pivot_root into it, mount /proc, sethostname, setsid, \
+                 setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), exec): {e}"
             )))
         }
     };
@@ -271,6 +290,26 @@ pub(super) fn exit_record(
     }
 }
 
+/// Assembles the task's root in this (private) mount namespace and
+/// resolves the command inside it, as the task will see it.
+fn prepare_root(
+    dir: &TaskDir,
+    spec: &TaskSpec,
+    rootfs: &Rootfs,
+) -> Result<(PreparedRoot, PathBuf), Failure> {
+    rootfs
+        .validate()
+        .map_err(|e| fail(format!("rootfs: {e}")))?;
+    let dirs = RootfsDirs::new(&dir.rootfs());
+    let prepared = rootfs::prepare(rootfs, &dirs, Path::new("/sys"))
+        .map_err(|e| fail(format!("preparing the root filesystem: {e}")))?;
+    let program = resolve_command_in(spec, &prepared.merged).map_err(|e| Failure {
+        message: e.to_string(),
+        exit_code: 127,
+    })?;
+    Ok((prepared, program))
+}
+
 fn cstring(what: &str, bytes: &[u8]) -> Result<CString, Failure> {
     CString::new(bytes).map_err(|_| fail(format!("{what} contains a NUL byte")))
 }
@@ -282,6 +321,7 @@ fn build_command(
     spec: &TaskSpec,
     cgroup_procs: &[OwnedFd],
     hardening: Hardening,
+    root: Option<&(PreparedRoot, PathBuf)>,
 ) -> Result<Command, Failure> {
     let (program, args) = spec
         .command
@@ -290,13 +330,21 @@ fn build_command(
     let stdout = open_append(&dir.stdout())?;
     let stderr = open_append(&dir.stderr())?;
 
-    let root = cstring("path", b"/")?;
     let proc_src = cstring("source", b"proc")?;
     let proc_dir = cstring("path", b"/proc")?;
     let hostname = spec.hostname.clone().into_bytes();
     let procs: Vec<RawFd> = cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
 
-    let mut command = Command::new(program);
+    // With a root filesystem: the path resolved inside it, argv[0] as given.
+    let mut command = match root {
+        Some((_, resolved)) => {
+            let mut command = Command::new(resolved);
+            command.arg0(program);
+            command
+        }
+        None => Command::new(program),
+    };
+    let root = root.map(|(prepared, _)| prepared.clone());
     command
         .args(args)
         .env_clear()
@@ -316,8 +364,10 @@ fn build_command(
     );
 
     // SAFETY: the closure runs in the forked child before exec. It only calls
-    // async-signal-safe syscalls (write, sigaction, mount, sethostname,
-    // setsid, setrlimit, prctl) on memory prepared before the fork, and
+    // async-signal-safe syscalls (write, sigaction, unshare, chdir,
+    // pivot_root, umount2, mount, sethostname, setsid, setrlimit, prctl) on
+    // memory prepared before the fork (the closure owns its copy of the
+    // prepared root's strings), and
     // allocates nothing: errors are reported through
     // `io::Error::last_os_error`, which does not allocate. The cgroup.procs
     // descriptors stay open in the supervisor until after the spawn.
@@ -335,16 +385,9 @@ fn build_command(
                     return Err(io::Error::last_os_error());
                 }
             }
-            // Nothing we mount may propagate back to the host.
-            if libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
+            // The supervisor made `/` private and prepared the root.
+            if let Some(root) = &root {
+                root.enter_in_child()?;
             }
             // We are PID 1 of the new PID namespace: a fresh procfs shows it.
             if libc::mount(

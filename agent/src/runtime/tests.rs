@@ -16,6 +16,7 @@ fn spec(command: &[&str]) -> TaskSpec {
         cpu_millis: 0,
         memory_mb: 0,
         pids_max: 0,
+        rootfs: None,
     }
 }
 
@@ -202,4 +203,83 @@ fn oom_kills_are_reported_only_for_a_sigkilled_task() {
             if message.contains("OOM killer killed 2") && message.contains("32 MiB")),
         "{state:?}"
     );
+}
+
+#[test]
+fn rootfs_json_shape_and_default() {
+    let dir = Rootfs::Dir {
+        path: "/srv/rootfs/x".into(),
+    };
+    assert_eq!(
+        serde_json::to_value(&dir).expect("serialize"),
+        serde_json::json!({"type": "dir", "path": "/srv/rootfs/x"})
+    );
+    assert_eq!(
+        serde_json::to_value(Rootfs::Host).expect("serialize"),
+        serde_json::json!({"type": "host"})
+    );
+    assert!(serde_json::from_str::<Rootfs>(r#"{"type":"dir","path":"/x","extra":1}"#).is_err());
+    assert!(serde_json::from_str::<Rootfs>(r#"{"type":"oci"}"#).is_err());
+    // A spec without the field (written before it existed) has no rootfs,
+    // and one without a rootfs is written without the field.
+    let s = spec(&["/bin/sh"]);
+    let mut json = serde_json::to_value(&s).expect("serialize");
+    assert!(json.get("rootfs").is_none());
+    json["rootfs"] = serde_json::json!({"type": "host"});
+    let parsed: TaskSpec = serde_json::from_value(json).expect("parse");
+    assert_eq!(parsed.rootfs, Some(Rootfs::Host));
+}
+
+#[test]
+fn rootfs_dir_validation_names_the_path() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "").expect("write");
+    for (path, expect) in [
+        (tmp.path().join("missing"), "does not exist"),
+        (file, "is not a directory"),
+        ("relative/dir".into(), "absolute"),
+        (tmp.path().join("a,b"), "must not contain"),
+    ] {
+        let mut s = spec(&["/bin/sh"]);
+        s.rootfs = Some(Rootfs::Dir { path: path.clone() });
+        let err = s.validate().expect_err("invalid rootfs").to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(expect),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn command_resolution_inside_a_rootfs_dir() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("opt/tool")).expect("mkdir");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    let exe = root.join("opt/tool/run");
+    std::fs::write(&exe, "#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(root.join("bin/data"), "").expect("write");
+    // Absolute links resolve inside the root, not on the host.
+    symlink("/opt/tool/run", root.join("bin/tool")).expect("symlink");
+    symlink("/bin/sh", root.join("bin/hostsh")).expect("symlink");
+    symlink("../../../../../opt/tool/run", root.join("bin/up")).expect("symlink");
+
+    let mut s = spec(&["tool"]);
+    s.rootfs = Some(Rootfs::Dir {
+        path: root.to_owned(),
+    });
+    assert_eq!(resolve_command(&s).expect("tool"), Path::new("/bin/tool"));
+    s.command = vec!["/bin/up".to_owned()];
+    assert_eq!(resolve_command(&s).expect("up"), Path::new("/bin/up"));
+    for missing in ["/bin/hostsh", "/bin/data", "sh", "/bin/sh"] {
+        s.command = vec![missing.to_owned()];
+        let err = resolve_command(&s).expect_err(missing).to_string();
+        assert!(
+            err.contains(missing) && err.contains(&root.display().to_string()),
+            "{err}"
+        );
+    }
 }

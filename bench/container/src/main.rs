@@ -16,10 +16,15 @@
 //!   /proc, /dev (+pts, shm, mqueue), /sys, masked and read-only paths, a
 //!   capability set, the same memory/cpu/pids limits as Drover's spec.
 //! - Drover: a supervisor process that creates the cgroups (memory, cpu,
-//!   pids), unshares PID, mount, UTS, IPC and network namespaces, mounts a
-//!   fresh /proc, sets rlimits, the capability bounding set and
-//!   no_new_privs, and runs the rootfs's `/bin/true` **on the host's root
-//!   filesystem** (no pivot_root yet); state files are fsynced.
+//!   pids), unshares PID, mount, UTS, IPC and network namespaces, mounts an
+//!   overlay over the same busybox rootfs (`Rootfs::Dir`, per-task upper
+//!   dir), a minimal /dev (+pts, shm), read-only /sys, tmpfs /tmp, then the
+//!   task pivots into it, mounts a fresh /proc, sets rlimits, the
+//!   capability bounding set and no_new_privs and runs `/bin/true`; state
+//!   files are fsynced. No masked paths (crun/runc mask some of /proc).
+//! - drover, no rootfs: the same without a root filesystem (the rootfs's
+//!   `/bin/true` run on the host's mount tree), to show what the rootfs
+//!   costs.
 //! - unshare: `unshare --pid --fork --mount --uts --ipc --net --mount-proc`.
 
 // A report on stdout is this program's purpose.
@@ -31,7 +36,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use drover_agent::runtime::{Runtime, TaskSpec, TaskState};
+use drover_agent::runtime::{Rootfs, Runtime, TaskSpec, TaskState};
 
 const CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
 
@@ -39,17 +44,27 @@ const CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Engine {
     Drover,
+    /// Drover without a root filesystem (the host's mount tree, own
+    /// `/proc` only): what the rootfs costs.
+    DroverHostFs,
     Crun,
     Runc,
     Unshare,
 }
 
 impl Engine {
-    const ALL: [Engine; 4] = [Engine::Drover, Engine::Crun, Engine::Runc, Engine::Unshare];
+    const ALL: [Engine; 5] = [
+        Engine::Drover,
+        Engine::Crun,
+        Engine::Runc,
+        Engine::Unshare,
+        Engine::DroverHostFs,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Engine::Drover => "drover",
+            Engine::DroverHostFs => "drover, no rootfs",
             Engine::Crun => "crun run",
             Engine::Runc => "runc run",
             Engine::Unshare => "unshare (floor)",
@@ -84,6 +99,10 @@ fn parse_args() -> Result<Args> {
         "{} does not exist: cargo build --release -p drover-cli, or pass --drover",
         drover.display()
     );
+    // The runtime spawns supervisors with `/` as their working directory.
+    let drover = drover
+        .canonicalize()
+        .with_context(|| format!("canonicalizing {}", drover.display()))?;
     Ok(Args { runs, drover })
 }
 
@@ -167,17 +186,21 @@ async fn run(args: Args, tmp: &Path, bundle: &Path) -> Result<()> {
         PathBuf::from("/sys/fs/cgroup"),
         PathBuf::from("drover-bench"),
     );
-    let true_bin = bundle.join("rootfs/bin/true");
+    // The same busybox rootfs as crun's and runc's, entered with pivot_root
+    // through a per-task overlay.
     let spec = TaskSpec {
         alloc_id: "bench".to_owned(),
         task: "main".to_owned(),
         hostname: "bench".to_owned(),
-        command: vec![true_bin.to_string_lossy().into_owned()],
+        command: vec!["/bin/true".to_owned()],
         env: Default::default(),
         kill_timeout_ms: 1_000,
         cpu_millis: 500,
         memory_mb: 64,
         pids_max: 1024,
+        rootfs: Some(Rootfs::Dir {
+            path: bundle.join("rootfs"),
+        }),
     };
 
     // One warm-up run each (page cache, first-use costs).
@@ -227,7 +250,21 @@ async fn once(
     let id = format!("drover-bench-{}-{i}", std::process::id());
     let started = Instant::now();
     match engine {
-        Engine::Drover => {
+        Engine::Drover | Engine::DroverHostFs => {
+            let no_rootfs;
+            let spec = if engine == Engine::DroverHostFs {
+                no_rootfs = TaskSpec {
+                    command: vec![bundle
+                        .join("rootfs/bin/true")
+                        .to_string_lossy()
+                        .into_owned()],
+                    rootfs: None,
+                    ..spec.clone()
+                };
+                &no_rootfs
+            } else {
+                spec
+            };
             runtime.start(spec).await?;
             let t_started = started.elapsed();
             let state = runtime
@@ -299,20 +336,19 @@ const PSS_ALLOCS: usize = 10;
 /// Starts [`PSS_ALLOCS`] long-running Drover tasks and reports their
 /// supervisors' `smaps_rollup`: first one alone, then the mean over all.
 async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
-    let sleep = bundle
-        .join("rootfs/bin/sleep")
-        .to_string_lossy()
-        .into_owned();
     let spec = |i: usize| TaskSpec {
         alloc_id: format!("pss{i}"),
         task: "main".to_owned(),
         hostname: "pss".to_owned(),
-        command: vec![sleep.clone(), "60".to_owned()],
+        command: vec!["/bin/sleep".to_owned(), "60".to_owned()],
         env: Default::default(),
         kill_timeout_ms: 100,
         cpu_millis: 0,
         memory_mb: 0,
         pids_max: 0,
+        rootfs: Some(Rootfs::Dir {
+            path: bundle.join("rootfs"),
+        }),
     };
     let mut started = Vec::new();
     let mut result = async {

@@ -1,0 +1,428 @@
+//! Root-only e2e tests of tasks with a root filesystem of their own
+//! ([`Rootfs::Dir`] over a busybox-static tree built here, and
+//! [`Rootfs::Host`]), each property probed from inside the container.
+//! Build the binary first: `cargo build -p drover-cli`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use drover_agent::runtime::{Rootfs, Runtime, RuntimeError, TaskSpec, TaskState, DEV_ENTRIES};
+use drover_tests::drover_bin;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// Busybox applets linked into the test rootfs's `/bin`.
+const APPLETS: [&str; 20] = [
+    "sh", "ls", "cat", "id", "mount", "touch", "echo", "test", "rm", "mkdir", "sleep", "grep",
+    "wc", "head", "hostname", "true", "env", "sort", "tr", "stat",
+];
+
+/// Marker file at the root of the test rootfs.
+const MARKER: &str = "drover-rootfs-marker";
+
+/// One test's state directory, its busybox rootfs, and every process it
+/// started; the processes are SIGKILLed by pid on drop (the temp dirs are
+/// removed after), so a failing test leaves nothing running.
+struct Harness {
+    tmp: TempDir,
+    rt: Runtime,
+    pids: Mutex<Vec<i32>>,
+}
+
+impl Harness {
+    fn new() -> Result<Self> {
+        ensure!(
+            nix::unistd::geteuid().is_root(),
+            "the rootfs e2e tests need root (namespaces, mounts)"
+        );
+        let tmp = tempfile::tempdir().context("tempdir")?;
+        let rt = Runtime::new(tmp.path().join("allocs"), drover_bin());
+        let h = Self {
+            tmp,
+            rt,
+            pids: Mutex::new(Vec::new()),
+        };
+        h.build_rootfs()?;
+        Ok(h)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("allocs")
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.tmp.path().join("rootfs")
+    }
+
+    /// A busybox-static tree: `/bin/busybox`, applets as relative links,
+    /// one absolute link (resolved inside the rootfs), a marker file, and
+    /// `/proc` and `/dev` but no `/sys` or `/tmp` (the runtime creates those
+    /// in the overlay's upper dir).
+    fn build_rootfs(&self) -> Result<()> {
+        let root = self.rootfs();
+        for dir in ["bin", "proc", "dev", "etc"] {
+            std::fs::create_dir_all(root.join(dir))
+                .with_context(|| format!("mkdir {}", root.join(dir).display()))?;
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .context("busybox not found: apt-get install -y busybox-static")?;
+        std::fs::copy(busybox, root.join("bin/busybox")).context("copying busybox")?;
+        for applet in APPLETS {
+            symlink("busybox", root.join("bin").join(applet))
+                .with_context(|| format!("linking {applet}"))?;
+        }
+        // Resolvable only inside the rootfs: the host has no /drover-bb.
+        symlink("bin", root.join("drover-bb")).context("linking drover-bb")?;
+        symlink("/drover-bb/busybox", root.join("bin/printf")).context("linking printf")?;
+        std::fs::write(root.join(MARKER), "rootfs\n").context("writing the marker")?;
+        Ok(())
+    }
+
+    fn spec(&self, alloc_id: &str, rootfs: Rootfs, command: &[&str]) -> TaskSpec {
+        TaskSpec {
+            alloc_id: alloc_id.to_owned(),
+            task: "main".to_owned(),
+            hostname: format!("{alloc_id}-host"),
+            command: command.iter().map(|s| (*s).to_owned()).collect(),
+            env: BTreeMap::new(),
+            kill_timeout_ms: 300,
+            cpu_millis: 0,
+            memory_mb: 0,
+            pids_max: 1024,
+            rootfs: Some(rootfs),
+        }
+    }
+
+    fn dir_rootfs(&self) -> Rootfs {
+        Rootfs::Dir {
+            path: self.rootfs(),
+        }
+    }
+
+    /// Starts the task and records its supervisor and task pids for cleanup.
+    async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
+        let result = self.rt.start(spec).await;
+        let dir = self.root().join(&spec.alloc_id).join(&spec.task);
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            pids.push(pid);
+        }
+        if let Ok(TaskState::Running { pid, .. }) = self.rt.state(&spec.alloc_id, &spec.task) {
+            pids.push(pid);
+        }
+        result
+    }
+
+    /// Runs a probe to completion; returns its stdout, failing with its
+    /// logs unless it exited 0.
+    async fn probe(&self, spec: &TaskSpec) -> Result<String> {
+        self.start(spec).await?;
+        let state = self
+            .rt
+            .wait(&spec.alloc_id, "main", Duration::from_secs(10))
+            .await?;
+        let stdout = self.log(&spec.alloc_id, "stdout.log")?;
+        let stderr = self.log(&spec.alloc_id, "stderr.log").unwrap_or_default();
+        let supervisor = self
+            .log(&spec.alloc_id, "supervisor.log")
+            .unwrap_or_default();
+        ensure!(
+            matches!(
+                state,
+                TaskState::Exited {
+                    exit_code: Some(0),
+                    ..
+                }
+            ),
+            "{}: {state:?}\nstdout:\n{stdout}\nstderr:\n{stderr}\nsupervisor:\n{supervisor}",
+            spec.alloc_id
+        );
+        Ok(stdout)
+    }
+
+    fn log(&self, alloc_id: &str, name: &str) -> Result<String> {
+        let path = self.root().join(alloc_id).join("main").join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        // Tasks first (their PID namespace dies with them), then supervisors.
+        for pid in pids.iter().rev() {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+    }
+}
+
+fn mount_count() -> Result<usize> {
+    Ok(std::fs::read_to_string("/proc/self/mountinfo")
+        .context("reading /proc/self/mountinfo")?
+        .lines()
+        .count())
+}
+
+/// Every path below `dir`, relative and sorted, with its size for files.
+fn tree(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let entry = entry?;
+            let meta = entry.path().symlink_metadata()?;
+            let rel = entry.path().strip_prefix(dir)?.to_owned();
+            out.push((rel, if meta.is_file() { meta.len() } else { 0 }));
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test]
+async fn dir_rootfs_is_the_root_and_writes_go_to_the_overlay() -> Result<()> {
+    let h = Harness::new()?;
+    let mounts_before = mount_count()?;
+    let lower_before = tree(&h.rootfs())?;
+    let spec = h.spec(
+        "dir",
+        h.dir_rootfs(),
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cat /{MARKER}; test -e /etc/debian_version && echo host-visible; \
+                 test -e /usr && echo usr-visible; echo written > /new-file; cat /new-file; \
+                 rm /bin/true; test -e /bin/true || echo removed; echo $$; hostname"
+            ),
+        ],
+    );
+    let out = h.probe(&spec).await?;
+    assert_eq!(out, "rootfs\nwritten\nremoved\n1\ndir-host\n");
+    assert_eq!(tree(&h.rootfs())?, lower_before, "the lower dir changed");
+    let upper = h.root().join("dir/main/rootfs/upper");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("new-file"))?,
+        "written\n"
+    );
+    assert!(!h.rootfs().join("new-file").exists());
+    assert_eq!(mount_count()?, mounts_before, "host mount table changed");
+
+    h.rt.remove("dir", "main")?;
+    assert!(!h.root().join("dir").exists(), "task dir left behind");
+    Ok(())
+}
+
+#[tokio::test]
+async fn absolute_links_and_bare_names_resolve_inside_the_rootfs() -> Result<()> {
+    let h = Harness::new()?;
+    let spec = h.spec("abs", h.dir_rootfs(), &["/bin/printf", "via-link\\n"]);
+    assert_eq!(h.probe(&spec).await?, "via-link\n");
+    let spec = h.spec("bare", h.dir_rootfs(), &["echo", "bare"]);
+    assert_eq!(h.probe(&spec).await?, "bare\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_rootfs_is_read_only_with_private_tmp_and_run() -> Result<()> {
+    let h = Harness::new()?;
+    let mounts_before = mount_count()?;
+    let name = format!("drover-rootfs-test-{}", std::process::id());
+    let script = format!(
+        "touch /usr/{name} 2>/dev/null && echo usr-writable; \
+         touch /{name} 2>/dev/null && echo root-writable; \
+         touch /tmp/{name} && echo tmp-ok; touch /run/{name} && echo run-ok; \
+         test -e /etc/debian_version && echo host-root; \
+         ls /tmp; echo $$"
+    );
+    let spec = h.spec("host", Rootfs::Host, &["sh", "-c", &script]);
+    let out = h.probe(&spec).await?;
+    assert_eq!(out, format!("tmp-ok\nrun-ok\nhost-root\n{name}\n1\n"));
+    for dir in ["/usr", "/", "/tmp", "/run"] {
+        let path = Path::new(dir).join(&name);
+        assert!(!path.exists(), "{} appeared on the host", path.display());
+    }
+    assert_eq!(mount_count()?, mounts_before, "host mount table changed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dev_is_minimal_and_works() -> Result<()> {
+    let h = Harness::new()?;
+    for (alloc, rootfs) in [("devdir", h.dir_rootfs()), ("devhost", Rootfs::Host)] {
+        let spec = h.spec(
+            alloc,
+            rootfs,
+            &[
+                "sh",
+                "-c",
+                "ls -a /dev | grep -v '^\\.\\.\\?$' | sort | tr '\\n' ' '; echo; \
+                 ls /dev/pts; echo data > /dev/null && echo null-ok; \
+                 head -c 5 /dev/zero | wc -c; head -c 5 /dev/urandom | wc -c; \
+                 echo shm > /dev/shm/x && cat /dev/shm/x",
+            ],
+        );
+        let out = h.probe(&spec).await?;
+        let mut lines = out.lines();
+        let entries: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(entries, DEV_ENTRIES, "{alloc}: /dev");
+        let rest: Vec<&str> = lines.collect();
+        assert_eq!(rest, ["ptmx", "null-ok", "5", "5", "shm"], "{alloc}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sys_is_read_only_and_proc_is_its_own() -> Result<()> {
+    let h = Harness::new()?;
+    let spec = h.spec(
+        "sys",
+        h.dir_rootfs(),
+        &[
+            "sh",
+            "-c",
+            "test -e /sys/kernel && echo sys-present; \
+             touch /sys/x 2>/dev/null && echo sys-writable; \
+             echo 1 > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null && echo sys-written; \
+             grep -c ' /sys ro[, ]' /proc/self/mountinfo; \
+             grep ' /sys[/ ]' /proc/self/mountinfo | grep -vc ' /sys[^ ]* ro[, ]'; \
+             echo $$; ls /proc | grep -c '^[0-9]'",
+        ],
+    );
+    let out = h.probe(&spec).await?;
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(lines.len() == 5, "unexpected output: {out:?}");
+    assert_eq!(lines[0], "sys-present");
+    assert_eq!(lines[1], "1", "/sys not mounted read-only: {out}");
+    assert_eq!(lines[2], "0", "a mount below /sys is writable: {out}");
+    assert_eq!(lines[3], "1", "not PID 1");
+    // sh, and ls and grep of the pipeline: only this task's processes.
+    let procs: usize = lines[4].parse()?;
+    assert!(procs <= 3, "{procs} processes visible in /proc");
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_rootfs_dir_is_refused_before_start() -> Result<()> {
+    let h = Harness::new()?;
+    let missing = h.tmp.path().join("no-such-rootfs");
+    let spec = h.spec(
+        "missing",
+        Rootfs::Dir {
+            path: missing.clone(),
+        },
+        &["/bin/sh"],
+    );
+    let err = h
+        .start(&spec)
+        .await
+        .err()
+        .context("a missing rootfs was accepted")?;
+    assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "message does not name the path: {message}"
+    );
+    assert!(!h.root().join("missing").exists(), "task dir left behind");
+    Ok(())
+}
+
+#[tokio::test]
+async fn command_missing_in_the_rootfs_is_refused_before_start() -> Result<()> {
+    let h = Harness::new()?;
+    // `/bin/bash` and `perl` exist on the host but not in the
+    // busybox tree; `nosuch` exists nowhere.
+    for (alloc, command) in [
+        ("bash", "/bin/bash"),
+        ("perl", "perl"),
+        ("nosuch", "/bin/nosuch"),
+    ] {
+        let spec = h.spec(alloc, h.dir_rootfs(), &[command]);
+        let err = h
+            .start(&spec)
+            .await
+            .err()
+            .with_context(|| format!("{command} was accepted"))?;
+        assert!(matches!(err, RuntimeError::CommandNotFound { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(command) && message.contains(&h.rootfs().display().to_string()),
+            "message does not name the command and rootfs: {message}"
+        );
+        assert!(!h.root().join(alloc).exists(), "task dir left behind");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn start_stop_cycles_leave_no_mount_or_overlay_dir() -> Result<()> {
+    const CYCLES: usize = 50;
+    let h = Harness::new()?;
+    let mounts_before = mount_count()?;
+    let lower_before = tree(&h.rootfs())?;
+    let started = Instant::now();
+    for i in 0..CYCLES {
+        let spec = h.spec("cycle", h.dir_rootfs(), &["sleep", "30"]);
+        let state = h.start(&spec).await?;
+        if !matches!(state, TaskState::Running { .. }) {
+            bail!("cycle {i}: {state:?}");
+        }
+        let stopped = h.rt.stop("cycle", "main").await?;
+        ensure!(
+            matches!(stopped, TaskState::Exited { .. }),
+            "cycle {i}: {stopped:?}"
+        );
+        h.rt.remove("cycle", "main")?;
+        ensure!(
+            !h.root().join("cycle").exists(),
+            "cycle {i}: task dir (overlay dirs) left behind"
+        );
+    }
+    assert_eq!(mount_count()?, mounts_before, "host mount table changed");
+    assert_eq!(tree(&h.rootfs())?, lower_before, "the lower dir changed");
+    assert!(
+        std::fs::read_dir(h.root())?.next().is_none(),
+        "state root not empty"
+    );
+    eprintln!("{CYCLES} cycles in {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_overlay_and_remove_drops_it() -> Result<()> {
+    let h = Harness::new()?;
+    let spec = h.spec(
+        "again",
+        h.dir_rootfs(),
+        &["sh", "-c", "echo run >> /runs; wc -l < /runs"],
+    );
+    assert_eq!(h.probe(&spec).await?, "1\n");
+    // Same task directory: stdout.log is appended to.
+    assert_eq!(h.probe(&spec).await?, "1\n2\n");
+    assert!(
+        !h.rootfs().join("runs").exists(),
+        "the lower dir was written"
+    );
+    h.rt.remove("again", "main")?;
+    assert!(!h.root().join("again").exists(), "task dir left behind");
+    assert_eq!(h.probe(&spec).await?, "1\n", "a new task starts clean");
+    Ok(())
+}
