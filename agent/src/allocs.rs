@@ -7,12 +7,13 @@
 //! restart policy and yields the allocation statuses that changed.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use drover_proto::v1 as pb;
 use futures::future::join_all;
 
-use crate::runtime::{Runtime, RuntimeError, TaskSpec, TaskState};
+use crate::runtime::{Rootfs, Runtime, RuntimeError, TaskSpec, TaskState};
 
 /// What the node knows of one allocation.
 struct Alloc {
@@ -80,7 +81,15 @@ fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
         memory_mb: u64::try_from(res.memory_mb).unwrap_or(0),
         // The job format has no pids limit yet: the node's default.
         pids_max: crate::runtime::DEFAULT_PIDS_MAX,
-        rootfs: None,
+        rootfs: Some(
+            match t.rootfs.as_ref().map(|r| (r.kind.as_str(), &r.path)) {
+                Some(("dir", path)) => Rootfs::Dir {
+                    path: PathBuf::from(path),
+                },
+                // The scheduler validated the kind; the host view is the default.
+                _ => Rootfs::Host,
+            },
+        ),
     }
 }
 

@@ -102,6 +102,23 @@ pub struct TaskSpec {
     pub resources: Resources,
     /// Time between SIGTERM and SIGKILL on stop.
     pub kill_timeout_ms: u64,
+    /// What the task sees as `/`.
+    #[serde(default)]
+    pub rootfs: RootfsSpec,
+}
+
+/// A task's root filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RootfsSpec {
+    /// A read-only view of the node's `/` with private `/tmp` and `/run`.
+    #[default]
+    Host,
+    /// A rootfs directory on the node, never written (an overlay per task).
+    Dir {
+        /// Absolute path on the node.
+        path: String,
+    },
 }
 
 /// Resources reserved on a node.
@@ -298,6 +315,46 @@ impl TryFrom<&pb::Job> for JobSpec {
                         p.push(&tpath, format!("env {k:?} value contains a NUL byte"));
                     }
                 }
+                let rootfs = match &t.rootfs {
+                    None => RootfsSpec::Host,
+                    Some(r) => match r.kind.as_str() {
+                        "" | "host" => {
+                            if !r.path.is_empty() {
+                                p.push(&tpath, "rootfs.path is only for type \"dir\"");
+                            }
+                            RootfsSpec::Host
+                        }
+                        "dir" => {
+                            if !r.path.starts_with('/') {
+                                p.push(
+                                    &tpath,
+                                    format!(
+                                        "rootfs.path must be an absolute path, got {:?}",
+                                        r.path
+                                    ),
+                                );
+                            } else if r.path.contains(['\0', ',', ':', '\\']) {
+                                p.push(
+                                    &tpath,
+                                    format!(
+                                        "rootfs.path {:?} may not contain NUL, ',', ':' or '\\'",
+                                        r.path
+                                    ),
+                                );
+                            }
+                            RootfsSpec::Dir {
+                                path: r.path.clone(),
+                            }
+                        }
+                        other => {
+                            p.push(
+                                &tpath,
+                                format!("rootfs.type {other:?} is not one of \"host\", \"dir\""),
+                            );
+                            RootfsSpec::Host
+                        }
+                    },
+                };
                 let res = t.resources.unwrap_or_default();
                 p.range(
                     &tpath,
@@ -329,6 +386,7 @@ impl TryFrom<&pb::Job> for JobSpec {
                         memory_mb: clamp_u64(res.memory_mb),
                     },
                     kill_timeout_ms: clamp_u64(t.kill_timeout_ms),
+                    rootfs,
                 });
             }
             groups.push(GroupSpec {
@@ -415,6 +473,16 @@ impl From<&GroupSpec> for pb::Group {
                         memory_mb: i64::try_from(t.resources.memory_mb).unwrap_or(i64::MAX),
                     }),
                     kill_timeout_ms: i64::try_from(t.kill_timeout_ms).unwrap_or(i64::MAX),
+                    rootfs: Some(match &t.rootfs {
+                        RootfsSpec::Host => pb::Rootfs {
+                            kind: "host".into(),
+                            path: String::new(),
+                        },
+                        RootfsSpec::Dir { path } => pb::Rootfs {
+                            kind: "dir".into(),
+                            path: path.clone(),
+                        },
+                    }),
                 })
                 .collect(),
             restart: Some(pb::RestartPolicy {
@@ -447,6 +515,7 @@ mod tests {
                         memory_mb: 32,
                     }),
                     kill_timeout_ms: 5000,
+                    rootfs: None,
                 }],
             }],
         }
@@ -514,6 +583,28 @@ mod tests {
         );
         assert!(p[1].contains("must start and end with a letter or digit"));
         assert!(p[2].contains("is 64 characters"));
+    }
+
+    #[test]
+    fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
+        let spec = JobSpec::try_from(&good()).unwrap();
+        assert_eq!(spec.groups[0].tasks[0].rootfs, RootfsSpec::Host);
+        let mut j = good();
+        j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
+            kind: "dir".into(),
+            path: "rootfs".into(),
+        });
+        assert_eq!(
+            problems(&j),
+            vec![
+                "group \"main\" task \"app\": rootfs.path must be an absolute path, got \"rootfs\""
+            ]
+        );
+        j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
+            kind: "image".into(),
+            path: String::new(),
+        });
+        assert!(problems(&j)[0].contains("rootfs.type \"image\" is not one of"));
     }
 
     #[test]

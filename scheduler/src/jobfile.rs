@@ -68,6 +68,17 @@ struct FileTask {
     resources: Option<FileResources>,
     #[serde(default)]
     kill_timeout_ms: Option<i64>,
+    #[serde(default)]
+    rootfs: Option<FileRootfs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRootfs {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +128,10 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                                 memory_mb: r.memory_mb.unwrap_or(DEFAULT_MEMORY_MB),
                             }),
                             kill_timeout_ms: t.kill_timeout_ms.unwrap_or(DEFAULT_KILL_TIMEOUT_MS),
+                            rootfs: t.rootfs.map(|r| pb::Rootfs {
+                                kind: r.kind,
+                                path: r.path,
+                            }),
                         }
                     })
                     .collect(),

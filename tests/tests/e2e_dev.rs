@@ -645,6 +645,7 @@ async fn grpc_submit_of_invalid_job_lists_every_problem() {
             memory_mb,
         }),
         kill_timeout_ms: 200,
+        rootfs: None,
         ..Default::default()
     };
     let job = pb::Job {

@@ -131,7 +131,13 @@ fn agent_killed_with_sigkill_re_adopts_tasks_and_reports_exits() {
 
     // A task that ends while the agent is down.
     let short = unique_name("short");
-    let flag = c.data_dir().join("release");
+    // The task's /tmp is its own: the flag lives where the read-only host
+    // view still shows the test's writes.
+    let flag_dir = tempfile::Builder::new()
+        .prefix("drover-e2e-flag-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let flag = flag_dir.path().join("release");
     let script = format!(
         "while [ ! -e {} ]; do sleep 0.05; done; exit 7",
         flag.display()
@@ -193,4 +199,92 @@ kill_timeout_ms = 200
     // The log from before the crash is still there.
     let alloc = str_of(&wait_running(&c, &keep, 1)["allocations"][0], "id").to_string();
     assert!(c.cli_ok(&["logs", &alloc]).contains("up"));
+}
+
+#[test]
+fn job_files_choose_the_root_filesystem() {
+    let c = DevCluster::start();
+    // A tiny busybox rootfs with a marker.
+    let root = c.data_dir().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for tool in ["sh", "cat", "touch", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(root.join("marker"), "in the rootfs\n").unwrap();
+
+    let job = |name: &str, rootfs: &str, script: &str| {
+        format!(
+            r#"name = "{name}"
+kind = "batch"
+[[group]]
+name = "main"
+[[group.task]]
+name = "app"
+command = ["/bin/sh", "-c", {script:?}]
+kill_timeout_ms = 200
+{rootfs}
+"#
+        )
+    };
+    let run = |name: &str, text: String| {
+        let file = c.write_file(&format!("{name}.toml"), &text);
+        let out = c.cli(&["job", "run", file.to_str().unwrap()]);
+        let j = poll_until("the job to finish", WAIT, || {
+            let j = job_status(&c, name);
+            matches!(str_of(&j, "status"), "complete" | "failed").then_some(j)
+        });
+        (out, j)
+    };
+
+    // Default: the host, read-only, with a private writable /tmp.
+    let host = unique_name("host");
+    let (_, j) = run(
+        &host,
+        job(
+            &host,
+            "",
+            "touch /tmp/ok && ! touch /usr/drover-must-fail 2>/dev/null && test -e /etc/debian_version",
+        ),
+    );
+    assert_eq!(str_of(&j, "status"), "complete", "{j}");
+    assert!(!std::path::Path::new("/usr/drover-must-fail").exists());
+
+    // A rootfs directory, behind an overlay: its files, not the host's.
+    let dir = unique_name("dir");
+    let rootfs = format!(
+        "rootfs = {{ type = \"dir\", path = {:?} }}",
+        root.display().to_string()
+    );
+    let (_, j) = run(
+        &dir,
+        job(
+            &dir,
+            &rootfs,
+            "cat /marker && ! test -e /etc/debian_version && touch /new",
+        ),
+    );
+    assert_eq!(str_of(&j, "status"), "complete", "{j}");
+    assert!(
+        !root.join("new").exists(),
+        "the rootfs directory was written to"
+    );
+
+    // A rootfs that does not exist: refused, and `job run` names it.
+    let missing = unique_name("missing");
+    let (out, j) = run(
+        &missing,
+        job(
+            &missing,
+            "rootfs = { type = \"dir\", path = \"/nonexistent/rootfs\" }",
+            "true",
+        ),
+    );
+    assert_eq!(str_of(&j, "status"), "failed", "{j}");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/rootfs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

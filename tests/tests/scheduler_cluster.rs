@@ -181,6 +181,7 @@ fn job(name: &str, count: i64) -> pb::Job {
                     memory_mb: 64,
                 }),
                 kill_timeout_ms: 0,
+                rootfs: None,
             }],
         }],
     }

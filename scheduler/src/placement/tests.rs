@@ -39,6 +39,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
                     memory_mb: mem,
                 },
                 kill_timeout_ms: 0,
+                rootfs: Default::default(),
             }],
         }],
     }
