@@ -753,26 +753,7 @@ async fn grpc_health_and_reflection_answer() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
 
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = |m: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
-    };
-    let mut stream = reflection
-        .server_reflection_info(tokio_stream::iter(vec![
-            request(MessageRequest::ListServices(String::new())),
-            request(MessageRequest::FileContainingSymbol(
-                "drover.v1.JobService".into(),
-            )),
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
-    let listed = stream.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
-        panic!("not a service list: {listed:?}");
-    };
-    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = reflected_services(channel.clone()).await;
     for s in [
         "drover.v1.JobService",
         "drover.v1.NodeService",
@@ -782,6 +763,16 @@ async fn grpc_health_and_reflection_answer() {
     ] {
         assert!(names.contains(s), "{s} not in {names:?}");
     }
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "drover.v1.JobService".into(),
+            )),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
     let file = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::FileDescriptorResponse(fds)) = file.message_response else {
         panic!("not a file descriptor: {file:?}");
@@ -794,10 +785,6 @@ async fn embedded_store_serves_health_and_reflection_too() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let c = DevCluster::start();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.store_addr()))
@@ -813,6 +800,24 @@ async fn embedded_store_serves_health_and_reflection_too() {
         .unwrap()
         .into_inner();
     assert_eq!(resp.status, ServingStatus::Serving as i32);
+    let names = reflected_services(channel).await;
+    for s in [
+        "etcdserverpb.KV",
+        "etcdserverpb.Watch",
+        "etcdserverpb.Lease",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.contains(s), "{s} not in {names:?}");
+    }
+}
+
+/// The services a gRPC server lists through reflection v1.
+async fn reflected_services(channel: tonic::transport::Channel) -> BTreeSet<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
     let mut stream = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
             host: String::new(),
@@ -825,13 +830,5 @@ async fn embedded_store_serves_health_and_reflection_too() {
     let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
         panic!("not a service list: {listed:?}");
     };
-    let names: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
-    for s in [
-        "etcdserverpb.KV",
-        "etcdserverpb.Watch",
-        "etcdserverpb.Lease",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(names.contains(s), "{s} not in {names:?}");
-    }
+    list.service.into_iter().map(|s| s.name).collect()
 }

@@ -111,21 +111,7 @@ impl FakeAgent {
     async fn start(cluster: &Cluster, id: &str) -> FakeAgent {
         let mut client = pb::agent_service_client::AgentServiceClient::new(cluster.channel().await);
         let (tx, rx) = mpsc::channel(64);
-        tx.send(pb::AgentMessage {
-            msg: Some(pb::agent_message::Msg::Register(pb::Register {
-                node: Some(pb::Node {
-                    id: id.into(),
-                    hostname: id.into(),
-                    address: "127.0.0.1".into(),
-                    cpu_millis: 1000,
-                    memory_mb: 1024,
-                    ..Default::default()
-                }),
-                running: vec![],
-            })),
-        })
-        .await
-        .unwrap();
+        tx.send(register(id)).await.unwrap();
         let mut inbound = client
             .connect(ReceiverStream::new(rx))
             .await
@@ -161,6 +147,23 @@ impl FakeAgent {
             }
         });
         FakeAgent { stop }
+    }
+}
+
+/// The first message of an agent stream for a node with 1 core and 1 GiB.
+fn register(id: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Register(pb::Register {
+            node: Some(pb::Node {
+                id: id.into(),
+                hostname: id.into(),
+                address: "127.0.0.1".into(),
+                cpu_millis: 1000,
+                memory_mb: 1024,
+                ..Default::default()
+            }),
+            running: vec![],
+        })),
     }
 }
 
@@ -409,20 +412,7 @@ async fn a_silent_agent_is_told_its_session_ended() {
     let c = Cluster::start().await;
     let mut client = pb::agent_service_client::AgentServiceClient::new(c.channel().await);
     let (tx, rx) = mpsc::channel(4);
-    tx.send(pb::AgentMessage {
-        msg: Some(pb::agent_message::Msg::Register(pb::Register {
-            node: Some(pb::Node {
-                id: "mute".into(),
-                hostname: "mute".into(),
-                cpu_millis: 1000,
-                memory_mb: 1024,
-                ..Default::default()
-            }),
-            running: vec![],
-        })),
-    })
-    .await
-    .unwrap();
+    tx.send(register("mute")).await.unwrap();
     let mut inbound = client
         .connect(ReceiverStream::new(rx))
         .await
