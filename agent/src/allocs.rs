@@ -86,6 +86,9 @@ fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
                 Some(("dir", path)) => Rootfs::Dir {
                     path: PathBuf::from(path),
                 },
+                Some(("oci", path)) => Rootfs::Oci {
+                    image: PathBuf::from(path),
+                },
                 // The scheduler validated the kind; the host view is the default.
                 _ => Rootfs::Host,
             },

@@ -119,6 +119,12 @@ pub enum RootfsSpec {
         /// Absolute path on the node.
         path: String,
     },
+    /// A local OCI image layout (directory or tar) on the node; its config
+    /// supplies the command, env and working dir the task does not set.
+    Oci {
+        /// Absolute path on the node.
+        path: String,
+    },
 }
 
 /// Resources reserved on a node.
@@ -301,7 +307,11 @@ impl TryFrom<&pb::Job> for JobSpec {
                 } else if seen_tasks.insert(t.name.clone(), ()).is_some() {
                     p.push(&tpath, "duplicate task name");
                 }
-                check_command(&mut p, &tpath, &t.command);
+                // An OCI image's config may supply the command.
+                let image_command = t.rootfs.as_ref().is_some_and(|r| r.kind == "oci");
+                if !(image_command && t.command.is_empty()) {
+                    check_command(&mut p, &tpath, &t.command);
+                }
                 for k in t.env.keys() {
                     if k.is_empty() || k.contains('=') || k.contains('\0') {
                         p.push(
@@ -324,7 +334,7 @@ impl TryFrom<&pb::Job> for JobSpec {
                             }
                             RootfsSpec::Host
                         }
-                        "dir" => {
+                        "dir" | "oci" => {
                             if !r.path.starts_with('/') {
                                 p.push(
                                     &tpath,
@@ -342,14 +352,20 @@ impl TryFrom<&pb::Job> for JobSpec {
                                     ),
                                 );
                             }
-                            RootfsSpec::Dir {
-                                path: r.path.clone(),
+                            if r.kind == "oci" {
+                                RootfsSpec::Oci {
+                                    path: r.path.clone(),
+                                }
+                            } else {
+                                RootfsSpec::Dir {
+                                    path: r.path.clone(),
+                                }
                             }
                         }
                         other => {
                             p.push(
                                 &tpath,
-                                format!("rootfs.type {other:?} is not one of \"host\", \"dir\""),
+                                format!("rootfs.type {other:?} is not one of \"host\", \"dir\", \"oci\""),
                             );
                             RootfsSpec::Host
                         }
@@ -482,6 +498,10 @@ impl From<&GroupSpec> for pb::Group {
                             kind: "dir".into(),
                             path: path.clone(),
                         },
+                        RootfsSpec::Oci { path } => pb::Rootfs {
+                            kind: "oci".into(),
+                            path: path.clone(),
+                        },
                     }),
                 })
                 .collect(),
@@ -605,6 +625,24 @@ mod tests {
             path: String::new(),
         });
         assert!(problems(&j)[0].contains("rootfs.type \"image\" is not one of"));
+        // An OCI image may supply the command; nothing else may.
+        j.groups[0].tasks[0].command.clear();
+        j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
+            kind: "oci".into(),
+            path: "/var/lib/images/web".into(),
+        });
+        let spec = JobSpec::try_from(&j).unwrap();
+        assert_eq!(
+            spec.groups[0].tasks[0].rootfs,
+            RootfsSpec::Oci {
+                path: "/var/lib/images/web".into()
+            }
+        );
+        j.groups[0].tasks[0].rootfs = None;
+        assert_eq!(
+            problems(&j),
+            vec!["group \"main\" task \"app\": command must not be empty"]
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@ struct FileRestart {
 #[serde(deny_unknown_fields)]
 struct FileTask {
     name: String,
+    #[serde(default)]
     command: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,

@@ -288,3 +288,104 @@ kill_timeout_ms = 200
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Stores `bytes` as a blob of the OCI layout at `layout`; returns the
+/// digest and size.
+fn blob(layout: &std::path::Path, bytes: &[u8]) -> (String, usize) {
+    let tmp = layout.join("blobs/sha256/incoming");
+    std::fs::write(&tmp, bytes).unwrap();
+    let out = std::process::Command::new("sha256sum")
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hex = String::from_utf8(out.stdout).unwrap();
+    let hex = hex.split_whitespace().next().unwrap().to_string();
+    std::fs::rename(&tmp, layout.join("blobs/sha256").join(&hex)).unwrap();
+    (format!("sha256:{hex}"), bytes.len())
+}
+
+#[test]
+fn a_job_runs_an_oci_image_with_its_default_command() {
+    let c = DevCluster::start();
+    // One gzip layer: busybox, sh, and a file only the image has.
+    let tree = c.data_dir().join("layer");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    for tool in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(tree.join("etc/from-image"), "made in the image\n").unwrap();
+    let tgz = c.data_dir().join("layer.tar.gz");
+    let status = std::process::Command::new("tar")
+        .args([
+            "-czf",
+            tgz.to_str().unwrap(),
+            "-C",
+            tree.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let layout = c.data_dir().join("image");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let (layer, layer_size) = blob(&layout, &std::fs::read(&tgz).unwrap());
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Cmd": ["/bin/sh", "-c", "cat /etc/from-image; echo GREETING=$GREETING"],
+                    "Env": ["GREETING=from-config"] },
+        "rootfs": { "type": "layers", "diff_ids": [] },
+    });
+    let (config, config_size) = blob(&layout, config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size }],
+    });
+    let (manifest, manifest_size) = blob(&layout, manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{ "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_size }],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+
+    // No command in the job: the image's config supplies it.
+    let name = unique_name("oci");
+    let text = format!(
+        r#"name = "{name}"
+kind = "batch"
+[[group]]
+name = "main"
+[[group.task]]
+name = "app"
+kill_timeout_ms = 200
+rootfs = {{ type = "oci", path = {:?} }}
+"#,
+        layout.display().to_string()
+    );
+    let file = c.write_file("oci.toml", &text);
+    let out = c.cli(&["job", "run", file.to_str().unwrap()]);
+    let j = poll_until("the image's command to finish", WAIT, || {
+        let j = job_status(&c, &name);
+        matches!(str_of(&j, "status"), "complete" | "failed").then_some(j)
+    });
+    assert_eq!(
+        str_of(&j, "status"),
+        "complete",
+        "{j}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alloc = str_of(&j["allocations"][0], "id").to_string();
+    let logs = c.cli_ok(&["logs", &alloc]);
+    assert!(logs.contains("made in the image"), "{logs}");
+    assert!(logs.contains("GREETING=from-config"), "{logs}");
+}

@@ -124,4 +124,7 @@ pub enum RuntimeError {
         /// How long was waited.
         after: Duration,
     },
+    /// An OCI image could not be used (bad digest, escaping entry, ...).
+    #[error(transparent)]
+    Image(#[from] super::oci::OciError),
 }

@@ -36,6 +36,10 @@ pub const STDOUT_FILE: &str = "stdout.log";
 /// Task stderr, appended to.
 pub const STDERR_FILE: &str = "stderr.log";
 
+/// The resolved OCI image of a task with [`super::Rootfs::Oci`]: layer
+/// directories and working directory, written by the agent.
+pub const IMAGE_FILE: &str = "image.json";
+
 /// Directory of a task's root filesystem (overlay upper, work, merged).
 pub const ROOTFS_DIR: &str = "rootfs";
 
@@ -234,6 +238,10 @@ impl TaskDir {
     /// `rootfs/`: the overlay's upper and work dirs and the assembled root.
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join(ROOTFS_DIR)
+    }
+    /// `image.json`.
+    pub fn image(&self) -> PathBuf {
+        self.dir.join(IMAGE_FILE)
     }
     /// Reads `spec.json`.
     pub fn read_spec(&self) -> Result<Option<TaskSpec>, RuntimeError> {

@@ -17,16 +17,18 @@
 //! capability bounding set and `no_new_privs` ([`KEPT_CAPABILITIES`]).
 //!
 //! A task may get a root filesystem of its own ([`Rootfs`]: a read-only view
-//! of the host, or an overlay over a rootfs directory), entered with
+//! of the host, an overlay over a rootfs directory, or an overlay over the
+//! unpacked layers of a local OCI image, see [`ImageCache`]), entered with
 //! `pivot_root`, with a fresh `/proc`, a minimal `/dev`, a read-only `/sys`
 //! and tmpfs `/tmp`; without one it shares the host's mount tree.
 //!
 //! Not yet done here (later steps): wiring the (empty) network namespace,
-//! cgroup and user namespaces, OCI images, volumes.
+//! cgroup and user namespaces, volumes.
 
 mod error;
 mod files;
 mod limits;
+mod oci;
 mod pidfd;
 mod rootfs;
 mod spec;
@@ -53,8 +55,10 @@ use files::{
 pub use limits::{
     CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
 };
+pub use oci::{ImageCache, ImageDefaults, OciError, ResolvedImage};
 use pidfd::PidFd;
 pub use rootfs::{Rootfs, DEV_ENTRIES, DEV_NODES};
+use spec::resolve_command_in_layers;
 pub use spec::{TaskSpec, TaskState, DEFAULT_PIDS_MAX};
 pub use supervisor::supervise_main;
 
@@ -83,18 +87,40 @@ pub struct Runtime {
     exe: PathBuf,
     proc_root: PathBuf,
     cgroups: CgroupPlacement,
+    images: ImageCache,
 }
 
 impl Runtime {
     /// `state_root` e.g. `<data_dir>/allocs`; `exe` is the drover binary to
     /// re-execute as the supervisor (`std::env::current_exe()` in production).
+    /// OCI image layers are cached in `<state_root>/../images` unless
+    /// [`Runtime::with_image_cache`] says otherwise.
     pub fn new(state_root: PathBuf, exe: PathBuf) -> Self {
+        let images = ImageCache::new(
+            state_root
+                .parent()
+                .map_or_else(|| state_root.join("images"), |p| p.join("images")),
+        );
         Self {
             state_root,
             exe,
             proc_root: PathBuf::from("/proc"),
             cgroups: CgroupPlacement::default(),
+            images,
         }
+    }
+
+    /// Caches unpacked OCI image layers below `root` (`<root>/layers/<sha256>/`)
+    /// instead of `<state_root>/../images`. The path must not contain `,`,
+    /// `:` or `\` (layer directories become overlay options).
+    pub fn with_image_cache(mut self, root: PathBuf) -> Self {
+        self.images = ImageCache::new(root);
+        self
+    }
+
+    /// The cache of unpacked OCI image layers.
+    pub fn image_cache(&self) -> &ImageCache {
+        &self.images
     }
 
     /// Puts tasks' cgroups below `parent` (relative to each hierarchy, e.g.
@@ -133,10 +159,27 @@ impl Runtime {
     /// Validates the spec, writes `spec.json`, starts the supervisor detached
     /// and waits (up to 5 s) until it reports the task running, exited or
     /// failed. A failed start leaves no process behind.
+    ///
+    /// With [`Rootfs::Oci`], the image is resolved first (blobs verified,
+    /// layers unpacked into the cache; see [`ImageCache::resolve`]) and its
+    /// defaults applied ([`TaskSpec::with_image_defaults`]): `spec.json`
+    /// holds the resulting spec and `image.json` the resolved image. A bad
+    /// image is refused before any task directory or process exists.
     pub async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
         let (alloc_id, task) = (spec.alloc_id.as_str(), spec.task.as_str());
         let dir = TaskDir::new(self.task_dir(alloc_id, task)?);
         spec.validate()?;
+        let (spec, image) = match &spec.rootfs {
+            Some(Rootfs::Oci { image }) => {
+                let resolved = self.resolve_image(image).await?;
+                let spec = spec.with_image_defaults(image, &resolved.defaults)?;
+                spec.validate()?;
+                resolve_command_in_layers(&spec, image, &resolved.layers)?;
+                (spec, Some(resolved))
+            }
+            _ => (spec.clone(), None),
+        };
+        let spec = &spec;
         self.cgroups.validate()?;
 
         let created = !dir.dir.exists();
@@ -165,7 +208,7 @@ impl Runtime {
             }
         }
         self.sweep_cgroups();
-        let result = self.spawn_and_wait(&dir, spec).await;
+        let result = self.spawn_and_wait(&dir, spec, image.as_ref()).await;
         if result.is_err() && created {
             // Nothing runs (spawn_and_wait kills what it started): undo.
             let _ = fs::remove_dir_all(&dir.dir);
@@ -176,10 +219,26 @@ impl Runtime {
         result
     }
 
+    /// Resolves an OCI image off the async executor ([`ImageCache::resolve`]).
+    pub async fn resolve_image(&self, image: &Path) -> Result<ResolvedImage, RuntimeError> {
+        let cache = self.images.clone();
+        let path = image.to_owned();
+        let resolved = tokio::task::spawn_blocking(move || cache.resolve(&path))
+            .await
+            .map_err(|e| OciError::Read {
+                image: image.to_owned(),
+                what: "the image (resolver task)".to_owned(),
+                source: io::Error::other(e.to_string()),
+            })??;
+        debug!(image = %image.display(), manifest = %resolved.manifest, layers = resolved.layers.len(), "image resolved");
+        Ok(resolved)
+    }
+
     async fn spawn_and_wait(
         &self,
         dir: &TaskDir,
         spec: &TaskSpec,
+        image: Option<&ResolvedImage>,
     ) -> Result<TaskState, RuntimeError> {
         let (alloc_id, task) = (spec.alloc_id.as_str(), spec.task.as_str());
         fs::create_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
@@ -188,6 +247,19 @@ impl Runtime {
             source,
         })?;
         write_json(&dir.spec(), spec)?;
+        match image {
+            Some(image) => write_json(&dir.image(), image)?,
+            None => match fs::remove_file(dir.image()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(RuntimeError::Io {
+                        op: "remove",
+                        path: dir.image(),
+                        source: e,
+                    })
+                }
+                _ => {}
+            },
+        }
         write_json_with(&dir.cgroup(), &self.cgroups, Durability::ProcessCrash)?;
         let log = open_append(&dir.supervisor_log())?;
 

@@ -53,6 +53,20 @@ pub enum Rootfs {
         /// be read as overlay mount options).
         path: PathBuf,
     },
+    /// A local OCI image layout: a directory (`oci-layout`, `index.json`,
+    /// `blobs/sha256/...`) or a `.tar` of one. The agent verifies every
+    /// blob against its digest and unpacks each layer once into the image
+    /// cache ([`super::Runtime::with_image_cache`]); the task's overlay
+    /// stacks the layer directories as lower dirs, with its own upper dir
+    /// as for [`Rootfs::Dir`]. The image config's `Entrypoint` + `Cmd` are
+    /// the command when the spec's is empty, its `Env` lies under the
+    /// spec's env, and its `WorkingDir` is the task's working directory.
+    ///
+    /// JSON: `{"type":"oci","image":"/var/lib/drover/images/app.tar"}`.
+    Oci {
+        /// Absolute path of the layout directory or tar file.
+        image: PathBuf,
+    },
 }
 
 /// Device nodes created in the task's `/dev` (names; see [`DEV_NUMBERS`]).
@@ -99,8 +113,19 @@ impl Rootfs {
     /// absolute, usable as an overlay option and an existing directory.
     /// Returns a message naming the path.
     pub fn validate(&self) -> Result<(), String> {
-        let Rootfs::Dir { path } = self else {
-            return Ok(());
+        let path = match self {
+            Rootfs::Host => return Ok(()),
+            Rootfs::Oci { image } => {
+                return if image.is_absolute() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "rootfs image {} must be an absolute path",
+                        image.display()
+                    ))
+                };
+            }
+            Rootfs::Dir { path } => path,
         };
         if !path.is_absolute() {
             return Err(format!(
@@ -138,11 +163,62 @@ impl Rootfs {
 /// inside the root directory `root`, every symlink resolved inside `root`
 /// (`openat2(RESOLVE_IN_ROOT)`), as it will be after `pivot_root`.
 pub(crate) fn is_executable_in(root: &Path, path: &Path) -> bool {
+    open_in_root(root, path)
+        .and_then(|f| f.metadata().ok())
+        .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether `path` names a directory inside `root`, resolved as
+/// [`is_executable_in`] does.
+pub(crate) fn is_dir_in(root: &Path, path: &Path) -> bool {
+    open_in_root(root, path)
+        .and_then(|f| f.metadata().ok())
+        .is_some_and(|m| m.is_dir())
+}
+
+/// Creates the directory `path` (absolute, as the task sees it) and its
+/// missing parents inside `root`, each parent resolved inside `root` as
+/// [`is_executable_in`] does, so that a symlink in the tree cannot lead the
+/// creation out of it. Mode 0755.
+pub(crate) fn mkdir_p_in(root: &Path, path: &Path) -> Result<(), String> {
+    let mut current = PathBuf::from("/");
+    for component in path.components() {
+        let std::path::Component::Normal(name) = component else {
+            continue;
+        };
+        let next = current.join(name);
+        if !is_dir_in(root, &next) {
+            let parent = open_in_root(root, &current).ok_or_else(|| {
+                format!(
+                    "{} is not a directory in the root filesystem",
+                    current.display()
+                )
+            })?;
+            let c_name = CString::new(name.as_bytes())
+                .map_err(|_| format!("{} contains a NUL byte", next.display()))?;
+            // SAFETY: `parent` is an open descriptor and `c_name` a
+            // NUL-terminated single component; both outlive the call.
+            let rc = unsafe { libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o755) };
+            if rc != 0 {
+                return Err(format!(
+                    "mkdir {} in the root filesystem: {}",
+                    next.display(),
+                    io::Error::last_os_error()
+                ));
+            }
+        }
+        current = next;
+    }
+    Ok(())
+}
+
+/// Opens `path` with `O_PATH`, every component resolved inside `root`.
+fn open_in_root(root: &Path, path: &Path) -> Option<fs::File> {
     let Ok(root_dir) = fs::File::open(root) else {
-        return false;
+        return None;
     };
     let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
+        return None;
     };
     // SAFETY: open_how is plain old data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -160,16 +236,19 @@ pub(crate) fn is_executable_in(root: &Path, path: &Path) -> bool {
             std::mem::size_of::<libc::open_how>(),
         )
     };
-    let Ok(fd) = i32::try_from(fd) else {
-        return false;
-    };
-    if fd < 0 {
-        return false;
-    }
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    let file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    Some(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// What [`prepare`] builds the root from.
+#[derive(Debug, Clone)]
+pub(super) enum RootBase {
+    /// A read-only recursive bind of the host's `/`.
+    Host,
+    /// An overlay over these lower directories (top first), with the
+    /// task's upper and work dirs.
+    Overlay(Vec<PathBuf>),
 }
 
 /// A root assembled by [`prepare`], and the strings the child needs to
@@ -181,14 +260,15 @@ pub(super) struct PreparedRoot {
     pub merged: PathBuf,
     merged_c: CString,
     dot: CString,
-    slash: CString,
+    cwd: CString,
 }
 
 impl PreparedRoot {
     /// In the forked child, before exec: a mount namespace of its own (a
     /// copy of the supervisor's, with the prepared root), then
     /// `pivot_root(".", ".")` inside `merged` and a lazy unmount of the old
-    /// root stacked on it, then `chdir("/")`. The same-directory form of
+    /// root stacked on it, then a `chdir` to the working directory (`/`
+    /// unless an image sets one). The same-directory form of
     /// `pivot_root` needs no `put_old` directory, so it also works on a
     /// read-only root ([`Rootfs::Host`]). The caller mounts `/proc` next.
     ///
@@ -211,7 +291,7 @@ impl PreparedRoot {
             if libc::umount2(self.dot.as_ptr(), libc::MNT_DETACH) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::chdir(self.slash.as_ptr()) != 0 {
+            if libc::chdir(self.cwd.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
@@ -308,16 +388,19 @@ fn create_dir_all(path: &Path) -> Result<(), String> {
 /// namespace, which must be private (a new namespace whose `/` was made
 /// `MS_REC|MS_PRIVATE`): nothing mounted here reaches the host.
 /// `host_sys` (normally `/sys`) is where sysfs is bound from.
+/// `cwd` is the task's working directory inside the new root, entered by
+/// [`PreparedRoot::enter_in_child`] after the pivot.
 pub(super) fn prepare(
-    rootfs: &Rootfs,
+    base: &RootBase,
     dirs: &RootfsDirs,
     host_sys: &Path,
+    cwd: &Path,
 ) -> Result<PreparedRoot, String> {
     let merged = &dirs.merged;
     create_dir_all(merged)?;
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    match rootfs {
-        Rootfs::Host => {
+    match base {
+        RootBase::Host => {
             do_mount(
                 Some(Path::new("/")),
                 merged,
@@ -343,12 +426,32 @@ pub(super) fn prepare(
                 Some("mode=755"),
             )?;
         }
-        Rootfs::Dir { path } => {
+        RootBase::Overlay(lower) => {
+            if lower.is_empty() {
+                return Err("an overlay root needs at least one lower directory".to_owned());
+            }
+            for dir in lower.iter().chain([&dirs.upper, &dirs.work]) {
+                if dir
+                    .as_os_str()
+                    .as_bytes()
+                    .iter()
+                    .any(|b| matches!(b, b',' | b':' | b'\\'))
+                {
+                    return Err(format!(
+                        "overlay directory {} contains ',', ':' or '\\'",
+                        dir.display()
+                    ));
+                }
+            }
             create_dir_all(&dirs.upper)?;
             create_dir_all(&dirs.work)?;
+            let lowerdir = lower
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":");
             let options = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                path.display(),
+                "lowerdir={lowerdir},upperdir={},workdir={}",
                 dirs.upper.display(),
                 dirs.work.display()
             );
@@ -385,7 +488,7 @@ pub(super) fn prepare(
         merged_c: cstring(merged)?,
         merged: merged.clone(),
         dot: cstring(Path::new("."))?,
-        slash: cstring(Path::new("/"))?,
+        cwd: cstring(cwd)?,
     })
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::files::validate_name;
+use super::oci::{is_executable_in_layers, ImageDefaults};
 use super::rootfs::{is_executable_in, Rootfs};
 use super::{RuntimeError, DEFAULT_PATH};
 
@@ -22,6 +23,8 @@ pub struct TaskSpec {
     /// Hostname inside the task's UTS namespace.
     pub hostname: String,
     /// argv; `command[0]` is an absolute path or a name looked up in `PATH`.
+    /// May be empty only with [`Rootfs::Oci`], whose image config then
+    /// gives it (`Entrypoint` + `Cmd`).
     pub command: Vec<String>,
     /// The task's whole environment (`PATH` defaults to [`DEFAULT_PATH`]).
     pub env: BTreeMap<String, String>,
@@ -99,7 +102,9 @@ impl TaskSpec {
     /// without `=`), the root filesystem ([`Rootfs::validate`]), and that
     /// `command[0]` resolves to an executable (inside the rootfs, when the
     /// spec has a [`Rootfs::Dir`]). Returns the resolved program path, as
-    /// the task will see it.
+    /// the task will see it. With [`Rootfs::Oci`] the command may be empty
+    /// and is not resolved here (the image is needed: `Runtime::start` does
+    /// it); `command[0]` is returned as given.
     pub fn validate(&self) -> Result<PathBuf, RuntimeError> {
         validate_name("alloc id", &self.alloc_id)?;
         validate_name("task name", &self.task)?;
@@ -135,7 +140,47 @@ impl TaskSpec {
         if let Some(rootfs) = &self.rootfs {
             rootfs.validate().map_err(invalid)?;
         }
+        if let Some(Rootfs::Oci { .. }) = &self.rootfs {
+            // The command may come from the image; `Runtime::start`
+            // resolves the image, applies its defaults
+            // ([`TaskSpec::with_image_defaults`]) and looks the command up
+            // in its layers ([`resolve_command_in_layers`]).
+            return Ok(PathBuf::from(
+                self.command.first().cloned().unwrap_or_default(),
+            ));
+        }
         resolve_command(self)
+    }
+
+    /// This spec with an image config's defaults applied: an empty
+    /// `command` becomes `Entrypoint` + `Cmd` (a given command replaces
+    /// both), and the image's `Env` lies under the spec's `env` (the
+    /// spec's value wins for a key both set). Fails when neither the spec
+    /// nor the image names a command.
+    pub fn with_image_defaults(
+        &self,
+        image: &Path,
+        defaults: &ImageDefaults,
+    ) -> Result<TaskSpec, RuntimeError> {
+        let mut spec = self.clone();
+        if spec.command.is_empty() {
+            spec.command = defaults.command();
+            if spec.command.is_empty() {
+                return Err(RuntimeError::InvalidSpec {
+                    alloc_id: self.alloc_id.clone(),
+                    task: self.task.clone(),
+                    problem: format!(
+                        "command is empty and image {} has no Entrypoint or Cmd; \
+                         give the task a command",
+                        image.display()
+                    ),
+                });
+            }
+        }
+        let mut env = defaults.env_map();
+        env.extend(self.env.clone());
+        spec.env = env;
+        Ok(spec)
     }
 }
 
@@ -147,12 +192,52 @@ pub(crate) fn resolve_command(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> 
     match &spec.rootfs {
         Some(Rootfs::Dir { path }) => resolve_command_in(spec, path),
         None | Some(Rootfs::Host) => resolve_command_in(spec, Path::new("/")),
+        Some(Rootfs::Oci { image }) => Err(RuntimeError::InvalidSpec {
+            alloc_id: spec.alloc_id.clone(),
+            task: spec.task.clone(),
+            problem: format!(
+                "the command can only be resolved once image {} is unpacked",
+                image.display()
+            ),
+        }),
     }
 }
 
 /// [`resolve_command`] inside the root directory `root`: symlinks are
 /// resolved as the task will see them, after `pivot_root` into `root`.
 pub(crate) fn resolve_command_in(spec: &TaskSpec, root: &Path) -> Result<PathBuf, RuntimeError> {
+    let host = root == Path::new("/");
+    let in_rootfs = if host {
+        String::new()
+    } else {
+        format!(" in rootfs {}", root.display())
+    };
+    let executable = |p: &Path| {
+        if host {
+            is_executable(p)
+        } else {
+            is_executable_in(root, p)
+        }
+    };
+    resolve_with(spec, &executable, &in_rootfs)
+}
+
+/// [`resolve_command`] in the overlay of the unpacked `layers` (top
+/// first) of `image`, as the task will see it once they are mounted.
+pub(crate) fn resolve_command_in_layers(
+    spec: &TaskSpec,
+    image: &Path,
+    layers: &[PathBuf],
+) -> Result<PathBuf, RuntimeError> {
+    let executable = |p: &Path| is_executable_in_layers(layers, p);
+    resolve_with(spec, &executable, &format!(" in image {}", image.display()))
+}
+
+fn resolve_with(
+    spec: &TaskSpec,
+    executable: &dyn Fn(&Path) -> bool,
+    in_rootfs: &str,
+) -> Result<PathBuf, RuntimeError> {
     let program = spec
         .command
         .first()
@@ -161,19 +246,6 @@ pub(crate) fn resolve_command_in(spec: &TaskSpec, root: &Path) -> Result<PathBuf
             alloc_id: spec.alloc_id.clone(),
             task: spec.task.clone(),
         })?;
-    let host = root == Path::new("/");
-    let executable = |p: &Path| {
-        if host {
-            is_executable(p)
-        } else {
-            is_executable_in(root, p)
-        }
-    };
-    let in_rootfs = if host {
-        String::new()
-    } else {
-        format!(" in rootfs {}", root.display())
-    };
     let not_found = |detail: String| RuntimeError::CommandNotFound {
         command: program.clone(),
         detail: format!("{detail}{in_rootfs}"),

@@ -32,7 +32,8 @@ use super::files::{
     Durability, TaskDir,
 };
 use super::limits::{CgroupPlacement, Hardening};
-use super::rootfs::{self, PreparedRoot, Rootfs, RootfsDirs};
+use super::oci::ResolvedImage;
+use super::rootfs::{self, PreparedRoot, RootBase, Rootfs, RootfsDirs};
 use super::spec::resolve_command_in;
 use super::{RuntimeError, TaskSpec, TaskState, DEFAULT_PATH};
 use crate::cgroup::{self, CgroupError, Cgroups, Limits};
@@ -300,9 +301,30 @@ fn prepare_root(
     rootfs
         .validate()
         .map_err(|e| fail(format!("rootfs: {e}")))?;
+    let (base, cwd) = match rootfs {
+        Rootfs::Host => (RootBase::Host, PathBuf::from("/")),
+        Rootfs::Dir { path } => (RootBase::Overlay(vec![path.clone()]), PathBuf::from("/")),
+        Rootfs::Oci { image } => {
+            let resolved: ResolvedImage = read_json(&dir.image())?.ok_or_else(|| {
+                fail(format!(
+                    "image {}: {} is missing (the agent writes it)",
+                    image.display(),
+                    dir.image().display()
+                ))
+            })?;
+            let cwd = Path::new("/").join(resolved.defaults.working_dir.unwrap_or_default());
+            (RootBase::Overlay(resolved.layers), cwd)
+        }
+    };
     let dirs = RootfsDirs::new(&dir.rootfs());
-    let prepared = rootfs::prepare(rootfs, &dirs, Path::new("/sys"))
+    let prepared = rootfs::prepare(&base, &dirs, Path::new("/sys"), &cwd)
         .map_err(|e| fail(format!("preparing the root filesystem: {e}")))?;
+    // As Docker does, an image's working directory is created when missing
+    // (in the task's upper dir; the layers are never written).
+    if !rootfs::is_dir_in(&prepared.merged, &cwd) {
+        rootfs::mkdir_p_in(&prepared.merged, &cwd)
+            .map_err(|e| fail(format!("working directory {}: {e}", cwd.display())))?;
+    }
     let program = resolve_command_in(spec, &prepared.merged).map_err(|e| Failure {
         message: e.to_string(),
         exit_code: 127,
