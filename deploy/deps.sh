@@ -21,15 +21,18 @@ drover_install_deps() {
     echo "installing: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Debian's etcd-server package must not start a system etcd here.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.drover
-    chmod +x /usr/sbin/policy-rc.d.drover
-    local had_policy=0
-    [ -e /usr/sbin/policy-rc.d ] && had_policy=1
-    [ "$had_policy" = 0 ] && cp /usr/sbin/policy-rc.d.drover /usr/sbin/policy-rc.d
+    # Debian's etcd-server package must not start a system etcd here: a
+    # policy-rc.d that refuses every service start, unless one exists.
+    local own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+      chmod +x /usr/sbin/policy-rc.d
+      own_policy=1
+    fi
     apt-get install -y -qq "${missing[@]}" >/dev/null
-    [ "$had_policy" = 0 ] && rm -f /usr/sbin/policy-rc.d
-    rm -f /usr/sbin/policy-rc.d.drover
+    if [ "$own_policy" = 1 ]; then
+      rm -f /usr/sbin/policy-rc.d
+    fi
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found. Drover needs a Rust toolchain >= 1.88 (install it with rustup)." >&2
