@@ -433,10 +433,11 @@ fn empty_command_is_refused() {
         &edit(&good, cmd, r#"command = ["", "x"]"#),
         &[r#"group "main" task "app": command[0] (the program) must not be empty"#],
     );
+    // `command` may be left out only when an OCI image supplies it.
     r.check(
         "missing command",
         &edit(&good, cmd, ""),
-        &["missing field `command`"],
+        &[r#"group "main" task "app": command must not be empty"#],
     );
 }
 
