@@ -196,11 +196,6 @@ impl Allocs {
         }
     }
 
-    /// The runtime.
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
     /// Statuses of tasks found on disk, grouped by allocation: sent in
     /// `Register` after an agent restart, before any assignment arrives.
     pub fn on_disk(&self) -> Result<Vec<pb::AllocStatus>, RuntimeError> {
@@ -578,13 +573,5 @@ impl Allocs {
                 tasks.join(", ")
             )),
         }
-    }
-
-    /// Whether a task still runs (or will restart), for following logs.
-    pub fn task_live(&self, alloc_id: &str, task: &str) -> bool {
-        self.allocs
-            .get(alloc_id)
-            .and_then(|a| a.tasks.get(task))
-            .is_some_and(|t| !t.state.is_terminal() || t.restart_at.is_some())
     }
 }

@@ -88,6 +88,19 @@ fn read_job(file: &Path) -> Result<pb::Job> {
     drover_scheduler::jobfile::parse(&name, &text).map_err(|e| anyhow!("{e}"))
 }
 
+async fn get_job(
+    client: &mut pb::job_service_client::JobServiceClient<Channel>,
+    name: &str,
+) -> Result<pb::GetJobResponse> {
+    Ok(client
+        .get(pb::GetJobRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner())
+}
+
 pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) -> Result<()> {
     let job = read_job(file)?;
     let name = job.name.clone();
@@ -100,11 +113,7 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
     if !detach {
         let deadline = Instant::now() + Duration::from_secs(wait);
         loop {
-            let got = client
-                .get(pb::GetJobRequest { name: name.clone() })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let got = get_job(&mut client, &name).await?;
             let waiting = got
                 .allocations
                 .iter()
@@ -179,13 +188,7 @@ pub async fn job_plan(opts: &ClientOpts, file: &Path) -> Result<()> {
 
 pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
-    let got = client
-        .get(pb::GetJobRequest {
-            name: name.to_string(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let got = get_job(&mut client, name).await?;
     print_job(opts, &got, &[])
 }
 
@@ -201,13 +204,7 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
     if !detach {
         let deadline = Instant::now() + Duration::from_secs(wait);
         loop {
-            let got = client
-                .get(pb::GetJobRequest {
-                    name: name.to_string(),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let got = get_job(&mut client, name).await?;
             let live = got.allocations.iter().filter(|a| {
                 resp.stopped_allocations.contains(&a.id)
                     && matches!(a.status.as_str(), "pending" | "running")

@@ -34,6 +34,25 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `drover node list -o json` against `https` with the cluster CA from `ca`
+/// and the `role` certificate from `certs`.
+fn node_list_as(https: &str, ca: &Path, certs: &Path, role: &str) -> Output {
+    drover(&[
+        "node",
+        "list",
+        "-o",
+        "json",
+        "--addr",
+        https,
+        "--tls-ca",
+        &p(ca, "ca.pem"),
+        "--tls-cert",
+        &p(certs, &format!("{role}.pem")),
+        "--tls-key",
+        &p(certs, &format!("{role}-key.pem")),
+    ])
+}
+
 fn wait_file(path: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -147,20 +166,7 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
     let addr = wait_file(&addr_file);
     let https = format!("https://{addr}");
 
-    let ok = drover(&[
-        "node",
-        "list",
-        "-o",
-        "json",
-        "--addr",
-        &https,
-        "--tls-ca",
-        &p(&pki, "ca.pem"),
-        "--tls-cert",
-        &p(&pki, "cli.pem"),
-        "--tls-key",
-        &p(&pki, "cli-key.pem"),
-    ]);
+    let ok = node_list_as(&https, &pki, &pki, "cli");
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "[]");
 
@@ -174,18 +180,7 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
     assert!(drover(&["tls", "init", "--dir", other.to_str().unwrap()])
         .status
         .success());
-    let foreign = drover(&[
-        "node",
-        "list",
-        "--addr",
-        &https,
-        "--tls-ca",
-        &p(&pki, "ca.pem"),
-        "--tls-cert",
-        &p(&other, "cli.pem"),
-        "--tls-key",
-        &p(&other, "cli-key.pem"),
-    ]);
+    let foreign = node_list_as(&https, &pki, &other, "cli");
     assert!(
         !foreign.status.success(),
         "a foreign client certificate was accepted"
@@ -201,18 +196,7 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
     );
 
     // Roles: an agent's certificate cannot use the user API...
-    let as_agent = drover(&[
-        "node",
-        "list",
-        "--addr",
-        &https,
-        "--tls-ca",
-        &p(&pki, "ca.pem"),
-        "--tls-cert",
-        &p(&pki, "agent.pem"),
-        "--tls-key",
-        &p(&pki, "agent-key.pem"),
-    ]);
+    let as_agent = node_list_as(&https, &pki, &pki, "agent");
     assert!(
         !as_agent.status.success(),
         "an agent certificate listed nodes"
