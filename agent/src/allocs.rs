@@ -182,6 +182,7 @@ impl Alloc {
             alloc_id: id,
             status: status.into(),
             tasks,
+            ..Default::default()
         }
     }
 }
@@ -223,6 +224,7 @@ impl Allocs {
                     alloc_id,
                     status: status.into(),
                     tasks,
+                    ..Default::default()
                 }
             })
             .collect())
@@ -377,6 +379,7 @@ impl Allocs {
                     alloc_id: id.clone(),
                     status: "complete".into(),
                     tasks: Vec::new(),
+                    ..Default::default()
                 });
             }
         }
@@ -408,6 +411,7 @@ impl Allocs {
                     alloc_id: alloc,
                     status: "complete".into(),
                     tasks: states,
+                    ..Default::default()
                 });
             }
         }

@@ -215,6 +215,7 @@ async fn session(
                     Some(pb::scheduler_message::Msg::LogCancel(c)) => {
                         if let Some(t) = log_streams.remove(&c.request_id) { t.cancel(); }
                     }
+                    Some(pb::scheduler_message::Msg::Peers(_)) | Some(pb::scheduler_message::Msg::ExecInput(_)) => {}
                     None => {}
                 }
             }

@@ -150,6 +150,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 node_id: node.id.clone(),
                 heartbeat_interval_ms: i64::try_from(self.core.timing.heartbeat.as_millis())
                     .unwrap_or(i64::MAX),
+                ..Default::default()
             })),
         };
         let _ = tx.send(Ok(hello)).await;
@@ -243,6 +244,7 @@ async fn receive(
             Ok(Some(Ok(m))) => m,
         };
         match msg.msg {
+            Some(pb::agent_message::Msg::ExecOutput(_)) => {}
             Some(pb::agent_message::Msg::Heartbeat(_)) => {
                 node.last_seen_unix_ms = now_ms();
             }

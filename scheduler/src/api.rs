@@ -404,4 +404,13 @@ impl pb::alloc_service_server::AllocService for Api {
         let rx = crate::agents::request_logs(&self.core, &alloc, &req).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    type ExecStream = BoxStream<pb::ExecResponse>;
+
+    async fn exec(
+        &self,
+        _req: Request<tonic::Streaming<pb::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Err(Status::unimplemented("exec is not available yet"))
+    }
 }

@@ -503,12 +503,14 @@ impl From<&GroupSpec> for pb::Group {
                             path: path.clone(),
                         },
                     }),
+                    ..Default::default()
                 })
                 .collect(),
             restart: Some(pb::RestartPolicy {
                 attempts: i64::from(g.restart.attempts),
                 delay_ms: i64::try_from(g.restart.delay_ms).unwrap_or(i64::MAX),
             }),
+            ..Default::default()
         }
     }
 }
@@ -536,7 +538,9 @@ mod tests {
                     }),
                     kill_timeout_ms: 5000,
                     rootfs: None,
+                    ..Default::default()
                 }],
+                ..Default::default()
             }],
         }
     }

@@ -106,6 +106,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
             .groups
             .into_iter()
             .map(|g| pb::Group {
+                network: String::new(),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {
@@ -133,6 +134,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                                 kind: r.kind,
                                 path: r.path,
                             }),
+                            ..Default::default()
                         }
                     })
                     .collect(),

@@ -227,6 +227,7 @@ impl From<&AllocRecord> for pb::Allocation {
             job_version: a.job_version,
             created_unix_ms: a.created_unix_ms,
             modified_unix_ms: a.modified_unix_ms,
+            ip: String::new(),
         }
     }
 }
@@ -280,6 +281,7 @@ impl NodeRecord {
             used_cpu_millis: i64::try_from(used.cpu_millis).unwrap_or(i64::MAX),
             used_memory_mb: i64::try_from(used.memory_mb).unwrap_or(i64::MAX),
             allocations,
+            subnet: String::new(),
         }
     }
 }

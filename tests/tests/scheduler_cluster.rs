@@ -139,6 +139,7 @@ impl FakeAgent {
                                 alloc_id: alloc.id,
                                 status: status.into(),
                                 tasks: vec![],
+                                ..Default::default()
                             }))};
                             if tx.send(st).await.is_err() { return; }
                         }
@@ -185,7 +186,9 @@ fn job(name: &str, count: i64) -> pb::Job {
                 }),
                 kill_timeout_ms: 0,
                 rootfs: None,
+                ..Default::default()
             }],
+            ..Default::default()
         }],
     }
 }
