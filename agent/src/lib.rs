@@ -10,6 +10,7 @@ pub mod allocs;
 pub mod cgroup;
 pub mod net;
 pub mod node;
+pub mod policy;
 pub mod runtime;
 
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ pub struct AgentConfig {
     /// Cgroup directory, relative to each hierarchy's root, under which
     /// every task gets `<alloc>/<task>` (default `drover`).
     pub cgroup_parent: PathBuf,
+    /// What any scheduler may ask of this node.
+    pub policy: policy::NodePolicy,
 }
 
 const POLL: Duration = Duration::from_millis(200);

@@ -27,6 +27,10 @@ pub struct DevArgs {
     /// Cgroup directory (in every hierarchy) that holds the tasks' cgroups.
     #[arg(long, default_value = "drover")]
     cgroup_parent: PathBuf,
+    /// Node policy file (TOML): allowed host paths, rootfs dirs, images,
+    /// host networking, user namespace range. See `drover_agent::policy`.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -75,6 +79,10 @@ pub struct AgentArgs {
     /// Memory capacity to offer, in MiB (default: all memory).
     #[arg(long)]
     memory_mb: Option<i64>,
+    /// Node policy file (TOML): allowed host paths, rootfs dirs, images,
+    /// host networking, user namespace range. See `drover_agent::policy`.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     #[command(flatten)]
     tls: crate::tls::ClientTls,
     /// Log filter.
@@ -160,6 +168,14 @@ fn exe() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the drover binary to re-execute as supervisor")
 }
 
+/// The node policy from `--policy`, or the default one.
+fn load_policy(path: Option<&Path>) -> Result<drover_agent::policy::NodePolicy> {
+    match path {
+        None => Ok(drover_agent::policy::NodePolicy::default()),
+        Some(p) => Ok(drover_agent::policy::NodePolicy::load(p)?),
+    }
+}
+
 /// `drover dev`: the embedded store, the scheduler and one agent in one
 /// process, all on loopback.
 pub async fn dev(a: DevArgs) -> Result<()> {
@@ -206,6 +222,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         memory_mb: None,
         tls: None,
         cgroup_parent: a.cgroup_parent.clone(),
+        policy: load_policy(a.policy.as_deref())?,
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -263,6 +280,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
             memory_mb: a.memory_mb,
             tls,
             cgroup_parent: a.cgroup_parent,
+            policy: load_policy(a.policy.as_deref())?,
         },
         shutdown,
     )

@@ -1,0 +1,230 @@
+//! Node policy: what any scheduler may ask of this node.
+//!
+//! The scheduler is trusted to place work, not to decide what a node
+//! exposes. The operator bounds that here, in a TOML file given with
+//! `drover agent --policy FILE` (or `drover dev --policy FILE`); an
+//! assignment that asks for more is refused on the node, before anything
+//! starts, with a message naming the setting that refused it.
+//!
+//! ```toml
+//! # Host paths that volumes may bind (a path or anything under it).
+//! allowed_host_paths = ["/srv/data"]
+//! # Directories that `rootfs = { type = "dir" }` may name (or be under).
+//! allowed_rootfs_dirs = ["/var/lib/drover/rootfs"]
+//! # OCI image layouts (directories or tars) that tasks may name.
+//! allowed_images = ["/var/lib/drover/images"]
+//! # Whether a group may ask for `network = "host"`.
+//! allow_host_network = false
+//! # User namespaces: container uids/gids 0..size map to host_base..
+//! [user_namespace]
+//! enabled = true
+//! host_base = 1000000
+//! size = 65536
+//! ```
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The node's bounds on assignments. [`NodePolicy::default`] is what a node
+/// without a policy file enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodePolicy {
+    /// Host paths (absolute) that bind volumes may name, or be under.
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// Directories a `dir` rootfs may name, or be under. Empty allows any
+    /// directory (the default, for compatibility with `drover dev`).
+    pub allowed_rootfs_dirs: Vec<PathBuf>,
+    /// OCI image layouts a task may name, or be under. Empty allows any.
+    pub allowed_images: Vec<PathBuf>,
+    /// Whether a group may use the node's own network namespace.
+    pub allow_host_network: bool,
+    /// The user namespace every task gets.
+    pub user_namespace: UserNamespacePolicy,
+}
+
+/// How tasks' uids and gids map to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserNamespacePolicy {
+    /// Off: tasks run as the host's uid 0 (hardened by capabilities and
+    /// `no_new_privs` only).
+    pub enabled: bool,
+    /// First host uid (and gid) of the mapped range.
+    pub host_base: u32,
+    /// Number of ids mapped; container ids `0..size` are valid.
+    pub size: u32,
+}
+
+/// Default first host id of the task range (well above normal users).
+pub const DEFAULT_USERNS_BASE: u32 = 1_000_000;
+/// Default number of ids mapped (container ids 0..65535).
+pub const DEFAULT_USERNS_SIZE: u32 = 65_536;
+
+impl Default for NodePolicy {
+    fn default() -> Self {
+        NodePolicy {
+            allowed_host_paths: Vec::new(),
+            allowed_rootfs_dirs: Vec::new(),
+            allowed_images: Vec::new(),
+            allow_host_network: false,
+            user_namespace: UserNamespacePolicy::default(),
+        }
+    }
+}
+
+impl Default for UserNamespacePolicy {
+    fn default() -> Self {
+        UserNamespacePolicy {
+            enabled: true,
+            host_base: DEFAULT_USERNS_BASE,
+            size: DEFAULT_USERNS_SIZE,
+        }
+    }
+}
+
+/// A policy file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read node policy {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a policy.
+    #[error("node policy {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (line, column, field).
+        message: String,
+    },
+    /// A setting has a value that cannot work.
+    #[error("node policy {}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl NodePolicy {
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<NodePolicy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let policy: NodePolicy = toml::from_str(&text).map_err(|e| PolicyError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        policy.check().map_err(|message| PolicyError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(policy)
+    }
+
+    /// Checks that every setting can work: absolute, normal paths; a user
+    /// namespace range that is not empty, does not include host uid 0 and
+    /// does not wrap.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, list) in [
+            ("allowed_host_paths", &self.allowed_host_paths),
+            ("allowed_rootfs_dirs", &self.allowed_rootfs_dirs),
+            ("allowed_images", &self.allowed_images),
+        ] {
+            for p in list {
+                if !is_normal_absolute(p) {
+                    return Err(format!(
+                        "{name}: {} must be an absolute path without `..` or `.`",
+                        p.display()
+                    ));
+                }
+            }
+        }
+        let ns = &self.user_namespace;
+        if ns.enabled {
+            if ns.size == 0 {
+                return Err("user_namespace.size must be at least 1".into());
+            }
+            if ns.host_base == 0 {
+                return Err(
+                    "user_namespace.host_base must not be 0: root inside would be root outside"
+                        .into(),
+                );
+            }
+            if ns.host_base.checked_add(ns.size).is_none() {
+                return Err(format!(
+                    "user_namespace.host_base {} + size {} passes the largest uid",
+                    ns.host_base, ns.size
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `path` is one of `allowed` or lies under one of them.
+    /// `path` must already be absolute and normal (no `..`).
+    pub fn allows(allowed: &[PathBuf], path: &Path) -> bool {
+        is_normal_absolute(path) && allowed.iter().any(|a| path.starts_with(a))
+    }
+}
+
+/// Absolute, and made only of normal components (no `.` or `..`).
+pub fn is_normal_absolute(p: &Path) -> bool {
+    p.is_absolute()
+        && p.components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_parse() {
+        let p: NodePolicy = toml::from_str("").unwrap();
+        assert_eq!(p, NodePolicy::default());
+        assert!(p.user_namespace.enabled);
+        let p: NodePolicy =
+            toml::from_str("allowed_host_paths = [\"/srv\"]\n[user_namespace]\nenabled = false\n")
+                .unwrap();
+        assert!(!p.user_namespace.enabled);
+        assert!(NodePolicy::allows(
+            &p.allowed_host_paths,
+            Path::new("/srv/a")
+        ));
+        assert!(!NodePolicy::allows(
+            &p.allowed_host_paths,
+            Path::new("/srvx")
+        ));
+        assert!(!NodePolicy::allows(
+            &p.allowed_host_paths,
+            Path::new("/srv/../etc")
+        ));
+        assert!(toml::from_str::<NodePolicy>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn check_refuses_bad_ranges_and_paths() {
+        let mut p = NodePolicy::default();
+        p.user_namespace.host_base = 0;
+        assert!(p.check().unwrap_err().contains("host_base"));
+        let mut p = NodePolicy::default();
+        p.user_namespace.host_base = u32::MAX;
+        assert!(p.check().unwrap_err().contains("passes"));
+        let mut p = NodePolicy::default();
+        p.allowed_host_paths = vec![PathBuf::from("relative")];
+        assert!(p.check().unwrap_err().contains("allowed_host_paths"));
+    }
+}
