@@ -28,7 +28,7 @@ use serde::Deserialize;
 
 /// The node's bounds on assignments. [`NodePolicy::default`] is what a node
 /// without a policy file enforces.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodePolicy {
     /// Host paths (absolute) that bind volumes may name, or be under.
@@ -61,18 +61,6 @@ pub struct UserNamespacePolicy {
 pub const DEFAULT_USERNS_BASE: u32 = 1_000_000;
 /// Default number of ids mapped (container ids 0..65535).
 pub const DEFAULT_USERNS_SIZE: u32 = 65_536;
-
-impl Default for NodePolicy {
-    fn default() -> Self {
-        NodePolicy {
-            allowed_host_paths: Vec::new(),
-            allowed_rootfs_dirs: Vec::new(),
-            allowed_images: Vec::new(),
-            allow_host_network: false,
-            user_namespace: UserNamespacePolicy::default(),
-        }
-    }
-}
 
 impl Default for UserNamespacePolicy {
     fn default() -> Self {
@@ -223,8 +211,10 @@ mod tests {
         let mut p = NodePolicy::default();
         p.user_namespace.host_base = u32::MAX;
         assert!(p.check().unwrap_err().contains("passes"));
-        let mut p = NodePolicy::default();
-        p.allowed_host_paths = vec![PathBuf::from("relative")];
+        let p = NodePolicy {
+            allowed_host_paths: vec![PathBuf::from("relative")],
+            ..Default::default()
+        };
         assert!(p.check().unwrap_err().contains("allowed_host_paths"));
     }
 }
