@@ -6,14 +6,16 @@
 //! listed, and [`Allocs::poll`] watches task states, applies the group's
 //! restart policy and yields the allocation statuses that changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover_proto::v1 as pb;
 use futures::future::join_all;
 
-use crate::runtime::{Rootfs, Runtime, RuntimeError, TaskSpec, TaskState};
+use crate::net::wiring::{AllocNetwork, NetworkMode, NodeNetwork};
+use crate::runtime::{Rootfs, Runtime, RuntimeError, TaskSpec, TaskState, Volume};
 
 /// What the node knows of one allocation.
 struct Alloc {
@@ -23,6 +25,10 @@ struct Alloc {
     /// Last status sent up, to send only changes.
     reported: Option<pb::AllocStatus>,
     stopping: bool,
+    /// Its network, while set up ([`Allocs::set_network`]).
+    net: Option<AllocNetwork>,
+    /// The address it had, reported even after its network is removed.
+    ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +46,12 @@ pub struct Allocs {
     /// Final statuses of allocations stopped without being tracked here,
     /// waiting to be reported.
     finished: Vec<pb::AllocStatus>,
+    /// The node's networking, once up; see [`Allocs::set_network`].
+    network: Option<Arc<NodeNetwork>>,
+    /// Why there is no networking, for the message of a refused start.
+    network_missing: String,
+    /// Node policy: may a job ask for `network = "host"`?
+    allow_host_network: bool,
 }
 
 fn alloc_of(a: &pb::Assignment) -> (&str, &str) {
@@ -81,6 +93,7 @@ fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
         memory_mb: u64::try_from(res.memory_mb).unwrap_or(0),
         // The job format has no pids limit yet: the node's default.
         pids_max: crate::runtime::DEFAULT_PIDS_MAX,
+        logs: crate::runtime::logs::LogLimits::default(),
         rootfs: Some(
             match t.rootfs.as_ref().map(|r| (r.kind.as_str(), &r.path)) {
                 Some(("dir", path)) => Rootfs::Dir {
@@ -93,6 +106,31 @@ fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
                 _ => Rootfs::Host,
             },
         ),
+        // Filled in by the caller from the allocation's network.
+        network: None,
+        // The scheduler checked the shape; the runtime checks them against
+        // the node policy and the rootfs before anything starts.
+        user: Some(t.user.clone()).filter(|u| !u.is_empty()),
+        workdir: (!t.workdir.is_empty()).then(|| PathBuf::from(&t.workdir)),
+        volumes: t
+            .volumes
+            .iter()
+            .map(|v| match v.kind.as_str() {
+                "tmpfs" => Volume::Tmpfs {
+                    target: PathBuf::from(&v.target),
+                    size_mb: u64::try_from(v.size_mb).unwrap_or(0),
+                },
+                // "bind", the only other kind the scheduler accepts.
+                _ => Volume::Bind {
+                    source: PathBuf::from(&v.source),
+                    target: PathBuf::from(&v.target),
+                    read_only: v.read_only,
+                },
+            })
+            .collect(),
+        // Set by the runtime from the node policy.
+        user_namespace: None,
+        run_as: None,
     }
 }
 
@@ -182,7 +220,7 @@ impl Alloc {
             alloc_id: id,
             status: status.into(),
             tasks,
-            ..Default::default()
+            ip: self.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -194,6 +232,90 @@ impl Allocs {
             runtime,
             allocs: BTreeMap::new(),
             finished: Vec::new(),
+            network: None,
+            network_missing: "the node's networking is not set up yet (no subnet from the \
+                              scheduler, no --subnet)"
+                .into(),
+            allow_host_network: false,
+        }
+    }
+
+    /// Lets jobs ask for the node's own network (`network = "host"`): node
+    /// policy, `allow_host_network`.
+    pub fn with_host_network(mut self, allow: bool) -> Allocs {
+        self.allow_host_network = allow;
+        self
+    }
+
+    /// The node's networking, or why there is none; allocations started
+    /// from now on get their network from it.
+    pub fn set_network(&mut self, network: Result<Arc<NodeNetwork>, String>) {
+        match network {
+            Ok(n) => self.network = Some(n),
+            Err(why) => {
+                self.network = None;
+                self.network_missing = why;
+            }
+        }
+    }
+
+    /// The node's networking, when it is up.
+    pub fn network(&self) -> Option<&Arc<NodeNetwork>> {
+        self.network.as_ref()
+    }
+
+    /// The allocation ids with a task directory on disk: those whose
+    /// network [`NodeNetwork::reconcile`] keeps.
+    pub fn ids_on_disk(&self) -> Result<BTreeSet<String>, RuntimeError> {
+        Ok(self.runtime.list()?.into_iter().map(|(a, _)| a).collect())
+    }
+
+    /// Sets up `alloc`'s network for its group's mode before any of its
+    /// tasks starts. `fresh`: none of its tasks exists on disk yet.
+    async fn network_for(
+        &self,
+        alloc: &pb::Allocation,
+        group: &pb::Group,
+        fresh: bool,
+    ) -> Result<AllocNetwork, String> {
+        let mode = NetworkMode::parse(&group.network)
+            .map_err(|e| format!("group {:?}: {e}", group.name))?;
+        if mode == NetworkMode::Host {
+            if !self.allow_host_network {
+                return Err(format!(
+                    "group {:?} asks for network = \"host\", which this node's policy does not \
+                     allow (allow_host_network = false in the node policy file)",
+                    group.name
+                ));
+            }
+            // The node's own network: nothing to set up, no bridge needed.
+            return Ok(AllocNetwork {
+                mode,
+                ip: None,
+                task: crate::runtime::TaskNetwork::default(),
+            });
+        }
+        let Some(net) = &self.network else {
+            return Err(format!("cannot start allocation: {}", self.network_missing));
+        };
+        net.setup(&alloc.id, &hostname_for(alloc), mode, fresh)
+            .await
+            .map_err(|e| format!("setting up the allocation's network: {e}"))
+    }
+
+    /// Removes `alloc_id`'s network when there is any; logged on failure
+    /// (retried by the next call, or by the reconcile at the next start).
+    async fn remove_network(network: Option<&Arc<NodeNetwork>>, alloc_id: &str) -> bool {
+        let Some(net) = network else { return false };
+        if !net.has_state(alloc_id) {
+            return true;
+        }
+        match net.teardown(alloc_id).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(alloc_id = %alloc_id, %error, "cannot remove the allocation's network; will retry");
+                false
+            }
         }
     }
 
@@ -302,6 +424,7 @@ impl Allocs {
             .map(|(id, _)| id.clone())
             .collect();
         for id in done {
+            Self::remove_network(self.network.as_ref(), &id).await;
             self.allocs.remove(&id);
         }
         for (id, a) in &wanted {
@@ -321,9 +444,25 @@ impl Allocs {
         let this = &*self;
         let starts = new.into_iter().map(|a| async move {
             let mut tasks = BTreeMap::new();
+            let mut net = None;
             if let (Some(alloc), Some(group)) = (&a.allocation, &a.group) {
+                // The network comes first: all tasks of the allocation
+                // share it, and a refused one starts no task at all.
+                let fresh = !group
+                    .tasks
+                    .iter()
+                    .any(|t| this.runtime.state(&alloc.id, &t.name).is_ok());
+                let network = this.network_for(alloc, group, fresh).await;
+                if let Err(message) = &network {
+                    tracing::warn!(alloc_id = %alloc.id, %message, "allocation not started");
+                }
                 for t in &group.tasks {
-                    let state = this.start_or_adopt(alloc, t).await;
+                    let state = match &network {
+                        Ok(n) => this.start_or_adopt(alloc, t, n).await,
+                        Err(message) => TaskState::Failed {
+                            message: message.clone(),
+                        },
+                    };
                     tasks.insert(
                         t.name.clone(),
                         Track {
@@ -333,10 +472,11 @@ impl Allocs {
                         },
                     );
                 }
+                net = network.ok();
             }
-            (a, tasks)
+            (a, tasks, net)
         });
-        for (a, tasks) in join_all(starts).await {
+        for (a, tasks, net) in join_all(starts).await {
             let id = alloc_of(&a).0.to_string();
             self.allocs.insert(
                 id,
@@ -345,6 +485,8 @@ impl Allocs {
                     tasks,
                     reported: None,
                     stopping: false,
+                    ip: net.as_ref().and_then(|n| n.ip),
+                    net,
                 },
             );
         }
@@ -406,6 +548,7 @@ impl Allocs {
                 };
                 states.push(task_pb(&task, &t));
             }
+            Self::remove_network(self.network.as_ref(), &alloc).await;
             if wanted.contains_key(&alloc) {
                 self.finished.push(pb::AllocStatus {
                     alloc_id: alloc,
@@ -425,7 +568,12 @@ impl Allocs {
         }
     }
 
-    async fn start_or_adopt(&self, alloc: &pb::Allocation, t: &pb::Task) -> TaskState {
+    async fn start_or_adopt(
+        &self,
+        alloc: &pb::Allocation,
+        t: &pb::Task,
+        net: &AllocNetwork,
+    ) -> TaskState {
         // A task already on disk is adopted as it is, finished or not: an
         // agent restart must neither restart a running task nor re-run one
         // that completed while it was down.
@@ -433,7 +581,8 @@ impl Allocs {
             tracing::info!(alloc_id = %alloc.id, task = %t.name, ?state, "adopted task from disk");
             return state;
         }
-        let spec = spec_for(alloc, t);
+        let mut spec = spec_for(alloc, t);
+        spec.network = Some(net.task.clone());
         match self.runtime.start(&spec).await {
             Ok(state) => {
                 tracing::info!(alloc_id = %alloc.id, alloc = %alloc.name, task = %t.name, ?state, "task started");
@@ -482,7 +631,9 @@ impl Allocs {
                             group_tasks.iter().find(|t| &t.name == name),
                         ) {
                             tracing::info!(alloc_id = %id, task = %name, restarts = track.restarts, "restarting task");
-                            track.state = match self.runtime.start(&spec_for(a, t)).await {
+                            let mut spec = spec_for(a, t);
+                            spec.network = alloc.net.as_ref().map(|n| n.task.clone());
+                            track.state = match self.runtime.start(&spec).await {
                                 Ok(s) => s,
                                 Err(e) => TaskState::Failed {
                                     message: e.to_string(),
@@ -536,6 +687,13 @@ impl Allocs {
                 }
             }
             let st = alloc.status();
+            // Over for good: nothing of it runs or will be restarted.
+            let over = matches!(st.status.as_str(), "complete" | "failed")
+                && alloc.tasks.values().all(|t| t.state.is_terminal());
+            if over && alloc.net.is_some() && Self::remove_network(self.network.as_ref(), id).await
+            {
+                alloc.net = None;
+            }
             if alloc.reported.as_ref() != Some(&st) {
                 alloc.reported = Some(st.clone());
                 changed.push(st);
@@ -577,5 +735,69 @@ impl Allocs {
                 tasks.join(", ")
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allocs(allow_host: bool) -> (tempfile::TempDir, Allocs) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = Runtime::new(
+            dir.path().join("allocs"),
+            PathBuf::from("/nonexistent/drover"),
+        );
+        (dir, Allocs::new(rt).with_host_network(allow_host))
+    }
+
+    fn group(network: &str) -> pb::Group {
+        pb::Group {
+            name: "web".into(),
+            network: network.into(),
+            ..Default::default()
+        }
+    }
+
+    fn alloc() -> pb::Allocation {
+        pb::Allocation {
+            id: "a1".into(),
+            job: "j".into(),
+            group: "web".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn host_network_needs_the_node_policy() {
+        let (_d, refused) = allocs(false);
+        let err = refused
+            .network_for(&alloc(), &group("host"), true)
+            .await
+            .expect_err("refused");
+        assert!(err.contains("allow_host_network"), "{err}");
+        let (_d, allowed) = allocs(true);
+        let net = allowed
+            .network_for(&alloc(), &group("host"), true)
+            .await
+            .expect("allowed");
+        assert_eq!(net.mode, NetworkMode::Host);
+        assert_eq!(net.task.netns, None);
+    }
+
+    #[tokio::test]
+    async fn without_node_networking_a_bridged_allocation_is_refused_with_the_reason() {
+        let (_d, mut a) = allocs(false);
+        a.set_network(Err("no subnet: pass --subnet".into()));
+        let err = a
+            .network_for(&alloc(), &group(""), true)
+            .await
+            .expect_err("refused");
+        assert!(err.contains("pass --subnet"), "{err}");
+        let err = a
+            .network_for(&alloc(), &group("overlay"), true)
+            .await
+            .expect_err("refused");
+        assert!(err.contains("network mode"), "{err}");
     }
 }

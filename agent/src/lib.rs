@@ -8,8 +8,10 @@
 
 pub mod allocs;
 pub mod cgroup;
+pub mod exec;
 pub mod net;
 pub mod node;
+pub mod peers;
 pub mod policy;
 pub mod runtime;
 
@@ -18,7 +20,6 @@ use std::time::Duration;
 
 use drover_proto::v1 as pb;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,9 @@ pub enum AgentError {
     /// The runtime failed to list existing tasks.
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    /// Node networking failed (`--cleanup`).
+    #[error(transparent)]
+    Net(#[from] net::NetError),
 }
 
 /// How the agent is set up.
@@ -71,6 +75,13 @@ pub struct AgentConfig {
     pub cgroup_parent: PathBuf,
     /// What any scheduler may ask of this node.
     pub policy: policy::NodePolicy,
+    /// Name of the node bridge ([`net::wiring::DEFAULT_BRIDGE`]).
+    pub bridge: String,
+    /// The node's task subnet, overriding the one the scheduler assigns.
+    pub subnet: Option<net::Ipv4Net>,
+    /// The subnet used when neither `subnet`, the scheduler nor an earlier
+    /// start gives one (`drover dev`: 10.89.0.0/24).
+    pub default_subnet: Option<net::Ipv4Net>,
 }
 
 const POLL: Duration = Duration::from_millis(200);
@@ -82,12 +93,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let hostname = node::hostname();
     let node_id = node::node_id(&config.data_dir, &hostname)?;
     let state_root = config.data_dir.join("allocs");
-    let mut allocs = Allocs::new(
-        Runtime::new(state_root.clone(), config.exe.clone()).with_cgroups(
+    let runtime = Runtime::new(state_root.clone(), config.exe.clone())
+        .with_cgroups(
             PathBuf::from("/sys/fs/cgroup"),
             config.cgroup_parent.clone(),
-        ),
-    );
+        )
+        .with_policy(config.policy.clone());
+    // Layers of images no task uses any more (e.g. tasks removed while the
+    // agent was down); the runtime collects again after each removal.
+    if let Err(error) = runtime.collect_image_garbage() {
+        tracing::warn!(%error, "image cache garbage collection");
+    }
+    let mut allocs = Allocs::new(runtime).with_host_network(config.policy.allow_host_network);
     let node = pb::Node {
         id: node_id.clone(),
         hostname,
@@ -98,6 +115,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             .memory_mb
             .unwrap_or_else(|| node::memory_mb(std::path::Path::new("/proc"))),
         agent_version: env!("CARGO_PKG_VERSION").into(),
+        // `--subnet` asks the scheduler for that subnet; it refuses the
+        // registration when the subnet is not this node's to have.
+        subnet: config.subnet.map(|s| s.to_string()).unwrap_or_default(),
         ..Default::default()
     };
     tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
@@ -167,7 +187,13 @@ async fn session(
     allocs.forget_reported();
     let mut poll = tokio::time::interval(POLL);
     let mut log_streams: std::collections::HashMap<u64, CancellationToken> = Default::default();
+    let mut peer_routes = peers::Peers::default();
     let log_runtime_root = state_root.to_path_buf();
+    let mut execs = exec::ExecSessions::new(
+        Runtime::new(log_runtime_root.clone(), config.exe.clone()),
+        config.exe.clone(),
+        tx.clone(),
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -175,6 +201,7 @@ async fn session(
                 return Ok(());
             }
             _ = poll.tick() => {
+                peer_routes.retry().await;
                 for st in allocs.poll().await {
                     let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::AllocStatus(st)) };
                     tx.send(m).await.map_err(|_| "stream closed".to_string())?;
@@ -188,11 +215,13 @@ async fn session(
                 };
                 match msg.msg {
                     Some(pb::scheduler_message::Msg::Registered(r)) => {
+                        peer_routes.set_own_subnet(&r.subnet);
                         if r.heartbeat_interval_ms > 0 {
                             let every = Duration::from_millis(u64::try_from(r.heartbeat_interval_ms).unwrap_or(2000));
                             let _ = interval_tx.send(every);
                         }
                         tracing::info!(node_id = %r.node_id, "registered with scheduler");
+                        network_ready(config, &node.id, &r, allocs).await;
                     }
                     Some(pb::scheduler_message::Msg::Assignments(a)) => {
                         allocs.converge(a.allocations).await;
@@ -218,12 +247,127 @@ async fn session(
                     Some(pb::scheduler_message::Msg::LogCancel(c)) => {
                         if let Some(t) = log_streams.remove(&c.request_id) { t.cancel(); }
                     }
-                    Some(pb::scheduler_message::Msg::Peers(_)) | Some(pb::scheduler_message::Msg::ExecInput(_)) => {}
+                    Some(pb::scheduler_message::Msg::Peers(p)) => peer_routes.apply(&p).await,
+                    Some(pb::scheduler_message::Msg::ExecInput(i)) => execs.handle(allocs, i),
                     None => {}
                 }
             }
         }
     }
+}
+
+/// The node's task subnet: `--subnet` first, then the scheduler's
+/// assignment (`Registered.subnet`), then the one kept from an earlier
+/// start, then the configured default.
+fn choose_subnet(
+    config: &AgentConfig,
+    net_cfg: &net::wiring::NetConfig,
+    assigned: &str,
+) -> Result<Option<net::Ipv4Net>, String> {
+    if let Some(s) = config.subnet {
+        return Ok(Some(s));
+    }
+    if !assigned.trim().is_empty() {
+        return assigned
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("the scheduler assigned an unusable subnet: {e}"));
+    }
+    match net::wiring::saved_subnet(net_cfg) {
+        Ok(Some(s)) => return Ok(Some(s)),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "ignoring the saved node subnet"),
+    }
+    Ok(config.default_subnet)
+}
+
+/// Brings the node's networking up once the scheduler has answered (its
+/// `Registered` may carry the node's subnet): bridge, forwarding,
+/// isolation rules, then removal of what a crash left of allocations no
+/// longer on disk. Tried again on every `Registered` until it works; once
+/// up it stays as it is for the life of the process.
+async fn network_ready(
+    config: &AgentConfig,
+    node_id: &str,
+    registered: &pb::Registered,
+    allocs: &mut Allocs,
+) {
+    let assigned = registered.subnet.as_str();
+    if let Some(up) = allocs.network() {
+        if !assigned.is_empty() && config.subnet.is_none() && up.subnet().to_string() != assigned {
+            tracing::warn!(have = %up.subnet(), assigned, "the scheduler assigned another subnet; keeping the current one until the agent restarts");
+        }
+        return;
+    }
+    let mut net_cfg = net::wiring::NetConfig::for_agent(&config.data_dir, &config.bridge, node_id);
+    net_cfg.cluster_cidr = match registered.cluster_cidr.trim() {
+        "" => None,
+        cidr => cidr
+            .parse()
+            .inspect_err(|error| tracing::warn!(cidr, %error, "ignoring an unusable cluster CIDR"))
+            .ok(),
+    };
+    let subnet = match choose_subnet(config, &net_cfg, assigned) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let why = "this node has no task subnet: the scheduler assigned none and the agent \
+                       has no --subnet";
+            tracing::error!("{why}; allocations cannot start");
+            allocs.set_network(Err(why.into()));
+            return;
+        }
+        Err(why) => {
+            tracing::error!(%why, "no node network");
+            allocs.set_network(Err(why));
+            return;
+        }
+    };
+    match net::wiring::NodeNetwork::init(net_cfg, subnet).await {
+        Ok(up) => {
+            match allocs.ids_on_disk() {
+                Ok(keep) => {
+                    if let Err(error) = up.reconcile(&keep).await {
+                        tracing::warn!(%error, "cannot remove networks left by a crash");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot list allocations on disk"),
+            }
+            allocs.set_network(Ok(std::sync::Arc::new(up)));
+        }
+        Err(error) => {
+            tracing::error!(%error, bridge = %config.bridge, %subnet, "cannot set up the node network");
+            allocs.set_network(Err(format!("the node network is down: {error}")));
+        }
+    }
+}
+
+/// `drover agent --cleanup`, for removing the node: stops every task
+/// (through the runtime, as a stop would), then removes every allocation
+/// namespace and veth, the bridge, the routes the agent made, its nftables
+/// table and the networking state (subnet, IPAM). Does not contact the
+/// scheduler.
+pub async fn cleanup(config: &AgentConfig) -> Result<net::wiring::CleanupReport, AgentError> {
+    let node_id = node::node_id(&config.data_dir, &node::hostname())?;
+    let runtime = Runtime::new(config.data_dir.join("allocs"), config.exe.clone()).with_cgroups(
+        PathBuf::from("/sys/fs/cgroup"),
+        config.cgroup_parent.clone(),
+    );
+    let tasks = runtime.list()?;
+    let stops = tasks.iter().map(|(alloc, task)| {
+        let runtime = &runtime;
+        async move {
+            if let Err(error) = runtime.stop(alloc, task).await {
+                tracing::warn!(alloc_id = %alloc, task = %task, %error, "stop failed");
+            }
+        }
+    });
+    futures::future::join_all(stops).await;
+    tracing::info!(tasks = tasks.len(), "tasks stopped");
+    let net_cfg = net::wiring::NetConfig::for_agent(&config.data_dir, &config.bridge, &node_id);
+    let report = net::wiring::cleanup_node(&net_cfg, true).await?;
+    tracing::info!(?report, "node networking removed");
+    Ok(report)
 }
 
 /// Sends a heartbeat every interval until `stop` or the stream closes.
@@ -284,23 +428,52 @@ async fn stream_log(
     } else {
         "stdout.log"
     });
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) => {
+    // Rotated files first (oldest first), then the current one; followed
+    // across rotations (see `runtime::logs::LogReader`).
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || runtime::logs::LogReader::open(&path, true)).await
+    };
+    let mut reader = match opened {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             let msg = format!("cannot open {}: {e}", path.display());
             let _ = tx
                 .send(log_msg(req.request_id, Vec::new(), true, msg))
                 .await;
             return;
         }
+        Err(e) => {
+            let msg = format!("log reader for {}: {e}", path.display());
+            let _ = tx
+                .send(log_msg(req.request_id, Vec::new(), true, msg))
+                .await;
+            return;
+        }
     };
-    let mut pos: u64 = 0;
     let mut buf = vec![0u8; LOG_CHUNK];
+    let mut ended = false;
     loop {
-        let n = match file.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
+        let read = tokio::task::spawn_blocking(move || {
+            let n = reader.read(&mut buf);
+            (reader, buf, n)
+        })
+        .await;
+        let n = match read {
+            Ok((r, b, Ok(n))) => {
+                reader = r;
+                buf = b;
+                n
+            }
+            Ok((_, _, Err(e))) => {
                 let msg = format!("reading {}: {e}", path.display());
+                let _ = tx
+                    .send(log_msg(req.request_id, Vec::new(), true, msg))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let msg = format!("log reader for {}: {e}", path.display());
                 let _ = tx
                     .send(log_msg(req.request_id, Vec::new(), true, msg))
                     .await;
@@ -311,7 +484,6 @@ async fn stream_log(
             return;
         }
         if n > 0 {
-            pos += n as u64;
             if tx
                 .send(log_msg(
                     req.request_id,
@@ -330,22 +502,22 @@ async fn stream_log(
             .state(&req.alloc_id, &task)
             .map(|s| !s.is_terminal())
             .unwrap_or(false);
-        // At end of file: done unless following a task that still runs.
-        if !req.follow || !live || cancel.is_cancelled() {
+        // At the end: done unless following a task that still runs. The
+        // supervisor records the exit only after the last line is written,
+        // so one more read after seeing it ended misses nothing.
+        if !req.follow || cancel.is_cancelled() {
             break;
+        }
+        if !live {
+            if ended {
+                break;
+            }
+            ended = true;
+            continue;
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(POLL) => {}
-        }
-        // A rotated or truncated file starts again from the top.
-        if let Ok(meta) = tokio::fs::metadata(&path).await {
-            if meta.len() < pos {
-                pos = 0;
-                if file.seek(std::io::SeekFrom::Start(0)).await.is_err() {
-                    break;
-                }
-            }
         }
     }
     let _ = tx

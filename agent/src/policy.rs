@@ -5,6 +5,11 @@
 //! `drover agent --policy FILE` (or `drover dev --policy FILE`); an
 //! assignment that asks for more is refused on the node, before anything
 //! starts, with a message naming the setting that refused it.
+//! The container runtime enforces it (`Runtime::with_policy`): rootfs
+//! dirs and images are checked before an image is read, bind volume
+//! sources on their canonical path (a symlink under an allowed path that
+//! leads out of it is refused), a task's uid and gid against the user
+//! namespace range.
 //!
 //! ```toml
 //! # Host paths that volumes may bind (a path or anything under it).

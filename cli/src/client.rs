@@ -13,7 +13,7 @@ use crate::output;
 use crate::{ClientOpts, Output};
 
 /// Connects to the scheduler, or says where it tried and what to do.
-async fn channel(opts: &ClientOpts) -> Result<Channel> {
+pub(crate) async fn channel(opts: &ClientOpts) -> Result<Channel> {
     let tls = opts.tls.load()?;
     let addr = if opts.addr.contains("://") {
         opts.addr.clone()
@@ -52,7 +52,7 @@ async fn channel(opts: &ClientOpts) -> Result<Channel> {
 }
 
 /// Turns a gRPC status into an error message for people.
-fn status_error(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
     match s.code() {
         Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition => {
             anyhow!("{}", s.message())
@@ -343,8 +343,33 @@ pub async fn logs(
 ) -> Result<()> {
     let ch = channel(opts).await?;
     let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch.clone());
-    // A job name with exactly one live allocation stands for it; a job name
-    // wins over an allocation id prefix that happens to match it.
+    let alloc_id = resolve_alloc(&mut allocs, target).await?;
+    let mut stream = allocs
+        .logs(pb::LogsRequest {
+            alloc_id,
+            task: task.to_string(),
+            stderr,
+            follow,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.message().await.map_err(status_error)? {
+        out.write_all(&chunk.data)
+            .and_then(|_| out.flush())
+            .context("writing to standard output")?;
+    }
+    Ok(())
+}
+
+/// The allocation `target` names: a job name with exactly one live
+/// allocation stands for it (a job name wins over an allocation id prefix
+/// that happens to match it), otherwise an allocation id or unique prefix.
+pub(crate) async fn resolve_alloc(
+    allocs: &mut pb::alloc_service_client::AllocServiceClient<Channel>,
+    target: &str,
+) -> Result<String> {
     let list = allocs
         .list(pb::ListAllocsRequest {
             job: target.to_string(),
@@ -390,21 +415,5 @@ pub async fn logs(
             ),
         }
     };
-    let mut stream = allocs
-        .logs(pb::LogsRequest {
-            alloc_id,
-            task: task.to_string(),
-            stderr,
-            follow,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let mut out = std::io::stdout().lock();
-    while let Some(chunk) = stream.message().await.map_err(status_error)? {
-        out.write_all(&chunk.data)
-            .and_then(|_| out.flush())
-            .context("writing to standard output")?;
-    }
-    Ok(())
+    Ok(alloc_id)
 }

@@ -31,6 +31,10 @@ pub struct DevArgs {
     /// host networking, user namespace range. See `drover_agent::policy`.
     #[arg(long)]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    subnets: SubnetArgs,
+    #[command(flatten)]
+    net: NodeNetArgs,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -53,10 +57,61 @@ pub struct SchedulerArgs {
     addr_file: Option<PathBuf>,
     #[command(flatten)]
     tls: crate::tls::ServerTls,
+    #[command(flatten)]
+    subnets: SubnetArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
 }
+
+/// How the scheduler cuts node task subnets (`drover scheduler`, `drover dev`).
+#[derive(Args, Debug)]
+pub struct SubnetArgs {
+    /// Address range every node's task subnet is cut from. Keep it the same
+    /// on every scheduler of a cluster: nodes keep the subnet they got.
+    #[arg(long, default_value = drover_scheduler::subnet::DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// Prefix length of each node's task subnet (e.g. 24: 253 task
+    /// addresses per node).
+    #[arg(long, default_value_t = drover_scheduler::subnet::DEFAULT_NODE_PREFIX)]
+    node_prefix: u8,
+}
+
+impl SubnetArgs {
+    fn config(&self) -> Result<drover_scheduler::subnet::SubnetConfig> {
+        let cidr = self
+            .cluster_cidr
+            .parse()
+            .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
+        drover_scheduler::subnet::SubnetConfig::new(cidr, self.node_prefix)
+            .map_err(|e| anyhow!("--node-prefix: {e}"))
+    }
+}
+
+/// The node's networking (`drover agent`, `drover dev`).
+#[derive(Args, Debug)]
+pub struct NodeNetArgs {
+    /// Name of the node bridge the allocations' veths attach to (at most
+    /// 15 bytes).
+    #[arg(long, default_value = drover_agent::net::wiring::DEFAULT_BRIDGE)]
+    bridge: String,
+    /// This node's task subnet (e.g. 10.89.3.0/24), overriding the one the
+    /// scheduler assigns; the bridge gets its first host address.
+    #[arg(long)]
+    subnet: Option<String>,
+}
+
+impl NodeNetArgs {
+    fn subnet(&self) -> Result<Option<drover_agent::net::Ipv4Net>> {
+        self.subnet
+            .as_deref()
+            .map(|s| s.parse().map_err(|e| anyhow!("--subnet: {e}")))
+            .transpose()
+    }
+}
+
+/// The subnet `drover dev` falls back on when the scheduler assigns none.
+const DEV_SUBNET: &str = "10.89.0.0/24";
 
 /// Flags of `drover agent`.
 #[derive(Args, Debug)]
@@ -85,6 +140,13 @@ pub struct AgentArgs {
     policy: Option<PathBuf>,
     #[command(flatten)]
     tls: crate::tls::ClientTls,
+    #[command(flatten)]
+    net: NodeNetArgs,
+    /// Remove this node: stop every task, delete every allocation's network
+    /// namespace and veth, the bridge, the routes and firewall table the
+    /// agent made and its networking state, then exit.
+    #[arg(long)]
+    cleanup: bool,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -183,6 +245,20 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     require_root("drover dev")?;
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
+    // The agent asks the scheduler for its --subnet; when that lies outside
+    // the cluster CIDR, the one node's subnet becomes the cluster CIDR, so
+    // that the scheduler grants exactly the subnet the agent uses.
+    let mut subnets = a.subnets.config()?;
+    if let Some(s) = a.net.subnet()? {
+        let wanted: drover_scheduler::subnet::Cidr = s
+            .to_string()
+            .parse()
+            .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
+        if !subnets.cluster().contains(&wanted) {
+            subnets = drover_scheduler::subnet::SubnetConfig::new(wanted, s.prefix())
+                .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
+        }
+    }
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create data dir {}", a.data_dir.display()))?;
     let shutdown = CancellationToken::new();
@@ -202,7 +278,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         drover_store::client::DEFAULT_PREFIX,
     )
     .await?;
-    let core = Core::new(store, Timing::default());
+    let core = Core::with_subnets(store, Timing::default(), subnets);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
@@ -223,6 +299,13 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         tls: None,
         cgroup_parent: a.cgroup_parent.clone(),
         policy: load_policy(a.policy.as_deref())?,
+        bridge: a.net.bridge.clone(),
+        subnet: a.net.subnet()?,
+        default_subnet: Some(
+            DEV_SUBNET
+                .parse()
+                .map_err(|e| anyhow!("{DEV_SUBNET}: {e}"))?,
+        ),
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -244,10 +327,11 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     if tls.is_none() {
         require_loopback("--listen", a.listen, NEEDS_TLS)?;
     }
+    let subnets = a.subnets.config()?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let store = Store::connect(&a.etcd, &a.prefix).await?;
-    let core = Core::new(store, Timing::default());
+    let core = Core::with_subnets(store, Timing::default(), subnets);
     let listener = bind("--listen", a.listen).await?;
     if let Some(path) = &a.addr_file {
         write_addr(path, listener.local_addr()?)?;
@@ -270,20 +354,25 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
     } else {
         format!("http://{}", a.scheduler)
     };
-    drover_agent::run(
-        AgentConfig {
-            scheduler,
-            data_dir: a.data_dir,
-            exe: exe()?,
-            address: a.address,
-            cpu_millis: a.cpu_millis,
-            memory_mb: a.memory_mb,
-            tls,
-            cgroup_parent: a.cgroup_parent,
-            policy: load_policy(a.policy.as_deref())?,
-        },
-        shutdown,
-    )
-    .await?;
+    let config = AgentConfig {
+        scheduler,
+        data_dir: a.data_dir,
+        exe: exe()?,
+        address: a.address,
+        cpu_millis: a.cpu_millis,
+        memory_mb: a.memory_mb,
+        tls,
+        cgroup_parent: a.cgroup_parent,
+        policy: load_policy(a.policy.as_deref())?,
+        bridge: a.net.bridge.clone(),
+        subnet: a.net.subnet()?,
+        default_subnet: None,
+    };
+    if a.cleanup {
+        let report = drover_agent::cleanup(&config).await?;
+        tracing::info!(?report, "node cleaned up");
+        return Ok(());
+    }
+    drover_agent::run(config, shutdown).await?;
     Ok(())
 }

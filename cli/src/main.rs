@@ -5,6 +5,7 @@
 
 mod client;
 mod daemon;
+mod exec;
 mod output;
 mod tls;
 
@@ -47,6 +48,12 @@ enum Command {
     Alloc(AllocCommand),
     /// Print (or follow) a task's output.
     Logs(LogsArgs),
+    /// Run a command inside a running allocation's task.
+    ///
+    /// Exit status: the command's; 128+N when signal N killed it; 126 when
+    /// it cannot be executed, 127 when it is not found in the container;
+    /// 125 when Drover could not run it at all.
+    Exec(ExecArgs),
     /// Mutual TLS material.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -195,13 +202,45 @@ struct LogsArgs {
     opts: ClientOpts,
 }
 
+#[derive(Args, Debug)]
+struct ExecArgs {
+    /// Allocation id (or unique prefix), or a job name with one allocation.
+    target: String,
+    /// Task name, when the allocation has several.
+    #[arg(long, default_value = "")]
+    task: String,
+    /// Run the command on a pseudo-terminal (the default when stdin is one).
+    #[arg(short = 't', long, conflicts_with = "no_tty")]
+    tty: bool,
+    /// Never allocate a pseudo-terminal.
+    #[arg(short = 'T', long)]
+    no_tty: bool,
+    /// Set an environment variable for the command (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
 fn main() -> ExitCode {
     // The supervisor entry point is dispatched before any runtime or thread
     // exists: it unshares a mount namespace, which a threaded process cannot.
     let mut raw = std::env::args_os().skip(1);
-    if raw.next().as_deref() == Some(std::ffi::OsStr::new("__supervise")) {
+    let first = raw.next();
+    if first.as_deref() == Some(std::ffi::OsStr::new("__supervise")) {
         let code = match raw.next() {
             Some(dir) => drover_agent::runtime::supervise_main(std::path::Path::new(&dir)),
+            None => 2,
+        };
+        std::process::exit(code);
+    }
+    // The exec helper joins mount and user namespaces: single-threaded too.
+    if first.as_deref() == Some(std::ffi::OsStr::new(drover_agent::exec::EXEC_ARG)) {
+        let code = match raw.next() {
+            Some(request) => drover_agent::exec::exec_main(&request),
             None => 2,
         };
         std::process::exit(code);
@@ -218,8 +257,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        Command::Exec(a) => {
+            let options = exec::ExecOptions {
+                target: a.target,
+                task: a.task,
+                tty: if a.tty {
+                    Some(true)
+                } else if a.no_tty {
+                    Some(false)
+                } else {
+                    None
+                },
+                env: a.env,
+                command: a.command,
+            };
+            let code = runtime.block_on(exec::exec(&a.opts, &options));
+            // Not waiting for the stdin reader thread, blocked in read(2).
+            runtime.shutdown_background();
+            return ExitCode::from(code);
+        }
+        other => other,
+    };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Dev(a) => daemon::dev(a).await,
             Command::Scheduler(a) => daemon::scheduler(a).await,
             Command::Agent(a) => daemon::agent(a).await,
@@ -254,6 +315,7 @@ fn main() -> ExitCode {
                 client::alloc_status(&opts, &id).await
             }
             Command::Logs(a) => client::logs(&a.opts, &a.target, &a.task, a.stderr, a.follow).await,
+            Command::Exec(_) => unreachable!("exec is dispatched above"),
             Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|files| {
                 for f in files {
                     println!("{}", f.display());

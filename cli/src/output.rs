@@ -62,7 +62,7 @@ fn task_summary(a: &pb::Allocation) -> String {
 /// Allocation rows.
 pub fn allocs_table(allocs: &[pb::Allocation]) {
     table(
-        &["ID", "NAME", "NODE", "DESIRED", "STATUS", "TASKS"],
+        &["ID", "NAME", "NODE", "IP", "DESIRED", "STATUS", "TASKS"],
         allocs
             .iter()
             .map(|a| {
@@ -70,6 +70,11 @@ pub fn allocs_table(allocs: &[pb::Allocation]) {
                     short(&a.id),
                     a.name.clone(),
                     a.node_id.clone(),
+                    if a.ip.is_empty() {
+                        "-".into()
+                    } else {
+                        a.ip.clone()
+                    },
                     a.desired.clone(),
                     a.status.clone(),
                     task_summary(a),
@@ -91,6 +96,7 @@ pub fn allocs_json(allocs: &[pb::Allocation]) -> Vec<Value> {
                 "group": a.group,
                 "index": a.index,
                 "node_id": a.node_id,
+                "ip": a.ip,
                 "desired": a.desired,
                 "status": a.status,
                 "job_version": a.job_version,
@@ -115,6 +121,9 @@ pub fn alloc_detail(a: &pb::Allocation) {
     println!("ID       {}", a.id);
     println!("Name     {}", a.name);
     println!("Node     {}", a.node_id);
+    if !a.ip.is_empty() {
+        println!("IP       {}", a.ip);
+    }
     println!("Desired  {}", a.desired);
     println!("Status   {}", a.status);
     println!();
@@ -217,7 +226,7 @@ pub fn jobs_json(jobs: &[pb::JobSummary]) -> Value {
 pub fn nodes_table(nodes: &[pb::Node]) {
     table(
         &[
-            "ID", "HOST", "ADDRESS", "STATUS", "DRAIN", "CPU", "MEMORY", "ALLOCS",
+            "ID", "HOST", "ADDRESS", "SUBNET", "STATUS", "DRAIN", "CPU", "MEMORY", "ALLOCS",
         ],
         nodes
             .iter()
@@ -226,6 +235,11 @@ pub fn nodes_table(nodes: &[pb::Node]) {
                     n.id.clone(),
                     n.hostname.clone(),
                     n.address.clone(),
+                    if n.subnet.is_empty() {
+                        "-".into()
+                    } else {
+                        n.subnet.clone()
+                    },
                     n.status.clone(),
                     n.draining.to_string(),
                     format!("{}/{}m", n.used_cpu_millis, n.cpu_millis),
@@ -244,7 +258,7 @@ pub fn nodes_json(nodes: &[pb::Node]) -> Vec<Value> {
         .map(|n| {
             json!({
                 "id": n.id, "hostname": n.hostname, "address": n.address,
-                "status": n.status, "draining": n.draining,
+                "subnet": n.subnet, "status": n.status, "draining": n.draining,
                 "cpu_millis": n.cpu_millis, "memory_mb": n.memory_mb,
                 "used_cpu_millis": n.used_cpu_millis, "used_memory_mb": n.used_memory_mb,
                 "allocations": n.allocations, "last_seen_unix_ms": n.last_seen_unix_ms,

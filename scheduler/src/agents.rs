@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
-use drover_store::Kind;
 use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
@@ -67,6 +66,18 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
             .collect::<BTreeMap<_, _>>(),
         last_seen_unix_ms: now_ms(),
         agent_version: n.agent_version.clone(),
+        // A subnet the agent asks for (`drover agent --subnet`); the
+        // scheduler checks it against the cluster CIDR and other nodes.
+        subnet: if n.subnet.is_empty() {
+            None
+        } else {
+            Some(n.subnet.parse().map_err(|e| {
+                Status::invalid_argument(format!(
+                    "node {} asks for subnet {:?}: {e}",
+                    n.id, n.subnet
+                ))
+            })?)
+        },
     })
 }
 
@@ -103,17 +114,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 "the first message on AgentService.Connect must be Register",
             ));
         };
-        let mut node = node_from_register(&reg)?;
-        // Keep what the operator set (drain) across reconnects.
-        if let Some(old) = self
-            .core
-            .store()
-            .get::<NodeRecord>(Kind::Node, &node.id)
-            .await
-            .map_err(crate::core::CoreError::from)?
-        {
-            node.draining = old.value.draining;
-        }
+        let reported = node_from_register(&reg)?;
         // The link goes in first and the node is written under the planning
         // lock, so that no concurrent node_down can see the node ready in
         // the store without a stream, or overwrite the new registration.
@@ -123,7 +124,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let planning = self.core.planning.lock().await;
         if let Ok(mut agents) = self.core.agents.lock() {
             agents.insert(
-                node.id.clone(),
+                reported.id.clone(),
                 AgentLink {
                     session,
                     tx: tx.clone(),
@@ -131,31 +132,48 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 },
             );
         }
-        let recorded = self.core.store().put(Kind::Node, &node.id, &node).await;
+        // Keeps what the operator set (drain) and the node's subnet across
+        // reconnects; a new node gets a subnet here.
+        let recorded = self.core.register_node(&reported).await;
         drop(planning);
         let recorded = match recorded {
-            Ok(_) => self.record_running(&node, &reg).await,
-            Err(e) => Err(e.into()),
+            Ok(node) => self.record_running(&node, &reg).await.map(|()| node),
+            Err(e) => Err(e),
         };
-        if let Err(e) = recorded {
-            if let Ok(mut agents) = self.core.agents.lock() {
-                if agents.get(&node.id).is_some_and(|l| l.session == session) {
-                    agents.remove(&node.id);
+        let node = match recorded {
+            Ok(node) => node,
+            Err(e) => {
+                if let Ok(mut agents) = self.core.agents.lock() {
+                    if agents
+                        .get(&reported.id)
+                        .is_some_and(|l| l.session == session)
+                    {
+                        agents.remove(&reported.id);
+                    }
                 }
+                tracing::warn!(node_id = %reported.id, error = %e, "registration refused");
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
+        let (subnet, cluster_cidr) = self.core.registered_net(&node);
         let hello = pb::SchedulerMessage {
             msg: Some(pb::scheduler_message::Msg::Registered(pb::Registered {
                 node_id: node.id.clone(),
                 heartbeat_interval_ms: i64::try_from(self.core.timing.heartbeat.as_millis())
                     .unwrap_or(i64::MAX),
-                ..Default::default()
+                subnet,
+                cluster_cidr,
             })),
         };
         let _ = tx.send(Ok(hello)).await;
         dirty.notify_one();
         let ended = CancellationToken::new();
+        tokio::spawn(crate::node_net::push_peers(
+            self.core.clone(),
+            node.id.clone(),
+            tx.clone(),
+            ended.clone(),
+        ));
         tokio::spawn(push_assignments(
             self.core.clone(),
             node.id.clone(),
@@ -244,7 +262,7 @@ async fn receive(
             Ok(Some(Ok(m))) => m,
         };
         match msg.msg {
-            Some(pb::agent_message::Msg::ExecOutput(_)) => {}
+            Some(pb::agent_message::Msg::ExecOutput(o)) => crate::exec::route(&core, o),
             Some(pb::agent_message::Msg::Heartbeat(_)) => {
                 node.last_seen_unix_ms = now_ms();
             }
@@ -279,6 +297,7 @@ async fn receive(
     if !current {
         return;
     }
+    crate::exec::node_gone(&core, &node_id);
     // Log streams this session carried cannot finish any more.
     let orphaned: Vec<_> = {
         let mut logs = crate::core::lock(&core.logs);
@@ -332,7 +351,8 @@ pub(crate) async fn request_logs(
             ))
         })?;
     let id = LOG_REQUESTS.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(64);
+    // 8 MiB of 32 KiB chunks between the node and a slow reader.
+    let (tx, rx) = mpsc::channel(256);
     let done = CancellationToken::new();
     if let Ok(mut logs) = core.logs.lock() {
         logs.insert(id, (tx.clone(), done.clone(), alloc.node_id.clone()));
@@ -382,20 +402,39 @@ fn route_log(core: &Core, d: pb::LogData) {
         .lock()
         .ok()
         .and_then(|l| l.get(&d.request_id).cloned());
-    let Some((tx, done, _)) = tx else { return };
-    // Never wait on a log reader here: this runs on the node's control
-    // stream, and a paused `drover logs -f` must not delay heartbeats.
-    if !d.data.is_empty() && tx.try_send(Ok(pb::LogChunk { data: d.data })).is_err() {
-        let _ = tx.try_send(Err(Status::resource_exhausted(
-            "log reader too slow; the stream was ended (logs are kept on the node)",
-        )));
-        if let Ok(mut l) = core.logs.lock() {
-            l.remove(&d.request_id);
-        }
-        // Dropping our copy lets the request's watcher see the reader gone
-        // and tell the agent to stop sending.
-        drop(tx);
+    let Some((tx, done, node_id)) = tx else {
         return;
+    };
+    // Never wait on a log reader here: this runs on the node's control
+    // stream, and a paused `drover logs -f` must not delay heartbeats. The
+    // last free slot is kept for the error that ends the stream.
+    if !d.data.is_empty() {
+        if tx.capacity() <= 1 {
+            let _ = tx.try_send(Err(Status::resource_exhausted(
+                "log reader too slow; the stream was ended (logs are kept on the node)",
+            )));
+            if let Ok(mut l) = core.logs.lock() {
+                l.remove(&d.request_id);
+            }
+            // Ends the request's watcher, whose sender would otherwise keep
+            // the client's stream open, and stops the agent.
+            done.cancel();
+            let agent = core
+                .agents
+                .lock()
+                .ok()
+                .and_then(|a| a.get(&node_id).map(|l| l.tx.clone()));
+            if let Some(agent) = agent {
+                let cancel = pb::SchedulerMessage {
+                    msg: Some(pb::scheduler_message::Msg::LogCancel(pb::LogCancel {
+                        request_id: d.request_id,
+                    })),
+                };
+                let _ = agent.try_send(Ok(cancel));
+            }
+            return;
+        }
+        let _ = tx.try_send(Ok(pb::LogChunk { data: d.data }));
     }
     if d.eof {
         if !d.error.is_empty() {

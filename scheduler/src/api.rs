@@ -409,8 +409,9 @@ impl pb::alloc_service_server::AllocService for Api {
 
     async fn exec(
         &self,
-        _req: Request<tonic::Streaming<pb::ExecRequest>>,
+        req: Request<tonic::Streaming<pb::ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        Err(Status::unimplemented("exec is not available yet"))
+        let rx = crate::exec::start(&self.core, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -20,6 +20,7 @@ use crate::placement::{self, Plan};
 use crate::state::{
     AllocRecord, AllocStatus, Desired, JobRecord, JobStatus, NodeRecord, NodeStatus,
 };
+use crate::subnet::{SubnetConfig, SubnetError};
 
 /// How often agents heartbeat, and how long silence is tolerated.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +49,27 @@ pub enum CoreError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No node subnet is left in the cluster CIDR (or the node prefix does
+    /// not fit it).
+    #[error("node {node_id} asks for subnet {wanted} (agent --subnet): {reason}")]
+    SubnetRefused {
+        /// The registering node.
+        node_id: String,
+        /// The subnet it asked for.
+        wanted: crate::subnet::Cidr,
+        /// Why it cannot have it.
+        reason: String,
+    },
+    /// No node subnet is left in the cluster CIDR (or the node prefix does
+    /// not fit it).
+    #[error("cannot give node {node_id} a task subnet: {source}")]
+    Subnet {
+        /// The registering node.
+        node_id: String,
+        /// Why.
+        #[source]
+        source: SubnetError,
+    },
     /// Too many concurrent writers won the race.
     #[error("gave up after {attempts} conflicting writes to {what}; retry")]
     Contended {
@@ -63,6 +85,8 @@ impl From<CoreError> for Status {
         match e {
             CoreError::Store(e) => Status::unavailable(format!("state store: {e}")),
             CoreError::Contended { .. } => Status::aborted(e.to_string()),
+            CoreError::Subnet { .. } => Status::resource_exhausted(e.to_string()),
+            CoreError::SubnetRefused { .. } => Status::failed_precondition(e.to_string()),
         }
     }
 }
@@ -84,11 +108,18 @@ pub struct Core {
     /// revision guards protect against other processes.
     pub(crate) planning: tokio::sync::Mutex<()>,
     pub(crate) logs: Mutex<HashMap<u64, LogSink>>,
+    /// Open `drover exec` sessions by request id (see [`crate::exec`]).
+    pub(crate) execs: Mutex<HashMap<u64, crate::exec::ExecSink>>,
     /// When this process started: a node with no stream to it is only
     /// declared down once it has had a full grace period to connect.
     pub(crate) started: tokio::time::Instant,
     /// When each node's stream last ended, for the grace period.
     pub(crate) disconnected: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// How node task subnets are cut from the cluster CIDR.
+    pub(crate) subnets: SubnetConfig,
+    /// The ready nodes' subnets and addresses, shared by every agent
+    /// session (see [`crate::node_net`]).
+    pub(crate) peers: crate::node_net::PeerState,
 }
 
 /// Where an agent's log data for one request goes, the token that ends the
@@ -100,7 +131,7 @@ pub(crate) type LogSink = (
     String,
 );
 
-const MAX_ATTEMPTS: u32 = 8;
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -134,8 +165,14 @@ pub struct Submitted {
 }
 
 impl Core {
-    /// A core over `store`.
+    /// A core over `store`, cutting node subnets from the default cluster
+    /// CIDR ([`crate::subnet::DEFAULT_CLUSTER_CIDR`]).
     pub fn new(store: Store, timing: Timing) -> Arc<Core> {
+        Core::with_subnets(store, timing, SubnetConfig::default())
+    }
+
+    /// A core over `store` that gives nodes subnets as `subnets` says.
+    pub fn with_subnets(store: Store, timing: Timing, subnets: SubnetConfig) -> Arc<Core> {
         Arc::new(Core {
             store,
             timing,
@@ -143,8 +180,11 @@ impl Core {
             sessions: AtomicU64::new(1),
             planning: tokio::sync::Mutex::new(()),
             logs: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
             started: tokio::time::Instant::now(),
             disconnected: Mutex::new(HashMap::new()),
+            subnets,
+            peers: crate::node_net::PeerState::default(),
         })
     }
 
@@ -297,6 +337,7 @@ impl Core {
                 resources: p.resources,
                 created_unix_ms: now,
                 modified_unix_ms: now,
+                ip: String::new(),
             };
             guards.push(Guard {
                 kind: Kind::Alloc,
@@ -433,6 +474,9 @@ impl Core {
             let mut r = a.value.clone();
             r.status = status;
             r.tasks = st.tasks.iter().map(Into::into).collect();
+            if !st.ip.is_empty() {
+                r.ip = st.ip.clone();
+            }
             if r == a.value {
                 return Ok(());
             }
@@ -637,6 +681,7 @@ impl Core {
         }
         if let Committed::Yes(_) = self.store.commit(&guards, &writes).await? {
             tracing::warn!(node_id, lost = writes.len() - 1, "node down");
+            self.notify_peers();
         }
         Ok(())
     }

@@ -78,7 +78,16 @@ pub struct GroupSpec {
     pub tasks: Vec<TaskSpec>,
     /// How the node restarts a failed task.
     pub restart: RestartPolicy,
+    /// How its allocations are networked: empty or `"bridge"` (own
+    /// namespace, veth on the node bridge, an address from the node
+    /// subnet), `"host"` (the node's network; only where the node's policy
+    /// allows it, checked on the node) or `"none"` (only `lo`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
 }
+
+/// The values a group's `network` may take.
+pub const NETWORK_MODES: [&str; 4] = ["", "bridge", "host", "none"];
 
 /// How a node restarts a task that exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +99,7 @@ pub struct RestartPolicy {
 }
 
 /// A validated task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// DNS label, unique within the group.
     pub name: String,
@@ -105,7 +114,48 @@ pub struct TaskSpec {
     /// What the task sees as `/`.
     #[serde(default)]
     pub rootfs: RootfsSpec,
+    /// Who the task runs as: `"uid"`, `"uid:gid"`, `"name"` or
+    /// `"name:group"` (names from the task's own `/etc/passwd` and
+    /// `/etc/group`, looked up on the node); empty is root (of the task's
+    /// user namespace).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// Working directory inside the task (absolute); empty is the image's,
+    /// else `/`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub workdir: String,
+    /// Mounts into the task's root; host paths must be allowed by the
+    /// node's policy (checked on the node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
 }
+
+/// A validated volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VolumeSpec {
+    /// A host path bound into the task.
+    Bind {
+        /// Absolute host path.
+        source: String,
+        /// Absolute path inside the task.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Absolute path inside the task.
+        target: String,
+        /// Size limit in MiB (0 = the node's default, 64).
+        size_mb: u64,
+    },
+}
+
+/// Upper bound on a tmpfs volume's size (1 TiB).
+pub const MAX_TMPFS_MB: i64 = 1_048_576;
+/// Paths a volume may not be mounted at or under (the runtime builds them).
+pub const RESERVED_VOLUME_TARGETS: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// A task's root filesystem.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,7 +443,17 @@ impl TryFrom<&pb::Job> for JobSpec {
                     0,
                     MAX_KILL_TIMEOUT_MS,
                 );
+                check_user(&mut p, &tpath, &t.user);
+                if !t.workdir.is_empty() {
+                    if let Err(e) = check_abs_path(&t.workdir) {
+                        p.push(&tpath, format!("workdir {e}"));
+                    }
+                }
+                let volumes = check_volumes(&mut p, &tpath, &t.volumes);
                 tasks.push(TaskSpec {
+                    user: t.user.clone(),
+                    workdir: t.workdir.clone(),
+                    volumes,
                     name: t.name.clone(),
                     command: t.command.clone(),
                     env: t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -405,11 +465,21 @@ impl TryFrom<&pb::Job> for JobSpec {
                     rootfs,
                 });
             }
+            if !NETWORK_MODES.contains(&g.network.as_str()) {
+                p.push(
+                    &gpath,
+                    format!(
+                        "network must be \"bridge\" (the default), \"host\" or \"none\", got {:?}",
+                        g.network
+                    ),
+                );
+            }
             groups.push(GroupSpec {
                 name: g.name.clone(),
                 count: u32::try_from(g.count).unwrap_or(0),
                 tasks,
                 restart,
+                network: g.network.clone(),
             });
         }
         if !p.list.is_empty() {
@@ -421,6 +491,142 @@ impl TryFrom<&pb::Job> for JobSpec {
             groups,
         })
     }
+}
+
+/// `Ok` for an absolute path made of normal components (no `.`, `..`,
+/// empty components or NUL); the error completes "<field> ...".
+fn check_abs_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("must be an absolute path, got {path:?}"));
+    }
+    if path.contains('\0') || path[1..].split('/').any(|c| c == "." || c == "..") {
+        return Err(format!("{path:?} may not contain `.`, `..` or NUL"));
+    }
+    Ok(())
+}
+
+/// `user`: empty, or `user[:group]` where each is a number (a 32-bit id)
+/// or a name of 1-32 characters from `[A-Za-z0-9_.-]`.
+fn check_user(p: &mut Problems, path: &str, user: &str) {
+    if user.is_empty() {
+        return;
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    for (what, part) in [("user", Some(u)), ("group", g)] {
+        let Some(part) = part else { continue };
+        let ok = if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse::<u32>().is_ok()
+        } else {
+            !part.is_empty()
+                && part.len() <= 32
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        };
+        if !ok {
+            p.push(
+                path,
+                format!(
+                    "user {user:?}: the {what} must be a number below 2^32 or a name of 1-32 \
+                     characters from [A-Za-z0-9_.-] (forms: \"uid\", \"uid:gid\", \"name\", \
+                     \"name:group\")"
+                ),
+            );
+            return;
+        }
+    }
+}
+
+fn check_volumes(p: &mut Problems, path: &str, volumes: &[pb::Volume]) -> Vec<VolumeSpec> {
+    let mut out = Vec::with_capacity(volumes.len());
+    let mut targets = BTreeMap::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let vpath = format!("{path} volume #{}", i + 1);
+        let mut ok = true;
+        let mut problem = |p: &mut Problems, msg: String| {
+            ok = false;
+            p.push(&vpath, msg);
+        };
+        match check_abs_path(&v.target) {
+            Err(e) => problem(p, format!("target {e}")),
+            Ok(()) => {
+                let target = v.target.trim_end_matches('/');
+                if target.is_empty() {
+                    problem(p, "target / would hide the whole root filesystem".into());
+                } else if let Some(r) = RESERVED_VOLUME_TARGETS
+                    .iter()
+                    .find(|r| target == **r || target.starts_with(&format!("{r}/")))
+                {
+                    problem(
+                        p,
+                        format!(
+                            "target {:?} is at or under {r}, which the runtime provides",
+                            v.target
+                        ),
+                    );
+                } else if targets.insert(target.to_owned(), ()).is_some() {
+                    problem(
+                        p,
+                        format!("target {:?} is used by another volume", v.target),
+                    );
+                }
+            }
+        }
+        let volume = match v.kind.as_str() {
+            "bind" => {
+                if let Err(e) = check_abs_path(&v.source) {
+                    problem(p, format!("source {e}"));
+                }
+                if v.size_mb != 0 {
+                    problem(p, "size_mb is only for type \"tmpfs\"".into());
+                }
+                VolumeSpec::Bind {
+                    source: v.source.clone(),
+                    target: v.target.clone(),
+                    read_only: v.read_only,
+                }
+            }
+            "tmpfs" => {
+                if !v.source.is_empty() {
+                    problem(p, "source is only for type \"bind\"".into());
+                }
+                if v.read_only {
+                    problem(
+                        p,
+                        "read_only is only for type \"bind\" (an empty read-only tmpfs is useless)"
+                            .into(),
+                    );
+                }
+                if !(0..=MAX_TMPFS_MB).contains(&v.size_mb) {
+                    problem(
+                        p,
+                        format!(
+                            "size_mb must be between 0 and {MAX_TMPFS_MB}, got {}",
+                            v.size_mb
+                        ),
+                    );
+                }
+                VolumeSpec::Tmpfs {
+                    target: v.target.clone(),
+                    size_mb: clamp_u64(v.size_mb),
+                }
+            }
+            other => {
+                problem(
+                    p,
+                    format!("type {other:?} is not one of \"bind\", \"tmpfs\""),
+                );
+                continue;
+            }
+        };
+        if ok {
+            out.push(volume);
+        }
+    }
+    out
 }
 
 fn check_command(p: &mut Problems, path: &str, command: &[String]) {
@@ -462,6 +668,31 @@ impl RestartPolicy {
     }
 }
 
+impl From<&VolumeSpec> for pb::Volume {
+    fn from(v: &VolumeSpec) -> pb::Volume {
+        match v {
+            VolumeSpec::Bind {
+                source,
+                target,
+                read_only,
+            } => pb::Volume {
+                kind: "bind".into(),
+                source: source.clone(),
+                target: target.clone(),
+                read_only: *read_only,
+                size_mb: 0,
+            },
+            VolumeSpec::Tmpfs { target, size_mb } => pb::Volume {
+                kind: "tmpfs".into(),
+                source: String::new(),
+                target: target.clone(),
+                read_only: false,
+                size_mb: i64::try_from(*size_mb).unwrap_or(i64::MAX),
+            },
+        }
+    }
+}
+
 impl From<&JobSpec> for pb::Job {
     fn from(j: &JobSpec) -> pb::Job {
         pb::Job {
@@ -482,6 +713,7 @@ impl From<&GroupSpec> for pb::Group {
                 .iter()
                 .map(|t| pb::Task {
                     name: t.name.clone(),
+                    logs: None,
                     command: t.command.clone(),
                     env: t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     resources: Some(pb::Resources {
@@ -503,14 +735,16 @@ impl From<&GroupSpec> for pb::Group {
                             path: path.clone(),
                         },
                     }),
-                    ..Default::default()
+                    user: t.user.clone(),
+                    workdir: t.workdir.clone(),
+                    volumes: t.volumes.iter().map(pb::Volume::from).collect(),
                 })
                 .collect(),
             restart: Some(pb::RestartPolicy {
                 attempts: i64::from(g.restart.attempts),
                 delay_ms: i64::try_from(g.restart.delay_ms).unwrap_or(i64::MAX),
             }),
-            ..Default::default()
+            network: g.network.clone(),
         }
     }
 }
@@ -547,6 +781,82 @@ mod tests {
 
     fn problems(job: &pb::Job) -> Vec<String> {
         JobSpec::try_from(job).unwrap_err().problems
+    }
+
+    #[test]
+    fn user_workdir_and_volumes_are_checked() {
+        let mut j = good();
+        let t = &mut j.groups[0].tasks[0];
+        t.user = "app:staff".into();
+        t.workdir = "/srv/app".into();
+        t.volumes = vec![
+            pb::Volume {
+                kind: "bind".into(),
+                source: "/srv/data".into(),
+                target: "/data".into(),
+                read_only: true,
+                size_mb: 0,
+            },
+            pb::Volume {
+                kind: "tmpfs".into(),
+                target: "/scratch".into(),
+                size_mb: 16,
+                ..Default::default()
+            },
+        ];
+        let spec = JobSpec::try_from(&j).unwrap();
+        assert_eq!(spec.groups[0].tasks[0].volumes.len(), 2);
+        assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
+
+        let t = &mut j.groups[0].tasks[0];
+        t.user = "a b:1".into();
+        t.workdir = "app".into();
+        t.volumes.push(pb::Volume {
+            kind: "bind".into(),
+            source: "/srv/../etc".into(),
+            target: "/proc/sys".into(),
+            ..Default::default()
+        });
+        t.volumes.push(pb::Volume {
+            kind: "tmpfs".into(),
+            target: "/data".into(),
+            read_only: true,
+            size_mb: -1,
+            ..Default::default()
+        });
+        t.volumes.push(pb::Volume {
+            kind: "nfs".into(),
+            target: "/".into(),
+            ..Default::default()
+        });
+        t.volumes.push(pb::Volume {
+            kind: "tmpfs".into(),
+            target: "/".into(),
+            ..Default::default()
+        });
+        let p = problems(&j);
+        let has = |s: &str| p.iter().any(|x| x.contains(s));
+        assert!(has("user \"a b:1\": the user must be"), "{p:?}");
+        assert!(has("workdir must be an absolute path"), "{p:?}");
+        assert!(
+            has("volume #3: source \"/srv/../etc\" may not contain"),
+            "{p:?}"
+        );
+        assert!(
+            has("volume #3: target \"/proc/sys\" is at or under /proc"),
+            "{p:?}"
+        );
+        assert!(
+            has("volume #4: target \"/data\" is used by another volume"),
+            "{p:?}"
+        );
+        assert!(
+            has("volume #4: read_only is only for type \"bind\""),
+            "{p:?}"
+        );
+        assert!(has("volume #4: size_mb must be between 0"), "{p:?}");
+        assert!(has("volume #5: type \"nfs\" is not one of"), "{p:?}");
+        assert!(has("volume #6: target / would hide"), "{p:?}");
     }
 
     #[test]

@@ -47,6 +47,8 @@ struct FileGroup {
     tasks: Vec<FileTask>,
     #[serde(default)]
     restart: Option<FileRestart>,
+    #[serde(default)]
+    network: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +73,30 @@ struct FileTask {
     kill_timeout_ms: Option<i64>,
     #[serde(default)]
     rootfs: Option<FileRootfs>,
+    /// `"uid"`, `"uid:gid"`, `"name"` or `"name:group"`.
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    workdir: Option<String>,
+    /// `volumes = [{ type = "bind", source = "/srv/data", target = "/data",
+    /// read_only = true }, { type = "tmpfs", target = "/scratch", size_mb = 16 }]`
+    /// or `[[group.task.volumes]]` tables.
+    #[serde(default)]
+    volumes: Vec<FileVolume>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVolume {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    source: String,
+    target: String,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    size_mb: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,7 +132,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
             .groups
             .into_iter()
             .map(|g| pb::Group {
-                network: String::new(),
+                network: g.network.unwrap_or_default(),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {
@@ -123,6 +149,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                         });
                         pb::Task {
                             name: t.name,
+                            logs: None,
                             command: t.command,
                             env: t.env.into_iter().collect(),
                             resources: Some(pb::Resources {
@@ -134,7 +161,19 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                                 kind: r.kind,
                                 path: r.path,
                             }),
-                            ..Default::default()
+                            user: t.user.unwrap_or_default(),
+                            workdir: t.workdir.unwrap_or_default(),
+                            volumes: t
+                                .volumes
+                                .into_iter()
+                                .map(|v| pb::Volume {
+                                    kind: v.kind,
+                                    source: v.source,
+                                    target: v.target,
+                                    read_only: v.read_only,
+                                    size_mb: v.size_mb,
+                                })
+                                .collect(),
                         }
                     })
                     .collect(),
@@ -187,6 +226,46 @@ resources = { cpu_millis = 100, memory_mb = 32 }
         let e = parse("x.toml", &text).unwrap_err();
         assert!(e.message.contains("unknown field `cuont`"), "{}", e.message);
         assert!(e.message.contains("line 7"), "{}", e.message);
+    }
+
+    #[test]
+    fn user_workdir_and_volumes() {
+        let text = HELLO.replace(
+            "resources = { cpu_millis = 100, memory_mb = 32 }",
+            r#"user = "1000:1000"
+workdir = "/app"
+volumes = [
+  { type = "bind", source = "/srv/data", target = "/data", read_only = true },
+  { type = "tmpfs", target = "/scratch", size_mb = 16 },
+]"#,
+        );
+        let j = parse("v.toml", &text).unwrap();
+        let t = &j.groups[0].tasks[0];
+        assert_eq!((t.user.as_str(), t.workdir.as_str()), ("1000:1000", "/app"));
+        assert_eq!(t.volumes.len(), 2);
+        assert!(t.volumes[0].read_only && t.volumes[0].kind == "bind");
+        assert_eq!(
+            (t.volumes[1].kind.as_str(), t.volumes[1].size_mb),
+            ("tmpfs", 16)
+        );
+        let spec = crate::job::JobSpec::try_from(&j).unwrap();
+        assert_eq!(
+            crate::job::JobSpec::try_from(&pb::Job::from(&spec)).unwrap(),
+            spec
+        );
+
+        // The same as tables.
+        let tables = HELLO.to_owned()
+            + "[[group.task.volumes]]\ntype = \"bind\"\nsource = \"/srv/logs\"\ntarget = \"/logs\"\n";
+        let j = parse("t.toml", &tables).unwrap();
+        assert_eq!(j.groups[0].tasks[0].volumes[0].target, "/logs");
+
+        let bad = text.replace("type = \"tmpfs\"", "type = \"nfs\"");
+        let e = crate::job::JobSpec::try_from(&parse("v.toml", &bad).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("volume #2: type \"nfs\""), "{e}");
+        let bad = text.replace("size_mb = 16", "size = 16");
+        let e = parse("v.toml", &bad).unwrap_err();
+        assert!(e.message.contains("unknown field `size`"), "{}", e.message);
     }
 
     #[test]

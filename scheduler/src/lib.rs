@@ -2,17 +2,21 @@
 //!
 //! [`job`] validates submissions, [`jobfile`] parses TOML job files,
 //! [`placement`] is the pure placement function, [`state`] holds the records
-//! kept in etcd, and [`core`], [`api`] and [`agents`] are the thin store and
-//! gRPC loop around them.
+//! kept in etcd, [`subnet`] cuts node task subnets from the cluster CIDR,
+//! and [`core`], [`api`] and [`agents`] are the thin store and gRPC loop
+//! around them.
 
 pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod core;
+mod exec;
 pub mod job;
 pub mod jobfile;
+mod node_net;
 pub mod placement;
 pub mod state;
+pub mod subnet;
 
 use std::sync::Arc;
 

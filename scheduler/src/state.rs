@@ -1,6 +1,6 @@
 //! Records the scheduler keeps in the store, and their wire forms.
 //!
-//! These are stored as JSON under `/drover/{jobs,allocs,nodes}/` (see
+//! These are stored as JSON under `/drover/{jobs,allocs,nodes,subnets}/` (see
 //! `drover_store::client`). They are the scheduler's own types; protobuf
 //! is produced from them only at the gRPC edge.
 
@@ -10,6 +10,7 @@ use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobSpec, Resources};
+use crate::subnet::Cidr;
 
 /// Lifecycle of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +158,10 @@ pub struct AllocRecord {
     pub created_unix_ms: i64,
     /// Last change.
     pub modified_unix_ms: i64,
+    /// The allocation's address on its node, as the agent reports it
+    /// (empty until its network is up, and for host networking).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
 }
 
 impl AllocRecord {
@@ -207,6 +212,19 @@ pub struct NodeRecord {
     pub last_seen_unix_ms: i64,
     /// Agent build.
     pub agent_version: String,
+    /// Task subnet cut from the cluster CIDR at first registration and kept
+    /// for good; `None` only in records written before subnets existed.
+    #[serde(default)]
+    pub subnet: Option<Cidr>,
+}
+
+/// Who holds a node subnet, stored under `subnets/<cidr>`. Created in the
+/// same transaction as the node record that names the subnet, and only if
+/// absent, so two schedulers can never hand one subnet to two nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetClaim {
+    /// The node holding it.
+    pub node_id: String,
 }
 
 impl From<&AllocRecord> for pb::Allocation {
@@ -227,7 +245,7 @@ impl From<&AllocRecord> for pb::Allocation {
             job_version: a.job_version,
             created_unix_ms: a.created_unix_ms,
             modified_unix_ms: a.modified_unix_ms,
-            ip: String::new(),
+            ip: a.ip.clone(),
         }
     }
 }
@@ -281,7 +299,7 @@ impl NodeRecord {
             used_cpu_millis: i64::try_from(used.cpu_millis).unwrap_or(i64::MAX),
             used_memory_mb: i64::try_from(used.memory_mb).unwrap_or(i64::MAX),
             allocations,
-            subnet: String::new(),
+            subnet: self.subnet.map(|s| s.to_string()).unwrap_or_default(),
         }
     }
 }

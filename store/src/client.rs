@@ -49,6 +49,9 @@ pub enum Kind {
     Alloc,
     /// `nodes/<id>`
     Node,
+    /// `subnets/<cidr>`: which node holds a task subnet (the scheduler
+    /// creates it with the node's record, so no two nodes share one).
+    Subnet,
 }
 
 impl Kind {
@@ -57,6 +60,7 @@ impl Kind {
             Kind::Job => "jobs/",
             Kind::Alloc => "allocs/",
             Kind::Node => "nodes/",
+            Kind::Subnet => "subnets/",
         }
     }
 }

@@ -58,6 +58,12 @@ pub struct DevCluster {
     store_addr: String,
     /// The CLI commands run so far and how they ended, for failure reports.
     history: Mutex<Vec<String>>,
+    /// The node bridge of this cluster's agent: unique per cluster.
+    bridge: String,
+    /// The agent's task subnet: unique per cluster, unrouted on this host.
+    subnet: String,
+    /// Flags given to every `drover dev` start of this cluster.
+    args: Vec<String>,
 }
 
 impl DevCluster {
@@ -69,12 +75,46 @@ impl DevCluster {
     /// When the binary is missing, the process exits early or does not get
     /// ready in time; the dev log's tail is printed.
     pub fn start() -> DevCluster {
+        DevCluster::start_with(&[])
+    }
+
+    /// Like [`DevCluster::start`], with extra `drover dev` flags. Unless
+    /// they name them, the agent gets a bridge (`--bridge`) and a subnet
+    /// (`--subnet`) of its own, unique per cluster and not routed on this
+    /// host yet, so clusters run side by side; Drop removes the bridge, the
+    /// namespaces and the firewall table, also when the test fails.
+    ///
+    /// # Panics
+    ///
+    /// As [`DevCluster::start`].
+    pub fn start_with(extra: &[&str]) -> DevCluster {
         let tmp = tempfile::Builder::new()
             .prefix("drover-e2e-")
             .tempdir()
             .expect("creating a temporary data dir");
         let data_dir = tmp.path().to_path_buf();
-        let child = spawn_dev(&data_dir);
+        let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let given = |flag: &str| {
+            extra
+                .iter()
+                .position(|a| *a == flag)
+                .and_then(|i| extra.get(i + 1))
+                .map(|v| v.to_string())
+        };
+        let (bridge, subnet) = match (given("--bridge"), given("--subnet")) {
+            (Some(b), Some(s)) => (b, s),
+            (b, s) => {
+                let (ub, us) = unique_net();
+                if b.is_none() {
+                    args.extend(["--bridge".to_string(), ub.clone()]);
+                }
+                if s.is_none() {
+                    args.extend(["--subnet".to_string(), us.clone()]);
+                }
+                (b.unwrap_or(ub), s.unwrap_or(us))
+            }
+        };
+        let child = spawn_dev(&data_dir, &args);
         let start_ticks = start_ticks(pid_of(&child)).unwrap_or(0);
         // From here on, Drop cleans up whatever happens.
         let mut cluster = DevCluster {
@@ -85,9 +125,57 @@ impl DevCluster {
             addr: String::new(),
             store_addr: String::new(),
             history: Mutex::new(Vec::new()),
+            bridge,
+            subnet,
+            args,
         };
         cluster.wait_ready();
+        // The agent sets its network up once the scheduler has answered:
+        // wait until the bridge holds its address.
+        let bridge_ip = cluster.bridge_ip();
+        poll_until("the agent's bridge address", START_TIMEOUT, || {
+            TcpListener::bind((bridge_ip, 0)).ok().map(drop)
+        });
         cluster
+    }
+
+    /// The agent's node bridge.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The agent's task subnet, e.g. `10.213.4.0/24`.
+    pub fn subnet(&self) -> &str {
+        &self.subnet
+    }
+
+    /// The bridge's address: the subnet's first host address, the tasks'
+    /// gateway and DNS server.
+    pub fn bridge_ip(&self) -> std::net::Ipv4Addr {
+        let net: drover_agent::net::Ipv4Net = self.subnet.parse().expect("a valid subnet");
+        net.first_host().expect("a subnet with hosts")
+    }
+
+    /// The agent's data directory (`<data dir>/agent`).
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+
+    /// Where the agent keeps its allocations' named network namespaces.
+    pub fn netns_dir(&self) -> PathBuf {
+        drover_agent::net::wiring::netns_dir_for(&self.agent_dir())
+    }
+
+    /// The agent's `drover dev` flags for `--cgroup-parent`, as `drover
+    /// agent --cleanup` on the same data needs them.
+    pub fn cgroup_parent(&self) -> String {
+        cgroup_parent(&self.data_dir)
+    }
+
+    /// Stops `drover dev` (SIGTERM, then SIGKILL): the tasks keep running,
+    /// as they do when an agent stops.
+    pub fn stop(&mut self) {
+        self.stop_dev();
     }
 
     /// Kills `drover dev` with SIGKILL (agent, scheduler and store at
@@ -106,7 +194,7 @@ impl DevCluster {
         }
         // `start_ticks` keeps the first process's start time, so cleanup
         // still covers tasks started before the restart.
-        self.child = spawn_dev(&self.data_dir);
+        self.child = spawn_dev(&self.data_dir, &self.args);
         self.wait_ready();
     }
 
@@ -421,6 +509,7 @@ impl Drop for DevCluster {
         self.stop_dev();
         let survivors = self.kill_leftovers();
         remove_cgroups(&self.data_dir);
+        self.remove_network();
         if failing {
             eprintln!(
                 "--- drover dev log ({}), last 60 lines:\n{}\n--- CLI commands run:\n{}\n---",
@@ -444,6 +533,67 @@ impl Drop for DevCluster {
             } else {
                 panic!("{msg}");
             }
+        }
+    }
+}
+
+impl DevCluster {
+    /// Removes the agent's networking (namespaces, veths, bridge, routes,
+    /// firewall table) with the agent's own cleanup, then deletes the bridge
+    /// with `ip` should it still be there.
+    fn remove_network(&self) {
+        let agent_dir = self.agent_dir();
+        let node_id = std::fs::read_to_string(agent_dir.join("node-id"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let cfg =
+            drover_agent::net::wiring::NetConfig::for_agent(&agent_dir, &self.bridge, &node_id);
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            // A dev agent makes no routes; others' in this namespace stay.
+            rt.block_on(drover_agent::net::wiring::cleanup_node(&cfg, false))
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        if let Ok(Err(e)) = cleaned {
+            eprintln!(
+                "cleaning up the network of {}: {e}",
+                self.data_dir.display()
+            );
+        }
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .status();
+        }
+    }
+}
+
+/// A bridge name and a /24 for one cluster: `drv<pid>x<n>` and
+/// `10.<200..249>.<n>.0/24`, skipping subnets that are routed on this host
+/// and bridges that exist, so clusters of parallel tests (and of other test
+/// processes) do not meet.
+fn unique_net() -> (String, String) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let second = 200 + (pid.wrapping_add(n / 256) % 50);
+        let third = n % 256;
+        let bridge = format!("drv{}x{n}", pid % 10_000_000);
+        let octets = [10u8, second as u8, third as u8, 0];
+        let hex = format!("{:08X}", u32::from_le_bytes(octets));
+        let routed = std::fs::read_to_string("/proc/net/route")
+            .map(|t| {
+                t.lines()
+                    .any(|l| l.split_whitespace().nth(1) == Some(hex.as_str()))
+            })
+            .unwrap_or(false);
+        if !routed && !Path::new("/sys/class/net").join(&bridge).exists() {
+            return (bridge, format!("10.{second}.{third}.0/24"));
         }
     }
 }
@@ -503,7 +653,7 @@ fn remove_cgroups(data_dir: &Path) {
 
 /// Spawns `drover dev` on `data_dir` with free loopback ports, appending its
 /// output to the dev log.
-fn spawn_dev(data_dir: &Path) -> Child {
+fn spawn_dev(data_dir: &Path, args: &[String]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -519,6 +669,7 @@ fn spawn_dev(data_dir: &Path) -> Child {
         .arg("--cgroup-parent")
         .arg(cgroup_parent(data_dir))
         .args(["--listen", "127.0.0.1:0", "--store-listen", "127.0.0.1:0"])
+        .args(args)
         .env("DROVER_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

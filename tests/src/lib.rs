@@ -1,10 +1,15 @@
 //! Drover's end-to-end harness: the path of the `drover` binary under test,
 //! [`dev::DevCluster`] (a real `drover dev` in a private data directory),
-//! checks shared by the tests that drive it, and procfs helpers.
+//! checks shared by the tests that drive it, procfs helpers, and
+//! [`hosts::MultiHost`] (several agent hosts in network namespaces on a test
+//! switch, with a scheduler and store).
 
 pub mod checks;
 pub mod dev;
+pub mod hosts;
 pub mod procs;
+
+pub use hosts::MultiHost;
 
 pub use dev::{
     closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name, DevCluster,

@@ -165,6 +165,17 @@ impl Harness {
         layers: &[Layer],
         working_dir: &str,
     ) -> Result<(PathBuf, Vec<String>)> {
+        self.image_as(name, layers, working_dir, "")
+    }
+
+    /// [`Harness::image_in`] with a config `User` (empty: none).
+    fn image_as(
+        &self,
+        name: &str,
+        layers: &[Layer],
+        working_dir: &str,
+        user: &str,
+    ) -> Result<(PathBuf, Vec<String>)> {
         let layout = self.path(name);
         std::fs::create_dir_all(layout.join("blobs/sha256"))?;
         let mut descriptors = Vec::new();
@@ -190,6 +201,7 @@ impl Harness {
                 "Cmd": ["sh", "-c", PROBE],
                 "Env": ["PATH=/bin", "FROM_IMAGE=image", "OVERRIDE=image"],
                 "WorkingDir": working_dir,
+                "User": user,
             },
             "rootfs": {"type": "layers", "diff_ids": []},
         }))?;
@@ -242,6 +254,9 @@ impl Harness {
             rootfs: Some(Rootfs::Oci {
                 image: image.to_owned(),
             }),
+            network: None,
+            logs: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -352,6 +367,7 @@ fn mount_count() -> Result<usize> {
     Ok(std::fs::read_to_string("/proc/self/mountinfo")
         .context("reading /proc/self/mountinfo")?
         .lines()
+        .filter(|l| counted_mount(l))
         .count())
 }
 
@@ -598,5 +614,55 @@ async fn a_missing_working_dir_is_created_in_the_upper_dir() -> Result<()> {
     let layer = h.path("cache/layers").join(hex(&digests[0]));
     assert!(!layer.join("srv").exists(), "the cached layer was written");
     assert!(h.root().join("wd/main/rootfs/upper/srv/app").is_dir());
+    Ok(())
+}
+
+/// Whether a `/proc/self/mountinfo` line counts for leak checks: network
+/// namespace files (`nsfs`) and the directories holding them (`.../netns`,
+/// bound onto themselves as `ip netns` does) are skipped, because other
+/// tests on this shared host create and remove them at any time, and the
+/// container runtime never mounts either in the host's namespace.
+fn counted_mount(line: &str) -> bool {
+    let mount_point = line.split(' ').nth(4).unwrap_or("");
+    let nsfs = line
+        .split(" - ")
+        .nth(1)
+        .is_some_and(|fs| fs.starts_with("nsfs "));
+    !nsfs && !mount_point.split('/').any(|c| c == "netns")
+}
+
+#[tokio::test]
+async fn the_image_user_is_the_default_and_unused_layers_are_collected() -> Result<()> {
+    let h = Harness::new()?;
+    // A layer with the image's own /etc/passwd and busybox's `id`.
+    let dir = h.path("src/users");
+    std::fs::create_dir_all(dir.join("etc"))?;
+    std::fs::create_dir_all(dir.join("bin"))?;
+    symlink("busybox", dir.join("bin/id"))?;
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0::/:/bin/sh\nimg:x:4242:4343::/:/bin/sh\n",
+    )?;
+    let users = h.pack("users", &[(&dir, &["."])], false)?;
+    let (image, digests) = h.image_as("image", &[h.base_layer()?, users], "/", "img")?;
+    let spec = h.spec("user", &image, &["sh", "-c", "id -u; id -g"]);
+    assert_eq!(h.probe(&spec).await?, "4242\n4343\n", "the image's User");
+    let mut own = h.spec("own", &image, &["sh", "-c", "id -u"]);
+    own.user = Some("0".to_owned());
+    assert_eq!(h.probe(&own).await?, "0\n", "the task's user wins");
+
+    // Layers stay while a task dir names them, and go with the last one.
+    let layers: Vec<PathBuf> = digests
+        .iter()
+        .map(|d| h.path("cache/layers").join(hex(d)))
+        .collect();
+    h.rt.remove("user", "main")?;
+    assert!(layers.iter().all(|l| l.is_dir()), "in use by task own");
+    h.rt.remove("own", "main")?;
+    assert!(
+        layers.iter().all(|l| !l.exists()),
+        "unused layers left in the cache"
+    );
+    assert!(h.rt.collect_image_garbage()?.is_empty());
     Ok(())
 }

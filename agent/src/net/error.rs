@@ -12,9 +12,10 @@ pub enum NetError {
         op: &'static str,
         /// The interface, address or route it was about.
         target: String,
-        /// The error the kernel or the netlink library reported.
+        /// The error the kernel or the netlink library reported (boxed:
+        /// it is large, and errors travel far).
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     /// A system call or file operation failed.
     #[error("{op} {target}: {source}")]
@@ -45,6 +46,9 @@ pub enum NetError {
         /// Why it was refused.
         reason: String,
     },
+    /// The address book failed (boxed: it is large and rare).
+    #[error(transparent)]
+    Ipam(Box<super::ipam::IpamError>),
     /// A helper thread died before answering.
     #[error("{op} {target}: helper thread panicked")]
     Thread {
@@ -53,6 +57,12 @@ pub enum NetError {
         /// The namespace it was doing it in.
         target: String,
     },
+}
+
+impl From<super::ipam::IpamError> for NetError {
+    fn from(e: super::ipam::IpamError) -> Self {
+        Self::Ipam(Box::new(e))
+    }
 }
 
 impl NetError {
@@ -64,7 +74,7 @@ impl NetError {
         Self::Netlink {
             op,
             target: target.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -410,6 +410,17 @@ impl NodeNet {
         a.and(b).and(c).and(d)
     }
 
+    /// Sets `lo` up in this connection's namespace (for a namespace with
+    /// no other interface: `network = "none"`).
+    pub async fn set_loopback_up(&self) -> Result<(), NetError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build())
+            .execute()
+            .await
+            .map_err(|e| NetError::netlink("set up", format!("lo in {}", self.label), e))
+    }
+
     /// Deletes the allocation's host veth `host_if`; its peer inside the
     /// namespace goes with it. Returns false when it did not exist.
     pub async fn detach(&self, host_if: &str) -> Result<bool, NetError> {

@@ -44,8 +44,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Not here yet: `net.ipv4.ip_forward` on the node (host-gw needs it), and
-//! isolating tasks from the node's other ports.
+//! The agent drives all of this through [`wiring::NodeNetwork`] (bridge,
+//! forwarding, isolation, per-allocation setup and teardown, crash
+//! reconciliation); [`firewall`] keeps tasks away from the node's own
+//! services.
 //!
 //! Why no trait seam around netlink here (style habit 2): what could go wrong
 //! lives in the kernel's answers (ordering, `EEXIST`, namespaces), which a
@@ -56,11 +58,13 @@
 
 mod error;
 pub mod files;
+pub mod firewall;
 pub mod ipam;
 mod ipnet;
 mod link;
 mod netns;
 mod routes;
+pub mod wiring;
 
 pub use error::NetError;
 pub use ipnet::Ipv4Net;

@@ -27,6 +27,16 @@ pub enum RuntimeError {
         /// What is wrong, naming the field.
         problem: String,
     },
+    /// The node policy does not allow what the spec asks for.
+    #[error("alloc {alloc_id} task {task}: refused by the node policy: {problem}")]
+    PolicyRefused {
+        /// Allocation id.
+        alloc_id: String,
+        /// Task name.
+        task: String,
+        /// What was asked, and the policy setting that refuses it.
+        problem: String,
+    },
     /// The spec has an empty command.
     #[error("alloc {alloc_id} task {task}: command is empty")]
     EmptyCommand {

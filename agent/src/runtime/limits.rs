@@ -125,6 +125,13 @@ impl Hardening {
     /// prepared before the fork and nothing allocates, so this may be called
     /// from a `pre_exec` closure; called anywhere else it hardens the caller.
     pub fn apply_in_child(&self) -> io::Result<()> {
+        self.apply_rlimits_in_child()?;
+        self.drop_bounding_set_in_child()?;
+        self.set_no_new_privs_in_child()
+    }
+
+    /// The rlimits part of [`Hardening::apply_in_child`]; same constraints.
+    pub fn apply_rlimits_in_child(&self) -> io::Result<()> {
         for &(resource, soft, hard) in &self.rlimits {
             let limit = libc::rlimit {
                 rlim_cur: soft,
@@ -135,14 +142,27 @@ impl Hardening {
                 return Err(io::Error::last_os_error());
             }
         }
+        Ok(())
+    }
+
+    /// Drops the capabilities outside [`KEPT_CAPABILITIES`] from the
+    /// bounding set. Needs `CAP_SETPCAP` in the caller's user namespace:
+    /// after joining a new user namespace (which resets the bounding set
+    /// to full) and before a uid change that clears capabilities.
+    /// Async-signal-safe (prctl only).
+    pub fn drop_bounding_set_in_child(&self) -> io::Result<()> {
         for &cap in &self.drop_caps {
             // SAFETY: prctl with integer arguments only.
             if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        // Last: from here on no exec can gain privileges (setuid bits and
-        // file capabilities are ignored).
+        Ok(())
+    }
+
+    /// Sets `no_new_privs`: from here on no exec can gain privileges
+    /// (setuid bits and file capabilities are ignored). Async-signal-safe.
+    pub fn set_no_new_privs_in_child(&self) -> io::Result<()> {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(io::Error::last_os_error());

@@ -22,17 +22,33 @@
 //! `pivot_root`, with a fresh `/proc`, a minimal `/dev`, a read-only `/sys`
 //! and tmpfs `/tmp`; without one it shares the host's mount tree.
 //!
-//! Not yet done here (later steps): wiring the (empty) network namespace,
-//! cgroup and user namespaces, volumes.
+//! Every task also gets a cgroup namespace (rooted at its own cgroup) and,
+//! unless the node policy turns it off, a user namespace: container ids
+//! `0..size` are host ids `host_base..` ([`IdMap`], from
+//! [`NodePolicy::user_namespace`]), joined as the task's last step before
+//! exec, so root inside has no capability over any of its other namespaces
+//! (see `identity.rs`). Overlay lower layers (a `dir` rootfs, an image's
+//! layers) are mounted idmapped into it, so their files keep their owners
+//! inside; what the task writes lands in its upper dir owned by the mapped
+//! ids. The task runs as [`TaskSpec::user`] (looked up in its own
+//! `/etc/passwd`), in [`TaskSpec::workdir`], with [`TaskSpec::volumes`]
+//! (bind mounts of host paths the policy allows, tmpfs). [`Runtime::start`]
+//! checks all of it against the node policy ([`Runtime::with_policy`])
+//! before anything exists (`admit.rs`); [`Runtime::collect_image_garbage`]
+//! drops image layers no task uses.
 
+mod admit;
 mod error;
 mod files;
+mod identity;
 mod limits;
+pub mod logs;
 mod oci;
 mod pidfd;
 mod rootfs;
 mod spec;
 mod supervisor;
+mod volume;
 
 use std::fs;
 use std::io;
@@ -47,20 +63,24 @@ use tokio::time::{sleep, Instant};
 use tracing::{debug, info, warn};
 
 use crate::cgroup;
+use crate::policy::NodePolicy;
 pub use error::RuntimeError;
 use files::{
     now_unix_ms, open_append, process_alive, read_json, read_pid, supervisor_alive, validate_name,
     write_json, write_json_with, Durability, TaskDir, SUPERVISE_ARG,
 };
+pub use identity::{IdMap, RunAs};
+pub(crate) use limits::Hardening;
 pub use limits::{
     CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
 };
-pub use oci::{ImageCache, ImageDefaults, OciError, ResolvedImage};
-use pidfd::PidFd;
+pub use oci::{CachePin, ImageCache, ImageDefaults, OciError, ResolvedImage};
+pub(crate) use pidfd::PidFd;
 pub use rootfs::{Rootfs, DEV_ENTRIES, DEV_NODES};
 use spec::resolve_command_in_layers;
-pub use spec::{TaskSpec, TaskState, DEFAULT_PIDS_MAX};
+pub use spec::{TaskNetwork, TaskSpec, TaskState, DEFAULT_PIDS_MAX};
 pub use supervisor::supervise_main;
+pub use volume::{Volume, DEFAULT_TMPFS_MB, HOST_WRITABLE_DIRS, RESERVED_TARGETS};
 
 /// `PATH` given to a task whose environment does not set one; also the
 /// search path used to validate a bare command name.
@@ -88,6 +108,7 @@ pub struct Runtime {
     proc_root: PathBuf,
     cgroups: CgroupPlacement,
     images: ImageCache,
+    policy: NodePolicy,
 }
 
 impl Runtime {
@@ -107,7 +128,22 @@ impl Runtime {
             proc_root: PathBuf::from("/proc"),
             cgroups: CgroupPlacement::default(),
             images,
+            policy: NodePolicy::default(),
         }
+    }
+
+    /// Enforces `policy` on every task started from now on: rootfs dirs,
+    /// images and bind volume sources it allows, and the user namespace
+    /// every task gets ([`NodePolicy::default`] until this is called:
+    /// user namespaces on, no host path allowed).
+    pub fn with_policy(mut self, policy: NodePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The node policy in force.
+    pub fn policy(&self) -> &NodePolicy {
+        &self.policy
     }
 
     /// Caches unpacked OCI image layers below `root` (`<root>/layers/<sha256>/`)
@@ -169,15 +205,31 @@ impl Runtime {
         let (alloc_id, task) = (spec.alloc_id.as_str(), spec.task.as_str());
         let dir = TaskDir::new(self.task_dir(alloc_id, task)?);
         spec.validate()?;
+        admit::check_rootfs(&self.policy, spec)?;
+        // Held until image.json is written: no garbage collection of the
+        // image cache can remove the layers this task is about to use.
+        let _pin = match &spec.rootfs {
+            Some(Rootfs::Oci { image }) => {
+                Some(self.images.pin().map_err(|source| OciError::Cache {
+                    image: image.clone(),
+                    digest: String::new(),
+                    op: "flock(LOCK_SH)",
+                    path: self.images.root().join("lock"),
+                    source,
+                })?)
+            }
+            _ => None,
+        };
         let (spec, image) = match &spec.rootfs {
             Some(Rootfs::Oci { image }) => {
                 let resolved = self.resolve_image(image).await?;
                 let spec = spec.with_image_defaults(image, &resolved.defaults)?;
                 spec.validate()?;
                 resolve_command_in_layers(&spec, image, &resolved.layers)?;
+                let spec = admit::admit(&self.policy, &spec, Some(&resolved.layers))?;
                 (spec, Some(resolved))
             }
-            _ => (spec.clone(), None),
+            _ => (admit::admit(&self.policy, spec, None)?, None),
         };
         let spec = &spec;
         self.cgroups.validate()?;
@@ -246,6 +298,22 @@ impl Runtime {
             path: dir.dir.clone(),
             source,
         })?;
+        // Every task's root is the same host uid (one range per node): the
+        // allocation's directory (specs with their env, logs, the overlay
+        // upper dirs) must not be reachable by another task that sees the
+        // host's files (`Rootfs::Host`). Only root (agent, supervisor,
+        // exec helper) enters it; tasks use their mounts.
+        if let Some(alloc_dir) = dir.dir.parent() {
+            fs::set_permissions(
+                alloc_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .map_err(|source| RuntimeError::Io {
+                op: "chmod 0700",
+                path: alloc_dir.to_owned(),
+                source,
+            })?;
+        }
         write_json(&dir.spec(), spec)?;
         match image {
             Some(image) => write_json(&dir.image(), image)?,
@@ -653,6 +721,7 @@ impl Runtime {
         }
         self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
         self.remove_cgroup(&dir, alloc_id)?;
+        let had_image = dir.image().exists();
         fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
             op: "remove directory",
             path: dir.dir.clone(),
@@ -663,7 +732,56 @@ impl Runtime {
             let _ = fs::remove_dir(alloc_dir);
         }
         debug!(alloc_id = %alloc_id, task = %task, "task directory removed");
+        if had_image {
+            // Its layers may have been the last use of some; best effort.
+            if let Err(error) = self.collect_image_garbage() {
+                warn!(alloc_id = %alloc_id, task = %task, %error, "image cache garbage collection");
+            }
+        }
         Ok(())
+    }
+
+    /// Removes the unpacked image layers that no task directory's
+    /// `image.json` names ([`ImageCache::collect_garbage`]); skipped while a
+    /// task with an image is being started. Called after a task with an
+    /// image is removed, and by the agent when it starts. Returns the
+    /// removed layer digests (hex).
+    pub fn collect_image_garbage(&self) -> Result<Vec<String>, RuntimeError> {
+        // `None` (keep everything) when any task's record is unreadable.
+        let in_use = || {
+            let mut layers = std::collections::BTreeSet::new();
+            let tasks = match self.list() {
+                Ok(tasks) => tasks,
+                Err(error) => {
+                    warn!(%error, "listing tasks; keeping all image layers");
+                    return None;
+                }
+            };
+            for (alloc_id, task) in tasks {
+                let dir = TaskDir::new(self.task_dir(&alloc_id, &task).ok()?);
+                match read_json::<ResolvedImage>(&dir.image()) {
+                    Ok(Some(image)) => layers.extend(image.layers),
+                    Ok(None) => {}
+                    Err(error) => {
+                        warn!(alloc_id = %alloc_id, task = %task, %error, "image.json unreadable; keeping all image layers");
+                        return None;
+                    }
+                }
+            }
+            Some(layers)
+        };
+        let removed = self
+            .images
+            .collect_garbage(&in_use)
+            .map_err(|source| RuntimeError::Io {
+                op: "collect garbage in image cache",
+                path: self.images.root().to_owned(),
+                source,
+            })?;
+        if !removed.is_empty() {
+            info!(layers = ?removed, cache = %self.images.root().display(), "removed unused image layers");
+        }
+        Ok(removed)
     }
 }
 

@@ -1,6 +1,6 @@
 //! A minimal pidfd wrapper: signals that cannot hit a recycled pid.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -14,6 +14,13 @@ use nix::sys::signal::Signal;
 pub struct PidFd {
     fd: OwnedFd,
     pid: i32,
+}
+
+impl AsFd for PidFd {
+    /// The pidfd, e.g. for `poll(2)`: readable once the process has exited.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl PidFd {

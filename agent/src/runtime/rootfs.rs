@@ -20,8 +20,8 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -86,9 +86,12 @@ pub const DEV_ENTRIES: [&str; 13] = [
     "urandom", "zero",
 ];
 
-/// `<task_dir>/rootfs/{upper,work,merged}`.
+/// `<task_dir>/rootfs/{upper,work,merged,lower}`.
 #[derive(Debug, Clone)]
 pub(super) struct RootfsDirs {
+    /// Mount points of the idmapped views of the lower directories
+    /// (`lower/<i>`), with a user namespace.
+    pub lower: PathBuf,
     /// Overlay upper dir: the task's writes.
     pub upper: PathBuf,
     /// Overlay work dir.
@@ -101,6 +104,7 @@ impl RootfsDirs {
     /// The directories below `base` (`<task_dir>/rootfs`).
     pub fn new(base: &Path) -> Self {
         Self {
+            lower: base.join("lower"),
             upper: base.join("upper"),
             work: base.join("work"),
             merged: base.join("merged"),
@@ -179,8 +183,13 @@ pub(crate) fn is_dir_in(root: &Path, path: &Path) -> bool {
 /// Creates the directory `path` (absolute, as the task sees it) and its
 /// missing parents inside `root`, each parent resolved inside `root` as
 /// [`is_executable_in`] does, so that a symlink in the tree cannot lead the
-/// creation out of it. Mode 0755.
-pub(crate) fn mkdir_p_in(root: &Path, path: &Path) -> Result<(), String> {
+/// creation out of it. Mode 0755; each directory created is given to
+/// `owner` (host uid, gid) when there is one.
+pub(crate) fn mkdir_p_in(
+    root: &Path,
+    path: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<(), String> {
     let mut current = PathBuf::from("/");
     for component in path.components() {
         let std::path::Component::Normal(name) = component else {
@@ -206,14 +215,54 @@ pub(crate) fn mkdir_p_in(root: &Path, path: &Path) -> Result<(), String> {
                     io::Error::last_os_error()
                 ));
             }
+            if let Some((uid, gid)) = owner {
+                // SAFETY: as for mkdirat; AT_SYMLINK_NOFOLLOW: the entry
+                // just made is a directory, never followed elsewhere.
+                let rc = unsafe {
+                    libc::fchownat(
+                        parent.as_raw_fd(),
+                        c_name.as_ptr(),
+                        uid,
+                        gid,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                };
+                if rc != 0 {
+                    return Err(format!(
+                        "chown {uid}:{gid} {} in the root filesystem: {}",
+                        next.display(),
+                        io::Error::last_os_error()
+                    ));
+                }
+            }
         }
         current = next;
     }
     Ok(())
 }
 
+/// Reads the regular file `path` (absolute, as the task sees it) inside
+/// `root`, resolved as [`is_executable_in`] does; `None` when missing or
+/// unreadable. At most 4 MiB (passwd and group files).
+pub(crate) fn read_in_root(root: &Path, path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = open_in_root_with(root, path, libc::O_RDONLY)?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut out = Vec::new();
+    file.take(4 << 20).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
 /// Opens `path` with `O_PATH`, every component resolved inside `root`.
-fn open_in_root(root: &Path, path: &Path) -> Option<fs::File> {
+pub(crate) fn open_in_root(root: &Path, path: &Path) -> Option<fs::File> {
+    open_in_root_with(root, path, libc::O_PATH)
+}
+
+/// Opens `path` with `flags` (plus `O_CLOEXEC`), every component resolved
+/// inside `root`.
+fn open_in_root_with(root: &Path, path: &Path, flags: libc::c_int) -> Option<fs::File> {
     let Ok(root_dir) = fs::File::open(root) else {
         return None;
     };
@@ -222,7 +271,7 @@ fn open_in_root(root: &Path, path: &Path) -> Option<fs::File> {
     };
     // SAFETY: open_how is plain old data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT;
     // SAFETY: `path` is NUL-terminated and `how` a valid open_how whose size
     // is passed; both outlive the call. The returned descriptor, if any, is
@@ -299,7 +348,7 @@ impl PreparedRoot {
     }
 }
 
-fn cstring(path: &Path) -> Result<CString, String> {
+pub(super) fn cstring(path: &Path) -> Result<CString, String> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| format!("path {} contains a NUL byte", path.display()))
 }
@@ -322,42 +371,164 @@ fn do_mount(
     })
 }
 
-/// Makes every mount at or below `path` read-only (`mount_setattr(2)` with
-/// `AT_RECURSIVE`); a plain remount would only change the top mount.
-fn make_readonly_recursive(path: &Path) -> Result<(), String> {
-    /// `struct mount_attr` from `linux/mount.h`.
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
+/// Mount attributes for `mount_setattr(2)` (`MOUNT_ATTR_*` from
+/// `linux/mount.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MountAttr(u64);
+
+impl MountAttr {
+    pub const RDONLY: MountAttr = MountAttr(0x1);
+    pub const NOSUID: MountAttr = MountAttr(0x2);
+    pub const NODEV: MountAttr = MountAttr(0x4);
+    const IDMAP: MountAttr = MountAttr(0x0010_0000);
+}
+
+impl std::ops::BitOr for MountAttr {
+    type Output = MountAttr;
+    fn bitor(self, rhs: MountAttr) -> MountAttr {
+        MountAttr(self.0 | rhs.0)
     }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let c_path = cstring(path)?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `c_path` is NUL-terminated and `attr` a valid mount_attr whose
+}
+
+impl std::ops::BitOrAssign for MountAttr {
+    fn bitor_assign(&mut self, rhs: MountAttr) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// `struct mount_attr` from `linux/mount.h`.
+#[repr(C)]
+struct RawMountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// `mount_setattr(dirfd, path, flags, attr)`; `what` names it in errors.
+fn mount_setattr(
+    dirfd: libc::c_int,
+    path: &CString,
+    flags: libc::c_uint,
+    attr: &RawMountAttr,
+    what: &Path,
+) -> Result<(), String> {
+    // SAFETY: `path` is NUL-terminated and `attr` a valid mount_attr whose
     // size is passed; both outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            dirfd,
+            path.as_ptr(),
+            flags,
+            attr as *const RawMountAttr,
+            std::mem::size_of::<RawMountAttr>(),
         )
     };
     if rc != 0 {
         return Err(format!(
-            "mount_setattr({}, AT_RECURSIVE, MOUNT_ATTR_RDONLY): {}",
-            path.display(),
+            "mount_setattr({}, attr_set {:#x}): {}",
+            what.display(),
+            attr.attr_set,
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Sets `attr` on the mount (or detached tree) `fd`, and every mount below
+/// it when `recursive`; `what` names it in errors.
+pub(super) fn set_mount_attr(
+    fd: &impl AsRawFd,
+    what: &Path,
+    attr: MountAttr,
+    recursive: bool,
+) -> Result<(), String> {
+    let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    let raw = RawMountAttr {
+        attr_set: attr.0,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    mount_setattr(fd.as_raw_fd(), &CString::default(), flags, &raw, what)
+}
+
+/// Makes every mount at or below `path` read-only (`mount_setattr(2)` with
+/// `AT_RECURSIVE`); a plain remount would only change the top mount.
+fn make_readonly_recursive(path: &Path) -> Result<(), String> {
+    let raw = RawMountAttr {
+        attr_set: MountAttr::RDONLY.0,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    mount_setattr(libc::AT_FDCWD, &cstring(path)?, AT_RECURSIVE, &raw, path)
+}
+
+/// Mounts an idmapped view of the directory `source` at `target` (an
+/// existing empty directory): files owned by host id `n` appear owned by
+/// host id `host_base + n`, i.e. by container id `n` in the user namespace
+/// `userns`. Read-only, nosuid, nodev: only overlay lower layers use it.
+/// Fails with `EINVAL` on filesystems that do not support idmapped mounts.
+fn idmapped_bind(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result<(), String> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let c_source = cstring(source)?;
+    let c_target = cstring(target)?;
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: NUL-terminated path; the descriptor is owned below.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_source.as_ptr(),
+            flags,
+        )
+    };
+    let tree = i32::try_from(tree)
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| {
+            format!(
+                "open_tree({}, OPEN_TREE_CLONE): {}",
+                source.display(),
+                io::Error::last_os_error()
+            )
+        })?;
+    // SAFETY: open_tree just returned it; nothing else owns it.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree) };
+    let raw = RawMountAttr {
+        attr_set: (MountAttr::IDMAP | MountAttr::RDONLY | MountAttr::NOSUID | MountAttr::NODEV).0,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: u64::try_from(userns.as_raw_fd()).unwrap_or(u64::MAX),
+    };
+    mount_setattr(
+        tree.as_raw_fd(),
+        &CString::default(),
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        &raw,
+        source,
+    )?;
+    // SAFETY: a valid descriptor, an empty path and a NUL-terminated target.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "move_mount({} onto {}): {}",
+            source.display(),
+            target.display(),
             io::Error::last_os_error()
         ));
     }
@@ -395,10 +566,13 @@ pub(super) fn prepare(
     dirs: &RootfsDirs,
     host_sys: &Path,
     cwd: &Path,
+    ids: &RootIds<'_>,
 ) -> Result<PreparedRoot, String> {
     let merged = &dirs.merged;
     create_dir_all(merged)?;
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let (root_uid, root_gid) = ids.root;
+    let owned = format!("uid={root_uid},gid={root_gid}");
     match base {
         RootBase::Host => {
             do_mount(
@@ -423,7 +597,7 @@ pub(super) fn prepare(
                 &merged.join("run"),
                 Some("tmpfs"),
                 nosuid_nodev,
-                Some("mode=755"),
+                Some(&format!("mode=755,{owned}")),
             )?;
         }
         RootBase::Overlay(lower) => {
@@ -445,6 +619,14 @@ pub(super) fn prepare(
             }
             create_dir_all(&dirs.upper)?;
             create_dir_all(&dirs.work)?;
+            // `/` of the task is the upper dir: root inside owns it.
+            std::os::unix::fs::chown(&dirs.upper, Some(root_uid), Some(root_gid)).map_err(|e| {
+                format!("chown {root_uid}:{root_gid} {}: {e}", dirs.upper.display())
+            })?;
+            let lower = match ids.userns {
+                Some(userns) => idmapped_lowers(lower, &dirs.lower, userns)?,
+                None => lower.clone(),
+            };
             let lowerdir = lower
                 .iter()
                 .map(|p| p.display().to_string())
@@ -481,9 +663,9 @@ pub(super) fn prepare(
         &merged.join("tmp"),
         Some("tmpfs"),
         nosuid_nodev,
-        Some("mode=1777"),
+        Some(&format!("mode=1777,{owned}")),
     )?;
-    mount_dev(&merged.join("dev"))?;
+    mount_dev(&merged.join("dev"), &owned)?;
     Ok(PreparedRoot {
         merged_c: cstring(merged)?,
         merged: merged.clone(),
@@ -492,8 +674,51 @@ pub(super) fn prepare(
     })
 }
 
-/// A minimal `/dev` at `dev`: see [`DEV_ENTRIES`].
-fn mount_dev(dev: &Path) -> Result<(), String> {
+/// The host ids a task's root filesystem is prepared for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RootIds<'a> {
+    /// The task's user namespace: overlay lower layers are mounted
+    /// idmapped into it, so that their files keep their owners inside.
+    pub userns: Option<BorrowedFd<'a>>,
+    /// Host uid and gid of root inside the task: owner of the overlay's
+    /// upper dir (the task's `/`), `/tmp`, `/run` and `/dev/shm`.
+    pub root: (u32, u32),
+}
+
+/// Idmapped views of the `lower` directories, mounted at `<at>/<i>`, for
+/// the overlay's `lowerdir`: files owned by host root are owned by root
+/// inside (and copied up as such). A filesystem that cannot be idmapped
+/// gets the plain directories back, with a warning on stderr (the
+/// supervisor's log): their files then show as `nobody` inside and only
+/// world-writable places are writable.
+fn idmapped_lowers(
+    lower: &[PathBuf],
+    at: &Path,
+    userns: BorrowedFd<'_>,
+) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::with_capacity(lower.len());
+    for (i, dir) in lower.iter().enumerate() {
+        let target = at.join(i.to_string());
+        create_dir_all(&target)?;
+        if let Err(e) = idmapped_bind(dir, &target, userns) {
+            if i == 0 {
+                let _ = writeln!(
+                    io::stderr(),
+                    "drover supervisor: idmapped lower layers unavailable ({e}); \
+                     the rootfs' files will show as nobody inside the task"
+                );
+                return Ok(lower.to_vec());
+            }
+            return Err(e);
+        }
+        out.push(target);
+    }
+    Ok(out)
+}
+
+/// A minimal `/dev` at `dev`: see [`DEV_ENTRIES`]. `owned` (`uid=..,gid=..`)
+/// makes `/dev/shm` root's inside the task.
+fn mount_dev(dev: &Path, owned: &str) -> Result<(), String> {
     do_mount(
         Some(Path::new("tmpfs")),
         dev,
@@ -530,7 +755,7 @@ fn mount_dev(dev: &Path) -> Result<(), String> {
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&format!("mode=1777,size=65536k,{owned}")),
     )?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
@@ -543,4 +768,124 @@ fn mount_dev(dev: &Path) -> Result<(), String> {
         symlink(to, &path).map_err(|e| format!("symlink {} -> {to}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// How many symlinks [`bind_file_readonly_in`] follows before giving up.
+const MAX_SYMLINKS: usize = 40;
+
+/// Bind-mounts the file `source` read-only over `target` (absolute, as the
+/// task sees it) inside the root directory `root` (`/` for a task without
+/// a root filesystem, in the supervisor's private mount namespace).
+///
+/// `target` is resolved inside `root`, symlinks included, as the task will
+/// see it after the pivot: an `/etc/resolv.conf` that links to
+/// `/run/systemd/resolve/stub-resolv.conf` is mounted over that path in the
+/// root, never over a host file. A missing file (or the missing end of a
+/// symlink) is created empty first, with its parent directories, which
+/// works where the root is writable (an overlay's upper dir, the host
+/// view's tmpfs `/run`). The mount is made through `/proc/self/fd`, so no
+/// path is resolved twice.
+pub(super) fn bind_file_readonly_in(
+    root: &Path,
+    target: &Path,
+    source: &Path,
+) -> Result<(), String> {
+    let mut path = target.to_path_buf();
+    let mut found = None;
+    for _ in 0..MAX_SYMLINKS {
+        if let Some(file) = open_in_root(root, &path) {
+            found = Some(file);
+            break;
+        }
+        let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("{} names no file", path.display()))?
+            .to_owned();
+        let link = open_in_root(root, &parent)
+            .and_then(|dir| nix::fcntl::readlinkat(&dir, name.as_os_str()).ok());
+        match link {
+            // A dangling symlink: follow it by hand, inside the root.
+            Some(link) => path = parent.join(link),
+            None => {
+                mkdir_p_in(root, &parent, None)?;
+                create_file_in_root(root, &path)?;
+            }
+        }
+    }
+    let file = found.ok_or_else(|| {
+        format!(
+            "{} in {}: too many levels of symbolic links",
+            target.display(),
+            root.display()
+        )
+    })?;
+    let is_file = file.metadata().is_ok_and(|m| m.is_file());
+    if !is_file {
+        return Err(format!(
+            "{} in {} is not a regular file; cannot mount {} over it",
+            path.display(),
+            root.display(),
+            source.display()
+        ));
+    }
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    do_mount(Some(source), &fd_path, None, MsFlags::MS_BIND, None)
+        .map_err(|e| format!("{e} (mounting over {} in the task's root)", path.display()))?;
+    drop(file);
+    // A bind mount takes the read-only flag only on a remount of itself.
+    let mounted = open_in_root(root, &path)
+        .ok_or_else(|| format!("{} vanished after mounting over it", path.display()))?;
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", mounted.as_raw_fd()));
+    do_mount(
+        None,
+        &fd_path,
+        None,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None,
+    )
+    .map_err(|e| format!("{e} (making {} read-only)", path.display()))
+}
+
+/// Creates the empty file `path` (mode 0644) inside `root`, every
+/// component resolved inside `root`; an existing file is left as it is.
+fn create_file_in_root(root: &Path, path: &Path) -> Result<(), String> {
+    let root_dir = fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+    let c_path = cstring(path)?;
+    // SAFETY: open_how is plain old data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.mode = 0o644;
+    how.resolve = libc::RESOLVE_IN_ROOT;
+    // SAFETY: `c_path` is NUL-terminated and `how` a valid open_how whose
+    // size is passed; both outlive the call. The returned descriptor, if
+    // any, is owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root_dir.as_raw_fd(),
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    match i32::try_from(fd).ok().filter(|fd| *fd >= 0) {
+        Some(fd) => {
+            // SAFETY: openat2 just returned this descriptor and nothing
+            // else owns it; it is closed right away.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            Ok(())
+        }
+        None => Err(format!(
+            "create {} in {}: {}",
+            path.display(),
+            root.display(),
+            io::Error::last_os_error()
+        )),
+    }
 }

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::files::validate_name;
+use super::identity::{IdMap, RunAs, UserSpec};
+use super::logs::LogLimits;
 use super::oci::{is_executable_in_layers, ImageDefaults};
 use super::rootfs::{is_executable_in, Rootfs};
+use super::volume::Volume;
 use super::{RuntimeError, DEFAULT_PATH};
 
 /// What to run: written by the agent to `<task_dir>/spec.json`.
@@ -43,6 +46,85 @@ pub struct TaskSpec {
     /// mount tree, with only `/proc` of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<Rootfs>,
+    /// The allocation's network, set up by the agent before the task
+    /// starts. `None` (specs written before networking existed, and
+    /// runtime-level tests) gives the task a network namespace of its own
+    /// with only `lo`, down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<TaskNetwork>,
+    /// Size-based rotation of the task's `stdout.log` and `stderr.log`
+    /// (10 MiB x 3 files each unless the spec says otherwise).
+    #[serde(default)]
+    pub logs: LogLimits,
+    /// Who the task runs as: `"uid"`, `"uid:gid"`, `"name"` or
+    /// `"name:group"`, names looked up in the task's own `/etc/passwd` and
+    /// `/etc/group`; `None` is root (of the task's user namespace).
+    /// `Runtime::start` resolves it into [`TaskSpec::run_as`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory inside the task (absolute); `None` is the image's
+    /// `WorkingDir`, else `/`. Created (owned by the task's user) when
+    /// missing in a `dir` or `oci` root; with the `host` root it must
+    /// exist, or lie below its private `/tmp` or `/run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<PathBuf>,
+    /// Bind and tmpfs mounts into the task's root (a root filesystem is
+    /// required).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// The task's user namespace. Set by `Runtime::start` from the node
+    /// policy (whatever the caller gave is replaced); `None` in a spec
+    /// written before user namespaces existed, or with them disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<IdMap>,
+    /// [`TaskSpec::user`] resolved to numbers, set by `Runtime::start`;
+    /// `None` is root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<RunAs>,
+}
+
+impl Default for TaskSpec {
+    /// An empty spec (no command), for callers to fill with
+    /// `..Default::default()`: default pids limit, no rootfs, no network,
+    /// default log rotation, root, no volumes.
+    fn default() -> Self {
+        TaskSpec {
+            alloc_id: String::new(),
+            task: String::new(),
+            hostname: String::new(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            kill_timeout_ms: 5_000,
+            cpu_millis: 0,
+            memory_mb: 0,
+            pids_max: DEFAULT_PIDS_MAX,
+            rootfs: None,
+            network: None,
+            logs: LogLimits::default(),
+            user: None,
+            workdir: None,
+            volumes: Vec::new(),
+            user_namespace: None,
+            run_as: None,
+        }
+    }
+}
+
+/// How a task joins its allocation's network (see `crate::net::wiring`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskNetwork {
+    /// The allocation's network namespace (a bind-mounted namespace file)
+    /// that the supervisor joins with `setns` instead of creating one;
+    /// `None` keeps the host's network namespace (`network = "host"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// Bind-mounted read-only over the task's `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<PathBuf>,
+    /// Bind-mounted read-only over the task's `/etc/hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<PathBuf>,
 }
 
 /// [`TaskSpec::pids_max`] when a spec does not say.
@@ -140,6 +222,23 @@ impl TaskSpec {
         if let Some(rootfs) = &self.rootfs {
             rootfs.validate().map_err(invalid)?;
         }
+        self.validate_isolation().map_err(invalid)?;
+        self.logs.validate().map_err(invalid)?;
+        if let Some(net) = &self.network {
+            let paths = [
+                ("network namespace", &net.netns),
+                ("resolv.conf", &net.resolv_conf),
+                ("hosts file", &net.hosts),
+            ];
+            for (what, path) in paths {
+                if let Some(p) = path.as_ref().filter(|p| !p.is_absolute()) {
+                    return Err(invalid(format!(
+                        "{what} {} must be an absolute path",
+                        p.display()
+                    )));
+                }
+            }
+        }
         if let Some(Rootfs::Oci { .. }) = &self.rootfs {
             // The command may come from the image; `Runtime::start`
             // resolves the image, applies its defaults
@@ -152,10 +251,43 @@ impl TaskSpec {
         resolve_command(self)
     }
 
+    /// The shape of `user`, `workdir` and `volumes` (the node policy and
+    /// the lookups are `Runtime::start`'s): a parsable user, an absolute
+    /// normal working directory, valid volumes with distinct targets and a
+    /// root filesystem for them to go into.
+    fn validate_isolation(&self) -> Result<(), String> {
+        if let Some(user) = &self.user {
+            UserSpec::parse(user)?;
+        }
+        if let Some(workdir) = &self.workdir {
+            if !super::volume::is_normal_absolute(workdir) {
+                return Err(format!(
+                    "workdir {} must be an absolute path without `.`, `..` or NUL",
+                    workdir.display()
+                ));
+            }
+        }
+        if !self.volumes.is_empty() && self.rootfs.is_none() {
+            return Err("volumes need a root filesystem (rootfs host, dir or oci)".to_owned());
+        }
+        let mut targets = std::collections::BTreeSet::new();
+        for volume in &self.volumes {
+            volume.validate()?;
+            if !targets.insert(volume.target()) {
+                return Err(format!(
+                    "two volumes have the target {}",
+                    volume.target().display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// This spec with an image config's defaults applied: an empty
     /// `command` becomes `Entrypoint` + `Cmd` (a given command replaces
     /// both), and the image's `Env` lies under the spec's `env` (the
-    /// spec's value wins for a key both set). Fails when neither the spec
+    /// spec's value wins for a key both set); the image's `User` is the
+    /// task's user unless the spec names one. Fails when neither the spec
     /// nor the image names a command.
     pub fn with_image_defaults(
         &self,
@@ -180,6 +312,9 @@ impl TaskSpec {
         let mut env = defaults.env_map();
         env.extend(self.env.clone());
         spec.env = env;
+        if spec.user.is_none() {
+            spec.user.clone_from(&defaults.user);
+        }
         Ok(spec)
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! It runs synchronously on a single thread (`unshare(CLONE_NEWNS)` refuses
 //! multi-threaded callers), creates the task's cgroup with its limits, puts
-//! itself into fresh PID, mount, UTS, IPC and network namespaces, assembles
-//! the task's root filesystem there when the spec has one (see
-//! [`super::rootfs`]), spawns the task
-//! (which joins the cgroup and is hardened before it execs, and becomes
-//! PID 1 of the new PID namespace), records every transition in
+//! itself into fresh PID, mount, UTS, IPC and network namespaces (after
+//! making the task's user namespace with a helper, see
+//! [`super::identity`]), assembles the task's root filesystem and volumes
+//! there when the spec has one (see [`super::rootfs`],
+//! [`super::volume`]), spawns the task (which joins the cgroup, unshares
+//! its cgroup namespace, is hardened, joins the user namespace and takes
+//! its uid/gid before it execs, and becomes PID 1 of the new PID
+//! namespace), records every transition in
 //! `state.json` (an OOM kill as such), reaps the task, removes the cgroup
 //! and exits. It ignores the usual termination signals: the agent
 //! signals the task directly, and the supervisor must outlive the task to
@@ -15,7 +18,7 @@
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,13 +31,16 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::files::{
-    now_unix_ms, open_append, read_json, write_atomic_with, write_json, write_json_with,
-    Durability, TaskDir,
+    now_unix_ms, read_json, write_atomic_with, write_json, write_json_with, Durability, TaskDir,
 };
+use super::identity::{self, Identity, RunAs};
 use super::limits::{CgroupPlacement, Hardening};
+use super::logs::{LogPump, RotatingLog};
 use super::oci::ResolvedImage;
-use super::rootfs::{self, PreparedRoot, RootBase, Rootfs, RootfsDirs};
+use super::pidfd::PidFd;
+use super::rootfs::{self, PreparedRoot, RootBase, RootIds, Rootfs, RootfsDirs};
 use super::spec::resolve_command_in;
+use super::volume::{self, HOST_WRITABLE_DIRS};
 use super::{RuntimeError, TaskSpec, TaskState, DEFAULT_PATH};
 use crate::cgroup::{self, CgroupError, Cgroups, Limits};
 
@@ -157,20 +163,50 @@ fn run_task(
     // A cgroup left by a supervisor that died may have counted kills already.
     let oom_before = cgroups.oom_kills(cg_path).map_err(cgroup_failure)?;
 
-    // The network namespace is empty (only `lo`, down) until the node's
-    // networking attaches the allocation to it.
-    unshare(
-        CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET,
-    )
-    .map_err(|e| {
-        fail(format!(
-            "unshare(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWNET): {e}"
-        ))
-    })?;
+    // The user namespace is made first, by a helper forked while nothing
+    // is unshared yet (it must not become PID 1 of the task's PID
+    // namespace). The task's child joins it as its very last step, after
+    // the network namespace below, every mount and `sethostname`: all the
+    // other namespaces stay owned by the host's user namespace.
+    let userns = match &spec.user_namespace {
+        Some(map) => Some(identity::create_user_namespace(map).map_err(fail)?),
+        None => None,
+    };
+    let run_as = spec.run_as.unwrap_or_default();
+    let map = spec.user_namespace.as_ref();
+    let outside = |who: &str, ids: RunAs| {
+        ids.on_host(map).ok_or_else(|| {
+            fail(format!(
+                "{who} {}:{} is outside the mapped range of the user namespace {map:?}",
+                ids.uid, ids.gid
+            ))
+        })
+    };
+    let ids = HostIds {
+        root: outside("root", RunAs::default())?,
+        task: outside("user", run_as)?,
+        userns: userns.as_ref().map(AsFd::as_fd),
+    };
+
+    // The allocation's network namespace, which the agent set up (veth,
+    // address, routes), is joined by the supervisor while it is real root
+    // in the host's user namespace (the task enters its user namespace
+    // only as its last step). Without a network in the spec the task gets
+    // an empty namespace of its own (only `lo`, down); with host
+    // networking it stays in the host's.
+    let mut flags = CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    match &spec.network {
+        None => flags |= CloneFlags::CLONE_NEWNET,
+        Some(net) => {
+            if let Some(path) = &net.netns {
+                join_netns(path)?;
+            }
+        }
+    }
+    unshare(flags).map_err(|e| fail(format!("unshare({flags:?}): {e}")))?;
     // Nothing mounted in this namespace (by us or by the task) may
     // propagate back to the host.
     nix::mount::mount(
@@ -183,12 +219,36 @@ fn run_task(
     .map_err(|e| fail(format!("mount(/, MS_REC|MS_PRIVATE): {e}")))?;
     let root = match &spec.rootfs {
         None => None,
-        Some(rootfs) => Some(prepare_root(dir, spec, rootfs)?),
+        Some(rootfs) => Some(prepare_root(dir, spec, rootfs, &ids)?),
     };
+    // The allocation's resolv.conf and hosts, over the root's own (the
+    // host's, without a rootfs: this mount namespace is private).
+    if let Some(net) = &spec.network {
+        let in_root = root
+            .as_ref()
+            .map_or(Path::new("/"), |(prepared, _)| prepared.merged.as_path());
+        for (target, source) in [
+            ("/etc/resolv.conf", &net.resolv_conf),
+            ("/etc/hosts", &net.hosts),
+        ] {
+            if let Some(source) = source {
+                rootfs::bind_file_readonly_in(in_root, Path::new(target), source)
+                    .map_err(|e| fail(format!("network files: {e}")))?;
+            }
+        }
+    }
 
-    let mut command = build_command(dir, spec, &procs, hardening, root.as_ref())?;
+    // Created before the task starts, so that `drover logs` finds both.
+    let mut logs = Vec::new();
+    for path in [dir.stdout(), dir.stderr()] {
+        let log = RotatingLog::open(path.clone(), spec.logs)
+            .map_err(|e| fail(format!("open {}: {e}", path.display())))?;
+        logs.push(log);
+    }
+    let identity = Identity { userns, run_as };
+    let mut command = build_command(spec, &procs, hardening, identity, root.as_ref())?;
     let program = spec.command.first().cloned().unwrap_or_default();
-    let child = match command.spawn() {
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Failure {
@@ -206,6 +266,10 @@ fn run_task(
     };
     drop(command);
     drop(procs);
+    let pipes = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
     let pid =
         i32::try_from(child.id()).map_err(|_| fail(format!("pid {} out of range", child.id())))?;
     write_json_with(
@@ -221,6 +285,29 @@ fn run_task(
     let mut out = io::stdout().lock();
     let _ = out.write_all(b"r").and_then(|()| out.flush());
     drop(out);
+
+    // Copy the task's output into its (rotating) log files until it has
+    // exited and the pipes are drained, so that the exit recorded below
+    // comes after its last log line.
+    let streams: Vec<_> = pipes
+        .into_iter()
+        .zip(logs)
+        .filter_map(|(pipe, log)| pipe.map(|p| (p, log)))
+        .collect();
+    match PidFd::open(pid) {
+        Ok(Some(exit_fd)) => {
+            if let Err(e) = LogPump::new(streams).run(&exit_fd, &mut io::stderr()) {
+                let _ = writeln!(io::stderr(), "drover supervisor: copying logs: {e}");
+            }
+        }
+        // Our unreaped child always exists; only fd exhaustion gets here.
+        other => {
+            let _ = writeln!(
+                io::stderr(),
+                "drover supervisor: pidfd_open({pid}): {other:?}; task output is not logged"
+            );
+        }
+    }
 
     // Observe the exit without reaping: while the zombie exists its pid cannot
     // be reused, so an agent that read "running" and then signals the pid
@@ -245,11 +332,22 @@ fn run_task(
     let exited = exit_record(pid, status, oom_kills, spec.memory_mb);
     write_json(&dir.state(), &exited)?;
     // Now reap it; the exit is already on disk.
-    let mut child = child;
     child
         .wait()
         .map_err(|e| fail(format!("waitpid(pid {pid}): {e}")))?;
     Ok(())
+}
+
+/// Joins the network namespace bind-mounted at `path` (`setns`).
+fn join_netns(path: &Path) -> Result<(), Failure> {
+    let ns = std::fs::File::open(path).map_err(|e| {
+        fail(format!(
+            "open network namespace {}: {e} (the agent sets it up before starting the task)",
+            path.display()
+        ))
+    })?;
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| fail(format!("setns({}, CLONE_NEWNET): {e}", path.display())))
 }
 
 /// The `Exited` record for a wait status; `oom_kills` is how many processes
@@ -291,19 +389,31 @@ pub(super) fn exit_record(
     }
 }
 
-/// Assembles the task's root in this (private) mount namespace and
-/// resolves the command inside it, as the task will see it.
+/// Host ids the task's root filesystem is prepared for.
+struct HostIds<'a> {
+    /// Host uid and gid of root inside the task.
+    root: (u32, u32),
+    /// Host uid and gid of the task's user.
+    task: (u32, u32),
+    /// The task's user namespace, for idmapped lower layers.
+    userns: Option<BorrowedFd<'a>>,
+}
+
+/// Assembles the task's root in this (private) mount namespace (with its
+/// volumes and working directory) and resolves the command inside it, as
+/// the task will see it.
 fn prepare_root(
     dir: &TaskDir,
     spec: &TaskSpec,
     rootfs: &Rootfs,
+    ids: &HostIds<'_>,
 ) -> Result<(PreparedRoot, PathBuf), Failure> {
     rootfs
         .validate()
         .map_err(|e| fail(format!("rootfs: {e}")))?;
-    let (base, cwd) = match rootfs {
-        Rootfs::Host => (RootBase::Host, PathBuf::from("/")),
-        Rootfs::Dir { path } => (RootBase::Overlay(vec![path.clone()]), PathBuf::from("/")),
+    let (base, image_cwd) = match rootfs {
+        Rootfs::Host => (RootBase::Host, None),
+        Rootfs::Dir { path } => (RootBase::Overlay(vec![path.clone()]), None),
         Rootfs::Oci { image } => {
             let resolved: ResolvedImage = read_json(&dir.image())?.ok_or_else(|| {
                 fail(format!(
@@ -312,17 +422,39 @@ fn prepare_root(
                     dir.image().display()
                 ))
             })?;
-            let cwd = Path::new("/").join(resolved.defaults.working_dir.unwrap_or_default());
+            let cwd = resolved
+                .defaults
+                .working_dir
+                .map(|w| Path::new("/").join(w));
             (RootBase::Overlay(resolved.layers), cwd)
         }
     };
+    // The task's own working directory, else the image's, else `/`.
+    let cwd = spec
+        .workdir
+        .clone()
+        .or(image_cwd)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let dirs = RootfsDirs::new(&dir.rootfs());
-    let prepared = rootfs::prepare(&base, &dirs, Path::new("/sys"), &cwd)
+    let root_ids = RootIds {
+        userns: ids.userns,
+        root: ids.root,
+    };
+    let prepared = rootfs::prepare(&base, &dirs, Path::new("/sys"), &cwd, &root_ids)
         .map_err(|e| fail(format!("preparing the root filesystem: {e}")))?;
-    // As Docker does, an image's working directory is created when missing
-    // (in the task's upper dir; the layers are never written).
+    let host = matches!(base, RootBase::Host);
+    let may_create = |target: &Path| {
+        !host
+            || HOST_WRITABLE_DIRS
+                .iter()
+                .any(|d| target.starts_with(Path::new(d)))
+    };
+    volume::mount_all(&prepared.merged, &spec.volumes, ids.root, &may_create).map_err(fail)?;
+    // As Docker does, a missing working directory is created, owned by the
+    // task's user (in the task's upper dir, or a tmpfs of the host view;
+    // the layers and the host are never written).
     if !rootfs::is_dir_in(&prepared.merged, &cwd) {
-        rootfs::mkdir_p_in(&prepared.merged, &cwd)
+        rootfs::mkdir_p_in(&prepared.merged, &cwd, Some(ids.task))
             .map_err(|e| fail(format!("working directory {}: {e}", cwd.display())))?;
     }
     let program = resolve_command_in(spec, &prepared.merged).map_err(|e| Failure {
@@ -339,18 +471,18 @@ fn cstring(what: &str, bytes: &[u8]) -> Result<CString, Failure> {
 /// Builds the task command; everything the child side needs is allocated
 /// here, because the `pre_exec` closure may only make async-signal-safe calls.
 fn build_command(
-    dir: &TaskDir,
     spec: &TaskSpec,
     cgroup_procs: &[OwnedFd],
     hardening: Hardening,
+    identity: Identity,
     root: Option<&(PreparedRoot, PathBuf)>,
 ) -> Result<Command, Failure> {
     let (program, args) = spec
         .command
         .split_first()
         .ok_or_else(|| fail("empty command".to_owned()))?;
-    let stdout = open_append(&dir.stdout())?;
-    let stderr = open_append(&dir.stderr())?;
+    // Pipes that the supervisor copies into rotating log files.
+    let (stdout, stderr) = (Stdio::piped(), Stdio::piped());
 
     let proc_src = cstring("source", b"proc")?;
     let proc_dir = cstring("path", b"/proc")?;
@@ -366,28 +498,38 @@ fn build_command(
         }
         None => Command::new(program),
     };
+    // Without a rootfs, the working directory is entered (on the host's
+    // mount tree) before the closure below; with one, after the pivot.
+    let cwd = match (root, &spec.workdir) {
+        (None, Some(workdir)) => workdir.clone(),
+        _ => PathBuf::from("/"),
+    };
     let root = root.map(|(prepared, _)| prepared.clone());
     command
         .args(args)
         .env_clear()
         .envs(&spec.env)
-        .current_dir("/")
+        .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
+        .stdout(stdout)
+        .stderr(stderr);
     if !spec.env.contains_key("PATH") {
         command.env("PATH", DEFAULT_PATH);
     }
     let _ = writeln!(
         io::stderr(),
-        "drover supervisor: starting {:?} as {:?}",
+        "drover supervisor: starting {:?} as {:?}, uid {} gid {}, user namespace {:?}",
         spec.command,
-        spec.hostname
+        spec.hostname,
+        identity.run_as.uid,
+        identity.run_as.gid,
+        spec.user_namespace
     );
 
     // SAFETY: the closure runs in the forked child before exec. It only calls
     // async-signal-safe syscalls (write, sigaction, unshare, chdir,
-    // pivot_root, umount2, mount, sethostname, setsid, setrlimit, prctl) on
+    // pivot_root, umount2, mount, sethostname, setsid, setrlimit, prctl,
+    // and raw setgroups, setns, setresgid, setresuid) on
     // memory prepared before the fork (the closure owns its copy of the
     // prepared root's strings), and
     // allocates nothing: errors are reported through
@@ -401,6 +543,11 @@ fn build_command(
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            // Now that it is in its cgroups: they become the root of its
+            // cgroup namespace (`/proc/self/cgroup` shows `/`).
+            if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+                return Err(io::Error::last_os_error());
             }
             for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
                 if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
@@ -428,8 +575,19 @@ fn build_command(
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            // After the mounts and sethostname, which need CAP_SYS_ADMIN.
-            hardening.apply_in_child()
+            hardening.apply_rlimits_in_child()?;
+            // After the mounts and sethostname, which need CAP_SYS_ADMIN
+            // in the host's user namespace: groups cleared, then into the
+            // task's user namespace (full capabilities there, none over
+            // the namespaces made above), the gid, the bounding set
+            // (reset to full by the namespace change; dropping it needs
+            // CAP_SETPCAP, which a non-zero uid loses), the uid, and
+            // no_new_privs last.
+            identity.enter_in_child()?;
+            identity.set_gid_in_child()?;
+            hardening.drop_bounding_set_in_child()?;
+            identity.set_uid_in_child()?;
+            hardening.set_no_new_privs_in_child()
         });
     }
     Ok(command)

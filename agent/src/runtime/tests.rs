@@ -17,6 +17,9 @@ fn spec(command: &[&str]) -> TaskSpec {
         memory_mb: 0,
         pids_max: 0,
         rootfs: None,
+        network: None,
+        logs: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -282,4 +285,35 @@ fn command_resolution_inside_a_rootfs_dir() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn a_spec_written_before_user_namespaces_and_volumes_still_parses() {
+    let old = r#"{"alloc_id":"a","task":"t","hostname":"h","command":["true"],"env":{},
+        "kill_timeout_ms":1,"cpu_millis":0,"memory_mb":0,"pids_max":5,
+        "rootfs":{"type":"dir","path":"/srv/root"}}"#;
+    let spec: TaskSpec = serde_json::from_str(old).expect("old spec.json");
+    assert_eq!(
+        spec.user_namespace, None,
+        "tasks started without one keep none"
+    );
+    assert_eq!((spec.user.as_ref(), spec.run_as), (None, None));
+    assert!(spec.volumes.is_empty() && spec.workdir.is_none());
+    // And the new fields round-trip.
+    let new = TaskSpec {
+        user: Some("app".into()),
+        workdir: Some("/app".into()),
+        volumes: vec![Volume::Tmpfs {
+            target: "/scratch".into(),
+            size_mb: 0,
+        }],
+        user_namespace: Some(IdMap {
+            host_base: 100_000,
+            size: 10,
+        }),
+        run_as: Some(RunAs { uid: 1, gid: 2 }),
+        ..spec
+    };
+    let json = serde_json::to_string(&new).expect("serialize");
+    assert_eq!(serde_json::from_str::<TaskSpec>(&json).expect("parse"), new);
 }

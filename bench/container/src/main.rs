@@ -1,4 +1,4 @@
-//! `container-bench [--runs N] [--drover PATH]`: wall time to create, start,
+//! `container-bench [--runs N] [--drover PATH] [--userns on|off]`: wall time to create, start,
 //! wait for and remove a container running `/bin/true`, for Drover's
 //! runtime, `crun run`, `runc run` and a bare `unshare` as the floor,
 //! alternating engines run by run on one busybox-static root filesystem.
@@ -26,6 +26,10 @@
 //!   `/bin/true` run on the host's mount tree), to show what the rootfs
 //!   costs.
 //! - unshare: `unshare --pid --fork --mount --uts --ipc --net --mount-proc`.
+//! - `--userns on` (default): Drover's default user namespace for Drover,
+//!   the same `uidMappings`/`gidMappings` in crun's and runc's spec; `off`
+//!   for neither. crun and runc always get a cgroup namespace, as Drover's
+//!   tasks do.
 
 // A report on stdout is this program's purpose.
 #![allow(clippy::print_stdout)]
@@ -75,10 +79,19 @@ impl Engine {
 struct Args {
     runs: usize,
     drover: PathBuf,
+    /// Give every engine but the `unshare` floor a user namespace
+    /// (container ids 0..65536 at host 1000000..): Drover's default.
+    userns: bool,
 }
+
+/// Host id of container id 0 when `--userns on` (Drover's default policy).
+const USERNS_BASE: u32 = drover_agent::policy::DEFAULT_USERNS_BASE;
+/// Ids mapped when `--userns on`.
+const USERNS_SIZE: u32 = drover_agent::policy::DEFAULT_USERNS_SIZE;
 
 fn parse_args() -> Result<Args> {
     let mut runs = 50;
+    let mut userns = true;
     let mut drover = std::env::current_exe()?
         .parent()
         .map(|d| d.join("drover"))
@@ -88,8 +101,16 @@ fn parse_args() -> Result<Args> {
         match arg.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
             "--drover" => drover = args.next().context("--drover PATH")?.into(),
+            "--userns" => {
+                userns = match args.next().as_deref() {
+                    Some("on") => true,
+                    Some("off") => false,
+                    other => bail!("--userns on|off, got {other:?}"),
+                }
+            }
             other => bail!(
-                "unknown argument {other:?}; usage: container-bench [--runs N] [--drover PATH]"
+                "unknown argument {other:?}; usage: container-bench [--runs N] [--drover PATH] \
+                 [--userns on|off]"
             ),
         }
     }
@@ -103,7 +124,11 @@ fn parse_args() -> Result<Args> {
     let drover = drover
         .canonicalize()
         .with_context(|| format!("canonicalizing {}", drover.display()))?;
-    Ok(Args { runs, drover })
+    Ok(Args {
+        runs,
+        drover,
+        userns,
+    })
 }
 
 fn main() -> Result<()> {
@@ -112,7 +137,7 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir().context("tempdir")?;
     // Before any thread exists: unshare(CLONE_NEWNS) refuses threaded callers.
     private_mount_namespace(tmp.path())?;
-    let bundle = make_bundle(tmp.path())?;
+    let bundle = make_bundle(tmp.path(), args.userns)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -147,7 +172,10 @@ fn private_mount_namespace(tmp: &Path) -> Result<()> {
 }
 
 /// A busybox-static rootfs and an OCI bundle for it.
-fn make_bundle(tmp: &Path) -> Result<PathBuf> {
+fn make_bundle(tmp: &Path, userns: bool) -> Result<PathBuf> {
+    // The mapped root of crun's and runc's user namespace must reach the
+    // bundle (a tempdir is 0700).
+    std::fs::set_permissions(tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let bundle = tmp.join("bundle");
     let rootfs = bundle.join("rootfs");
     for dir in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
@@ -177,15 +205,33 @@ fn make_bundle(tmp: &Path) -> Result<PathBuf> {
         serde_json::json!({"limit": 64 << 20, "swap": 64 << 20});
     config["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 50_000, "period": 100_000});
     config["linux"]["resources"]["pids"] = serde_json::json!({"limit": 1024});
+    // Drover always gives a task a cgroup namespace, and by default a user
+    // namespace.
+    if let Some(ns) = config["linux"]["namespaces"].as_array_mut() {
+        ns.push(serde_json::json!({"type": "cgroup"}));
+        if userns {
+            ns.push(serde_json::json!({"type": "user"}));
+        }
+    }
+    if userns {
+        let map =
+            serde_json::json!([{"containerID": 0, "hostID": USERNS_BASE, "size": USERNS_SIZE}]);
+        config["linux"]["uidMappings"] = map.clone();
+        config["linux"]["gidMappings"] = map;
+    }
     std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
     Ok(bundle)
 }
 
 async fn run(args: Args, tmp: &Path, bundle: &Path) -> Result<()> {
-    let runtime = Runtime::new(tmp.join("allocs"), args.drover.clone()).with_cgroups(
-        PathBuf::from("/sys/fs/cgroup"),
-        PathBuf::from("drover-bench"),
-    );
+    let mut policy = drover_agent::policy::NodePolicy::default();
+    policy.user_namespace.enabled = args.userns;
+    let runtime = Runtime::new(tmp.join("allocs"), args.drover.clone())
+        .with_cgroups(
+            PathBuf::from("/sys/fs/cgroup"),
+            PathBuf::from("drover-bench"),
+        )
+        .with_policy(policy);
     // The same busybox rootfs as crun's and runc's, entered with pivot_root
     // through a per-task overlay.
     let spec = TaskSpec {
@@ -198,9 +244,11 @@ async fn run(args: Args, tmp: &Path, bundle: &Path) -> Result<()> {
         cpu_millis: 500,
         memory_mb: 64,
         pids_max: 1024,
+        logs: Default::default(),
         rootfs: Some(Rootfs::Dir {
             path: bundle.join("rootfs"),
         }),
+        ..Default::default()
     };
 
     // One warm-up run each (page cache, first-use costs).
@@ -219,8 +267,10 @@ async fn run(args: Args, tmp: &Path, bundle: &Path) -> Result<()> {
 
     let crun_median = median(&mut times[1].clone());
     println!(
-        "{} runs each, alternating; create + start + wait + remove of /bin/true (busybox-static)\n",
-        args.runs
+        "{} runs each, alternating; create + start + wait + remove of /bin/true (busybox-static); \
+         user namespace {} (unshare: never)\n",
+        args.runs,
+        if args.userns { "on" } else { "off" }
     );
     println!("| engine | median ms | p95 ms | min ms | median / crun |");
     println!("|---|---|---|---|---|");
@@ -346,9 +396,11 @@ async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
         cpu_millis: 0,
         memory_mb: 0,
         pids_max: 0,
+        logs: Default::default(),
         rootfs: Some(Rootfs::Dir {
             path: bundle.join("rootfs"),
         }),
+        ..Default::default()
     };
     let mut started = Vec::new();
     let mut result = async {

@@ -7,6 +7,11 @@
 //! program creates (so no bridge is made in the machine's own namespace) and
 //! is removed before it exits, also on error. No traffic is sent.
 //!
+//! A third row times the same work as the agent really does it, through
+//! `drover_agent::net::wiring::NodeNetwork::setup` (which also clears what
+//! a crashed earlier attempt may have left, checks for an existing veth and
+//! allocates the address): the per-allocation cost of the wired path.
+//!
 //! `cargo run --release -p drover-bench-net -- [N] [--no-ip]` (default 100).
 
 use std::net::Ipv4Addr;
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use drover_agent::net::files::{self, SERVICE_SEARCH_DOMAIN};
 use drover_agent::net::ipam::Ipam;
+use drover_agent::net::wiring::{NetConfig, NetworkMode, NodeNetwork};
 use drover_agent::net::{host_if_name, AllocNet, Bridge, Ipv4Net, NetnsDir, NodeNet};
 
 const BRIDGE: &str = "drover0";
@@ -24,6 +30,7 @@ const BRIDGE: &str = "drover0";
 /// Removes what the run made, in order, even when it fails.
 struct Cleanup {
     allocs: NetnsDir,
+    agent: NetnsDir,
     host: NetnsDir,
     ip_netns: Vec<String>,
     made_run_netns: bool,
@@ -48,6 +55,9 @@ impl Drop for Cleanup {
         if let Err(e) = self.allocs.remove_all() {
             eprintln!("cleanup: {e}");
         }
+        if let Err(e) = self.agent.remove_all() {
+            eprintln!("cleanup: {e}");
+        }
         if let Err(e) = self.host.remove_all() {
             eprintln!("cleanup: {e}");
         }
@@ -63,6 +73,8 @@ struct Samples {
     total: Vec<Duration>,
     total_ipam: Vec<Duration>,
     ip_total: Vec<Duration>,
+    agent: Vec<Duration>,
+    agent_teardown: Vec<Duration>,
     teardown: Vec<Duration>,
     detach: Vec<Duration>,
     netns_remove: Vec<Duration>,
@@ -90,6 +102,7 @@ fn main() -> Result<()> {
         .tempdir()?;
     let mut cleanup = Cleanup {
         allocs: NetnsDir::new(tmp.path().join("netns")),
+        agent: NetnsDir::new(tmp.path().join("agent-netns")),
         host: NetnsDir::new(tmp.path().join("host-netns")),
         ip_netns: Vec::new(),
         made_run_netns: !Path::new("/run/netns").exists(),
@@ -138,6 +151,26 @@ async fn run(
             drover_setup(&net, &bridge, allocs, &mut ipam, etc_root, i, &mut s).await?;
         held.push((netns, id));
     }
+    // The agent's own path, on a bridge and subnet of its own (bridge,
+    // forwarding and firewall table are set up once, outside the timing).
+    let agent = NodeNetwork::init(
+        NetConfig {
+            bridge: "drover1".into(),
+            state_dir: tmp.join("agent-net"),
+            netns_dir: tmp.join("agent-netns"),
+            table: "drover-bench".into(),
+            ip_forward: "/proc/sys/net/ipv4/ip_forward".into(),
+            cluster_cidr: Some("10.89.0.0/16".parse()?),
+        },
+        "10.89.2.0/24".parse()?,
+    )
+    .await?;
+    for i in 0..n {
+        let id = format!("agent-{i}");
+        let t = Instant::now();
+        agent.setup(&id, &id, NetworkMode::Bridge, true).await?;
+        s.agent.push(t.elapsed());
+    }
     if with_ip {
         for (i, name) in ip_names.iter().enumerate() {
             ip_setup(&bridge, &mut ipam, etc_root, name, i, &mut s)?;
@@ -166,8 +199,15 @@ async fn run(
         ipam.release(&format!("ip-{i}"))?;
         s.ip_teardown.push(t.elapsed());
     }
+    for i in 0..n {
+        let t = Instant::now();
+        agent.teardown(&format!("agent-{i}")).await?;
+        s.agent_teardown.push(t.elapsed());
+    }
     ensure!(ipam.is_empty(), "IPAM entries left");
     net.remove_bridge(BRIDGE).await?;
+    net.remove_bridge("drover1").await?;
+    drover_agent::net::firewall::remove("drover-bench")?;
     Ok(s)
 }
 
@@ -282,7 +322,7 @@ fn print_table(n: usize, s: &Samples) {
     );
     println!("| path | median | p95 | min | max |");
     println!("|---|---:|---:|---:|---:|");
-    let rows: [(&str, &[Duration]); 11] = [
+    let rows: [(&str, &[Duration]); 13] = [
         (
             "**drover** (netns + veth/addr/lo/route + resolv.conf/hosts)",
             &s.total,
@@ -299,6 +339,10 @@ fn print_table(n: usize, s: &Samples) {
         ),
         ("drover incl. IPAM allocate", &s.total_ipam),
         (
+            "**agent path** (`NodeNetwork::setup`: all of the above as the agent runs it)",
+            &s.agent,
+        ),
+        (
             "**ip commands** (7 `ip` runs + resolv.conf/hosts)",
             &s.ip_total,
         ),
@@ -308,6 +352,10 @@ fn print_table(n: usize, s: &Samples) {
         ),
         ("  detach (delete host veth)", &s.detach),
         ("  netns remove (umount + unlink)", &s.netns_remove),
+        (
+            "agent teardown (`NodeNetwork::teardown`)",
+            &s.agent_teardown,
+        ),
         (
             "ip teardown (`ip link del` + `ip netns del`)",
             &s.ip_teardown,

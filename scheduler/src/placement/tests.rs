@@ -19,6 +19,7 @@ fn node(id: &str, cpu: u64, mem: u64) -> NodeRecord {
         attributes: BTreeMap::new(),
         last_seen_unix_ms: 0,
         agent_version: String::new(),
+        subnet: None,
     }
 }
 
@@ -30,6 +31,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             name: "g".into(),
             count,
             restart: RestartPolicy::default_for(kind),
+            network: String::new(),
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],
@@ -40,6 +42,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
                 },
                 kill_timeout_ms: 0,
                 rootfs: Default::default(),
+                ..Default::default()
             }],
         }],
     }
@@ -60,6 +63,7 @@ fn alloc_for(p: &Placement, job: &str, id: &str) -> AllocRecord {
         resources: p.resources,
         created_unix_ms: 0,
         modified_unix_ms: 0,
+        ip: String::new(),
     }
 }
 

@@ -79,6 +79,31 @@ fn step(dirs: &[PathBuf], name: &std::ffi::OsStr) -> Found {
 /// Whether `path` (absolute, as the task sees it) names an executable
 /// regular file in the overlay of `layers` (top first).
 pub(crate) fn is_executable_in_layers(layers: &[PathBuf], path: &Path) -> bool {
+    find_file_in_layers(layers, path)
+        .is_some_and(|(_, meta)| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// The content of the regular file `path` (absolute, as the task sees it)
+/// in the overlay of `layers` (top first); `None` when missing. At most
+/// 4 MiB (passwd and group files).
+pub(crate) fn read_in_layers(layers: &[PathBuf], path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let (file, meta) = find_file_in_layers(layers, path)?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut out = Vec::new();
+    fs::File::open(file)
+        .ok()?
+        .take(4 << 20)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// The layer file that `path` names in the merged view (symlinks resolved
+/// inside it), with its metadata; `None` when missing or a directory.
+fn find_file_in_layers(layers: &[PathBuf], path: &Path) -> Option<(PathBuf, Metadata)> {
     let mut pending: Vec<PathBuf> = vec![path.to_owned()];
     // The chain of merged directories from the root to the current one.
     let root: Vec<PathBuf> = layers.to_vec();
@@ -108,30 +133,24 @@ pub(crate) fn is_executable_in_layers(layers: &[PathBuf], path: &Path) -> bool {
                 }
                 continue;
             }
-            let Some(current) = stack.last() else {
-                return false;
-            };
+            let current = stack.last()?;
             match step(current, &name) {
-                Found::Missing => return false,
+                Found::Missing => return None,
                 Found::Dir(dirs) => stack.push(dirs),
                 Found::Other(file, meta) if meta.file_type().is_symlink() => {
                     links += 1;
                     if links > MAX_LINKS {
-                        return false;
+                        return None;
                     }
-                    let Ok(target) = fs::read_link(&file) else {
-                        return false;
-                    };
+                    let target = fs::read_link(&file).ok()?;
                     pending.push(target);
                     break;
                 }
-                Found::Other(_, meta) => {
-                    return todo.is_empty()
-                        && meta.is_file()
-                        && meta.permissions().mode() & 0o111 != 0;
+                Found::Other(file, meta) => {
+                    return todo.is_empty().then_some((file, meta));
                 }
             }
         }
     }
-    false
+    None
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use layout::{Descriptor, Layout};
-pub(crate) use lookup::is_executable_in_layers;
+pub(crate) use lookup::{is_executable_in_layers, read_in_layers};
 
 #[cfg(test)]
 mod tests;
@@ -109,6 +109,10 @@ pub struct ImageDefaults {
     /// `WorkingDir`; `None` when empty.
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// `User` (`"uid"`, `"uid:gid"`, `"name"`, `"name:group"`): who the
+    /// task runs as when it names no user; `None` when empty.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl ImageDefaults {
@@ -212,6 +216,7 @@ impl ImageCache {
                 cmd: c.cmd.unwrap_or_default(),
                 env: c.env.unwrap_or_default(),
                 working_dir: c.working_dir.filter(|w| !w.is_empty()),
+                user: c.user.filter(|u| !u.is_empty()),
             },
         })
     }
@@ -292,6 +297,102 @@ impl ImageCache {
     }
 }
 
+/// A shared lock on the image cache, held by a task's start from before
+/// its image is resolved until its `image.json` is written: while any is
+/// held, [`ImageCache::collect_garbage`] removes nothing.
+#[derive(Debug)]
+pub struct CachePin {
+    _lock: fs::File,
+}
+
+impl ImageCache {
+    fn lock_file(&self, shared: bool, wait: bool) -> Result<Option<fs::File>, io::Error> {
+        fs::create_dir_all(&self.root)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("lock"))?;
+        let mut op = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+        if !wait {
+            op |= libc::LOCK_NB;
+        }
+        loop {
+            // SAFETY: flock on a descriptor owned by `file`.
+            if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) } == 0 {
+                return Ok(Some(file));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Takes a shared lock on the cache (see [`CachePin`]); waits only
+    /// while a collection renames its garbage away (milliseconds).
+    pub fn pin(&self) -> Result<CachePin, io::Error> {
+        let file = self
+            .lock_file(true, true)?
+            .ok_or_else(|| io::Error::other("flock(LOCK_SH) would block"))?;
+        Ok(CachePin { _lock: file })
+    }
+
+    /// Removes every unpacked layer that is not in `in_use` (the layer
+    /// directories that tasks' `image.json` files name; the caller reads
+    /// them through `in_use` once the cache is locked; `None` keeps all).
+    /// Skipped, returning nothing, while a task is being started
+    /// ([`ImageCache::pin`]).
+    /// Layers are renamed into `tmp/` under the lock and deleted after it.
+    /// Returns the removed digests (hex).
+    pub fn collect_garbage(
+        &self,
+        in_use: &dyn Fn() -> Option<std::collections::BTreeSet<PathBuf>>,
+    ) -> Result<Vec<String>, io::Error> {
+        let layers_dir = self.root.join("layers");
+        if !layers_dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let Some(lock) = self.lock_file(false, false)? else {
+            return Ok(Vec::new());
+        };
+        let Some(keep) = in_use() else {
+            return Ok(Vec::new());
+        };
+        let tmp_root = self.root.join("tmp");
+        fs::create_dir_all(&tmp_root)?;
+        let mut doomed = Vec::new();
+        for entry in fs::read_dir(&layers_dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let Some(hex) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if keep.contains(&path) || !path.is_dir() {
+                continue;
+            }
+            // Named like an unpack's temp dir, so that a collection cut
+            // short is finished by the next sweep of `tmp/`.
+            let tmp = tmp_root.join(format!(
+                "{hex}.{}.{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            fs::rename(&path, &tmp)?;
+            doomed.push((hex, tmp));
+        }
+        drop(lock);
+        let mut removed = Vec::with_capacity(doomed.len());
+        for (hex, tmp) in doomed {
+            fs::remove_dir_all(&tmp)?;
+            removed.push(hex);
+        }
+        Ok(removed)
+    }
+}
+
 /// Removes a temporary directory tree unless disarmed.
 struct RemoveOnDrop(Option<PathBuf>);
 
@@ -336,4 +437,6 @@ struct ConfigFields {
     env: Option<Vec<String>>,
     #[serde(default)]
     working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
 }

@@ -25,6 +25,9 @@ fn spec(command: &[&str], image: &str) -> TaskSpec {
         rootfs: Some(Rootfs::Oci {
             image: image.into(),
         }),
+        network: None,
+        logs: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -52,12 +55,24 @@ fn image_defaults_fill_the_command_and_lie_under_the_env() {
         cmd: vec!["--serve".into()],
         env: vec!["A=image".into(), "B=image".into(), "junk".into()],
         working_dir: Some("/srv".into()),
+        user: Some("app".into()),
     };
     let image = Path::new("/img");
     let applied = spec(&[], "/img")
         .with_image_defaults(image, &defaults)
         .expect("defaults");
     assert_eq!(applied.command, ["/bin/app", "--serve"]);
+    assert_eq!(applied.user.as_deref(), Some("app"), "the image's User");
+    let mut own_user = spec(&[], "/img");
+    own_user.user = Some("0".into());
+    let applied_own = own_user
+        .with_image_defaults(image, &defaults)
+        .expect("defaults");
+    assert_eq!(
+        applied_own.user.as_deref(),
+        Some("0"),
+        "the task's user wins"
+    );
     let env: Vec<(&str, &str)> = applied
         .env
         .iter()
@@ -200,4 +215,36 @@ fn bad_digests_media_types_and_missing_layouts_are_named() {
     let err = cache.resolve(&missing).expect_err("missing");
     assert!(matches!(err, OciError::Read { .. }), "{err:?}");
     assert!(err.to_string().contains("nothing-here"), "{err}");
+}
+
+#[test]
+fn garbage_collection_keeps_layers_in_use_and_waits_for_starts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = ImageCache::new(tmp.path().join("images"));
+    let (used, unused) = (cache.layer_dir("aa"), cache.layer_dir("bb"));
+    for dir in [&used, &unused] {
+        std::fs::create_dir_all(dir.join("etc")).expect("mkdir");
+        std::fs::write(dir.join("etc/file"), "x").expect("write");
+    }
+    let in_use = || Some(std::collections::BTreeSet::from([used.clone()]));
+    // A start holds a pin: nothing is collected meanwhile.
+    let pin = cache.pin().expect("pin");
+    assert!(cache.collect_garbage(&in_use).expect("collect").is_empty());
+    assert!(unused.is_dir());
+    drop(pin);
+    // Unreadable task records: everything is kept.
+    assert!(cache.collect_garbage(&|| None).expect("collect").is_empty());
+    assert!(unused.is_dir());
+    assert_eq!(
+        cache.collect_garbage(&in_use).expect("collect"),
+        vec!["bb".to_owned()]
+    );
+    assert!(used.join("etc/file").is_file());
+    assert!(!unused.exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("images/tmp"))
+            .expect("collect")
+            .count(),
+        0
+    );
 }

@@ -1,0 +1,592 @@
+//! The agent's networking, put together: the node's bridge and isolation
+//! rules ([`NodeNetwork::init`]), each allocation's namespace, veth,
+//! address and `/etc` files ([`NodeNetwork::setup`],
+//! [`NodeNetwork::teardown`]), the sweep of what a crash left
+//! ([`NodeNetwork::reconcile`]) and the removal of it all when the node
+//! leaves ([`cleanup_node`]).
+//!
+//! Where things live, for an agent with data directory `D`:
+//!
+//! - `D/net/subnet`: the node's task subnet, so that an agent restarted
+//!   without its scheduler keeps it; `D/net/ipam.json`: the address book;
+//!   `D/net/allocs/<alloc>/{resolv.conf,hosts}`: what the tasks see as
+//!   `/etc/resolv.conf` and `/etc/hosts` (bind-mounted read-only).
+//! - `/run/drover/<hash of D>/netns/<alloc>`: the allocations' named
+//!   network namespaces ([`netns_dir_for`]). Under `/run` (a tmpfs) because
+//!   namespaces do not survive a reboot either; keyed by the data directory
+//!   so two agents on one machine (the multi-host tests) never collide.
+//! - host veth `dv<hash of alloc id>` ([`super::host_if_name`]), on the
+//!   bridge; the nftables table `drover-<node id>` ([`super::firewall`]):
+//!   tasks reach the node only on its DNS port, and through the node only
+//!   the cluster CIDR (when the scheduler sends one).
+//!
+//! IPv4 forwarding (`net.ipv4.ip_forward`) is switched on in the agent's
+//! own network namespace at init: host-gw routing between nodes needs it,
+//! and it is what every container host does. It is left on by
+//! [`cleanup_node`]: other software on the host may rely on it by then.
+//!
+//! Every step is idempotent, so a crash anywhere is repaired by running the
+//! same step again: [`NodeNetwork::setup`] of an allocation whose tasks
+//! still run reuses its namespace, address and veth; a fresh one first
+//! removes whatever a half-done earlier attempt left.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::LinkAttribute;
+
+use super::ipam::{Ipam, IpamError};
+use super::{
+    files, firewall, host_if_name, AllocNet, Bridge, Ipv4Net, NetError, NetnsDir, NodeNet,
+};
+use crate::runtime::TaskNetwork;
+
+/// The bridge name when none is configured.
+pub const DEFAULT_BRIDGE: &str = "drover0";
+
+/// How an allocation is networked: a job group's `network` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// `""` or `"bridge"`: own namespace, veth on the node bridge, an
+    /// address from the node subnet.
+    Bridge,
+    /// `"host"`: the node's own network namespace; only where node policy
+    /// allows it.
+    Host,
+    /// `"none"`: own namespace with only `lo`.
+    None,
+}
+
+impl NetworkMode {
+    /// Parses a group's `network` field.
+    pub fn parse(s: &str) -> Result<Self, NetError> {
+        match s {
+            "" | "bridge" => Ok(Self::Bridge),
+            "host" => Ok(Self::Host),
+            "none" => Ok(Self::None),
+            other => Err(NetError::invalid(
+                "network mode",
+                other,
+                "use \"bridge\" (the default), \"host\" or \"none\"",
+            )),
+        }
+    }
+}
+
+/// An allocation's network as set up: what its tasks join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocNetwork {
+    /// The mode it was set up for.
+    pub mode: NetworkMode,
+    /// Its address on the node bridge (bridge mode only).
+    pub ip: Option<Ipv4Addr>,
+    /// What goes into each of its tasks' specs.
+    pub task: TaskNetwork,
+}
+
+/// Where an agent keeps its networking state and what it names things.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The node bridge's name.
+    pub bridge: String,
+    /// `<data_dir>/net`: subnet, IPAM file, per-allocation `/etc` files.
+    pub state_dir: PathBuf,
+    /// The named network namespaces; see [`netns_dir_for`].
+    pub netns_dir: PathBuf,
+    /// The nftables table of this agent ([`firewall::table_name`]).
+    pub table: String,
+    /// The sysctl file that switches IPv4 forwarding.
+    pub ip_forward: PathBuf,
+    /// The cluster CIDR all node subnets are cut from (the scheduler's
+    /// `Registered.cluster_cidr`): what tasks may reach through the node
+    /// ([`firewall`]). `None` leaves forwarded traffic unfiltered.
+    pub cluster_cidr: Option<Ipv4Net>,
+}
+
+impl NetConfig {
+    /// The layout for an agent with data directory `data_dir`, bridge
+    /// `bridge` and node id `node_id` (see the module docs).
+    pub fn for_agent(data_dir: &Path, bridge: &str, node_id: &str) -> Self {
+        Self {
+            bridge: bridge.to_string(),
+            state_dir: data_dir.join("net"),
+            netns_dir: netns_dir_for(data_dir),
+            table: firewall::table_name(node_id),
+            ip_forward: PathBuf::from(crate::peers::IP_FORWARD),
+            cluster_cidr: None,
+        }
+    }
+
+    fn ipam_path(&self) -> PathBuf {
+        self.state_dir.join("ipam.json")
+    }
+
+    fn subnet_path(&self) -> PathBuf {
+        self.state_dir.join("subnet")
+    }
+
+    fn files_dir(&self, alloc_id: &str) -> PathBuf {
+        self.state_dir.join("allocs").join(alloc_id)
+    }
+}
+
+/// `/run/drover/<16 hex digits of a hash of data_dir>/netns`: the netns
+/// directory of the agent whose data directory is `data_dir`.
+pub fn netns_dir_for(data_dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in abs.as_os_str().as_encoded_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    PathBuf::from(format!("/run/drover/{h:016x}/netns"))
+}
+
+/// The subnet this node keeps from an earlier start, if any.
+pub fn saved_subnet(cfg: &NetConfig) -> Result<Option<Ipv4Net>, NetError> {
+    let path = cfg.subnet_path();
+    match fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NetError::sys("read", path.display().to_string(), e)),
+    }
+}
+
+/// The node's networking, once its bridge is up.
+#[derive(Debug)]
+pub struct NodeNetwork {
+    cfg: NetConfig,
+    node: NodeNet,
+    bridge: Bridge,
+    ipam: Mutex<Ipam>,
+    netns: NetnsDir,
+}
+
+impl NodeNetwork {
+    /// Brings the node's networking up for `subnet`: the address book, the
+    /// bridge with the subnet's first host address, IPv4 forwarding, the
+    /// isolation rules and the namespace directory. Persists the subnet.
+    ///
+    /// When the address book still holds allocations in another subnet
+    /// (the scheduler changed its mind while tasks run), the old subnet is
+    /// kept until they are gone: renumbering running tasks is not possible.
+    pub async fn init(cfg: NetConfig, subnet: Ipv4Net) -> Result<Self, NetError> {
+        let ipam = open_ipam(&cfg, subnet)?;
+        let subnet = ipam.subnet();
+        fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| NetError::sys("create", cfg.state_dir.display().to_string(), e))?;
+        write_file(&cfg.subnet_path(), &format!("{subnet}\n"))?;
+        let node = NodeNet::connect()?;
+        let bridge = node
+            .ensure_bridge(&cfg.bridge, ipam.gateway(), subnet.prefix())
+            .await?;
+        crate::peers::ensure_forwarding(&cfg.ip_forward)
+            .map_err(|e| NetError::sys("enable", cfg.ip_forward.display().to_string(), e))?;
+        firewall::apply(
+            &cfg.table,
+            &bridge.name,
+            bridge.ip,
+            subnet,
+            cfg.cluster_cidr,
+        )?;
+        let netns = NetnsDir::new(&cfg.netns_dir);
+        netns.init()?;
+        tracing::info!(bridge = %bridge.name, ip = %bridge.ip, %subnet, table = %cfg.table, "node network ready");
+        Ok(Self {
+            cfg,
+            node,
+            bridge,
+            ipam: Mutex::new(ipam),
+            netns,
+        })
+    }
+
+    /// The node subnet.
+    pub fn subnet(&self) -> Ipv4Net {
+        self.lock_ipam().subnet()
+    }
+
+    /// The bridge (its address is the tasks' gateway and DNS server).
+    pub fn bridge(&self) -> &Bridge {
+        &self.bridge
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    fn lock_ipam(&self) -> std::sync::MutexGuard<'_, Ipam> {
+        // A panic while holding it cannot leave the book half-changed: every
+        // change is written before the in-memory state moves.
+        self.ipam.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets up the network of allocation `alloc_id` for `mode`, its hosts
+    /// file naming it `hostname`. With `fresh` (none of its tasks exists
+    /// yet) leftovers of an earlier attempt are removed first; otherwise
+    /// (re-adopted after an agent restart) what exists is kept, so the
+    /// running tasks keep their address and connections.
+    pub async fn setup(
+        &self,
+        alloc_id: &str,
+        hostname: &str,
+        mode: NetworkMode,
+        fresh: bool,
+    ) -> Result<AllocNetwork, NetError> {
+        if mode == NetworkMode::Host {
+            return Ok(AllocNetwork {
+                mode,
+                ip: None,
+                task: TaskNetwork::default(),
+            });
+        }
+        // A veth is only ever made after its address is recorded, and the
+        // address is released last: without any state there is no veth.
+        if fresh && self.has_state(alloc_id) {
+            self.teardown(alloc_id).await?;
+        }
+        let ns_path = self.netns.path(alloc_id);
+        let open_or_create = || {
+            if is_netns_mount(&ns_path) {
+                return self.netns.open(alloc_id);
+            }
+            // A plain file where a namespace was mounted: left by a reboot
+            // (the namespace died with the kernel) where /run is no tmpfs.
+            self.netns.remove(alloc_id)?;
+            self.netns.create(alloc_id)
+        };
+        if mode == NetworkMode::None {
+            let netns = open_or_create()?;
+            NodeNet::connect_in(&netns).await?.set_loopback_up().await?;
+            return Ok(AllocNetwork {
+                mode,
+                ip: None,
+                task: TaskNetwork {
+                    netns: Some(ns_path),
+                    resolv_conf: None,
+                    hosts: None,
+                },
+            });
+        }
+        // The namespace (kernel work) and the address (an fsync'd write)
+        // do not depend on each other: both at once.
+        let (netns, ip) = std::thread::scope(|s| {
+            let ns = s.spawn(open_or_create);
+            let ip = self.lock_ipam().allocate(alloc_id);
+            let ns = ns.join().unwrap_or_else(|_| {
+                Err(NetError::Thread {
+                    op: "create netns",
+                    target: ns_path.display().to_string(),
+                })
+            });
+            (ns, ip)
+        });
+        let (netns, ip) = match (netns, ip) {
+            (Ok(n), Ok(ip)) => (n, ip),
+            (Err(e), _) => return Err(e),
+            (_, Err(e)) => return Err(e.into()),
+        };
+        let alloc = AllocNet {
+            host_if: host_if_name(alloc_id),
+            ip,
+            prefix: self.bridge.prefix,
+            gateway: self.bridge.ip,
+        };
+        if self.node.link_by_name(&alloc.host_if).await?.is_none() {
+            self.node.attach(&self.bridge, &netns, &alloc).await?;
+        }
+        let dir = self.cfg.files_dir(alloc_id);
+        fs::create_dir_all(&dir)
+            .map_err(|e| NetError::sys("create", dir.display().to_string(), e))?;
+        let resolv = files::resolv_conf(self.bridge.ip, &[files::SERVICE_SEARCH_DOMAIN])?;
+        let hosts = files::hosts(hostname, ip, &[]).or_else(|_| files::hosts(alloc_id, ip, &[]))?;
+        files::write_etc(&dir, &resolv, &hosts)?;
+        tracing::info!(alloc_id = %alloc_id, %ip, host_if = %alloc.host_if, "allocation network ready");
+        Ok(AllocNetwork {
+            mode,
+            ip: Some(ip),
+            task: TaskNetwork {
+                netns: Some(ns_path),
+                resolv_conf: Some(dir.join("resolv.conf")),
+                hosts: Some(dir.join("hosts")),
+            },
+        })
+    }
+
+    /// Whether anything of `alloc_id`'s network exists (address, namespace
+    /// or files): cheap, no netlink.
+    pub fn has_state(&self, alloc_id: &str) -> bool {
+        self.lock_ipam().get(alloc_id).is_some()
+            || self.netns.path(alloc_id).exists()
+            || self.cfg.files_dir(alloc_id).exists()
+    }
+
+    /// Removes `alloc_id`'s network: host veth (its peer goes with it),
+    /// namespace, files, address. Idempotent; the address is released last,
+    /// so it is never handed out while the veth holding it may exist.
+    pub async fn teardown(&self, alloc_id: &str) -> Result<(), NetError> {
+        let host_if = host_if_name(alloc_id);
+        let detached = self.node.detach(&host_if).await?;
+        let removed = self.netns.remove(alloc_id)?;
+        let dir = self.cfg.files_dir(alloc_id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(NetError::sys("remove", dir.display().to_string(), e)),
+        }
+        let released = self.lock_ipam().release(alloc_id)?;
+        if detached || removed || released.is_some() {
+            tracing::info!(alloc_id = %alloc_id, ip = ?released, "allocation network removed");
+        }
+        Ok(())
+    }
+
+    /// Removes every namespace, veth on the bridge, address and file
+    /// belonging to an allocation not in `keep` (those with tasks on disk):
+    /// what an agent that crashed between starting and stopping an
+    /// allocation left. Returns the allocation ids cleaned up.
+    pub async fn reconcile(&self, keep: &BTreeSet<String>) -> Result<Vec<String>, NetError> {
+        let mut gone: BTreeSet<String> = BTreeSet::new();
+        gone.extend(self.netns.list()?.into_iter().filter(|n| !keep.contains(n)));
+        gone.extend(
+            self.lock_ipam()
+                .allocations()
+                .map(|(id, _)| id.to_string())
+                .filter(|id| !keep.contains(id)),
+        );
+        if let Ok(entries) = fs::read_dir(self.cfg.state_dir.join("allocs")) {
+            gone.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|id| !keep.contains(id)),
+            );
+        }
+        for id in &gone {
+            self.teardown(id).await?;
+        }
+        // Veths on the bridge whose allocation is unknown (its namespace
+        // and address already gone).
+        let wanted: BTreeSet<String> = keep.iter().map(|id| host_if_name(id)).collect();
+        for name in bridge_ports(&self.node, self.bridge.index).await? {
+            if name.starts_with("dv") && !wanted.contains(&name) {
+                tracing::info!(host_if = %name, "removing veth of an unknown allocation");
+                self.node.detach(&name).await?;
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                count = gone.len(),
+                "removed networks of allocations no longer on disk"
+            );
+        }
+        Ok(gone.into_iter().collect())
+    }
+}
+
+/// Whether a network namespace is mounted at `path` (nsfs).
+fn is_netns_mount(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+}
+
+/// The names of the interfaces enslaved to the bridge with index `bridge`.
+async fn bridge_ports(node: &NodeNet, bridge: u32) -> Result<Vec<String>, NetError> {
+    let links: Vec<_> = node
+        .handle()
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| NetError::netlink("dump links", "current netns", e))?;
+    Ok(links
+        .iter()
+        .filter(|l| {
+            l.attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == bridge))
+        })
+        .filter_map(|l| {
+            l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
+/// What [`cleanup_node`] removed.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    /// Network namespaces unmounted.
+    pub namespaces: usize,
+    /// Veths deleted.
+    pub veths: usize,
+    /// Whether the bridge was there and is deleted.
+    pub bridge: bool,
+    /// Drover routes deleted.
+    pub routes: usize,
+    /// Whether the nftables table was there and is deleted.
+    pub table: bool,
+}
+
+/// Removes everything of the node's networking that `cfg` names: every
+/// allocation namespace, the veths on the bridge, the bridge, the routes
+/// Drover added ([`super::RTPROT_DROVER`]), the nftables table, and the
+/// state directory (subnet, IPAM, files). For node removal
+/// (`drover agent --cleanup`), after the tasks are stopped. Keeps going
+/// past failures and returns the first one.
+///
+/// Routes are told apart from other software's by their protocol number
+/// only, not by agent: with `routes` false they are left alone (a test
+/// harness whose agents share the machine's namespace with others).
+pub async fn cleanup_node(cfg: &NetConfig, routes: bool) -> Result<CleanupReport, NetError> {
+    let mut report = CleanupReport::default();
+    let mut first_err: Option<NetError> = None;
+    let mut note = |r: Result<(), NetError>| {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cleanup step failed");
+            first_err.get_or_insert(e);
+        }
+    };
+    let netns = NetnsDir::new(&cfg.netns_dir);
+    note(netns.list().map(|l| report.namespaces = l.len()));
+    note(netns.remove_all());
+    if let Some(parent) = cfg.netns_dir.parent() {
+        let _ = fs::remove_dir(parent);
+    }
+    let node = NodeNet::connect()?;
+    if let Some(bridge) = node.link_by_name(&cfg.bridge).await? {
+        let ports = bridge_ports(&node, bridge.header.index).await;
+        match ports {
+            Ok(ports) => {
+                for name in ports.iter().filter(|n| n.starts_with("dv")) {
+                    match node.detach(name).await {
+                        Ok(true) => report.veths += 1,
+                        Ok(false) => {}
+                        Err(e) => note(Err(e)),
+                    }
+                }
+            }
+            Err(e) => note(Err(e)),
+        }
+        match node.remove_bridge(&cfg.bridge).await {
+            Ok(b) => report.bridge = b,
+            Err(e) => note(Err(e)),
+        }
+    }
+    if routes {
+        match node.sync_routes(&[]).await {
+            Ok(done) => {
+                report.routes = done.removed.len();
+                for (r, e) in done.failed {
+                    tracing::warn!(route = %r, error = %e, "cannot remove route");
+                    note(Err(e));
+                }
+            }
+            Err(e) => note(Err(e)),
+        }
+    }
+    match firewall::remove(&cfg.table) {
+        Ok(t) => report.table = t,
+        Err(e) => note(Err(e)),
+    }
+    match fs::remove_dir_all(&cfg.state_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => note(Err(NetError::sys(
+            "remove",
+            cfg.state_dir.display().to_string(),
+            e,
+        ))),
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Opens the address book for `subnet`, or keeps the old subnet while
+/// allocations hold addresses in it; an empty book of another subnet is
+/// replaced.
+fn open_ipam(cfg: &NetConfig, subnet: Ipv4Net) -> Result<Ipam, NetError> {
+    let path = cfg.ipam_path();
+    match Ipam::open(&path, subnet) {
+        Err(IpamError::SubnetMismatch { found, .. }) => {
+            let old = Ipam::open(&path, found)?;
+            if !old.is_empty() {
+                tracing::error!(wanted = %subnet, kept = %found, live = old.len(), "the node subnet changed while allocations hold addresses; keeping the old subnet until they end");
+                return Ok(old);
+            }
+            drop(old);
+            fs::remove_file(&path)
+                .map_err(|e| NetError::sys("remove", path.display().to_string(), e))?;
+            Ok(Ipam::open(&path, subnet)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn write_file(path: &Path, content: &str) -> Result<(), NetError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, content).map_err(|e| NetError::sys("write", tmp.display().to_string(), e))?;
+    fs::rename(&tmp, path).map_err(|e| NetError::sys("rename", path.display().to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!(NetworkMode::parse("").ok(), Some(NetworkMode::Bridge));
+        assert_eq!(NetworkMode::parse("bridge").ok(), Some(NetworkMode::Bridge));
+        assert_eq!(NetworkMode::parse("host").ok(), Some(NetworkMode::Host));
+        assert_eq!(NetworkMode::parse("none").ok(), Some(NetworkMode::None));
+        assert!(NetworkMode::parse("overlay").is_err());
+    }
+
+    #[test]
+    fn netns_dirs_differ_per_data_dir() {
+        let a = netns_dir_for(Path::new("/var/lib/drover/a"));
+        let b = netns_dir_for(Path::new("/var/lib/drover/b"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("/run/drover"));
+        assert_eq!(a, netns_dir_for(Path::new("/var/lib/drover/a")));
+    }
+
+    #[test]
+    fn subnet_is_persisted_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = NetConfig::for_agent(dir.path(), "drover0", "n1");
+        assert_eq!(saved_subnet(&cfg).expect("read"), None);
+        fs::create_dir_all(&cfg.state_dir).expect("mkdir");
+        write_file(&cfg.subnet_path(), "10.89.3.0/24\n").expect("write");
+        assert_eq!(
+            saved_subnet(&cfg).expect("read"),
+            Some("10.89.3.0/24".parse().expect("valid"))
+        );
+    }
+
+    #[test]
+    fn an_empty_book_of_another_subnet_is_replaced_a_live_one_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = NetConfig::for_agent(dir.path(), "drover0", "n1");
+        let a: Ipv4Net = "10.89.1.0/24".parse().expect("valid");
+        let b: Ipv4Net = "10.89.2.0/24".parse().expect("valid");
+        let mut ipam = open_ipam(&cfg, a).expect("open");
+        ipam.allocate("x").expect("allocate");
+        drop(ipam);
+        assert_eq!(open_ipam(&cfg, b).expect("open").subnet(), a);
+        let mut ipam = open_ipam(&cfg, a).expect("open");
+        ipam.release("x").expect("release");
+        drop(ipam);
+        assert_eq!(open_ipam(&cfg, b).expect("open").subnet(), b);
+    }
+}

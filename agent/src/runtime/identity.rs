@@ -1,0 +1,367 @@
+//! Who the task runs as: the user namespace every task gets by default
+//! ([`IdMap`]: container ids `0..size` are host ids `host_base..`), the
+//! task's user and group ([`RunAs`], from `"uid"`, `"uid:gid"`, `"name"` or
+//! `"name:group"` looked up in the task's own `/etc/passwd` and
+//! `/etc/group`), and the creation of the namespace itself.
+//!
+//! The user namespace is made by a short-lived helper process
+//! ([`create_user_namespace`]) before the supervisor unshares anything
+//! else: the supervisor writes the helper's `uid_map` and `gid_map`, keeps
+//! `/proc/<helper>/ns/user` open and lets the helper exit. The task's
+//! child joins it with `setns(2)` as its very last step before exec, after
+//! every mount, `sethostname` and cgroup write: the mount, PID, UTS, IPC,
+//! network and cgroup namespaces stay owned by the host's user namespace,
+//! so root inside has no capability over any of them. This needs no
+//! handshake between the forked child and the supervisor (which
+//! `std::process::Command::spawn` could not offer: it returns only after
+//! the exec), and the same descriptor serves the idmapped lower layers of
+//! the root filesystem (see `rootfs::prepare`).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// A task's user namespace mapping, the same for uids and gids: container
+/// ids `0..size` are host ids `host_base..host_base + size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    /// Host id of container id 0.
+    pub host_base: u32,
+    /// Number of ids mapped.
+    pub size: u32,
+}
+
+impl IdMap {
+    /// The host id of container id `id`, if it is mapped.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        (id < self.size)
+            .then(|| self.host_base.checked_add(id))
+            .flatten()
+    }
+
+    /// The line written to `uid_map` and `gid_map`.
+    fn line(&self) -> String {
+        format!("0 {} {}\n", self.host_base, self.size)
+    }
+}
+
+/// The numeric user and group the task runs as, in its user namespace
+/// (on the host when the node runs tasks without one). Supplementary
+/// groups are always cleared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// `(uid, gid)` as host ids under `map` (unchanged without one);
+    /// `None` when either is outside the mapped range.
+    pub fn on_host(&self, map: Option<&IdMap>) -> Option<(u32, u32)> {
+        match map {
+            None => Some((self.uid, self.gid)),
+            Some(map) => Some((map.to_host(self.uid)?, map.to_host(self.gid)?)),
+        }
+    }
+}
+
+/// A parsed `user` setting, before names are looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserSpec {
+    user: IdOrName,
+    group: Option<IdOrName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IdOrName {
+    Id(u32),
+    Name(String),
+}
+
+impl IdOrName {
+    fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("an empty user or group".to_owned());
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(IdOrName::Id)
+                .map_err(|_| format!("id {s} is larger than 4294967295"));
+        }
+        // Names as useradd accepts them (plus '.'): nothing that could
+        // confuse the passwd format.
+        if s.len() > 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(format!(
+                "{s:?} is neither a number nor a user/group name ([A-Za-z0-9_.-], 1-32)"
+            ));
+        }
+        Ok(IdOrName::Name(s.to_owned()))
+    }
+}
+
+impl UserSpec {
+    /// Parses `"uid"`, `"uid:gid"`, `"name"` or `"name:group"` (a number
+    /// and a name may be mixed).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (user, group) = match s.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (s, None),
+        };
+        Ok(UserSpec {
+            user: IdOrName::parse(user).map_err(|e| format!("user {s:?}: {e}"))?,
+            group: group
+                .map(IdOrName::parse)
+                .transpose()
+                .map_err(|e| format!("user {s:?}: {e}"))?,
+        })
+    }
+
+    /// Whether a name must be looked up (the rootfs' `/etc/passwd` or
+    /// `/etc/group` is needed).
+    pub fn needs_lookup(&self) -> bool {
+        matches!(self.user, IdOrName::Name(_))
+            || matches!(self.group, Some(IdOrName::Name(_)))
+            // A bare uid takes its primary group from passwd when listed.
+            || self.group.is_none()
+    }
+
+    /// Resolves names with `passwd` and `group` (the contents of the
+    /// task's `/etc/passwd` and `/etc/group`, `None` when missing). A bare
+    /// uid or name takes its primary group from `passwd`; a uid not listed
+    /// there gets gid 0, as Docker does.
+    pub fn resolve(&self, passwd: Option<&str>, group: Option<&str>) -> Result<RunAs, String> {
+        let entry = |pred: &dyn Fn(&[&str]) -> bool| {
+            passwd.and_then(|text| {
+                text.lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 4 && pred(f))
+            })
+        };
+        let (uid, primary) = match &self.user {
+            IdOrName::Id(uid) => {
+                let primary = entry(&|f| f[2].parse() == Ok(*uid)).and_then(|f| f[3].parse().ok());
+                (*uid, primary)
+            }
+            IdOrName::Name(name) => {
+                let f = entry(&|f| f[0] == name.as_str())
+                    .ok_or_else(|| format!("user {name:?} is not in the task's /etc/passwd"))?;
+                let uid = f[2]
+                    .parse()
+                    .map_err(|_| format!("user {name:?}: bad uid {:?} in /etc/passwd", f[2]))?;
+                (uid, f[3].parse().ok())
+            }
+        };
+        let gid = match &self.group {
+            None => primary.unwrap_or(0),
+            Some(IdOrName::Id(gid)) => *gid,
+            Some(IdOrName::Name(name)) => group
+                .and_then(|text| {
+                    text.lines()
+                        .map(|l| l.split(':').collect::<Vec<_>>())
+                        .find(|f| f.len() >= 3 && f[0] == name.as_str())
+                        .and_then(|f| f[2].parse().ok())
+                })
+                .ok_or_else(|| format!("group {name:?} is not in the task's /etc/group"))?,
+        };
+        Ok(RunAs { uid, gid })
+    }
+}
+
+/// Creates a user namespace with `map` for uids and gids and returns a
+/// descriptor of it (`O_CLOEXEC`). A helper child is forked, unshares
+/// `CLONE_NEWUSER` and waits; its maps are written from here (we are root
+/// in the parent namespace, so `setgroups` stays allowed: the task's root
+/// may manage groups within its own range); the namespace outlives the
+/// helper through the returned descriptor.
+///
+/// Must be called while the caller is single-threaded (the supervisor is)
+/// and before it unshares its PID namespace (the helper would become that
+/// namespace's PID 1). The helper only makes async-signal-safe syscalls.
+pub(super) fn create_user_namespace(map: &IdMap) -> Result<OwnedFd, String> {
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe2 for the user namespace helper: {e}"))?;
+    let (hold_r, hold_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe2 for the user namespace helper: {e}"))?;
+    // SAFETY: the caller is single-threaded, so the child is a faithful
+    // copy with no lock held by another thread; it only makes
+    // async-signal-safe syscalls (close, unshare, write, read, _exit) on
+    // descriptors that exist before the fork, and never returns.
+    let child = match unsafe { nix::unistd::fork() } {
+        Err(e) => return Err(format!("fork of the user namespace helper: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: see above; raw syscalls on valid descriptors and a
+            // stack buffer.
+            unsafe {
+                // The fork copied our ends too: without closing the write
+                // end here, the read below would never see EOF.
+                libc::close(hold_w.as_raw_fd());
+                libc::close(ready_r.as_raw_fd());
+                let errno: i32 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                    0
+                } else {
+                    *libc::__errno_location()
+                };
+                let bytes = errno.to_ne_bytes();
+                libc::write(ready_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                let mut b = [0u8; 1];
+                // Returns (EOF) once the supervisor closed its end, or died.
+                while libc::read(hold_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) > 0 {}
+                libc::_exit(0);
+            }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+    };
+    drop(ready_w);
+    drop(hold_r);
+    let result = (|| {
+        let mut status = [0u8; 4];
+        let mut got = 0;
+        while got < status.len() {
+            match nix::unistd::read(&ready_r, &mut status[got..]) {
+                Ok(0) => return Err("the user namespace helper exited early".to_owned()),
+                Ok(n) => got += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(format!("read from the user namespace helper: {e}")),
+            }
+        }
+        let errno = i32::from_ne_bytes(status);
+        if errno != 0 {
+            return Err(format!(
+                "unshare(CLONE_NEWUSER): {}",
+                io::Error::from_raw_os_error(errno)
+            ));
+        }
+        let proc_dir = Path::new("/proc").join(child.as_raw().to_string());
+        for file in ["uid_map", "gid_map"] {
+            let path = proc_dir.join(file);
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(map.line().as_bytes()))
+                .map_err(|e| format!("write {:?} to {}: {e}", map.line(), path.display()))?;
+        }
+        let ns = proc_dir.join("ns/user");
+        File::open(&ns)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("open {}: {e}", ns.display()))
+    })();
+    drop(hold_w);
+    while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
+    result
+}
+
+/// The user namespace, user and group the task's child takes on as its
+/// last steps before exec ([`Identity::apply_in_child`]), prepared before
+/// the fork.
+#[derive(Debug)]
+pub(super) struct Identity {
+    /// The user namespace to join, when the task gets one.
+    pub userns: Option<OwnedFd>,
+    /// Inside that namespace (or on the host without one).
+    pub run_as: RunAs,
+}
+
+impl Identity {
+    /// Clears supplementary groups (while still root on the host, so that
+    /// no host group, such as the supervisor's group 0, goes with the task
+    /// into its namespace) and joins the user namespace, if any. After
+    /// this the caller still has every capability, in the new namespace.
+    ///
+    /// Raw syscalls only: async-signal-safe, and they act on the calling
+    /// thread alone, which in the forked child is the only one.
+    pub fn enter_in_child(&self) -> io::Result<()> {
+        // SAFETY: integer arguments (a null list with length 0).
+        if unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if let Some(ns) = &self.userns {
+            // SAFETY: a valid namespace descriptor owned by `self`.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the real, effective and saved gid.
+    pub fn set_gid_in_child(&self) -> io::Result<()> {
+        let gid = self.run_as.gid;
+        // SAFETY: integer arguments.
+        if unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sets the real, effective and saved uid; a non-zero uid loses every
+    /// capability here (no `PR_SET_KEEPCAPS`).
+    pub fn set_uid_in_child(&self) -> io::Result<()> {
+        let uid = self.run_as.uid;
+        // SAFETY: integer arguments.
+        if unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nstaff:x:50:\napp:x:1001:\n";
+
+    #[test]
+    fn parses_and_resolves_users() {
+        let r = |s: &str| {
+            UserSpec::parse(s)
+                .and_then(|u| u.resolve(Some(PASSWD), Some(GROUP)))
+                .map(|r| (r.uid, r.gid))
+        };
+        assert_eq!(r("0"), Ok((0, 0)));
+        assert_eq!(r("1000"), Ok((1000, 1001)));
+        assert_eq!(r("1234"), Ok((1234, 0)));
+        assert_eq!(r("1000:50"), Ok((1000, 50)));
+        assert_eq!(r("app"), Ok((1000, 1001)));
+        assert_eq!(r("app:staff"), Ok((1000, 50)));
+        assert_eq!(r("5:staff"), Ok((5, 50)));
+        assert!(r("nobody-here")
+            .unwrap_err()
+            .contains("not in the task's /etc/passwd"));
+        assert!(r("app:nogroup").unwrap_err().contains("/etc/group"));
+        for bad in ["", ":", "a:", "a b", "99999999999", "x/y"] {
+            assert!(UserSpec::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(!UserSpec::parse("1:2").unwrap().needs_lookup());
+        assert!(UserSpec::parse("1").unwrap().needs_lookup());
+    }
+
+    #[test]
+    fn id_map_ranges() {
+        let m = IdMap {
+            host_base: 100_000,
+            size: 10,
+        };
+        assert_eq!(m.to_host(0), Some(100_000));
+        assert_eq!(m.to_host(9), Some(100_009));
+        assert_eq!(m.to_host(10), None);
+        let run = RunAs { uid: 3, gid: 12 };
+        assert_eq!(run.on_host(Some(&m)), None);
+        assert_eq!(run.on_host(None), Some((3, 12)));
+        assert_eq!(m.line(), "0 100000 10\n");
+    }
+}

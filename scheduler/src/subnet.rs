@@ -1,0 +1,348 @@
+//! Node task subnets: each node gets its own slice of the cluster CIDR
+//! (e.g. a `/24` of `10.89.0.0/16`) the first time it registers, and keeps it.
+//!
+//! Everything here is pure: [`next_free`] takes the cluster CIDR, the node
+//! prefix and the subnets already taken, and returns the first free one.
+//! The store side (claiming it race-free) is in [`crate::core`].
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An IPv4 network in CIDR form, with its host bits clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    network: Ipv4Addr,
+    prefix: u8,
+}
+
+/// Why a CIDR or a subnet request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubnetError {
+    /// The text is not a CIDR.
+    #[error("invalid CIDR {value:?}: {reason}")]
+    Parse {
+        /// The text given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The node prefix does not fit the cluster CIDR.
+    #[error(
+        "node prefix /{node_prefix} does not fit cluster CIDR {cluster}: it must be \
+         between /{} and /30",
+        cluster.prefix()
+    )]
+    BadPrefix {
+        /// The cluster CIDR.
+        cluster: Cidr,
+        /// The node prefix asked for.
+        node_prefix: u8,
+    },
+    /// Every node subnet of the cluster CIDR is taken.
+    #[error(
+        "cluster CIDR {cluster} has no free /{node_prefix} subnet left ({total} taken); \
+         widen --cluster-cidr or lengthen --node-prefix"
+    )]
+    Exhausted {
+        /// The cluster CIDR.
+        cluster: Cidr,
+        /// The node prefix.
+        node_prefix: u8,
+        /// How many node subnets it holds.
+        total: u64,
+    },
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
+}
+
+impl Cidr {
+    /// The network of `addr` with `prefix` bits; host bits are cleared.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Cidr, SubnetError> {
+        if prefix > 32 {
+            return Err(SubnetError::Parse {
+                value: format!("{addr}/{prefix}"),
+                reason: "prefix length must be at most 32",
+            });
+        }
+        Ok(Cidr {
+            network: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
+            prefix,
+        })
+    }
+
+    /// The network address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// First and last address, as integers.
+    fn range(&self) -> (u32, u32) {
+        let start = u32::from(self.network);
+        (start, start | !mask(self.prefix))
+    }
+
+    /// Whether the two networks share any address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        let (a0, a1) = self.range();
+        let (b0, b1) = other.range();
+        a0 <= b1 && b0 <= a1
+    }
+
+    /// Whether `other` lies entirely inside this network.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        let (a0, a1) = self.range();
+        let (b0, b1) = other.range();
+        a0 <= b0 && b1 <= a1
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = SubnetError;
+
+    /// Parses `a.b.c.d/n`; host bits must be clear.
+    fn from_str(s: &str) -> Result<Cidr, SubnetError> {
+        let bad = |reason| SubnetError::Parse {
+            value: s.to_string(),
+            reason,
+        };
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected a.b.c.d/prefix"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad("bad IPv4 address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad("bad prefix length"))?;
+        if prefix > 32 {
+            return Err(bad("prefix length must be at most 32"));
+        }
+        let net = Cidr::new(addr, prefix)?;
+        if net.network != addr {
+            return Err(bad("host bits are set (not a network address)"));
+        }
+        Ok(net)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How node subnets are cut: `--cluster-cidr` and `--node-prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetConfig {
+    cluster: Cidr,
+    node_prefix: u8,
+}
+
+/// The default cluster CIDR.
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.89.0.0/16";
+/// The default node subnet prefix length.
+pub const DEFAULT_NODE_PREFIX: u8 = 24;
+
+impl SubnetConfig {
+    /// Checks that `/node_prefix` subnets fit `cluster` and leave room for
+    /// a gateway and tasks (at most `/30`).
+    pub fn new(cluster: Cidr, node_prefix: u8) -> Result<SubnetConfig, SubnetError> {
+        if node_prefix < cluster.prefix || node_prefix > 30 {
+            return Err(SubnetError::BadPrefix {
+                cluster,
+                node_prefix,
+            });
+        }
+        Ok(SubnetConfig {
+            cluster,
+            node_prefix,
+        })
+    }
+
+    /// The cluster CIDR.
+    pub fn cluster(&self) -> Cidr {
+        self.cluster
+    }
+
+    /// The node subnet prefix length.
+    pub fn node_prefix(&self) -> u8 {
+        self.node_prefix
+    }
+
+    /// How many node subnets the cluster CIDR holds.
+    pub fn total(&self) -> u64 {
+        1u64 << (self.node_prefix - self.cluster.prefix)
+    }
+
+    /// Whether `subnet` is a node subnet of this configuration.
+    pub fn is_node_subnet(&self, subnet: &Cidr) -> bool {
+        subnet.prefix == self.node_prefix && self.cluster.contains(subnet)
+    }
+}
+
+impl Default for SubnetConfig {
+    fn default() -> SubnetConfig {
+        SubnetConfig {
+            cluster: Cidr {
+                network: Ipv4Addr::new(10, 89, 0, 0),
+                prefix: 16,
+            },
+            node_prefix: DEFAULT_NODE_PREFIX,
+        }
+    }
+}
+
+/// The lowest node subnet of `config` that overlaps none of `taken`.
+/// `taken` may hold subnets of any size, also outside the cluster CIDR (a
+/// node that kept its subnet across a configuration change).
+pub fn next_free<'a>(
+    config: &SubnetConfig,
+    taken: impl IntoIterator<Item = &'a Cidr>,
+) -> Result<Cidr, SubnetError> {
+    let mut ranges: Vec<(u32, u32)> = taken.into_iter().map(Cidr::range).collect();
+    ranges.sort_unstable();
+    let (_, last) = config.cluster.range();
+    let step = u64::from(!mask(config.node_prefix)) + 1;
+    let mut candidate = u64::from(u32::from(config.cluster.network));
+    let mut i = 0;
+    while candidate <= u64::from(last) {
+        let start = candidate;
+        let end = start + step - 1;
+        // Skip what lies wholly before this candidate.
+        while i < ranges.len() && u64::from(ranges[i].1) < start {
+            i += 1;
+        }
+        match ranges.get(i) {
+            Some(&(t0, t1)) if u64::from(t0) <= end => {
+                // Overlaps: jump to the first aligned subnet past it.
+                let past = u64::from(t1) + 1;
+                candidate = past.div_ceil(step) * step;
+            }
+            _ => {
+                let network = u32::try_from(start).map_err(|_| exhausted(config))?;
+                return Cidr::new(Ipv4Addr::from(network), config.node_prefix);
+            }
+        }
+    }
+    Err(exhausted(config))
+}
+
+fn exhausted(config: &SubnetConfig) -> SubnetError {
+    SubnetError::Exhausted {
+        cluster: config.cluster,
+        node_prefix: config.node_prefix,
+        total: config.total(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Cidr {
+        s.parse().expect("valid CIDR")
+    }
+
+    fn cfg(cluster: &str, prefix: u8) -> SubnetConfig {
+        SubnetConfig::new(c(cluster), prefix).expect("valid config")
+    }
+
+    #[test]
+    fn parses_and_prints() {
+        assert_eq!(c("10.89.3.0/24").to_string(), "10.89.3.0/24");
+        for bad in [
+            "10.89.3.1/24",
+            "10.89.3.0",
+            "10.89.3.0/33",
+            "x/8",
+            "1.2.3.0/",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad} should not parse");
+        }
+        let json = serde_json::to_string(&c("10.89.0.0/16")).expect("serialize");
+        assert_eq!(json, "\"10.89.0.0/16\"");
+        let back: Cidr = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, c("10.89.0.0/16"));
+    }
+
+    #[test]
+    fn first_free_in_order_and_gaps_are_reused() {
+        let config = cfg("10.89.0.0/16", 24);
+        assert_eq!(next_free(&config, &[]), Ok(c("10.89.0.0/24")));
+        let taken = [c("10.89.0.0/24"), c("10.89.2.0/24")];
+        assert_eq!(next_free(&config, &taken), Ok(c("10.89.1.0/24")));
+        let taken = [c("10.89.1.0/24"), c("10.89.0.0/24")];
+        assert_eq!(next_free(&config, &taken), Ok(c("10.89.2.0/24")));
+    }
+
+    #[test]
+    fn taken_subnets_of_other_sizes_are_avoided() {
+        let config = cfg("10.89.0.0/16", 24);
+        // A /23 from an older configuration covers two /24s; a /25 one.
+        let taken = [c("10.89.0.0/23"), c("10.89.2.128/25")];
+        assert_eq!(next_free(&config, &taken), Ok(c("10.89.3.0/24")));
+        // Outside the cluster CIDR: irrelevant.
+        let taken = [c("192.0.2.0/24")];
+        assert_eq!(next_free(&config, &taken), Ok(c("10.89.0.0/24")));
+    }
+
+    #[test]
+    fn exhaustion_names_the_cidr() {
+        let config = cfg("10.89.0.0/23", 24);
+        let taken = [c("10.89.0.0/24"), c("10.89.1.0/24")];
+        let err = next_free(&config, &taken).expect_err("no room");
+        assert!(matches!(err, SubnetError::Exhausted { total: 2, .. }));
+        assert!(err.to_string().contains("10.89.0.0/23"), "{err}");
+        // The very end of the address space does not overflow.
+        let config = cfg("255.255.255.0/24", 30);
+        let all: Vec<Cidr> = (0..64u32)
+            .map(|i| Cidr::new(Ipv4Addr::from(0xffff_ff00 + i * 4), 30).expect("valid"))
+            .collect();
+        assert_eq!(next_free(&config, &all[..63]), Ok(c("255.255.255.252/30")));
+        assert!(next_free(&config, &all).is_err());
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(SubnetConfig::new(c("10.89.0.0/16"), 15).is_err());
+        assert!(SubnetConfig::new(c("10.89.0.0/16"), 31).is_err());
+        assert_eq!(cfg("10.89.0.0/16", 24).total(), 256);
+        assert!(cfg("10.89.0.0/16", 24).is_node_subnet(&c("10.89.7.0/24")));
+        assert!(!cfg("10.89.0.0/16", 24).is_node_subnet(&c("10.89.7.0/25")));
+        assert!(!cfg("10.89.0.0/16", 24).is_node_subnet(&c("10.90.7.0/24")));
+    }
+
+    #[test]
+    fn many_nodes_get_distinct_subnets() {
+        let config = cfg("10.0.0.0/8", 24);
+        let mut taken = Vec::new();
+        for _ in 0..2000 {
+            let next = next_free(&config, &taken).expect("room");
+            assert!(taken.iter().all(|t: &Cidr| !t.overlaps(&next)));
+            taken.push(next);
+        }
+    }
+}
