@@ -93,7 +93,17 @@ fn spec_for(a: &pb::Allocation, t: &pb::Task) -> TaskSpec {
         memory_mb: u64::try_from(res.memory_mb).unwrap_or(0),
         // The job format has no pids limit yet: the node's default.
         pids_max: crate::runtime::DEFAULT_PIDS_MAX,
-        logs: crate::runtime::logs::LogLimits::default(),
+        logs: t
+            .logs
+            .as_ref()
+            .map_or_else(crate::runtime::logs::LogLimits::default, |l| {
+                crate::runtime::logs::LogLimits {
+                    max_size_bytes: u64::try_from(l.max_size_mb)
+                        .unwrap_or(0)
+                        .saturating_mul(1024 * 1024),
+                    max_files: u32::try_from(l.max_files).unwrap_or(0),
+                }
+            }),
         rootfs: Some(
             match t.rootfs.as_ref().map(|r| (r.kind.as_str(), &r.path)) {
                 Some(("dir", path)) => Rootfs::Dir {

@@ -128,7 +128,25 @@ pub struct TaskSpec {
     /// node's policy (checked on the node).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeSpec>,
+    /// Rotation of the task's stdout/stderr files; `None` is the node's
+    /// default (10 MiB, 3 files per stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogSpec>,
 }
+
+/// Validated log rotation limits of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSpec {
+    /// Size of one log file before it is rotated, MiB (1..=1024).
+    pub max_size_mb: u32,
+    /// Files kept per stream, the current one included (1..=100).
+    pub max_files: u32,
+}
+
+/// Largest [`LogSpec::max_size_mb`].
+pub const MAX_LOG_SIZE_MB: i64 = 1024;
+/// Largest [`LogSpec::max_files`].
+pub const MAX_LOG_FILES: i64 = 100;
 
 /// A validated volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,7 +468,22 @@ impl TryFrom<&pb::Job> for JobSpec {
                     }
                 }
                 let volumes = check_volumes(&mut p, &tpath, &t.volumes);
+                let logs = t.logs.as_ref().map(|l| {
+                    p.range(
+                        &tpath,
+                        "logs.max_size_mb",
+                        l.max_size_mb,
+                        1,
+                        MAX_LOG_SIZE_MB,
+                    );
+                    p.range(&tpath, "logs.max_files", l.max_files, 1, MAX_LOG_FILES);
+                    LogSpec {
+                        max_size_mb: u32::try_from(l.max_size_mb).unwrap_or(0),
+                        max_files: u32::try_from(l.max_files).unwrap_or(0),
+                    }
+                });
                 tasks.push(TaskSpec {
+                    logs,
                     user: t.user.clone(),
                     workdir: t.workdir.clone(),
                     volumes,
@@ -713,7 +746,10 @@ impl From<&GroupSpec> for pb::Group {
                 .iter()
                 .map(|t| pb::Task {
                     name: t.name.clone(),
-                    logs: None,
+                    logs: t.logs.map(|l| pb::LogLimits {
+                        max_size_mb: i64::from(l.max_size_mb),
+                        max_files: i64::from(l.max_files),
+                    }),
                     command: t.command.clone(),
                     env: t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     resources: Some(pb::Resources {

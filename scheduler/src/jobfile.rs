@@ -83,7 +83,25 @@ struct FileTask {
     /// or `[[group.task.volumes]]` tables.
     #[serde(default)]
     volumes: Vec<FileVolume>,
+    /// `logs = { max_size_mb = 10, max_files = 3 }`
+    #[serde(default)]
+    logs: Option<FileLogs>,
 }
+
+/// Log rotation of one task; an unset field takes the node's default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLogs {
+    #[serde(default)]
+    max_size_mb: Option<i64>,
+    #[serde(default)]
+    max_files: Option<i64>,
+}
+
+/// [`FileLogs::max_size_mb`] when a job file does not say (MiB).
+pub const DEFAULT_LOG_MAX_SIZE_MB: i64 = 10;
+/// [`FileLogs::max_files`] when a job file does not say.
+pub const DEFAULT_LOG_MAX_FILES: i64 = 3;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,7 +167,10 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                         });
                         pb::Task {
                             name: t.name,
-                            logs: None,
+                            logs: t.logs.map(|l| pb::LogLimits {
+                                max_size_mb: l.max_size_mb.unwrap_or(DEFAULT_LOG_MAX_SIZE_MB),
+                                max_files: l.max_files.unwrap_or(DEFAULT_LOG_MAX_FILES),
+                            }),
                             command: t.command,
                             env: t.env.into_iter().collect(),
                             resources: Some(pb::Resources {

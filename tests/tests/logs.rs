@@ -212,6 +212,47 @@ fn logs_follow_across_rotation_and_read_rotated_files_oldest_first() {
 }
 
 #[test]
+fn a_job_file_sets_the_rotation_limits() {
+    let c = DevCluster::start();
+    let job = unique_name("logcfg");
+    // About 2.7 MB of numbered lines against 1 MiB x 2 files: two rotations,
+    // the oldest file deleted, never more than 2 files of at most 1 MiB.
+    let text = service(&job, 1, "seq 1 400000; exec sleep 3600").replace(
+        "kill_timeout_ms = 200",
+        "kill_timeout_ms = 200\nlogs = { max_size_mb = 1, max_files = 2 }",
+    );
+    let file = c.write_file(&format!("{job}.toml"), &text);
+    c.cli_json(&["job", "run", file.to_str().unwrap()]);
+    let status = wait_running(&c, &job, 1);
+    let alloc = str_of(&status["allocations"][0], "id").to_owned();
+    let dir = c
+        .task_dirs()
+        .into_iter()
+        .find(|d| d.to_string_lossy().contains(&alloc))
+        .expect("task directory");
+    let current = dir.join("stdout.log");
+    poll_until("the task to write its last line", WAIT, || {
+        read(&current).ends_with("\n400000\n").then_some(())
+    });
+    for p in [current.clone(), rotated_path(&current, 1)] {
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len > 0 && len <= 1024 * 1024, "{}: {len}", p.display());
+    }
+    assert!(!rotated_path(&current, 2).exists());
+    let (first, last) = contiguous(&c.cli_ok(&["logs", &job]));
+    assert!(first > 1, "nothing was deleted: lines start at {first}");
+    assert_eq!(last, 400_000);
+    // Out-of-range limits are refused by name before anything is placed.
+    let bad = text.replace("max_files = 2", "max_files = 0");
+    let bad_file = c.write_file(&format!("{job}-bad.toml"), &bad.replace(&job, "logcfg-bad"));
+    let out = c.cli(&["job", "run", bad_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("logs.max_files must be > 0, got 0"), "{err}");
+    c.cli_ok(&["job", "stop", &job]);
+}
+
+#[test]
 fn agent_kill9_loses_no_log_line() {
     let mut c = DevCluster::start();
     let job = unique_name("steady");

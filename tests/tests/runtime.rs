@@ -211,6 +211,37 @@ async fn env_is_exactly_the_spec_plus_path() -> Result<()> {
 }
 
 #[tokio::test]
+async fn the_task_inherits_no_descriptor_beyond_0_1_2() -> Result<()> {
+    let h = Harness::new()?;
+    // A descriptor without close-on-exec in the process that starts the
+    // supervisor, as an agent started by a careless parent would have.
+    let leaked = std::fs::File::open("/dev/null")?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    nix::fcntl::fcntl(
+        &leaked,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )?;
+    // `ls` lists its own directory descriptor (3) too, hence the filter:
+    // every descriptor the task holds at exec, and no other, is printed.
+    let script = "for f in /proc/self/fd/*; do n=${f##*/}; \
+                  [ -e \"$f\" ] && echo $n; done";
+    h.start(&h.spec("fds", &["sh", "-c", script])).await?;
+    h.wait_terminal("fds", Duration::from_secs(10)).await?;
+    let out = h.log("fds", "stdout.log")?;
+    let fds: Vec<&str> = out.lines().collect();
+    assert!(
+        !fds.contains(&raw.to_string().as_str()),
+        "fd {raw} leaked into the task: {fds:?}"
+    );
+    assert!(
+        fds.iter().all(|f| ["0", "1", "2", "3"].contains(f)),
+        "the task holds more than its standard descriptors: {fds:?}"
+    );
+    drop(leaked);
+    Ok(())
+}
+
+#[tokio::test]
 async fn exit_code_is_propagated() -> Result<()> {
     let h = Harness::new()?;
     h.start(&h.spec("exit7", &["sh", "-c", "echo oops >&2; exit 7"]))

@@ -529,7 +529,7 @@ fn build_command(
     // SAFETY: the closure runs in the forked child before exec. It only calls
     // async-signal-safe syscalls (write, sigaction, unshare, chdir,
     // pivot_root, umount2, mount, sethostname, setsid, setrlimit, prctl,
-    // and raw setgroups, setns, setresgid, setresuid) on
+    // close_range, and raw setgroups, setns, setresgid, setresuid) on
     // memory prepared before the fork (the closure owns its copy of the
     // prepared root's strings), and
     // allocates nothing: errors are reported through
@@ -587,6 +587,18 @@ fn build_command(
             identity.set_gid_in_child()?;
             hardening.drop_bounding_set_in_child()?;
             identity.set_uid_in_child()?;
+            // Whatever descriptors the supervisor inherited without
+            // close-on-exec (from the agent, or from whoever started the
+            // agent) must not reach the task: only 0, 1 and 2 survive exec.
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             hardening.set_no_new_privs_in_child()
         });
     }
