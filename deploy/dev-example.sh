@@ -31,3 +31,5 @@ echo
 echo
 echo "drover dev keeps running. Try: $bin logs <alloc-id>, $bin job stop hello"
 [ -f "$data/dev.pid" ] && echo "Stop it with: kill $(cat "$data/dev.pid")"
+echo "Tasks outlive drover dev; to remove them and the node's networking (bridge drover0, firewall table):"
+echo "  $bin job stop hello; kill \$(cat $data/dev.pid); $bin agent --cleanup --data-dir $data/agent"
