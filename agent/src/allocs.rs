@@ -458,10 +458,15 @@ impl Allocs {
             if let (Some(alloc), Some(group)) = (&a.allocation, &a.group) {
                 // The network comes first: all tasks of the allocation
                 // share it, and a refused one starts no task at all.
-                let fresh = !group
-                    .tasks
-                    .iter()
-                    .any(|t| this.runtime.state(&alloc.id, &t.name).is_ok());
+                // Only a task with no directory at all is new: a state that
+                // cannot be read right now (a partial write, EIO) belongs
+                // to a task that may be running in this network.
+                let fresh = group.tasks.iter().all(|t| {
+                    matches!(
+                        this.runtime.state(&alloc.id, &t.name),
+                        Err(crate::runtime::RuntimeError::NotFound { .. })
+                    )
+                });
                 let network = this.network_for(alloc, group, fresh).await;
                 if let Err(message) = &network {
                     tracing::warn!(alloc_id = %alloc.id, %message, "allocation not started");
@@ -537,6 +542,10 @@ impl Allocs {
         }
         for (alloc, tasks) in by_alloc {
             let mut states = Vec::new();
+            // A task that could not be stopped may still run in the
+            // allocation's network: it keeps it (and its address) until a
+            // later converge stops it.
+            let mut still_running = false;
             for task in tasks {
                 let state = match self.runtime.state(&alloc, &task) {
                     Ok(s) if s.is_terminal() => s,
@@ -545,7 +554,8 @@ impl Allocs {
                         match self.runtime.stop(&alloc, &task).await {
                             Ok(s) => s,
                             Err(error) => {
-                                tracing::warn!(alloc_id = %alloc, task = %task, %error, "stop failed");
+                                tracing::warn!(alloc_id = %alloc, task = %task, %error, "stop failed; keeping the allocation's network");
+                                still_running = true;
                                 continue;
                             }
                         }
@@ -557,6 +567,9 @@ impl Allocs {
                     restart_at: None,
                 };
                 states.push(task_pb(&task, &t));
+            }
+            if still_running {
+                continue;
             }
             Self::remove_network(self.network.as_ref(), &alloc).await;
             if wanted.contains_key(&alloc) {

@@ -31,22 +31,47 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
-/// The node's bounds on assignments. [`NodePolicy::default`] is what a node
-/// without a policy file enforces.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// The node's bounds on assignments.
+///
+/// [`NodePolicy::default`] is what `drover dev` without `--policy` (a
+/// single-user machine) and the runtime library enforce: any rootfs
+/// directory and image. A policy file ([`NodePolicy::load`]) and
+/// `drover agent` without one ([`NodePolicy::node_default`]) allow only the
+/// rootfs directories and images they list: a `dir` rootfs is mounted
+/// idmapped, so a task would see host-root-owned files (`/etc/shadow`, the
+/// agent's keys) as its own root's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodePolicy {
     /// Host paths (absolute) that bind volumes may name, or be under.
     pub allowed_host_paths: Vec<PathBuf>,
-    /// Directories a `dir` rootfs may name, or be under. Empty allows any
-    /// directory (the default, for compatibility with `drover dev`).
+    /// Directories a `dir` rootfs may name, or be under; empty allows none
+    /// (unless [`NodePolicy::any_rootfs`]).
     pub allowed_rootfs_dirs: Vec<PathBuf>,
-    /// OCI image layouts a task may name, or be under. Empty allows any.
+    /// OCI image layouts a task may name, or be under; empty allows none
+    /// (unless [`NodePolicy::any_rootfs`]).
     pub allowed_images: Vec<PathBuf>,
     /// Whether a group may use the node's own network namespace.
     pub allow_host_network: bool,
     /// The user namespace every task gets.
     pub user_namespace: UserNamespacePolicy,
+    /// Any rootfs directory (but `/`) and any image may be named, whatever
+    /// the two lists say. Never read from a policy file.
+    #[serde(skip)]
+    pub any_rootfs: bool,
+}
+
+impl Default for NodePolicy {
+    fn default() -> Self {
+        NodePolicy {
+            allowed_host_paths: Vec::new(),
+            allowed_rootfs_dirs: Vec::new(),
+            allowed_images: Vec::new(),
+            allow_host_network: false,
+            user_namespace: UserNamespacePolicy::default(),
+            any_rootfs: true,
+        }
+    }
 }
 
 /// How tasks' uids and gids map to the host.
@@ -114,15 +139,25 @@ impl NodePolicy {
             path: path.to_owned(),
             source,
         })?;
-        let policy: NodePolicy = toml::from_str(&text).map_err(|e| PolicyError::Parse {
+        let mut policy: NodePolicy = toml::from_str(&text).map_err(|e| PolicyError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        policy.any_rootfs = false;
         policy.check().map_err(|message| PolicyError::Invalid {
             path: path.to_owned(),
             message,
         })?;
         Ok(policy)
+    }
+
+    /// What `drover agent` enforces without a policy file: no bind volume,
+    /// no rootfs directory, no image, no host network; user namespaces on.
+    pub fn node_default() -> NodePolicy {
+        NodePolicy {
+            any_rootfs: false,
+            ..NodePolicy::default()
+        }
     }
 
     /// Checks that every setting can work: absolute, normal paths; a user

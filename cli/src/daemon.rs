@@ -29,6 +29,8 @@ pub struct DevArgs {
     cgroup_parent: PathBuf,
     /// Node policy file (TOML): allowed host paths, rootfs dirs, images,
     /// host networking, user namespace range. See `drover_agent::policy`.
+    /// Without one, `drover dev` allows any rootfs dir and image (one user,
+    /// one machine); `drover agent` allows none, and no bind volume.
     #[arg(long)]
     policy: Option<PathBuf>,
     #[command(flatten)]
@@ -136,6 +138,8 @@ pub struct AgentArgs {
     memory_mb: Option<i64>,
     /// Node policy file (TOML): allowed host paths, rootfs dirs, images,
     /// host networking, user namespace range. See `drover_agent::policy`.
+    /// Without one, `drover dev` allows any rootfs dir and image (one user,
+    /// one machine); `drover agent` allows none, and no bind volume.
     #[arg(long)]
     policy: Option<PathBuf>,
     #[command(flatten)]
@@ -230,10 +234,13 @@ fn exe() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the drover binary to re-execute as supervisor")
 }
 
-/// The node policy from `--policy`, or the default one.
-fn load_policy(path: Option<&Path>) -> Result<drover_agent::policy::NodePolicy> {
+/// The node policy from `--policy`, or `otherwise`.
+fn load_policy(
+    path: Option<&Path>,
+    otherwise: drover_agent::policy::NodePolicy,
+) -> Result<drover_agent::policy::NodePolicy> {
     match path {
-        None => Ok(drover_agent::policy::NodePolicy::default()),
+        None => Ok(otherwise),
         Some(p) => Ok(drover_agent::policy::NodePolicy::load(p)?),
     }
 }
@@ -245,16 +252,17 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     require_root("drover dev")?;
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
-    // The agent asks the scheduler for its --subnet; when that lies outside
-    // the cluster CIDR, the one node's subnet becomes the cluster CIDR, so
-    // that the scheduler grants exactly the subnet the agent uses.
+    // The agent asks the scheduler for its --subnet; when that is not a
+    // node subnet of the cluster CIDR (outside it, or another prefix), the
+    // one node's subnet becomes the cluster CIDR, so that the scheduler
+    // grants exactly the subnet the agent uses.
     let mut subnets = a.subnets.config()?;
     if let Some(s) = a.net.subnet()? {
         let wanted: drover_scheduler::subnet::Cidr = s
             .to_string()
             .parse()
             .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
-        if !subnets.cluster().contains(&wanted) {
+        if !subnets.is_node_subnet(&wanted) {
             subnets = drover_scheduler::subnet::SubnetConfig::new(wanted, s.prefix())
                 .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
         }
@@ -298,7 +306,10 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         memory_mb: None,
         tls: None,
         cgroup_parent: a.cgroup_parent.clone(),
-        policy: load_policy(a.policy.as_deref())?,
+        policy: load_policy(
+            a.policy.as_deref(),
+            drover_agent::policy::NodePolicy::default(),
+        )?,
         bridge: a.net.bridge.clone(),
         subnet: a.net.subnet()?,
         default_subnet: Some(
@@ -363,7 +374,10 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         memory_mb: a.memory_mb,
         tls,
         cgroup_parent: a.cgroup_parent,
-        policy: load_policy(a.policy.as_deref())?,
+        policy: load_policy(
+            a.policy.as_deref(),
+            drover_agent::policy::NodePolicy::node_default(),
+        )?,
         bridge: a.net.bridge.clone(),
         subnet: a.net.subnet()?,
         default_subnet: None,

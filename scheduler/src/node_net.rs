@@ -146,9 +146,13 @@ impl Core {
             }
             None => {}
         }
-        if !self.subnets.cluster().contains(&wanted) {
+        // Only whole node subnets: then two claims overlap exactly when
+        // they are the same key, which the claim's create-if-absent guard
+        // settles even between two schedulers.
+        if !self.subnets.is_node_subnet(&wanted) {
             return Err(refuse(format!(
-                "it is outside the cluster CIDR {}",
+                "it is not a /{} subnet inside the cluster CIDR {} (--cluster-cidr, --node-prefix)",
+                self.subnets.node_prefix(),
                 self.subnets.cluster()
             )));
         }

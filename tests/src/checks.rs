@@ -37,6 +37,35 @@ resources = {{ cpu_millis = 50, memory_mb = 16 }}
     )
 }
 
+/// A batch job file with one task `app` in group `main` running
+/// `/bin/sh -c script` once, stopped quickly, with 50 millicores and 16 MiB.
+pub fn batch(name: &str, script: &str) -> String {
+    batch_with(
+        name,
+        script,
+        "resources = { cpu_millis = 50, memory_mb = 16 }",
+    )
+}
+
+/// [`batch`] with `task` (more keys of the task table) in place of its
+/// resources.
+pub fn batch_with(name: &str, script: &str, task: &str) -> String {
+    format!(
+        r#"name = "{name}"
+kind = "batch"
+
+[[group]]
+name = "main"
+
+[[group.task]]
+name = "app"
+command = ["/bin/sh", "-c", {script:?}]
+kill_timeout_ms = 200
+{task}
+"#
+    )
+}
+
 /// `text` with `from` replaced by `to`, which must occur.
 pub fn edit(text: &str, from: &str, to: &str) -> String {
     assert!(text.contains(from), "{from:?} is not in the job file");

@@ -1,6 +1,7 @@
 //! Drover's end-to-end harness: the path of the `drover` binary under test,
 //! [`dev::DevCluster`] (a real `drover dev` in a private data directory),
-//! checks shared by the tests that drive it, procfs helpers, and
+//! checks shared by the tests that drive it, procfs helpers, the harness of
+//! the root-only runtime tests ([`runtime::Harness`]), and
 //! [`hosts::MultiHost`] (several agent hosts in network namespaces on a test
 //! switch, with a scheduler and store).
 
@@ -8,6 +9,7 @@ pub mod checks;
 pub mod dev;
 pub mod hosts;
 pub mod procs;
+pub mod runtime;
 
 pub use hosts::MultiHost;
 

@@ -21,6 +21,12 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// Whether `/proc/<pid>` exists at all: unlike [`pid_alive`], true for a
+/// zombie that no one has reaped yet.
+pub fn pid_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Parent pid of `pid`, if it exists.
 pub fn ppid(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()

@@ -42,8 +42,10 @@ fn job_files_give_tasks_a_user_a_workdir_and_volumes_within_the_policy() {
     std::fs::write(
         &policy,
         format!(
-            "allowed_host_paths = [{:?}]\n",
-            allowed.display().to_string()
+            "allowed_host_paths = [{:?}]\nallowed_rootfs_dirs = [{:?}]\n",
+            allowed.display().to_string(),
+            // The cluster's data dir, which holds the rootfs, is made there.
+            std::env::temp_dir().display().to_string()
         ),
     )
     .expect("writing the policy");

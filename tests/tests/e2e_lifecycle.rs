@@ -4,26 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use drover_tests::checks::{arr, str_of, task_pids, wait_running, WAIT};
+use drover_tests::checks::{arr, batch, batch_with, str_of, task_pids, wait_running, WAIT};
+use drover_tests::runtime::busybox_tree;
 use drover_tests::{poll_until, unique_name, DevCluster};
 use serde_json::Value;
-
-fn batch(name: &str, script: &str) -> String {
-    format!(
-        r#"name = "{name}"
-kind = "batch"
-
-[[group]]
-name = "main"
-
-[[group.task]]
-name = "app"
-command = ["/bin/sh", "-c", {script:?}]
-kill_timeout_ms = 200
-resources = {{ cpu_millis = 50, memory_mb = 16 }}
-"#
-    )
-}
 
 fn job_status(c: &DevCluster, name: &str) -> Value {
     c.cli_json(&["job", "status", name])
@@ -142,18 +126,7 @@ fn agent_killed_with_sigkill_re_adopts_tasks_and_reports_exits() {
         "while [ ! -e {} ]; do sleep 0.05; done; exit 7",
         flag.display()
     );
-    let text = format!(
-        r#"name = "{short}"
-kind = "batch"
-[[group]]
-name = "main"
-[[group.task]]
-name = "app"
-command = ["/bin/sh", "-c", {script:?}]
-kill_timeout_ms = 200
-"#
-    );
-    let file = c.write_file("short.toml", &text);
+    let file = c.write_file("short.toml", &batch_with(&short, &script, ""));
     c.cli_ok(&["job", "run", file.to_str().unwrap()]);
     let short_alloc = str_of(&wait_running(&c, &short, 1)["allocations"][0], "id").to_string();
     let short_state = c
@@ -206,27 +179,10 @@ fn job_files_choose_the_root_filesystem() {
     let c = DevCluster::start();
     // A tiny busybox rootfs with a marker.
     let root = c.data_dir().join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for tool in ["sh", "cat", "touch", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
-    }
+    busybox_tree(&root, &["sh", "cat", "touch", "sleep"]).unwrap();
     std::fs::write(root.join("marker"), "in the rootfs\n").unwrap();
 
-    let job = |name: &str, rootfs: &str, script: &str| {
-        format!(
-            r#"name = "{name}"
-kind = "batch"
-[[group]]
-name = "main"
-[[group.task]]
-name = "app"
-command = ["/bin/sh", "-c", {script:?}]
-kill_timeout_ms = 200
-{rootfs}
-"#
-        )
-    };
+    let job = |name: &str, rootfs: &str, script: &str| batch_with(name, script, rootfs);
     let run = |name: &str, text: String| {
         let file = c.write_file(&format!("{name}.toml"), &text);
         let out = c.cli(&["job", "run", file.to_str().unwrap()]);

@@ -270,6 +270,70 @@ fn check_all_pairs(
     }
 }
 
+/// A listener on every host (as an agent or scheduler would be, on all
+/// addresses): no task reaches one through any node's bridge address,
+/// neither its own node's nor, routed host-gw, another node's.
+fn tasks_cannot_reach_other_nodes_services(
+    mh: &MultiHost,
+    nodes: &BTreeMap<String, serde_json::Value>,
+) {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|i| {
+            let l = mh
+                .host(i)
+                .netns()
+                .run(|| std::net::TcpListener::bind("0.0.0.0:7000"))
+                .expect("entering the host namespace")
+                .expect("binding in the host namespace");
+            l.set_nonblocking(true).unwrap();
+            l
+        })
+        .collect();
+    let gateways: Vec<Ipv4Addr> = nodes
+        .values()
+        .map(|n| {
+            let subnet: Ipv4Net = n["subnet"].as_str().unwrap().parse().unwrap();
+            subnet.first_host().unwrap()
+        })
+        .collect();
+    let job = probe_job(&gateways).replace("name = \"probe\"", "name = \"probe-nodes\"");
+    let file = mh.write_file("probe-nodes.toml", &job);
+    mh.cli_ok(&[
+        "job".as_ref(),
+        "run".as_ref(),
+        "--detach".as_ref(),
+        file.as_os_str(),
+    ]);
+    let probes = running_with_ips(mh, "probe-nodes", 3);
+    for (node, (alloc, _)) in &probes {
+        let log = poll_until(
+            &format!("probe-nodes on {node} to finish a round"),
+            RUN_TIMEOUT,
+            || {
+                let log = logs(mh, alloc);
+                (last_round(&log) >= 2).then_some(log)
+            },
+        );
+        for ip in &gateways {
+            assert!(
+                log.contains(&format!("round 1 fail {ip}")),
+                "a task on {node} reached {ip}:7000 on a node: {log}"
+            );
+        }
+        assert!(
+            !log.contains(" ok "),
+            "a task on {node} reached a node: {log}"
+        );
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        assert!(
+            l.accept().is_err(),
+            "host {i}'s listener was reached by a task"
+        );
+    }
+    mh.cli_ok(&["job", "stop", "probe-nodes"]);
+}
+
 #[test]
 fn tasks_on_different_hosts_talk_by_ip_and_survive_an_agent_restart() {
     let mut mh = MultiHost::start(3);
@@ -299,6 +363,7 @@ fn tasks_on_different_hosts_talk_by_ip_and_survive_an_agent_restart() {
     ]);
     let probes = running_with_ips(&mh, "probe", 3);
     check_all_pairs(&mh, &echo, &probes, &BTreeMap::new());
+    tasks_cannot_reach_other_nodes_services(&mh, &nodes);
 
     // The agent of host 0 crashes and comes back: its tasks kept running,
     // and keep their addresses and their connectivity both ways.

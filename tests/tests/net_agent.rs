@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use drover_agent::net::ipam::Ipam;
 use drover_agent::net::wiring::{NetConfig, NetworkMode, NodeNetwork};
 use drover_agent::net::{host_if_name, Ipv4Net, NetnsDir, NodeNet};
-use drover_tests::checks::{arr, str_of, wait_running, WAIT};
+use drover_tests::checks::{arr, batch, str_of, wait_running, WAIT};
 use drover_tests::{poll_until, run_drover, unique_name, DevCluster};
 use serde_json::Value;
 
@@ -45,24 +45,6 @@ name = "app"
 command = ["/bin/sh", "-c", "cat /etc/resolv.conf /etc/hosts; ip -4 -o addr show; exec busybox nc -ll -p {PORT} -e /bin/hostname"]
 kill_timeout_ms = 200
 resources = {{ cpu_millis = 10, memory_mb = 16 }}
-"#
-    )
-}
-
-/// A batch job running `script` once.
-fn batch(name: &str, script: &str) -> String {
-    format!(
-        r#"name = "{name}"
-kind = "batch"
-
-[[group]]
-name = "main"
-
-[[group.task]]
-name = "app"
-command = ["/bin/sh", "-c", {script:?}]
-kill_timeout_ms = 200
-resources = {{ cpu_millis = 50, memory_mb = 16 }}
 "#
     )
 }

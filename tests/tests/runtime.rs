@@ -2,144 +2,37 @@
 //! `drover` binary), real namespaces, real processes. Build the binary
 //! first: `cargo build -p drover-cli`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use drover_agent::runtime::{Runtime, RuntimeError, TaskSpec, TaskState};
 use drover_tests::drover_bin;
+use drover_tests::procs::{namespace, pid_exists};
+use drover_tests::runtime::{mount_count, Harness};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tempfile::TempDir;
 
-/// One test's state directory and every process it started; the processes
-/// are SIGKILLed by pid on drop, so a failing test leaves nothing running.
-struct Harness {
-    tmp: TempDir,
-    rt: Runtime,
-    pids: Mutex<Vec<i32>>,
-}
-
-impl Harness {
-    fn new() -> Result<Self> {
-        ensure!(
-            nix::unistd::geteuid().is_root(),
-            "the runtime e2e tests need root (namespaces, mounts)"
-        );
-        let tmp = tempfile::tempdir().context("tempdir")?;
-        let rt = Runtime::new(tmp.path().join("allocs"), drover_bin());
-        Ok(Self {
-            tmp,
-            rt,
-            pids: Mutex::new(Vec::new()),
-        })
+/// [`drover_tests::runtime::task_spec`] with 0.1 CPU and 64 MiB.
+fn task_spec(alloc_id: &str, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        cpu_millis: 100,
+        memory_mb: 64,
+        ..drover_tests::runtime::task_spec(alloc_id, command)
     }
-
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("allocs")
-    }
-
-    fn spec(&self, alloc_id: &str, command: &[&str]) -> TaskSpec {
-        TaskSpec {
-            alloc_id: alloc_id.to_owned(),
-            task: "main".to_owned(),
-            hostname: format!("{alloc_id}-host"),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
-            env: BTreeMap::new(),
-            kill_timeout_ms: 300,
-            cpu_millis: 100,
-            memory_mb: 64,
-            pids_max: 1024,
-            rootfs: None,
-            network: None,
-            logs: Default::default(),
-            ..Default::default()
-        }
-    }
-
-    /// Starts the task and records its supervisor and task pids for cleanup.
-    async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
-        let result = self.rt.start(spec).await;
-        self.track(&spec.alloc_id, &spec.task);
-        result
-    }
-
-    fn track(&self, alloc_id: &str, task: &str) {
-        let dir = self.root().join(alloc_id).join(task);
-        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            pids.push(pid);
-        }
-        if let Ok(TaskState::Running { pid, .. }) = self.rt.state(alloc_id, task) {
-            pids.push(pid);
-        }
-    }
-
-    /// Polls until the task's state is terminal.
-    async fn wait_terminal(&self, alloc_id: &str, timeout: Duration) -> Result<TaskState> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = self.rt.state(alloc_id, "main")?;
-            if matches!(state, TaskState::Exited { .. } | TaskState::Failed { .. }) {
-                return Ok(state);
-            }
-            if Instant::now() >= deadline {
-                bail!("{alloc_id}: still {state:?} after {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log(&self, alloc_id: &str, name: &str) -> Result<String> {
-        let path = self.root().join(alloc_id).join("main").join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        // Tasks first (their PID namespace dies with them), then supervisors.
-        for pid in pids.iter().rev() {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
-    }
-}
-
-fn pid_exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn ns(pid: &str, kind: &str) -> Result<PathBuf> {
-    let link = format!("/proc/{pid}/ns/{kind}");
-    std::fs::read_link(&link).with_context(|| format!("readlink {link}"))
-}
-
-fn mount_count() -> Result<usize> {
-    Ok(std::fs::read_to_string("/proc/self/mountinfo")
-        .context("reading /proc/self/mountinfo")?
-        .lines()
-        .filter(|l| counted_mount(l))
-        .count())
 }
 
 #[tokio::test]
 async fn running_task_has_its_own_namespaces() -> Result<()> {
     let h = Harness::new()?;
-    let spec = h.spec("ns", &["sleep", "30"]);
+    let spec = task_spec("ns", &["sleep", "30"]);
     let state = h.start(&spec).await?;
     let TaskState::Running { pid, .. } = state else {
         bail!("expected running, got {state:?}");
     };
     assert_eq!(h.rt.state("ns", "main")?, state);
     for kind in ["pid", "mnt", "uts", "ipc"] {
-        let theirs = ns(&pid.to_string(), kind)?;
-        let ours = ns("self", kind)?;
+        let theirs = namespace(&pid.to_string(), kind)?;
+        let ours = namespace("self", kind)?;
         assert_ne!(theirs, ours, "{kind} namespace is shared with the host");
     }
     assert_eq!(h.rt.list()?, vec![("ns".to_owned(), "main".to_owned())]);
@@ -159,7 +52,7 @@ async fn running_task_has_its_own_namespaces() -> Result<()> {
 async fn task_sees_its_own_pid_1_hostname_and_proc_and_host_mounts_stay() -> Result<()> {
     let h = Harness::new()?;
     let mounts_before = mount_count()?;
-    let spec = h.spec(
+    let spec = task_spec(
         "probe",
         &["sh", "-c", "echo $$; hostname; ls /proc | grep -c ^[0-9]"],
     );
@@ -194,7 +87,7 @@ async fn task_sees_its_own_pid_1_hostname_and_proc_and_host_mounts_stay() -> Res
 #[tokio::test]
 async fn env_is_exactly_the_spec_plus_path() -> Result<()> {
     let h = Harness::new()?;
-    let mut spec = h.spec("env", &["sh", "-c", "echo \"$GREETING\"; env | sort"]);
+    let mut spec = task_spec("env", &["sh", "-c", "echo \"$GREETING\"; env | sort"]);
     spec.env
         .insert("GREETING".to_owned(), "hello world".to_owned());
     h.start(&spec).await?;
@@ -225,7 +118,7 @@ async fn the_task_inherits_no_descriptor_beyond_0_1_2() -> Result<()> {
     // every descriptor the task holds at exec, and no other, is printed.
     let script = "for f in /proc/self/fd/*; do n=${f##*/}; \
                   [ -e \"$f\" ] && echo $n; done";
-    h.start(&h.spec("fds", &["sh", "-c", script])).await?;
+    h.start(&task_spec("fds", &["sh", "-c", script])).await?;
     h.wait_terminal("fds", Duration::from_secs(10)).await?;
     let out = h.log("fds", "stdout.log")?;
     let fds: Vec<&str> = out.lines().collect();
@@ -244,7 +137,7 @@ async fn the_task_inherits_no_descriptor_beyond_0_1_2() -> Result<()> {
 #[tokio::test]
 async fn exit_code_is_propagated() -> Result<()> {
     let h = Harness::new()?;
-    h.start(&h.spec("exit7", &["sh", "-c", "echo oops >&2; exit 7"]))
+    h.start(&task_spec("exit7", &["sh", "-c", "echo oops >&2; exit 7"]))
         .await?;
     let state = h.wait_terminal("exit7", Duration::from_secs(10)).await?;
     assert!(
@@ -267,7 +160,7 @@ async fn exit_code_is_propagated() -> Result<()> {
 #[tokio::test]
 async fn stop_escalates_to_sigkill_and_leaves_no_process() -> Result<()> {
     let h = Harness::new()?;
-    let state = h.start(&h.spec("stop", &["sleep", "3600"])).await?;
+    let state = h.start(&task_spec("stop", &["sleep", "3600"])).await?;
     let TaskState::Running { pid, .. } = state else {
         bail!("expected running, got {state:?}");
     };
@@ -297,7 +190,7 @@ async fn stop_escalates_to_sigkill_and_leaves_no_process() -> Result<()> {
 #[tokio::test]
 async fn stop_is_graceful_when_the_task_handles_sigterm() -> Result<()> {
     let h = Harness::new()?;
-    let mut spec = h.spec(
+    let mut spec = task_spec(
         "graceful",
         &[
             "sh",
@@ -340,7 +233,7 @@ async fn nonexistent_command_is_refused_and_leaves_nothing() -> Result<()> {
         "/nonexistent/drover-no-such-command",
     ] {
         let err = h
-            .start(&h.spec("missing", &[command]))
+            .start(&task_spec("missing", &[command]))
             .await
             .expect_err("start of a missing command");
         assert!(
@@ -350,8 +243,11 @@ async fn nonexistent_command_is_refused_and_leaves_nothing() -> Result<()> {
         assert!(err.to_string().contains(command), "{err}");
         assert!(!h.root().join("missing").exists(), "task dir left behind");
     }
-    assert!(h.pids.lock().map(|p| p.is_empty()).unwrap_or(false));
-    let err = h.start(&h.spec("..", &["true"])).await.expect_err("bad id");
+    assert!(h.tracked().is_empty());
+    let err = h
+        .start(&task_spec("..", &["true"]))
+        .await
+        .expect_err("bad id");
     assert!(matches!(err, RuntimeError::InvalidName { .. }), "{err}");
     Ok(())
 }
@@ -359,7 +255,7 @@ async fn nonexistent_command_is_refused_and_leaves_nothing() -> Result<()> {
 #[test]
 fn supervisor_survives_the_runtime_and_is_readopted() -> Result<()> {
     let h = Harness::new()?;
-    let spec = h.spec("adopt", &["sleep", "30"]);
+    let spec = task_spec("adopt", &["sleep", "30"]);
     // A whole tokio runtime (with the task reaping the supervisor) and the
     // Runtime go away, as when the agent dies.
     let first = tokio::runtime::Runtime::new()?;
@@ -395,7 +291,7 @@ fn supervisor_survives_the_runtime_and_is_readopted() -> Result<()> {
 #[tokio::test]
 async fn dead_supervisor_is_reported() -> Result<()> {
     let h = Harness::new()?;
-    let state = h.start(&h.spec("orphan", &["sleep", "30"])).await?;
+    let state = h.start(&task_spec("orphan", &["sleep", "30"])).await?;
     let TaskState::Running { pid, .. } = state else {
         bail!("expected running, got {state:?}");
     };
@@ -433,11 +329,11 @@ async fn dead_supervisor_is_reported() -> Result<()> {
 async fn exec_failure_in_the_supervisor_is_recorded_as_failed() -> Result<()> {
     let h = Harness::new()?;
     // Passes validation (an executable file) but exec fails: bad interpreter.
-    let script = h.tmp.path().join("broken.sh");
+    let script = h.tmp().join("broken.sh");
     std::fs::write(&script, "#!/nonexistent/interpreter\n")?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let command = script.to_string_lossy().into_owned();
-    let state = h.start(&h.spec("broken", &[&command])).await?;
+    let state = h.start(&task_spec("broken", &[&command])).await?;
     assert!(
         matches!(&state, TaskState::Failed { message } if message.contains(&command)),
         "{state:?}"
@@ -463,7 +359,7 @@ fn supervisor_records_a_missing_command_and_exits_non_zero() -> Result<()> {
     // Bypass the Runtime's validation: the supervisor must cope on its own.
     let dir = h.root().join("direct").join("main");
     std::fs::create_dir_all(&dir)?;
-    let spec = h.spec("direct", &["drover-no-such-command", "arg"]);
+    let spec = task_spec("direct", &["drover-no-such-command", "arg"]);
     std::fs::write(dir.join("spec.json"), serde_json::to_vec(&spec)?)?;
     let status = std::process::Command::new(drover_bin())
         .arg("__supervise")
@@ -478,18 +374,4 @@ fn supervisor_records_a_missing_command_and_exits_non_zero() -> Result<()> {
     );
     assert_eq!(h.rt.state("direct", "main")?, state);
     Ok(())
-}
-
-/// Whether a `/proc/self/mountinfo` line counts for leak checks: network
-/// namespace files (`nsfs`) and the directories holding them (`.../netns`,
-/// bound onto themselves as `ip netns` does) are skipped, because other
-/// tests on this shared host create and remove them at any time, and the
-/// container runtime never mounts either in the host's namespace.
-fn counted_mount(line: &str) -> bool {
-    let mount_point = line.split(' ').nth(4).unwrap_or("");
-    let nsfs = line
-        .split(" - ")
-        .nth(1)
-        .is_some_and(|fs| fs.starts_with("nsfs "));
-    !nsfs && !mount_point.split('/').any(|c| c == "netns")
 }

@@ -5,19 +5,15 @@
 //! container, and the host side is checked from `/proc`.
 //! Build the binary first: `cargo build -p drover-cli`.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use drover_agent::policy::{NodePolicy, DEFAULT_USERNS_BASE, DEFAULT_USERNS_SIZE};
-use drover_agent::runtime::{Rootfs, Runtime, RuntimeError, TaskSpec, TaskState, Volume};
-use drover_tests::drover_bin;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tempfile::TempDir;
+use drover_agent::runtime::{Rootfs, RuntimeError, TaskSpec, TaskState, Volume};
+use drover_tests::procs::namespace;
+use drover_tests::runtime::{busybox_tree, mount_count, Harness};
 
 /// Busybox applets linked into the test rootfs's `/bin`.
 const APPLETS: [&str; 20] = [
@@ -25,218 +21,59 @@ const APPLETS: [&str; 20] = [
     "tr", "mkdir", "head", "true", "tail", "cut", "hostname",
 ];
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// One test's state directory, busybox rootfs, cgroup parent and every
-/// process it started; the processes are SIGKILLed by pid on drop (then
-/// the temp dir goes), so a failing test leaves nothing running.
-struct Harness {
-    tmp: TempDir,
-    rt: Runtime,
-    parent: PathBuf,
-    pids: Mutex<Vec<i32>>,
+/// A harness enforcing `policy`, with its cgroups under
+/// `drover-test-<pid>-<name>` and its busybox rootfs built at
+/// [`Harness::rootfs`].
+fn harness(name: &str, policy: NodePolicy) -> Result<Harness> {
+    let h = Harness::builder().cgroups(name).policy(policy).build()?;
+    build_rootfs(&h.rootfs())?;
+    Ok(h)
 }
 
-impl Harness {
-    fn new(name: &str, policy: NodePolicy) -> Result<Self> {
-        ensure!(
-            nix::unistd::geteuid().is_root(),
-            "the isolation e2e tests need root (namespaces, mounts)"
-        );
-        let tmp = tempfile::tempdir().context("tempdir")?;
-        let parent = PathBuf::from(format!("drover-test-{}-{name}", std::process::id()));
-        let rt = Runtime::new(tmp.path().join("allocs"), drover_bin())
-            .with_cgroups(PathBuf::from(CGROUP_ROOT), parent.clone())
-            .with_policy(policy);
-        let h = Self {
-            tmp,
-            rt,
-            parent,
-            pids: Mutex::new(Vec::new()),
-        };
-        h.build_rootfs()?;
-        Ok(h)
+/// A busybox-static tree with `/etc/passwd` and `/etc/group` (root and
+/// `app` 1000:1000), plus a setuid-root copy of the host's `id`
+/// (`/usr/bin/suid-id`) with the libraries it needs.
+fn build_rootfs(root: &Path) -> Result<()> {
+    for dir in ["etc", "usr/bin"] {
+        std::fs::create_dir_all(root.join(dir))?;
     }
-
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("allocs")
-    }
-
-    fn rootfs(&self) -> PathBuf {
-        self.tmp.path().join("rootfs")
-    }
-
-    /// A busybox-static tree with `/etc/passwd` and `/etc/group` (root and
-    /// `app` 1000:1000), plus a setuid-root copy of the host's `id`
-    /// (`/usr/bin/suid-id`) with the libraries it needs.
-    fn build_rootfs(&self) -> Result<()> {
-        let root = self.rootfs();
-        for dir in ["bin", "etc", "usr/bin"] {
-            std::fs::create_dir_all(root.join(dir))?;
+    busybox_tree(root, &APPLETS)?;
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
+    )?;
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:\n",
+    )?;
+    // coreutils' id honours a setuid bit (busybox drops it itself, so
+    // it could not show that the kernel refuses it).
+    let id = root.join("usr/bin/suid-id");
+    std::fs::copy("/usr/bin/id", &id).context("copying /usr/bin/id")?;
+    std::fs::set_permissions(&id, PermissionsExt::from_mode(0o4755))?;
+    let ldd = std::process::Command::new("ldd")
+        .arg("/usr/bin/id")
+        .output()
+        .context("running ldd")?;
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = root.join(lib.trim_start_matches('/'));
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
         }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .context("busybox not found: apt-get install -y busybox-static")?;
-        std::fs::copy(busybox, root.join("bin/busybox")).context("copying busybox")?;
-        for applet in APPLETS {
-            symlink("busybox", root.join("bin").join(applet))?;
-        }
-        std::fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
-        )?;
-        std::fs::write(
-            root.join("etc/group"),
-            "root:x:0:\napp:x:1000:\nstaff:x:50:\n",
-        )?;
-        // coreutils' id honours a setuid bit (busybox drops it itself, so
-        // it could not show that the kernel refuses it).
-        let id = root.join("usr/bin/suid-id");
-        std::fs::copy("/usr/bin/id", &id).context("copying /usr/bin/id")?;
-        std::fs::set_permissions(&id, PermissionsExt::from_mode(0o4755))?;
-        let ldd = std::process::Command::new("ldd")
-            .arg("/usr/bin/id")
-            .output()
-            .context("running ldd")?;
-        for lib in String::from_utf8_lossy(&ldd.stdout)
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-        {
-            let to = root.join(lib.trim_start_matches('/'));
-            if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::copy(lib, &to).with_context(|| format!("copying {lib}"))?;
-        }
-        Ok(())
+        std::fs::copy(lib, &to).with_context(|| format!("copying {lib}"))?;
     }
-
-    fn spec(&self, alloc_id: &str, rootfs: Option<Rootfs>, command: &[&str]) -> TaskSpec {
-        TaskSpec {
-            alloc_id: alloc_id.to_owned(),
-            task: "main".to_owned(),
-            hostname: format!("{alloc_id}-host"),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
-            env: BTreeMap::new(),
-            kill_timeout_ms: 300,
-            pids_max: 1024,
-            rootfs,
-            ..Default::default()
-        }
-    }
-
-    fn dir_rootfs(&self) -> Option<Rootfs> {
-        Some(Rootfs::Dir {
-            path: self.rootfs(),
-        })
-    }
-
-    /// Starts the task and records its supervisor and task pids for cleanup.
-    async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
-        let result = self.rt.start(spec).await;
-        let dir = self.root().join(&spec.alloc_id).join(&spec.task);
-        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            pids.push(pid);
-        }
-        if let Ok(TaskState::Running { pid, .. }) = self.rt.state(&spec.alloc_id, &spec.task) {
-            pids.push(pid);
-        }
-        result
-    }
-
-    /// Runs a probe to completion; returns its stdout, failing with its
-    /// logs unless it exited 0.
-    async fn probe(&self, spec: &TaskSpec) -> Result<String> {
-        self.start(spec).await?;
-        let state = self
-            .rt
-            .wait(&spec.alloc_id, "main", Duration::from_secs(10))
-            .await?;
-        let stdout = self.log(&spec.alloc_id, "stdout.log")?;
-        ensure!(
-            matches!(
-                state,
-                TaskState::Exited {
-                    exit_code: Some(0),
-                    ..
-                }
-            ),
-            "{}: {state:?}\nstdout:\n{stdout}\nstderr:\n{}\nsupervisor:\n{}",
-            spec.alloc_id,
-            self.log(&spec.alloc_id, "stderr.log").unwrap_or_default(),
-            self.log(&spec.alloc_id, "supervisor.log")
-                .unwrap_or_default()
-        );
-        self.rt.remove(&spec.alloc_id, "main")?;
-        Ok(stdout)
-    }
-
-    /// Starts a long-running probe and waits until its stdout has a line
-    /// `ready`; returns its host pid and stdout so far.
-    async fn start_until_ready(&self, spec: &TaskSpec) -> Result<(i32, String)> {
-        let state = self.start(spec).await?;
-        let TaskState::Running { pid, .. } = state else {
-            bail!("{}: expected running, got {state:?}", spec.alloc_id);
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = self.log(&spec.alloc_id, "stdout.log").unwrap_or_default();
-            if out.lines().any(|l| l == "ready") {
-                return Ok((pid, out));
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{}: never ready; stdout {out:?} stderr {:?}",
-                spec.alloc_id,
-                self.log(&spec.alloc_id, "stderr.log")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log(&self, alloc_id: &str, name: &str) -> Result<String> {
-        let path = self.root().join(alloc_id).join("main").join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-    }
-
-    /// Whether a cgroup directory of this harness's parent exists in any
-    /// hierarchy.
-    fn any_cgroup_left(&self) -> bool {
-        std::fs::read_dir(CGROUP_ROOT)
-            .is_ok_and(|d| d.flatten().any(|e| e.path().join(&self.parent).exists()))
-    }
+    Ok(())
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        for pid in pids.iter().rev() {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
-        // Give the supervisors a moment to remove their cgroups, then
-        // remove what is left (empty once the processes are gone).
-        std::thread::sleep(Duration::from_millis(100));
-        if let Ok(dirs) = std::fs::read_dir(CGROUP_ROOT) {
-            for hierarchy in dirs.flatten() {
-                let top = hierarchy.path().join(&self.parent);
-                if let Ok(allocs) = std::fs::read_dir(&top) {
-                    for alloc in allocs.flatten().filter(|a| a.path().is_dir()) {
-                        if let Ok(tasks) = std::fs::read_dir(alloc.path()) {
-                            for t in tasks.flatten().filter(|t| t.path().is_dir()) {
-                                let _ = std::fs::remove_dir(t.path());
-                            }
-                        }
-                        let _ = std::fs::remove_dir(alloc.path());
-                    }
-                }
-                let _ = std::fs::remove_dir(&top);
-            }
-        }
+/// [`drover_tests::runtime::task_spec`] on `rootfs` (`None`: the host's
+/// mount tree).
+fn task_spec(alloc_id: &str, rootfs: impl Into<Option<Rootfs>>, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        rootfs: rootfs.into(),
+        ..drover_tests::runtime::task_spec(alloc_id, command)
     }
 }
 
@@ -257,23 +94,11 @@ fn status_ids(pid: i32, field: &str) -> Result<String> {
         .with_context(|| format!("no {field} in {path}"))
 }
 
-fn ns(pid: &str, kind: &str) -> Result<PathBuf> {
-    let link = format!("/proc/{pid}/ns/{kind}");
-    std::fs::read_link(&link).with_context(|| format!("readlink {link}"))
-}
-
-fn mount_count() -> Result<usize> {
-    Ok(std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .filter(|l| counted_mount(l))
-        .count())
-}
-
 #[tokio::test]
 async fn root_inside_is_an_unprivileged_range_outside_and_cgroups_are_rooted() -> Result<()> {
-    let h = Harness::new("userns", NodePolicy::default())?;
+    let h = harness("userns", NodePolicy::default())?;
     // The host view: the task's own /proc, cgroup and user namespaces.
-    let spec = h.spec(
+    let spec = task_spec(
         "userns",
         Some(Rootfs::Host),
         &[
@@ -298,8 +123,8 @@ async fn root_inside_is_an_unprivileged_range_outside_and_cgroups_are_rooted() -
     assert_eq!(status_ids(pid, "Groups:")?, "", "supplementary groups kept");
     for kind in ["user", "cgroup"] {
         assert_ne!(
-            ns(&pid.to_string(), kind)?,
-            ns("self", kind)?,
+            namespace(&pid.to_string(), kind)?,
+            namespace("self", kind)?,
             "{kind} shared"
         );
     }
@@ -315,7 +140,7 @@ async fn root_inside_is_an_unprivileged_range_outside_and_cgroups_are_rooted() -
     h.rt.stop("userns", "main").await?;
     h.rt.remove("userns", "main")?;
     let out = h
-        .probe(&h.spec(
+        .probe_and_remove(&task_spec(
             "hostname",
             h.dir_rootfs(),
             &[
@@ -334,15 +159,18 @@ async fn root_inside_is_an_unprivileged_range_outside_and_cgroups_are_rooted() -
 async fn with_user_namespaces_disabled_the_map_is_the_identity() -> Result<()> {
     let mut policy = NodePolicy::default();
     policy.user_namespace.enabled = false;
-    let h = Harness::new("nouserns", policy)?;
-    let spec = h.spec(
+    let h = harness("nouserns", policy)?;
+    let spec = task_spec(
         "nouserns",
         Some(Rootfs::Host),
         &["sh", "-c", "id -u; echo ready; exec sleep 30"],
     );
     let (pid, out) = h.start_until_ready(&spec).await?;
     assert_eq!(proc_line(pid, "uid_map")?, "0 0 4294967295");
-    assert_eq!(ns(&pid.to_string(), "user")?, ns("self", "user")?);
+    assert_eq!(
+        namespace(&pid.to_string(), "user")?,
+        namespace("self", "user")?
+    );
     assert_eq!(status_ids(pid, "Uid:")?, "0 0 0 0");
     assert_eq!(out, "0\nready\n");
     h.rt.stop("nouserns", "main").await?;
@@ -352,16 +180,16 @@ async fn with_user_namespaces_disabled_the_map_is_the_identity() -> Result<()> {
 
 #[tokio::test]
 async fn users_by_number_and_name_and_a_uid_outside_the_range_is_refused() -> Result<()> {
-    let h = Harness::new("users", NodePolicy::default())?;
+    let h = harness("users", NodePolicy::default())?;
     let probe = "id -u; id -g; id -G";
-    let mut spec = h.spec("u1000", h.dir_rootfs(), &["sh", "-c", probe]);
+    let mut spec = task_spec("u1000", h.dir_rootfs(), &["sh", "-c", probe]);
     spec.user = Some("1000".to_owned());
-    assert_eq!(h.probe(&spec).await?, "1000\n1000\n1000\n");
-    let mut spec = h.spec("uname", h.dir_rootfs(), &["sh", "-c", probe]);
+    assert_eq!(h.probe_and_remove(&spec).await?, "1000\n1000\n1000\n");
+    let mut spec = task_spec("uname", h.dir_rootfs(), &["sh", "-c", probe]);
     spec.user = Some("app:staff".to_owned());
-    assert_eq!(h.probe(&spec).await?, "1000\n50\n50\n");
+    assert_eq!(h.probe_and_remove(&spec).await?, "1000\n50\n50\n");
     // On the host: the mapped ids, and no supplementary group at all.
-    let mut spec = h.spec(
+    let mut spec = task_spec(
         "uhost",
         h.dir_rootfs(),
         &["sh", "-c", "echo ready; exec sleep 30"],
@@ -391,7 +219,7 @@ async fn users_by_number_and_name_and_a_uid_outside_the_range_is_refused() -> Re
         ),
         ("a b", "is neither a number nor a user/group name"),
     ] {
-        let mut spec = h.spec("refused", h.dir_rootfs(), &["true"]);
+        let mut spec = task_spec("refused", h.dir_rootfs(), &["true"]);
         spec.user = Some(user.to_owned());
         let err = h.start(&spec).await.expect_err(user);
         assert!(err.to_string().contains(needle), "{user}: {err}");
@@ -404,11 +232,11 @@ async fn users_by_number_and_name_and_a_uid_outside_the_range_is_refused() -> Re
 
 #[tokio::test]
 async fn a_setuid_root_binary_gains_nothing_and_root_owns_its_rootfs() -> Result<()> {
-    let h = Harness::new("suid", NodePolicy::default())?;
+    let h = harness("suid", NodePolicy::default())?;
     let suid = h.rootfs().join("usr/bin/suid-id");
     // Outside, without no_new_privs, the setuid bit works: the check below
     // is meaningful.
-    std::fs::set_permissions(h.tmp.path(), PermissionsExt::from_mode(0o755))?;
+    std::fs::set_permissions(h.tmp(), PermissionsExt::from_mode(0o755))?;
     let outside = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&suid)
@@ -421,7 +249,7 @@ async fn a_setuid_root_binary_gains_nothing_and_root_owns_its_rootfs() -> Result
         "{outside:?}"
     );
 
-    let mut spec = h.spec(
+    let mut spec = task_spec(
         "suid",
         h.dir_rootfs(),
         &[
@@ -431,12 +259,12 @@ async fn a_setuid_root_binary_gains_nothing_and_root_owns_its_rootfs() -> Result
         ],
     );
     spec.user = Some("1000".to_owned());
-    assert_eq!(h.probe(&spec).await?, "1000\nNoNewPrivs:1\n");
+    assert_eq!(h.probe_and_remove(&spec).await?, "1000\nNoNewPrivs:1\n");
 
     // The idmapped rootfs: its files keep their owners inside, root may
     // change them, and the change lands in the upper dir only.
     let lower_passwd = std::fs::read(h.rootfs().join("etc/passwd"))?;
-    let spec = h.spec(
+    let spec = task_spec(
         "owner",
         h.dir_rootfs(),
         &[
@@ -486,7 +314,7 @@ async fn bind_volumes_read_only_and_writable_and_a_sized_tmpfs() -> Result<()> {
         allowed_host_paths: vec![allowed.clone()],
         ..Default::default()
     };
-    let h = Harness::new("volumes", policy)?;
+    let h = harness("volumes", policy)?;
     let script = "cat /ro/hello; \
                   (echo x > /ro/x) 2>/dev/null && echo ro-writable || echo ro-refused; \
                   echo data > /rw/out && echo rw-ok; \
@@ -494,8 +322,8 @@ async fn bind_volumes_read_only_and_writable_and_a_sized_tmpfs() -> Result<()> {
                   dd if=/dev/zero of=/scratch/big bs=1048576 count=9 2>/dev/null \
                     && echo tmpfs-unbounded || echo tmpfs-full; \
                   stat -c '%u %a' /scratch; cat /etc/hello";
-    for (alloc, rootfs) in [("vdir", h.dir_rootfs()), ("vhost", Some(Rootfs::Host))] {
-        let mut spec = h.spec(alloc, rootfs, &["/bin/sh", "-c", script]);
+    for (alloc, rootfs) in [("vdir", h.dir_rootfs()), ("vhost", Rootfs::Host)] {
+        let mut spec = task_spec(alloc, rootfs, &["/bin/sh", "-c", script]);
         if alloc == "vhost" {
             // The host view has no /bin/sh guaranteed to be busybox: use
             // the host's shell with the same applets.
@@ -552,7 +380,7 @@ async fn bind_volumes_read_only_and_writable_and_a_sized_tmpfs() -> Result<()> {
                 .replace("/rw/", "/tmp/rw/")
                 .replace("/scratch", "/tmp/scratch");
         }
-        let out = h.probe(&spec).await?;
+        let out = h.probe_and_remove(&spec).await?;
         assert_eq!(
             out, "from the host\nro-refused\nrw-ok\n8192\ntmpfs-full\n0 1777\nfrom the host\n",
             "{alloc}"
@@ -578,9 +406,11 @@ async fn a_volume_outside_the_policy_is_refused_before_anything_starts() -> Resu
     let policy = NodePolicy {
         allowed_host_paths: vec![allowed.clone()],
         allowed_rootfs_dirs: vec![tmp.path().join("rootfs-dirs")],
+        // As a policy file sets it: only the listed dirs.
+        any_rootfs: false,
         ..Default::default()
     };
-    let h = Harness::new("policy", policy)?;
+    let h = harness("policy", policy)?;
     let mounts = mount_count()?;
     for (source, needle) in [
         (
@@ -592,7 +422,7 @@ async fn a_volume_outside_the_policy_is_refused_before_anything_starts() -> Resu
             format!("(which resolves to {}) is not allowed", other.display()),
         ),
     ] {
-        let mut spec = h.spec("outside", Some(Rootfs::Host), &["true"]);
+        let mut spec = task_spec("outside", Some(Rootfs::Host), &["true"]);
         spec.volumes = vec![Volume::Bind {
             source,
             target: "/tmp/data".into(),
@@ -607,40 +437,56 @@ async fn a_volume_outside_the_policy_is_refused_before_anything_starts() -> Resu
     }
     // The rootfs directory is outside allowed_rootfs_dirs.
     let err = h
-        .start(&h.spec("rootfsdir", h.dir_rootfs(), &["true"]))
+        .start(&task_spec("rootfsdir", h.dir_rootfs(), &["true"]))
         .await
         .expect_err("rootfs outside the policy");
     let msg = err.to_string();
     assert!(msg.contains("allowed_rootfs_dirs"), "{msg}");
     assert!(msg.contains(&h.rootfs().display().to_string()), "{msg}");
     assert!(!h.root().join("rootfsdir").exists());
+    // A node that lists none allows none; `/` is refused even where any
+    // directory is allowed (it would be the host, idmapped).
+    let none = harness(
+        "policy-none",
+        NodePolicy {
+            any_rootfs: false,
+            ..Default::default()
+        },
+    )?;
+    let msg = none
+        .start(&task_spec("nodirs", none.dir_rootfs(), &["true"]))
+        .await
+        .expect_err("no rootfs dirs allowed")
+        .to_string();
+    assert!(msg.contains("this node allows none"), "{msg}");
+    let mut root = task_spec("slash", None, &["true"]);
+    root.rootfs = Some(Rootfs::Dir { path: "/".into() });
+    let msg = h.start(&root).await.expect_err("/ as rootfs").to_string();
+    assert!(msg.contains("is the host itself"), "{msg}");
     assert_eq!(mount_count()?, mounts, "a mount was left behind");
     assert!(!h.any_cgroup_left(), "a cgroup was left behind");
-    assert!(
-        h.pids.lock().map(|p| p.is_empty()).unwrap_or(false),
-        "a process was started"
-    );
+    assert!(h.tracked().is_empty(), "a process was started");
     Ok(())
 }
 
 #[tokio::test]
 async fn the_working_directory_is_honoured_and_created() -> Result<()> {
-    let h = Harness::new("workdir", NodePolicy::default())?;
-    let mut spec = h.spec(
+    let h = harness("workdir", NodePolicy::default())?;
+    let mut spec = task_spec(
         "wdir",
         h.dir_rootfs(),
         &["sh", "-c", "pwd; stat -c '%u %g' ."],
     );
     spec.workdir = Some("/app/sub".into());
     spec.user = Some("app".to_owned());
-    assert_eq!(h.probe(&spec).await?, "/app/sub\n1000 1000\n");
+    assert_eq!(h.probe_and_remove(&spec).await?, "/app/sub\n1000 1000\n");
     assert!(!h.rootfs().join("app").exists(), "created in the lower dir");
 
-    let mut spec = h.spec("whost", Some(Rootfs::Host), &["sh", "-c", "pwd"]);
+    let mut spec = task_spec("whost", Some(Rootfs::Host), &["sh", "-c", "pwd"]);
     spec.workdir = Some("/etc".into());
-    assert_eq!(h.probe(&spec).await?, "/etc\n");
+    assert_eq!(h.probe_and_remove(&spec).await?, "/etc\n");
 
-    let mut spec = h.spec("wmissing", Some(Rootfs::Host), &["true"]);
+    let mut spec = task_spec("wmissing", Some(Rootfs::Host), &["true"]);
     spec.workdir = Some("/nonexistent-drover-dir".into());
     let err = h
         .start(&spec)
@@ -652,18 +498,4 @@ async fn the_working_directory_is_honoured_and_created() -> Result<()> {
     );
     assert!(!h.root().join("wmissing").exists());
     Ok(())
-}
-
-/// Whether a `/proc/self/mountinfo` line counts for leak checks: network
-/// namespace files (`nsfs`) and the directories holding them (`.../netns`,
-/// bound onto themselves as `ip netns` does) are skipped, because other
-/// tests on this shared host create and remove them at any time, and the
-/// container runtime never mounts either in the host's namespace.
-fn counted_mount(line: &str) -> bool {
-    let mount_point = line.split(' ').nth(4).unwrap_or("");
-    let nsfs = line
-        .split(" - ")
-        .nth(1)
-        .is_some_and(|fs| fs.starts_with("nsfs "));
-    !nsfs && !mount_point.split('/').any(|c| c == "netns")
 }

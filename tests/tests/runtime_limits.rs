@@ -6,190 +6,37 @@
 //! (`drover-test-<pid>-<name>`) and its guard removes that parent, and kills
 //! every process it started, even when the test fails.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use drover_agent::cgroup::{self, Cgroups, Version};
-use drover_agent::runtime::{Runtime, TaskSpec, TaskState, KEPT_CAPABILITIES, NOFILE_LIMIT};
-use drover_tests::drover_bin;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tempfile::TempDir;
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use drover_agent::cgroup::Version;
+use drover_agent::runtime::{TaskSpec, TaskState, KEPT_CAPABILITIES, NOFILE_LIMIT};
+use drover_tests::procs::pid_exists;
+use drover_tests::runtime::{mount_count, Harness, CGROUP_ROOT};
 
 /// The leak check counts the whole test process's fds and children, so it
 /// runs alone: it takes this lock for writing, every other test for
 /// reading. (Only this binary's tests share the process.)
 static QUIESCENT: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// One test's state directory, cgroup parent and every process it started.
-struct Harness {
-    tmp: TempDir,
-    rt: Runtime,
-    parent: PathBuf,
-    cgroups: Box<dyn Cgroups>,
-    pids: Mutex<Vec<i32>>,
+/// A harness whose cgroups go under `drover-test-<pid>-<name>`.
+fn harness(name: &str) -> Result<Harness> {
+    Harness::builder().cgroups(name).build()
 }
 
-impl Harness {
-    fn new(name: &str) -> Result<Self> {
-        ensure!(
-            nix::unistd::geteuid().is_root(),
-            "the runtime e2e tests need root (namespaces, cgroups)"
-        );
-        let tmp = tempfile::tempdir().context("tempdir")?;
-        let parent = PathBuf::from(format!("drover-test-{}-{name}", std::process::id()));
-        let rt = Runtime::new(tmp.path().join("allocs"), drover_bin())
-            .with_cgroups(PathBuf::from(CGROUP_ROOT), parent.clone());
-        let cgroups = cgroup::detect(Path::new(CGROUP_ROOT)).context("detecting cgroups")?;
-        Ok(Self {
-            tmp,
-            rt,
-            parent,
-            cgroups,
-            pids: Mutex::new(Vec::new()),
-        })
+/// [`drover_tests::runtime::task_spec`] with the alloc id as hostname, a
+/// 200 ms kill timeout, half a CPU, 64 MiB and 64 pids.
+fn task_spec(alloc_id: &str, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        hostname: alloc_id.to_owned(),
+        kill_timeout_ms: 200,
+        cpu_millis: 500,
+        memory_mb: 64,
+        pids_max: 64,
+        ..drover_tests::runtime::task_spec(alloc_id, command)
     }
-
-    fn spec(&self, alloc_id: &str, command: &[&str]) -> TaskSpec {
-        TaskSpec {
-            alloc_id: alloc_id.to_owned(),
-            task: "main".to_owned(),
-            hostname: alloc_id.to_owned(),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
-            env: BTreeMap::new(),
-            kill_timeout_ms: 200,
-            cpu_millis: 500,
-            memory_mb: 64,
-            pids_max: 64,
-            rootfs: None,
-            network: None,
-            logs: Default::default(),
-            ..Default::default()
-        }
-    }
-
-    /// The task's cgroup path relative to each hierarchy.
-    fn cg_path(&self, alloc_id: &str) -> PathBuf {
-        self.parent.join(alloc_id).join("main")
-    }
-
-    /// Whether any hierarchy still has a directory for `rel`.
-    fn cgroup_exists(&self, rel: &Path) -> bool {
-        self.cgroups
-            .procs_files(rel)
-            .iter()
-            .any(|f| f.parent().is_some_and(Path::is_dir))
-    }
-
-    /// Every directory below our parent, in every hierarchy (the parent
-    /// itself included).
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for file in self.cgroups.procs_files(&self.parent) {
-            if let Some(dir) = file.parent() {
-                collect_dirs(dir, &mut out);
-            }
-        }
-        out
-    }
-
-    async fn start(&self, spec: &TaskSpec) -> Result<TaskState> {
-        let result = self.rt.start(spec).await;
-        let dir = self.dir(&spec.alloc_id);
-        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(pid) = read_pid_file(&dir.join("supervisor.pid")) {
-            pids.push(pid);
-        }
-        if let Ok(TaskState::Running { pid, .. }) = &result {
-            pids.push(*pid);
-        }
-        Ok(result?)
-    }
-
-    fn dir(&self, alloc_id: &str) -> PathBuf {
-        self.tmp.path().join("allocs").join(alloc_id).join("main")
-    }
-
-    fn log(&self, alloc_id: &str, name: &str) -> Result<String> {
-        let path = self.dir(alloc_id).join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-    }
-
-    /// Polls until the task's state is terminal.
-    async fn wait_terminal(&self, alloc_id: &str, timeout: Duration) -> Result<TaskState> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = self.rt.state(alloc_id, "main")?;
-            if state.is_terminal() {
-                return Ok(state);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{alloc_id}: still {state:?} after {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Polls until `stdout.log` contains `needle`.
-    async fn wait_stdout(&self, alloc_id: &str, needle: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while !self.log(alloc_id, "stdout.log")?.contains(needle) {
-            ensure!(
-                Instant::now() < deadline,
-                "{alloc_id}: no {needle:?} on stdout after {timeout:?}; state {:?}, stderr {:?}",
-                self.rt.state(alloc_id, "main"),
-                self.log(alloc_id, "stderr.log")
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        // Tasks first (their PID namespace dies with them), then supervisors.
-        for pid in pids.iter().rev() {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
-        // Deepest first; the kernel may need a moment to empty a cgroup.
-        let mut dirs = self.cgroup_dirs();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for dir in dirs {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while std::fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    out.push(dir.to_owned());
-    for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_dirs(&entry.path(), out);
-        }
-    }
-}
-
-fn read_pid_file(path: &Path) -> Result<i32> {
-    Ok(std::fs::read_to_string(path)?.trim().parse()?)
-}
-
-fn pid_exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Value of `key` in a `key value` file (`pids.events`, `memory.events`).
@@ -207,9 +54,9 @@ fn keyed(path: &Path, key: &str) -> Result<u64> {
 
 /// The cgroup directory of `path` for `controller` (v1) or the unified one.
 fn controller_dir(h: &Harness, controller: &str, path: &Path) -> PathBuf {
-    match h.cgroups.version() {
+    match h.cgroups().version() {
         Version::V1 => Path::new(CGROUP_ROOT).join(controller).join(path),
-        Version::V2 => h.cgroups.procs_files(path)[0]
+        Version::V2 => h.cgroups().procs_files(path)[0]
             .parent()
             .map(Path::to_owned)
             .unwrap_or_default(),
@@ -219,8 +66,8 @@ fn controller_dir(h: &Harness, controller: &str, path: &Path) -> PathBuf {
 #[tokio::test]
 async fn memory_hog_is_oom_killed_and_reported() -> Result<()> {
     let _shared = QUIESCENT.read().await;
-    let h = Harness::new("oom")?;
-    let mut spec = h.spec("hog", &["tail", "/dev/zero"]);
+    let h = harness("oom")?;
+    let mut spec = task_spec("hog", &["tail", "/dev/zero"]);
     spec.memory_mb = 32;
     h.start(&spec).await?;
     let state = h.wait_terminal("hog", Duration::from_secs(20)).await?;
@@ -248,8 +95,8 @@ async fn memory_hog_is_oom_killed_and_reported() -> Result<()> {
 #[tokio::test]
 async fn a_task_under_its_memory_limit_is_not_reported_as_oom() -> Result<()> {
     let _shared = QUIESCENT.read().await;
-    let h = Harness::new("nooom")?;
-    let state = h.start(&h.spec("calm", &["sleep", "30"])).await?;
+    let h = harness("nooom")?;
+    let state = h.start(&task_spec("calm", &["sleep", "30"])).await?;
     ensure!(matches!(state, TaskState::Running { .. }), "{state:?}");
     let state = h.rt.stop("calm", "main").await?;
     assert!(
@@ -269,11 +116,11 @@ async fn a_task_under_its_memory_limit_is_not_reported_as_oom() -> Result<()> {
 #[tokio::test]
 async fn pids_limit_stops_a_fork_bomb() -> Result<()> {
     let _shared = QUIESCENT.read().await;
-    let h = Harness::new("pids")?;
+    let h = harness("pids")?;
     // The outer shell (PID 1) keeps one background job so that `wait`
     // holds it; the inner shell forks until the limit stops it, then gives
     // up. Its sleeps stay, re-parented to PID 1.
-    let mut spec = h.spec(
+    let mut spec = task_spec(
         "bomb",
         &[
             "sh",
@@ -289,8 +136,8 @@ async fn pids_limit_stops_a_fork_bomb() -> Result<()> {
     h.wait_stdout("bomb", "done", Duration::from_secs(20))
         .await?;
     let path = h.cg_path("bomb");
-    let current = h.cgroups.pids_current(&path)?;
-    let procs = h.cgroups.procs(&path)?;
+    let current = h.cgroups().pids_current(&path)?;
+    let procs = h.cgroups().procs(&path)?;
     assert!(
         (20..=32).contains(&current),
         "pids.current {current} (limit 32)"
@@ -331,14 +178,14 @@ async fn pids_limit_stops_a_fork_bomb() -> Result<()> {
 #[tokio::test]
 async fn limits_are_written_and_the_cgroup_goes_with_the_task() -> Result<()> {
     let _shared = QUIESCENT.read().await;
-    let h = Harness::new("files")?;
+    let h = harness("files")?;
     let dirs_before = h.cgroup_dirs().len();
-    let state = h.start(&h.spec("lim", &["sleep", "30"])).await?;
+    let state = h.start(&task_spec("lim", &["sleep", "30"])).await?;
     let TaskState::Running { pid, .. } = state else {
         bail!("expected running, got {state:?}");
     };
     let path = h.cg_path("lim");
-    assert!(h.cgroups.procs(&path)?.contains(&pid));
+    assert!(h.cgroups().procs(&path)?.contains(&pid));
     let read = |controller: &str, file: &str| {
         let p = controller_dir(&h, controller, &path).join(file);
         std::fs::read_to_string(&p)
@@ -346,7 +193,7 @@ async fn limits_are_written_and_the_cgroup_goes_with_the_task() -> Result<()> {
             .with_context(|| format!("{}", p.display()))
     };
     let bytes = (64u64 * 1024 * 1024).to_string();
-    match h.cgroups.version() {
+    match h.cgroups().version() {
         Version::V1 => {
             assert_eq!(read("memory", "memory.limit_in_bytes")?, bytes);
             if controller_dir(&h, "memory", &path)
@@ -366,7 +213,7 @@ async fn limits_are_written_and_the_cgroup_goes_with_the_task() -> Result<()> {
     assert_eq!(read("pids", "pids.max")?, "64");
     assert_eq!(
         h.cgroup_dirs().len(),
-        dirs_before + 3 * h.cgroups.procs_files(&path).len()
+        dirs_before + 3 * h.cgroups().procs_files(&path).len()
     );
 
     h.rt.stop("lim", "main").await?;
@@ -374,9 +221,9 @@ async fn limits_are_written_and_the_cgroup_goes_with_the_task() -> Result<()> {
 
     // A task that ends by itself: its supervisor removes the cgroup before
     // exiting, with no stop from the runtime.
-    h.start(&h.spec("short", &["true"])).await?;
+    h.start(&task_spec("short", &["true"])).await?;
     h.wait_terminal("short", Duration::from_secs(10)).await?;
-    let supervisor = read_pid_file(&h.dir("short").join("supervisor.pid"))?;
+    let supervisor = h.supervisor_pid("short")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_to_string(format!("/proc/{supervisor}/stat"))
         .is_ok_and(|s| !s.contains(") Z"))
@@ -395,10 +242,10 @@ async fn limits_are_written_and_the_cgroup_goes_with_the_task() -> Result<()> {
 #[tokio::test]
 async fn setuid_binary_gains_nothing_and_capabilities_are_bounded() -> Result<()> {
     let _shared = QUIESCENT.read().await;
-    let h = Harness::new("nnp")?;
+    let h = harness("nnp")?;
     // A setuid-root copy of `id`, reachable by `nobody`.
-    std::fs::set_permissions(h.tmp.path(), PermissionsExt::from_mode(0o755))?;
-    let id = h.tmp.path().join("suid-id");
+    std::fs::set_permissions(h.tmp(), PermissionsExt::from_mode(0o755))?;
+    let id = h.tmp().join("suid-id");
     std::fs::copy("/usr/bin/id", &id).context("copying /usr/bin/id")?;
     std::fs::set_permissions(&id, PermissionsExt::from_mode(0o4755))?;
     let id = id.to_string_lossy().into_owned();
@@ -427,7 +274,7 @@ async fn setuid_binary_gains_nothing_and_capabilities_are_bounded() -> Result<()
          ulimit -n; ulimit -Hn; ulimit -c; {} {id}",
         drop_to_nobody.join(" ")
     );
-    h.start(&h.spec("nnp", &["sh", "-c", &script])).await?;
+    h.start(&task_spec("nnp", &["sh", "-c", &script])).await?;
     let state = h.wait_terminal("nnp", Duration::from_secs(10)).await?;
     ensure!(
         matches!(
@@ -492,10 +339,7 @@ fn footprint(h: &Harness) -> Result<Footprint> {
         }
     }
     Ok(Footprint {
-        mounts: std::fs::read_to_string("/proc/self/mountinfo")?
-            .lines()
-            .filter(|l| counted_mount(l))
-            .count(),
+        mounts: mount_count()?,
         fds: std::fs::read_dir("/proc/self/fd")?.count(),
         children,
         cgroup_dirs: h.cgroup_dirs().len(),
@@ -505,8 +349,8 @@ fn footprint(h: &Harness) -> Result<Footprint> {
 #[tokio::test]
 async fn start_stop_cycles_leave_nothing_behind() -> Result<()> {
     let _alone = QUIESCENT.write().await;
-    let h = Harness::new("cycles")?;
-    let mut spec = h.spec("cycle", &["true"]);
+    let h = harness("cycles")?;
+    let mut spec = task_spec("cycle", &["true"]);
     spec.kill_timeout_ms = 20;
     // One warm-up cycle: the first start may open long-lived descriptors
     // (tokio's signal driver for child reaping).
@@ -536,7 +380,7 @@ async fn start_stop_cycles_leave_nothing_behind() -> Result<()> {
             "cycle {i}: {state:?}"
         );
         h.rt.remove("cycle", "main")?;
-        h.pids.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        h.forget_tracked();
     }
     let elapsed = started.elapsed();
     // The runtime's reaper tasks collect the last supervisors' zombies
@@ -557,12 +401,12 @@ async fn start_stop_cycles_leave_nothing_behind() -> Result<()> {
 #[tokio::test]
 async fn cgroups_left_by_killed_supervisors_are_swept() -> Result<()> {
     let _shared = QUIESCENT.read().await;
-    let h = Harness::new("sweep")?;
+    let h = harness("sweep")?;
     // What a SIGKILLed supervisor leaves: an empty task cgroup, long ago.
-    let stale = h.parent.join("gone").join("main");
+    let stale = h.cgroup_parent().join("gone").join("main");
     let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
     for dir in h
-        .cgroups
+        .cgroups()
         .procs_files(&stale)
         .iter()
         .filter_map(|f| f.parent())
@@ -571,20 +415,20 @@ async fn cgroups_left_by_killed_supervisors_are_swept() -> Result<()> {
         std::fs::File::open(dir)?.set_modified(long_ago)?;
     }
     // A young empty one may be a cgroup being set up: kept.
-    let young = h.parent.join("young").join("main");
+    let young = h.cgroup_parent().join("young").join("main");
     for dir in h
-        .cgroups
+        .cgroups()
         .procs_files(&young)
         .iter()
         .filter_map(|f| f.parent())
     {
         std::fs::create_dir_all(dir)?;
     }
-    let state = h.start(&h.spec("live", &["sleep", "30"])).await?;
+    let state = h.start(&task_spec("live", &["sleep", "30"])).await?;
     ensure!(matches!(state, TaskState::Running { .. }), "{state:?}");
     assert!(!h.cgroup_exists(&stale), "stale cgroup kept");
     assert!(
-        !h.cgroup_exists(&h.parent.join("gone")),
+        !h.cgroup_exists(&h.cgroup_parent().join("gone")),
         "its alloc cgroup kept"
     );
     assert!(h.cgroup_exists(&young), "young cgroup removed");
@@ -594,18 +438,4 @@ async fn cgroups_left_by_killed_supervisors_are_swept() -> Result<()> {
     );
     h.rt.stop("live", "main").await?;
     Ok(())
-}
-
-/// Whether a `/proc/self/mountinfo` line counts for leak checks: network
-/// namespace files (`nsfs`) and the directories holding them (`.../netns`,
-/// bound onto themselves as `ip netns` does) are skipped, because other
-/// tests on this shared host create and remove them at any time, and the
-/// container runtime never mounts either in the host's namespace.
-fn counted_mount(line: &str) -> bool {
-    let mount_point = line.split(' ').nth(4).unwrap_or("");
-    let nsfs = line
-        .split(" - ")
-        .nth(1)
-        .is_some_and(|fs| fs.starts_with("nsfs "));
-    !nsfs && !mount_point.split('/').any(|c| c == "netns")
 }

@@ -11,16 +11,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use drover_agent::runtime::{OciError, Rootfs, Runtime, RuntimeError, TaskSpec, TaskState};
-use drover_tests::drover_bin;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use drover_agent::runtime::{OciError, Rootfs, RuntimeError, TaskSpec};
+use drover_tests::runtime::{busybox_tree, mount_count, Harness};
 use serde_json::json;
-use tempfile::TempDir;
 
 /// Busybox applets linked into the base layer's `/bin`.
 const APPLETS: [&str; 10] = [
@@ -35,303 +30,208 @@ const PROBE: &str = "cat /marker; test -e /etc/doomed || echo doomed-gone; \
 /// What [`PROBE`] prints for the test image with `OVERRIDE=task`.
 const PROBE_OUT: &str = "layer2\ndoomed-gone\nkept\nnew \n/work\nimage task\n";
 
-/// One test's temp dir (state root, image cache, images), and every
-/// process it started, SIGKILLed by pid on drop.
-struct Harness {
-    tmp: TempDir,
-    rt: Runtime,
-    pids: Mutex<Vec<i32>>,
-}
-
 /// A layer as it goes into the image: a tar file and its media type.
 struct Layer {
     tar: PathBuf,
     gzip: bool,
 }
 
-impl Harness {
-    fn new() -> Result<Self> {
-        ensure!(
-            nix::unistd::geteuid().is_root(),
-            "the OCI e2e tests need root (namespaces, mounts)"
-        );
-        let tmp = tempfile::tempdir().context("tempdir")?;
-        let rt = Runtime::new(tmp.path().join("allocs"), drover_bin())
-            .with_image_cache(tmp.path().join("cache"));
-        Ok(Self {
-            tmp,
-            rt,
-            pids: Mutex::new(Vec::new()),
-        })
-    }
+/// A harness whose image cache is `<tmp>/cache`.
+fn harness() -> Result<Harness> {
+    Harness::builder().image_cache().build()
+}
 
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.path("allocs")
-    }
-
-    /// The unpacked layers in the cache (hex digests, sorted) and whether
-    /// its temp dir is empty.
-    fn cached(&self) -> Result<(Vec<String>, bool)> {
-        let names = |dir: PathBuf| -> Result<Vec<String>> {
-            let mut out = Vec::new();
-            match std::fs::read_dir(&dir) {
-                Ok(entries) => {
-                    for e in entries {
-                        out.push(e?.file_name().to_string_lossy().into_owned());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-            }
-            out.sort();
-            Ok(out)
-        };
-        let layers = names(self.path("cache/layers"))?;
-        let tmp_empty = names(self.path("cache/tmp"))?.is_empty();
-        Ok((layers, tmp_empty))
-    }
-
-    /// The busybox base layer: `/bin` with applet links, `/etc/doomed`
-    /// (deleted by the second layer), `/etc/kept`, `/opq/old` (hidden by
-    /// the second layer's opaque `/opq`).
-    fn base_layer(&self) -> Result<Layer> {
-        let dir = self.path("src/base");
-        for sub in ["bin", "etc", "opq"] {
-            std::fs::create_dir_all(dir.join(sub))?;
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .context("busybox not found: apt-get install -y busybox-static")?;
-        std::fs::copy(busybox, dir.join("bin/busybox")).context("copying busybox")?;
-        for applet in APPLETS {
-            symlink("busybox", dir.join("bin").join(applet))?;
-        }
-        symlink("/bin/busybox", dir.join("bin/tr"))?;
-        std::fs::write(dir.join("etc/doomed"), "doomed\n")?;
-        std::fs::write(dir.join("etc/kept"), "kept\n")?;
-        std::fs::write(dir.join("opq/old"), "old\n")?;
-        self.pack("base", &[(&dir, &["."])], true)
-    }
-
-    /// The second layer: a marker, `/work`, a whiteout for `/etc/doomed`
-    /// and an opaque `/opq` holding only `new`.
-    fn top_layer(&self) -> Result<Layer> {
-        let dir = self.path("src/top");
-        for sub in ["etc", "opq", "work"] {
-            std::fs::create_dir_all(dir.join(sub))?;
-        }
-        std::fs::write(dir.join("marker"), "layer2\n")?;
-        std::fs::write(dir.join("etc/.wh.doomed"), "")?;
-        std::fs::write(dir.join("opq/.wh..wh..opq"), "")?;
-        std::fs::write(dir.join("opq/new"), "new\n")?;
-        self.pack("top", &[(&dir, &["."])], false)
-    }
-
-    /// Packs `(dir, members)` groups into `<tmp>/src/<name>.tar[.gz]`.
-    fn pack(&self, name: &str, groups: &[(&Path, &[&str])], gzip: bool) -> Result<Layer> {
-        let tar = self.path(&format!("src/{name}.tar"));
-        let mut cmd = Command::new("tar");
-        cmd.arg("--numeric-owner").arg("-P").arg("-cf").arg(&tar);
-        for (dir, members) in groups {
-            cmd.arg("-C").arg(dir).args(*members);
-        }
-        run(&mut cmd)?;
-        if !gzip {
-            return Ok(Layer { tar, gzip });
-        }
-        run(Command::new("gzip").arg("-n").arg(&tar))?;
-        Ok(Layer {
-            tar: tar.with_extension("tar.gz"),
-            gzip,
-        })
-    }
-
-    /// A layout at `<tmp>/<name>` with `layers` (bottom first) and a config
-    /// whose `Cmd` is [`PROBE`]; returns the layout dir and the layers'
-    /// digests.
-    fn image(&self, name: &str, layers: &[Layer]) -> Result<(PathBuf, Vec<String>)> {
-        self.image_in(name, layers, "/work")
-    }
-
-    /// [`Harness::image`] with another `WorkingDir`.
-    fn image_in(
-        &self,
-        name: &str,
-        layers: &[Layer],
-        working_dir: &str,
-    ) -> Result<(PathBuf, Vec<String>)> {
-        self.image_as(name, layers, working_dir, "")
-    }
-
-    /// [`Harness::image_in`] with a config `User` (empty: none).
-    fn image_as(
-        &self,
-        name: &str,
-        layers: &[Layer],
-        working_dir: &str,
-        user: &str,
-    ) -> Result<(PathBuf, Vec<String>)> {
-        let layout = self.path(name);
-        std::fs::create_dir_all(layout.join("blobs/sha256"))?;
-        let mut descriptors = Vec::new();
-        let mut digests = Vec::new();
-        for layer in layers {
-            let digest = add_blob(&layout, &std::fs::read(&layer.tar)?)?;
-            let media_type = if layer.gzip {
-                "application/vnd.oci.image.layer.v1.tar+gzip"
-            } else {
-                "application/vnd.oci.image.layer.v1.tar"
-            };
-            descriptors.push(json!({
-                "mediaType": media_type,
-                "digest": digest,
-                "size": std::fs::metadata(&layer.tar)?.len(),
-            }));
-            digests.push(digest);
-        }
-        let config = serde_json::to_vec(&json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {
-                "Cmd": ["sh", "-c", PROBE],
-                "Env": ["PATH=/bin", "FROM_IMAGE=image", "OVERRIDE=image"],
-                "WorkingDir": working_dir,
-                "User": user,
-            },
-            "rootfs": {"type": "layers", "diff_ids": []},
-        }))?;
-        let config_digest = add_blob(&layout, &config)?;
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": config.len(),
-            },
-            "layers": descriptors,
-        }))?;
-        let manifest_digest = add_blob(&layout, &manifest)?;
-        let index = json!({
-            "schemaVersion": 2,
-            "manifests": [{
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest_digest,
-                "size": manifest.len(),
-                "platform": {"architecture": "amd64", "os": "linux"},
-            }],
-        });
-        std::fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
-        std::fs::write(
-            layout.join("oci-layout"),
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )?;
-        Ok((layout, digests))
-    }
-
-    /// The test image: base and top layers.
-    fn test_image(&self, name: &str) -> Result<(PathBuf, Vec<String>)> {
-        let layers = [self.base_layer()?, self.top_layer()?];
-        self.image(name, &layers)
-    }
-
-    fn spec(&self, alloc_id: &str, image: &Path, command: &[&str]) -> TaskSpec {
-        TaskSpec {
-            alloc_id: alloc_id.to_owned(),
-            task: "main".to_owned(),
-            hostname: alloc_id.to_owned(),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
-            env: BTreeMap::from([("OVERRIDE".to_owned(), "task".to_owned())]),
-            kill_timeout_ms: 300,
-            cpu_millis: 0,
-            memory_mb: 0,
-            pids_max: 1024,
-            rootfs: Some(Rootfs::Oci {
-                image: image.to_owned(),
-            }),
-            network: None,
-            logs: Default::default(),
-            ..Default::default()
-        }
-    }
-
-    /// Starts the task, recording its supervisor and task pids for cleanup.
-    async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
-        let result = self.rt.start(spec).await;
-        let dir = self.root().join(&spec.alloc_id).join(&spec.task);
-        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            pids.push(pid);
-        }
-        if let Ok(TaskState::Running { pid, .. }) = self.rt.state(&spec.alloc_id, &spec.task) {
-            pids.push(pid);
-        }
-        result
-    }
-
-    /// Runs a probe to completion; returns its stdout, failing with its
-    /// logs unless it exited 0.
-    async fn probe(&self, spec: &TaskSpec) -> Result<String> {
-        self.start(spec).await?;
-        let state = self
-            .rt
-            .wait(&spec.alloc_id, "main", Duration::from_secs(10))
-            .await?;
-        let dir = self.root().join(&spec.alloc_id).join("main");
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        let stdout = read("stdout.log");
-        ensure!(
-            matches!(
-                state,
-                TaskState::Exited {
-                    exit_code: Some(0),
-                    ..
-                }
-            ),
-            "{}: {state:?}\nstdout:\n{stdout}\nstderr:\n{}\nsupervisor:\n{}",
-            spec.alloc_id,
-            read("stderr.log"),
-            read("supervisor.log"),
-        );
-        Ok(stdout)
-    }
-
-    /// Expects the start to be refused with an image error naming every
-    /// string of `names`, and nothing to be left in the state root.
-    async fn refused(&self, spec: &TaskSpec, names: &[&str]) -> Result<()> {
-        let err = match self.start(spec).await {
-            Ok(state) => bail!("{}: started: {state:?}", spec.alloc_id),
-            Err(err) => err,
-        };
-        ensure!(matches!(err, RuntimeError::Image(_)), "{err:?}");
-        let message = err.to_string();
-        eprintln!("{}: refused: {message}", spec.alloc_id);
-        for name in names {
-            ensure!(message.contains(name), "{message:?} does not name {name}");
-        }
-        ensure!(
-            !self.root().join(&spec.alloc_id).exists(),
-            "task dir left behind"
-        );
-        Ok(())
+/// [`drover_tests::runtime::task_spec`] on `image`, with `OVERRIDE=task`
+/// and the alloc id as hostname.
+fn task_spec(alloc_id: &str, image: &Path, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        hostname: alloc_id.to_owned(),
+        env: BTreeMap::from([("OVERRIDE".to_owned(), "task".to_owned())]),
+        rootfs: Some(Rootfs::Oci {
+            image: image.to_owned(),
+        }),
+        ..drover_tests::runtime::task_spec(alloc_id, command)
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        for pid in pids.iter().rev() {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+/// The unpacked layers in the cache (hex digests, sorted) and whether
+/// its temp dir is empty.
+fn cached(h: &Harness) -> Result<(Vec<String>, bool)> {
+    let names = |dir: PathBuf| -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for e in entries {
+                    out.push(e?.file_name().to_string_lossy().into_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
         }
+        out.sort();
+        Ok(out)
+    };
+    let layers = names(h.path("cache/layers"))?;
+    let tmp_empty = names(h.path("cache/tmp"))?.is_empty();
+    Ok((layers, tmp_empty))
+}
+
+/// The busybox base layer: `/bin` with applet links, `/etc/doomed`
+/// (deleted by the second layer), `/etc/kept`, `/opq/old` (hidden by
+/// the second layer's opaque `/opq`).
+fn base_layer(h: &Harness) -> Result<Layer> {
+    let dir = h.path("src/base");
+    for sub in ["etc", "opq"] {
+        std::fs::create_dir_all(dir.join(sub))?;
     }
+    busybox_tree(&dir, &APPLETS)?;
+    symlink("/bin/busybox", dir.join("bin/tr"))?;
+    std::fs::write(dir.join("etc/doomed"), "doomed\n")?;
+    std::fs::write(dir.join("etc/kept"), "kept\n")?;
+    std::fs::write(dir.join("opq/old"), "old\n")?;
+    pack(h, "base", &[(&dir, &["."])], true)
+}
+
+/// The second layer: a marker, `/work`, a whiteout for `/etc/doomed`
+/// and an opaque `/opq` holding only `new`.
+fn top_layer(h: &Harness) -> Result<Layer> {
+    let dir = h.path("src/top");
+    for sub in ["etc", "opq", "work"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::write(dir.join("marker"), "layer2\n")?;
+    std::fs::write(dir.join("etc/.wh.doomed"), "")?;
+    std::fs::write(dir.join("opq/.wh..wh..opq"), "")?;
+    std::fs::write(dir.join("opq/new"), "new\n")?;
+    pack(h, "top", &[(&dir, &["."])], false)
+}
+
+/// Packs `(dir, members)` groups into `<tmp>/src/<name>.tar[.gz]`.
+fn pack(h: &Harness, name: &str, groups: &[(&Path, &[&str])], gzip: bool) -> Result<Layer> {
+    let tar = h.path(&format!("src/{name}.tar"));
+    let mut cmd = Command::new("tar");
+    cmd.arg("--numeric-owner").arg("-P").arg("-cf").arg(&tar);
+    for (dir, members) in groups {
+        cmd.arg("-C").arg(dir).args(*members);
+    }
+    run(&mut cmd)?;
+    if !gzip {
+        return Ok(Layer { tar, gzip });
+    }
+    run(Command::new("gzip").arg("-n").arg(&tar))?;
+    Ok(Layer {
+        tar: tar.with_extension("tar.gz"),
+        gzip,
+    })
+}
+
+/// A layout at `<tmp>/<name>` with `layers` (bottom first) and a config
+/// whose `Cmd` is [`PROBE`]; returns the layout dir and the layers'
+/// digests.
+fn oci_image(h: &Harness, name: &str, layers: &[Layer]) -> Result<(PathBuf, Vec<String>)> {
+    oci_image_in(h, name, layers, "/work")
+}
+
+/// [`oci_image`] with another `WorkingDir`.
+fn oci_image_in(
+    h: &Harness,
+    name: &str,
+    layers: &[Layer],
+    working_dir: &str,
+) -> Result<(PathBuf, Vec<String>)> {
+    oci_image_as(h, name, layers, working_dir, "")
+}
+
+/// [`oci_image_in`] with a config `User` (empty: none).
+fn oci_image_as(
+    h: &Harness,
+    name: &str,
+    layers: &[Layer],
+    working_dir: &str,
+    user: &str,
+) -> Result<(PathBuf, Vec<String>)> {
+    let layout = h.path(name);
+    std::fs::create_dir_all(layout.join("blobs/sha256"))?;
+    let mut descriptors = Vec::new();
+    let mut digests = Vec::new();
+    for layer in layers {
+        let digest = add_blob(&layout, &std::fs::read(&layer.tar)?)?;
+        let media_type = if layer.gzip {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
+        descriptors.push(json!({
+            "mediaType": media_type,
+            "digest": digest,
+            "size": std::fs::metadata(&layer.tar)?.len(),
+        }));
+        digests.push(digest);
+    }
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Cmd": ["sh", "-c", PROBE],
+            "Env": ["PATH=/bin", "FROM_IMAGE=image", "OVERRIDE=image"],
+            "WorkingDir": working_dir,
+            "User": user,
+        },
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }))?;
+    let config_digest = add_blob(&layout, &config)?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": descriptors,
+    }))?;
+    let manifest_digest = add_blob(&layout, &manifest)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }],
+    });
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index)?)?;
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    Ok((layout, digests))
+}
+
+/// The test image: base and top layers.
+fn test_image(h: &Harness, name: &str) -> Result<(PathBuf, Vec<String>)> {
+    let layers = [base_layer(h)?, top_layer(h)?];
+    oci_image(h, name, &layers)
+}
+
+/// Expects the start to be refused with an image error naming every
+/// string of `names`, and nothing to be left in the state root.
+async fn refused(h: &Harness, spec: &TaskSpec, names: &[&str]) -> Result<()> {
+    let err = match h.start(spec).await {
+        Ok(state) => bail!("{}: started: {state:?}", spec.alloc_id),
+        Err(err) => err,
+    };
+    ensure!(matches!(err, RuntimeError::Image(_)), "{err:?}");
+    let message = err.to_string();
+    eprintln!("{}: refused: {message}", spec.alloc_id);
+    for name in names {
+        ensure!(message.contains(name), "{message:?} does not name {name}");
+    }
+    ensure!(
+        !h.root().join(&spec.alloc_id).exists(),
+        "task dir left behind"
+    );
+    Ok(())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -363,28 +263,20 @@ fn add_blob(layout: &Path, bytes: &[u8]) -> Result<String> {
     Ok(format!("sha256:{hex}"))
 }
 
-fn mount_count() -> Result<usize> {
-    Ok(std::fs::read_to_string("/proc/self/mountinfo")
-        .context("reading /proc/self/mountinfo")?
-        .lines()
-        .filter(|l| counted_mount(l))
-        .count())
-}
-
 fn hex(digest: &str) -> String {
     digest.trim_start_matches("sha256:").to_owned()
 }
 
 #[tokio::test]
 async fn image_cmd_runs_on_its_layers_and_each_layer_is_unpacked_once() -> Result<()> {
-    let h = Harness::new()?;
+    let h = harness()?;
     let mounts_before = mount_count()?;
-    let (image, digests) = h.test_image("image")?;
-    assert_eq!(h.probe(&h.spec("oci1", &image, &[])).await?, PROBE_OUT);
+    let (image, digests) = test_image(&h, "image")?;
+    assert_eq!(h.probe(&task_spec("oci1", &image, &[])).await?, PROBE_OUT);
     // The task's own command replaces Entrypoint + Cmd; a write lands in
     // its upper dir, not in the cached layer.
     let out = h
-        .probe(&h.spec(
+        .probe(&task_spec(
             "oci2",
             &image,
             &["sh", "-c", "echo x > /marker; cat /marker; pwd"],
@@ -393,11 +285,11 @@ async fn image_cmd_runs_on_its_layers_and_each_layer_is_unpacked_once() -> Resul
     assert_eq!(out, "x\n/work\n");
     let mut expected: Vec<String> = digests.iter().map(|d| hex(d)).collect();
     expected.sort();
-    assert_eq!(h.cached()?, (expected, true), "cache after two tasks");
+    assert_eq!(cached(&h)?, (expected, true), "cache after two tasks");
     let top = h.path("cache/layers").join(hex(&digests[1]));
     assert_eq!(std::fs::read_to_string(top.join("marker"))?, "layer2\n");
     // A third task still sees the image's file, not the second's write.
-    assert_eq!(h.probe(&h.spec("oci3", &image, &[])).await?, PROBE_OUT);
+    assert_eq!(h.probe(&task_spec("oci3", &image, &[])).await?, PROBE_OUT);
     for alloc in ["oci1", "oci2", "oci3"] {
         h.rt.remove(alloc, "main")?;
     }
@@ -408,8 +300,8 @@ async fn image_cmd_runs_on_its_layers_and_each_layer_is_unpacked_once() -> Resul
 
 #[tokio::test]
 async fn a_tar_of_the_layout_works() -> Result<()> {
-    let h = Harness::new()?;
-    let (layout, _) = h.test_image("image")?;
+    let h = harness()?;
+    let (layout, _) = test_image(&h, "image")?;
     let tar = h.path("image.tar");
     run(Command::new("tar")
         .arg("-cf")
@@ -418,19 +310,19 @@ async fn a_tar_of_the_layout_works() -> Result<()> {
         .arg(&layout)
         .arg("."))?;
     std::fs::remove_dir_all(&layout)?;
-    assert_eq!(h.probe(&h.spec("tar", &tar, &[])).await?, PROBE_OUT);
+    assert_eq!(h.probe(&task_spec("tar", &tar, &[])).await?, PROBE_OUT);
     Ok(())
 }
 
 #[tokio::test]
 async fn concurrent_resolves_of_one_image_share_the_cache() -> Result<()> {
-    let h = Harness::new()?;
-    let (image, digests) = h.test_image("image")?;
+    let h = harness()?;
+    let (image, digests) = test_image(&h, "image")?;
     let (a, b) = tokio::join!(h.rt.resolve_image(&image), h.rt.resolve_image(&image));
     let (a, b) = (a?, b?);
     assert_eq!(a.layers, b.layers);
     assert_eq!(a.layers.len(), 2);
-    let (layers, tmp_empty) = h.cached()?;
+    let (layers, tmp_empty) = cached(&h)?;
     assert_eq!(layers.len(), digests.len());
     assert!(tmp_empty, "a temp unpack dir was left behind");
     Ok(())
@@ -438,17 +330,16 @@ async fn concurrent_resolves_of_one_image_share_the_cache() -> Result<()> {
 
 #[tokio::test]
 async fn a_corrupt_blob_is_refused_before_anything_starts() -> Result<()> {
-    let h = Harness::new()?;
-    let (image, digests) = h.test_image("image")?;
+    let h = harness()?;
+    let (image, digests) = test_image(&h, "image")?;
     let blob = image.join("blobs/sha256").join(hex(&digests[1]));
     let mut bytes = std::fs::read(&blob)?;
     bytes.push(b'!');
     std::fs::write(&blob, bytes)?;
-    let spec = h.spec("corrupt", &image, &[]);
-    h.refused(&spec, &[&digests[1], &image.display().to_string()])
-        .await?;
+    let spec = task_spec("corrupt", &image, &[]);
+    refused(&h, &spec, &[&digests[1], &image.display().to_string()]).await?;
     assert!(!h.root().exists() || std::fs::read_dir(h.root())?.next().is_none());
-    let (layers, tmp_empty) = h.cached()?;
+    let (layers, tmp_empty) = cached(&h)?;
     assert!(!layers.contains(&hex(&digests[1])), "corrupt layer cached");
     assert!(tmp_empty);
     Ok(())
@@ -456,8 +347,8 @@ async fn a_corrupt_blob_is_refused_before_anything_starts() -> Result<()> {
 
 #[tokio::test]
 async fn layers_that_escape_their_root_are_refused() -> Result<()> {
-    let h = Harness::new()?;
-    let base = h.base_layer()?;
+    let h = harness()?;
+    let base = base_layer(&h)?;
     let src = h.path("src/evil");
     std::fs::create_dir_all(src.join("real/evil"))?;
     std::fs::create_dir_all(src.join("links"))?;
@@ -477,7 +368,8 @@ async fn layers_that_escape_their_root_are_refused() -> Result<()> {
         .arg(&src)
         .arg("escape"))?;
     // A symlink to a host directory, then a file written through it.
-    let through = h.pack(
+    let through = pack(
+        &h,
         "through",
         &[
             (&src.join("links"), &["evil"]),
@@ -499,7 +391,7 @@ async fn layers_that_escape_their_root_are_refused() -> Result<()> {
         .arg(src.join("hl"))
         .args(["dirlink", "a", "b"]))?;
     // A relative symlink climbing above the layer root.
-    let up = h.pack("up", &[(&src.join("links"), &["up"])], false)?;
+    let up = pack(&h, "up", &[(&src.join("links"), &["up"])], false)?;
 
     let cases = [
         (
@@ -522,11 +414,12 @@ async fn layers_that_escape_their_root_are_refused() -> Result<()> {
         ),
     ];
     let base_hex = {
-        let (_, digests) = h.image("probe-base", std::slice::from_ref(&base))?;
+        let (_, digests) = oci_image(&h, "probe-base", std::slice::from_ref(&base))?;
         hex(&digests[0])
     };
     for (name, layer, entry) in cases {
-        let (image, digests) = h.image(
+        let (image, digests) = oci_image(
+            &h,
             &format!("img-{name}"),
             &[
                 Layer {
@@ -536,11 +429,11 @@ async fn layers_that_escape_their_root_are_refused() -> Result<()> {
                 layer,
             ],
         )?;
-        let spec = h.spec(name, &image, &[]);
-        h.refused(&spec, &[entry, &digests[1]])
+        let spec = task_spec(name, &image, &[]);
+        refused(&h, &spec, &[entry, &digests[1]])
             .await
             .with_context(|| name.to_owned())?;
-        let (layers, tmp_empty) = h.cached()?;
+        let (layers, tmp_empty) = cached(&h)?;
         assert_eq!(
             layers,
             std::slice::from_ref(&base_hex),
@@ -557,15 +450,20 @@ async fn layers_that_escape_their_root_are_refused() -> Result<()> {
     }
     let host_file = outside.join("x");
     std::fs::write(&host_file, "host\n")?;
-    let (image, _) = h.image(
+    let (image, _) = oci_image(
+        &h,
         "img-hardlink-again",
         &[Layer {
             tar: h.path("src/hardlink.tar"),
             gzip: false,
         }],
     )?;
-    h.refused(&h.spec("hardlink-again", &image, &["/b"]), &["dirlink/x"])
-        .await?;
+    refused(
+        &h,
+        &task_spec("hardlink-again", &image, &["/b"]),
+        &["dirlink/x"],
+    )
+    .await?;
     let entries: Vec<_> = std::fs::read_dir(&outside)?.collect::<Result<_, _>>()?;
     assert_eq!(entries.len(), 1, "a file was written through the symlink");
     let meta = std::fs::metadata(&host_file)?;
@@ -579,9 +477,9 @@ async fn layers_that_escape_their_root_are_refused() -> Result<()> {
 
 #[tokio::test]
 async fn a_missing_command_or_image_is_refused_naming_it() -> Result<()> {
-    let h = Harness::new()?;
-    let (image, _) = h.test_image("image")?;
-    let spec = h.spec("nocmd", &image, &["/bin/bash"]);
+    let h = harness()?;
+    let (image, _) = test_image(&h, "image")?;
+    let spec = task_spec("nocmd", &image, &["/bin/bash"]);
     let err = h.start(&spec).await.err().context("/bin/bash accepted")?;
     assert!(matches!(err, RuntimeError::CommandNotFound { .. }), "{err}");
     assert!(
@@ -592,7 +490,7 @@ async fn a_missing_command_or_image_is_refused_naming_it() -> Result<()> {
 
     let missing = h.path("no-such-image");
     let err = h
-        .start(&h.spec("noimage", &missing, &[]))
+        .start(&task_spec("noimage", &missing, &[]))
         .await
         .err()
         .context("a missing image was accepted")?;
@@ -607,9 +505,9 @@ async fn a_missing_command_or_image_is_refused_naming_it() -> Result<()> {
 
 #[tokio::test]
 async fn a_missing_working_dir_is_created_in_the_upper_dir() -> Result<()> {
-    let h = Harness::new()?;
-    let (image, digests) = h.image_in("image", &[h.base_layer()?], "/srv/app")?;
-    let spec = h.spec("wd", &image, &["sh", "-c", "pwd"]);
+    let h = harness()?;
+    let (image, digests) = oci_image_in(&h, "image", &[base_layer(&h)?], "/srv/app")?;
+    let spec = task_spec("wd", &image, &["sh", "-c", "pwd"]);
     assert_eq!(h.probe(&spec).await?, "/srv/app\n");
     let layer = h.path("cache/layers").join(hex(&digests[0]));
     assert!(!layer.join("srv").exists(), "the cached layer was written");
@@ -617,23 +515,9 @@ async fn a_missing_working_dir_is_created_in_the_upper_dir() -> Result<()> {
     Ok(())
 }
 
-/// Whether a `/proc/self/mountinfo` line counts for leak checks: network
-/// namespace files (`nsfs`) and the directories holding them (`.../netns`,
-/// bound onto themselves as `ip netns` does) are skipped, because other
-/// tests on this shared host create and remove them at any time, and the
-/// container runtime never mounts either in the host's namespace.
-fn counted_mount(line: &str) -> bool {
-    let mount_point = line.split(' ').nth(4).unwrap_or("");
-    let nsfs = line
-        .split(" - ")
-        .nth(1)
-        .is_some_and(|fs| fs.starts_with("nsfs "));
-    !nsfs && !mount_point.split('/').any(|c| c == "netns")
-}
-
 #[tokio::test]
 async fn the_image_user_is_the_default_and_unused_layers_are_collected() -> Result<()> {
-    let h = Harness::new()?;
+    let h = harness()?;
     // A layer with the image's own /etc/passwd and busybox's `id`.
     let dir = h.path("src/users");
     std::fs::create_dir_all(dir.join("etc"))?;
@@ -643,11 +527,11 @@ async fn the_image_user_is_the_default_and_unused_layers_are_collected() -> Resu
         dir.join("etc/passwd"),
         "root:x:0:0::/:/bin/sh\nimg:x:4242:4343::/:/bin/sh\n",
     )?;
-    let users = h.pack("users", &[(&dir, &["."])], false)?;
-    let (image, digests) = h.image_as("image", &[h.base_layer()?, users], "/", "img")?;
-    let spec = h.spec("user", &image, &["sh", "-c", "id -u; id -g"]);
+    let users = pack(&h, "users", &[(&dir, &["."])], false)?;
+    let (image, digests) = oci_image_as(&h, "image", &[base_layer(&h)?, users], "/", "img")?;
+    let spec = task_spec("user", &image, &["sh", "-c", "id -u; id -g"]);
     assert_eq!(h.probe(&spec).await?, "4242\n4343\n", "the image's User");
-    let mut own = h.spec("own", &image, &["sh", "-c", "id -u"]);
+    let mut own = task_spec("own", &image, &["sh", "-c", "id -u"]);
     own.user = Some("0".to_owned());
     assert_eq!(h.probe(&own).await?, "0\n", "the task's user wins");
 

@@ -3,18 +3,13 @@
 //! [`Rootfs::Host`]), each property probed from inside the container.
 //! Build the binary first: `cargo build -p drover-cli`.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use drover_agent::runtime::{Rootfs, Runtime, RuntimeError, TaskSpec, TaskState, DEV_ENTRIES};
-use drover_tests::drover_bin;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tempfile::TempDir;
+use drover_agent::runtime::{Rootfs, RuntimeError, TaskSpec, TaskState, DEV_ENTRIES};
+use drover_tests::runtime::{busybox_tree, mount_count, Harness};
 
 /// Busybox applets linked into the test rootfs's `/bin`.
 const APPLETS: [&str; 20] = [
@@ -25,156 +20,36 @@ const APPLETS: [&str; 20] = [
 /// Marker file at the root of the test rootfs.
 const MARKER: &str = "drover-rootfs-marker";
 
-/// One test's state directory, its busybox rootfs, and every process it
-/// started; the processes are SIGKILLed by pid on drop (the temp dirs are
-/// removed after), so a failing test leaves nothing running.
-struct Harness {
-    tmp: TempDir,
-    rt: Runtime,
-    pids: Mutex<Vec<i32>>,
+/// A harness with its busybox rootfs built at [`Harness::rootfs`].
+fn harness() -> Result<Harness> {
+    let h = Harness::new()?;
+    build_rootfs(&h.rootfs())?;
+    Ok(h)
 }
 
-impl Harness {
-    fn new() -> Result<Self> {
-        ensure!(
-            nix::unistd::geteuid().is_root(),
-            "the rootfs e2e tests need root (namespaces, mounts)"
-        );
-        let tmp = tempfile::tempdir().context("tempdir")?;
-        let rt = Runtime::new(tmp.path().join("allocs"), drover_bin());
-        let h = Self {
-            tmp,
-            rt,
-            pids: Mutex::new(Vec::new()),
-        };
-        h.build_rootfs()?;
-        Ok(h)
+/// A busybox-static tree: `/bin/busybox`, applets as relative links,
+/// one absolute link (resolved inside the rootfs), a marker file, and
+/// `/proc` and `/dev` but no `/sys` or `/tmp` (the runtime creates those
+/// in the overlay's upper dir).
+fn build_rootfs(root: &Path) -> Result<()> {
+    for dir in ["bin", "proc", "dev", "etc"] {
+        std::fs::create_dir_all(root.join(dir))
+            .with_context(|| format!("mkdir {}", root.join(dir).display()))?;
     }
-
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("allocs")
-    }
-
-    fn rootfs(&self) -> PathBuf {
-        self.tmp.path().join("rootfs")
-    }
-
-    /// A busybox-static tree: `/bin/busybox`, applets as relative links,
-    /// one absolute link (resolved inside the rootfs), a marker file, and
-    /// `/proc` and `/dev` but no `/sys` or `/tmp` (the runtime creates those
-    /// in the overlay's upper dir).
-    fn build_rootfs(&self) -> Result<()> {
-        let root = self.rootfs();
-        for dir in ["bin", "proc", "dev", "etc"] {
-            std::fs::create_dir_all(root.join(dir))
-                .with_context(|| format!("mkdir {}", root.join(dir).display()))?;
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .context("busybox not found: apt-get install -y busybox-static")?;
-        std::fs::copy(busybox, root.join("bin/busybox")).context("copying busybox")?;
-        for applet in APPLETS {
-            symlink("busybox", root.join("bin").join(applet))
-                .with_context(|| format!("linking {applet}"))?;
-        }
-        // Resolvable only inside the rootfs: the host has no /drover-bb.
-        symlink("bin", root.join("drover-bb")).context("linking drover-bb")?;
-        symlink("/drover-bb/busybox", root.join("bin/printf")).context("linking printf")?;
-        std::fs::write(root.join(MARKER), "rootfs\n").context("writing the marker")?;
-        Ok(())
-    }
-
-    fn spec(&self, alloc_id: &str, rootfs: Rootfs, command: &[&str]) -> TaskSpec {
-        TaskSpec {
-            alloc_id: alloc_id.to_owned(),
-            task: "main".to_owned(),
-            hostname: format!("{alloc_id}-host"),
-            command: command.iter().map(|s| (*s).to_owned()).collect(),
-            env: BTreeMap::new(),
-            kill_timeout_ms: 300,
-            cpu_millis: 0,
-            memory_mb: 0,
-            pids_max: 1024,
-            rootfs: Some(rootfs),
-            network: None,
-            logs: Default::default(),
-            ..Default::default()
-        }
-    }
-
-    fn dir_rootfs(&self) -> Rootfs {
-        Rootfs::Dir {
-            path: self.rootfs(),
-        }
-    }
-
-    /// Starts the task and records its supervisor and task pids for cleanup.
-    async fn start(&self, spec: &TaskSpec) -> Result<TaskState, RuntimeError> {
-        let result = self.rt.start(spec).await;
-        let dir = self.root().join(&spec.alloc_id).join(&spec.task);
-        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pid) = std::fs::read_to_string(dir.join("supervisor.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            pids.push(pid);
-        }
-        if let Ok(TaskState::Running { pid, .. }) = self.rt.state(&spec.alloc_id, &spec.task) {
-            pids.push(pid);
-        }
-        result
-    }
-
-    /// Runs a probe to completion; returns its stdout, failing with its
-    /// logs unless it exited 0.
-    async fn probe(&self, spec: &TaskSpec) -> Result<String> {
-        self.start(spec).await?;
-        let state = self
-            .rt
-            .wait(&spec.alloc_id, "main", Duration::from_secs(10))
-            .await?;
-        let stdout = self.log(&spec.alloc_id, "stdout.log")?;
-        let stderr = self.log(&spec.alloc_id, "stderr.log").unwrap_or_default();
-        let supervisor = self
-            .log(&spec.alloc_id, "supervisor.log")
-            .unwrap_or_default();
-        ensure!(
-            matches!(
-                state,
-                TaskState::Exited {
-                    exit_code: Some(0),
-                    ..
-                }
-            ),
-            "{}: {state:?}\nstdout:\n{stdout}\nstderr:\n{stderr}\nsupervisor:\n{supervisor}",
-            spec.alloc_id
-        );
-        Ok(stdout)
-    }
-
-    fn log(&self, alloc_id: &str, name: &str) -> Result<String> {
-        let path = self.root().join(alloc_id).join("main").join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-    }
+    busybox_tree(root, &APPLETS)?;
+    // Resolvable only inside the rootfs: the host has no /drover-bb.
+    symlink("bin", root.join("drover-bb")).context("linking drover-bb")?;
+    symlink("/drover-bb/busybox", root.join("bin/printf")).context("linking printf")?;
+    std::fs::write(root.join(MARKER), "rootfs\n").context("writing the marker")?;
+    Ok(())
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
-        // Tasks first (their PID namespace dies with them), then supervisors.
-        for pid in pids.iter().rev() {
-            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-        }
+/// [`drover_tests::runtime::task_spec`] on `rootfs`.
+fn task_spec(alloc_id: &str, rootfs: Rootfs, command: &[&str]) -> TaskSpec {
+    TaskSpec {
+        rootfs: Some(rootfs),
+        ..drover_tests::runtime::task_spec(alloc_id, command)
     }
-}
-
-fn mount_count() -> Result<usize> {
-    Ok(std::fs::read_to_string("/proc/self/mountinfo")
-        .context("reading /proc/self/mountinfo")?
-        .lines()
-        .filter(|l| counted_mount(l))
-        .count())
 }
 
 /// Every path below `dir`, relative and sorted, with its size for files.
@@ -198,10 +73,10 @@ fn tree(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
 
 #[tokio::test]
 async fn dir_rootfs_is_the_root_and_writes_go_to_the_overlay() -> Result<()> {
-    let h = Harness::new()?;
+    let h = harness()?;
     let mounts_before = mount_count()?;
     let lower_before = tree(&h.rootfs())?;
-    let spec = h.spec(
+    let spec = task_spec(
         "dir",
         h.dir_rootfs(),
         &[
@@ -232,17 +107,17 @@ async fn dir_rootfs_is_the_root_and_writes_go_to_the_overlay() -> Result<()> {
 
 #[tokio::test]
 async fn absolute_links_and_bare_names_resolve_inside_the_rootfs() -> Result<()> {
-    let h = Harness::new()?;
-    let spec = h.spec("abs", h.dir_rootfs(), &["/bin/printf", "via-link\\n"]);
+    let h = harness()?;
+    let spec = task_spec("abs", h.dir_rootfs(), &["/bin/printf", "via-link\\n"]);
     assert_eq!(h.probe(&spec).await?, "via-link\n");
-    let spec = h.spec("bare", h.dir_rootfs(), &["echo", "bare"]);
+    let spec = task_spec("bare", h.dir_rootfs(), &["echo", "bare"]);
     assert_eq!(h.probe(&spec).await?, "bare\n");
     Ok(())
 }
 
 #[tokio::test]
 async fn host_rootfs_is_read_only_with_private_tmp_and_run() -> Result<()> {
-    let h = Harness::new()?;
+    let h = harness()?;
     let mounts_before = mount_count()?;
     let name = format!("drover-rootfs-test-{}", std::process::id());
     let script = format!(
@@ -252,7 +127,7 @@ async fn host_rootfs_is_read_only_with_private_tmp_and_run() -> Result<()> {
          test -e /etc/debian_version && echo host-root; \
          ls /tmp; echo $$"
     );
-    let spec = h.spec("host", Rootfs::Host, &["sh", "-c", &script]);
+    let spec = task_spec("host", Rootfs::Host, &["sh", "-c", &script]);
     let out = h.probe(&spec).await?;
     assert_eq!(out, format!("tmp-ok\nrun-ok\nhost-root\n{name}\n1\n"));
     for dir in ["/usr", "/", "/tmp", "/run"] {
@@ -265,9 +140,9 @@ async fn host_rootfs_is_read_only_with_private_tmp_and_run() -> Result<()> {
 
 #[tokio::test]
 async fn dev_is_minimal_and_works() -> Result<()> {
-    let h = Harness::new()?;
+    let h = harness()?;
     for (alloc, rootfs) in [("devdir", h.dir_rootfs()), ("devhost", Rootfs::Host)] {
-        let spec = h.spec(
+        let spec = task_spec(
             alloc,
             rootfs,
             &[
@@ -295,8 +170,8 @@ async fn dev_is_minimal_and_works() -> Result<()> {
 
 #[tokio::test]
 async fn sys_is_read_only_and_proc_is_its_own() -> Result<()> {
-    let h = Harness::new()?;
-    let spec = h.spec(
+    let h = harness()?;
+    let spec = task_spec(
         "sys",
         h.dir_rootfs(),
         &[
@@ -325,9 +200,9 @@ async fn sys_is_read_only_and_proc_is_its_own() -> Result<()> {
 
 #[tokio::test]
 async fn missing_rootfs_dir_is_refused_before_start() -> Result<()> {
-    let h = Harness::new()?;
-    let missing = h.tmp.path().join("no-such-rootfs");
-    let spec = h.spec(
+    let h = harness()?;
+    let missing = h.tmp().join("no-such-rootfs");
+    let spec = task_spec(
         "missing",
         Rootfs::Dir {
             path: missing.clone(),
@@ -351,7 +226,7 @@ async fn missing_rootfs_dir_is_refused_before_start() -> Result<()> {
 
 #[tokio::test]
 async fn command_missing_in_the_rootfs_is_refused_before_start() -> Result<()> {
-    let h = Harness::new()?;
+    let h = harness()?;
     // `/bin/bash` and `perl` exist on the host but not in the
     // busybox tree; `nosuch` exists nowhere.
     for (alloc, command) in [
@@ -359,7 +234,7 @@ async fn command_missing_in_the_rootfs_is_refused_before_start() -> Result<()> {
         ("perl", "perl"),
         ("nosuch", "/bin/nosuch"),
     ] {
-        let spec = h.spec(alloc, h.dir_rootfs(), &[command]);
+        let spec = task_spec(alloc, h.dir_rootfs(), &[command]);
         let err = h
             .start(&spec)
             .await
@@ -379,12 +254,12 @@ async fn command_missing_in_the_rootfs_is_refused_before_start() -> Result<()> {
 #[tokio::test]
 async fn start_stop_cycles_leave_no_mount_or_overlay_dir() -> Result<()> {
     const CYCLES: usize = 50;
-    let h = Harness::new()?;
+    let h = harness()?;
     let mounts_before = mount_count()?;
     let lower_before = tree(&h.rootfs())?;
     let started = Instant::now();
     for i in 0..CYCLES {
-        let spec = h.spec("cycle", h.dir_rootfs(), &["sleep", "30"]);
+        let spec = task_spec("cycle", h.dir_rootfs(), &["sleep", "30"]);
         let state = h.start(&spec).await?;
         if !matches!(state, TaskState::Running { .. }) {
             bail!("cycle {i}: {state:?}");
@@ -412,8 +287,8 @@ async fn start_stop_cycles_leave_no_mount_or_overlay_dir() -> Result<()> {
 
 #[tokio::test]
 async fn a_restart_keeps_the_overlay_and_remove_drops_it() -> Result<()> {
-    let h = Harness::new()?;
-    let spec = h.spec(
+    let h = harness()?;
+    let spec = task_spec(
         "again",
         h.dir_rootfs(),
         &["sh", "-c", "echo run >> /runs; wc -l < /runs"],
@@ -429,18 +304,4 @@ async fn a_restart_keeps_the_overlay_and_remove_drops_it() -> Result<()> {
     assert!(!h.root().join("again").exists(), "task dir left behind");
     assert_eq!(h.probe(&spec).await?, "1\n", "a new task starts clean");
     Ok(())
-}
-
-/// Whether a `/proc/self/mountinfo` line counts for leak checks: network
-/// namespace files (`nsfs`) and the directories holding them (`.../netns`,
-/// bound onto themselves as `ip netns` does) are skipped, because other
-/// tests on this shared host create and remove them at any time, and the
-/// container runtime never mounts either in the host's namespace.
-fn counted_mount(line: &str) -> bool {
-    let mount_point = line.split(' ').nth(4).unwrap_or("");
-    let nsfs = line
-        .split(" - ")
-        .nth(1)
-        .is_some_and(|fs| fs.starts_with("nsfs "));
-    !nsfs && !mount_point.split('/').any(|c| c == "netns")
 }

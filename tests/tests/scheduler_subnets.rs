@@ -296,8 +296,12 @@ async fn a_subnet_an_agent_asks_for_is_given_only_when_it_is_free_and_inside() {
     let mut b = connect(addr, "b", "127.0.0.1").await.unwrap();
     assert_eq!(b.registered().await.subnet, "10.89.0.0/24");
 
-    // Overlapping another node's subnet: refused, naming both.
+    // Not a whole node subnet: refused, naming the prefix.
     let e = refused(connect_asking(addr, "c", "127.0.0.1", "10.89.7.128/25").await);
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("not a /24 subnet"), "{}", e.message());
+    // Another node's subnet: refused, naming both.
+    let e = refused(connect_asking(addr, "c", "127.0.0.1", "10.89.7.0/24").await);
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(
         e.message().contains("node c")

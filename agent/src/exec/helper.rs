@@ -297,6 +297,18 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
     if task.exited() {
         return Err(fail(format!("the task (pid {pid}) has exited")));
     }
+    // Every task has a PID and a mount namespace of its own. A pid whose
+    // process shares ours is not the task (it ended and a host process
+    // reused the pid before its exit was recorded): never run the command
+    // there, as host root.
+    for own in ["pid", "mnt"] {
+        if !namespaces.files.iter().any(|(name, _, _)| *name == own) {
+            return Err(fail(format!(
+                "pid {pid} is not the task any more (it shares the host's {own} namespace): \
+                 the task has exited"
+            )));
+        }
+    }
     for path in &request.cgroup_procs {
         OpenOptions::new()
             .write(true)

@@ -18,6 +18,13 @@
 //! every node service to loopback only is not in the agent's hands (a
 //! scheduler or any host daemon on `0.0.0.0` would stay reachable).
 //!
+//! Tasks on other nodes reach this node routed over its host interface, not
+//! from the bridge; its bridge address lies inside the cluster CIDR, so
+//! without more they could open connections to the agent or scheduler
+//! here. The input chain therefore also drops new connections whose
+//! source is in the cluster CIDR (this node's subnet until the CIDR is
+//! known).
+//!
 //! Traffic a task sends through the node to somewhere else (forwarded) is
 //! limited too, once the cluster CIDR is known: only to the cluster's task
 //! subnets (other nodes' tasks, host-gw), and replies to connections made
@@ -39,6 +46,9 @@
 //!     iifname "drover0" meta nfproto ipv4 ip daddr 10.89.0.1 meta l4proto udp th dport 53 accept
 //!     iifname "drover0" meta nfproto ipv4 ip daddr 10.89.0.1 meta l4proto tcp th dport 53 accept
 //!     iifname "drover0" drop
+//!     # tasks of other nodes, routed here: no new connection to the node
+//!     meta nfproto ipv4 ip saddr 10.89.0.0/16 ct state established,related accept
+//!     meta nfproto ipv4 ip saddr 10.89.0.0/16 drop
 //! }
 //! chain forward {   # with the cluster CIDR, e.g. 10.89.0.0/16
 //!     type filter hook forward priority filter; policy accept;
@@ -213,11 +223,39 @@ pub fn apply(
     };
     let dns_udp = |e: &mut Msg| dns(e, libc::IPPROTO_UDP as u8);
     let dns_tcp = |e: &mut Msg| dns(e, libc::IPPROTO_TCP as u8);
+    // Tasks of other nodes arrive routed (host-gw), not from the bridge:
+    // the node's own addresses (its bridge IP is inside the cluster CIDR)
+    // must not take new connections from them either. Without a cluster
+    // CIDR yet, at least this node's subnet is kept out.
+    let tasks = cluster.unwrap_or(subnet);
+    let from_tasks = |e: &mut Msg| {
+        meta(e, NFT_META_NFPROTO);
+        cmp(e, NFT_CMP_EQ, &[NFPROTO_IPV4]);
+        payload(e, NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(tasks.prefix()))
+            .unwrap_or(0);
+        bitwise_and(e, &mask.to_be_bytes());
+        cmp(e, NFT_CMP_EQ, &tasks.network().octets());
+    };
+    let task_replies = |e: &mut Msg| {
+        from_tasks(e);
+        ct_state(e);
+        bitwise_and(e, &CT_ESTABLISHED_RELATED.to_ne_bytes());
+        cmp(e, NFT_CMP_NEQ, &[0; 4]);
+        verdict(e, NF_ACCEPT);
+    };
+    let drop_tasks = |e: &mut Msg| {
+        from_tasks(e);
+        verdict(e, NF_DROP);
+    };
     let mut rules: Vec<(&str, &Rule)> = vec![
         (CHAIN, &replies),
         (CHAIN, &dns_udp),
         (CHAIN, &dns_tcp),
         (CHAIN, &drop_rest),
+        (CHAIN, &task_replies),
+        (CHAIN, &drop_tasks),
     ];
     if cluster.is_some() {
         rules.extend([

@@ -62,7 +62,8 @@ fn allowed_path(allowed: &[PathBuf], path: &Path) -> Result<Option<PathBuf>, Str
 }
 
 /// Refuses a `dir` rootfs outside `allowed_rootfs_dirs` and an image
-/// outside `allowed_images` (an empty list allows any).
+/// outside `allowed_images` (an empty list allows none), unless the policy
+/// allows any ([`NodePolicy::any_rootfs`]); `/` as a `dir` rootfs always.
 pub(super) fn check_rootfs(policy: &NodePolicy, spec: &TaskSpec) -> Result<(), RuntimeError> {
     let (setting, allowed, path, what) = match &spec.rootfs {
         Some(Rootfs::Dir { path }) => (
@@ -74,8 +75,24 @@ pub(super) fn check_rootfs(policy: &NodePolicy, spec: &TaskSpec) -> Result<(), R
         Some(Rootfs::Oci { image }) => ("allowed_images", &policy.allowed_images, image, "image"),
         _ => return Ok(()),
     };
-    if allowed.is_empty() {
+    if path == Path::new("/") {
+        return Err(refused(
+            spec,
+            format!("{what} / is the host itself: use rootfs type \"host\" for a read-only view"),
+        ));
+    }
+    if policy.any_rootfs {
         return Ok(());
+    }
+    if allowed.is_empty() {
+        return Err(refused(
+            spec,
+            format!(
+                "{what} {} is not allowed: this node allows none ({setting} is empty in its \
+                 policy; list the directories in the file given to --policy)",
+                path.display()
+            ),
+        ));
     }
     // A missing path that would be allowed is named by the checks that
     // follow (rootfs validation, image resolution).
