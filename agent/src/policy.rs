@@ -46,17 +46,18 @@ pub struct NodePolicy {
     /// Host paths (absolute) that bind volumes may name, or be under.
     pub allowed_host_paths: Vec<PathBuf>,
     /// Directories a `dir` rootfs may name, or be under; empty allows none
-    /// (unless [`NodePolicy::any_rootfs`]).
+    /// (any with [`NodePolicy::any_rootfs`]).
     pub allowed_rootfs_dirs: Vec<PathBuf>,
     /// OCI image layouts a task may name, or be under; empty allows none
-    /// (unless [`NodePolicy::any_rootfs`]).
+    /// (any with [`NodePolicy::any_rootfs`]).
     pub allowed_images: Vec<PathBuf>,
     /// Whether a group may use the node's own network namespace.
     pub allow_host_network: bool,
     /// The user namespace every task gets.
     pub user_namespace: UserNamespacePolicy,
-    /// Any rootfs directory (but `/`) and any image may be named, whatever
-    /// the two lists say. Never read from a policy file.
+    /// An empty `allowed_rootfs_dirs` or `allowed_images` allows any
+    /// directory (but `/`) or image instead of none. Never read from a
+    /// policy file.
     #[serde(skip)]
     pub any_rootfs: bool,
 }

@@ -259,6 +259,14 @@ fn exec_joins_the_task_cgroup_and_dies_with_the_cli() {
         (!pid_alive(pid)).then_some(())
     });
     assert!(pid_alive(task_pid), "the task must survive an exec session");
+
+    // What the command started in the background ends with the session.
+    let out = exec(&c, &alloc, &["sh", "-c", "sleep 986 & echo started"]);
+    assert_eq!(ok(&out), "started\n");
+    poll_until("the background sleep to end with its session", WAIT, || {
+        pids_running(&["sleep", "986"]).is_empty().then_some(())
+    });
+    assert!(pid_alive(task_pid), "the task must survive an exec session");
 }
 
 #[test]

@@ -413,7 +413,12 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
     let exited = PidFd::open(child.as_raw())
         .map_err(|e| fail(format!("pidfd_open({child}): {e}")))?
         .ok_or_else(|| fail(format!("exec'd process {child} vanished")))?;
-    let status = wait_relaying(child, &exited, &control, master.as_ref())?;
+    let status = wait_relaying(child, &exited, &control, master.as_ref());
+    // What the command left running in its process group (`cmd &` in a
+    // shell) ends with the session. The group's id stays reserved while it
+    // has members, so this can hit no other process.
+    let _ = nix::sys::signal::killpg(child, nix::sys::signal::Signal::SIGKILL);
+    let status = status?;
     Ok(match status {
         WaitStatus::Exited(_, code) => HelperReport::Exited { code },
         WaitStatus::Signaled(_, sig, _) => HelperReport::Signaled { signal: sig as i32 },

@@ -62,8 +62,9 @@ fn allowed_path(allowed: &[PathBuf], path: &Path) -> Result<Option<PathBuf>, Str
 }
 
 /// Refuses a `dir` rootfs outside `allowed_rootfs_dirs` and an image
-/// outside `allowed_images` (an empty list allows none), unless the policy
-/// allows any ([`NodePolicy::any_rootfs`]); `/` as a `dir` rootfs always.
+/// outside `allowed_images`; an empty list allows none, or any when the
+/// policy says so ([`NodePolicy::any_rootfs`]); `/` as a `dir` rootfs is
+/// always refused.
 pub(super) fn check_rootfs(policy: &NodePolicy, spec: &TaskSpec) -> Result<(), RuntimeError> {
     let (setting, allowed, path, what) = match &spec.rootfs {
         Some(Rootfs::Dir { path }) => (
@@ -81,10 +82,10 @@ pub(super) fn check_rootfs(policy: &NodePolicy, spec: &TaskSpec) -> Result<(), R
             format!("{what} / is the host itself: use rootfs type \"host\" for a read-only view"),
         ));
     }
-    if policy.any_rootfs {
-        return Ok(());
-    }
     if allowed.is_empty() {
+        if policy.any_rootfs {
+            return Ok(());
+        }
         return Err(refused(
             spec,
             format!(
