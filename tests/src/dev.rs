@@ -117,6 +117,7 @@ impl DevCluster {
         let child = spawn_dev(&data_dir, &args);
         let start_ticks = start_ticks(pid_of(&child)).unwrap_or(0);
         // From here on, Drop cleans up whatever happens.
+        forwarding_hold();
         let mut cluster = DevCluster {
             child,
             start_ticks,
@@ -503,6 +504,35 @@ impl DevCluster {
     }
 }
 
+/// The host's `net.ipv4.ip_forward` as it was before the first cluster of
+/// this process started, and how many clusters are alive: each agent turns
+/// forwarding on in the (host) namespace `drover dev` runs in, so the last
+/// cluster to go puts the old value back.
+static FORWARDING: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+fn forwarding_hold() {
+    let mut f = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+    if f.0 == 0 {
+        f.1 = std::fs::read_to_string(IP_FORWARD).ok();
+    }
+    f.0 += 1;
+}
+
+fn forwarding_release() {
+    let mut f = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+    f.0 = f.0.saturating_sub(1);
+    if f.0 == 0 {
+        if let Some(old) = f.1.take() {
+            if std::fs::read_to_string(IP_FORWARD).ok().as_deref() != Some(old.as_str()) {
+                if let Err(e) = std::fs::write(IP_FORWARD, old.trim()) {
+                    eprintln!("restoring {IP_FORWARD} to {}: {e}", old.trim());
+                }
+            }
+        }
+    }
+}
+
 impl Drop for DevCluster {
     fn drop(&mut self) {
         let failing = std::thread::panicking();
@@ -526,6 +556,7 @@ impl Drop for DevCluster {
                 eprintln!("removing {}: {e}", self.data_dir.display());
             }
         }
+        forwarding_release();
         if !survivors.is_empty() {
             let msg = format!("processes of this cluster survived SIGKILL: {survivors:?}");
             if failing {
