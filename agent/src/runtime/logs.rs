@@ -17,6 +17,7 @@
 //! rotation by the path's inode changing, reads the old file to its end and
 //! goes on with the files that came after it.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -299,60 +300,111 @@ impl LogPump {
 /// Reads a task's log stream: rotated files oldest first, then the current
 /// file, and (called again after returning 0) what is appended later,
 /// across rotations.
+///
+/// Files are held open by descriptor, never re-opened by name later: a
+/// rotation renames every file, so a name taken earlier may meanwhile
+/// point at a newer file (and reading it would skip the one in between).
+/// Each set of files is opened as a consistent snapshot: after opening,
+/// every name must still hold the file opened from it, else the set is
+/// opened again.
 #[derive(Debug)]
 pub struct LogReader {
     path: PathBuf,
     /// The open file and its inode.
     file: Option<(File, u64)>,
-    /// Files still to read before `path`, oldest first.
-    queue: Vec<PathBuf>,
+    /// Files opened to read after `file`, oldest first.
+    queue: VecDeque<(File, u64)>,
     /// Bytes read from the open file.
     pos: u64,
 }
+
+/// How often a snapshot is retried while rotations keep moving the files.
+const SNAPSHOT_ATTEMPTS: u32 = 200;
 
 impl LogReader {
     /// A reader of `path` starting with its oldest rotated file, or (with
     /// `rotated` false) with the current file only.
     pub fn open(path: &Path, rotated: bool) -> io::Result<Self> {
-        let mut queue = Vec::new();
-        if rotated {
-            let mut n = 1;
-            while n <= MAX_SCAN && rotated_path(path, n).exists() {
-                n += 1;
-            }
-            queue.extend((1..n).rev().map(|k| rotated_path(path, k)));
-        }
         let mut reader = Self {
             path: path.to_owned(),
             file: None,
-            queue,
+            queue: VecDeque::new(),
             pos: 0,
         };
-        reader.open_next()?;
+        reader.queue = reader.snapshot(|slots| {
+            let mut paths: Vec<PathBuf> = if rotated {
+                slots.iter().rev().map(|(_, p, _)| p.clone()).collect()
+            } else {
+                Vec::new()
+            };
+            paths.push(path.to_owned());
+            Some((paths, None))
+        })?;
+        reader.open_next();
         Ok(reader)
     }
 
-    /// Opens the next queued file, or the current one; a queued file that
-    /// rotated away meanwhile is skipped.
-    fn open_next(&mut self) -> io::Result<()> {
-        while !self.queue.is_empty() {
-            let next = self.queue.remove(0);
-            match File::open(&next) {
-                Ok(f) => {
-                    let ino = f.metadata()?.ino();
-                    self.file = Some((f, ino));
-                    self.pos = 0;
-                    return Ok(());
+    /// Moves to the next queued file; false when there is none.
+    fn open_next(&mut self) -> bool {
+        match self.queue.pop_front() {
+            Some(next) => {
+                self.file = Some(next);
+                self.pos = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The rotated files that exist now, `(n, path, inode)` by `n`
+    /// ascending (newest first). A rotation renames `.k` to `.k+1` from the
+    /// top down, so at most one slot is missing at a time: the scan stops
+    /// at the second missing slot in a row.
+    fn slots(&self) -> io::Result<Vec<(u32, PathBuf, u64)>> {
+        let mut out = Vec::new();
+        let mut missing = 0;
+        for n in 1..=MAX_SCAN {
+            let p = rotated_path(&self.path, n);
+            match fs::metadata(&p) {
+                Ok(m) => {
+                    missing = 0;
+                    out.push((n, p, m.ino()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing += 1;
+                    if missing == 2 {
+                        break;
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
-        let f = File::open(&self.path)?;
-        let ino = f.metadata()?.ino();
-        self.file = Some((f, ino));
-        self.pos = 0;
-        Ok(())
+        Ok(out)
+    }
+
+    /// Opens the files `pick` names from the current slots (oldest first;
+    /// `None` means "look again"), optionally with an anchor (a name that
+    /// must still hold a given inode), as one consistent snapshot.
+    #[allow(clippy::type_complexity)]
+    fn snapshot(
+        &self,
+        pick: impl Fn(&[(u32, PathBuf, u64)]) -> Option<(Vec<PathBuf>, Option<(PathBuf, u64)>)>,
+    ) -> io::Result<VecDeque<(File, u64)>> {
+        for _ in 0..SNAPSHOT_ATTEMPTS {
+            let slots = self.slots()?;
+            let Some((paths, anchor)) = pick(&slots) else {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            };
+            if let Some(files) = open_unchanged(&paths, anchor.as_ref())? {
+                return Ok(files);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(io::Error::other(format!(
+            "{}: the log files kept rotating while being opened",
+            self.path.display()
+        )))
     }
 
     /// Reads into `buf`; 0 means everything written so far has been read
@@ -360,7 +412,13 @@ impl LogReader {
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let Some((file, ino)) = self.file.as_mut() else {
-                self.open_next()?;
+                if self.open_next() {
+                    continue;
+                }
+                // Nothing open (the current file was missing mid-rotation
+                // when we last looked): start again from the current one.
+                self.queue = self.snapshot(|_| Some((vec![self.path.clone()], None)))?;
+                self.open_next();
                 continue;
             };
             let ino = *ino;
@@ -370,7 +428,7 @@ impl LogReader {
                 return Ok(n);
             }
             if !self.queue.is_empty() {
-                self.open_next()?;
+                self.open_next();
                 continue;
             }
             // At the end of what was the current file: has it been rotated?
@@ -397,27 +455,63 @@ impl LogReader {
                 self.pos += n as u64;
                 return Ok(n);
             }
-            self.queue = self.successors(ino);
+            self.queue = self.successors(ino)?;
             self.file = None;
         }
     }
 
-    /// The rotated files newer than the one with inode `ino`, oldest
-    /// first. When `ino` is gone (deleted beyond `max_files`), every
-    /// rotated file is newer.
-    fn successors(&self, ino: u64) -> Vec<PathBuf> {
-        let mut newer = Vec::new();
-        for n in 1..=MAX_SCAN {
-            let p = rotated_path(&self.path, n);
-            match fs::metadata(&p) {
-                Ok(m) if m.ino() == ino => break,
-                Ok(_) => newer.push(p),
-                Err(_) => break,
-            }
-        }
-        newer.reverse();
-        newer
+    /// The files newer than the one with inode `ino`, oldest first, the
+    /// current one last, opened. When `ino` is gone (deleted beyond
+    /// `max_files`), every rotated file is newer.
+    fn successors(&self, ino: u64) -> io::Result<VecDeque<(File, u64)>> {
+        self.snapshot(|slots| {
+            let at = slots.iter().position(|(_, _, i)| *i == ino);
+            let newer = &slots[..at.unwrap_or(slots.len())];
+            let mut paths: Vec<PathBuf> = newer.iter().rev().map(|(_, p, _)| p.clone()).collect();
+            paths.push(self.path.clone());
+            // Our file must still sit where we found it, or the names in
+            // between moved on.
+            let anchor = at.map(|k| (slots[k].1.clone(), ino));
+            Some((paths, anchor))
+        })
     }
+}
+
+/// Opens `paths` in order and checks that each name (and `anchor`'s) still
+/// holds the file opened from it; `None` when a rotation moved anything.
+fn open_unchanged(
+    paths: &[PathBuf],
+    anchor: Option<&(PathBuf, u64)>,
+) -> io::Result<Option<VecDeque<(File, u64)>>> {
+    let mut files = VecDeque::new();
+    for p in paths {
+        match File::open(p) {
+            Ok(f) => {
+                let ino = f.metadata()?.ino();
+                files.push_back((f, ino));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    let still = |p: &Path, ino: u64| -> io::Result<bool> {
+        match fs::metadata(p) {
+            Ok(m) => Ok(m.ino() == ino),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    for (p, (_, ino)) in paths.iter().zip(&files) {
+        if !still(p, *ino)? {
+            return Ok(None);
+        }
+    }
+    if let Some((p, ino)) = anchor {
+        if !still(p, *ino)? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(files))
 }
 
 #[cfg(test)]
@@ -510,5 +604,41 @@ mod tests {
             got.extend(read_all(&mut reader));
         }
         assert_eq!(String::from_utf8(got).expect("utf8"), written);
+    }
+
+    #[test]
+    fn a_rotation_while_reading_old_files_skips_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stdout.log");
+        let mut log = RotatingLog::open(path.clone(), limits(4096, 4)).expect("open");
+        let mut written = String::new();
+        let mut i = 0;
+        let mut write_bytes = |log: &mut RotatingLog, n: usize, written: &mut String| {
+            let mut done = 0;
+            while done < n {
+                let l = line(i);
+                i += 1;
+                log.write(l.as_bytes()).expect("write");
+                done += l.len();
+                written.push_str(&l);
+            }
+        };
+        // Three rotated files and a current one.
+        write_bytes(&mut log, 3 * 4096 + 100, &mut written);
+        let mut reader = LogReader::open(&path, true).expect("reader");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 100];
+        let n = reader.read(&mut buf).expect("read");
+        got.extend_from_slice(&buf[..n]);
+        // One rotation while the reader is in the oldest file: every name
+        // moves up by one and the oldest file is deleted (max 4 files).
+        write_bytes(&mut log, 4096, &mut written);
+        got.extend(read_all(&mut reader));
+        let got = String::from_utf8(got).expect("utf8");
+        assert!(
+            written.ends_with(&got),
+            "the reader skipped or repeated lines"
+        );
+        assert!(got.len() >= 3 * 4096, "only {} bytes read", got.len());
     }
 }
