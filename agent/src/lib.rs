@@ -162,7 +162,11 @@ async fn session(
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", config.scheduler))?;
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    // Two queues up: control (register, heartbeats, allocation status) and
+    // bulk (log and exec output), taken in turn, so that a busy log or exec
+    // reader never queues more than one chunk ahead of a heartbeat.
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
+    let (bulk_tx, bulk_rx) = mpsc::channel::<pb::AgentMessage>(64);
     let running = allocs.on_disk().map_err(|e| e.to_string())?;
     let register = pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Register(pb::Register {
@@ -174,7 +178,10 @@ async fn session(
         .await
         .map_err(|_| "outbound channel closed".to_string())?;
     let mut inbound = client
-        .connect(ReceiverStream::new(rx))
+        .connect(tokio_stream::StreamExt::merge(
+            ReceiverStream::new(rx),
+            ReceiverStream::new(bulk_rx),
+        ))
         .await
         .map_err(|s| format!("Connect refused: {}", s.message()))?
         .into_inner();
@@ -192,7 +199,7 @@ async fn session(
     let mut execs = exec::ExecSessions::new(
         Runtime::new(log_runtime_root.clone(), config.exe.clone()),
         config.exe.clone(),
-        tx.clone(),
+        bulk_tx.clone(),
     );
     loop {
         tokio::select! {
@@ -237,7 +244,7 @@ async fn session(
                         match allocs.log_task(&req.alloc_id, &req.task) {
                             Ok(task) => {
                                 let rt = Runtime::new(log_runtime_root.clone(), config.exe.clone());
-                                tokio::spawn(stream_log(rt, req, task, tx.clone(), cancel));
+                                tokio::spawn(stream_log(rt, req, task, bulk_tx.clone(), cancel));
                             }
                             Err(error) => {
                                 let _ = tx.send(log_msg(req.request_id, Vec::new(), true, error)).await;
