@@ -78,16 +78,19 @@ impl HarnessBuilder {
         if self.image_cache {
             rt = rt.with_image_cache(tmp.path().join("cache"));
         }
-        let cgroups = match self.cgroups {
-            Some(name) => {
-                let parent = PathBuf::from(format!("drover-test-{}-{name}", std::process::id()));
-                rt = rt.with_cgroups(PathBuf::from(CGROUP_ROOT), parent.clone());
-                let cgroups =
-                    cgroup::detect(Path::new(CGROUP_ROOT)).context("detecting cgroups")?;
-                Some(CgroupParent { parent, cgroups })
-            }
-            None => None,
-        };
+        // Every harness has a cgroup parent of its own, also when the test
+        // does not look at cgroups: the runtime's default (`drover`) is
+        // shared, and a supervisor killed by the guard before it removed
+        // its task's cgroup would leave that behind.
+        static ANONYMOUS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = self.cgroups.unwrap_or_else(|| {
+            let n = ANONYMOUS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("h{n}")
+        });
+        let parent = PathBuf::from(format!("drover-test-{}-{name}", std::process::id()));
+        rt = rt.with_cgroups(PathBuf::from(CGROUP_ROOT), parent.clone());
+        let cgroups = cgroup::detect(Path::new(CGROUP_ROOT)).context("detecting cgroups")?;
+        let cgroups = Some(CgroupParent { parent, cgroups });
         if let Some(policy) = self.policy {
             rt = rt.with_policy(policy);
         }
@@ -101,7 +104,8 @@ impl HarnessBuilder {
 }
 
 impl Harness {
-    /// A harness with no cgroups, the default policy and image cache.
+    /// A harness with a cgroup parent of its own, the default policy and
+    /// image cache.
     pub fn new() -> Result<Self> {
         Self::builder().build()
     }
