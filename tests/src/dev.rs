@@ -640,45 +640,10 @@ fn cgroup_parent(data_dir: &Path) -> String {
 }
 
 /// Removes a cluster's cgroup tree from every hierarchy, deepest first.
-/// Cgroup directories cannot be removed recursively: each must be empty of
-/// sub-groups and processes, which by now they are.
 fn remove_cgroups(data_dir: &Path) {
     let parent = cgroup_parent(data_dir);
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for h in hierarchies.flatten() {
-        let top = h.path().join(&parent);
-        if !top.is_dir() {
-            continue;
-        }
-        let mut dirs = Vec::new();
-        let mut stack = vec![top.clone()];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        stack.push(e.path());
-                    }
-                }
-            }
-            dirs.push(d);
-        }
-        // Children were pushed after their parents: remove in reverse. A
-        // cgroup whose last task was just killed can stay busy briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            for d in dirs.iter().rev() {
-                let _ = std::fs::remove_dir(d);
-            }
-            if !top.exists() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(POLL);
-        }
-        if top.exists() {
-            eprintln!("cgroup {} could not be removed", top.display());
-        }
+    for top in crate::procs::remove_cgroup_tree(&parent) {
+        eprintln!("cgroup {} could not be removed", top.display());
     }
 }
 

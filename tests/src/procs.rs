@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The fields of `/proc/<pid>/stat` after the command name, which may itself
 /// contain spaces and parentheses.
@@ -99,4 +100,46 @@ pub fn with_descendants(roots: &[i32]) -> Vec<i32> {
 /// (e.g. `pid:[4026531836]`); `pid` may be `"self"`.
 pub fn namespace(pid: &str, kind: &str) -> std::io::Result<PathBuf> {
     std::fs::read_link(Path::new("/proc").join(pid).join("ns").join(kind))
+}
+
+/// Removes the cgroup tree `parent` from every hierarchy, deepest first;
+/// returns the directories that could not be removed.
+pub fn remove_cgroup_tree(parent: &str) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return left;
+    };
+    for h in hierarchies.flatten() {
+        let top = h.path().join(parent);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        let mut stack = vec![top.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            dirs.push(d);
+        }
+        // A cgroup whose last task was just killed can stay busy briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            for d in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+            if !top.exists() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        if top.exists() {
+            left.push(top);
+        }
+    }
+    left
 }

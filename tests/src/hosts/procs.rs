@@ -253,48 +253,6 @@ pub(crate) fn unmount_under(root: &Path) -> Vec<PathBuf> {
     mounts_under(root)
 }
 
-/// Removes the cgroup tree `parent` from every hierarchy, deepest first;
-/// returns the directories that could not be removed.
-pub(crate) fn remove_cgroup_tree(parent: &str) -> Vec<PathBuf> {
-    let mut left = Vec::new();
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return left;
-    };
-    for h in hierarchies.flatten() {
-        let top = h.path().join(parent);
-        if !top.is_dir() {
-            continue;
-        }
-        let mut dirs = Vec::new();
-        let mut stack = vec![top.clone()];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        stack.push(e.path());
-                    }
-                }
-            }
-            dirs.push(d);
-        }
-        // A cgroup whose last task was just killed can stay busy briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            for d in dirs.iter().rev() {
-                let _ = std::fs::remove_dir(d);
-            }
-            if !top.exists() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        if top.exists() {
-            left.push(top);
-        }
-    }
-    left
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

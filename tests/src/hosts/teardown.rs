@@ -76,7 +76,7 @@ impl Drop for MultiHost {
             problems.push(format!("still mounted: {mounted:?}"));
         }
         for c in &cgroups {
-            let left = procs::remove_cgroup_tree(c);
+            let left = crate::procs::remove_cgroup_tree(c);
             if !left.is_empty() {
                 problems.push(format!("cgroups not removed: {left:?}"));
             }
