@@ -96,6 +96,11 @@ fn v2_writes_limits_and_enables_controllers_above_the_leaf() {
         cg.procs_files(Path::new("drover/a1/web")),
         [leaf.join("cgroup.procs")]
     );
+    // A v2 process joins its domain as a whole.
+    assert_eq!(
+        cg.join_files(Path::new("drover/a1/web")),
+        [leaf.join("cgroup.procs")]
+    );
 }
 
 #[test]
@@ -237,6 +242,13 @@ fn v1_writes_each_hierarchy() {
     assert_eq!(at("cpu", "cpu.cfs_quota_us"), "200000");
     assert_eq!(at("pids", "pids.max"), "10");
     assert_eq!(cg.procs_files(path).len(), 3);
+    // A single-threaded v1 process joins through `tasks`, which spares the
+    // kernel's global threadgroup lock.
+    let tasks: Vec<_> = ["memory", "cpu", "pids"]
+        .iter()
+        .map(|c| tmp.path().join(c).join("d/a/t/tasks"))
+        .collect();
+    assert_eq!(cg.join_files(path), tasks);
     fs::write(
         tmp.path().join("memory/d/a/t/memory.oom_control"),
         "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",

@@ -76,6 +76,13 @@ impl Cgroups for V1 {
             .collect()
     }
 
+    fn join_files(&self, path: &Path) -> Vec<PathBuf> {
+        Self::CONTROLLERS
+            .iter()
+            .map(|c| self.dir(c, path).join("tasks"))
+            .collect()
+    }
+
     fn oom_kills(&self, path: &Path) -> Result<u64, CgroupError> {
         // `oom_kill` in memory.oom_control exists since Linux 4.13.
         read_keyed(

@@ -91,6 +91,10 @@ impl Cgroups for V2 {
         vec![self.dir(path).join("cgroup.procs")]
     }
 
+    fn join_files(&self, path: &Path) -> Vec<PathBuf> {
+        self.procs_files(path)
+    }
+
     fn oom_kills(&self, path: &Path) -> Result<u64, CgroupError> {
         read_keyed(&self.dir(path).join("memory.events"), "oom_kill")
     }
