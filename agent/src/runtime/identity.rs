@@ -179,70 +179,79 @@ impl UserSpec {
     }
 }
 
-/// Creates a user namespace with `map` for uids and gids and returns a
-/// descriptor of it (`O_CLOEXEC`). A helper child is forked, unshares
-/// `CLONE_NEWUSER` and waits; its maps are written from here (we are root
-/// in the parent namespace, so `setgroups` stays allowed: the task's root
-/// may manage groups within its own range); the namespace outlives the
-/// helper through the returned descriptor.
+/// The helper process a user namespace was made with ([`create_user_namespace`]).
+/// It exits by itself once that returns; it is reaped by
+/// [`NamespaceHelper::reap`], or on drop.
+#[derive(Debug)]
+pub(super) struct NamespaceHelper {
+    pid: Option<nix::unistd::Pid>,
+}
+
+impl NamespaceHelper {
+    /// Waits for the helper to exit and reaps it. Call it off the critical
+    /// path (once the task runs): the helper exits on its own, shortly.
+    pub fn reap(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            reap(pid);
+        }
+    }
+}
+
+impl Drop for NamespaceHelper {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+/// Creates a user namespace with `map` for uids and gids; returns a
+/// descriptor of it (`O_CLOEXEC`) and its helper, to be reaped.
+///
+/// A helper child is cloned directly into a new user namespace
+/// (`clone(CLONE_NEWUSER)`), so the namespace exists when the clone
+/// returns and nothing has to wait for the child to run: its maps are
+/// written from here at once (we are root in the parent namespace, so
+/// `setgroups` stays allowed: the task's root may manage groups within its
+/// own range), the namespace is opened, and the helper, which only waits
+/// for that, exits.
 ///
 /// Must be called while the caller is single-threaded (the supervisor is)
 /// and before it unshares its PID namespace (the helper would become that
 /// namespace's PID 1). The helper only makes async-signal-safe syscalls.
-pub(super) fn create_user_namespace(map: &IdMap) -> Result<OwnedFd, String> {
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("pipe2 for the user namespace helper: {e}"))?;
+pub(super) fn create_user_namespace(map: &IdMap) -> Result<(OwnedFd, NamespaceHelper), String> {
     let (hold_r, hold_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("pipe2 for the user namespace helper: {e}"))?;
-    // SAFETY: the caller is single-threaded, so the child is a faithful
-    // copy with no lock held by another thread; it only makes
-    // async-signal-safe syscalls (close, unshare, write, read, _exit) on
-    // descriptors that exist before the fork, and never returns.
-    let child = match unsafe { nix::unistd::fork() } {
-        Err(e) => return Err(format!("fork of the user namespace helper: {e}")),
-        Ok(nix::unistd::ForkResult::Child) => {
-            // SAFETY: see above; raw syscalls on valid descriptors and a
-            // stack buffer.
-            unsafe {
-                // The fork copied our ends too: without closing the write
-                // end here, the read below would never see EOF.
-                libc::close(hold_w.as_raw_fd());
-                libc::close(ready_r.as_raw_fd());
-                let errno: i32 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                    0
-                } else {
-                    *libc::__errno_location()
-                };
-                let bytes = errno.to_ne_bytes();
-                libc::write(ready_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
-                let mut b = [0u8; 1];
-                // Returns (EOF) once the supervisor closed its end, or died.
-                while libc::read(hold_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) > 0 {}
-                libc::_exit(0);
-            }
+    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: clone(2) without CLONE_VM and with a null stack is fork(2)
+    // with a new user namespace for the child. The caller is
+    // single-threaded, so the child is a faithful copy with no lock held
+    // by another thread; glibc's fork handlers do not run, and the child
+    // only makes raw async-signal-safe syscalls (close, read, _exit) on
+    // descriptors that exist before the clone and a stack buffer, and
+    // never returns.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if ret == 0 {
+        // SAFETY: see above.
+        unsafe {
+            // The clone copied our write end too: without closing it here,
+            // the read below would never see EOF.
+            libc::close(hold_w.as_raw_fd());
+            let mut b = [0u8; 1];
+            // Returns (EOF) once the supervisor closed its end, or died.
+            while libc::read(hold_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) > 0 {}
+            libc::_exit(0);
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => child,
-    };
-    drop(ready_w);
+    }
+    if ret < 0 {
+        return Err(format!(
+            "clone(CLONE_NEWUSER) for the user namespace helper: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    let child = i32::try_from(ret)
+        .map(nix::unistd::Pid::from_raw)
+        .map_err(|_| format!("clone returned pid {ret}"))?;
     drop(hold_r);
     let result = (|| {
-        let mut status = [0u8; 4];
-        let mut got = 0;
-        while got < status.len() {
-            match nix::unistd::read(&ready_r, &mut status[got..]) {
-                Ok(0) => return Err("the user namespace helper exited early".to_owned()),
-                Ok(n) => got += n,
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(format!("read from the user namespace helper: {e}")),
-            }
-        }
-        let errno = i32::from_ne_bytes(status);
-        if errno != 0 {
-            return Err(format!(
-                "unshare(CLONE_NEWUSER): {}",
-                io::Error::from_raw_os_error(errno)
-            ));
-        }
         let proc_dir = Path::new("/proc").join(child.as_raw().to_string());
         for file in ["uid_map", "gid_map"] {
             let path = proc_dir.join(file);
@@ -257,9 +266,20 @@ pub(super) fn create_user_namespace(map: &IdMap) -> Result<OwnedFd, String> {
             .map(OwnedFd::from)
             .map_err(|e| format!("open {}: {e}", ns.display()))
     })();
+    // The helper exits now; it is reaped later, off the critical path.
     drop(hold_w);
-    while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(child, None) {}
-    result
+    match result {
+        Ok(ns) => Ok((ns, NamespaceHelper { pid: Some(child) })),
+        Err(e) => {
+            reap(child);
+            Err(e)
+        }
+    }
+}
+
+/// Waits for the child `pid` to exit and reaps it.
+fn reap(pid: nix::unistd::Pid) {
+    while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
 }
 
 /// The user namespace, user and group the task's child takes on as its

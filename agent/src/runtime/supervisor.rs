@@ -109,6 +109,14 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
         unsafe { signal(sig, SigHandler::SigIgn) }
             .map_err(|e| fail(format!("sigaction({sig}, SIG_IGN): {e}")))?;
     }
+    // Out of the agent's session and process group, so that no terminal
+    // or group signal meant for the agent reaches us or the task. EPERM:
+    // already a process-group leader (started by hand from a shell), which
+    // the runtime never does.
+    match nix::unistd::setsid() {
+        Ok(_) | Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => return Err(fail(format!("setsid: {e}"))),
+    }
 
     let spec = dir
         .read_spec()?
@@ -152,7 +160,7 @@ fn run_task(
 ) -> Result<(), Failure> {
     // Opened before the fork, so that the child only has to write(2).
     let mut procs = Vec::new();
-    for path in cgroups.procs_files(cg_path) {
+    for path in cgroups.join_files(cg_path) {
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -168,9 +176,12 @@ fn run_task(
     // namespace). The task's child joins it as its very last step, after
     // the network namespace below, every mount and `sethostname`: all the
     // other namespaces stay owned by the host's user namespace.
-    let userns = match &spec.user_namespace {
-        Some(map) => Some(identity::create_user_namespace(map).map_err(fail)?),
-        None => None,
+    let (userns, mut userns_helper) = match &spec.user_namespace {
+        Some(map) => {
+            let (ns, helper) = identity::create_user_namespace(map).map_err(fail)?;
+            (Some(ns), Some(helper))
+        }
+        None => (None, None),
     };
     let run_as = spec.run_as.unwrap_or_default();
     let map = spec.user_namespace.as_ref();
@@ -258,7 +269,7 @@ fn run_task(
         }
         Err(e) => {
             return Err(fail(format!(
-                "spawning {program:?} (fork; in the child: write cgroup.procs, with a rootfs \
+                "spawning {program:?} (fork; in the child: join the cgroup, with a rootfs \
                  unshare(CLONE_NEWNS) and pivot_root into it, mount /proc, sethostname, setsid, \
                  setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), exec): {e}"
             )))
@@ -285,6 +296,9 @@ fn run_task(
     let mut out = io::stdout().lock();
     let _ = out.write_all(b"r").and_then(|()| out.flush());
     drop(out);
+    if let Some(helper) = userns_helper.as_mut() {
+        helper.reap();
+    }
 
     // Copy the task's output into its (rotating) log files until it has
     // exited and the pipes are drained, so that the exit recorded below
@@ -516,15 +530,13 @@ fn build_command(
     if !spec.env.contains_key("PATH") {
         command.env("PATH", DEFAULT_PATH);
     }
-    let _ = writeln!(
-        io::stderr(),
-        "drover supervisor: starting {:?} as {:?}, uid {} gid {}, user namespace {:?}",
-        spec.command,
-        spec.hostname,
-        identity.run_as.uid,
-        identity.run_as.gid,
-        spec.user_namespace
+    // Formatted first: stderr is unbuffered, and `writeln!` on it makes a
+    // write(2) per formatted piece (about 30 here).
+    let starting = format!(
+        "drover supervisor: starting {:?} as {:?}, uid {} gid {}, user namespace {:?}\n",
+        spec.command, spec.hostname, identity.run_as.uid, identity.run_as.gid, spec.user_namespace
     );
+    let _ = io::stderr().write_all(starting.as_bytes());
 
     // SAFETY: the closure runs in the forked child before exec. It only calls
     // async-signal-safe syscalls (write, sigaction, unshare, chdir,
@@ -533,12 +545,14 @@ fn build_command(
     // memory prepared before the fork (the closure owns its copy of the
     // prepared root's strings), and
     // allocates nothing: errors are reported through
-    // `io::Error::last_os_error`, which does not allocate. The cgroup.procs
+    // `io::Error::last_os_error`, which does not allocate. The cgroup
     // descriptors stay open in the supervisor until after the spawn.
     unsafe {
         command.pre_exec(move || {
             // First, so that everything below is already charged to, and
-            // limited by, the task's cgroups. "0" means the writer itself.
+            // limited by, the task's cgroups. "0" means the writer itself:
+            // this forked child, whose only thread it is (see
+            // `Cgroups::join_files`).
             for &fd in &procs {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
