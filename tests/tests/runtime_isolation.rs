@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use drover_agent::policy::{NodePolicy, DEFAULT_USERNS_BASE, DEFAULT_USERNS_SIZE};
 use drover_agent::runtime::{Rootfs, RuntimeError, TaskSpec, TaskState, Volume};
-use drover_tests::procs::namespace;
+use drover_tests::procs::{all_parents, namespace};
 use drover_tests::runtime::{busybox_tree, mount_count, Harness};
 
 /// Busybox applets linked into the test rootfs's `/bin`.
@@ -121,6 +121,26 @@ async fn root_inside_is_an_unprivileged_range_outside_and_cgroups_are_rooted() -
         format!("{base} {base} {base} {base}")
     );
     assert_eq!(status_ids(pid, "Groups:")?, "", "supplementary groups kept");
+    // It joined its cgroup in every hierarchy (a v1 child joins through
+    // `tasks`, one thread: the process, since it has no other).
+    let cg = h.cg_path("userns");
+    for procs in h.cgroups().procs_files(&cg) {
+        let listed = std::fs::read_to_string(&procs)?;
+        ensure!(
+            listed.lines().any(|l| l == pid.to_string()),
+            "task {pid} not in {}: {listed:?}",
+            procs.display()
+        );
+    }
+    // The user namespace's helper is reaped once the task runs: the
+    // supervisor's only child is the task.
+    let supervisor = h.supervisor_pid("userns")?;
+    let children: Vec<i32> = all_parents()
+        .into_iter()
+        .filter(|&(_, parent)| parent == supervisor)
+        .map(|(child, _)| child)
+        .collect();
+    assert_eq!(children, [pid], "the supervisor's children");
     for kind in ["user", "cgroup"] {
         assert_ne!(
             namespace(&pid.to_string(), kind)?,
