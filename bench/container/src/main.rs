@@ -407,6 +407,9 @@ async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
         runtime.start(&spec(0)).await?;
         started.push(0);
         let alone = read_pss(runtime, 0)?;
+        if std::env::var_os("BENCH_SMAPS").is_some() {
+            print_dirty_mappings(runtime, 0)?;
+        }
         for i in 1..PSS_ALLOCS {
             runtime.start(&spec(i)).await?;
             started.push(i);
@@ -433,6 +436,37 @@ async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
     println!("|---|---|---|");
     for ((k, one), total) in alone.iter().zip(sum) {
         println!("| {k} | {one} | {} |", total / PSS_ALLOCS as u64);
+    }
+    Ok(())
+}
+
+/// With `BENCH_SMAPS=1`: where one lone supervisor's private dirty memory
+/// is, mapping by mapping (`/proc/<pid>/smaps`), largest first.
+fn print_dirty_mappings(runtime: &Runtime, i: usize) -> Result<()> {
+    let dir = runtime.task_dir(&format!("pss{i}"), "main")?;
+    let pid = std::fs::read_to_string(dir.join("supervisor.pid"))?;
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", pid.trim()))?;
+    let mut rows: Vec<(u64, String)> = Vec::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some(first) if first.contains('-') && !first.ends_with(':') => {
+                current = line.to_owned();
+            }
+            Some("Private_Dirty:") => {
+                let kb = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                if kb > 0 {
+                    rows.push((kb, current.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    rows.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    println!("\nOne supervisor's Private_Dirty by mapping, kB:\n");
+    for (kb, mapping) in rows {
+        println!("{kb:>6}  {mapping}");
     }
     Ok(())
 }
