@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use drover_agent::runtime::{Rootfs, RuntimeError, TaskSpec, TaskState, DEV_ENTRIES};
+use drover_agent::policy::NodePolicy;
+use drover_agent::runtime::{
+    Rootfs, RuntimeError, TaskSpec, TaskState, DEV_ENTRIES, MASKED_PATHS, READONLY_PATHS,
+};
 use drover_tests::runtime::{busybox_tree, mount_count, Harness};
 
 /// Busybox applets linked into the test rootfs's `/bin`.
@@ -195,6 +198,52 @@ async fn sys_is_read_only_and_proc_is_its_own() -> Result<()> {
     // sh, and ls and grep of the pipeline: only this task's processes.
     let procs: usize = lines[4].parse()?;
     assert!(procs <= 3, "{procs} processes visible in /proc");
+    Ok(())
+}
+
+#[tokio::test]
+async fn kernel_internals_are_masked_and_kernel_knobs_read_only() -> Result<()> {
+    // With the user namespace off the task's root is the host's root (less
+    // the dropped capabilities): only the masks stand in the way.
+    let mut policy = NodePolicy::default();
+    policy.user_namespace.enabled = false;
+    let h = Harness::builder().policy(policy).build()?;
+    build_rootfs(&h.rootfs())?;
+    // For every path this kernel has: a mount point inside, empty
+    // (masked) or mounted read-only.
+    let mut probe = String::new();
+    for path in MASKED_PATHS {
+        let path = Path::new(path);
+        if !path.exists() {
+            continue;
+        }
+        let p = path.display();
+        let empty = if path.is_dir() {
+            format!("ls -A {p} | wc -l")
+        } else {
+            format!("head -c 1 {p} 2>/dev/null | wc -c")
+        };
+        probe += &format!("echo {p} $(grep -c ' {p} ' /proc/self/mountinfo) $({empty}); ");
+    }
+    for path in READONLY_PATHS {
+        if Path::new(path).exists() {
+            probe += &format!("echo {path} $(grep -c ' {path} ro,' /proc/self/mountinfo) 0; ");
+        }
+    }
+    let out = h
+        .probe(&task_spec("masked", h.dir_rootfs(), &["sh", "-c", &probe]))
+        .await?;
+    let mut seen = 0;
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        ensure!(
+            fields.get(1..) == Some(&["1", "0"][..]),
+            "not masked or not read-only inside (path, mounts, bytes): {line:?}\n{out}"
+        );
+        seen += 1;
+    }
+    // Any kernel has /proc/keys, /proc/sys, /proc/bus, /proc/fs, /proc/irq.
+    ensure!(seen >= 5, "too few paths probed: {out}");
     Ok(())
 }
 

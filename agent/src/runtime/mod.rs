@@ -43,6 +43,7 @@ mod files;
 mod identity;
 mod limits;
 pub mod logs;
+mod mask;
 mod oci;
 mod pidfd;
 mod rootfs;
@@ -74,6 +75,7 @@ pub(crate) use limits::Hardening;
 pub use limits::{
     CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
 };
+pub use mask::{MASKED_PATHS, READONLY_PATHS};
 pub use oci::{CachePin, ImageCache, ImageDefaults, OciError, ResolvedImage};
 pub(crate) use pidfd::PidFd;
 pub use rootfs::{Rootfs, DEV_ENTRIES, DEV_NODES};

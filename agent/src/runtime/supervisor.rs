@@ -36,6 +36,7 @@ use super::files::{
 use super::identity::{self, Identity, RunAs};
 use super::limits::{CgroupPlacement, Hardening};
 use super::logs::{LogPump, RotatingLog};
+use super::mask::ProcMasks;
 use super::oci::ResolvedImage;
 use super::pidfd::PidFd;
 use super::rootfs::{self, PreparedRoot, RootBase, RootIds, Rootfs, RootfsDirs};
@@ -511,6 +512,7 @@ fn build_command(
     let proc_dir = cstring("path", b"/proc")?;
     let hostname = spec.hostname.clone().into_bytes();
     let procs: Vec<RawFd> = cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
+    let masks = ProcMasks::new();
 
     // With a root filesystem: the path resolved inside it, argv[0] as given.
     let mut command = match root {
@@ -549,7 +551,7 @@ fn build_command(
 
     // SAFETY: the closure runs in the forked child before exec. It only calls
     // async-signal-safe syscalls (write, sigaction, unshare, chdir,
-    // pivot_root, umount2, mount, sethostname, setsid, setrlimit, prctl,
+    // pivot_root, umount2, mount, stat, sethostname, setsid, setrlimit, prctl,
     // close_range, and raw setgroups, setns, setresgid, setresuid) on
     // memory prepared before the fork (the closure owns its copy of the
     // prepared root's strings), and
@@ -592,6 +594,8 @@ fn build_command(
             {
                 return Err(io::Error::last_os_error());
             }
+            // Kernel internals hidden, kernel knobs read-only.
+            masks.apply_in_child()?;
             if libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0 {
                 return Err(io::Error::last_os_error());
             }
