@@ -37,7 +37,9 @@ pub use helper::{exec_main, HelperReport, HelperRequest};
 
 use crate::allocs::Allocs;
 use crate::cgroup;
-use crate::runtime::{CgroupPlacement, Runtime, TaskSpec, TaskState, DEFAULT_PATH};
+use crate::runtime::{
+    resolve_user_in_root, CgroupPlacement, Runtime, TaskSpec, TaskState, DEFAULT_PATH,
+};
 
 /// The hidden subcommand the helper is started with.
 pub const EXEC_ARG: &str = "__exec";
@@ -290,8 +292,18 @@ fn helper_request(
         let size = start.size.unwrap_or_default();
         (clamp16(size.rows, 24), clamp16(size.cols, 80))
     });
+    // As `docker exec` and `kubectl exec`: the task's own user unless the
+    // caller names one (looked up in the task's files, as it sees them).
+    let run_as = if start.user.is_empty() {
+        spec.run_as.unwrap_or_default()
+    } else {
+        let root = Path::new("/proc").join(pid.to_string()).join("root");
+        resolve_user_in_root(&start.user, &root, spec.user_namespace.as_ref())
+            .map_err(|e| format!("--user: {e}"))?
+    };
     Ok(HelperRequest {
         pid,
+        run_as,
         cgroup_procs,
         command: start.command.clone(),
         env,

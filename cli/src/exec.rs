@@ -41,6 +41,8 @@ pub struct ExecOptions {
     pub tty: Option<bool>,
     /// `KEY=VALUE` pairs added to the task's environment.
     pub env: Vec<String>,
+    /// Who runs the command; empty for the task's own user.
+    pub user: String,
     /// argv.
     pub command: Vec<String>,
 }
@@ -140,6 +142,7 @@ async fn run(opts: &ClientOpts, exec: &ExecOptions) -> Result<u8> {
                 tty,
                 size: if tty { terminal_size() } else { None },
                 env,
+                user: exec.user.clone(),
             }),
             ..Default::default()
         })

@@ -218,6 +218,10 @@ struct ExecArgs {
     /// Set an environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Run as this user instead of the task's: `uid[:gid]` or names from
+    /// the task's own /etc/passwd and /etc/group (`-u 0` for root inside).
+    #[arg(short = 'u', long, value_name = "USER")]
+    user: Option<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -270,6 +274,7 @@ fn main() -> ExitCode {
                     None
                 },
                 env: a.env,
+                user: a.user.unwrap_or_default(),
                 command: a.command,
             };
             let code = runtime.block_on(exec::exec(&a.opts, &options));

@@ -270,6 +270,74 @@ fn exec_joins_the_task_cgroup_and_dies_with_the_cli() {
 }
 
 #[test]
+fn exec_runs_as_the_task_user_unless_told_otherwise() {
+    let c = DevCluster::start();
+    let job = unique_name("execuser");
+    let file = c.write_file(
+        &format!("{job}.toml"),
+        &service(&job, 1, "exec sleep 3600").replace(
+            "kill_timeout_ms = 200",
+            "kill_timeout_ms = 200\nuser = \"1234:2345\"",
+        ),
+    );
+    c.cli_json(&["job", "run", file.to_str().unwrap()]);
+    let status = wait_running(&c, &job, 1);
+    let alloc = str_of(&status["allocations"][0], "id").to_owned();
+    let task_pid = task_pids(&status)[0];
+    let probe = [
+        "sh",
+        "-c",
+        "id -u; id -g; id -G; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
+    ];
+
+    // As `docker exec`: the task's user, with its groups only, no
+    // capabilities and no_new_privs, as the task has.
+    let out = ok(&exec(&c, &alloc, &probe));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..3], ["1234", "2345", "2345"], "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(
+        status_line(task_pid, "Uid:").split_whitespace().nth(1),
+        Some("1001234"),
+        "the task itself runs as 1234 inside"
+    );
+
+    // -u: a number, a name from the task's own /etc/passwd (the host view
+    // here: root and nobody exist), or root inside.
+    let as_user = |user: &str| {
+        let mut args = vec!["exec", "-u", user, alloc.as_str(), "--"];
+        args.extend_from_slice(&probe[..]);
+        spawn(&c, &args, None).wait()
+    };
+    let out = ok(&as_user("0"));
+    assert_eq!(&out.lines().collect::<Vec<_>>()[..2], ["0", "0"], "{out}");
+    let out = ok(&as_user("nobody"));
+    assert_eq!(out.lines().next(), Some("65534"), "{out}");
+    let out = ok(&as_user("4321:99"));
+    assert_eq!(
+        &out.lines().collect::<Vec<_>>()[..2],
+        ["4321", "99"],
+        "{out}"
+    );
+
+    // Refused before anything runs, naming what was wrong.
+    for (user, says) in [
+        ("70000", "outside the mapped range"),
+        ("no-such-user", "not in the task's /etc/passwd"),
+        ("a:b:c", "user"),
+    ] {
+        let out = as_user(user);
+        assert_eq!(out.status.code(), Some(125), "-u {user}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(says) && stderr(&out).contains("--user"),
+            "-u {user}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
 fn exec_forwards_stdin_and_refuses_what_cannot_run() {
     let (c, job, alloc, _task_pid) = running();
     let out = spawn(&c, &["exec", &alloc, "--", "cat"], Some(b"hi\n".to_vec())).wait();

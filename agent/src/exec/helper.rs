@@ -17,10 +17,11 @@
 //! 4. joins the user namespace last (only when the task's differs from
 //!    ours: the other namespaces belong to the initial one and need its
 //!    privileges) and becomes uid/gid 0 inside;
-//! 5. forks, so that the PID namespace applies, and the child hardens
-//!    itself as the task was (rlimits, bounding set, `no_new_privs`), dies
-//!    with the helper (`PR_SET_PDEATHSIG`), takes the terminal as its
-//!    controlling tty and execs;
+//! 5. forks, so that the PID namespace applies, and the child takes the
+//!    terminal as its controlling tty, hardens itself as the task was
+//!    (rlimits, bounding set), becomes the task's user (or the one asked
+//!    for), dies with the helper (`PR_SET_PDEATHSIG`), sets
+//!    `no_new_privs` and execs;
 //! 6. waits for it, relaying the terminal when there is one, and writes one
 //!    [`HelperReport`] line on the report descriptor.
 //!
@@ -48,7 +49,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{Hardening, PidFd, DEFAULT_PATH};
+use crate::runtime::{Hardening, PidFd, RunAs, DEFAULT_PATH};
 
 mod relay;
 use relay::wait_relaying;
@@ -72,6 +73,9 @@ const NAMESPACES: [(&str, CloneFlags); 7] = [
 pub struct HelperRequest {
     /// Host pid of the task whose namespaces and cgroup are joined.
     pub pid: i32,
+    /// Who the command runs as, in the task's user namespace (on the host
+    /// without one).
+    pub run_as: RunAs,
     /// The task's `cgroup.procs` file in every hierarchy.
     pub cgroup_procs: Vec<PathBuf>,
     /// argv; `command[0]` is a path or a name looked up in `PATH`.
@@ -382,7 +386,7 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
     let forked = unsafe { nix::unistd::fork() }.map_err(|e| fail(format!("fork: {e}")))?;
     let child = match forked {
         ForkResult::Child => {
-            let errno = child(&prepared, &hardening, slave_raw, &helper);
+            let errno = child(&prepared, &hardening, request.run_as, slave_raw, &helper);
             let bytes = errno.to_ne_bytes();
             // SAFETY: write(2) and _exit(2) are async-signal-safe; `bytes`
             // lives on our stack.
@@ -450,7 +454,13 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> usize {
 
 /// The forked child: returns the errno to report only when exec failed.
 /// Async-signal-safe calls only.
-fn child(prepared: &Prepared, hardening: &Hardening, slave: Option<RawFd>, helper: &PidFd) -> i32 {
+fn child(
+    prepared: &Prepared,
+    hardening: &Hardening,
+    run_as: RunAs,
+    slave: Option<RawFd>,
+    helper: &PidFd,
+) -> i32 {
     let errno = || {
         io::Error::last_os_error()
             .raw_os_error()
@@ -478,7 +488,26 @@ fn child(prepared: &Prepared, hardening: &Hardening, slave: Option<RawFd>, helpe
                 return errno();
             }
         }
-        // After any uid change (which clears it): die with the helper,
+    }
+    // As the task was: rlimits and the bounding set (which needs the
+    // capabilities a non-zero uid loses), then its user, then
+    // no_new_privs below.
+    let hardened = hardening
+        .apply_rlimits_in_child()
+        .and_then(|()| hardening.drop_bounding_set_in_child());
+    if let Err(e) = hardened {
+        return e.raw_os_error().unwrap_or(libc::EPERM);
+    }
+    let (uid, gid) = (run_as.uid, run_as.gid);
+    // SAFETY: raw syscalls with integer arguments (a null list of length 0).
+    unsafe {
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+        {
+            return errno();
+        }
+        // After the uid change (which clears it): die with the helper,
         // so that a killed session leaves nothing behind.
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
             return errno();
@@ -488,7 +517,7 @@ fn child(prepared: &Prepared, hardening: &Hardening, slave: Option<RawFd>, helpe
     if helper.exited() {
         return libc::ESRCH;
     }
-    if let Err(e) = hardening.apply_in_child() {
+    if let Err(e) = hardening.set_no_new_privs_in_child() {
         return e.raw_os_error().unwrap_or(libc::EPERM);
     }
     let mut argv: [*const libc::c_char; 256] = [std::ptr::null(); 256];

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::identity::{IdMap, RunAs, UserSpec};
+use super::identity::{check_mapped, IdMap, RunAs, UserSpec};
 use super::oci::read_in_layers;
 use super::rootfs::{is_dir_in, open_in_root, read_in_root, Rootfs};
 use super::volume::{Volume, HOST_WRITABLE_DIRS};
@@ -226,20 +226,7 @@ fn resolve_user(
     let run_as = parsed
         .resolve(passwd.as_deref(), group.as_deref())
         .map_err(|e| invalid(spec, e))?;
-    if let Some(map) = map {
-        for (what, id) in [("uid", run_as.uid), ("gid", run_as.gid)] {
-            if map.to_host(id).is_none() {
-                return Err(refused(
-                    spec,
-                    format!(
-                        "user {user:?}: {what} {id} is outside the mapped range 0..{} of the \
-                         node's user namespace (user_namespace.size = {})",
-                        map.size, map.size
-                    ),
-                ));
-            }
-        }
-    }
+    check_mapped(user, run_as, map).map_err(|e| refused(spec, e))?;
     Ok(run_as)
 }
 

@@ -72,6 +72,48 @@ impl RunAs {
     }
 }
 
+/// Checks that both ids of `run_as` (the task's view) are mapped by `map`;
+/// `user` is the setting they came from, for the message.
+pub(crate) fn check_mapped(user: &str, run_as: RunAs, map: Option<&IdMap>) -> Result<(), String> {
+    let Some(map) = map else {
+        return Ok(());
+    };
+    for (what, id) in [("uid", run_as.uid), ("gid", run_as.gid)] {
+        if map.to_host(id).is_none() {
+            return Err(format!(
+                "user {user:?}: {what} {id} is outside the mapped range 0..{} of the node's user \
+                 namespace (user_namespace.size = {})",
+                map.size, map.size
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a `user` setting against the `/etc/passwd` and `/etc/group`
+/// inside `root` (a running task's `/proc/<pid>/root`; every path
+/// component resolved inside it) and checks its ids against `map`.
+pub(crate) fn resolve_user_in_root(
+    user: &str,
+    root: &Path,
+    map: Option<&IdMap>,
+) -> Result<RunAs, String> {
+    let parsed = UserSpec::parse(user)?;
+    let read = |file: &str| {
+        parsed
+            .needs_lookup()
+            .then(|| super::rootfs::read_in_root(root, Path::new(file)))
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let run_as = parsed.resolve(
+        read("/etc/passwd").as_deref(),
+        read("/etc/group").as_deref(),
+    )?;
+    check_mapped(user, run_as, map)?;
+    Ok(run_as)
+}
+
 /// A parsed `user` setting, before names are looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UserSpec {

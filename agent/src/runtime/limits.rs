@@ -115,22 +115,17 @@ impl Hardening {
         })
     }
 
-    /// Applies the rlimits, drops the bounding set and sets `no_new_privs`.
-    /// Call in the forked child after every step that needs privileges the
-    /// bounding set loses (the mounts, `sethostname`): dropping does not
-    /// change this process's effective set, but the exec that follows
-    /// recomputes it from the bounding set.
+    /// Applies the rlimits. This, [`Hardening::drop_bounding_set_in_child`]
+    /// and [`Hardening::set_no_new_privs_in_child`] are called in the
+    /// forked child after every step that needs privileges the bounding set
+    /// loses (the mounts, `sethostname`): dropping does not change this
+    /// process's effective set, but the exec that follows recomputes it
+    /// from the bounding set.
     ///
     /// Only async-signal-safe syscalls are made (setrlimit, prctl) on data
-    /// prepared before the fork and nothing allocates, so this may be called
-    /// from a `pre_exec` closure; called anywhere else it hardens the caller.
-    pub fn apply_in_child(&self) -> io::Result<()> {
-        self.apply_rlimits_in_child()?;
-        self.drop_bounding_set_in_child()?;
-        self.set_no_new_privs_in_child()
-    }
-
-    /// The rlimits part of [`Hardening::apply_in_child`]; same constraints.
+    /// prepared before the fork and nothing allocates, so these may be
+    /// called from a `pre_exec` closure; called anywhere else they harden
+    /// the caller.
     pub fn apply_rlimits_in_child(&self) -> io::Result<()> {
         for &(resource, soft, hard) in &self.rlimits {
             let limit = libc::rlimit {

@@ -70,6 +70,7 @@ use files::{
     now_unix_ms, open_append, process_alive, read_json, read_pid, supervisor_alive, sync_written,
     validate_name, write_json, write_json_with, Durability, TaskDir, SUPERVISE_ARG,
 };
+pub(crate) use identity::resolve_user_in_root;
 pub use identity::{IdMap, RunAs};
 pub(crate) use limits::Hardening;
 pub use limits::{
