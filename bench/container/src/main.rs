@@ -463,7 +463,7 @@ fn print_dirty_mappings(runtime: &Runtime, i: usize) -> Result<()> {
             _ => {}
         }
     }
-    rows.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_unstable_by_key(|row| std::cmp::Reverse(row.0));
     println!("\nOne supervisor's Private_Dirty by mapping, kB:\n");
     for (kb, mapping) in rows {
         println!("{kb:>6}  {mapping}");
