@@ -48,15 +48,33 @@ pub fn hosts(hostname: &str, ip: Ipv4Addr, aliases: &[&str]) -> Result<String, N
 /// seen from the host, or a directory the runtime bind-mounts from). Each
 /// file is replaced by rename, so a reader never sees half of one.
 pub fn write_etc(etc_dir: &Path, resolv: &str, hosts: &str) -> Result<(), NetError> {
-    for (name, content) in [("resolv.conf", resolv), ("hosts", hosts)] {
-        let path = etc_dir.join(name);
-        let tmp = etc_dir.join(format!(".{name}.drover-tmp"));
-        fs::write(&tmp, content)
-            .map_err(|e| NetError::sys("write", tmp.display().to_string(), e))?;
-        fs::rename(&tmp, &path)
-            .map_err(|e| NetError::sys("rename into place", path.display().to_string(), e))?;
+    write_atomic(&etc_dir.join("resolv.conf"), resolv, false)?;
+    write_atomic(&etc_dir.join("hosts"), hosts, false)
+}
+
+/// Replaces the file at `path` with `content` by rename, so a reader never
+/// sees half of it (and one that has it bind-mounted keeps the old one);
+/// with `create_dir` its directory is created first. Not fsync'd: these
+/// files are rewritten whenever an allocation's network is set up.
+pub fn write_atomic(path: &Path, content: &str, create_dir: bool) -> Result<(), NetError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(NetError::invalid(
+            "file path",
+            path.display().to_string(),
+            "has no directory or file name",
+        ));
+    };
+    if create_dir {
+        fs::create_dir_all(dir)
+            .map_err(|e| NetError::sys("create", dir.display().to_string(), e))?;
     }
-    Ok(())
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".drover-tmp");
+    let tmp = dir.join(tmp_name);
+    fs::write(&tmp, content).map_err(|e| NetError::sys("write", tmp.display().to_string(), e))?;
+    fs::rename(&tmp, path)
+        .map_err(|e| NetError::sys("rename into place", path.display().to_string(), e))
 }
 
 fn check_dns_name(what: &'static str, name: &str) -> Result<(), NetError> {

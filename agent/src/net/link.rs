@@ -8,6 +8,8 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::proto::Connection;
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -107,6 +109,33 @@ fn check_if_name(name: &str) -> Result<(), NetError> {
     }
 }
 
+/// An rtnetlink socket opened by [`NodeNet::open_here`] on a helper thread,
+/// not yet driven by the runtime.
+pub(crate) struct Unstarted {
+    conn: Connection<RouteNetlinkMessage>,
+    handle: Handle,
+    label: String,
+}
+
+impl std::fmt::Debug for Unstarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unstarted")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unstarted {
+    /// Spawns the connection on the current runtime: the socket is usable.
+    pub(crate) fn start(self) -> NodeNet {
+        NodeNet {
+            handle: self.handle,
+            conn: tokio::spawn(self.conn),
+            label: self.label,
+        }
+    }
+}
+
 /// An rtnetlink connection in one network namespace (the node's, for the
 /// agent). Dropping it closes the connection.
 #[derive(Debug)]
@@ -146,22 +175,34 @@ impl NodeNet {
         std::thread::Builder::new()
             .name("drover-netns".into())
             .spawn(move || {
-                let res = ns.enter_current_thread().and_then(|()| {
-                    // The socket registers with the runtime's reactor.
-                    let _guard = rt.enter();
-                    rtnetlink::new_connection()
-                        .map_err(|e| NetError::sys("open rtnetlink socket in", thread_label, e))
-                });
+                let res = ns
+                    .enter_current_thread()
+                    .and_then(|()| NodeNet::open_here(&rt, thread_label));
                 let _ = tx.send(res);
             })
             .map_err(|e| NetError::sys("spawn netns thread for", label.clone(), e))?;
-        let (conn, handle, _) = rx.await.map_err(|_| NetError::Thread {
+        let unstarted = rx.await.map_err(|_| NetError::Thread {
             op: "open rtnetlink socket",
             target: label.clone(),
         })??;
-        Ok(Self {
+        Ok(unstarted.start())
+    }
+
+    /// Opens an rtnetlink socket in the calling thread's network namespace,
+    /// registered with `rt`'s reactor but not driven yet: for a helper
+    /// thread that is inside an allocation's namespace (and is no runtime
+    /// worker). [`Unstarted::start`], on the runtime, makes it usable.
+    pub(crate) fn open_here(
+        rt: &tokio::runtime::Handle,
+        label: String,
+    ) -> Result<Unstarted, NetError> {
+        // The socket registers with the runtime's reactor.
+        let _guard = rt.enter();
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| NetError::sys("open rtnetlink socket in", label.clone(), e))?;
+        Ok(Unstarted {
+            conn,
             handle,
-            conn: tokio::spawn(conn),
             label,
         })
     }
@@ -286,6 +327,21 @@ impl NodeNet {
             .collect())
     }
 
+    /// The IPv4 addresses on the interface `name` (none when there is no
+    /// such interface).
+    pub(crate) async fn ipv4_addrs_of(&self, name: &str) -> Result<Vec<Ipv4Addr>, NetError> {
+        let Some(link) = self.link_by_name(name).await? else {
+            return Ok(Vec::new());
+        };
+        let label = format!("{name} in {}", self.label);
+        Ok(self
+            .ipv4_addrs(link.header.index, &label)
+            .await?
+            .iter()
+            .filter_map(|a| addr_of(a).0)
+            .collect())
+    }
+
     /// Deletes the bridge `name`. Returns false when there was none.
     pub async fn remove_bridge(&self, name: &str) -> Result<bool, NetError> {
         self.delete_link(name, "delete bridge").await
@@ -306,6 +362,38 @@ impl NodeNet {
         alloc: &AllocNet,
     ) -> Result<(), NetError> {
         alloc.validate()?;
+        // The veth and the socket inside the namespace do not depend on each
+        // other: make them at the same time.
+        let (added, inside) = tokio::join!(
+            self.add_veth(bridge, netns, alloc),
+            NodeNet::connect_in(netns)
+        );
+        added?;
+        self.configure_or_undo(netns, inside, alloc).await
+    }
+
+    /// [`NodeNet::attach`] with `inside`, a connection already open inside
+    /// `netns` (made by the thread that created the namespace, which saves
+    /// a thread).
+    pub(crate) async fn attach_with(
+        &self,
+        bridge: &Bridge,
+        netns: &Netns,
+        inside: &NodeNet,
+        alloc: &AllocNet,
+    ) -> Result<(), NetError> {
+        alloc.validate()?;
+        self.add_veth(bridge, netns, alloc).await?;
+        self.configure_or_undo(netns, Ok(inside), alloc).await
+    }
+
+    /// The veth pair: host end on the bridge and up, `eth0` in `netns`.
+    async fn add_veth(
+        &self,
+        bridge: &Bridge,
+        netns: &Netns,
+        alloc: &AllocNet,
+    ) -> Result<(), NetError> {
         let host_if = alloc.host_if.as_str();
         // The peer cannot be set up in the same request: a veth refuses to
         // open (ENOTCONN) before its pair is complete.
@@ -318,25 +406,26 @@ impl NodeNet {
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
             .build();
-        // The veth and the socket inside the namespace do not depend on each
-        // other: make them at the same time.
-        let (added, inside) = tokio::join!(
-            self.handle.link().add(veth).execute(),
-            NodeNet::connect_in(netns)
-        );
-        if let Err(e) = added {
-            return Err(NetError::netlink(
-                "add veth",
-                format!(
-                    "{host_if} (peer {CONTAINER_IF} in {}) on bridge {}",
-                    netns.label(),
-                    bridge.name
-                ),
-                e,
-            ));
-        }
+        self.handle.link().add(veth).execute().await.map_err(|e| {
+            let target = format!(
+                "{host_if} (peer {CONTAINER_IF} in {}) on bridge {}",
+                netns.label(),
+                bridge.name
+            );
+            NetError::netlink("add veth", target, e)
+        })
+    }
+
+    /// Configures `eth0` through `inside`; on failure deletes the veth again.
+    async fn configure_or_undo<N: std::borrow::Borrow<NodeNet>>(
+        &self,
+        netns: &Netns,
+        inside: Result<N, NetError>,
+        alloc: &AllocNet,
+    ) -> Result<(), NetError> {
+        let host_if = alloc.host_if.as_str();
         let result = match inside {
-            Ok(inside) => inside.configure_eth0(alloc).await,
+            Ok(inside) => inside.borrow().configure_eth0(alloc).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {

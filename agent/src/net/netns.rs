@@ -149,6 +149,23 @@ impl NetnsDir {
     /// dedicated thread, so the caller's thread (a tokio worker, say) never
     /// changes namespace.
     pub fn create(&self, name: &str) -> Result<Netns, NetError> {
+        std::thread::scope(|s| {
+            s.spawn(|| self.create_on_this_thread(name))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(NetError::Thread {
+                        op: "create netns",
+                        target: self.path(name).display().to_string(),
+                    })
+                })
+        })
+    }
+
+    /// [`NetnsDir::create`] done by the calling thread, which is left inside
+    /// the new namespace: for a thread of the caller's own that exits
+    /// afterwards (never a tokio worker), and that may then do more inside
+    /// it, e.g. open a netlink socket there without another thread.
+    pub fn create_on_this_thread(&self, name: &str) -> Result<Netns, NetError> {
         check_name(name)?;
         self.make_shared()?;
         let path = self.path(name);
@@ -158,10 +175,9 @@ impl NetnsDir {
             .create_new(true)
             .open(&path)
             .map_err(|e| NetError::sys("create netns file", label.clone(), e))?;
-        let mounted = std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), NetError> {
-                unshare(CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| NetError::sys("unshare(CLONE_NEWNET) for", label.clone(), e))?;
+        let mounted = unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetError::sys("unshare(CLONE_NEWNET) for", label.clone(), e))
+            .and_then(|()| {
                 mount(
                     Some("/proc/thread-self/ns/net"),
                     &path,
@@ -170,15 +186,7 @@ impl NetnsDir {
                     None::<&str>,
                 )
                 .map_err(|e| NetError::sys("bind-mount netns on", label.clone(), e))
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(NetError::Thread {
-                    op: "create netns",
-                    target: label.clone(),
-                })
-            })
-        });
+            });
         if let Err(e) = mounted {
             let _ = umount2(&path, MntFlags::MNT_DETACH);
             let _ = fs::remove_file(&path);

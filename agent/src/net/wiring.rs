@@ -9,8 +9,9 @@
 //!
 //! - `D/net/subnet`: the node's task subnet, so that an agent restarted
 //!   without its scheduler keeps it; `D/net/ipam.json`: the address book;
-//!   `D/net/allocs/<alloc>/{resolv.conf,hosts}`: what the tasks see as
-//!   `/etc/resolv.conf` and `/etc/hosts` (bind-mounted read-only).
+//!   `D/net/resolv.conf` and `D/net/allocs/<alloc>/hosts`: what the tasks
+//!   see as `/etc/resolv.conf` (one for the node: it names the bridge) and
+//!   `/etc/hosts` (bind-mounted read-only).
 //! - `/run/drover/<hash of D>/netns/<alloc>`: the allocations' named
 //!   network namespaces ([`netns_dir_for`]). Under `/run` (a tmpfs) because
 //!   namespaces do not survive a reboot either; keyed by the data directory
@@ -40,8 +41,9 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkAttribute;
 
 use super::ipam::{Ipam, IpamError};
+use super::link::Unstarted;
 use super::{
-    files, firewall, host_if_name, AllocNet, Bridge, Ipv4Net, NetError, NetnsDir, NodeNet,
+    files, firewall, host_if_name, AllocNet, Bridge, Ipv4Net, NetError, Netns, NetnsDir, NodeNet,
 };
 use crate::runtime::TaskNetwork;
 
@@ -132,6 +134,13 @@ impl NetConfig {
     fn files_dir(&self, alloc_id: &str) -> PathBuf {
         self.state_dir.join("allocs").join(alloc_id)
     }
+
+    /// The node's `resolv.conf`, the same for every allocation (the
+    /// bridge's address and the service search domain), bind-mounted
+    /// read-only into each: written once at init, not per allocation.
+    fn resolv_path(&self) -> PathBuf {
+        self.state_dir.join("resolv.conf")
+    }
 }
 
 /// `/run/drover/<16 hex digits of a hash of data_dir>/netns`: the netns
@@ -175,7 +184,11 @@ impl NodeNetwork {
     /// (the scheduler changed its mind while tasks run), the old subnet is
     /// kept until they are gone: renumbering running tasks is not possible.
     pub async fn init(cfg: NetConfig, subnet: Ipv4Net) -> Result<Self, NetError> {
-        let ipam = open_ipam(&cfg, subnet)?;
+        let netns = NetnsDir::new(&cfg.netns_dir);
+        let ipam = match load_ipam(&cfg, subnet)? {
+            Some(ipam) => ipam,
+            None => rebuild_ipam(&cfg, subnet, live_addresses(&netns).await?)?,
+        };
         let subnet = ipam.subnet();
         fs::create_dir_all(&cfg.state_dir)
             .map_err(|e| NetError::sys("create", cfg.state_dir.display().to_string(), e))?;
@@ -184,6 +197,8 @@ impl NodeNetwork {
         let bridge = node
             .ensure_bridge(&cfg.bridge, ipam.gateway(), subnet.prefix())
             .await?;
+        let resolv = files::resolv_conf(bridge.ip, &[files::SERVICE_SEARCH_DOMAIN])?;
+        files::write_atomic(&cfg.resolv_path(), &resolv, false)?;
         crate::peers::ensure_forwarding(&cfg.ip_forward)
             .map_err(|e| NetError::sys("enable", cfg.ip_forward.display().to_string(), e))?;
         firewall::apply(
@@ -193,7 +208,6 @@ impl NodeNetwork {
             subnet,
             cfg.cluster_cidr,
         )?;
-        let netns = NetnsDir::new(&cfg.netns_dir);
         netns.init()?;
         tracing::info!(bridge = %bridge.name, ip = %bridge.ip, %subnet, table = %cfg.table, "node network ready");
         Ok(Self {
@@ -251,18 +265,28 @@ impl NodeNetwork {
             self.teardown(alloc_id).await?;
         }
         let ns_path = self.netns.path(alloc_id);
-        let open_or_create = || {
-            if is_netns_mount(&ns_path) {
-                return self.netns.open(alloc_id);
-            }
-            // A plain file where a namespace was mounted: left by a reboot
-            // (the namespace died with the kernel) where /run is no tmpfs.
-            self.netns.remove(alloc_id)?;
-            self.netns.create(alloc_id)
+        let rt = tokio::runtime::Handle::current();
+        // Run by a thread of its own, which ends inside the namespace: the
+        // namespace (created, or reopened for a re-adopted allocation) and
+        // an rtnetlink socket in it, opened there without another thread.
+        let in_netns = || -> Result<(Netns, Unstarted), NetError> {
+            let netns = if is_netns_mount(&ns_path) {
+                let netns = self.netns.open(alloc_id)?;
+                netns.enter_current_thread()?;
+                netns
+            } else {
+                // A plain file where a namespace was mounted: left by a
+                // reboot (the namespace died with the kernel) where /run
+                // is no tmpfs.
+                self.netns.remove(alloc_id)?;
+                self.netns.create_on_this_thread(alloc_id)?
+            };
+            let inside = NodeNet::open_here(&rt, ns_path.display().to_string())?;
+            Ok((netns, inside))
         };
         if mode == NetworkMode::None {
-            let netns = open_or_create()?;
-            NodeNet::connect_in(&netns).await?.set_loopback_up().await?;
+            let (_netns, inside) = on_netns_thread(&ns_path, in_netns, || Ok(()))?.0;
+            inside.start().set_loopback_up().await?;
             return Ok(AllocNetwork {
                 mode,
                 ip: None,
@@ -273,47 +297,38 @@ impl NodeNetwork {
                 },
             });
         }
-        // The namespace (kernel work) and the address (an fsync'd write)
-        // do not depend on each other: both at once.
-        let (netns, ip) = std::thread::scope(|s| {
-            let ns = s.spawn(open_or_create);
-            let ip = self.lock_ipam().allocate(alloc_id);
-            let ns = ns.join().unwrap_or_else(|_| {
-                Err(NetError::Thread {
-                    op: "create netns",
-                    target: ns_path.display().to_string(),
-                })
-            });
-            (ns, ip)
-        });
-        let (netns, ip) = match (netns, ip) {
-            (Ok(n), Ok(ip)) => (n, ip),
-            (Err(e), _) => return Err(e),
-            (_, Err(e)) => return Err(e.into()),
-        };
+        // The namespace (kernel work) and the address and hosts file (file
+        // writes) do not depend on each other: both at once.
+        let hosts_path = self.cfg.files_dir(alloc_id).join("hosts");
+        let ((netns, inside), ip) = on_netns_thread(&ns_path, in_netns, || {
+            let ip = self.lock_ipam().allocate(alloc_id)?;
+            let hosts =
+                files::hosts(hostname, ip, &[]).or_else(|_| files::hosts(alloc_id, ip, &[]))?;
+            files::write_atomic(&hosts_path, &hosts, true)?;
+            Ok(ip)
+        })?;
+        let inside = inside.start();
         let alloc = AllocNet {
             host_if: host_if_name(alloc_id),
             ip,
             prefix: self.bridge.prefix,
             gateway: self.bridge.ip,
         };
-        if self.node.link_by_name(&alloc.host_if).await?.is_none() {
-            self.node.attach(&self.bridge, &netns, &alloc).await?;
+        // Fresh, the veth cannot exist (see above); re-adopted, one that
+        // exists is kept with the connections through it.
+        if fresh || self.node.link_by_name(&alloc.host_if).await?.is_none() {
+            self.node
+                .attach_with(&self.bridge, &netns, &inside, &alloc)
+                .await?;
         }
-        let dir = self.cfg.files_dir(alloc_id);
-        fs::create_dir_all(&dir)
-            .map_err(|e| NetError::sys("create", dir.display().to_string(), e))?;
-        let resolv = files::resolv_conf(self.bridge.ip, &[files::SERVICE_SEARCH_DOMAIN])?;
-        let hosts = files::hosts(hostname, ip, &[]).or_else(|_| files::hosts(alloc_id, ip, &[]))?;
-        files::write_etc(&dir, &resolv, &hosts)?;
         tracing::info!(alloc_id = %alloc_id, %ip, host_if = %alloc.host_if, "allocation network ready");
         Ok(AllocNetwork {
             mode,
             ip: Some(ip),
             task: TaskNetwork {
                 netns: Some(ns_path),
-                resolv_conf: Some(dir.join("resolv.conf")),
-                hosts: Some(dir.join("hosts")),
+                resolv_conf: Some(self.cfg.resolv_path()),
+                hosts: Some(hosts_path),
             },
         })
     }
@@ -514,23 +529,100 @@ pub async fn cleanup_node(cfg: &NetConfig, routes: bool) -> Result<CleanupReport
 
 /// Opens the address book for `subnet`, or keeps the old subnet while
 /// allocations hold addresses in it; an empty book of another subnet is
-/// replaced.
-fn open_ipam(cfg: &NetConfig, subnet: Ipv4Net) -> Result<Ipam, NetError> {
+/// replaced. `None` when there is no usable book: missing (a first start,
+/// or lost), or unreadable (torn by a power loss: it is not fsync'd, see
+/// [`super::ipam`]), which is then moved aside to `ipam.json.unreadable`.
+/// The caller rebuilds it from the namespaces that exist
+/// ([`live_addresses`], [`rebuild_ipam`]).
+fn load_ipam(cfg: &NetConfig, subnet: Ipv4Net) -> Result<Option<Ipam>, NetError> {
     let path = cfg.ipam_path();
+    match path.try_exists() {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) => return Err(NetError::sys("look for", path.display().to_string(), e)),
+    }
     match Ipam::open(&path, subnet) {
         Err(IpamError::SubnetMismatch { found, .. }) => {
             let old = Ipam::open(&path, found)?;
             if !old.is_empty() {
                 tracing::error!(wanted = %subnet, kept = %found, live = old.len(), "the node subnet changed while allocations hold addresses; keeping the old subnet until they end");
-                return Ok(old);
+                return Ok(Some(old));
             }
             drop(old);
             fs::remove_file(&path)
                 .map_err(|e| NetError::sys("remove", path.display().to_string(), e))?;
-            Ok(Ipam::open(&path, subnet)?)
+            Ok(Some(Ipam::open(&path, subnet)?))
         }
-        other => Ok(other?),
+        Err(IpamError::Corrupt { reason, .. }) => {
+            let aside = path.with_extension("json.unreadable");
+            fs::rename(&path, &aside)
+                .map_err(|e| NetError::sys("move aside", path.display().to_string(), e))?;
+            tracing::error!(path = %path.display(), moved_to = %aside.display(), %reason, "the address book is unreadable (torn by a power loss?); rebuilding it from the allocations' namespaces");
+            Ok(None)
+        }
+        other => Ok(Some(other?)),
     }
+}
+
+/// A new address book for `subnet` holding `live` (see [`live_addresses`]);
+/// what cannot be kept is reported.
+fn rebuild_ipam(
+    cfg: &NetConfig,
+    subnet: Ipv4Net,
+    live: Vec<(String, Ipv4Addr)>,
+) -> Result<Ipam, NetError> {
+    let (ipam, skipped) = Ipam::rebuild(cfg.ipam_path(), subnet, live)?;
+    for n in skipped {
+        tracing::error!(alloc_id = %n.alloc_id, ip = %n.ip, %subnet, reason = %n.reason, "a live address is not kept in the rebuilt address book");
+    }
+    if !ipam.is_empty() {
+        tracing::warn!(count = ipam.len(), path = %cfg.ipam_path().display(), "address book rebuilt from the allocations' namespaces");
+    }
+    Ok(ipam)
+}
+
+/// The IPv4 address on `eth0` of every allocation namespace mounted in
+/// `netns`, by allocation id (namespaces are named after allocations): the
+/// addresses that are live. Empty after a reboot, when no namespace is
+/// (a namespace file that is no mount is a dead one).
+async fn live_addresses(netns: &NetnsDir) -> Result<Vec<(String, Ipv4Addr)>, NetError> {
+    let mut live = Vec::new();
+    for name in netns.list()? {
+        if !is_netns_mount(&netns.path(&name)) {
+            continue;
+        }
+        let ns = netns.open(&name)?;
+        let inside = NodeNet::connect_in(&ns).await?;
+        for ip in inside.ipv4_addrs_of(super::CONTAINER_IF).await? {
+            live.push((name.clone(), ip));
+        }
+    }
+    Ok(live)
+}
+
+/// Runs `in_netns` on a new thread (named `drover-netns`, so that it may
+/// end inside another namespace) and `here` on the calling thread at the
+/// same time; both results, or the first error.
+fn on_netns_thread<A: Send, B>(
+    ns_path: &Path,
+    in_netns: impl FnOnce() -> Result<A, NetError> + Send,
+    here: impl FnOnce() -> Result<B, NetError>,
+) -> Result<(A, B), NetError> {
+    let label = || ns_path.display().to_string();
+    std::thread::scope(|s| {
+        let thread = std::thread::Builder::new()
+            .name("drover-netns".into())
+            .spawn_scoped(s, in_netns)
+            .map_err(|e| NetError::sys("spawn netns thread for", label(), e))?;
+        let here = here();
+        let there = thread.join().unwrap_or_else(|_| {
+            Err(NetError::Thread {
+                op: "create netns",
+                target: label(),
+            })
+        });
+        Ok((there?, here?))
+    })
 }
 
 fn write_file(path: &Path, content: &str) -> Result<(), NetError> {
@@ -574,6 +666,13 @@ mod tests {
         );
     }
 
+    fn open_ipam(cfg: &NetConfig, subnet: Ipv4Net) -> Result<Ipam, NetError> {
+        match load_ipam(cfg, subnet)? {
+            Some(ipam) => Ok(ipam),
+            None => rebuild_ipam(cfg, subnet, Vec::new()),
+        }
+    }
+
     #[test]
     fn an_empty_book_of_another_subnet_is_replaced_a_live_one_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -588,5 +687,40 @@ mod tests {
         ipam.release("x").expect("release");
         drop(ipam);
         assert_eq!(open_ipam(&cfg, b).expect("open").subnet(), b);
+    }
+
+    #[test]
+    fn an_unreadable_book_is_moved_aside_and_rebuilt_from_live_addresses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = NetConfig::for_agent(dir.path(), "drover0", "n1");
+        let net: Ipv4Net = "10.89.1.0/24".parse().expect("valid");
+        let mut ipam = open_ipam(&cfg, net).expect("open");
+        let a = ipam.allocate("a").expect("allocate");
+        ipam.allocate("b").expect("allocate");
+        drop(ipam);
+        let whole = fs::read(cfg.ipam_path()).expect("read");
+        // What a power loss may leave, the file not being fsync'd.
+        for torn in [&b""[..], &whole[..whole.len() / 3], &[0u8; 40][..]] {
+            fs::write(cfg.ipam_path(), torn).expect("write");
+            assert!(
+                load_ipam(&cfg, net).expect("no error").is_none(),
+                "{torn:?} is to be rebuilt"
+            );
+            assert!(!cfg.ipam_path().exists());
+            let aside = fs::read(cfg.state_dir.join("ipam.json.unreadable")).expect("kept");
+            assert_eq!(aside, torn, "moved aside for inspection");
+            // Say "a" is still live (the agent crashed, then the file broke).
+            let mut ipam = rebuild_ipam(&cfg, net, vec![("a".into(), a)]).expect("rebuild");
+            assert_eq!(ipam.get("a"), Some(a));
+            assert_ne!(ipam.allocate("c").expect("allocate"), a);
+            drop(ipam);
+            assert_eq!(
+                load_ipam(&cfg, net).expect("read").map(|i| i.len()),
+                Some(2)
+            );
+        }
+        // Missing: rebuilt as well (from nothing, after a reboot).
+        fs::remove_file(cfg.ipam_path()).expect("remove");
+        assert!(load_ipam(&cfg, net).expect("no error").is_none());
     }
 }

@@ -334,7 +334,7 @@ fn print_table(n: usize, s: &Samples) {
         ),
         ("  resolv.conf + hosts", &s.files),
         (
-            "  (IPAM allocate, fsync'd write: not in the row above)",
+            "  (IPAM allocate, one line appended: not in the row above)",
             &s.ipam,
         ),
         ("drover incl. IPAM allocate", &s.total_ipam),
