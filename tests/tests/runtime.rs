@@ -291,13 +291,22 @@ fn supervisor_survives_the_runtime_and_is_readopted() -> Result<()> {
 #[tokio::test]
 async fn dead_supervisor_is_reported() -> Result<()> {
     let h = Harness::new()?;
-    let state = h.start(&task_spec("orphan", &["sleep", "30"])).await?;
+    let state = h
+        .start(&task_spec(
+            "orphan",
+            &["sh", "-c", "sleep 31 & exec sleep 30"],
+        ))
+        .await?;
     let TaskState::Running { pid, .. } = state else {
         bail!("expected running, got {state:?}");
     };
     let supervisor: i32 = h.log("orphan", "supervisor.pid")?.trim().parse()?;
+    // `sleep 31` is a child of the task, in its cgroup too.
+    let cg = h.cg_path("orphan");
     kill(Pid::from_raw(supervisor), Signal::SIGKILL)?;
-    // The task outlives its supervisor: reported failed, and stop still works.
+    // Nothing supervises the task any more: the first look kills what is
+    // in its cgroup (reported running meanwhile), and once nothing is left
+    // it is settled as exited, status lost, without a stop.
     let deadline = Instant::now() + Duration::from_secs(5);
     let state = loop {
         let state = h.rt.state("orphan", "main")?;
@@ -307,14 +316,21 @@ async fn dead_supervisor_is_reported() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(
-        matches!(&state, TaskState::Failed { message } if message.contains("supervisor")),
+        matches!(&state, TaskState::Exited { exit_code: None, message, .. } if message.contains("supervisor died")),
         "{state:?}"
     );
+    assert!(
+        h.cgroups().procs(&cg)?.is_empty(),
+        "processes left in the task's cgroup"
+    );
+    // Settled on disk: stop and remove find it ended.
     let state = h.rt.stop("orphan", "main").await?;
     assert!(
         matches!(&state, TaskState::Exited { message, .. } if message.contains("supervisor died")),
         "{state:?}"
     );
+    h.rt.remove("orphan", "main")?;
+    assert!(!h.any_cgroup_left(), "the task's cgroup is left");
     // Without its supervisor the task's zombie is reaped by the host's init,
     // not by us: give it a moment.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -463,7 +463,8 @@ impl Runtime {
     /// The task's current state. If `state.json` says pending or running but
     /// the supervisor is gone, the record is settled here ("supervisor
     /// died"): `Exited` without a status when the task is gone too (written
-    /// back to `state.json`), `Failed` while the task still runs unsupervised.
+    /// back to `state.json`); while processes of the task remain they are
+    /// killed and the task is still reported running.
     pub fn state(&self, alloc_id: &str, task: &str) -> Result<TaskState, RuntimeError> {
         let dir = self.existing_dir(alloc_id, task)?;
         self.observe(&dir, alloc_id, task)
@@ -490,20 +491,33 @@ impl Runtime {
         let recorded = dir.read_state()?;
         let settled = match recorded {
             Some(state) if state.is_terminal() => return Ok(state),
-            Some(TaskState::Running { pid, .. }) if process_alive(&self.proc_root, pid) => {
-                return Ok(TaskState::Failed {
-                    message: format!(
-                        "supervisor {} died; task pid {pid} is still running unsupervised",
-                        supervisor.map_or_else(|| "?".to_owned(), |p| p.to_string())
-                    ),
-                });
+            // Nothing would record its exit or copy its output (its next
+            // write would fail with EPIPE anyway), and a restart must not
+            // run beside it: the processes in its cgroup are killed, and it
+            // is reported running until none is left, then exited with its
+            // status lost.
+            Some(state @ TaskState::Running { pid, .. })
+                if self.kill_unsupervised(dir).unwrap_or_else(|error| {
+                    warn!(alloc_id = %alloc_id, task = %task, %error, "listing the task's cgroup");
+                    usize::from(process_alive(&self.proc_root, pid))
+                }) > 0 =>
+            {
+                warn!(
+                    alloc_id = %alloc_id,
+                    task = %task,
+                    pid,
+                    supervisor = ?supervisor,
+                    "supervisor died while its task runs; killed the processes of its cgroup"
+                );
+                return Ok(state);
             }
             Some(TaskState::Running { pid, .. }) => TaskState::Exited {
                 pid,
                 exit_code: None,
                 signal: None,
                 finished_unix_ms: now_unix_ms(),
-                message: "supervisor died; the task's exit status is lost".to_owned(),
+                message: "supervisor died; the task was killed and its exit status is lost"
+                    .to_owned(),
                 oom_killed: false,
             },
             _ => TaskState::Failed {
@@ -569,11 +583,15 @@ impl Runtime {
             pid,
             source,
         })?;
-        // Opened before re-reading: if state.json still says running, the
-        // supervisor has not reaped the task, so the pidfd is the task's.
+        // Opened before re-reading: if state.json still says running and
+        // the supervisor lives, it has not reaped the task, so the pidfd is
+        // the task's. (Without a supervisor, init may have reaped it and
+        // the pid be another process's: `observe` kills what is left in
+        // the task's cgroup instead.)
         let still_running =
             matches!(dir.read_state()?, Some(TaskState::Running { pid: p, .. }) if p == pid);
-        let Some(fd) = fd.filter(|_| still_running) else {
+        let supervised = self.supervisor_pidfd(&dir, alloc_id, task)?.is_some();
+        let Some(fd) = fd.filter(|_| still_running && supervised) else {
             return self
                 .wait_final(&dir, alloc_id, task, None, FINAL_STATE_TIMEOUT)
                 .await;
@@ -813,6 +831,32 @@ impl Runtime {
 
     /// Removes the task's cgroup as recorded in `cgroup.json` (nothing to do
     /// without one, or when it is gone already).
+    /// SIGKILLs every process in the task's cgroup (a task whose
+    /// supervisor died); returns how many. Each pid is checked to still be
+    /// listed after its pidfd is opened: no process can enter the cgroup
+    /// but by a member's fork, so a reused pid never gets the signal.
+    fn kill_unsupervised(&self, dir: &TaskDir) -> Result<usize, RuntimeError> {
+        let (Some(placement), Some(spec)) = (
+            read_json::<CgroupPlacement>(&dir.cgroup())?,
+            dir.read_spec()?,
+        ) else {
+            return Ok(0);
+        };
+        placement.validate()?;
+        let path = placement.task_path(&spec);
+        let cgroups = cgroup::detect(&placement.root)?;
+        let mut killed = 0;
+        for pid in cgroups.procs(&path)? {
+            let Ok(Some(fd)) = PidFd::open(pid) else {
+                continue;
+            };
+            if cgroups.procs(&path)?.contains(&pid) && fd.signal(Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        Ok(killed)
+    }
+
     fn remove_cgroup(&self, dir: &TaskDir, alloc_id: &str) -> Result<(), RuntimeError> {
         let Some(placement) = read_json::<CgroupPlacement>(&dir.cgroup())? else {
             return Ok(());
