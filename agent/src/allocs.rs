@@ -188,14 +188,20 @@ fn task_pb(name: &str, t: &Track) -> pb::TaskState {
 }
 
 impl Alloc {
-    fn status(&self) -> pb::AllocStatus {
-        let id = alloc_of(&self.assignment).0.to_string();
-        let tasks: Vec<pb::TaskState> = self.tasks.iter().map(|(n, t)| task_pb(n, t)).collect();
-        let all_done = !self.tasks.is_empty()
+    /// Every task has ended and none waits for a restart: the status is
+    /// final.
+    fn finished(&self) -> bool {
+        !self.tasks.is_empty()
             && self
                 .tasks
                 .values()
-                .all(|t| t.state.is_terminal() && t.restart_at.is_none());
+                .all(|t| t.state.is_terminal() && t.restart_at.is_none())
+    }
+
+    fn status(&self) -> pb::AllocStatus {
+        let id = alloc_of(&self.assignment).0.to_string();
+        let tasks: Vec<pb::TaskState> = self.tasks.iter().map(|(n, t)| task_pb(n, t)).collect();
+        let all_done = self.finished();
         let status = if self
             .tasks
             .values()
@@ -248,6 +254,11 @@ impl Allocs {
                 .into(),
             allow_host_network: false,
         }
+    }
+
+    /// The allocations tracked here: their task directories are in use.
+    pub fn tracked(&self) -> BTreeSet<String> {
+        self.allocs.keys().cloned().collect()
     }
 
     /// Lets jobs ask for the node's own network (`network = "host"`): node
@@ -383,7 +394,10 @@ impl Allocs {
                 None => true,
                 Some(a) => alloc_of(a).1 == "stop",
             };
-            if stop && !alloc.stopping {
+            // One that has finished by itself keeps its final status (a
+            // failed allocation must not turn "complete" for being
+            // stopped): there is nothing to stop.
+            if stop && !alloc.stopping && !alloc.finished() {
                 alloc.stopping = true;
                 to_stop.push(id.clone());
             }
@@ -759,6 +773,69 @@ impl Allocs {
             )),
         }
     }
+}
+
+/// Removes the directories (logs, overlay upper dir, state) of finished
+/// tasks of allocations not in `tracked` once they ended more than `keep`
+/// ago, as Nomad's client garbage-collects dead allocations: `drover logs`
+/// works on a finished allocation until then. Blocking file-system work:
+/// run it off the async loop. Returns the `(alloc, task)` pairs removed.
+pub fn collect_finished(
+    runtime: &Runtime,
+    tracked: &BTreeSet<String>,
+    keep: Duration,
+) -> Vec<(String, String)> {
+    let tasks = match runtime.list() {
+        Ok(tasks) => tasks,
+        Err(error) => {
+            tracing::warn!(%error, "listing task directories for garbage collection");
+            return Vec::new();
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0);
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    let mut removed = Vec::new();
+    for (alloc_id, task) in tasks {
+        if tracked.contains(&alloc_id) {
+            continue;
+        }
+        let ended_ms = match runtime.state(&alloc_id, &task) {
+            Ok(TaskState::Exited {
+                finished_unix_ms, ..
+            }) => finished_unix_ms,
+            // No time in the record: when it was written.
+            Ok(TaskState::Failed { .. }) => runtime
+                .task_dir(&alloc_id, &task)
+                .ok()
+                .and_then(|d| std::fs::metadata(d.join("state.json")).ok())
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .unwrap_or(now),
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::warn!(alloc_id = %alloc_id, task = %task, %error, "reading a task's state for garbage collection");
+                continue;
+            }
+        };
+        if now.saturating_sub(ended_ms) < keep_ms {
+            continue;
+        }
+        match runtime.remove(&alloc_id, &task) {
+            Ok(()) => {
+                tracing::info!(alloc_id = %alloc_id, task = %task, ended_ms, "finished task garbage-collected");
+                removed.push((alloc_id, task));
+            }
+            Err(error) => {
+                tracing::warn!(alloc_id = %alloc_id, task = %task, %error, "garbage-collecting a finished task")
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

@@ -82,9 +82,17 @@ pub struct AgentConfig {
     /// The subnet used when neither `subnet`, the scheduler nor an earlier
     /// start gives one (`drover dev`: 10.89.0.0/24).
     pub default_subnet: Option<net::Ipv4Net>,
+    /// How long the files (logs included) of a finished allocation are
+    /// kept once the scheduler no longer lists it ([`DEFAULT_KEEP_FINISHED`]).
+    pub keep_finished: Duration,
 }
 
+/// Default of [`AgentConfig::keep_finished`]: one hour.
+pub const DEFAULT_KEEP_FINISHED: Duration = Duration::from_secs(3600);
+
 const POLL: Duration = Duration::from_millis(200);
+/// Longest interval between sweeps of finished allocations' files.
+const GC_EVERY: Duration = Duration::from_secs(60);
 const LOG_CHUNK: usize = 32 * 1024;
 
 /// Runs the agent until `shutdown` is cancelled. Tasks keep running when
@@ -193,6 +201,11 @@ async fn session(
     tokio::spawn(heartbeats(tx.clone(), interval_rx, beat));
     allocs.forget_reported();
     let mut poll = tokio::time::interval(POLL);
+    // Finished allocations' files, swept at most every GC_EVERY (and at
+    // least ten times per retention period), off the async loop.
+    let gc_every = GC_EVERY.min(config.keep_finished / 10).max(POLL);
+    let mut gc = tokio::time::interval(gc_every);
+    let mut gc_running: Option<tokio::task::JoinHandle<()>> = None;
     let mut log_streams: std::collections::HashMap<u64, CancellationToken> = Default::default();
     let mut peer_routes = peers::Peers::default();
     let log_runtime_root = state_root.to_path_buf();
@@ -206,6 +219,14 @@ async fn session(
             _ = shutdown.cancelled() => {
                 for t in log_streams.values() { t.cancel(); }
                 return Ok(());
+            }
+            _ = gc.tick() => {
+                if gc_running.as_ref().is_none_or(|h| h.is_finished()) {
+                    let (rt, tracked, keep) = (Runtime::new(log_runtime_root.clone(), config.exe.clone()), allocs.tracked(), config.keep_finished);
+                    gc_running = Some(tokio::task::spawn_blocking(move || {
+                        allocs::collect_finished(&rt, &tracked, keep);
+                    }));
+                }
             }
             _ = poll.tick() => {
                 peer_routes.retry().await;

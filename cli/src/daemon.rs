@@ -33,6 +33,10 @@ pub struct DevArgs {
     /// one machine); `drover agent` allows none, and no bind volume.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Seconds a finished allocation's files (its logs included) are kept
+    /// once the scheduler no longer lists it, then removed.
+    #[arg(long, value_name = "SECONDS", default_value_t = drover_agent::DEFAULT_KEEP_FINISHED.as_secs())]
+    keep_finished: u64,
     #[command(flatten)]
     subnets: SubnetArgs,
     #[command(flatten)]
@@ -142,6 +146,10 @@ pub struct AgentArgs {
     /// one machine); `drover agent` allows none, and no bind volume.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Seconds a finished allocation's files (its logs included) are kept
+    /// once the scheduler no longer lists it, then removed.
+    #[arg(long, value_name = "SECONDS", default_value_t = drover_agent::DEFAULT_KEEP_FINISHED.as_secs())]
+    keep_finished: u64,
     #[command(flatten)]
     tls: crate::tls::ClientTls,
     #[command(flatten)]
@@ -317,6 +325,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
                 .parse()
                 .map_err(|e| anyhow!("{DEV_SUBNET}: {e}"))?,
         ),
+        keep_finished: std::time::Duration::from_secs(a.keep_finished),
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -381,6 +390,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         bridge: a.net.bridge.clone(),
         subnet: a.net.subnet()?,
         default_subnet: None,
+        keep_finished: std::time::Duration::from_secs(a.keep_finished),
     };
     if a.cleanup {
         let report = drover_agent::cleanup(&config).await?;

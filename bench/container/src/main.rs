@@ -20,8 +20,9 @@
 //!   overlay over the same busybox rootfs (`Rootfs::Dir`, per-task upper
 //!   dir), a minimal /dev (+pts, shm), read-only /sys, tmpfs /tmp, then the
 //!   task pivots into it, mounts a fresh /proc, sets rlimits, the
-//!   capability bounding set and no_new_privs and runs `/bin/true`; state
-//!   files are fsynced. No masked paths (crun/runc mask some of /proc).
+//!   capability bounding set and no_new_privs and runs `/bin/true`; the
+//!   spec and the final state are fsynced. Docker's masked and read-only
+//!   /proc paths, as crun and runc have.
 //! - drover, no rootfs: the same without a root filesystem (the rootfs's
 //!   `/bin/true` run on the host's mount tree), to show what the rootfs
 //!   costs.

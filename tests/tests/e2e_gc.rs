@@ -1,0 +1,61 @@
+//! Garbage collection of finished allocations on the node, through the real
+//! `drover dev`: a finished allocation's files (logs, state, overlay upper
+//! dir) stay for `--keep-finished` seconds, so `drover logs` works on it,
+//! then are removed; a running allocation is never touched.
+//! Build the binary first: `cargo build -p drover-cli`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use drover_tests::checks::{batch, service, str_of, wait_running, WAIT};
+use drover_tests::{poll_until, unique_name, DevCluster};
+
+#[test]
+fn finished_allocations_are_kept_for_a_while_then_removed() {
+    let keep = Duration::from_secs(3);
+    let c = DevCluster::start_with(&["--keep-finished", "3"]);
+    let long = unique_name("keeps");
+    let file = c.write_file("long.toml", &service(&long, 1, "exec sleep 3600"));
+    c.cli_ok(&["job", "run", file.to_str().unwrap()]);
+    wait_running(&c, &long, 1);
+    let running_dirs = c.task_dirs();
+    assert_eq!(running_dirs.len(), 1, "{running_dirs:?}");
+
+    let job = unique_name("gc");
+    let file = c.write_file("gc.toml", &batch(&job, "echo from-the-batch"));
+    c.cli_ok(&["job", "run", file.to_str().unwrap()]);
+    let done = poll_until("the batch job to complete", WAIT, || {
+        let j = c.cli_json(&["job", "status", &job]);
+        (str_of(&j, "status") == "complete").then_some(Instant::now())
+    });
+    // Kept at first: its logs can still be read.
+    let dirs = c.task_dirs();
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    let out = c.cli_ok(&["logs", &job]);
+    assert_eq!(out, "from-the-batch\n");
+
+    let finished: Vec<_> = dirs
+        .into_iter()
+        .filter(|d| !running_dirs.contains(d))
+        .collect();
+    poll_until(
+        "the finished allocation's files to be removed",
+        keep + WAIT,
+        || (!finished[0].exists()).then_some(()),
+    );
+    assert!(
+        done.elapsed() >= keep - Duration::from_millis(500),
+        "removed after {:?}, before --keep-finished",
+        done.elapsed()
+    );
+    // The allocation directory went with its last task.
+    let alloc_dir = finished[0].parent().unwrap();
+    assert!(!alloc_dir.exists(), "{} is left", alloc_dir.display());
+    let out = c.cli(&["logs", &job]);
+    assert!(!out.status.success(), "logs of a collected allocation");
+
+    // The running allocation was never touched.
+    assert_eq!(c.task_dirs(), running_dirs);
+    wait_running(&c, &long, 1);
+}
