@@ -82,6 +82,9 @@ pub struct AgentConfig {
     /// The subnet used when neither `subnet`, the scheduler nor an earlier
     /// start gives one (`drover dev`: 10.89.0.0/24).
     pub default_subnet: Option<net::Ipv4Net>,
+    /// The node id the agent's certificate is bound to, if it is
+    /// (`drover tls agent --node ID`): the agent is that node.
+    pub node_id: Option<String>,
     /// How long the files (logs included) of a finished allocation are
     /// kept once the scheduler no longer lists it ([`DEFAULT_KEEP_FINISHED`]).
     pub keep_finished: Duration,
@@ -99,7 +102,10 @@ const LOG_CHUNK: usize = 32 * 1024;
 /// the agent stops; a restarted agent re-adopts them.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     let hostname = node::hostname();
-    let node_id = node::node_id(&config.data_dir, &hostname)?;
+    let node_id = match &config.node_id {
+        Some(bound) => node::claim_node_id(&config.data_dir, bound)?,
+        None => node::node_id(&config.data_dir, &hostname)?,
+    };
     let state_root = config.data_dir.join("allocs");
     let runtime = Runtime::new(state_root.clone(), config.exe.clone())
         .with_cgroups(

@@ -53,6 +53,46 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
     }
 }
 
+/// The node id an agent certificate is bound to, `want`: kept in
+/// `<data_dir>/node-id` (written when there is none yet); an error naming
+/// both when the data directory already belongs to another node.
+pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, AgentError> {
+    if !is_label(want) {
+        return Err(AgentError::Config(format!(
+            "the agent certificate is bound to {want:?}, which is not a valid node id (a DNS label)"
+        )));
+    }
+    let path = data_dir.join("node-id");
+    match fs::read_to_string(&path) {
+        Ok(s) if s.trim() == want => Ok(want.to_owned()),
+        Ok(s) => Err(AgentError::Config(format!(
+            "the agent certificate is for node {want:?}, but {} says this node is {:?}: \
+             use that node's certificate (drover tls agent --node {}), or another --data-dir",
+            path.display(),
+            s.trim(),
+            s.trim()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(data_dir).map_err(|source| AgentError::Io {
+                op: "create directory",
+                path: data_dir.to_path_buf(),
+                source,
+            })?;
+            fs::write(&path, format!("{want}\n")).map_err(|source| AgentError::Io {
+                op: "write",
+                path: path.clone(),
+                source,
+            })?;
+            Ok(want.to_owned())
+        }
+        Err(source) => Err(AgentError::Io {
+            op: "read",
+            path,
+            source,
+        }),
+    }
+}
+
 fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -91,6 +131,22 @@ pub fn memory_mb(proc_root: &Path) -> i64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_certificate_names_the_node_or_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // No identity yet: the certificate's becomes the node's.
+        assert_eq!(claim_node_id(dir.path(), "node-a").unwrap(), "node-a");
+        assert_eq!(node_id(dir.path(), "host").unwrap(), "node-a");
+        assert_eq!(claim_node_id(dir.path(), "node-a").unwrap(), "node-a");
+        // A data directory that belongs to another node is not taken over.
+        let err = claim_node_id(dir.path(), "node-b").unwrap_err().to_string();
+        assert!(
+            err.contains("\"node-b\"") && err.contains("\"node-a\""),
+            "{err}"
+        );
+        assert!(claim_node_id(dir.path(), "Not_A_Label").is_err());
+    }
 
     #[test]
     fn node_id_is_created_once_and_kept() {

@@ -63,6 +63,11 @@ pub struct SchedulerArgs {
     addr_file: Option<PathBuf>,
     #[command(flatten)]
     tls: crate::tls::ServerTls,
+    /// Accept only agent certificates bound to the node that registers
+    /// with them (`drover tls agent --node ID`), not the shared one of
+    /// `drover tls init`.
+    #[arg(long, requires = "tls_cert")]
+    require_node_certs: bool,
     #[command(flatten)]
     subnets: SubnetArgs,
     /// Log filter.
@@ -326,6 +331,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
                 .map_err(|e| anyhow!("{DEV_SUBNET}: {e}"))?,
         ),
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
+        node_id: None,
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -352,6 +358,7 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     cancel_on_signal(shutdown.clone());
     let store = Store::connect(&a.etcd, &a.prefix).await?;
     let core = Core::with_subnets(store, Timing::default(), subnets);
+    core.require_node_certs(a.require_node_certs);
     let listener = bind("--listen", a.listen).await?;
     if let Some(path) = &a.addr_file {
         write_addr(path, listener.local_addr()?)?;
@@ -391,6 +398,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         subnet: a.net.subnet()?,
         default_subnet: None,
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
+        node_id: a.tls.bound_node()?,
     };
     if a.cleanup {
         let report = drover_agent::cleanup(&config).await?;

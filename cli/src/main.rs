@@ -63,6 +63,9 @@ enum Command {
 enum TlsCommand {
     /// Create a cluster CA and certificates for the scheduler, agents and CLI.
     Init(tls::InitArgs),
+    /// Issue an agent certificate bound to one node: the scheduler accepts
+    /// it only from that node (see `drover scheduler --require-node-certs`).
+    Agent(tls::AgentCertArgs),
 }
 
 /// Options every client command takes.
@@ -322,6 +325,11 @@ fn main() -> ExitCode {
             Command::Logs(a) => client::logs(&a.opts, &a.target, &a.task, a.stderr, a.follow).await,
             Command::Exec(_) => unreachable!("exec is dispatched above"),
             Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }),
+            Command::Tls(TlsCommand::Agent(a)) => tls::agent_cert(&a).map(|files| {
                 for f in files {
                     println!("{}", f.display());
                 }

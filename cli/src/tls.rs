@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -71,6 +71,18 @@ impl ServerTls {
 }
 
 impl ClientTls {
+    /// The node `--tls-cert` is bound to (`drover tls agent --node ID`),
+    /// `None` without one or for a shared certificate.
+    pub fn bound_node(&self) -> Result<Option<String>> {
+        match &self.tls_cert {
+            None => Ok(None),
+            Some(cert) => Ok(drover_scheduler::auth::bound_node_pem(&read(
+                "--tls-cert",
+                cert,
+            )?)),
+        }
+    }
+
     /// The client config, `None` when no TLS flag is given.
     pub fn load(&self) -> Result<Option<ClientTlsConfig>> {
         match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
@@ -89,6 +101,57 @@ impl ClientTls {
             ),
         }
     }
+}
+
+/// Flags of `drover tls agent`.
+#[derive(Args, Debug)]
+pub struct AgentCertArgs {
+    /// Directory of `drover tls init` (its `ca.pem` and `ca-key.pem` sign
+    /// the certificate, which is written there too).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The node id the certificate is for (the agent's
+    /// `<data-dir>/node-id`; an agent that has none yet takes this one).
+    #[arg(long)]
+    pub node: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Issues `agent-<node>.pem` and `agent-<node>-key.pem`: an agent
+/// certificate bound to one node (see `drover_scheduler::auth`).
+pub fn agent_cert(a: &AgentCertArgs) -> Result<Vec<PathBuf>> {
+    let node = a.node.as_str();
+    if node.is_empty()
+        || node.len() > 63
+        || node.starts_with('-')
+        || node.ends_with('-')
+        || !node
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        bail!("--node {node:?} is not a node id (a DNS label: a-z, 0-9 and '-', at most 63)");
+    }
+    let ca_pem = String::from_utf8(read("--dir", &a.dir.join("ca.pem"))?)
+        .map_err(|_| anyhow!("{}: not a PEM file", a.dir.join("ca.pem").display()))?;
+    let key_pem = String::from_utf8(read("--dir", &a.dir.join("ca-key.pem"))?)
+        .map_err(|_| anyhow!("{}: not a PEM file", a.dir.join("ca-key.pem").display()))?;
+    let ca_key = KeyPair::from_pem(&key_pem)
+        .map_err(|e| anyhow!("{}: {e}", a.dir.join("ca-key.pem").display()))?;
+    let ca = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+        .map_err(|e| anyhow!("{}: {e}", a.dir.join("ca.pem").display()))?;
+    let name = format!("{node}{}", drover_scheduler::auth::NODE_NAME_SUFFIX);
+    let mut p = params("drover-agent", vec![name])?;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().map_err(|e| anyhow!("generating a key: {e}"))?;
+    let cert = p
+        .signed_by(&key, &ca)
+        .map_err(|e| anyhow!("signing the agent certificate: {e}"))?;
+    let (cert_name, key_name) = (format!("agent-{node}.pem"), format!("agent-{node}-key.pem"));
+    write(&a.dir, &cert_name, &cert.pem(), false, a.force)?;
+    write(&a.dir, &key_name, &key.serialize_pem(), true, a.force)?;
+    Ok(vec![a.dir.join(cert_name), a.dir.join(key_name)])
 }
 
 /// Flags of `drover tls init`.

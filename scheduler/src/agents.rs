@@ -104,6 +104,13 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        // Under mutual TLS: the node the agent's certificate is bound to.
+        let certs = req.peer_certs();
+        let tls = certs.is_some();
+        let bound = certs
+            .as_ref()
+            .and_then(|c| c.first())
+            .and_then(|der| crate::auth::bound_node(der.as_ref()));
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(self.core.timing.node_grace, inbound.next())
             .await
@@ -115,6 +122,21 @@ impl pb::agent_service_server::AgentService for AgentApi {
             ));
         };
         let reported = node_from_register(&reg)?;
+        if tls {
+            let required = self
+                .core
+                .node_certs_required
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if let Err(refused) =
+                crate::auth::check_agent_identity(bound.as_deref(), &reported.id, required)
+            {
+                tracing::warn!(node_id = %reported.id, certificate_node = ?bound, reason = %refused.message(), "agent registration refused");
+                return Err(refused);
+            }
+            if bound.is_none() {
+                tracing::warn!(node_id = %reported.id, "agent uses the shared agent certificate; a per-node one (drover tls agent --node ID) keeps a stolen key from registering as another node");
+            }
+        }
         // The link goes in first and the node is written under the planning
         // lock, so that no concurrent node_down can see the node ready in
         // the store without a stream, or overwrite the new registration.

@@ -120,6 +120,9 @@ pub struct Core {
     /// The ready nodes' subnets and addresses, shared by every agent
     /// session (see [`crate::node_net`]).
     pub(crate) peers: crate::node_net::PeerState,
+    /// Refuse agent certificates not bound to one node
+    /// ([`Core::require_node_certs`]).
+    pub(crate) node_certs_required: std::sync::atomic::AtomicBool,
 }
 
 /// Where an agent's log data for one request goes, the token that ends the
@@ -185,7 +188,17 @@ impl Core {
             disconnected: Mutex::new(HashMap::new()),
             subnets,
             peers: crate::node_net::PeerState::default(),
+            node_certs_required: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Under mutual TLS, accept only agent certificates bound to the node
+    /// that registers with them (`drover tls agent --node ID`), not the
+    /// shared one of `drover tls init`. Bound certificates are always
+    /// checked against the node they name.
+    pub fn require_node_certs(&self, on: bool) {
+        self.node_certs_required
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The store.

@@ -249,3 +249,150 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
     });
     assert_eq!(code, tonic::Code::PermissionDenied);
 }
+
+/// Starts `drover scheduler` with the mutual TLS material in `pki` (plus
+/// `extra` flags); returns it and its `https://` address.
+fn tls_scheduler(dir: &Path, store: &str, pki: &Path, extra: &[&str]) -> (Proc, String) {
+    let addr_file = dir.join(format!("addr-{}", extra.len()));
+    let mut args = vec![
+        "scheduler".to_owned(),
+        "--etcd".to_owned(),
+        store.to_owned(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--addr-file".to_owned(),
+        addr_file.display().to_string(),
+        "--tls-cert".to_owned(),
+        p(pki, "scheduler.pem"),
+        "--tls-key".to_owned(),
+        p(pki, "scheduler-key.pem"),
+        "--tls-client-ca".to_owned(),
+        p(pki, "ca.pem"),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let proc = Proc(
+        Command::new(drover_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = wait_file(&addr_file);
+    (proc, format!("https://{addr}"))
+}
+
+/// Registers as node `id` over `AgentService.Connect` with the client
+/// certificate `<pki>/<cert>.pem`; `Ok` once the scheduler answered
+/// `Registered`.
+fn register_as(https: &str, pki: &Path, cert: &str, id: &str) -> Result<(), tonic::Status> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(pki.join("ca.pem")).unwrap(),
+            ))
+            .identity(tonic::transport::Identity::from_pem(
+                std::fs::read(pki.join(format!("{cert}.pem"))).unwrap(),
+                std::fs::read(pki.join(format!("{cert}-key.pem"))).unwrap(),
+            ));
+        let channel = tonic::transport::Endpoint::from_shared(https.to_owned())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut agents = drover_proto::v1::agent_service_client::AgentServiceClient::new(channel);
+        let register = drover_proto::v1::AgentMessage {
+            msg: Some(drover_proto::v1::agent_message::Msg::Register(
+                drover_proto::v1::Register {
+                    node: Some(drover_proto::v1::Node {
+                        id: id.into(),
+                        address: "127.0.0.1".into(),
+                        cpu_millis: 1000,
+                        memory_mb: 1024,
+                        ..Default::default()
+                    }),
+                    running: vec![],
+                },
+            )),
+        };
+        // The stream stays open while we read the answer.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(register).await.unwrap();
+        let mut down = agents
+            .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let first = down.message().await?;
+        drop(tx);
+        match first.and_then(|m| m.msg) {
+            Some(drover_proto::v1::scheduler_message::Msg::Registered(_)) => Ok(()),
+            other => panic!("expected Registered, got {other:?}"),
+        }
+    })
+}
+
+#[test]
+fn agent_certificates_bound_to_a_node_register_only_as_that_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki: PathBuf = dir.path().join("pki");
+    assert!(drover(&["tls", "init", "--dir", pki.to_str().unwrap()])
+        .status
+        .success());
+    let out = drover(&[
+        "tls",
+        "agent",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "node-a",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pki.join("agent-node-a.pem").is_file());
+    assert!(pki.join("agent-node-a-key.pem").is_file());
+    let bad = drover(&[
+        "tls",
+        "agent",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--node",
+        "Node_A",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("is not a node id"),
+        "{}",
+        stderr(&bad)
+    );
+    // Another CA's directory cannot sign for this one's nodes... and a
+    // directory without a CA is named.
+    let none = drover(&["tls", "agent", "--dir", "/nonexistent", "--node", "node-a"]);
+    assert!(!none.status.success());
+    assert!(stderr(&none).contains("ca.pem"), "{}", stderr(&none));
+
+    let store = embedded_store(&dir.path().join("store"));
+    let (_sched, https) = tls_scheduler(dir.path(), &store.url, &pki, &[]);
+    // The bound certificate works for its node only.
+    let err = register_as(&https, &pki, "agent-node-a", "node-b").unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(
+        err.message().contains("for node \"node-a\"") && err.message().contains("\"node-b\""),
+        "{err}"
+    );
+    register_as(&https, &pki, "agent-node-a", "node-a").unwrap();
+    // The shared certificate of `tls init` still registers anywhere here.
+    register_as(&https, &pki, "agent", "node-c").unwrap();
+
+    // With --require-node-certs it does not.
+    let (_strict, strict) = tls_scheduler(dir.path(), &store.url, &pki, &["--require-node-certs"]);
+    let err = register_as(&strict, &pki, "agent", "node-c").unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("--require-node-certs"), "{err}");
+    register_as(&strict, &pki, "agent-node-a", "node-a").unwrap();
+}
