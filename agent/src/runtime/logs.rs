@@ -209,15 +209,37 @@ const PUMP_CHUNK: usize = 64 * 1024;
 /// Copies the task's stdout and stderr pipes into their log files until
 /// the task has exited and the pipes are drained. Single-threaded
 /// `poll(2)`; no allocation per chunk.
-#[derive(Debug)]
 pub struct LogPump {
     streams: Vec<(OwnedFd, RotatingLog)>,
+    /// Called once, this long after [`LogPump::run`] starts, if the task
+    /// still runs.
+    idle: Option<(Duration, Box<dyn FnOnce()>)>,
+}
+
+impl std::fmt::Debug for LogPump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogPump")
+            .field("streams", &self.streams)
+            .field("idle_after", &self.idle.as_ref().map(|(after, _)| after))
+            .finish()
+    }
 }
 
 impl LogPump {
     /// Pumps each pipe read end into its log.
     pub fn new(streams: Vec<(OwnedFd, RotatingLog)>) -> Self {
-        Self { streams }
+        Self {
+            streams,
+            idle: None,
+        }
+    }
+
+    /// Calls `hook` once, `after` the pump started, if the task still runs
+    /// then (the supervisor gives back its setup memory: not worth it for
+    /// a task that ends at once).
+    pub fn on_idle(mut self, after: Duration, hook: impl FnOnce() + 'static) -> Self {
+        self.idle = Some((after, Box::new(hook)));
+        self
     }
 
     /// Runs until `exited` (a pidfd of the task) is readable and every pipe
@@ -230,13 +252,26 @@ impl LogPump {
         let mut open: Vec<bool> = vec![true; self.streams.len()];
         let mut reported: Vec<bool> = vec![false; self.streams.len()];
         let mut drain_until: Option<Instant> = None;
+        let mut idle = self
+            .idle
+            .take()
+            .map(|(after, hook)| (Instant::now() + after, hook));
         loop {
             if !open.iter().any(|o| *o) && drain_until.is_some() {
                 return Ok(());
             }
-            let timeout = match drain_until {
-                None => PollTimeout::NONE,
-                Some(until) => {
+            if drain_until.is_none() && idle.as_ref().is_some_and(|(at, _)| Instant::now() >= *at) {
+                if let Some((_, hook)) = idle.take() {
+                    hook();
+                }
+            }
+            let timeout = match (drain_until, &idle) {
+                (None, Some((at, _))) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+                }
+                (None, None) => PollTimeout::NONE,
+                (Some(until), _) => {
                     let left = until.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Ok(());
@@ -539,6 +574,43 @@ mod tests {
 
     fn line(i: usize) -> String {
         format!("line {i:06} {}\n", "x".repeat(i % 37))
+    }
+
+    /// Runs a pump over one pipe whose "task" exits (its exit descriptor
+    /// becomes readable) `exit_after`; returns whether the idle hook ran
+    /// and what was logged.
+    fn pump_with_idle_hook(exit_after: Duration) -> (bool, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("stdout.log");
+        let log = RotatingLog::open(path.clone(), limits(1 << 20, 2)).expect("open");
+        let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
+        let (exit_r, exit_w) = nix::unistd::pipe().expect("pipe");
+        let writer = std::thread::spawn(move || {
+            nix::unistd::write(&out_w, b"hello\n").expect("write");
+            std::thread::sleep(exit_after);
+            nix::unistd::write(&exit_w, b"x").expect("write");
+            drop(out_w);
+        });
+        let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+        let flag = ran.clone();
+        LogPump::new(vec![(out_r, log)])
+            .on_idle(Duration::from_millis(100), move || flag.set(true))
+            .run(&exit_r, &mut io::sink())
+            .expect("pump");
+        writer.join().expect("writer");
+        (ran.get(), fs::read_to_string(&path).expect("read"))
+    }
+
+    #[test]
+    fn the_idle_hook_runs_once_for_a_task_that_keeps_running_only() {
+        assert_eq!(
+            pump_with_idle_hook(Duration::from_millis(400)),
+            (true, "hello\n".to_owned())
+        );
+        assert_eq!(
+            pump_with_idle_hook(Duration::ZERO),
+            (false, "hello\n".to_owned())
+        );
     }
 
     #[test]

@@ -49,6 +49,11 @@ use crate::cgroup::{self, CgroupError, Cgroups, Limits};
 /// kernel finishes tearing down its processes.
 const CGROUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a task runs before its supervisor gives back the memory that
+/// setting it up used ([`release_setup_memory`]); a task that ends sooner
+/// would only make the supervisor fault its code back in.
+const RELEASE_SETUP_AFTER: Duration = Duration::from_millis(500);
+
 /// Signals the supervisor ignores and the task gets back at their default.
 const HANDLED_SIGNALS: [Signal; 4] = [
     Signal::SIGINT,
@@ -300,9 +305,6 @@ fn run_task(
     if let Some(helper) = userns_helper.as_mut() {
         helper.reap();
     }
-    // From here on the supervisor only copies logs and waits, for as long
-    // as the task runs: give back what setting up used.
-    release_setup_memory();
 
     // Copy the task's output into its (rotating) log files until it has
     // exited and the pipes are drained, so that the exit recorded below
@@ -314,7 +316,10 @@ fn run_task(
         .collect();
     match PidFd::open(pid) {
         Ok(Some(exit_fd)) => {
-            if let Err(e) = LogPump::new(streams).run(&exit_fd, &mut io::stderr()) {
+            // From then on the supervisor only copies logs and waits, for
+            // as long as the task runs: it gives back what setting up used.
+            let pump = LogPump::new(streams).on_idle(RELEASE_SETUP_AFTER, release_setup_memory);
+            if let Err(e) = pump.run(&exit_fd, &mut io::stderr()) {
                 let _ = writeln!(io::stderr(), "drover supervisor: copying logs: {e}");
             }
         }

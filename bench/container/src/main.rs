@@ -384,6 +384,9 @@ async fn once(
 /// so one lone supervisor would be charged all of them.
 const PSS_ALLOCS: usize = 10;
 
+/// How long after a start a supervisor counts as idle.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Starts [`PSS_ALLOCS`] long-running Drover tasks and reports their
 /// supervisors' `smaps_rollup`: first one alone, then the mean over all.
 async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
@@ -407,6 +410,9 @@ async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
     let mut result = async {
         runtime.start(&spec(0)).await?;
         started.push(0);
+        // Idle: past the point where a supervisor gives back its setup
+        // memory (half a second into its task).
+        tokio::time::sleep(IDLE_AFTER).await;
         let alone = read_pss(runtime, 0)?;
         if std::env::var_os("BENCH_SMAPS").is_some() {
             print_dirty_mappings(runtime, 0)?;
@@ -415,6 +421,7 @@ async fn supervisor_pss(runtime: &Runtime, bundle: &Path) -> Result<()> {
             runtime.start(&spec(i)).await?;
             started.push(i);
         }
+        tokio::time::sleep(IDLE_AFTER).await;
         let mut sum = vec![0u64; alone.len()];
         for i in 0..PSS_ALLOCS {
             for (total, (_, v)) in sum.iter_mut().zip(read_pss(runtime, i)?) {
