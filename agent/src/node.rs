@@ -33,16 +33,7 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
             let base = if base.is_empty() { "node" } else { base };
             let suffix: u32 = rand::random();
             let id = format!("{base}-{:06x}", suffix & 0xff_ffff);
-            fs::create_dir_all(data_dir).map_err(|source| AgentError::Io {
-                op: "create directory",
-                path: data_dir.to_path_buf(),
-                source,
-            })?;
-            fs::write(&path, format!("{id}\n")).map_err(|source| AgentError::Io {
-                op: "write",
-                path: path.clone(),
-                source,
-            })?;
+            write_node_id(data_dir, &id)?;
             Ok(id)
         }
         Err(source) => Err(AgentError::Io {
@@ -73,16 +64,7 @@ pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, AgentError> 
             s.trim()
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(data_dir).map_err(|source| AgentError::Io {
-                op: "create directory",
-                path: data_dir.to_path_buf(),
-                source,
-            })?;
-            fs::write(&path, format!("{want}\n")).map_err(|source| AgentError::Io {
-                op: "write",
-                path: path.clone(),
-                source,
-            })?;
+            write_node_id(data_dir, want)?;
             Ok(want.to_owned())
         }
         Err(source) => Err(AgentError::Io {
@@ -91,6 +73,21 @@ pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, AgentError> 
             source,
         }),
     }
+}
+
+/// Writes `<data_dir>/node-id`.
+fn write_node_id(data_dir: &Path, id: &str) -> Result<(), AgentError> {
+    fs::create_dir_all(data_dir).map_err(|source| AgentError::Io {
+        op: "create directory",
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let path = data_dir.join("node-id");
+    fs::write(&path, format!("{id}\n")).map_err(|source| AgentError::Io {
+        op: "write",
+        path,
+        source,
+    })
 }
 
 fn is_label(s: &str) -> bool {

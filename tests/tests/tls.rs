@@ -207,47 +207,8 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
         stderr(&as_agent)
     );
     // ...and a user's certificate cannot register as a node.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let code = rt.block_on(async {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(
-                std::fs::read(pki.join("ca.pem")).unwrap(),
-            ))
-            .identity(tonic::transport::Identity::from_pem(
-                std::fs::read(pki.join("cli.pem")).unwrap(),
-                std::fs::read(pki.join("cli-key.pem")).unwrap(),
-            ));
-        let channel = tonic::transport::Endpoint::from_shared(https.clone())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut agents = drover_proto::v1::agent_service_client::AgentServiceClient::new(channel);
-        let register = drover_proto::v1::AgentMessage {
-            msg: Some(drover_proto::v1::agent_message::Msg::Register(
-                drover_proto::v1::Register {
-                    node: Some(drover_proto::v1::Node {
-                        id: "intruder".into(),
-                        cpu_millis: 1000,
-                        memory_mb: 1024,
-                        ..Default::default()
-                    }),
-                    running: vec![],
-                },
-            )),
-        };
-        agents
-            .connect(tokio_stream::iter(vec![register]))
-            .await
-            .unwrap_err()
-            .code()
-    });
-    assert_eq!(code, tonic::Code::PermissionDenied);
+    let err = register_as(&https, &pki, "cli", "intruder").unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
 }
 
 /// Starts `drover scheduler` with the mutual TLS material in `pki` (plus
