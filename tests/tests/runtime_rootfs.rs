@@ -183,8 +183,9 @@ async fn sys_is_read_only_and_proc_is_its_own() -> Result<()> {
             "test -e /sys/kernel && echo sys-present; \
              touch /sys/x 2>/dev/null && echo sys-writable; \
              echo 1 > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null && echo sys-written; \
-             grep -c ' /sys ro[, ]' /proc/self/mountinfo; \
-             grep ' /sys[/ ]' /proc/self/mountinfo | grep -vc ' /sys[^ ]* ro[, ]'; \
+             grep -c '^[0-9]* [0-9]* [0-9:]* [^ ]* /sys ro[, ]' /proc/self/mountinfo; \
+             grep '^[0-9]* [0-9]* [0-9:]* [^ ]* /sys[/ ]' /proc/self/mountinfo \
+               | grep -vc '^[0-9]* [0-9]* [0-9:]* [^ ]* /sys[^ ]* ro[, ]'; \
              echo $$; ls /proc | grep -c '^[0-9]'",
         ],
     );
@@ -211,7 +212,9 @@ async fn kernel_internals_are_masked_and_kernel_knobs_read_only() -> Result<()> 
     build_rootfs(&h.rootfs())?;
     // For every path this kernel has: a mount point inside, empty
     // (masked) or mounted read-only.
-    let mut probe = String::new();
+    // The mount point is mountinfo's fifth field (the fourth, the root
+    // inside the file system, may look like a path too).
+    let mut probe = "mp='^[0-9]* [0-9]* [0-9:]* [^ ]* '; ".to_owned();
     for path in MASKED_PATHS {
         let path = Path::new(path);
         if !path.exists() {
@@ -223,11 +226,11 @@ async fn kernel_internals_are_masked_and_kernel_knobs_read_only() -> Result<()> 
         } else {
             format!("head -c 1 {p} 2>/dev/null | wc -c")
         };
-        probe += &format!("echo {p} $(grep -c ' {p} ' /proc/self/mountinfo) $({empty}); ");
+        probe += &format!("echo {p} $(grep -c \"$mp{p} \" /proc/self/mountinfo) $({empty}); ");
     }
     for path in READONLY_PATHS {
         if Path::new(path).exists() {
-            probe += &format!("echo {path} $(grep -c ' {path} ro,' /proc/self/mountinfo) 0; ");
+            probe += &format!("echo {path} $(grep -c \"$mp{path} ro,\" /proc/self/mountinfo) 0; ");
         }
     }
     let out = h
