@@ -347,11 +347,16 @@ impl Runtime {
             // we need not poll state.json; EOF when it exits.
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            // A process group of its own from the first instruction, so
+            // that no terminal or group signal meant for the agent (Ctrl-C
+            // on `drover dev`) reaches it or the task (which gets a session
+            // of its own).
+            .process_group(0)
             .kill_on_drop(false);
         // No `pre_exec`: without one the standard library spawns with
         // posix_spawn (vfork-like: no copy of the agent's page tables), a
         // few hundred microseconds to milliseconds less per start than a
-        // fork. The supervisor leaves the agent's session itself.
+        // fork.
         let mut child = command
             .spawn()
             .map_err(|source| RuntimeError::SpawnSupervisor {
@@ -498,8 +503,9 @@ impl Runtime {
             // status lost.
             Some(state @ TaskState::Running { pid, .. })
                 if self.kill_unsupervised(dir).unwrap_or_else(|error| {
-                    warn!(alloc_id = %alloc_id, task = %task, %error, "listing the task's cgroup");
-                    usize::from(process_alive(&self.proc_root, pid))
+                    // Not settled while its processes cannot be listed.
+                    warn!(alloc_id = %alloc_id, task = %task, pid, %error, "listing the task's cgroup");
+                    1
                 }) > 0 =>
             {
                 warn!(
@@ -832,7 +838,8 @@ impl Runtime {
     /// Removes the task's cgroup as recorded in `cgroup.json` (nothing to do
     /// without one, or when it is gone already).
     /// SIGKILLs every process in the task's cgroup (a task whose
-    /// supervisor died); returns how many. Each pid is checked to still be
+    /// supervisor died); returns how many are still listed afterwards
+    /// (dying ones included). Each pid is checked to still be
     /// listed after its pidfd is opened: no process can enter the cgroup
     /// but by a member's fork, so a reused pid never gets the signal.
     fn kill_unsupervised(&self, dir: &TaskDir) -> Result<usize, RuntimeError> {
@@ -845,16 +852,17 @@ impl Runtime {
         placement.validate()?;
         let path = placement.task_path(&spec);
         let cgroups = cgroup::detect(&placement.root)?;
-        let mut killed = 0;
         for pid in cgroups.procs(&path)? {
             let Ok(Some(fd)) = PidFd::open(pid) else {
                 continue;
             };
-            if cgroups.procs(&path)?.contains(&pid) && fd.signal(Signal::SIGKILL).is_ok() {
-                killed += 1;
+            if cgroups.procs(&path)?.contains(&pid) {
+                let _ = fd.signal(Signal::SIGKILL);
             }
         }
-        Ok(killed)
+        // What is still listed (dying, or not signalled: no pidfd, an
+        // error) keeps the task unsettled until the next look.
+        Ok(cgroups.procs(&path)?.len())
     }
 
     fn remove_cgroup(&self, dir: &TaskDir, alloc_id: &str) -> Result<(), RuntimeError> {

@@ -246,7 +246,9 @@ pub(crate) fn mkdir_p_in(
 /// unreadable. At most 4 MiB (passwd and group files).
 pub(crate) fn read_in_root(root: &Path, path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
-    let file = open_in_root_with(root, path, libc::O_RDONLY)?;
+    // O_NONBLOCK: a FIFO put there by the task must not hang the caller
+    // (the agent) in open(2); it is then refused as not a regular file.
+    let file = open_in_root_with(root, path, libc::O_RDONLY | libc::O_NONBLOCK)?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }

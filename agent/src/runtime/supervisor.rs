@@ -115,14 +115,6 @@ fn supervise(dir: &TaskDir) -> Result<(), Failure> {
         unsafe { signal(sig, SigHandler::SigIgn) }
             .map_err(|e| fail(format!("sigaction({sig}, SIG_IGN): {e}")))?;
     }
-    // Out of the agent's session and process group, so that no terminal
-    // or group signal meant for the agent reaches us or the task. EPERM:
-    // already a process-group leader (started by hand from a shell), which
-    // the runtime never does.
-    match nix::unistd::setsid() {
-        Ok(_) | Err(nix::errno::Errno::EPERM) => {}
-        Err(e) => return Err(fail(format!("setsid: {e}"))),
-    }
 
     let spec = dir
         .read_spec()?
@@ -699,7 +691,12 @@ fn droppable_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
             if path == exe && !perms.contains('w') {
                 current = range_of(range);
             }
-        } else if let Some(kb) = line.strip_prefix("Anonymous:") {
+        } else if let Some(kb) = line
+            .strip_prefix("Anonymous:")
+            .or_else(|| line.strip_prefix("Swap:"))
+        {
+            // A copied page, resident or swapped out (then it shows as
+            // swap only): dropping it would bring back the file's bytes.
             if kb.trim().trim_end_matches("kB").trim() != "0" {
                 current = None;
             }
@@ -756,6 +753,9 @@ Anonymous:             0 kB
 Anonymous:             0 kB
 55d9000-55da000 r--p 00009000 fe:00 42                         /usr/bin/drover
 Anonymous:             4 kB
+55d9800-55d9900 r--p 00009800 fe:00 42                         /usr/bin/drover
+Anonymous:             0 kB
+Swap:                  4 kB
 55da000-55db000 rw-p 0000a000 fe:00 42                         /usr/bin/drover
 Anonymous:             4 kB
 7f00000-7f01000 r-xp 00000000 fe:00 7                          /usr/lib/libc.so.6
@@ -766,7 +766,8 @@ Anonymous:             8 kB
 
     #[test]
     fn only_the_binarys_unmodified_read_only_mappings_are_dropped() {
-        // Not the relocated (copied) read-only one, not the data, not libc.
+        // Not the relocated (copied) read-only ones, resident or swapped
+        // out, not the data, not libc.
         assert_eq!(
             droppable_mappings(SMAPS, "/usr/bin/drover"),
             [(0x55d0000, 0x55d2000), (0x55d2000, 0x55d9000)]
