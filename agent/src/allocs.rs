@@ -256,9 +256,41 @@ impl Allocs {
         }
     }
 
-    /// The allocations tracked here: their task directories are in use.
-    pub fn tracked(&self) -> BTreeSet<String> {
-        self.allocs.keys().cloned().collect()
+    /// Whether `a` finished (its recorded status says so) and none of its
+    /// tasks has files here: it ran on this node and was collected.
+    fn collected(&self, a: &pb::Assignment) -> bool {
+        let (Some(alloc), Some(group)) = (&a.allocation, &a.group) else {
+            return false;
+        };
+        matches!(alloc.status.as_str(), "complete" | "failed" | "lost")
+            && group.tasks.iter().all(|t| {
+                matches!(
+                    self.runtime.recorded_state(&alloc.id, &t.name),
+                    Err(RuntimeError::NotFound { .. })
+                )
+            })
+    }
+
+    /// The allocations whose files are in use: every one tracked here but
+    /// those that have finished and whose end the scheduler has been told.
+    pub fn in_use(&self) -> BTreeSet<String> {
+        self.allocs
+            .iter()
+            .filter(|(_, a)| !(a.finished() && a.reported.as_ref() == Some(&a.status())))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Forgets allocations whose files [`collect_finished`] removed, and
+    /// removes their networks; the scheduler may still list them,
+    /// finished: nothing is started again for them (see `converge`).
+    pub async fn forget_collected(&mut self, alloc_ids: &BTreeSet<String>) {
+        for id in alloc_ids {
+            if self.allocs.get(id).is_none_or(Alloc::finished) {
+                Self::remove_network(self.network.as_ref(), id).await;
+                self.allocs.remove(id);
+            }
+        }
     }
 
     /// Lets jobs ask for the node's own network (`network = "host"`): node
@@ -457,12 +489,13 @@ impl Allocs {
             }
         }
 
-        // Start (or adopt) what is new and wanted running.
+        // Start (or adopt) what is new and wanted running; not what has
+        // finished here already and whose files were collected.
         let new: Vec<pb::Assignment> = wanted
             .into_values()
             .filter(|a| {
                 let (id, desired) = alloc_of(a);
-                desired == "run" && !self.allocs.contains_key(id)
+                desired == "run" && !self.allocs.contains_key(id) && !self.collected(a)
             })
             .collect();
         let this = &*self;
@@ -776,20 +809,23 @@ impl Allocs {
 }
 
 /// Removes the directories (logs, overlay upper dir, state) of finished
-/// tasks of allocations not in `tracked` once they ended more than `keep`
-/// ago, as Nomad's client garbage-collects dead allocations: `drover logs`
-/// works on a finished allocation until then. Blocking file-system work:
-/// run it off the async loop. Returns the `(alloc, task)` pairs removed.
+/// allocations not in `in_use` once every task of theirs ended more than
+/// `keep` ago, as Nomad's client garbage-collects dead allocations:
+/// `drover logs` works on a finished allocation until then. A whole
+/// allocation or nothing: a task is never removed while another of its
+/// allocation may still run (it would be started again). Only recorded
+/// states are read, nothing is settled here. Blocking file-system work:
+/// run it off the async loop. Returns the allocations removed.
 pub fn collect_finished(
     runtime: &Runtime,
-    tracked: &BTreeSet<String>,
+    in_use: &BTreeSet<String>,
     keep: Duration,
-) -> Vec<(String, String)> {
+) -> BTreeSet<String> {
     let tasks = match runtime.list() {
         Ok(tasks) => tasks,
         Err(error) => {
             tracing::warn!(%error, "listing task directories for garbage collection");
-            return Vec::new();
+            return BTreeSet::new();
         }
     };
     let now = std::time::SystemTime::now()
@@ -798,41 +834,47 @@ pub fn collect_finished(
         .and_then(|d| i64::try_from(d.as_millis()).ok())
         .unwrap_or(0);
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-    let mut removed = Vec::new();
+    let mut by_alloc: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (alloc_id, task) in tasks {
-        if tracked.contains(&alloc_id) {
+        by_alloc.entry(alloc_id).or_default().push(task);
+    }
+    let mut removed = BTreeSet::new();
+    for (alloc_id, tasks) in by_alloc {
+        if in_use.contains(&alloc_id) {
             continue;
         }
-        let ended_ms = match runtime.state(&alloc_id, &task) {
-            Ok(TaskState::Exited {
-                finished_unix_ms, ..
-            }) => finished_unix_ms,
-            // No time in the record: when it was written.
-            Ok(TaskState::Failed { .. }) => runtime
-                .task_dir(&alloc_id, &task)
-                .ok()
-                .and_then(|d| std::fs::metadata(d.join("state.json")).ok())
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .and_then(|d| i64::try_from(d.as_millis()).ok())
-                .unwrap_or(now),
-            Ok(_) => continue,
-            Err(error) => {
-                tracing::warn!(alloc_id = %alloc_id, task = %task, %error, "reading a task's state for garbage collection");
-                continue;
-            }
-        };
-        if now.saturating_sub(ended_ms) < keep_ms {
+        let old_enough = tasks.iter().all(|task| {
+            let ended_ms = match runtime.recorded_state(&alloc_id, task) {
+                Ok(Some(TaskState::Exited {
+                    finished_unix_ms, ..
+                })) => finished_unix_ms,
+                // No time in the record: when it was written.
+                Ok(Some(TaskState::Failed { .. })) => runtime
+                    .task_dir(&alloc_id, task)
+                    .ok()
+                    .and_then(|d| std::fs::metadata(d.join("state.json")).ok())
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_millis()).ok())
+                    .unwrap_or(now),
+                // Starting, running, or not recorded yet.
+                _ => return false,
+            };
+            now.saturating_sub(ended_ms) >= keep_ms
+        });
+        if !old_enough {
             continue;
         }
-        match runtime.remove(&alloc_id, &task) {
-            Ok(()) => {
-                tracing::info!(alloc_id = %alloc_id, task = %task, ended_ms, "finished task garbage-collected");
-                removed.push((alloc_id, task));
+        let mut all = true;
+        for task in &tasks {
+            if let Err(error) = runtime.remove(&alloc_id, task) {
+                all = false;
+                tracing::warn!(alloc_id = %alloc_id, task = %task, %error, "garbage-collecting a finished task");
             }
-            Err(error) => {
-                tracing::warn!(alloc_id = %alloc_id, task = %task, %error, "garbage-collecting a finished task")
-            }
+        }
+        if all {
+            tracing::info!(alloc_id = %alloc_id, tasks = tasks.len(), "finished allocation garbage-collected");
+            removed.insert(alloc_id);
         }
     }
     removed

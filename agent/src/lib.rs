@@ -211,7 +211,10 @@ async fn session(
     // least ten times per retention period), off the async loop.
     let gc_every = GC_EVERY.min(config.keep_finished / 10).max(POLL);
     let mut gc = tokio::time::interval(gc_every);
-    let mut gc_running: Option<tokio::task::JoinHandle<()>> = None;
+    let mut gc_running: Option<tokio::task::JoinHandle<std::collections::BTreeSet<String>>> = None;
+    // Nothing is collected before the scheduler has said what this node
+    // holds: until then every allocation on disk may be one it wants.
+    let mut converged = false;
     let mut log_streams: std::collections::HashMap<u64, CancellationToken> = Default::default();
     let mut peer_routes = peers::Peers::default();
     let log_runtime_root = state_root.to_path_buf();
@@ -226,11 +229,17 @@ async fn session(
                 for t in log_streams.values() { t.cancel(); }
                 return Ok(());
             }
-            _ = gc.tick() => {
-                if gc_running.as_ref().is_none_or(|h| h.is_finished()) {
-                    let (rt, tracked, keep) = (Runtime::new(log_runtime_root.clone(), config.exe.clone()), allocs.tracked(), config.keep_finished);
+            _ = gc.tick(), if converged => {
+                if let Some(done) = gc_running.take_if(|h| h.is_finished()) {
+                    match done.await {
+                        Ok(removed) => allocs.forget_collected(&removed).await,
+                        Err(error) => tracing::warn!(%error, "garbage collection task"),
+                    }
+                }
+                if gc_running.is_none() {
+                    let (rt, in_use, keep) = (Runtime::new(log_runtime_root.clone(), config.exe.clone()), allocs.in_use(), config.keep_finished);
                     gc_running = Some(tokio::task::spawn_blocking(move || {
-                        allocs::collect_finished(&rt, &tracked, keep);
+                        allocs::collect_finished(&rt, &in_use, keep)
                     }));
                 }
             }
@@ -259,6 +268,7 @@ async fn session(
                     }
                     Some(pb::scheduler_message::Msg::Assignments(a)) => {
                         allocs.converge(a.allocations).await;
+                        converged = true;
                         for st in allocs.poll().await {
                             let m = pb::AgentMessage { msg: Some(pb::agent_message::Msg::AllocStatus(st)) };
                             tx.send(m).await.map_err(|_| "stream closed".to_string())?;

@@ -588,11 +588,12 @@ impl Core {
             .collect();
         let mut out = Vec::new();
         for a in allocs.iter().map(|a| &a.value) {
-            // A finished allocation (complete, failed, lost) needs nothing
-            // more from its node, whatever its desired state: the agent
-            // forgets it once it has reported its end, and removes its
-            // files after `--keep-finished`.
-            if a.node_id != node_id || !a.is_live() {
+            // A finished allocation the job still wants stays assigned (its
+            // status may be a node's early guess, e.g. right after an
+            // agent restart, and the node settles it); the agent starts
+            // nothing for one it has no files of (collected after
+            // `--keep-finished`).
+            if a.node_id != node_id || (a.desired == Desired::Stop && !a.is_live()) {
                 continue;
             }
             let Some(job) = jobs.get(&a.job) else {

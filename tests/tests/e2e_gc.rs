@@ -1,7 +1,8 @@
 //! Garbage collection of finished allocations on the node, through the real
 //! `drover dev`: a finished allocation's files (logs, state, overlay upper
 //! dir) stay for `--keep-finished` seconds, so `drover logs` works on it,
-//! then are removed; a running allocation is never touched.
+//! then are removed; a running allocation is never touched, and a
+//! collected one is not run again, even by a restarted agent.
 //! Build the binary first: `cargo build -p drover-cli`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -58,4 +59,14 @@ fn finished_allocations_are_kept_for_a_while_then_removed() {
     // The running allocation was never touched.
     assert_eq!(c.task_dirs(), running_dirs);
     wait_running(&c, &long, 1);
+
+    // The scheduler still lists the finished allocation: neither the agent
+    // nor a restarted agent runs it again, and its status stays complete.
+    let mut c = c;
+    c.kill9_and_restart();
+    wait_running(&c, &long, 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.task_dirs(), running_dirs, "the collected batch ran again");
+    let j = c.cli_json(&["job", "status", &job]);
+    assert_eq!(str_of(&j, "status"), "complete", "{j}");
 }

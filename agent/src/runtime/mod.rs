@@ -465,6 +465,16 @@ impl Runtime {
         Ok(state)
     }
 
+    /// The task's state as last recorded in `state.json`, without settling
+    /// anything (see [`Runtime::state`]); `None` before the first record.
+    pub fn recorded_state(
+        &self,
+        alloc_id: &str,
+        task: &str,
+    ) -> Result<Option<TaskState>, RuntimeError> {
+        self.existing_dir(alloc_id, task)?.read_state()
+    }
+
     /// The task's current state. If `state.json` says pending or running but
     /// the supervisor is gone, the record is settled here ("supervisor
     /// died"): `Exited` without a status when the task is gone too (written
