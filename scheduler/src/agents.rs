@@ -284,7 +284,7 @@ async fn receive(
             Ok(Some(Ok(m))) => m,
         };
         match msg.msg {
-            Some(pb::agent_message::Msg::ExecOutput(o)) => crate::exec::route(&core, o),
+            Some(pb::agent_message::Msg::ExecOutput(o)) => crate::exec::route(&core, &node_id, o),
             Some(pb::agent_message::Msg::Heartbeat(_)) => {
                 node.last_seen_unix_ms = now_ms();
             }
@@ -296,7 +296,7 @@ async fn receive(
                     break;
                 }
             }
-            Some(pb::agent_message::Msg::LogData(d)) => route_log(&core, d),
+            Some(pb::agent_message::Msg::LogData(d)) => route_log(&core, &node_id, d),
             Some(pb::agent_message::Msg::Register(_)) | None => {
                 tracing::warn!(node_id = %node_id, "unexpected message on agent stream; ignored");
             }
@@ -418,7 +418,7 @@ pub(crate) async fn request_logs(
     Ok(rx)
 }
 
-fn route_log(core: &Core, d: pb::LogData) {
+fn route_log(core: &Core, from: &str, d: pb::LogData) {
     let tx = core
         .logs
         .lock()
@@ -427,6 +427,11 @@ fn route_log(core: &Core, d: pb::LogData) {
     let Some((tx, done, node_id)) = tx else {
         return;
     };
+    // One node's agent must not write into (or end) another's log stream.
+    if node_id != from {
+        tracing::warn!(node_id = %from, serving = %node_id, request_id = d.request_id, "log data from a node that does not serve the request; dropped");
+        return;
+    }
     // Never wait on a log reader here: this runs on the node's control
     // stream, and a paused `drover logs -f` must not delay heartbeats. The
     // last free slot is kept for the error that ends the stream.

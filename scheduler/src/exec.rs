@@ -169,12 +169,18 @@ async fn relay_input(
     }
 }
 
-/// Delivers one `ExecOutput` from an agent to its client, never waiting.
-pub(crate) fn route(core: &Core, out: pb::ExecOutput) {
+/// Delivers one `ExecOutput` from node `from` to its client, never
+/// waiting. Output for a session another node serves is dropped: one
+/// node's agent must not write into (or end) another node's session.
+pub(crate) fn route(core: &Core, from: &str, out: pb::ExecOutput) {
     let mut execs = lock(&core.execs);
     let Some(sink) = execs.get(&out.request_id) else {
         return;
     };
+    if sink.node_id != from {
+        tracing::warn!(node_id = %from, serving = %sink.node_id, request_id = out.request_id, "exec output from a node that does not serve the session; dropped");
+        return;
+    }
     if let Some(resp) = out.response {
         // The last free slot is kept for the error that ends the session.
         if sink.tx.capacity() <= 1 {

@@ -616,3 +616,79 @@ fn exec_under_mutual_tls_needs_a_cli_certificate() {
         stderr(&out)
     );
 }
+
+/// Another node's agent cannot write into, or end, an exec session it
+/// does not serve: the scheduler routes output by session and node.
+#[test]
+fn another_nodes_agent_cannot_inject_into_an_exec_session() {
+    // A cluster CIDR with room for a second node; this test's own range.
+    let subnet = format!("10.251.{}.0/24", 1 + std::process::id() % 200);
+    let c = DevCluster::start_with(&["--cluster-cidr", "10.251.0.0/16", "--subnet", &subnet]);
+    let job = unique_name("exec");
+    let file = c.write_file(&format!("{job}.toml"), &service(&job, 1, "exec sleep 3600"));
+    c.cli_json(&["job", "run", file.to_str().unwrap()]);
+    let status = wait_running(&c, &job, 1);
+    let alloc = str_of(&status["allocations"][0], "id").to_owned();
+    let cli = spawn(
+        &c,
+        &["exec", &alloc, "--", "sh", "-c", "sleep 1.5; echo real"],
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // A second "node" connects and sends output, and an end, for every
+    // session id a scheduler is likely to have handed out.
+    let url = c.url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use drover_proto::v1 as pb;
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut agents = pb::agent_service_client::AgentServiceClient::new(channel);
+        let (tx, rx) = tokio::sync::mpsc::channel(1100);
+        tx.send(pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Register(pb::Register {
+                node: Some(pb::Node {
+                    // No address: the real agent makes no route to it.
+                    id: "intruder".into(),
+                    cpu_millis: 1,
+                    memory_mb: 1,
+                    ..Default::default()
+                }),
+                running: vec![],
+            })),
+        })
+        .await
+        .unwrap();
+        let mut down = agents
+            .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let _registered = down.message().await.unwrap();
+        for request_id in 0..1000 {
+            tx.send(pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::ExecOutput(pb::ExecOutput {
+                    request_id,
+                    response: Some(pb::ExecResponse {
+                        stdout: b"INJECTED\n".to_vec(),
+                        exit_code: Some(0),
+                        ..Default::default()
+                    }),
+                    done: true,
+                })),
+            })
+            .await
+            .unwrap();
+        }
+        // Let the scheduler read them all before the stream goes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    let out = cli.wait();
+    assert_eq!(ok(&out), "real\n", "stderr: {}", stderr(&out));
+}
