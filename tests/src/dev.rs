@@ -282,17 +282,7 @@ impl DevCluster {
     ///
     /// When the command fails; its stdout and stderr are in the message.
     pub fn cli_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
-        let out = self.cli(args);
-        let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-        assert!(
-            out.status.success(),
-            "`drover {}` failed ({}):\nstdout: {}\nstderr: {}",
-            describe(&args),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, &self.cli(args))
     }
 
     /// Runs `drover ARGS -o json` (which must succeed) and parses stdout.
@@ -301,15 +291,7 @@ impl DevCluster {
     ///
     /// When the command fails or does not print one JSON value.
     pub fn cli_json<S: AsRef<OsStr>>(&self, args: &[S]) -> Value {
-        let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-        all.extend([OsStr::new("-o"), OsStr::new("json")]);
-        let stdout = self.cli_ok(&all);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "`drover {}` printed no JSON ({e}): {stdout}",
-                describe(&all)
-            )
-        })
+        json_of(args, |all| self.cli_ok(all))
     }
 
     /// The task directories `agent/allocs/<alloc_id>/<task>` present now.
@@ -679,11 +661,46 @@ fn pid_of(child: &Child) -> i32 {
     i32::try_from(child.id()).expect("pid fits in i32")
 }
 
-fn describe(args: &[&OsStr]) -> String {
+/// `ARGS` as one line, for messages.
+pub(crate) fn describe<S: AsRef<OsStr>>(args: &[S]) -> String {
     args.iter()
-        .map(|a| a.to_string_lossy())
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The stdout of `drover ARGS`, which must have succeeded.
+///
+/// # Panics
+///
+/// When it failed; its stdout and stderr are in the message.
+pub(crate) fn succeeded<S: AsRef<OsStr>>(args: &[S], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "`drover {}` failed ({}):\nstdout: {}\nstderr: {}",
+        describe(args),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `ARGS -o json` through `run` (which returns stdout) and parses it.
+///
+/// # Panics
+///
+/// When stdout is not one JSON value.
+pub(crate) fn json_of<S: AsRef<OsStr>>(args: &[S], run: impl FnOnce(&[&OsStr]) -> String) -> Value {
+    let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+    all.extend([OsStr::new("-o"), OsStr::new("json")]);
+    let stdout = run(&all);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "`drover {}` printed no JSON ({e}): {stdout}",
+            describe(&all)
+        )
+    })
 }
 
 /// Runs the `drover` binary with `args` (and no `DROVER_ADDR` or TLS

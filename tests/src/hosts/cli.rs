@@ -71,16 +71,7 @@ impl MultiHost {
     ///
     /// When the command fails; its output is in the message.
     pub fn cli_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "`drover {}` failed ({}):\nstdout: {}\nstderr: {}",
-            describe(args),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::dev::succeeded(args, &self.cli(args))
     }
 
     /// Runs `drover ARGS -o json` (which must succeed) and parses stdout.
@@ -89,15 +80,7 @@ impl MultiHost {
     ///
     /// When the command fails or prints no JSON.
     pub fn cli_json<S: AsRef<OsStr>>(&self, args: &[S]) -> Value {
-        let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-        all.extend([OsStr::new("-o"), OsStr::new("json")]);
-        let stdout = self.cli_ok(&all);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "`drover {}` printed no JSON ({e}): {stdout}",
-                describe(&all)
-            )
-        })
+        crate::dev::json_of(args, |all| self.cli_ok(all))
     }
 
     /// Writes `contents` to `name` in the temporary directory (job files).

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use drover_agent::net::Netns;
 use nix::sched::CloneFlags;
+
+pub(crate) use crate::dev::describe;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -89,14 +91,6 @@ pub(crate) fn run_in<S: AsRef<OsStr>>(
             );
         }
     }
-}
-
-/// The arguments joined for messages.
-pub(crate) fn describe<S: AsRef<OsStr>>(args: &[S]) -> String {
-    args.iter()
-        .map(|a| a.as_ref().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The child's pid as the signal calls want it.
