@@ -361,17 +361,12 @@ pub(crate) async fn request_logs(
     alloc: &AllocRecord,
     req: &pb::LogsRequest,
 ) -> Result<mpsc::Receiver<Result<pb::LogChunk, Status>>, Status> {
-    let agent = core
-        .agents
-        .lock()
-        .ok()
-        .and_then(|a| a.get(&alloc.node_id).map(|l| l.tx.clone()))
-        .ok_or_else(|| {
-            Status::unavailable(format!(
-                "node {} holding allocation {} is not connected; its logs are on that node",
-                alloc.node_id, alloc.id
-            ))
-        })?;
+    let agent = core.agent_tx(&alloc.node_id).ok_or_else(|| {
+        Status::unavailable(format!(
+            "node {} holding allocation {} is not connected; its logs are on that node",
+            alloc.node_id, alloc.id
+        ))
+    })?;
     let id = LOG_REQUESTS.fetch_add(1, Ordering::Relaxed);
     // 8 MiB of 32 KiB chunks between the node and a slow reader.
     let (tx, rx) = mpsc::channel(256);
@@ -446,11 +441,7 @@ fn route_log(core: &Core, from: &str, d: pb::LogData) {
             // Ends the request's watcher, whose sender would otherwise keep
             // the client's stream open, and stops the agent.
             done.cancel();
-            let agent = core
-                .agents
-                .lock()
-                .ok()
-                .and_then(|a| a.get(&node_id).map(|l| l.tx.clone()));
+            let agent = core.agent_tx(&node_id);
             if let Some(agent) = agent {
                 let cancel = pb::SchedulerMessage {
                     msg: Some(pb::scheduler_message::Msg::LogCancel(pb::LogCancel {

@@ -201,6 +201,17 @@ impl Core {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The stream down to `node_id`'s agent, while it is connected.
+    pub(crate) fn agent_tx(
+        &self,
+        node_id: &str,
+    ) -> Option<mpsc::Sender<Result<pb::SchedulerMessage, Status>>> {
+        self.agents
+            .lock()
+            .ok()
+            .and_then(|a| a.get(node_id).map(|l| l.tx.clone()))
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store

@@ -71,17 +71,12 @@ pub(crate) async fn start(
             }
         )));
     }
-    let agent = core
-        .agents
-        .lock()
-        .ok()
-        .and_then(|a| a.get(&alloc.node_id).map(|l| l.tx.clone()))
-        .ok_or_else(|| {
-            Status::unavailable(format!(
-                "node {} holding allocation {} is not connected",
-                alloc.node_id, alloc.id
-            ))
-        })?;
+    let agent = core.agent_tx(&alloc.node_id).ok_or_else(|| {
+        Status::unavailable(format!(
+            "node {} holding allocation {} is not connected",
+            alloc.node_id, alloc.id
+        ))
+    })?;
     let id = EXEC_REQUESTS.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(QUEUE);
     let done = CancellationToken::new();

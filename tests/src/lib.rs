@@ -19,6 +19,38 @@ pub use dev::{
 
 use std::path::PathBuf;
 
+/// A gRPC channel to `url` under mutual TLS: the cluster CA
+/// `<pki>/ca.pem`, the client certificate `<pki>/<cert>.pem` and its key
+/// `<pki>/<cert>-key.pem` (as `drover tls init`/`tls agent` name them).
+///
+/// # Panics
+///
+/// When a file cannot be read or the connection fails.
+pub async fn mtls_channel(
+    url: &str,
+    pki: &std::path::Path,
+    cert: &str,
+) -> tonic::transport::Channel {
+    let read = |name: String| {
+        std::fs::read(pki.join(&name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+    };
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+            "ca.pem".into(),
+        )))
+        .identity(tonic::transport::Identity::from_pem(
+            read(format!("{cert}.pem")),
+            read(format!("{cert}-key.pem")),
+        ));
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .tls_config(tls)
+        .unwrap_or_else(|e| panic!("TLS config: {e}"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
 /// Path of the `drover` binary the e2e tests run: `$DROVER_BIN` if set,
 /// otherwise `target/<profile>/drover` next to the test executable's
 /// `deps/` directory.

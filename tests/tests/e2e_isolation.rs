@@ -7,24 +7,19 @@
 use std::os::unix::fs::MetadataExt;
 
 use drover_agent::policy::DEFAULT_USERNS_BASE;
-use drover_tests::checks::{str_of, WAIT};
+use drover_tests::checks::{batch_with, str_of, WAIT};
 use drover_tests::{poll_until, unique_name, DevCluster};
 
 fn job(name: &str, root: &str, volumes: &str, script: &str) -> String {
-    format!(
-        r#"name = "{name}"
-kind = "batch"
-[[group]]
-name = "main"
-[[group.task]]
-name = "app"
-command = ["/bin/sh", "-c", {script:?}]
-kill_timeout_ms = 200
-rootfs = {{ type = "dir", path = {root:?} }}
-user = "1000:1000"
-workdir = "/work/here"
-volumes = [{volumes}]
-"#
+    batch_with(
+        name,
+        script,
+        &format!(
+            "rootfs = {{ type = \"dir\", path = {root:?} }}\n\
+             user = \"1000:1000\"\n\
+             workdir = \"/work/here\"\n\
+             volumes = [{volumes}]"
+        ),
     )
 }
 

@@ -569,21 +569,7 @@ fn exec_under_mutual_tls_needs_a_cli_certificate() {
     };
     // An agent's certificate may not call Exec itself (not just List).
     let code = rt.block_on(async {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(
-                std::fs::read(pki.join("ca.pem")).unwrap(),
-            ))
-            .identity(tonic::transport::Identity::from_pem(
-                std::fs::read(pki.join("agent.pem")).unwrap(),
-                std::fs::read(pki.join("agent-key.pem")).unwrap(),
-            ));
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = drover_tests::mtls_channel(&format!("https://{addr}"), &pki, "agent").await;
         let mut allocs = drover_proto::v1::alloc_service_client::AllocServiceClient::new(channel);
         let start = drover_proto::v1::ExecRequest {
             start: Some(drover_proto::v1::ExecStart {

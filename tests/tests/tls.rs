@@ -253,21 +253,7 @@ fn register_as(https: &str, pki: &Path, cert: &str, id: &str) -> Result<(), toni
         .build()
         .unwrap();
     rt.block_on(async {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(
-                std::fs::read(pki.join("ca.pem")).unwrap(),
-            ))
-            .identity(tonic::transport::Identity::from_pem(
-                std::fs::read(pki.join(format!("{cert}.pem"))).unwrap(),
-                std::fs::read(pki.join(format!("{cert}-key.pem"))).unwrap(),
-            ));
-        let channel = tonic::transport::Endpoint::from_shared(https.to_owned())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = drover_tests::mtls_channel(https, pki, cert).await;
         let mut agents = drover_proto::v1::agent_service_client::AgentServiceClient::new(channel);
         let register = drover_proto::v1::AgentMessage {
             msg: Some(drover_proto::v1::agent_message::Msg::Register(

@@ -853,14 +853,9 @@ impl Runtime {
     /// listed after its pidfd is opened: no process can enter the cgroup
     /// but by a member's fork, so a reused pid never gets the signal.
     fn kill_unsupervised(&self, dir: &TaskDir) -> Result<usize, RuntimeError> {
-        let (Some(placement), Some(spec)) = (
-            read_json::<CgroupPlacement>(&dir.cgroup())?,
-            dir.read_spec()?,
-        ) else {
+        let Some((placement, path)) = task_cgroup(dir)? else {
             return Ok(0);
         };
-        placement.validate()?;
-        let path = placement.task_path(&spec);
         let cgroups = cgroup::detect(&placement.root)?;
         for pid in cgroups.procs(&path)? {
             let Ok(Some(fd)) = PidFd::open(pid) else {
@@ -876,14 +871,9 @@ impl Runtime {
     }
 
     fn remove_cgroup(&self, dir: &TaskDir, alloc_id: &str) -> Result<(), RuntimeError> {
-        let Some(placement) = read_json::<CgroupPlacement>(&dir.cgroup())? else {
+        let Some((placement, path)) = task_cgroup(dir)? else {
             return Ok(());
         };
-        let Some(spec) = dir.read_spec()? else {
-            return Ok(());
-        };
-        placement.validate()?;
-        let path = placement.task_path(&spec);
         if !cgroup_may_exist(&placement.root, &path) {
             return Ok(());
         }
@@ -893,6 +883,20 @@ impl Runtime {
         cgroups.remove(&path, &prune, CGROUP_REMOVE_TIMEOUT)?;
         Ok(())
     }
+}
+
+/// Where the task of `dir` has its cgroup (its placement, validated, and
+/// its path in every hierarchy); `None` before both records exist.
+fn task_cgroup(dir: &TaskDir) -> Result<Option<(CgroupPlacement, PathBuf)>, RuntimeError> {
+    let (Some(placement), Some(spec)) = (
+        read_json::<CgroupPlacement>(&dir.cgroup())?,
+        dir.read_spec()?,
+    ) else {
+        return Ok(None);
+    };
+    placement.validate()?;
+    let path = placement.task_path(&spec);
+    Ok(Some((placement, path)))
 }
 
 /// Cheap check before detecting the hierarchies: whether a directory for
