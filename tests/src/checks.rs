@@ -126,6 +126,30 @@ pub fn wait_running(c: &DevCluster, job: &str, n: usize) -> Value {
     })
 }
 
+/// Proof that the dev agent has acted on everything assigned to it so far:
+/// submits a one-shot batch job (network `none`) and waits until it completed. An agent
+/// converges on its node's whole assignment list in one pass before it
+/// reports anything, so once this job has run, every allocation assigned
+/// before it was adopted, started, stopped or left alone. Returns the
+/// sentinel's allocation id, so that callers can leave its files out of
+/// what they compare.
+pub fn agent_converged(c: &DevCluster) -> String {
+    let name = crate::unique_name("sync");
+    // No network: the sentinel leaves no veth or address behind for
+    // callers that count them.
+    let job = edit(&batch(&name, "true"), "name = \"main\"\n", "name = \"main\"\nnetwork = \"none\"\n");
+    let file = c.write_file(&format!("{name}.toml"), &job);
+    c.cli_ok(&["job", "run", file.to_str().expect("a UTF-8 temp path")]);
+    let job = poll_until(&format!("sentinel job {name} to complete"), WAIT, || {
+        let j = c.cli_json(&["job", "status", &name]);
+        (j["status"] == "complete").then_some(j)
+    });
+    alloc_ids(&job)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("sentinel job {name} has no allocation: {job}"))
+}
+
 /// The ids of a `job status`/`job run` JSON's allocations.
 pub fn alloc_ids(job: &Value) -> BTreeSet<String> {
     arr(&job["allocations"])

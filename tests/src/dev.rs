@@ -130,7 +130,7 @@ impl DevCluster {
             subnet,
             args,
         };
-        cluster.wait_ready();
+        cluster.wait_ready(0);
         // The agent sets its network up once the scheduler has answered:
         // wait until the bridge holds its address.
         let bridge_ip = cluster.bridge_ip();
@@ -181,13 +181,21 @@ impl DevCluster {
 
     /// Kills `drover dev` with SIGKILL (agent, scheduler and store at
     /// once, as a crash would) and starts it again on the same data
-    /// directory, waiting until it is ready. Tasks are not touched: their
-    /// supervisors outlive the agent.
+    /// directory, waiting until the new agent has registered. Tasks are not
+    /// touched: their supervisors outlive the agent.
+    ///
+    /// The node record survives the crash and reads `ready` before the new
+    /// agent exists (a node is marked down only after its grace period), so
+    /// readiness alone proves nothing: this waits for a registration newer
+    /// than the one before the kill (`last_seen_unix_ms` moves only when an
+    /// agent registers). What the new agent does after registering (adopt,
+    /// report, start) is for the caller to wait for.
     ///
     /// # Panics
     ///
-    /// When the new process does not get ready in time.
+    /// When the new process does not register in time.
     pub fn kill9_and_restart(&mut self) {
+        let before = self.node_registered_ms();
         let _ = self.child.kill();
         let _ = self.child.wait();
         for f in ["scheduler.addr", "store.addr"] {
@@ -196,10 +204,30 @@ impl DevCluster {
         // `start_ticks` keeps the first process's start time, so cleanup
         // still covers tasks started before the restart.
         self.child = spawn_dev(&self.data_dir, &self.args);
-        self.wait_ready();
+        self.wait_ready(before);
     }
 
-    fn wait_ready(&mut self) {
+    /// When the dev agent's node last registered (`last_seen_unix_ms`), 0
+    /// when no node is recorded yet.
+    fn node_registered_ms(&self) -> i64 {
+        self.ready_node_registered_ms().unwrap_or(0)
+    }
+
+    /// The registration time of the dev agent's node, if it reads `ready`.
+    fn ready_node_registered_ms(&self) -> Option<i64> {
+        let out = self.cli(&["node", "list", "-o", "json"]);
+        let nodes: Value = serde_json::from_slice(&out.stdout).ok()?;
+        nodes
+            .as_array()?
+            .iter()
+            .filter(|n| n["status"].as_str() == Some("ready"))
+            .filter_map(|n| n["last_seen_unix_ms"].as_i64())
+            .max()
+    }
+
+    /// Waits for the addresses and for a `ready` node registered after
+    /// `registered_after` (ms since the epoch).
+    fn wait_ready(&mut self, registered_after: i64) {
         let deadline = Instant::now() + START_TIMEOUT;
         let read_addr = |name: &str| -> Option<String> {
             let s = std::fs::read_to_string(self.data_dir.join(name)).ok()?;
@@ -221,15 +249,15 @@ impl DevCluster {
             );
             std::thread::sleep(POLL);
         }
-        poll_until("the dev agent's node to be ready", START_TIMEOUT, || {
-            let out = self.cli(&["node", "list", "-o", "json"]);
-            let nodes: Value = serde_json::from_slice(&out.stdout).ok()?;
-            let ready = nodes
-                .as_array()?
-                .iter()
-                .any(|n| n["status"].as_str() == Some("ready"));
-            ready.then_some(())
-        });
+        poll_until(
+            "the dev agent's node to register and be ready",
+            START_TIMEOUT,
+            || {
+                self.ready_node_registered_ms()
+                    .filter(|t| *t > registered_after)
+                    .map(drop)
+            },
+        );
     }
 
     /// The scheduler's gRPC address, `127.0.0.1:<port>`.

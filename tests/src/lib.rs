@@ -15,6 +15,7 @@ pub use hosts::MultiHost;
 
 pub use dev::{
     closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name, DevCluster,
+    DEV_LOG,
 };
 
 use std::path::PathBuf;
@@ -31,6 +32,22 @@ pub async fn mtls_channel(
     pki: &std::path::Path,
     cert: &str,
 ) -> tonic::transport::Channel {
+    try_mtls_channel(url, pki, cert)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e:?}"))
+}
+
+/// [`mtls_channel`], returning a failed connection (a refused handshake)
+/// instead of panicking on it.
+///
+/// # Panics
+///
+/// When the files cannot be read or the URL is malformed.
+pub async fn try_mtls_channel(
+    url: &str,
+    pki: &std::path::Path,
+    cert: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let read = |name: String| {
         std::fs::read(pki.join(&name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
     };
@@ -48,7 +65,6 @@ pub async fn mtls_channel(
         .unwrap_or_else(|e| panic!("TLS config: {e}"))
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }
 
 /// Path of the `drover` binary the e2e tests run: `$DROVER_BIN` if set,

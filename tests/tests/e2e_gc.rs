@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use drover_tests::checks::{batch, service, str_of, wait_running, WAIT};
-use drover_tests::{poll_until, unique_name, DevCluster};
+use drover_tests::checks::{agent_converged, batch, service, str_of, wait_running, WAIT};
+use drover_tests::{poll_until, unique_name, DevCluster, DEV_LOG};
 
 #[test]
 fn finished_allocations_are_kept_for_a_while_then_removed() {
@@ -64,9 +64,25 @@ fn finished_allocations_are_kept_for_a_while_then_removed() {
     // nor a restarted agent runs it again, and its status stays complete.
     let mut c = c;
     c.kill9_and_restart();
+    // Once a job submitted after the restart has run, the new agent has
+    // acted on its whole assignment list, the collected batch included.
+    let sentinel = agent_converged(&c);
     wait_running(&c, &long, 1);
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(c.task_dirs(), running_dirs, "the collected batch ran again");
+    let dirs: Vec<_> = c
+        .task_dirs()
+        .into_iter()
+        .filter(|d| !d.to_string_lossy().contains(&sentinel))
+        .collect();
+    assert_eq!(dirs, running_dirs, "the collected batch ran again");
+    // Its files may have been collected again since: the log says whether
+    // any agent started it more than once.
+    let batch_alloc = alloc_dir.file_name().unwrap().to_string_lossy().to_string();
+    let log = std::fs::read_to_string(c.data_dir().join(DEV_LOG)).unwrap();
+    let starts = log
+        .lines()
+        .filter(|l| l.contains("task started") && l.contains(&batch_alloc))
+        .count();
+    assert_eq!(starts, 1, "the collected batch {batch_alloc} started {starts} times");
     let j = c.cli_json(&["job", "status", &job]);
     assert_eq!(str_of(&j, "status"), "complete", "{j}");
 }
