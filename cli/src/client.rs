@@ -37,18 +37,24 @@ pub(crate) async fn channel(opts: &ClientOpts) -> Result<Channel> {
         None => {}
     }
     endpoint.connect().await.map_err(|e| {
-        let mut cause = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            cause = s.to_string();
-            src = s.source();
-        }
+        let cause = root_cause(&e).unwrap_or_else(|| e.to_string());
         anyhow!(
             "cannot reach the Drover scheduler at {addr}: {cause}\n\
              Is `drover dev` (or `drover scheduler`) running there? \
              Point --addr or DROVER_ADDR at it."
         )
     })
+}
+
+/// The message of the innermost error below `e`, if it has a source.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = None;
+    let mut src = e.source();
+    while let Some(s) = src {
+        cause = Some(s.to_string());
+        src = s.source();
+    }
+    cause
 }
 
 /// Turns a gRPC status into an error message for people.
@@ -63,11 +69,18 @@ pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
              use an https:// --addr with --tls-ca, --tls-cert and --tls-key",
             s.message()
         ),
-        Code::Cancelled | Code::Unknown => anyhow!(
-            "the scheduler closed the connection ({}); if it uses mutual TLS, check that \
-             --tls-cert is a client certificate signed by the cluster CA",
-            s.message()
-        ),
+        Code::Cancelled | Code::Unknown => {
+            // The innermost cause says why (a TLS alert from the server,
+            // a reset), where the status only says "transport error".
+            let why = match root_cause(&s) {
+                Some(cause) => format!("{}: {cause}", s.message()),
+                None => s.message().to_string(),
+            };
+            anyhow!(
+                "the scheduler closed the connection ({why}); if it uses mutual TLS, check that \
+                 --tls-cert is a client certificate signed by the cluster CA"
+            )
+        }
         _ => anyhow!("{:?}: {}", s.code(), s.message()),
     }
 }
@@ -104,6 +117,9 @@ async fn get_job(
 pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) -> Result<()> {
     let job = read_job(file)?;
     let name = job.name.clone();
+    // A batch job's outcome is its allocations' end: wait for that, so
+    // that a failed run fails the command.
+    let batch = job.kind == "batch";
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
     let resp = client
         .submit(pb::SubmitRequest { job: Some(job) })
@@ -114,11 +130,14 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
         let deadline = Instant::now() + Duration::from_secs(wait);
         loop {
             let got = get_job(&mut client, &name).await?;
-            let waiting = got
-                .allocations
-                .iter()
-                .any(|a| a.desired == "run" && a.status == "pending");
+            let pending = |a: &&pb::Allocation| a.desired == "run" && a.status == "pending";
+            let waiting = got.allocations.iter().any(|a| {
+                pending(&a) || (batch && a.desired == "run" && a.status == "running")
+            });
             if !waiting || Instant::now() >= deadline {
+                // A batch job still running when the wait ends is not an
+                // error; one that never started is.
+                let waiting = got.allocations.iter().any(|a| pending(&a));
                 print_job(opts, &got, &resp.warnings)?;
                 let failed: Vec<String> = got
                     .allocations

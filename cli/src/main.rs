@@ -93,14 +93,16 @@ pub enum Output {
 
 #[derive(Subcommand, Debug)]
 enum JobCommand {
-    /// Submit a job file and wait for its allocations to start.
+    /// Submit a job file and wait for its allocations to start (a batch
+    /// job's: to finish); fails when one failed.
     Run {
         /// TOML job file (`-` for standard input).
         file: PathBuf,
         /// Return once the job is accepted, without waiting.
         #[arg(long)]
         detach: bool,
-        /// How long to wait for allocations to leave `pending`, in seconds.
+        /// How long to wait for allocations to leave `pending` (a batch
+        /// job's: to finish), in seconds.
         #[arg(long, default_value_t = 30)]
         wait: u64,
         #[command(flatten)]

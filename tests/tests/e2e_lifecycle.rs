@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use drover_tests::checks::{arr, batch, batch_with, str_of, task_pids, wait_running, WAIT};
+use drover_tests::checks::{alloc_ids, arr, batch, batch_with, str_of, task_pids, wait_running, WAIT};
 use drover_tests::runtime::busybox_tree;
 use drover_tests::{poll_until, unique_name, DevCluster};
 use serde_json::Value;
@@ -25,23 +25,32 @@ fn batch_jobs_complete_or_fail_once_without_replacement() {
 
     let bad = unique_name("bad");
     let file = c.write_file("bad.toml", &batch(&bad, "exit 3"));
-    // `job run` waits for the outcome and fails when the allocation fails.
+    // `job run` of a batch job waits for its outcome and fails when the
+    // allocation fails, naming it.
     let out = c.cli(&["job", "run", file.to_str().unwrap()]);
-    let job = poll_until("the failing batch job to fail", WAIT, || {
-        let j = job_status(&c, &bad);
-        (str_of(&j, "status") == "failed").then_some(j)
-    });
-    let allocs = arr(&job["allocations"]);
-    assert_eq!(
-        allocs.len(),
-        1,
-        "a failed batch allocation was replaced: {job}"
+    assert!(
+        !out.status.success(),
+        "job run of a failing batch job succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
-    assert_eq!(allocs[0]["tasks"][0]["exit_code"], 3, "{job}");
-    // The allocation may still have been pending when `job run` returned;
-    // if it had failed by then, the exit status says so.
-    if str_of(&allocs[0], "status") == "failed" && !out.status.success() {
-        assert!(String::from_utf8_lossy(&out.stderr).contains("failed"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{bad}.main[0] failed")), "{err}");
+    let job = job_status(&c, &bad);
+    assert_eq!(str_of(&job, "status"), "failed", "{job}");
+    let failed = alloc_ids(&job);
+    assert_eq!(failed.len(), 1, "{job}");
+    assert_eq!(job["allocations"][0]["tasks"][0]["exit_code"], 3, "{job}");
+    // Not replaced, not restarted, over a while: a replacement would be
+    // placed at once (the reconciler runs on every status change), and a
+    // restart within the restart delay.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        let job = job_status(&c, &bad);
+        assert_eq!(alloc_ids(&job), failed, "a failed batch allocation was replaced: {job}");
+        let a = &job["allocations"][0];
+        assert_eq!(str_of(a, "status"), "failed", "{job}");
+        assert_eq!(a["tasks"][0]["restarts"], 0, "{job}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
@@ -127,7 +136,7 @@ fn agent_killed_with_sigkill_re_adopts_tasks_and_reports_exits() {
         flag.display()
     );
     let file = c.write_file("short.toml", &batch_with(&short, &script, ""));
-    c.cli_ok(&["job", "run", file.to_str().unwrap()]);
+    c.cli_ok(&["job", "run", "--detach", file.to_str().unwrap()]);
     let short_alloc = str_of(&wait_running(&c, &short, 1)["allocations"][0], "id").to_string();
     let short_state = c
         .data_dir()
@@ -158,17 +167,25 @@ fn agent_killed_with_sigkill_re_adopts_tasks_and_reports_exits() {
     });
     c.kill9_and_restart();
 
-    // The long task was re-adopted, not restarted: same pid, still alive.
-    let after = task_pids(&wait_running(&c, &keep, 1));
-    assert_eq!(before, after, "the running task was restarted");
-    assert!(std::path::Path::new(&format!("/proc/{}", after[0])).exists());
-    // The task that exited while the agent was down is reported with its code.
+    // The task that exited while the agent was down is reported with its
+    // code: only the new agent can know it, so from here on what the
+    // scheduler shows comes from the new agent's look at its tasks.
     let job = poll_until("the exit during downtime to be reported", WAIT, || {
         let j = job_status(&c, &short);
         let t = j["allocations"][0]["tasks"][0].clone();
         (t["exit_code"] == 7).then_some(j)
     });
     assert_eq!(str_of(&job, "status"), "failed", "{job}");
+    // The long task was re-adopted, not restarted: same pid, still alive,
+    // no restart counted.
+    let keep_job = wait_running(&c, &keep, 1);
+    let after = task_pids(&keep_job);
+    assert_eq!(before, after, "the running task was restarted");
+    assert!(std::path::Path::new(&format!("/proc/{}", after[0])).exists());
+    assert_eq!(
+        keep_job["allocations"][0]["tasks"][0]["restarts"], 0,
+        "{keep_job}"
+    );
     // The log from before the crash is still there.
     let alloc = str_of(&wait_running(&c, &keep, 1)["allocations"][0], "id").to_string();
     assert!(c.cli_ok(&["logs", &alloc]).contains("up"));
