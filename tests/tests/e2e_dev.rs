@@ -225,6 +225,14 @@ fn job_runs_in_namespaces_logs_and_stops() {
         assert!(err.contains(str_of(a, "id")), "{err}");
     }
 
+    // While it runs, the node counts both allocations (50 millicores and
+    // 16 MiB each, from `checks::service`).
+    let nodes = c.cli_json(&["node", "list"]);
+    let n = &arr(&nodes)[0];
+    assert_eq!(int_of(n, "used_cpu_millis"), 100, "{n}");
+    assert_eq!(int_of(n, "used_memory_mb"), 32, "{n}");
+    assert_eq!(int_of(n, "allocations"), 2, "{n}");
+
     // Stop: every task and supervisor disappears, the allocations complete.
     let recorded = c.recorded_pids();
     assert!(
@@ -277,8 +285,9 @@ fn job_runs_in_namespaces_logs_and_stops() {
         int_of(n, "cpu_millis") > 0 && int_of(n, "memory_mb") > 0,
         "{n}"
     );
+    // The job is stopped: nothing of the node is in use any more.
     for f in ["used_cpu_millis", "used_memory_mb", "allocations"] {
-        assert!(int_of(n, f) >= 0, "{n}");
+        assert_eq!(int_of(n, f), 0, "{f} after the stop: {n}");
     }
     assert!(!str_of(n, "agent_version").is_empty());
 }

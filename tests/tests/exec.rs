@@ -94,6 +94,70 @@ fn exec(c: &DevCluster, alloc: &str, command: &[&str]) -> Output {
     spawn(c, &args, None).wait()
 }
 
+/// A `drover exec` whose stdin the test writes and whose stdout it reads
+/// line by line while the session runs.
+struct Session {
+    cli: Cli,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Session {
+    /// Starts `drover exec ALLOC -- COMMAND...` with stdin and stdout piped.
+    fn start(c: &DevCluster, alloc: &str, command: &[&str]) -> Session {
+        let mut args = vec!["exec", alloc, "--"];
+        args.extend_from_slice(command);
+        let mut child = Command::new(drover_bin())
+            .args(&args)
+            .env("DROVER_ADDR", c.addr())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning drover exec");
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Session {
+            cli: Cli { child: Some(child) },
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line of the command's output, waiting at most [`WAIT`].
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("no output line from drover exec: {e}"))
+    }
+
+    /// Writes `text` to the command's stdin and closes it.
+    fn finish_input(&mut self, text: &str) {
+        let mut stdin = self.stdin.take().expect("stdin still open");
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Waits for the CLI; returns its output, stdout holding the lines not
+    /// read yet.
+    fn wait(self) -> Output {
+        let mut out = self.cli.wait();
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        out.stdout = rest.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+        out
+    }
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -260,12 +324,20 @@ fn exec_joins_the_task_cgroup_and_dies_with_the_cli() {
     });
     assert!(pid_alive(task_pid), "the task must survive an exec session");
 
-    // What the command started in the background ends with the session.
-    let out = exec(&c, &alloc, &["sh", "-c", "sleep 986 & echo started"]);
-    assert_eq!(ok(&out), "started\n");
-    poll_until("the background sleep to end with its session", WAIT, || {
-        pids_running(&["sleep", "986"]).is_empty().then_some(())
+    // What the command started in the background ends with the session:
+    // seen running while the session is open, gone once it ended.
+    let mut session = Session::start(&c, &alloc, &["sh", "-c", "sleep 986 & echo started; read x"]);
+    assert_eq!(session.line(), "started");
+    let background = poll_until("the background sleep to run", WAIT, || {
+        pids_running(&["sleep", "986"]).first().copied()
     });
+    session.finish_input("done\n");
+    let out = session.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    poll_until("the background sleep to end with its session", WAIT, || {
+        (!pid_alive(background)).then_some(())
+    });
+    assert!(pids_running(&["sleep", "986"]).is_empty());
     assert!(pid_alive(task_pid), "the task must survive an exec session");
 }
 
@@ -615,12 +687,11 @@ fn another_nodes_agent_cannot_inject_into_an_exec_session() {
     c.cli_json(&["job", "run", file.to_str().unwrap()]);
     let status = wait_running(&c, &job, 1);
     let alloc = str_of(&status["allocations"][0], "id").to_owned();
-    let cli = spawn(
-        &c,
-        &["exec", &alloc, "--", "sh", "-c", "sleep 1.5; echo real"],
-        None,
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    // The session is known to exist (its first output came through the
+    // scheduler) before anything is injected, and stays open until the
+    // injection is over.
+    let mut session = Session::start(&c, &alloc, &["sh", "-c", "echo ready; read x; echo real"]);
+    assert_eq!(session.line(), "ready");
     // A second "node" connects and sends output, and an end, for every
     // session id a scheduler is likely to have handed out.
     let url = c.url();
@@ -675,6 +746,7 @@ fn another_nodes_agent_cannot_inject_into_an_exec_session() {
         // Let the scheduler read them all before the stream goes.
         tokio::time::sleep(Duration::from_millis(300)).await;
     });
-    let out = cli.wait();
+    session.finish_input("go\n");
+    let out = session.wait();
     assert_eq!(ok(&out), "real\n", "stderr: {}", stderr(&out));
 }

@@ -408,6 +408,55 @@ async fn watch_streams_job_and_allocation_events() {
             pb::job_event::Event::JobDeleted(n) => panic!("unexpected delete of {n}"),
         }
     }
+    // The other job's events happen too, and must not come through: once
+    // its allocation runs, a change to the watched job marks the end, and
+    // everything before that mark must still be the watched job's.
+    let other_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = c
+            .jobs()
+            .await
+            .get(pb::GetJobRequest {
+                name: "other".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if got.allocations.iter().any(|a| a.status == "running") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < other_deadline,
+            "the other job never ran: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.jobs()
+        .await
+        .submit(pb::SubmitRequest {
+            job: Some(job("w", 2)),
+        })
+        .await
+        .unwrap();
+    let mark_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ev = tokio::time::timeout_at(mark_deadline, events.next())
+            .await
+            .expect("the end mark within 10 s")
+            .expect("stream open")
+            .expect("event");
+        match ev.event.expect("event set") {
+            pb::job_event::Event::Job(j) => {
+                let j = j.job.unwrap();
+                assert_eq!(j.name, "w");
+                if j.groups[0].count == 2 {
+                    break;
+                }
+            }
+            pb::job_event::Event::Allocation(a) => assert_eq!(a.job, "w", "{a:?}"),
+            pb::job_event::Event::JobDeleted(n) => panic!("unexpected delete of {n}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,6 +185,12 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
         !foreign.status.success(),
         "a foreign client certificate was accepted"
     );
+    // Refused by the server's handshake, and the message says so.
+    let why = stderr(&foreign);
+    assert!(
+        why.contains("received fatal alert") && why.contains("signed by the cluster CA"),
+        "{why}"
+    );
 
     // No client certificate at all: refused.
     let anonymous = drover(&["node", "list", "--addr", &https]);
@@ -253,7 +259,9 @@ fn register_as(https: &str, pki: &Path, cert: &str, id: &str) -> Result<(), toni
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = drover_tests::mtls_channel(https, pki, cert).await;
+        let channel = drover_tests::try_mtls_channel(https, pki, cert)
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connecting: {e:?}")))?;
         let mut agents = drover_proto::v1::agent_service_client::AgentServiceClient::new(channel);
         let register = drover_proto::v1::AgentMessage {
             msg: Some(drover_proto::v1::agent_message::Msg::Register(
@@ -317,14 +325,33 @@ fn agent_certificates_bound_to_a_node_register_only_as_that_node() {
         "{}",
         stderr(&bad)
     );
-    // Another CA's directory cannot sign for this one's nodes... and a
-    // directory without a CA is named.
+    // A directory without a CA is named.
     let none = drover(&["tls", "agent", "--dir", "/nonexistent", "--node", "node-a"]);
     assert!(!none.status.success());
     assert!(stderr(&none).contains("ca.pem"), "{}", stderr(&none));
 
     let store = embedded_store(&dir.path().join("store"));
     let (_sched, https) = tls_scheduler(dir.path(), &store.url, &pki, &[]);
+    // Another CA's certificate for node-a registers nothing: `mixed` trusts
+    // the cluster's CA but presents a node-a certificate of another CA.
+    let other = dir.path().join("other");
+    assert!(drover(&["tls", "init", "--dir", other.to_str().unwrap()])
+        .status
+        .success());
+    assert!(drover(&["tls", "agent", "--dir", other.to_str().unwrap(), "--node", "node-a"])
+        .status
+        .success());
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    std::fs::copy(pki.join("ca.pem"), mixed.join("ca.pem")).unwrap();
+    for f in ["agent-node-a.pem", "agent-node-a-key.pem"] {
+        std::fs::copy(other.join(f), mixed.join(f)).unwrap();
+    }
+    let err = register_as(&https, &mixed, "agent-node-a", "node-a").unwrap_err();
+    // The server ends the handshake: the certificate's signature does not
+    // verify against the cluster CA (both CAs are named alike).
+    let why = format!("{err:?}");
+    assert!(why.contains("received fatal alert"), "{why}");
     // The bound certificate works for its node only.
     let err = register_as(&https, &pki, "agent-node-a", "node-b").unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
