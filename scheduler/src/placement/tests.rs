@@ -76,25 +76,60 @@ fn spreads_instances_of_one_group_across_nodes() {
     assert_eq!(on, vec!["a", "b"], "anti-affinity puts the two apart");
 }
 
+/// An allocation of another job on `node_id`, reserving `cpu`/`mem`.
+fn held(id: &str, node_id: &str, status: AllocStatus, cpu: u64, mem: u64) -> AllocRecord {
+    AllocRecord {
+        id: id.into(),
+        name: format!("other.g[{id}]"),
+        job: "other".into(),
+        group: "g".into(),
+        index: 0,
+        node_id: node_id.into(),
+        desired: Desired::Run,
+        status,
+        tasks: vec![],
+        job_version: 1,
+        resources: Resources {
+            cpu_millis: cpu,
+            memory_mb: mem,
+        },
+        created_unix_ms: 0,
+        modified_unix_ms: 0,
+        ip: String::new(),
+    }
+}
+
 #[test]
 fn bin_packs_across_jobs() {
-    let nodes = vec![node("a", 4000, 4096), node("b", 4000, 4096)];
-    let first = plan(
-        &nodes,
-        &[],
-        &job("x", JobKind::Service, 1, 1000, 1024),
-        None,
-    );
-    let existing = vec![alloc_for(&first.place[0], "x", "x1")];
-    let second = plan(
+    // Another job already uses part of each node. The one node bin-packing
+    // may choose comes last: first-fit would take "a" (the first that fits)
+    // and worst-fit "b" (the emptiest), while "c" and "d" would be fuller
+    // still but lack CPU ("c") or memory ("d") for one more instance.
+    let nodes = vec![
+        node("a", 4000, 4096),
+        node("b", 8000, 8192),
+        node("c", 4000, 4096),
+        node("d", 4000, 4096),
+        node("e", 4000, 4096),
+    ];
+    let existing = vec![
+        held("x-a", "a", AllocStatus::Running, 2000, 2048),
+        held("x-c", "c", AllocStatus::Running, 3500, 3072),
+        held("x-d", "d", AllocStatus::Running, 3000, 3584),
+        held("x-e", "e", AllocStatus::Running, 3000, 3072),
+    ];
+    let p = plan(
         &nodes,
         &existing,
         &job("y", JobKind::Service, 1, 1000, 1024),
         None,
     );
+    assert!(p.failures.is_empty(), "{:?}", p.failures);
+    let on: Vec<_> = p.place.iter().map(|x| x.node_id.as_str()).collect();
     assert_eq!(
-        second.place[0].node_id, first.place[0].node_id,
-        "a second job packs onto the fuller node"
+        on,
+        vec!["e"],
+        "the instance fills the fullest node that still fits it"
     );
 }
 
