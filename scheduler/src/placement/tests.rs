@@ -372,3 +372,5 @@ fn failed_allocations_are_not_replaced_but_lost_ones_are() {
     assert_eq!(p.place[0].index, 1);
     assert!(p.stop.is_empty());
 }
+
+mod properties;
