@@ -35,8 +35,9 @@
 //!
 //! On open the log is replayed in order. A final record whose header or
 //! payload runs past the end of the file, or whose CRC fails while it ends
-//! exactly at the end of the file, is a torn write: it is truncated with a
-//! warning naming the offset. Any other bad CRC, an undecodable record or
+//! exactly at the end of the file, is a torn write, and so is a tail of
+//! zero bytes (a power cut kept the file's new size but not its data): it
+//! is truncated with a warning naming the offset. Any other bad CRC, an undecodable record or
 //! one that does not apply (revision gap, unknown lease) is an error naming
 //! the file and offset, and the file is left untouched.
 //!

@@ -269,6 +269,14 @@ pub(crate) fn replay(
     let mut off = 0usize;
     let mut torn = None;
     while off < data.len() {
+        // A power cut can persist a file's new size but not its data: the
+        // tail reads as zeros. No record starts with a zero header (every
+        // payload has a tag byte), and the scan stops at the first nonzero
+        // byte, within a record's header.
+        if data[off..].iter().all(|&b| b == 0) {
+            torn = Some("zero-filled tail");
+            break;
+        }
         if data.len() - off < HEADER {
             torn = Some("record header runs past end of file");
             break;

@@ -191,32 +191,43 @@ async fn power_cut_keeps_every_acknowledged_write_and_cuts_the_torn_rest() {
         let err = last.await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     }
-    // Any prefix of the in-flight record may have reached the platter.
-    for torn in 0..=in_flight {
-        let (after, replayed) = replay(&image[..synced + torn]);
+    // Any prefix of the in-flight record may have reached the platter, and
+    // the file's size may have grown past it (the rest reads as zeros).
+    let mut tails = vec![(in_flight, 0)];
+    for torn in 0..in_flight {
+        tails.extend([(torn, 0), (torn, in_flight - torn)]);
+    }
+    for (torn, zeros) in tails {
+        let tail = [&image[synced..synced + torn], &vec![0; zeros][..]].concat();
+        let case = format!("{torn} of {in_flight} in-flight bytes kept, then {zeros} zero bytes");
+        let (after, replayed) = replay(&[&image[..synced], &tail[..]].concat());
         let have = keys(&after);
         for k in &acked {
             assert!(
                 have.contains(k),
-                "acknowledged write {k} lost by a power cut ({torn} of {in_flight} in-flight bytes kept)"
+                "acknowledged write {k} lost by a power cut ({case})"
             );
         }
-        if torn == in_flight {
-            // The whole record made it: the write survives, unacknowledged.
+        if tail == image[synced..] {
+            // The whole record made it (zeros can complete it: its lease
+            // field is 0): the write survives, unacknowledged.
             assert!(have.iter().any(|k| k == "k/5"));
             continue;
         }
-        assert!(!have.iter().any(|k| k == "k/5"), "torn record replayed");
+        assert!(
+            !have.iter().any(|k| k == "k/5"),
+            "torn record replayed ({case})"
+        );
         assert_eq!(
             (replayed.contents().len(), replayed.synced().len()),
             (synced, synced),
-            "torn tail ({torn} bytes) not cut durably"
+            "torn tail not cut durably ({case})"
         );
         // Appends continue where the cut was: the next open sees them.
         put(&kv_service(&after), "after", "v").await.unwrap();
         drop(after);
         let (again, _) = replay(&replayed.synced());
-        assert!(keys(&again).iter().any(|k| k == "after"), "torn = {torn}");
+        assert!(keys(&again).iter().any(|k| k == "after"), "{case}");
     }
 }
 
