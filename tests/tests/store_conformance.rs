@@ -525,25 +525,23 @@ async fn watch_compacted_revision(ep: &[String]) -> Result<()> {
 
 /// A live event reaches the watcher about as fast as the put is answered
 /// (the embedded server once took ~40 ms here: Nagle on the watch stream).
-async fn watch_delivers_promptly(ep: &[String]) -> Result<()> {
+/// Each put reaches a prefix watcher on its own, without a later write to
+/// push it out, in order and with the revision the put answered. How fast
+/// is bench/store's "watch delivery" figure, not asserted here: a loaded
+/// CI machine has no latency bound.
+async fn watch_delivers_each_put_in_order(ep: &[String]) -> Result<()> {
     let mut c = client(ep).await?;
     let mut w = c
         .watch("p/", Some(WatchOptions::new().with_prefix()))
         .await?;
     assert!(next(&mut w, Duration::from_secs(5)).await?.created());
-    let mut samples = Vec::new();
     for i in 0..21 {
-        let t = Instant::now();
-        c.put(format!("p/{i}"), "v", None).await?;
-        events(&mut w, 1).await?;
-        samples.push(t.elapsed());
+        let key = format!("p/{i}");
+        let put = c.put(key.as_str(), "v", None).await?;
+        let rev = put.header().unwrap().revision();
+        let got = events(&mut w, 1).await?;
+        assert_eq!(got, [(EventType::Put, key, "v".to_string(), rev, None)]);
     }
-    samples.sort_unstable();
-    let median = samples[samples.len() / 2];
-    assert!(
-        median < Duration::from_millis(20),
-        "median put→event {median:?}: {samples:?}"
-    );
     Ok(())
 }
 
@@ -717,7 +715,7 @@ conformance!(
     watch_start_revision_and_prev_kv,
     watch_cancel,
     watch_compacted_revision,
-    watch_delivers_promptly,
+    watch_delivers_each_put_in_order,
     lease_grant_keepalive_ttl_revoke,
     lease_expiry_deletes_keys_and_notifies,
     lease_minimum_ttl,

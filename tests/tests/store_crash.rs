@@ -2,6 +2,11 @@
 //! child process (`embedded_store`), the test streams writes at it, kills
 //! it mid-stream, restarts it on the same data directory and checks that
 //! everything it acknowledged is still there.
+//!
+//! `kill -9` keeps the page cache, so this tests crash-only restart, not
+//! fsync: what the log's sync buys across a power cut is tested in
+//! drover-store's unit tests (`embedded/tests/durability.rs`), on a fake
+//! disk that keeps only synced bytes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

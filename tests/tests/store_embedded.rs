@@ -388,13 +388,18 @@ fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     out
 }
 
+/// Acknowledged writes survive a restart without a clean shutdown (the
+/// serve task is aborted; the process and its page cache live on, so this
+/// does not test fsync: drover-store's unit tests do, on a fake disk that
+/// loses unsynced bytes), a torn tail is cut and mid-log corruption refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn durable_across_restart_crash_corruption_and_torn_tail() -> Result<()> {
+async fn durable_across_restart_abort_corruption_and_torn_tail() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path()).await?;
     let c = server.client().await?;
-    // 64 concurrent writers exercise group commit.
-    let started = std::time::Instant::now();
+    // 64 concurrent writers, all acknowledged. That queued writes share a
+    // sync (group commit) is a drover-store unit test; how fast they go is
+    // bench/store's "64 in flight" figure.
     let mut tasks = Vec::new();
     for i in 0..64 {
         let mut c = c.clone();
@@ -405,8 +410,6 @@ async fn durable_across_restart_crash_corruption_and_torn_tail() -> Result<()> {
     for t in tasks {
         t.await??;
     }
-    let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(5), "64 puts took {elapsed:?}");
     let mut c2 = c.clone();
     let lease = c2.lease_grant(60, None).await?.id();
     c2.put("/leased", "v", Some(PutOptions::new().with_lease(lease)))

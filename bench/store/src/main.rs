@@ -14,6 +14,11 @@
 //! Prints a table with the median and p99 over all samples of all runs,
 //! and the median (and worst) throughput run.
 //!
+//! Tests assert none of these figures (a loaded CI machine has no latency
+//! bound): run this after changing the store's writer or watch path. A
+//! watch-delivery median near 40 ms means Nagle is holding events back
+//! (see `TCP_NODELAY` in the embedded server).
+//!
 //! `cargo build --release -p drover-tests --bin embedded_store &&
 //! cargo run --release -p drover-bench-store [-- --runs N]`
 

@@ -35,8 +35,9 @@
 //!
 //! On open the log is replayed in order. A final record whose header or
 //! payload runs past the end of the file, or whose CRC fails while it ends
-//! exactly at the end of the file, is a torn write: it is truncated with a
-//! warning naming the offset. Any other bad CRC, an undecodable record or
+//! exactly at the end of the file, is a torn write, and so is a tail of
+//! zero bytes (a power cut kept the file's new size but not its data): it
+//! is truncated with a warning naming the offset. Any other bad CRC, an undecodable record or
 //! one that does not apply (revision gap, unknown lease) is an error naming
 //! the file and offset, and the file is left untouched.
 //!
@@ -72,7 +73,7 @@ use tonic::Status;
 pub use tokio_util::sync::CancellationToken;
 
 use mvcc::{Applied, Store, StoreError};
-use wal::{Durable, WalJob};
+use wal::{Durable, LogFile, WalJob};
 
 /// Cluster id reported in every response header.
 const CLUSTER_ID: u64 = 0x6472_6f76_6572_0001;
@@ -271,12 +272,19 @@ impl EmbeddedEtcd {
             source,
         })?;
         let path = data_dir.join("store.wal");
+        let file = wal::open(&path)?;
+        Self::with_log(path, file)
+    }
+
+    /// Replays `file` and starts its writer thread; `path` names the file in
+    /// errors and logs. Unit tests pass a fake disk here.
+    pub(crate) fn with_log(path: PathBuf, mut file: impl LogFile) -> Result<Self, EmbeddedError> {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| (d.as_micros() as i64) & 0x3fff_ffff_ffff_ffff);
         let mut store = Store::new(seed);
         let now = tokio::time::Instant::now();
-        let (file, size) = wal::open_and_replay(&path, |rec| store.replay(rec, now))?;
+        let size = wal::replay(&mut file, &path, |rec| store.replay(rec, now))?;
         tracing::info!(path = %path.display(), revision = store.revision(), bytes = size, "opened embedded store");
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let durable = Arc::new(Durable {

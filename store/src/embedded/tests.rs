@@ -1,6 +1,10 @@
-//! Unit tests for the MVCC core and the log format.
+//! Unit tests for the MVCC core and the log format; what the log's
+//! fsync guarantees is tested in `durability`, on a fake disk.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod durability;
+mod fake_disk;
 
 use drover_proto::etcd::etcdserverpb::{
     compare, range_request, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
@@ -422,7 +426,7 @@ fn replay_truncates_torn_tail_and_refuses_mid_corruption() {
     bytes.extend_from_slice(&b[..5]);
     std::fs::write(&path, &bytes).unwrap();
     let mut n = 0;
-    let (_, len) = wal::open_and_replay(&path, |_| {
+    let len = wal::replay(&mut wal::open(&path).unwrap(), &path, |_| {
         n += 1;
         Ok(())
     })
@@ -436,7 +440,7 @@ fn replay_truncates_torn_tail_and_refuses_mid_corruption() {
     let mut bad = [a.clone(), b.clone(), a.clone()].concat();
     bad[a.len() + 9] ^= 0xff;
     std::fs::write(&path, &bad).unwrap();
-    let err = wal::open_and_replay(&path, |_| Ok(()))
+    let err = wal::replay(&mut wal::open(&path).unwrap(), &path, |_| Ok(()))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&format!("offset {}", a.len())), "{err}");

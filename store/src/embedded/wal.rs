@@ -2,7 +2,7 @@
 //! writer thread. The on-disk format is described in the parent module.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -194,15 +194,49 @@ fn io_err<'a>(
     }
 }
 
-/// Opens (creating) the log, feeds every intact record to `apply`, and
-/// truncates a torn final record. Returns the file positioned for appends
-/// and its length.
-pub(crate) fn open_and_replay(
-    path: &Path,
-    mut apply: impl FnMut(Record) -> Result<(), String>,
-) -> Result<(File, u64), EmbeddedError> {
+/// The log file as replay and the writer use it. The real one is a
+/// [`File`]; unit tests pass a fake disk that keeps synced bytes apart
+/// from unsynced ones, so they can check what a power cut would leave.
+pub(crate) trait LogFile: Send + 'static {
+    /// Reads the whole file from its start.
+    fn read_all(&mut self) -> io::Result<Vec<u8>>;
+    /// Appends `buf` at the end of the file (not yet durable).
+    fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Makes every appended byte durable (`fdatasync`): only what a
+    /// completed call covered survives a power cut.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes and makes that durable.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.seek(SeekFrom::Start(0))?;
+        self.read_to_end(&mut data)?;
+        Ok(data)
+    }
+
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        // Opened with O_APPEND: every write lands at the end.
+        self.write_all(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.sync_all()
+    }
+}
+
+/// Opens (creating) the log file at `path` for reading and appending; a
+/// new file's directory entry is made durable too.
+pub(crate) fn open(path: &Path) -> Result<File, EmbeddedError> {
     let created = !path.exists();
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
@@ -215,8 +249,18 @@ pub(crate) fn open_and_replay(
                 .map_err(io_err(dir, "fsync directory"))?;
         }
     }
-    let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(io_err(path, "read"))?;
+    Ok(file)
+}
+
+/// Feeds every intact record of `file` to `apply` and truncates a torn
+/// final record. `path` names the file in errors. Returns the length of
+/// the intact log, where appends continue.
+pub(crate) fn replay(
+    file: &mut impl LogFile,
+    path: &Path,
+    mut apply: impl FnMut(Record) -> Result<(), String>,
+) -> Result<u64, EmbeddedError> {
+    let data = file.read_all().map_err(io_err(path, "read"))?;
     let corrupt = |offset: usize, reason: String| EmbeddedError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
@@ -225,6 +269,14 @@ pub(crate) fn open_and_replay(
     let mut off = 0usize;
     let mut torn = None;
     while off < data.len() {
+        // A power cut can persist a file's new size but not its data: the
+        // tail reads as zeros. No record starts with a zero header (every
+        // payload has a tag byte), and the scan stops at the first nonzero
+        // byte, within a record's header.
+        if data[off..].iter().all(|&b| b == 0) {
+            torn = Some("zero-filled tail");
+            break;
+        }
         if data.len() - off < HEADER {
             torn = Some("record header runs past end of file");
             break;
@@ -254,10 +306,10 @@ pub(crate) fn open_and_replay(
     }
     if let Some(why) = torn {
         tracing::warn!(path = %path.display(), offset = off, reason = why, "truncating torn tail of store log");
-        file.set_len(off as u64).map_err(io_err(path, "truncate"))?;
-        file.sync_all().map_err(io_err(path, "fsync"))?;
+        file.truncate(off as u64)
+            .map_err(io_err(path, "truncate"))?;
     }
-    Ok((file, off as u64))
+    Ok(off as u64)
 }
 
 /// One write waiting for durability.
@@ -285,7 +337,7 @@ pub(crate) struct Durable {
 /// their revisions, then acknowledge them.
 pub(crate) fn spawn_writer(
     path: PathBuf,
-    mut file: File,
+    mut file: impl LogFile,
     durable: Arc<Durable>,
     mut rx: mpsc::UnboundedReceiver<WalJob>,
 ) -> Result<std::thread::JoinHandle<()>, EmbeddedError> {
@@ -309,7 +361,7 @@ pub(crate) fn spawn_writer(
                 let result = if durable.failed.load(Ordering::SeqCst) {
                     Err("store log failed earlier; restart the server".to_string())
                 } else {
-                    file.write_all(&buf).and_then(|()| file.sync_data()).map_err(|e| {
+                    file.append(&buf).and_then(|()| file.sync_data()).map_err(|e| {
                         durable.failed.store(true, Ordering::SeqCst);
                         tracing::error!(path = %path.display(), error = %e, "store log write failed");
                         format!("writing {}: {e}", path.display())
