@@ -131,9 +131,10 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
         loop {
             let got = get_job(&mut client, &name).await?;
             let pending = |a: &&pb::Allocation| a.desired == "run" && a.status == "pending";
-            let waiting = got.allocations.iter().any(|a| {
-                pending(&a) || (batch && a.desired == "run" && a.status == "running")
-            });
+            let waiting = got
+                .allocations
+                .iter()
+                .any(|a| pending(&a) || (batch && a.desired == "run" && a.status == "running"));
             if !waiting || Instant::now() >= deadline {
                 // A batch job still running when the wait ends is not an
                 // error; one that never started is.

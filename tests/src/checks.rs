@@ -137,7 +137,11 @@ pub fn agent_converged(c: &DevCluster) -> String {
     let name = crate::unique_name("sync");
     // No network: the sentinel leaves no veth or address behind for
     // callers that count them.
-    let job = edit(&batch(&name, "true"), "name = \"main\"\n", "name = \"main\"\nnetwork = \"none\"\n");
+    let job = edit(
+        &batch(&name, "true"),
+        "name = \"main\"\n",
+        "name = \"main\"\nnetwork = \"none\"\n",
+    );
     let file = c.write_file(&format!("{name}.toml"), &job);
     c.cli_ok(&["job", "run", file.to_str().expect("a UTF-8 temp path")]);
     let job = poll_until(&format!("sentinel job {name} to complete"), WAIT, || {

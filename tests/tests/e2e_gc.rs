@@ -82,7 +82,10 @@ fn finished_allocations_are_kept_for_a_while_then_removed() {
         .lines()
         .filter(|l| l.contains("task started") && l.contains(&batch_alloc))
         .count();
-    assert_eq!(starts, 1, "the collected batch {batch_alloc} started {starts} times");
+    assert_eq!(
+        starts, 1,
+        "the collected batch {batch_alloc} started {starts} times"
+    );
     let j = c.cli_json(&["job", "status", &job]);
     assert_eq!(str_of(&j, "status"), "complete", "{j}");
 }

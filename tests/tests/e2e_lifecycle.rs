@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use drover_tests::checks::{alloc_ids, arr, batch, batch_with, str_of, task_pids, wait_running, WAIT};
+use drover_tests::checks::{
+    alloc_ids, arr, batch, batch_with, str_of, task_pids, wait_running, WAIT,
+};
 use drover_tests::runtime::busybox_tree;
 use drover_tests::{poll_until, unique_name, DevCluster};
 use serde_json::Value;
@@ -46,7 +48,11 @@ fn batch_jobs_complete_or_fail_once_without_replacement() {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while std::time::Instant::now() < until {
         let job = job_status(&c, &bad);
-        assert_eq!(alloc_ids(&job), failed, "a failed batch allocation was replaced: {job}");
+        assert_eq!(
+            alloc_ids(&job),
+            failed,
+            "a failed batch allocation was replaced: {job}"
+        );
         let a = &job["allocations"][0];
         assert_eq!(str_of(a, "status"), "failed", "{job}");
         assert_eq!(a["tasks"][0]["restarts"], 0, "{job}");

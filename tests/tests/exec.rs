@@ -153,7 +153,11 @@ impl Session {
     fn wait(self) -> Output {
         let mut out = self.cli.wait();
         let rest: Vec<String> = self.lines.try_iter().collect();
-        out.stdout = rest.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
+        out.stdout = rest
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .into_bytes();
         out
     }
 }
@@ -326,7 +330,11 @@ fn exec_joins_the_task_cgroup_and_dies_with_the_cli() {
 
     // What the command started in the background ends with the session:
     // seen running while the session is open, gone once it ended.
-    let mut session = Session::start(&c, &alloc, &["sh", "-c", "sleep 986 & echo started; read x"]);
+    let mut session = Session::start(
+        &c,
+        &alloc,
+        &["sh", "-c", "sleep 986 & echo started; read x"],
+    );
     assert_eq!(session.line(), "started");
     let background = poll_until("the background sleep to run", WAIT, || {
         pids_running(&["sleep", "986"]).first().copied()

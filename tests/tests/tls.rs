@@ -338,9 +338,16 @@ fn agent_certificates_bound_to_a_node_register_only_as_that_node() {
     assert!(drover(&["tls", "init", "--dir", other.to_str().unwrap()])
         .status
         .success());
-    assert!(drover(&["tls", "agent", "--dir", other.to_str().unwrap(), "--node", "node-a"])
-        .status
-        .success());
+    assert!(drover(&[
+        "tls",
+        "agent",
+        "--dir",
+        other.to_str().unwrap(),
+        "--node",
+        "node-a"
+    ])
+    .status
+    .success());
     let mixed = dir.path().join("mixed");
     std::fs::create_dir(&mixed).unwrap();
     std::fs::copy(pki.join("ca.pem"), mixed.join("ca.pem")).unwrap();
