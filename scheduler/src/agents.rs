@@ -432,6 +432,7 @@ fn route_log(core: &Core, from: &str, d: pb::LogData) {
     // last free slot is kept for the error that ends the stream.
     if !d.data.is_empty() {
         if tx.capacity() <= 1 {
+            tracing::warn!(node_id = %node_id, request_id = d.request_id, "log reader too slow; its stream was ended");
             let _ = tx.try_send(Err(Status::resource_exhausted(
                 "log reader too slow; the stream was ended (logs are kept on the node)",
             )));

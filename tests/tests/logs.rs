@@ -17,6 +17,7 @@ use std::time::Duration;
 use drover_agent::runtime::logs::{rotated_path, LogLimits, LogReader};
 use drover_agent::runtime::{Runtime, TaskSpec, TaskState};
 use drover_tests::checks::{service, str_of, wait_running, WAIT};
+use drover_tests::dev::DEV_LOG;
 use drover_tests::{drover_bin, poll_until, unique_name, DevCluster};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -288,33 +289,56 @@ fn agent_kill9_loses_no_log_line() {
     assert!(last > before + 2000);
 }
 
+/// Bytes the task of [`a_log_reader_that_falls_behind_gets_an_error_not_a_hang`]
+/// writes: far more than can sit between the node and a reader that does
+/// not read. The scheduler queues 256 chunks of at most 32 KiB (the
+/// agent's read size) per reader, 8 MiB; HTTP/2 sends no more than the
+/// reader's stream window (1 MiB, set below; kernel socket buffers are
+/// inside it) and hyper buffers at most 400 KiB per stream waiting for it.
+const FLOOD: usize = 64 << 20;
+/// More than the scheduler may queue for one reader, by the sum above
+/// with room to spare; less than [`FLOOD`] by far.
+const HELD_FOR_A_READER: usize = 16 << 20;
+
 #[test]
 fn a_log_reader_that_falls_behind_gets_an_error_not_a_hang() {
     let c = DevCluster::start();
     let job = unique_name("flood");
-    let file = c.write_file(
-        &format!("{job}.toml"),
-        &service(&job, 1, "seq 1 3000000; exec sleep 3600"),
+    // One file, never rotated: the whole flood stays readable.
+    let text = service(
+        &job,
+        1,
+        &format!("yes drover-flood | head -c {FLOOD}; exec sleep 3600"),
+    )
+    .replace(
+        "kill_timeout_ms = 200",
+        "kill_timeout_ms = 200\nlogs = { max_size_mb = 128, max_files = 1 }",
     );
+    let file = c.write_file(&format!("{job}.toml"), &text);
     c.cli_json(&["job", "run", file.to_str().unwrap()]);
     let status = wait_running(&c, &job, 1);
     let alloc = str_of(&status["allocations"][0], "id").to_owned();
-    poll_until("the whole output to be logged", WAIT, || {
-        let out = c
-            .task_dirs()
-            .into_iter()
-            .find(|d| d.to_string_lossy().contains(&alloc))?;
-        let text = std::fs::read_to_string(out.join("stdout.log")).ok()?;
-        text.ends_with("\n3000000\n").then_some(())
+    let log = c
+        .task_dirs()
+        .into_iter()
+        .find(|d| d.to_string_lossy().contains(&alloc))
+        .expect("task directory")
+        .join("stdout.log");
+    poll_until("the whole flood to be logged", WAIT, || {
+        let len = std::fs::metadata(&log).ok()?.len();
+        (len == FLOOD as u64).then_some(())
     });
+    let dev_log = c.data_dir().join(DEV_LOG);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let url = c.url();
-    let (bytes, end) = rt.block_on(async move {
+    let (received, end) = rt.block_on(async move {
         let channel = tonic::transport::Endpoint::from_shared(url)
             .unwrap()
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(1 << 20)
             .connect()
             .await
             .unwrap();
@@ -322,33 +346,57 @@ fn a_log_reader_that_falls_behind_gets_an_error_not_a_hang() {
         let mut stream = allocs
             .logs(drover_proto::v1::LogsRequest {
                 alloc_id: alloc,
+                follow: true,
                 ..Default::default()
             })
             .await
             .unwrap()
             .into_inner();
-        // Not reading for a while: the scheduler's queue for us fills up.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let mut bytes = 0usize;
-        let end = tokio::time::timeout(Duration::from_secs(30), async {
+        // Not reading while the node sends the flood: the scheduler's
+        // queue for us fills up and it gives up on us. (The connection is
+        // still driven while this waits, as a live client's would be.)
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !std::fs::read_to_string(&dev_log)
+            .unwrap_or_default()
+            .contains("log reader too slow")
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scheduler did not end the stream of a reader {FLOOD} bytes behind"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut received = Vec::new();
+        let end = tokio::time::timeout(WAIT, async {
             loop {
                 match stream.message().await {
-                    Ok(Some(chunk)) => bytes += chunk.data.len(),
-                    Ok(None) => return Ok(()),
-                    Err(status) => return Err(status),
+                    Ok(Some(chunk)) => received.extend_from_slice(&chunk.data),
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
                 }
             }
         })
         .await
         .expect("the log stream neither finished nor failed: it hangs");
-        (bytes, end)
+        (received, end)
     });
-    // Either everything arrived, or the stream said why it stopped.
-    match end {
-        Ok(()) => assert_eq!(bytes, 20_888_897, "the stream ended early without an error"),
-        Err(status) => {
-            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-            assert!(status.message().contains("too slow"), "{status:?}");
-        }
-    }
+    let status = end.unwrap_or_else(|| {
+        panic!(
+            "a follow stream {FLOOD} bytes behind ended without an error after {} bytes",
+            received.len()
+        )
+    });
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("too slow"), "{status:?}");
+    // What was queued before the end arrives first, in order.
+    assert!(
+        !received.is_empty() && received.len() <= HELD_FOR_A_READER,
+        "{} bytes reached the reader before the error",
+        received.len()
+    );
+    let head = std::fs::read(&log).unwrap();
+    assert!(
+        head.starts_with(&received),
+        "the reader got something other than the start of the log"
+    );
 }

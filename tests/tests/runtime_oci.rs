@@ -8,13 +8,15 @@
 //! `sha256sum`, so the test builds images the way a user's tools would.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use drover_agent::runtime::{OciError, Rootfs, RuntimeError, TaskSpec};
 use drover_tests::runtime::{busybox_tree, mount_count, Harness};
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde_json::json;
 
 /// Busybox applets linked into the base layer's `/bin`.
@@ -74,6 +76,78 @@ fn cached(h: &Harness) -> Result<(Vec<String>, bool)> {
     let layers = names(h.path("cache/layers"))?;
     let tmp_empty = names(h.path("cache/tmp"))?.is_empty();
     Ok((layers, tmp_empty))
+}
+
+/// Name of the file [`UnpackedOnce`] leaves in each cached layer.
+const LEFT_BY_TEST: &str = ".left-by-the-test";
+
+/// What shows that the cached layers were not unpacked again since
+/// [`UnpackedOnce::record`]: an inotify watch on the cache's `tmp/` and
+/// `layers/`, which sees every directory an unpack creates or renames into
+/// place (also one that loses the rename to the layer already there and is
+/// removed again, leaving no other trace), and each layer directory's
+/// inode, mtime and a file the test left in it (a layer replaced by a new
+/// unpack loses all three).
+struct UnpackedOnce {
+    watch: Inotify,
+    /// Each layer directory with its inode and mtime (s, ns).
+    layers: Vec<(PathBuf, u64, (i64, i64))>,
+}
+
+impl UnpackedOnce {
+    /// Starts watching the cache of `h` and records its layers `digests`,
+    /// which must be unpacked already.
+    fn record(h: &Harness, digests: &[String]) -> Result<Self> {
+        let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .context("inotify_init1")?;
+        for dir in ["cache/tmp", "cache/layers"] {
+            let dir = h.path(dir);
+            watch
+                .add_watch(&dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                .with_context(|| format!("inotify_add_watch {}", dir.display()))?;
+        }
+        let mut layers = Vec::new();
+        for digest in digests {
+            let dir = h.path("cache/layers").join(hex(digest));
+            std::fs::write(dir.join(LEFT_BY_TEST), "")
+                .with_context(|| format!("leaving a file in {}", dir.display()))?;
+            let m = std::fs::metadata(&dir).with_context(|| dir.display().to_string())?;
+            layers.push((dir, m.ino(), (m.mtime(), m.mtime_nsec())));
+        }
+        Ok(Self { watch, layers })
+    }
+
+    /// Fails, naming `after`, when anything was unpacked or put in place
+    /// since [`UnpackedOnce::record`].
+    fn check(&self, after: &str) -> Result<()> {
+        let mut seen = Vec::new();
+        loop {
+            match self.watch.read_events() {
+                Ok(events) => seen.extend(events.into_iter().map(|e| (e.mask, e.name))),
+                Err(Errno::EAGAIN) => break,
+                Err(e) => return Err(e).context("reading inotify events"),
+            }
+        }
+        ensure!(
+            seen.is_empty(),
+            "{after}: the cache unpacked a layer again: {seen:?}"
+        );
+        for (dir, ino, mtime) in &self.layers {
+            let m =
+                std::fs::metadata(dir).with_context(|| format!("{after}: {}", dir.display()))?;
+            ensure!(
+                m.ino() == *ino && (m.mtime(), m.mtime_nsec()) == *mtime,
+                "{after}: {} was replaced or rewritten",
+                dir.display()
+            );
+            ensure!(
+                dir.join(LEFT_BY_TEST).exists(),
+                "{after}: {} was unpacked again: the file the test left in it is gone",
+                dir.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The busybox base layer: `/bin` with applet links, `/etc/doomed`
@@ -273,6 +347,7 @@ async fn image_cmd_runs_on_its_layers_and_each_layer_is_unpacked_once() -> Resul
     let mounts_before = mount_count()?;
     let (image, digests) = test_image(&h, "image")?;
     assert_eq!(h.probe(&task_spec("oci1", &image, &[])).await?, PROBE_OUT);
+    let once = UnpackedOnce::record(&h, &digests)?;
     // The task's own command replaces Entrypoint + Cmd; a write lands in
     // its upper dir, not in the cached layer.
     let out = h
@@ -283,6 +358,7 @@ async fn image_cmd_runs_on_its_layers_and_each_layer_is_unpacked_once() -> Resul
         ))
         .await?;
     assert_eq!(out, "x\n/work\n");
+    once.check("after the second task")?;
     let mut expected: Vec<String> = digests.iter().map(|d| hex(d)).collect();
     expected.sort();
     assert_eq!(cached(&h)?, (expected, true), "cache after two tasks");
@@ -290,6 +366,7 @@ async fn image_cmd_runs_on_its_layers_and_each_layer_is_unpacked_once() -> Resul
     assert_eq!(std::fs::read_to_string(top.join("marker"))?, "layer2\n");
     // A third task still sees the image's file, not the second's write.
     assert_eq!(h.probe(&task_spec("oci3", &image, &[])).await?, PROBE_OUT);
+    once.check("after the third task")?;
     for alloc in ["oci1", "oci2", "oci3"] {
         h.rt.remove(alloc, "main")?;
     }
@@ -325,6 +402,15 @@ async fn concurrent_resolves_of_one_image_share_the_cache() -> Result<()> {
     let (layers, tmp_empty) = cached(&h)?;
     assert_eq!(layers.len(), digests.len());
     assert!(tmp_empty, "a temp unpack dir was left behind");
+    // Once unpacked, concurrent resolves find the layers and unpack
+    // nothing. (On a cold cache both may unpack a layer, and the rename
+    // keeps the first: see `ImageCache::ensure_layer`.)
+    let once = UnpackedOnce::record(&h, &digests)?;
+    let (c, d) = tokio::join!(h.rt.resolve_image(&image), h.rt.resolve_image(&image));
+    let (c, d) = (c?, d?);
+    assert_eq!(c.layers, a.layers);
+    assert_eq!(d.layers, a.layers);
+    once.check("after concurrent resolves of a cached image")?;
     Ok(())
 }
 

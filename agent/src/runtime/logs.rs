@@ -236,7 +236,8 @@ impl LogPump {
 
     /// Calls `hook` once, `after` the pump started, if the task still runs
     /// then (the supervisor gives back its setup memory: not worth it for
-    /// a task that ends at once).
+    /// a task that ends at once). An exit seen when the hook is due wins:
+    /// the hook never runs once the pump knows the task has ended.
     pub fn on_idle(mut self, after: Duration, hook: impl FnOnce() + 'static) -> Self {
         self.idle = Some((after, Box::new(hook)));
         self
@@ -259,11 +260,6 @@ impl LogPump {
         loop {
             if !open.iter().any(|o| *o) && drain_until.is_some() {
                 return Ok(());
-            }
-            if drain_until.is_none() && idle.as_ref().is_some_and(|(at, _)| Instant::now() >= *at) {
-                if let Some((_, hook)) = idle.take() {
-                    hook();
-                }
             }
             let timeout = match (drain_until, &idle) {
                 (None, Some((at, _))) => {
@@ -302,6 +298,12 @@ impl LogPump {
             drop(fds);
             if drain_until.is_none() && ready.last().copied().unwrap_or(false) {
                 drain_until = Some(Instant::now() + DRAIN_BOUND);
+            }
+            // After the poll, so that an exit it reported is known here.
+            if drain_until.is_none() && idle.as_ref().is_some_and(|(at, _)| Instant::now() >= *at) {
+                if let Some((_, hook)) = idle.take() {
+                    hook();
+                }
             }
             for (slot, &i) in which.iter().enumerate() {
                 if !ready[slot] {
@@ -576,41 +578,68 @@ mod tests {
         format!("line {i:06} {}\n", "x".repeat(i % 37))
     }
 
-    /// Runs a pump over one pipe whose "task" exits (its exit descriptor
-    /// becomes readable) `exit_after`; returns whether the idle hook ran
-    /// and what was logged.
-    fn pump_with_idle_hook(exit_after: Duration) -> (bool, String) {
+    /// Runs a pump, with an idle hook due `after`, over one pipe that holds
+    /// `hello\n` and is closed. With `exited_first` the task's exit (its
+    /// exit descriptor readable) precedes the pump; otherwise the task
+    /// runs until the hook ends it, so the hook runs before the exit by
+    /// construction, not by a race of two sleeps. Returns how often the
+    /// hook ran, how long after the pump started it first did, and what
+    /// was logged.
+    fn pump_with_idle_hook(after: Duration, exited_first: bool) -> (u32, Option<Duration>, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("stdout.log");
         let log = RotatingLog::open(path.clone(), limits(1 << 20, 2)).expect("open");
         let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
+        nix::unistd::write(&out_w, b"hello\n").expect("write");
+        drop(out_w);
         let (exit_r, exit_w) = nix::unistd::pipe().expect("pipe");
-        let writer = std::thread::spawn(move || {
-            nix::unistd::write(&out_w, b"hello\n").expect("write");
-            std::thread::sleep(exit_after);
+        if exited_first {
             nix::unistd::write(&exit_w, b"x").expect("write");
-            drop(out_w);
+        }
+        // Only when the hook never runs: ends the task so that the test
+        // fails on its assertions instead of hanging.
+        let (stop_watchdog, stopped) = std::sync::mpsc::channel::<()>();
+        let watchdog_exit = exit_w.try_clone().expect("dup");
+        let watchdog = std::thread::spawn(move || {
+            let waited = stopped.recv_timeout(Duration::from_secs(60));
+            if waited == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                let _ = nix::unistd::write(&watchdog_exit, b"x");
+            }
         });
-        let ran = std::rc::Rc::new(std::cell::Cell::new(false));
-        let flag = ran.clone();
+        let calls = std::rc::Rc::new(std::cell::Cell::new((0u32, None)));
+        let seen = calls.clone();
+        let started = Instant::now();
         LogPump::new(vec![(out_r, log)])
-            .on_idle(Duration::from_millis(100), move || flag.set(true))
+            .on_idle(after, move || {
+                seen.set((seen.get().0 + 1, Some(started.elapsed())));
+                // The task exits once the hook has run.
+                nix::unistd::write(&exit_w, b"x").expect("write");
+            })
             .run(&exit_r, &mut io::sink())
             .expect("pump");
-        writer.join().expect("writer");
-        (ran.get(), fs::read_to_string(&path).expect("read"))
+        drop(stop_watchdog);
+        watchdog.join().expect("watchdog");
+        let (count, at) = calls.get();
+        (count, at, fs::read_to_string(&path).expect("read"))
     }
 
     #[test]
-    fn the_idle_hook_runs_once_for_a_task_that_keeps_running_only() {
-        assert_eq!(
-            pump_with_idle_hook(Duration::from_millis(400)),
-            (true, "hello\n".to_owned())
+    fn the_idle_hook_runs_once_when_due_while_the_task_runs() {
+        let after = Duration::from_millis(50);
+        let (count, at, logged) = pump_with_idle_hook(after, false);
+        assert_eq!((count, logged.as_str()), (1, "hello\n"));
+        let at = at.expect("the hook ran");
+        assert!(
+            at >= after,
+            "the hook ran {at:?} after the start, before {after:?}"
         );
-        assert_eq!(
-            pump_with_idle_hook(Duration::ZERO),
-            (false, "hello\n".to_owned())
-        );
+    }
+
+    #[test]
+    fn the_idle_hook_does_not_run_for_a_task_that_ended_before_it_was_due() {
+        // Due at once, but the exit is there when the pump first looks.
+        let (count, _, logged) = pump_with_idle_hook(Duration::ZERO, true);
+        assert_eq!((count, logged.as_str()), (0, "hello\n"));
     }
 
     #[test]
