@@ -142,10 +142,13 @@ impl Session {
             .unwrap_or_else(|e| panic!("no output line from drover exec: {e}"))
     }
 
-    /// Writes `text` to the command's stdin and closes it.
+    /// Writes `text` to the command's stdin and closes it. A session that
+    /// already ended (wrongly) refuses the write: what it printed tells.
     fn finish_input(&mut self, text: &str) {
         let mut stdin = self.stdin.take().expect("stdin still open");
-        stdin.write_all(text.as_bytes()).unwrap();
+        if let Err(e) = stdin.write_all(text.as_bytes()) {
+            eprintln!("writing to drover exec's stdin: {e}");
+        }
     }
 
     /// Waits for the CLI; returns its output, stdout holding the lines not

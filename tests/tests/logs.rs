@@ -161,7 +161,7 @@ fn spawn_cli(c: &DevCluster, args: &[&str], out: &Path) -> Child {
 fn logs_follow_across_rotation_and_read_rotated_files_oldest_first() {
     let c = DevCluster::start();
     let job = unique_name("rotate");
-    // 20.9 MB of numbered lines: two rotations at the default 10 MiB, and
+    // 22.9 MB (21.8 MiB) of numbered lines: two rotations at the default 10 MiB, and
     // nothing deleted with the default 3 files.
     let file = c.write_file(
         &format!("{job}.toml"),
