@@ -124,22 +124,27 @@ impl ExecSessions {
             frames.push(Input::Resize(size.rows, size.cols));
         }
         for f in frames {
-            if session.input.try_send(f).is_err() {
-                warn!(
-                    request_id = id,
-                    "exec input backlog full; ending the session"
-                );
-                session.cancel.cancel();
-                self.reply(
-                    id,
-                    error_response(
-                        "the command does not read its input fast enough; session ended",
-                        None,
-                    ),
-                );
-                self.sessions.remove(&id);
-                return;
+            match session.input.try_send(f) {
+                Ok(()) => continue,
+                // The command stopped reading (it may have exited already):
+                // its end is reported by the session, with its own status.
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {}
             }
+            warn!(
+                request_id = id,
+                "exec input backlog full; ending the session"
+            );
+            session.cancel.cancel();
+            self.reply(
+                id,
+                error_response(
+                    "the command does not read its input fast enough; session ended",
+                    None,
+                ),
+            );
+            self.sessions.remove(&id);
+            return;
         }
     }
 
