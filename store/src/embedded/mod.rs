@@ -8,6 +8,9 @@
 //! - `mvcc` core: current keys in a `BTreeMap`, the last
 //!   10,000 revisions of events for historical reads and watch replay, and
 //!   leases. Pure: no I/O, the clock is passed in.
+//! - `record`: what the core hands the WAL (a durable record and its
+//!   payload encoding) and what the WAL publishes back to watchers once it
+//!   is durable (a revision's events). Both import it, not each other.
 //! - WAL: every state change becomes one log record; a dedicated writer
 //!   thread appends queued records and `fdatasync`s once per batch (group
 //!   commit). A write is acknowledged, and its events reach watchers, only
@@ -51,6 +54,7 @@
 mod kv;
 mod lease;
 mod mvcc;
+mod record;
 mod wal;
 mod watch;
 

@@ -16,7 +16,7 @@ use drover_proto::etcd::etcdserverpb::{
 use drover_proto::etcd::mvccpb::{event::EventType, Event, KeyValue};
 use tokio::time::{Duration, Instant};
 
-use super::wal::{Mutation, Record};
+use super::record::{Mutation, Record, Revision};
 
 mod txn;
 
@@ -62,25 +62,6 @@ pub(crate) enum StoreError {
     /// `ignore_value`/`ignore_lease` on a key that does not exist.
     #[error("etcdserver: key not found")]
     KeyNotFound,
-}
-
-/// The events written at one revision, with `prev_kv` always filled so
-/// that historical reads can undo them.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Revision {
-    pub rev: i64,
-    pub events: Vec<Event>,
-}
-
-impl Revision {
-    /// Key and value bytes held, for the history budget.
-    fn bytes(&self) -> usize {
-        let kv = |kv: &Option<KeyValue>| kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
-        self.events
-            .iter()
-            .map(|e| 64 + kv(&e.kv) + kv(&e.prev_kv))
-            .sum()
-    }
 }
 
 /// A live lease.

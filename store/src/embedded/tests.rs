@@ -13,7 +13,8 @@ use drover_proto::etcd::etcdserverpb::{
 use tokio::time::{Duration, Instant};
 
 use super::mvcc::{Store, StoreError, HISTORY_BYTES, HISTORY_LIMIT, MAX_TXN_OPS};
-use super::wal::{self, Mutation, Record};
+use super::record::{Mutation, Record};
+use super::wal;
 
 fn put_op(key: &[u8], value: &[u8]) -> RequestOp {
     RequestOp {
