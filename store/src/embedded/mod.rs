@@ -76,6 +76,10 @@ use tonic::Status;
 /// The shutdown token [`EmbeddedEtcd::serve`] takes, re-exported for callers.
 pub use tokio_util::sync::CancellationToken;
 
+pub use mvcc::ReplayError;
+pub use record::DecodeError;
+pub use wal::Corruption;
+
 use mvcc::{Applied, Store, StoreError};
 use wal::{Durable, LogFile, WalJob};
 
@@ -119,7 +123,8 @@ pub enum EmbeddedError {
         /// Byte offset of the damaged record's header.
         offset: u64,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: Corruption,
     },
     /// The listener's local address could not be read.
     #[error("reading the listener address: {0}")]
@@ -184,7 +189,7 @@ impl Shared {
         if let Some(done) = done {
             match done.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Status::unavailable(e)),
+                Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
                 Err(_) => return Err(Status::unavailable("etcdserver: store log writer stopped")),
             }
         }

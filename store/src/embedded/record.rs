@@ -54,6 +54,26 @@ impl Revision {
     }
 }
 
+/// Why a record payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The first byte names no record type.
+    #[error("unknown record tag {0}")]
+    UnknownRecordTag(u8),
+    /// A mutation starts with a byte that names no mutation type.
+    #[error("unknown mutation tag {0}")]
+    UnknownMutationTag(u8),
+    /// A field runs past the end of the payload.
+    #[error("truncated field at payload byte {offset}")]
+    Truncated {
+        /// Where the field starts in the payload.
+        offset: usize,
+    },
+    /// The payload goes on after a complete record.
+    #[error("{0} trailing bytes")]
+    TrailingBytes(usize),
+}
+
 impl Record {
     /// The payload bytes (without the length/CRC frame).
     pub fn encode(&self) -> Vec<u8> {
@@ -84,7 +104,7 @@ impl Record {
     }
 
     /// Parses a payload; the error says what was malformed.
-    pub fn decode(buf: &[u8]) -> Result<Self, String> {
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader { buf, pos: 0 };
         let rec = match r.u8()? {
             1 => Record::Write {
@@ -101,10 +121,10 @@ impl Record {
                 muts: r.muts()?,
             },
             4 => Record::Compact { rev: r.i64()? },
-            t => return Err(format!("unknown record tag {t}")),
+            t => return Err(DecodeError::UnknownRecordTag(t)),
         };
         if r.pos != buf.len() {
-            return Err(format!("{} trailing bytes", buf.len() - r.pos));
+            return Err(DecodeError::TrailingBytes(buf.len() - r.pos));
         }
         Ok(rec)
     }
@@ -140,31 +160,31 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
-        let end = end.ok_or_else(|| format!("truncated field at payload byte {}", self.pos))?;
+        let end = end.ok_or(DecodeError::Truncated { offset: self.pos })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a))
     }
-    fn i64(&mut self) -> Result<i64, String> {
+    fn i64(&mut self) -> Result<i64, DecodeError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(i64::from_le_bytes(a))
     }
-    fn bytes(&mut self) -> Result<Vec<u8>, String> {
+    fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
     }
-    fn muts(&mut self) -> Result<Vec<Mutation>, String> {
+    fn muts(&mut self) -> Result<Vec<Mutation>, DecodeError> {
         let n = self.u32()?;
         let mut out = Vec::new();
         for _ in 0..n {
@@ -175,7 +195,7 @@ impl Reader<'_> {
                     lease: self.i64()?,
                 },
                 2 => Mutation::Delete { key: self.bytes()? },
-                t => return Err(format!("unknown mutation tag {t}")),
+                t => return Err(DecodeError::UnknownMutationTag(t)),
             });
         }
         Ok(out)

@@ -9,12 +9,53 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::record::{Record, Revision};
+use super::mvcc::ReplayError;
+use super::record::{DecodeError, Record, Revision};
 use super::EmbeddedError;
 
 /// Most records one fsync covers; bounds the latency of the first writer.
 const MAX_BATCH: usize = 1024;
 const HEADER: usize = 8;
+
+/// Why replay refused a record before the end of the log: the reason of
+/// [`EmbeddedError::Corrupt`].
+///
+/// The log has two error types, as its two halves fail in unrelated ways:
+/// this one for a damaged file found at startup, [`WriteError`] for a
+/// write that did not become durable while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// The payload does not match its CRC and is not the final record.
+    #[error("CRC mismatch on {len}-byte record")]
+    CrcMismatch {
+        /// Payload length from the record header.
+        len: usize,
+    },
+    /// The payload is not a record.
+    #[error("undecodable record: {0}")]
+    Undecodable(#[source] DecodeError),
+    /// The record does not follow from the ones before it.
+    #[error("record does not apply: {0}")]
+    DoesNotApply(#[source] ReplayError),
+}
+
+/// Why the writer did not make a write durable; every write of the batch
+/// gets a copy.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// An earlier append or fsync failed: the log no longer matches memory.
+    #[error("store log failed earlier; restart the server")]
+    FailedEarlier,
+    /// This batch's append or fsync failed.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error, shared by the batch's writes.
+        #[source]
+        source: Arc<io::Error>,
+    },
+}
 
 /// Frames a payload as `[len u32 LE][crc32 u32 LE][payload]`.
 pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
@@ -100,10 +141,10 @@ pub(crate) fn open(path: &Path) -> Result<File, EmbeddedError> {
 pub(crate) fn replay(
     file: &mut impl LogFile,
     path: &Path,
-    mut apply: impl FnMut(Record) -> Result<(), String>,
+    mut apply: impl FnMut(Record) -> Result<(), ReplayError>,
 ) -> Result<u64, EmbeddedError> {
     let data = file.read_all().map_err(io_err(path, "read"))?;
-    let corrupt = |offset: usize, reason: String| EmbeddedError::Corrupt {
+    let corrupt = |offset: usize, reason: Corruption| EmbeddedError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
         reason,
@@ -139,11 +180,10 @@ pub(crate) fn replay(
                 torn = Some("final record fails its CRC");
                 break;
             }
-            return Err(corrupt(off, format!("CRC mismatch on {len}-byte record")));
+            return Err(corrupt(off, Corruption::CrcMismatch { len }));
         }
-        let rec = Record::decode(payload)
-            .map_err(|e| corrupt(off, format!("undecodable record: {e}")))?;
-        apply(rec).map_err(|e| corrupt(off, format!("record does not apply: {e}")))?;
+        let rec = Record::decode(payload).map_err(|e| corrupt(off, Corruption::Undecodable(e)))?;
+        apply(rec).map_err(|e| corrupt(off, Corruption::DoesNotApply(e)))?;
         off = end;
     }
     if let Some(why) = torn {
@@ -158,7 +198,7 @@ pub(crate) fn replay(
 pub(crate) struct WalJob {
     pub payload: Vec<u8>,
     pub published: Option<Arc<Revision>>,
-    pub done: oneshot::Sender<Result<(), String>>,
+    pub done: oneshot::Sender<Result<(), WriteError>>,
 }
 
 /// State the writer thread publishes after each fsync.
@@ -201,12 +241,15 @@ pub(crate) fn spawn_writer(
                     buf.extend_from_slice(&frame(&job.payload));
                 }
                 let result = if durable.failed.load(Ordering::SeqCst) {
-                    Err("store log failed earlier; restart the server".to_string())
+                    Err(WriteError::FailedEarlier)
                 } else {
                     file.append(&buf).and_then(|()| file.sync_data()).map_err(|e| {
                         durable.failed.store(true, Ordering::SeqCst);
                         tracing::error!(path = %path.display(), error = %e, "store log write failed");
-                        format!("writing {}: {e}", path.display())
+                        WriteError::Write {
+                            path: path.clone(),
+                            source: Arc::new(e),
+                        }
                     })
                 };
                 if result.is_ok() {
