@@ -15,22 +15,22 @@ use super::identity::{check_mapped, IdMap, RunAs, UserSpec};
 use super::oci::read_in_layers;
 use super::rootfs::{is_dir_in, open_in_root, read_in_root, Rootfs};
 use super::volume::{Volume, HOST_WRITABLE_DIRS};
-use super::{RuntimeError, TaskSpec};
+use super::{RuntimeError, SpecProblem, TaskSpec};
 use crate::policy::NodePolicy;
 
-fn refused(spec: &TaskSpec, problem: String) -> RuntimeError {
+fn refused(spec: &TaskSpec, problem: impl Into<SpecProblem>) -> RuntimeError {
     RuntimeError::PolicyRefused {
         alloc_id: spec.alloc_id.clone(),
         task: spec.task.clone(),
-        problem,
+        problem: problem.into(),
     }
 }
 
-fn invalid(spec: &TaskSpec, problem: String) -> RuntimeError {
+fn invalid(spec: &TaskSpec, problem: impl Into<SpecProblem>) -> RuntimeError {
     RuntimeError::InvalidSpec {
         alloc_id: spec.alloc_id.clone(),
         task: spec.task.clone(),
-        problem,
+        problem: problem.into(),
     }
 }
 

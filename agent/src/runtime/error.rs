@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::files::SUPERVISE_ARG;
+use super::identity::IdentityError;
+use super::rootfs::RootfsError;
+use super::volume::VolumeError;
 
 /// Errors of the runtime; each names the path, syscall or command involved.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +28,8 @@ pub enum RuntimeError {
         /// Task name.
         task: String,
         /// What is wrong, naming the field.
-        problem: String,
+        #[source]
+        problem: SpecProblem,
     },
     /// The node policy does not allow what the spec asks for.
     #[error("alloc {alloc_id} task {task}: refused by the node policy: {problem}")]
@@ -35,7 +39,8 @@ pub enum RuntimeError {
         /// Task name.
         task: String,
         /// What was asked, and the policy setting that refuses it.
-        problem: String,
+        #[source]
+        problem: SpecProblem,
     },
     /// The spec has an empty command.
     #[error("alloc {alloc_id} task {task}: command is empty")]
@@ -137,4 +142,64 @@ pub enum RuntimeError {
     /// An OCI image could not be used (bad digest, escaping entry, ...).
     #[error(transparent)]
     Image(#[from] super::oci::OciError),
+}
+
+/// What is wrong with a task spec ([`RuntimeError::InvalidSpec`]), or
+/// what in it the node policy refuses ([`RuntimeError::PolicyRefused`]).
+/// The module errors are boxed: they name paths and syscalls, and would
+/// double the size of every `Result<_, RuntimeError>`.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecProblem {
+    /// The root filesystem.
+    #[error(transparent)]
+    Rootfs(#[from] Box<RootfsError>),
+    /// A volume.
+    #[error(transparent)]
+    Volume(#[from] Box<VolumeError>),
+    /// The task's user, or its ids under the node's user namespace.
+    #[error(transparent)]
+    User(#[from] Box<IdentityError>),
+    /// Any other field, described in words: the checks of `spec.rs`,
+    /// `admit.rs` and `logs.rs`, not yet given variants of their own.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<RootfsError> for SpecProblem {
+    fn from(e: RootfsError) -> Self {
+        SpecProblem::Rootfs(Box::new(e))
+    }
+}
+
+impl From<VolumeError> for SpecProblem {
+    fn from(e: VolumeError) -> Self {
+        SpecProblem::Volume(Box::new(e))
+    }
+}
+
+impl From<IdentityError> for SpecProblem {
+    fn from(e: IdentityError) -> Self {
+        SpecProblem::User(Box::new(e))
+    }
+}
+
+impl From<String> for SpecProblem {
+    fn from(problem: String) -> Self {
+        SpecProblem::Other(problem)
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "SIZES rootfs={} mount={} volume={} identity={} problem={} runtime={}",
+            std::mem::size_of::<super::RootfsError>(),
+            std::mem::size_of::<crate::runtime::MountError>(),
+            std::mem::size_of::<super::VolumeError>(),
+            std::mem::size_of::<super::IdentityError>(),
+            std::mem::size_of::<super::SpecProblem>(),
+            std::mem::size_of::<super::RuntimeError>()
+        );
+    }
 }

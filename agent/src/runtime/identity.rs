@@ -20,9 +20,104 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// Errors parsing and resolving a task's `user` setting and creating its
+/// user namespace. The former name the setting (or the name looked up);
+/// the latter the syscall or `/proc` file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// The user or group part of the setting is empty.
+    #[error("user {setting:?}: an empty user or group")]
+    Empty {
+        /// The `user` setting.
+        setting: String,
+    },
+    /// A numeric id over `u32`.
+    #[error("user {setting:?}: id {id} is larger than 4294967295")]
+    IdTooLarge {
+        /// The `user` setting.
+        setting: String,
+        /// The digits given.
+        id: String,
+    },
+    /// Neither a number nor a valid name.
+    #[error(
+        "user {setting:?}: {name:?} is neither a number nor a user/group name ([A-Za-z0-9_.-], 1-32)"
+    )]
+    BadName {
+        /// The `user` setting.
+        setting: String,
+        /// The offending part.
+        name: String,
+    },
+    /// A user name missing from the task's `/etc/passwd`.
+    #[error("user {name:?} is not in the task's /etc/passwd")]
+    UnknownUser {
+        /// The name looked up.
+        name: String,
+    },
+    /// A user whose `/etc/passwd` entry has a non-numeric uid.
+    #[error("user {name:?}: bad uid {uid:?} in /etc/passwd")]
+    BadUid {
+        /// The name looked up.
+        name: String,
+        /// The uid field found.
+        uid: String,
+    },
+    /// A group name missing from the task's `/etc/group`.
+    #[error("group {name:?} is not in the task's /etc/group")]
+    UnknownGroup {
+        /// The name looked up.
+        name: String,
+    },
+    /// A uid or gid outside the node's user namespace mapping.
+    #[error(
+        "user {user:?}: {what} {id} is outside the mapped range 0..{size} of the node's user \
+         namespace (user_namespace.size = {size})"
+    )]
+    Unmapped {
+        /// The `user` setting.
+        user: String,
+        /// "uid" or "gid".
+        what: &'static str,
+        /// The id, as the task sees it.
+        id: u32,
+        /// How many ids are mapped.
+        size: u32,
+    },
+    /// `pipe2` for the namespace helper failed.
+    #[error("pipe2 for the user namespace helper: {0}")]
+    Pipe(#[source] nix::errno::Errno),
+    /// `clone(CLONE_NEWUSER)` failed.
+    #[error("clone(CLONE_NEWUSER) for the user namespace helper: {0}")]
+    Clone(#[source] io::Error),
+    /// `clone` returned something that is not a pid.
+    #[error("clone returned pid {0}")]
+    ClonePid(libc::c_long),
+    /// Writing the helper's `uid_map` or `gid_map` failed.
+    #[error("write {line:?} to {}: {source}", path.display())]
+    WriteIdMap {
+        /// The map file.
+        path: PathBuf,
+        /// The line written.
+        line: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Opening the helper's `ns/user` failed.
+    #[error("open {}: {source}", path.display())]
+    OpenNamespace {
+        /// `/proc/<helper>/ns/user`.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// A task's user namespace mapping, the same for uids and gids: container
 /// ids `0..size` are host ids `host_base..host_base + size`.
@@ -74,17 +169,22 @@ impl RunAs {
 
 /// Checks that both ids of `run_as` (the task's view) are mapped by `map`;
 /// `user` is the setting they came from, for the message.
-pub(crate) fn check_mapped(user: &str, run_as: RunAs, map: Option<&IdMap>) -> Result<(), String> {
+pub(crate) fn check_mapped(
+    user: &str,
+    run_as: RunAs,
+    map: Option<&IdMap>,
+) -> Result<(), IdentityError> {
     let Some(map) = map else {
         return Ok(());
     };
     for (what, id) in [("uid", run_as.uid), ("gid", run_as.gid)] {
         if map.to_host(id).is_none() {
-            return Err(format!(
-                "user {user:?}: {what} {id} is outside the mapped range 0..{} of the node's user \
-                 namespace (user_namespace.size = {})",
-                map.size, map.size
-            ));
+            return Err(IdentityError::Unmapped {
+                user: user.to_owned(),
+                what,
+                id,
+                size: map.size,
+            });
         }
     }
     Ok(())
@@ -97,7 +197,7 @@ pub(crate) fn resolve_user_in_root(
     user: &str,
     root: &Path,
     map: Option<&IdMap>,
-) -> Result<RunAs, String> {
+) -> Result<RunAs, IdentityError> {
     let parsed = UserSpec::parse(user)?;
     let read = |file: &str| {
         parsed
@@ -128,15 +228,21 @@ enum IdOrName {
 }
 
 impl IdOrName {
-    fn parse(s: &str) -> Result<Self, String> {
+    /// Parses `s`, one part of the `user` setting `setting`.
+    fn parse(s: &str, setting: &str) -> Result<Self, IdentityError> {
         if s.is_empty() {
-            return Err("an empty user or group".to_owned());
+            return Err(IdentityError::Empty {
+                setting: setting.to_owned(),
+            });
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
             return s
                 .parse()
                 .map(IdOrName::Id)
-                .map_err(|_| format!("id {s} is larger than 4294967295"));
+                .map_err(|_| IdentityError::IdTooLarge {
+                    setting: setting.to_owned(),
+                    id: s.to_owned(),
+                });
         }
         // Names as useradd accepts them (plus '.'): nothing that could
         // confuse the passwd format.
@@ -145,9 +251,10 @@ impl IdOrName {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         {
-            return Err(format!(
-                "{s:?} is neither a number nor a user/group name ([A-Za-z0-9_.-], 1-32)"
-            ));
+            return Err(IdentityError::BadName {
+                setting: setting.to_owned(),
+                name: s.to_owned(),
+            });
         }
         Ok(IdOrName::Name(s.to_owned()))
     }
@@ -156,17 +263,14 @@ impl IdOrName {
 impl UserSpec {
     /// Parses `"uid"`, `"uid:gid"`, `"name"` or `"name:group"` (a number
     /// and a name may be mixed).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, IdentityError> {
         let (user, group) = match s.split_once(':') {
             Some((u, g)) => (u, Some(g)),
             None => (s, None),
         };
         Ok(UserSpec {
-            user: IdOrName::parse(user).map_err(|e| format!("user {s:?}: {e}"))?,
-            group: group
-                .map(IdOrName::parse)
-                .transpose()
-                .map_err(|e| format!("user {s:?}: {e}"))?,
+            user: IdOrName::parse(user, s)?,
+            group: group.map(|g| IdOrName::parse(g, s)).transpose()?,
         })
     }
 
@@ -183,7 +287,11 @@ impl UserSpec {
     /// task's `/etc/passwd` and `/etc/group`, `None` when missing). A bare
     /// uid or name takes its primary group from `passwd`; a uid not listed
     /// there gets gid 0, as Docker does.
-    pub fn resolve(&self, passwd: Option<&str>, group: Option<&str>) -> Result<RunAs, String> {
+    pub fn resolve(
+        &self,
+        passwd: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<RunAs, IdentityError> {
         let entry = |pred: &dyn Fn(&[&str]) -> bool| {
             passwd.and_then(|text| {
                 text.lines()
@@ -198,10 +306,11 @@ impl UserSpec {
             }
             IdOrName::Name(name) => {
                 let f = entry(&|f| f[0] == name.as_str())
-                    .ok_or_else(|| format!("user {name:?} is not in the task's /etc/passwd"))?;
-                let uid = f[2]
-                    .parse()
-                    .map_err(|_| format!("user {name:?}: bad uid {:?} in /etc/passwd", f[2]))?;
+                    .ok_or_else(|| IdentityError::UnknownUser { name: name.clone() })?;
+                let uid = f[2].parse().map_err(|_| IdentityError::BadUid {
+                    name: name.clone(),
+                    uid: f[2].to_owned(),
+                })?;
                 (uid, f[3].parse().ok())
             }
         };
@@ -215,7 +324,7 @@ impl UserSpec {
                         .find(|f| f.len() >= 3 && f[0] == name.as_str())
                         .and_then(|f| f[2].parse().ok())
                 })
-                .ok_or_else(|| format!("group {name:?} is not in the task's /etc/group"))?,
+                .ok_or_else(|| IdentityError::UnknownGroup { name: name.clone() })?,
         };
         Ok(RunAs { uid, gid })
     }
@@ -259,9 +368,11 @@ impl Drop for NamespaceHelper {
 /// Must be called while the caller is single-threaded (the supervisor is)
 /// and before it unshares its PID namespace (the helper would become that
 /// namespace's PID 1). The helper only makes async-signal-safe syscalls.
-pub(super) fn create_user_namespace(map: &IdMap) -> Result<(OwnedFd, NamespaceHelper), String> {
-    let (hold_r, hold_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("pipe2 for the user namespace helper: {e}"))?;
+pub(super) fn create_user_namespace(
+    map: &IdMap,
+) -> Result<(OwnedFd, NamespaceHelper), IdentityError> {
+    let (hold_r, hold_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(IdentityError::Pipe)?;
     let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
     // SAFETY: clone(2) without CLONE_VM and with a null stack is fork(2)
     // with a new user namespace for the child. The caller is
@@ -284,14 +395,11 @@ pub(super) fn create_user_namespace(map: &IdMap) -> Result<(OwnedFd, NamespaceHe
         }
     }
     if ret < 0 {
-        return Err(format!(
-            "clone(CLONE_NEWUSER) for the user namespace helper: {}",
-            io::Error::last_os_error()
-        ));
+        return Err(IdentityError::Clone(io::Error::last_os_error()));
     }
     let child = i32::try_from(ret)
         .map(nix::unistd::Pid::from_raw)
-        .map_err(|_| format!("clone returned pid {ret}"))?;
+        .map_err(|_| IdentityError::ClonePid(ret))?;
     drop(hold_r);
     let result = (|| {
         let proc_dir = Path::new("/proc").join(child.as_raw().to_string());
@@ -301,12 +409,16 @@ pub(super) fn create_user_namespace(map: &IdMap) -> Result<(OwnedFd, NamespaceHe
                 .write(true)
                 .open(&path)
                 .and_then(|mut f| f.write_all(map.line().as_bytes()))
-                .map_err(|e| format!("write {:?} to {}: {e}", map.line(), path.display()))?;
+                .map_err(|source| IdentityError::WriteIdMap {
+                    path,
+                    line: map.line(),
+                    source,
+                })?;
         }
-        let ns = proc_dir.join("ns/user");
-        File::open(&ns)
+        let path = proc_dir.join("ns/user");
+        File::open(&path)
             .map(OwnedFd::from)
-            .map_err(|e| format!("open {}: {e}", ns.display()))
+            .map_err(|source| IdentityError::OpenNamespace { path, source })
     })();
     // The helper exits now; it is reaped later, off the critical path.
     drop(hold_w);
@@ -393,6 +505,7 @@ mod tests {
             UserSpec::parse(s)
                 .and_then(|u| u.resolve(Some(PASSWD), Some(GROUP)))
                 .map(|r| (r.uid, r.gid))
+                .map_err(|e| e.to_string())
         };
         assert_eq!(r("0"), Ok((0, 0)));
         assert_eq!(r("1000"), Ok((1000, 1001)));

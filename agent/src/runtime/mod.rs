@@ -65,13 +65,13 @@ use tracing::{debug, info, warn};
 
 use crate::cgroup;
 use crate::policy::NodePolicy;
-pub use error::RuntimeError;
+pub use error::{RuntimeError, SpecProblem};
 use files::{
     now_unix_ms, open_append, process_alive, read_json, read_pid, supervisor_alive, sync_written,
     validate_name, write_json, write_json_with, Durability, TaskDir, SUPERVISE_ARG,
 };
 pub(crate) use identity::resolve_user_in_root;
-pub use identity::{IdMap, RunAs};
+pub use identity::{IdMap, IdentityError, RunAs};
 pub(crate) use limits::Hardening;
 pub use limits::{
     CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
@@ -79,11 +79,11 @@ pub use limits::{
 pub use mask::{MASKED_PATHS, READONLY_PATHS};
 pub use oci::{CachePin, ImageCache, ImageDefaults, OciError, ResolvedImage};
 pub(crate) use pidfd::PidFd;
-pub use rootfs::{Rootfs, DEV_ENTRIES, DEV_NODES};
+pub use rootfs::{MountError, Rootfs, RootfsError, DEV_ENTRIES, DEV_NODES};
 use spec::resolve_command_in_layers;
 pub use spec::{TaskNetwork, TaskSpec, TaskState, DEFAULT_PIDS_MAX};
 pub use supervisor::supervise_main;
-pub use volume::{Volume, DEFAULT_TMPFS_MB, HOST_WRITABLE_DIRS, RESERVED_TARGETS};
+pub use volume::{Volume, VolumeError, DEFAULT_TMPFS_MB, HOST_WRITABLE_DIRS, RESERVED_TARGETS};
 
 /// `PATH` given to a task whose environment does not set one; also the
 /// search path used to validate a bare command name.

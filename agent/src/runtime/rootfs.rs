@@ -30,6 +30,9 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
+mod error;
+pub use error::{MountError, RootfsError};
+
 /// The root filesystem a task sees. Without one ([`super::TaskSpec::rootfs`]
 /// `None`) the task shares the host's mount tree (only `/proc` is its own).
 ///
@@ -115,27 +118,23 @@ impl RootfsDirs {
 impl Rootfs {
     /// Checks the rootfs before anything starts: a `Dir` path must be
     /// absolute, usable as an overlay option and an existing directory.
-    /// Returns a message naming the path.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The error names the path.
+    pub fn validate(&self) -> Result<(), RootfsError> {
         let path = match self {
             Rootfs::Host => return Ok(()),
             Rootfs::Oci { image } => {
                 return if image.is_absolute() {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "rootfs image {} must be an absolute path",
-                        image.display()
-                    ))
+                    Err(RootfsError::ImageNotAbsolute {
+                        image: image.clone(),
+                    })
                 };
             }
             Rootfs::Dir { path } => path,
         };
         if !path.is_absolute() {
-            return Err(format!(
-                "rootfs directory {} must be an absolute path",
-                path.display()
-            ));
+            return Err(RootfsError::DirNotAbsolute { path: path.clone() });
         }
         if path
             .as_os_str()
@@ -143,22 +142,15 @@ impl Rootfs {
             .iter()
             .any(|b| matches!(b, b',' | b':' | b'\\' | b'\0'))
         {
-            return Err(format!(
-                "rootfs directory {} must not contain ',', ':', '\\' or NUL",
-                path.display()
-            ));
+            return Err(RootfsError::DirUnusableInOverlay { path: path.clone() });
         }
         match fs::metadata(path) {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(format!(
-                "rootfs directory {} is not a directory",
-                path.display()
-            )),
-            Err(e) => Err(format!(
-                "rootfs directory {} does not exist or cannot be read: {e}; \
-                 create it or name another rootfs",
-                path.display()
-            )),
+            Ok(_) => Err(RootfsError::DirNotADirectory { path: path.clone() }),
+            Err(source) => Err(RootfsError::DirUnreadable {
+                path: path.clone(),
+                source,
+            }),
         }
     }
 }
@@ -189,7 +181,7 @@ pub(crate) fn mkdir_p_in(
     root: &Path,
     path: &Path,
     owner: Option<(u32, u32)>,
-) -> Result<(), String> {
+) -> Result<(), RootfsError> {
     let mut current = PathBuf::from("/");
     for component in path.components() {
         let std::path::Component::Normal(name) = component else {
@@ -197,23 +189,20 @@ pub(crate) fn mkdir_p_in(
         };
         let next = current.join(name);
         if !is_dir_in(root, &next) {
-            let parent = open_in_root(root, &current).ok_or_else(|| {
-                format!(
-                    "{} is not a directory in the root filesystem",
-                    current.display()
-                )
-            })?;
+            let parent =
+                open_in_root(root, &current).ok_or_else(|| RootfsError::NotADirectoryInRoot {
+                    path: current.clone(),
+                })?;
             let c_name = CString::new(name.as_bytes())
-                .map_err(|_| format!("{} contains a NUL byte", next.display()))?;
+                .map_err(|_| RootfsError::NulByte { path: next.clone() })?;
             // SAFETY: `parent` is an open descriptor and `c_name` a
             // NUL-terminated single component; both outlive the call.
             let rc = unsafe { libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o755) };
             if rc != 0 {
-                return Err(format!(
-                    "mkdir {} in the root filesystem: {}",
-                    next.display(),
-                    io::Error::last_os_error()
-                ));
+                return Err(RootfsError::MkdirInRoot {
+                    path: next,
+                    source: io::Error::last_os_error(),
+                });
             }
             if let Some((uid, gid)) = owner {
                 // SAFETY: as for mkdirat; AT_SYMLINK_NOFOLLOW: the entry
@@ -228,11 +217,12 @@ pub(crate) fn mkdir_p_in(
                     )
                 };
                 if rc != 0 {
-                    return Err(format!(
-                        "chown {uid}:{gid} {} in the root filesystem: {}",
-                        next.display(),
-                        io::Error::last_os_error()
-                    ));
+                    return Err(RootfsError::ChownInRoot {
+                        path: next,
+                        uid,
+                        gid,
+                        source: io::Error::last_os_error(),
+                    });
                 }
             }
         }
@@ -350,26 +340,26 @@ impl PreparedRoot {
     }
 }
 
-pub(super) fn cstring(path: &Path) -> Result<CString, String> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| format!("path {} contains a NUL byte", path.display()))
+pub(super) fn cstring(path: &Path) -> Result<CString, RootfsError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| RootfsError::NulByte {
+        path: path.to_path_buf(),
+    })
 }
 
 fn do_mount(
     source: Option<&Path>,
     target: &Path,
-    fstype: Option<&str>,
+    fstype: Option<&'static str>,
     flags: MsFlags,
     data: Option<&str>,
-) -> Result<(), String> {
-    mount(source, target, fstype, flags, data).map_err(|e| {
-        format!(
-            "mount({}, {}, {}, {flags:?}, {}): {e}",
-            source.map_or_else(|| "none".to_owned(), |s| s.display().to_string()),
-            target.display(),
-            fstype.unwrap_or("none"),
-            data.unwrap_or("")
-        )
+) -> Result<(), MountError> {
+    mount(source, target, fstype, flags, data).map_err(|errno| MountError {
+        from: source.map(Path::to_path_buf),
+        target: target.to_path_buf(),
+        fstype,
+        flags,
+        data: data.map(str::to_owned),
+        errno,
     })
 }
 
@@ -416,7 +406,7 @@ fn mount_setattr(
     flags: libc::c_uint,
     attr: &RawMountAttr,
     what: &Path,
-) -> Result<(), String> {
+) -> Result<(), RootfsError> {
     // SAFETY: `path` is NUL-terminated and `attr` a valid mount_attr whose
     // size is passed; both outlive the call.
     let rc = unsafe {
@@ -430,12 +420,11 @@ fn mount_setattr(
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "mount_setattr({}, attr_set {:#x}): {}",
-            what.display(),
-            attr.attr_set,
-            io::Error::last_os_error()
-        ));
+        return Err(RootfsError::MountSetattr {
+            path: what.to_path_buf(),
+            attr_set: attr.attr_set,
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -447,7 +436,7 @@ pub(super) fn set_mount_attr(
     what: &Path,
     attr: MountAttr,
     recursive: bool,
-) -> Result<(), String> {
+) -> Result<(), RootfsError> {
     let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
     let raw = RawMountAttr {
         attr_set: attr.0,
@@ -460,7 +449,7 @@ pub(super) fn set_mount_attr(
 
 /// Makes every mount at or below `path` read-only (`mount_setattr(2)` with
 /// `AT_RECURSIVE`); a plain remount would only change the top mount.
-fn make_readonly_recursive(path: &Path) -> Result<(), String> {
+fn make_readonly_recursive(path: &Path) -> Result<(), RootfsError> {
     let raw = RawMountAttr {
         attr_set: MountAttr::RDONLY.0,
         attr_clr: 0,
@@ -475,7 +464,7 @@ fn make_readonly_recursive(path: &Path) -> Result<(), String> {
 /// host id `host_base + n`, i.e. by container id `n` in the user namespace
 /// `userns`. Read-only, nosuid, nodev: only overlay lower layers use it.
 /// Fails with `EINVAL` on filesystems that do not support idmapped mounts.
-fn idmapped_bind(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result<(), String> {
+fn idmapped_bind(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result<(), RootfsError> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     let c_source = cstring(source)?;
@@ -493,12 +482,9 @@ fn idmapped_bind(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result
     let tree = i32::try_from(tree)
         .ok()
         .filter(|fd| *fd >= 0)
-        .ok_or_else(|| {
-            format!(
-                "open_tree({}, OPEN_TREE_CLONE): {}",
-                source.display(),
-                io::Error::last_os_error()
-            )
+        .ok_or_else(|| RootfsError::OpenTree {
+            path: source.to_path_buf(),
+            source: io::Error::last_os_error(),
         })?;
     // SAFETY: open_tree just returned it; nothing else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(tree) };
@@ -527,34 +513,41 @@ fn idmapped_bind(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "move_mount({} onto {}): {}",
-            source.display(),
-            target.display(),
-            io::Error::last_os_error()
-        ));
+        return Err(RootfsError::MoveMount {
+            from: source.to_path_buf(),
+            onto: target.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
 
 /// Makes sure `path` is a directory (not a symlink, which could lead a
 /// mount out of the new root), creating it when missing.
-fn ensure_dir(path: &Path) -> Result<(), String> {
+fn ensure_dir(path: &Path) -> Result<(), RootfsError> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!(
-            "{} must be a directory (not a file or symlink) to mount on",
-            path.display()
-        )),
+        Ok(_) => Err(RootfsError::NotAMountDirectory {
+            path: path.to_path_buf(),
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir(path).map_err(|e| format!("mkdir {}: {e}", path.display()))
+            fs::create_dir(path).map_err(io_err("mkdir", path))
         }
-        Err(e) => Err(format!("lstat {}: {e}", path.display())),
+        Err(source) => Err(io_err("lstat", path)(source)),
     }
 }
 
-fn create_dir_all(path: &Path) -> Result<(), String> {
-    fs::create_dir_all(path).map_err(|e| format!("mkdir -p {}: {e}", path.display()))
+fn create_dir_all(path: &Path) -> Result<(), RootfsError> {
+    fs::create_dir_all(path).map_err(io_err("mkdir -p", path))
+}
+
+/// Maps an I/O error of `op` on `path` to [`RootfsError::Io`].
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Assembles the task's root under `dirs.merged` in the caller's mount
@@ -569,7 +562,7 @@ pub(super) fn prepare(
     host_sys: &Path,
     cwd: &Path,
     ids: &RootIds<'_>,
-) -> Result<PreparedRoot, String> {
+) -> Result<PreparedRoot, RootfsError> {
     let merged = &dirs.merged;
     create_dir_all(merged)?;
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
@@ -589,9 +582,7 @@ pub(super) fn prepare(
                 // Read-only now: these must exist on the host already.
                 let target = merged.join(dir);
                 if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-                    return Err(format!(
-                        "the host has no directory /{dir} to mount the task's on"
-                    ));
+                    return Err(RootfsError::HostDirMissing { dir });
                 }
             }
             do_mount(
@@ -604,7 +595,7 @@ pub(super) fn prepare(
         }
         RootBase::Overlay(lower) => {
             if lower.is_empty() {
-                return Err("an overlay root needs at least one lower directory".to_owned());
+                return Err(RootfsError::NoLowerDirectory);
             }
             for dir in lower.iter().chain([&dirs.upper, &dirs.work]) {
                 if dir
@@ -613,18 +604,20 @@ pub(super) fn prepare(
                     .iter()
                     .any(|b| matches!(b, b',' | b':' | b'\\'))
                 {
-                    return Err(format!(
-                        "overlay directory {} contains ',', ':' or '\\'",
-                        dir.display()
-                    ));
+                    return Err(RootfsError::OverlayDirUnusable { path: dir.clone() });
                 }
             }
             create_dir_all(&dirs.upper)?;
             create_dir_all(&dirs.work)?;
             // `/` of the task is the upper dir: root inside owns it.
-            std::os::unix::fs::chown(&dirs.upper, Some(root_uid), Some(root_gid)).map_err(|e| {
-                format!("chown {root_uid}:{root_gid} {}: {e}", dirs.upper.display())
-            })?;
+            std::os::unix::fs::chown(&dirs.upper, Some(root_uid), Some(root_gid)).map_err(
+                |source| RootfsError::Chown {
+                    path: dirs.upper.clone(),
+                    uid: root_uid,
+                    gid: root_gid,
+                    source,
+                },
+            )?;
             let lower = match ids.userns {
                 Some(userns) => idmapped_lowers(lower, &dirs.lower, userns)?,
                 None => lower.clone(),
@@ -697,7 +690,7 @@ fn idmapped_lowers(
     lower: &[PathBuf],
     at: &Path,
     userns: BorrowedFd<'_>,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, RootfsError> {
     let mut out = Vec::with_capacity(lower.len());
     for (i, dir) in lower.iter().enumerate() {
         let target = at.join(i.to_string());
@@ -720,7 +713,7 @@ fn idmapped_lowers(
 
 /// A minimal `/dev` at `dev`: see [`DEV_ENTRIES`]. `owned` (`uid=..,gid=..`)
 /// makes `/dev/shm` root's inside the task.
-fn mount_dev(dev: &Path, owned: &str) -> Result<(), String> {
+fn mount_dev(dev: &Path, owned: &str) -> Result<(), RootfsError> {
     do_mount(
         Some(Path::new("tmpfs")),
         dev,
@@ -736,10 +729,15 @@ fn mount_dev(dev: &Path, owned: &str) -> Result<(), String> {
             Mode::from_bits_truncate(0o666),
             makedev(major, minor),
         )
-        .map_err(|e| format!("mknod({}, S_IFCHR, {major}:{minor}): {e}", target.display()))?;
+        .map_err(|source| RootfsError::Mknod {
+            path: target.clone(),
+            major,
+            minor,
+            source,
+        })?;
         // mknod applies the umask.
         fs::set_permissions(&target, fs::Permissions::from_mode(0o666))
-            .map_err(|e| format!("chmod 0666 {}: {e}", target.display()))?;
+            .map_err(io_err("chmod 0666", &target))?;
     }
     let pts = dev.join("pts");
     create_dir_all(&pts)?;
@@ -767,7 +765,11 @@ fn mount_dev(dev: &Path, owned: &str) -> Result<(), String> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         let path = dev.join(link);
-        symlink(to, &path).map_err(|e| format!("symlink {} -> {to}: {e}", path.display()))?;
+        symlink(to, &path).map_err(|source| RootfsError::Symlink {
+            path: path.clone(),
+            to,
+            source,
+        })?;
     }
     Ok(())
 }
@@ -791,7 +793,7 @@ pub(super) fn bind_file_readonly_in(
     root: &Path,
     target: &Path,
     source: &Path,
-) -> Result<(), String> {
+) -> Result<(), RootfsError> {
     let mut path = target.to_path_buf();
     let mut found = None;
     for _ in 0..MAX_SYMLINKS {
@@ -802,7 +804,7 @@ pub(super) fn bind_file_readonly_in(
         let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let name = path
             .file_name()
-            .ok_or_else(|| format!("{} names no file", path.display()))?
+            .ok_or_else(|| RootfsError::NoFileName { path: path.clone() })?
             .to_owned();
         let link = open_in_root(root, &parent)
             .and_then(|dir| nix::fcntl::readlinkat(&dir, name.as_os_str()).ok());
@@ -815,29 +817,29 @@ pub(super) fn bind_file_readonly_in(
             }
         }
     }
-    let file = found.ok_or_else(|| {
-        format!(
-            "{} in {}: too many levels of symbolic links",
-            target.display(),
-            root.display()
-        )
+    let file = found.ok_or_else(|| RootfsError::SymlinkLoop {
+        path: target.to_path_buf(),
+        root: root.to_path_buf(),
     })?;
     let is_file = file.metadata().is_ok_and(|m| m.is_file());
     if !is_file {
-        return Err(format!(
-            "{} in {} is not a regular file; cannot mount {} over it",
-            path.display(),
-            root.display(),
-            source.display()
-        ));
+        return Err(RootfsError::NotARegularFile {
+            path,
+            root: root.to_path_buf(),
+            file: source.to_path_buf(),
+        });
     }
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    do_mount(Some(source), &fd_path, None, MsFlags::MS_BIND, None)
-        .map_err(|e| format!("{e} (mounting over {} in the task's root)", path.display()))?;
+    do_mount(Some(source), &fd_path, None, MsFlags::MS_BIND, None).map_err(|source| {
+        RootfsError::MountOver {
+            path: path.clone(),
+            source: Box::new(source),
+        }
+    })?;
     drop(file);
     // A bind mount takes the read-only flag only on a remount of itself.
-    let mounted = open_in_root(root, &path)
-        .ok_or_else(|| format!("{} vanished after mounting over it", path.display()))?;
+    let mounted =
+        open_in_root(root, &path).ok_or_else(|| RootfsError::Vanished { path: path.clone() })?;
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", mounted.as_raw_fd()));
     do_mount(
         None,
@@ -851,13 +853,16 @@ pub(super) fn bind_file_readonly_in(
             | MsFlags::MS_NOEXEC,
         None,
     )
-    .map_err(|e| format!("{e} (making {} read-only)", path.display()))
+    .map_err(|source| RootfsError::RemountReadOnly {
+        path,
+        source: Box::new(source),
+    })
 }
 
 /// Creates the empty file `path` (mode 0644) inside `root`, every
 /// component resolved inside `root`; an existing file is left as it is.
-fn create_file_in_root(root: &Path, path: &Path) -> Result<(), String> {
-    let root_dir = fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+fn create_file_in_root(root: &Path, path: &Path) -> Result<(), RootfsError> {
+    let root_dir = fs::File::open(root).map_err(io_err("open", root))?;
     let c_path = cstring(path)?;
     // SAFETY: open_how is plain old data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -883,11 +888,10 @@ fn create_file_in_root(root: &Path, path: &Path) -> Result<(), String> {
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
             Ok(())
         }
-        None => Err(format!(
-            "create {} in {}: {}",
-            path.display(),
-            root.display(),
-            io::Error::last_os_error()
-        )),
+        None => Err(RootfsError::CreateInRoot {
+            path: path.to_path_buf(),
+            root: root.to_path_buf(),
+            source: io::Error::last_os_error(),
+        }),
     }
 }

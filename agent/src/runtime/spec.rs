@@ -14,7 +14,7 @@ use super::logs::LogLimits;
 use super::oci::{is_executable_in_layers, ImageDefaults};
 use super::rootfs::{is_executable_in, Rootfs};
 use super::volume::Volume;
-use super::{RuntimeError, DEFAULT_PATH};
+use super::{RuntimeError, SpecProblem, DEFAULT_PATH};
 
 /// What to run: written by the agent to `<task_dir>/spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -190,13 +190,8 @@ impl TaskSpec {
     pub fn validate(&self) -> Result<PathBuf, RuntimeError> {
         validate_name("alloc id", &self.alloc_id)?;
         validate_name("task name", &self.task)?;
-        let invalid = |problem: String| RuntimeError::InvalidSpec {
-            alloc_id: self.alloc_id.clone(),
-            task: self.task.clone(),
-            problem,
-        };
         if self.hostname.is_empty() || self.hostname.len() > 64 || self.hostname.contains('\0') {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "hostname {:?} must be 1-64 bytes without NUL",
                 self.hostname
             )));
@@ -207,23 +202,23 @@ impl TaskSpec {
             .enumerate()
             .find(|(_, a)| a.contains('\0'))
         {
-            return Err(invalid(format!("command[{i}] contains a NUL byte")));
+            return Err(self.invalid(format!("command[{i}] contains a NUL byte")));
         }
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
-                return Err(invalid(format!(
+                return Err(self.invalid(format!(
                     "env key {key:?} must be non-empty, without '=' or NUL"
                 )));
             }
             if value.contains('\0') {
-                return Err(invalid(format!("env {key} contains a NUL byte")));
+                return Err(self.invalid(format!("env {key} contains a NUL byte")));
             }
         }
         if let Some(rootfs) = &self.rootfs {
-            rootfs.validate().map_err(invalid)?;
+            rootfs.validate().map_err(|e| self.invalid(e))?;
         }
-        self.validate_isolation().map_err(invalid)?;
-        self.logs.validate().map_err(invalid)?;
+        self.validate_isolation().map_err(|e| self.invalid(e))?;
+        self.logs.validate().map_err(|e| self.invalid(e))?;
         if let Some(net) = &self.network {
             let paths = [
                 ("network namespace", &net.netns),
@@ -232,10 +227,9 @@ impl TaskSpec {
             ];
             for (what, path) in paths {
                 if let Some(p) = path.as_ref().filter(|p| !p.is_absolute()) {
-                    return Err(invalid(format!(
-                        "{what} {} must be an absolute path",
-                        p.display()
-                    )));
+                    return Err(
+                        self.invalid(format!("{what} {} must be an absolute path", p.display()))
+                    );
                 }
             }
         }
@@ -251,11 +245,20 @@ impl TaskSpec {
         resolve_command(self)
     }
 
+    /// [`RuntimeError::InvalidSpec`] for this spec's alloc and task.
+    fn invalid(&self, problem: impl Into<SpecProblem>) -> RuntimeError {
+        RuntimeError::InvalidSpec {
+            alloc_id: self.alloc_id.clone(),
+            task: self.task.clone(),
+            problem: problem.into(),
+        }
+    }
+
     /// The shape of `user`, `workdir` and `volumes` (the node policy and
     /// the lookups are `Runtime::start`'s): a parsable user, an absolute
     /// normal working directory, valid volumes with distinct targets and a
     /// root filesystem for them to go into.
-    fn validate_isolation(&self) -> Result<(), String> {
+    fn validate_isolation(&self) -> Result<(), SpecProblem> {
         if let Some(user) = &self.user {
             UserSpec::parse(user)?;
         }
@@ -264,20 +267,22 @@ impl TaskSpec {
                 return Err(format!(
                     "workdir {} must be an absolute path without `.`, `..` or NUL",
                     workdir.display()
-                ));
+                )
+                .into());
             }
         }
         if !self.volumes.is_empty() && self.rootfs.is_none() {
-            return Err("volumes need a root filesystem (rootfs host, dir or oci)".to_owned());
+            return Err("volumes need a root filesystem (rootfs host, dir or oci)"
+                .to_owned()
+                .into());
         }
         let mut targets = std::collections::BTreeSet::new();
         for volume in &self.volumes {
             volume.validate()?;
             if !targets.insert(volume.target()) {
-                return Err(format!(
-                    "two volumes have the target {}",
-                    volume.target().display()
-                ));
+                return Err(
+                    format!("two volumes have the target {}", volume.target().display()).into(),
+                );
             }
         }
         Ok(())
@@ -305,7 +310,8 @@ impl TaskSpec {
                         "command is empty and image {} has no Entrypoint or Cmd; \
                          give the task a command",
                         image.display()
-                    ),
+                    )
+                    .into(),
                 });
             }
         }
@@ -333,7 +339,8 @@ pub(crate) fn resolve_command(spec: &TaskSpec) -> Result<PathBuf, RuntimeError> 
             problem: format!(
                 "the command can only be resolved once image {} is unpacked",
                 image.display()
-            ),
+            )
+            .into(),
         }),
     }
 }

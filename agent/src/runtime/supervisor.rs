@@ -176,7 +176,8 @@ fn run_task(
     // other namespaces stay owned by the host's user namespace.
     let (userns, mut userns_helper) = match &spec.user_namespace {
         Some(map) => {
-            let (ns, helper) = identity::create_user_namespace(map).map_err(fail)?;
+            let (ns, helper) =
+                identity::create_user_namespace(map).map_err(|e| fail(e.to_string()))?;
             (Some(ns), Some(helper))
         }
         None => (None, None),
@@ -464,7 +465,8 @@ fn prepare_root(
                 .iter()
                 .any(|d| target.starts_with(Path::new(d)))
     };
-    volume::mount_all(&prepared.merged, &spec.volumes, ids.root, &may_create).map_err(fail)?;
+    volume::mount_all(&prepared.merged, &spec.volumes, ids.root, &may_create)
+        .map_err(|e| fail(e.to_string()))?;
     // As Docker does, a missing working directory is created, owned by the
     // task's user (in the task's upper dir, or a tmpfs of the host view;
     // the layers and the host are never written).

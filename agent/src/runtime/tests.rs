@@ -255,6 +255,50 @@ fn rootfs_dir_validation_names_the_path() {
 }
 
 #[test]
+fn spec_problems_keep_their_text_and_their_source() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad_dir = tmp.path().join("a,b");
+    let mut rootfs = spec(&["/bin/sh"]);
+    rootfs.rootfs = Some(Rootfs::Dir {
+        path: bad_dir.clone(),
+    });
+    let mut volume = spec(&["/bin/sh"]);
+    volume.rootfs = Some(Rootfs::Host);
+    volume.volumes = vec![Volume::Tmpfs {
+        target: "/proc/x".into(),
+        size_mb: 0,
+    }];
+    let mut user = spec(&["/bin/sh"]);
+    user.user = Some("a b".to_owned());
+    for (s, text) in [
+        (
+            rootfs,
+            format!(
+                "alloc a1 task web: rootfs directory {} must not contain ',', ':', '\\' or NUL",
+                bad_dir.display()
+            ),
+        ),
+        (
+            volume,
+            "alloc a1 task web: volume target /proc/x is at or under /proc, which the runtime \
+             provides"
+                .to_owned(),
+        ),
+        (
+            user,
+            "alloc a1 task web: user \"a b\": \"a b\" is neither a number nor a user/group name \
+             ([A-Za-z0-9_.-], 1-32)"
+                .to_owned(),
+        ),
+    ] {
+        let err = s.validate().expect_err(&text);
+        assert_eq!(err.to_string(), text);
+        let source = std::error::Error::source(&err).expect("the problem is the source");
+        assert!(source.is::<SpecProblem>(), "{source:?}");
+    }
+}
+
+#[test]
 fn command_resolution_inside_a_rootfs_dir() {
     use std::os::unix::fs::{symlink, PermissionsExt};
     let tmp = tempfile::tempdir().expect("tempdir");

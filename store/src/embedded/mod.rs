@@ -8,6 +8,9 @@
 //! - `mvcc` core: current keys in a `BTreeMap`, the last
 //!   10,000 revisions of events for historical reads and watch replay, and
 //!   leases. Pure: no I/O, the clock is passed in.
+//! - `record`: what the core hands the WAL (a durable record and its
+//!   payload encoding) and what the WAL publishes back to watchers once it
+//!   is durable (a revision's events). Both import it, not each other.
 //! - WAL: every state change becomes one log record; a dedicated writer
 //!   thread appends queued records and `fdatasync`s once per batch (group
 //!   commit). A write is acknowledged, and its events reach watchers, only
@@ -51,6 +54,7 @@
 mod kv;
 mod lease;
 mod mvcc;
+mod record;
 mod wal;
 mod watch;
 
@@ -71,6 +75,10 @@ use tonic::Status;
 
 /// The shutdown token [`EmbeddedEtcd::serve`] takes, re-exported for callers.
 pub use tokio_util::sync::CancellationToken;
+
+pub use mvcc::ReplayError;
+pub use record::DecodeError;
+pub use wal::Corruption;
 
 use mvcc::{Applied, Store, StoreError};
 use wal::{Durable, LogFile, WalJob};
@@ -115,7 +123,8 @@ pub enum EmbeddedError {
         /// Byte offset of the damaged record's header.
         offset: u64,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: Corruption,
     },
     /// The listener's local address could not be read.
     #[error("reading the listener address: {0}")]
@@ -180,7 +189,7 @@ impl Shared {
         if let Some(done) = done {
             match done.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Status::unavailable(e)),
+                Ok(Err(e)) => return Err(Status::unavailable(e.to_string())),
                 Err(_) => return Err(Status::unavailable("etcdserver: store log writer stopped")),
             }
         }

@@ -16,7 +16,7 @@ use drover_proto::etcd::etcdserverpb::{
 use drover_proto::etcd::mvccpb::{event::EventType, Event, KeyValue};
 use tokio::time::{Duration, Instant};
 
-use super::wal::{Mutation, Record};
+use super::record::{Mutation, Record, Revision};
 
 mod txn;
 
@@ -64,23 +64,58 @@ pub(crate) enum StoreError {
     KeyNotFound,
 }
 
-/// The events written at one revision, with `prev_kv` always filled so
-/// that historical reads can undo them.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Revision {
-    pub rev: i64,
-    pub events: Vec<Event>,
-}
-
-impl Revision {
-    /// Key and value bytes held, for the history budget.
-    fn bytes(&self) -> usize {
-        let kv = |kv: &Option<KeyValue>| kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
-        self.events
-            .iter()
-            .map(|e| 64 + kv(&e.kv) + kv(&e.prev_kv))
-            .sum()
-    }
+/// Why a durable record does not apply to the state replayed so far: the
+/// log is damaged or was not written by this store. Kept apart from
+/// [`StoreError`], which holds refusals of requests and maps one to one to
+/// etcd's gRPC statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// A lease id granted a second time.
+    #[error("lease {id} granted twice")]
+    LeaseGrantedTwice {
+        /// The lease.
+        id: i64,
+    },
+    /// A lease granted with a TTL outside `1..=MAX_LEASE_TTL`.
+    #[error("lease {id} has TTL {ttl}")]
+    LeaseTtl {
+        /// The lease.
+        id: i64,
+        /// The TTL in seconds.
+        ttl: i64,
+    },
+    /// A revoke of a lease that was never granted.
+    #[error("revoke of unknown lease {id}")]
+    UnknownLease {
+        /// The lease.
+        id: i64,
+    },
+    /// A compaction beyond the current revision.
+    #[error("compaction to future revision {rev}")]
+    FutureCompaction {
+        /// The compaction revision.
+        rev: i64,
+    },
+    /// A revision that does not follow the previous one.
+    #[error("revision {rev} follows revision {current}")]
+    RevisionGap {
+        /// The record's revision.
+        rev: i64,
+        /// The revision replayed last.
+        current: i64,
+    },
+    /// A revision without any write.
+    #[error("revision {rev} has no writes")]
+    EmptyRevision {
+        /// The record's revision.
+        rev: i64,
+    },
+    /// A revision that deletes a key that does not exist.
+    #[error("revision {rev} deletes absent key")]
+    DeleteOfAbsentKey {
+        /// The record's revision.
+        rev: i64,
+    },
 }
 
 /// A live lease.
@@ -533,15 +568,15 @@ impl Store {
 
     /// Re-applies a durable record during replay. Leases restart with a
     /// full TTL from `now`.
-    pub fn replay(&mut self, rec: Record, now: Instant) -> Result<(), String> {
+    pub fn replay(&mut self, rec: Record, now: Instant) -> Result<(), ReplayError> {
         match rec {
             Record::Write { rev, muts } => self.replay_muts(rev, muts),
             Record::LeaseGrant { id, ttl } => {
                 if self.leases.contains_key(&id) {
-                    return Err(format!("lease {id} granted twice"));
+                    return Err(ReplayError::LeaseGrantedTwice { id });
                 }
                 if !(1..=MAX_LEASE_TTL).contains(&ttl) {
-                    return Err(format!("lease {id} has TTL {ttl}"));
+                    return Err(ReplayError::LeaseTtl { id, ttl });
                 }
                 self.insert_lease(id, ttl, now);
                 self.next_lease = self.next_lease.max(id.saturating_add(1));
@@ -549,7 +584,7 @@ impl Store {
             }
             Record::LeaseRevoke { id, rev, muts } => {
                 if self.leases.remove(&id).is_none() {
-                    return Err(format!("revoke of unknown lease {id}"));
+                    return Err(ReplayError::UnknownLease { id });
                 }
                 if rev == 0 {
                     return Ok(());
@@ -558,7 +593,7 @@ impl Store {
             }
             Record::Compact { rev } => {
                 if rev > self.rev {
-                    return Err(format!("compaction to future revision {rev}"));
+                    return Err(ReplayError::FutureCompaction { rev });
                 }
                 self.apply_compact(rev);
                 Ok(())
@@ -566,12 +601,15 @@ impl Store {
         }
     }
 
-    fn replay_muts(&mut self, rev: i64, muts: Vec<Mutation>) -> Result<(), String> {
+    fn replay_muts(&mut self, rev: i64, muts: Vec<Mutation>) -> Result<(), ReplayError> {
         if rev != self.rev + 1 {
-            return Err(format!("revision {rev} follows revision {}", self.rev));
+            return Err(ReplayError::RevisionGap {
+                rev,
+                current: self.rev,
+            });
         }
         if muts.is_empty() {
-            return Err(format!("revision {rev} has no writes"));
+            return Err(ReplayError::EmptyRevision { rev });
         }
         let mut p = self.pending();
         for m in muts {
@@ -581,7 +619,7 @@ impl Store {
                 }
                 Mutation::Delete { key } => {
                     if self.apply_delete(&mut p, &key).is_none() {
-                        return Err(format!("revision {rev} deletes absent key"));
+                        return Err(ReplayError::DeleteOfAbsentKey { rev });
                     }
                 }
             }

@@ -13,7 +13,8 @@ use drover_proto::etcd::etcdserverpb::{
 use tokio::time::{Duration, Instant};
 
 use super::mvcc::{Store, StoreError, HISTORY_BYTES, HISTORY_LIMIT, MAX_TXN_OPS};
-use super::wal::{self, Mutation, Record};
+use super::record::{Mutation, Record};
+use super::wal;
 
 fn put_op(key: &[u8], value: &[u8]) -> RequestOp {
     RequestOp {
@@ -446,4 +447,52 @@ fn replay_truncates_torn_tail_and_refuses_mid_corruption() {
     assert!(err.contains(&format!("offset {}", a.len())), "{err}");
     assert!(err.contains("store.wal"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), bad);
+}
+
+#[test]
+fn log_errors_name_what_is_wrong() {
+    let decode = |b: &[u8]| Record::decode(b).unwrap_err().to_string();
+    assert_eq!(decode(&[9]), "unknown record tag 9");
+    assert_eq!(decode(&[1, 0]), "truncated field at payload byte 1");
+    let mut extra = Record::Compact { rev: 1 }.encode();
+    extra.push(0);
+    assert_eq!(decode(&extra), "1 trailing bytes");
+    let mut bad_mut = vec![1];
+    bad_mut.extend_from_slice(&2i64.to_le_bytes());
+    bad_mut.extend_from_slice(&1u32.to_le_bytes());
+    bad_mut.push(7);
+    assert_eq!(decode(&bad_mut), "unknown mutation tag 7");
+
+    let revoke = Record::LeaseRevoke {
+        id: 5,
+        rev: 0,
+        muts: vec![],
+    };
+    let err = Store::new(1).replay(revoke, Instant::now()).unwrap_err();
+    assert_eq!(err.to_string(), "revoke of unknown lease 5");
+
+    // A record that is intact but undecodable, then one that does not
+    // apply: the message names the file, offset and reason, and keeps the
+    // reason as its source.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.wal");
+    let good = wal::frame(&Record::LeaseGrant { id: 1, ttl: 5 }.encode());
+    for (second, reason) in [
+        (wal::frame(&[9]), "undecodable record: unknown record tag 9"),
+        (good.clone(), "record does not apply: lease 1 granted twice"),
+    ] {
+        std::fs::write(&path, [good.clone(), second].concat()).unwrap();
+        let mut s = Store::new(1);
+        let err = wal::replay(&mut wal::open(&path).unwrap(), &path, |rec| {
+            s.replay(rec, Instant::now())
+        })
+        .unwrap_err();
+        let expected = format!(
+            "store log {} is corrupt at byte offset {}: {reason}",
+            path.display(),
+            good.len()
+        );
+        assert_eq!(err.to_string(), expected);
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+    }
 }

@@ -9,169 +9,52 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::mvcc::Revision;
+use super::mvcc::ReplayError;
+use super::record::{DecodeError, Record, Revision};
 use super::EmbeddedError;
 
 /// Most records one fsync covers; bounds the latency of the first writer.
 const MAX_BATCH: usize = 1024;
 const HEADER: usize = 8;
 
-/// One durable change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Record {
-    /// The writes of one revision (Put, DeleteRange, Txn, lease expiry).
-    Write { rev: i64, muts: Vec<Mutation> },
-    /// A lease was granted with `ttl` seconds.
-    LeaseGrant { id: i64, ttl: i64 },
-    /// A lease was revoked (or expired); `rev` is 0 when it had no keys.
-    LeaseRevoke {
-        id: i64,
-        rev: i64,
-        muts: Vec<Mutation>,
+/// Why replay refused a record before the end of the log: the reason of
+/// [`EmbeddedError::Corrupt`].
+///
+/// The log has two error types, as its two halves fail in unrelated ways:
+/// this one for a damaged file found at startup, [`WriteError`] for a
+/// write that did not become durable while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// The payload does not match its CRC and is not the final record.
+    #[error("CRC mismatch on {len}-byte record")]
+    CrcMismatch {
+        /// Payload length from the record header.
+        len: usize,
     },
-    /// History below `rev` was dropped.
-    Compact { rev: i64 },
+    /// The payload is not a record.
+    #[error("undecodable record: {0}")]
+    Undecodable(#[source] DecodeError),
+    /// The record does not follow from the ones before it.
+    #[error("record does not apply: {0}")]
+    DoesNotApply(#[source] ReplayError),
 }
 
-/// One key change inside a revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Mutation {
-    Put {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        lease: i64,
+/// Why the writer did not make a write durable; every write of the batch
+/// gets a copy.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// An earlier append or fsync failed: the log no longer matches memory.
+    #[error("store log failed earlier; restart the server")]
+    FailedEarlier,
+    /// This batch's append or fsync failed.
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error, shared by the batch's writes.
+        #[source]
+        source: Arc<io::Error>,
     },
-    Delete {
-        key: Vec<u8>,
-    },
-}
-
-impl Record {
-    /// The payload bytes (without the length/CRC frame).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64);
-        match self {
-            Record::Write { rev, muts } => {
-                b.push(1);
-                b.extend_from_slice(&rev.to_le_bytes());
-                put_muts(&mut b, muts);
-            }
-            Record::LeaseGrant { id, ttl } => {
-                b.push(2);
-                b.extend_from_slice(&id.to_le_bytes());
-                b.extend_from_slice(&ttl.to_le_bytes());
-            }
-            Record::LeaseRevoke { id, rev, muts } => {
-                b.push(3);
-                b.extend_from_slice(&id.to_le_bytes());
-                b.extend_from_slice(&rev.to_le_bytes());
-                put_muts(&mut b, muts);
-            }
-            Record::Compact { rev } => {
-                b.push(4);
-                b.extend_from_slice(&rev.to_le_bytes());
-            }
-        }
-        b
-    }
-
-    /// Parses a payload; the error says what was malformed.
-    pub fn decode(buf: &[u8]) -> Result<Self, String> {
-        let mut r = Reader { buf, pos: 0 };
-        let rec = match r.u8()? {
-            1 => Record::Write {
-                rev: r.i64()?,
-                muts: r.muts()?,
-            },
-            2 => Record::LeaseGrant {
-                id: r.i64()?,
-                ttl: r.i64()?,
-            },
-            3 => Record::LeaseRevoke {
-                id: r.i64()?,
-                rev: r.i64()?,
-                muts: r.muts()?,
-            },
-            4 => Record::Compact { rev: r.i64()? },
-            t => return Err(format!("unknown record tag {t}")),
-        };
-        if r.pos != buf.len() {
-            return Err(format!("{} trailing bytes", buf.len() - r.pos));
-        }
-        Ok(rec)
-    }
-}
-
-fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
-    // Keys and values are bounded by the 1.5 MiB request limit.
-    b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    b.extend_from_slice(v);
-}
-
-fn put_muts(b: &mut Vec<u8>, muts: &[Mutation]) {
-    b.extend_from_slice(&(muts.len() as u32).to_le_bytes());
-    for m in muts {
-        match m {
-            Mutation::Put { key, value, lease } => {
-                b.push(1);
-                put_bytes(b, key);
-                put_bytes(b, value);
-                b.extend_from_slice(&lease.to_le_bytes());
-            }
-            Mutation::Delete { key } => {
-                b.push(2);
-                put_bytes(b, key);
-            }
-        }
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
-        let end = end.ok_or_else(|| format!("truncated field at payload byte {}", self.pos))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(a))
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(i64::from_le_bytes(a))
-    }
-    fn bytes(&mut self) -> Result<Vec<u8>, String> {
-        let n = self.u32()? as usize;
-        Ok(self.take(n)?.to_vec())
-    }
-    fn muts(&mut self) -> Result<Vec<Mutation>, String> {
-        let n = self.u32()?;
-        let mut out = Vec::new();
-        for _ in 0..n {
-            out.push(match self.u8()? {
-                1 => Mutation::Put {
-                    key: self.bytes()?,
-                    value: self.bytes()?,
-                    lease: self.i64()?,
-                },
-                2 => Mutation::Delete { key: self.bytes()? },
-                t => return Err(format!("unknown mutation tag {t}")),
-            });
-        }
-        Ok(out)
-    }
 }
 
 /// Frames a payload as `[len u32 LE][crc32 u32 LE][payload]`.
@@ -258,10 +141,10 @@ pub(crate) fn open(path: &Path) -> Result<File, EmbeddedError> {
 pub(crate) fn replay(
     file: &mut impl LogFile,
     path: &Path,
-    mut apply: impl FnMut(Record) -> Result<(), String>,
+    mut apply: impl FnMut(Record) -> Result<(), ReplayError>,
 ) -> Result<u64, EmbeddedError> {
     let data = file.read_all().map_err(io_err(path, "read"))?;
-    let corrupt = |offset: usize, reason: String| EmbeddedError::Corrupt {
+    let corrupt = |offset: usize, reason: Corruption| EmbeddedError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
         reason,
@@ -297,11 +180,10 @@ pub(crate) fn replay(
                 torn = Some("final record fails its CRC");
                 break;
             }
-            return Err(corrupt(off, format!("CRC mismatch on {len}-byte record")));
+            return Err(corrupt(off, Corruption::CrcMismatch { len }));
         }
-        let rec = Record::decode(payload)
-            .map_err(|e| corrupt(off, format!("undecodable record: {e}")))?;
-        apply(rec).map_err(|e| corrupt(off, format!("record does not apply: {e}")))?;
+        let rec = Record::decode(payload).map_err(|e| corrupt(off, Corruption::Undecodable(e)))?;
+        apply(rec).map_err(|e| corrupt(off, Corruption::DoesNotApply(e)))?;
         off = end;
     }
     if let Some(why) = torn {
@@ -316,7 +198,7 @@ pub(crate) fn replay(
 pub(crate) struct WalJob {
     pub payload: Vec<u8>,
     pub published: Option<Arc<Revision>>,
-    pub done: oneshot::Sender<Result<(), String>>,
+    pub done: oneshot::Sender<Result<(), WriteError>>,
 }
 
 /// State the writer thread publishes after each fsync.
@@ -359,12 +241,15 @@ pub(crate) fn spawn_writer(
                     buf.extend_from_slice(&frame(&job.payload));
                 }
                 let result = if durable.failed.load(Ordering::SeqCst) {
-                    Err("store log failed earlier; restart the server".to_string())
+                    Err(WriteError::FailedEarlier)
                 } else {
                     file.append(&buf).and_then(|()| file.sync_data()).map_err(|e| {
                         durable.failed.store(true, Ordering::SeqCst);
                         tracing::error!(path = %path.display(), error = %e, "store log write failed");
-                        format!("writing {}: {e}", path.display())
+                        WriteError::Write {
+                            path: path.clone(),
+                            source: Arc::new(e),
+                        }
                     })
                 };
                 if result.is_ok() {

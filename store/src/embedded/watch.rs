@@ -17,7 +17,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::mvcc::{in_range, Revision};
+use super::mvcc::in_range;
+use super::record::Revision;
 use super::{header, Shared};
 
 /// etcd's default interval for `progress_notify` watches.
