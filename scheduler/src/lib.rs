@@ -15,8 +15,11 @@ pub mod job;
 pub mod jobfile;
 mod node_net;
 pub mod placement;
+pub mod reconcile;
 pub mod state;
 pub mod subnet;
+#[cfg(test)]
+mod testkit;
 
 use std::sync::Arc;
 
