@@ -20,6 +20,7 @@ pub mod state;
 pub mod subnet;
 #[cfg(test)]
 mod testkit;
+pub mod transitions;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::job::{JobSpec, Resources};
-use crate::state::{AllocRecord, AllocStatus, Desired};
+use crate::state::{AllocRecord, AllocStatus, Desired, NodeRecord, NodeStatus};
 
 /// Job `j` of `kind` with one group `g` of `count` instances of one task
 /// `t` running `command`, as a user would write it.
@@ -32,5 +32,24 @@ pub fn alloc(id: &str, index: u32, node_id: &str, status: AllocStatus) -> AllocR
         created_unix_ms: 0,
         modified_unix_ms: 0,
         ip: String::new(),
+    }
+}
+
+/// A node with 1 core and 1 GiB at `address`.
+pub fn node(id: &str, address: &str, status: NodeStatus) -> NodeRecord {
+    NodeRecord {
+        id: id.into(),
+        hostname: id.into(),
+        address: address.into(),
+        status,
+        draining: false,
+        resources: Resources {
+            cpu_millis: 1000,
+            memory_mb: 1024,
+        },
+        attributes: Default::default(),
+        last_seen_unix_ms: 0,
+        agent_version: String::new(),
+        subnet: None,
     }
 }
