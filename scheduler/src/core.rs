@@ -221,15 +221,13 @@ impl Core {
         tx: Outbound,
     ) -> Result<(NodeRecord, Session), ClusterError> {
         let session = self.registry.connect(&reported.id, tx);
-        let recorded = self.cluster.register_node(reported).await;
-        if recorded.is_ok() {
+        let recorded = async {
+            let node = self.cluster.register_node(reported).await?;
             self.peers.notify();
-        }
-        let recorded = match recorded {
-            Ok(node) => self.record_running(&node, running).await.map(|()| node),
-            Err(e) => Err(e),
+            self.record_running(&node, running).await?;
+            Ok(node)
         };
-        match recorded {
+        match recorded.await {
             Ok(node) => Ok((node, session)),
             Err(e) => {
                 self.registry.abandon(&reported.id, session.id);
