@@ -171,6 +171,15 @@ impl AllocRecord {
     }
 }
 
+/// Job `job`'s allocations among `allocs`, by group, index and age.
+pub fn job_allocs(allocs: &[AllocRecord], job: &str) -> Vec<AllocRecord> {
+    let mut v: Vec<AllocRecord> = allocs.iter().filter(|a| a.job == job).cloned().collect();
+    v.sort_by(|a, b| {
+        (&a.group, a.index, a.created_unix_ms).cmp(&(&b.group, b.index, b.created_unix_ms))
+    });
+    v
+}
+
 /// Whether a node's agent is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -208,7 +217,9 @@ pub struct NodeRecord {
     pub resources: Resources,
     /// Attributes for constraints.
     pub attributes: BTreeMap<String, String>,
-    /// Last heartbeat.
+    /// When its agent last registered (opened its stream to a scheduler),
+    /// in ms since the Unix epoch. Heartbeats do not move it: they are
+    /// not written to the store, and the node's liveness is its `status`.
     pub last_seen_unix_ms: i64,
     /// Agent build.
     pub agent_version: String,
@@ -250,31 +261,31 @@ impl From<&AllocRecord> for pb::Allocation {
     }
 }
 
+/// A task's state as the other form: both carry the same fields, the
+/// wire form as reported by the node, the record as stored.
+macro_rules! copy_task_state {
+    ($t:expr, $($to:ident)::+) => {
+        $($to)::+ {
+            name: $t.name.clone(),
+            state: $t.state.clone(),
+            pid: $t.pid,
+            exit_code: $t.exit_code,
+            signal: $t.signal,
+            message: $t.message.clone(),
+            restarts: $t.restarts,
+        }
+    };
+}
+
 impl From<&TaskStateRecord> for pb::TaskState {
     fn from(t: &TaskStateRecord) -> pb::TaskState {
-        pb::TaskState {
-            name: t.name.clone(),
-            state: t.state.clone(),
-            pid: t.pid,
-            exit_code: t.exit_code,
-            signal: t.signal,
-            message: t.message.clone(),
-            restarts: t.restarts,
-        }
+        copy_task_state!(t, pb::TaskState)
     }
 }
 
 impl From<&pb::TaskState> for TaskStateRecord {
     fn from(t: &pb::TaskState) -> TaskStateRecord {
-        TaskStateRecord {
-            name: t.name.clone(),
-            state: t.state.clone(),
-            pid: t.pid,
-            exit_code: t.exit_code,
-            signal: t.signal,
-            message: t.message.clone(),
-            restarts: t.restarts,
-        }
+        copy_task_state!(t, TaskStateRecord)
     }
 }
 

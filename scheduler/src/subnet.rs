@@ -2,8 +2,10 @@
 //! (e.g. a `/24` of `10.89.0.0/16`) the first time it registers, and keeps it.
 //!
 //! Everything here is pure: [`next_free`] takes the cluster CIDR, the node
-//! prefix and the subnets already taken, and returns the first free one.
-//! The store side (claiming it race-free) is in [`crate::core`].
+//! prefix and the subnets already taken, and returns the first free one;
+//! [`assign`] decides which subnet a registering node gets and which claims
+//! that takes. The store side (claiming it race-free) is in
+//! [`crate::cluster`].
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -258,6 +260,139 @@ fn exhausted(config: &SubnetConfig) -> SubnetError {
     }
 }
 
+/// A stored claim on a subnet: who holds it, at which revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// The subnet.
+    pub subnet: Cidr,
+    /// The node holding it.
+    pub node_id: &'a str,
+    /// The claim record's revision.
+    pub mod_revision: i64,
+}
+
+/// What a registration does to one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOp {
+    /// The node's own claim: it must still be there, unchanged.
+    Keep {
+        /// The subnet.
+        subnet: Cidr,
+        /// The revision read.
+        mod_revision: i64,
+    },
+    /// A new claim, created only if absent.
+    Create(Cidr),
+}
+
+/// The subnet a registering node gets and the claims that takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The node's subnet.
+    pub subnet: Cidr,
+    /// Claims to keep or create, in one transaction with the node record.
+    pub claims: Vec<ClaimOp>,
+    /// The subnet the node held, and the node whose claim took it (which
+    /// should never happen): the node gets a fresh subnet instead.
+    pub lost: Option<(Cidr, String)>,
+}
+
+/// Why a registering node gets no subnet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The subnet it asks for cannot be its.
+    #[error("subnet {wanted} refused: {reason}")]
+    Wanted {
+        /// The subnet asked for.
+        wanted: Cidr,
+        /// Why not.
+        reason: String,
+    },
+    /// No subnet is left to cut.
+    #[error(transparent)]
+    Exhausted(SubnetError),
+}
+
+/// Decides the subnet of node `node_id`, which `held` one (from its record)
+/// and asks for `wanted` (`drover agent --subnet`), given every stored
+/// claim. A node keeps what it holds; a subnet it asks for must be a whole
+/// node subnet of `config` that overlaps no other node's claim (then two
+/// claims overlap exactly when they are the same key, which the claim's
+/// create-if-absent guard settles even between two schedulers); a node with
+/// neither gets the lowest free one. A held subnet whose claim is missing (a
+/// record from before claims existed) is claimed again.
+pub fn assign(
+    config: &SubnetConfig,
+    node_id: &str,
+    held: Option<Cidr>,
+    wanted: Option<Cidr>,
+    claims: &[Claim<'_>],
+) -> Result<Assignment, Refusal> {
+    let mut ops = Vec::new();
+    let mut lost = None;
+    let mut subnet = held;
+    if let Some(s) = held {
+        match claims.iter().find(|c| c.subnet == s) {
+            Some(c) if c.node_id == node_id => ops.push(ClaimOp::Keep {
+                subnet: s,
+                mod_revision: c.mod_revision,
+            }),
+            Some(c) => {
+                lost = Some((s, c.node_id.to_string()));
+                subnet = None;
+            }
+            None => ops.push(ClaimOp::Create(s)),
+        }
+    }
+    if let Some(wanted) = wanted {
+        let refuse = |reason: String| Refusal::Wanted { wanted, reason };
+        match subnet {
+            Some(have) if have == wanted => {}
+            Some(have) => {
+                return Err(refuse(format!(
+                    "the node already has subnet {have}; start the agent with --subnet {have} \
+                     or without --subnet"
+                )))
+            }
+            None => {
+                if !config.is_node_subnet(&wanted) {
+                    return Err(refuse(format!(
+                        "it is not a /{} subnet inside the cluster CIDR {} (--cluster-cidr, \
+                         --node-prefix)",
+                        config.node_prefix(),
+                        config.cluster()
+                    )));
+                }
+                if let Some(c) = claims
+                    .iter()
+                    .find(|c| c.subnet.overlaps(&wanted) && c.node_id != node_id)
+                {
+                    return Err(refuse(format!(
+                        "it overlaps {}, the subnet of node {}",
+                        c.subnet, c.node_id
+                    )));
+                }
+                ops.push(ClaimOp::Create(wanted));
+                subnet = Some(wanted);
+            }
+        }
+    }
+    let subnet = match subnet {
+        Some(s) => s,
+        None => {
+            let s =
+                next_free(config, claims.iter().map(|c| &c.subnet)).map_err(Refusal::Exhausted)?;
+            ops.push(ClaimOp::Create(s));
+            s
+        }
+    };
+    Ok(Assignment {
+        subnet,
+        claims: ops,
+        lost,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +479,76 @@ mod tests {
             assert!(taken.iter().all(|t: &Cidr| !t.overlaps(&next)));
             taken.push(next);
         }
+    }
+
+    fn claim(subnet: &str, node_id: &'static str) -> Claim<'static> {
+        Claim {
+            subnet: c(subnet),
+            node_id,
+            mod_revision: 7,
+        }
+    }
+
+    #[test]
+    fn a_node_keeps_its_subnet_and_a_new_one_gets_the_lowest_free() {
+        let config = cfg("10.89.0.0/16", 24);
+        let claims = [claim("10.89.0.0/24", "a"), claim("10.89.2.0/24", "b")];
+        let kept = assign(&config, "a", Some(c("10.89.0.0/24")), None, &claims).expect("kept");
+        assert_eq!(kept.subnet, c("10.89.0.0/24"));
+        assert_eq!(
+            kept.claims,
+            [ClaimOp::Keep {
+                subnet: c("10.89.0.0/24"),
+                mod_revision: 7
+            }]
+        );
+        let new = assign(&config, "n", None, None, &claims).expect("free");
+        assert_eq!(new.claims, [ClaimOp::Create(c("10.89.1.0/24"))]);
+        // A record from before claims existed: claimed again.
+        let old = assign(&config, "z", Some(c("10.89.9.0/24")), None, &claims).expect("old");
+        assert_eq!(old.claims, [ClaimOp::Create(c("10.89.9.0/24"))]);
+        // Taken by another node meanwhile: a fresh one, and it says so.
+        let lost = assign(&config, "z", Some(c("10.89.2.0/24")), None, &claims).expect("lost");
+        assert_eq!(lost.subnet, c("10.89.1.0/24"));
+        assert_eq!(lost.lost, Some((c("10.89.2.0/24"), "b".to_string())));
+    }
+
+    #[test]
+    fn a_wanted_subnet_must_be_a_free_node_subnet_or_the_one_held() {
+        let config = cfg("10.89.0.0/16", 24);
+        let claims = [claim("10.89.2.0/24", "b")];
+        let wanted =
+            |node, held: Option<&str>, w| assign(&config, node, held.map(c), Some(c(w)), &claims);
+        let ok = wanted("n", None, "10.89.5.0/24").expect("free");
+        assert_eq!(ok.claims, [ClaimOp::Create(c("10.89.5.0/24"))]);
+        assert!(wanted("b", Some("10.89.2.0/24"), "10.89.2.0/24").is_ok());
+        for (node, held, w, why) in [
+            (
+                "n",
+                None,
+                "10.89.2.0/24",
+                "overlaps 10.89.2.0/24, the subnet of node b",
+            ),
+            (
+                "n",
+                None,
+                "10.89.5.0/25",
+                "not a /24 subnet inside the cluster CIDR",
+            ),
+            (
+                "b",
+                Some("10.89.2.0/24"),
+                "10.89.5.0/24",
+                "already has subnet 10.89.2.0/24",
+            ),
+        ] {
+            match wanted(node, held, w) {
+                Err(Refusal::Wanted { reason, .. }) => assert!(reason.contains(why), "{reason}"),
+                other => panic!("{w} for {node}: {other:?}"),
+            }
+        }
+        let full = cfg("10.89.0.0/24", 24);
+        let err = assign(&full, "n", None, None, &[claim("10.89.0.0/24", "a")]);
+        assert!(matches!(err, Err(Refusal::Exhausted(_))), "{err:?}");
     }
 }

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::*;
-use crate::job::{RestartPolicy, TaskSpec};
+use crate::job::{JobKind, RestartPolicy, TaskSpec};
+use crate::state::{AllocStatus, Desired, NodeStatus};
 
 fn node(id: &str, cpu: u64, mem: u64) -> NodeRecord {
     NodeRecord {
@@ -318,20 +319,12 @@ fn places_thousands_on_a_simulated_cluster() {
         };
         if k > 0 {
             assert!(usable(n), "{} is down or draining but got {k}", n.id);
-            assert!(
-                after.cpu_millis <= n.resources.cpu_millis,
-                "{}: {} of {} millicores",
-                n.id,
-                after.cpu_millis,
-                n.resources.cpu_millis
-            );
-            assert!(
-                after.memory_mb <= n.resources.memory_mb,
-                "{}: {} of {} MiB",
-                n.id,
-                after.memory_mb,
-                n.resources.memory_mb
-            );
+            for (used, cap, unit) in [
+                (after.cpu_millis, n.resources.cpu_millis, "millicores"),
+                (after.memory_mb, n.resources.memory_mb, "MiB"),
+            ] {
+                assert!(used <= cap, "{}: {used} of {cap} {unit}", n.id);
+            }
         }
         spread.push((k, free_slots(n, after) > 0));
     }

@@ -1,0 +1,278 @@
+//! Jobs and their allocations in the store: submission and re-placement,
+//! stop, agents' status reports and the end of batch jobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use drover_store::{Kind, Versioned};
+
+use super::{now_ms, values, Cluster, ClusterError, Step};
+use crate::job::JobSpec;
+use crate::placement;
+use crate::state::{job_allocs, AllocRecord, JobRecord, JobStatus, NodeStatus};
+use crate::transitions::{self, StatusReport};
+
+/// Result of a submission.
+#[derive(Debug)]
+pub struct Submitted {
+    /// Job version after the submission.
+    pub version: u64,
+    /// The job's allocations after the submission.
+    pub allocations: Vec<AllocRecord>,
+    /// Instances that could not be placed yet.
+    pub warnings: Vec<String>,
+    /// Nodes whose assignments changed.
+    pub touched: BTreeSet<String>,
+}
+
+/// Ids of the allocations a stop asked to stop and the nodes whose
+/// assignments changed; `None` when there is no such job.
+type Stopped = Option<(Vec<String>, BTreeSet<String>)>;
+
+/// What a placement attempt decided, before the commit.
+struct Placed {
+    version: u64,
+    placed: usize,
+    stopped: usize,
+    warnings: Vec<String>,
+    touched: BTreeSet<String>,
+    /// The allocations as read, for the answer when nothing is written.
+    allocs: Vec<AllocRecord>,
+}
+
+impl Cluster {
+    /// Registers or updates a job and places it. Idempotent: submitting the
+    /// same spec twice changes nothing the second time.
+    pub async fn submit(&self, spec: &JobSpec) -> Result<Submitted, ClusterError> {
+        let _planning = self.planning.lock().await;
+        self.place(Some(spec), &spec.name).await
+    }
+
+    /// Places job `name` again as stored, but only while it is still
+    /// running (a reconcile must never revive a stopped job or undo a newer
+    /// submission).
+    pub async fn replace(&self, name: &str) -> Result<Submitted, ClusterError> {
+        let _planning = self.planning.lock().await;
+        self.place(None, name).await
+    }
+
+    /// Plans and commits job `name`, with `spec` submitted or as stored.
+    /// Callers hold the planning lock.
+    async fn place(&self, spec: Option<&JobSpec>, name: &str) -> Result<Submitted, ClusterError> {
+        let done = self
+            .write(
+                || format!("job {name:?}"),
+                move || async move { self.place_attempt(spec, name).await },
+            )
+            .await?;
+        let placed = done.value;
+        let allocations = match done.revision {
+            None => placed.allocs,
+            Some(rev) => {
+                tracing::info!(job = %name, version = placed.version, revision = rev, placed = placed.placed, stopped = placed.stopped, "job submitted");
+                values(self.allocs().await?)
+            }
+        };
+        Ok(Submitted {
+            version: placed.version,
+            allocations: job_allocs(&allocations, name),
+            warnings: placed.warnings,
+            touched: placed.touched,
+        })
+    }
+
+    async fn place_attempt<'s>(
+        &'s self,
+        spec: Option<&JobSpec>,
+        name: &str,
+    ) -> Result<Step<'s, Placed>, ClusterError> {
+        let job = self.job(name).await?;
+        let spec = match (spec, &job) {
+            (Some(s), _) => s.clone(),
+            (None, Some(j)) if j.value.status == JobStatus::Running => j.value.spec.clone(),
+            (None, _) => {
+                return Ok(Step::Done(Placed {
+                    version: job.map(|j| j.value.version).unwrap_or(0),
+                    placed: 0,
+                    stopped: 0,
+                    warnings: Vec::new(),
+                    touched: BTreeSet::new(),
+                    allocs: Vec::new(),
+                }))
+            }
+        };
+        let nodes = values(self.nodes().await?);
+        let allocs = self.allocs().await?;
+        let alloc_vals: Vec<AllocRecord> = allocs.iter().map(|a| a.value.clone()).collect();
+        let current = job.as_ref().map(|j| &j.value);
+        let previous = current
+            .filter(|j| j.status == JobStatus::Running)
+            .map(|j| &j.spec);
+        let plan = placement::plan(&nodes, &alloc_vals, &spec, previous);
+        let now = now_ms();
+        let (record, changed) = transitions::submit(current, &spec, now);
+        let mut txn = self.txn();
+        let job_rev = job.as_ref().map(|j| j.mod_revision).unwrap_or(0);
+        if changed {
+            txn.update(Kind::Job, name, job_rev, &record)?;
+        } else {
+            txn.expect(Kind::Job, name, job_rev);
+        }
+        let mut touched = BTreeSet::new();
+        for p in &plan.place {
+            let rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
+            txn.create(Kind::Alloc, &rec.id, &rec)?;
+            touched.insert(p.node_id.clone());
+        }
+        for id in &plan.stop {
+            let Some(a) = allocs.iter().find(|a| &a.name == id) else {
+                continue;
+            };
+            let rec = transitions::stop_alloc(&a.value, now);
+            txn.update(Kind::Alloc, id, a.mod_revision, &rec)?;
+            touched.insert(rec.node_id);
+        }
+        Ok(Step::Commit(
+            txn,
+            Placed {
+                version: record.version,
+                placed: plan.place.len(),
+                stopped: plan.stop.len(),
+                warnings: plan.failures,
+                touched,
+                allocs: alloc_vals,
+            },
+        ))
+    }
+
+    /// Stops a job: marks it stopped and every live allocation desired=stop.
+    /// Returns the ids of the allocations asked to stop and the nodes whose
+    /// assignments changed, or `None` if there is no such job.
+    pub async fn stop(&self, name: &str) -> Result<Stopped, ClusterError> {
+        let _planning = self.planning.lock().await;
+        let done = self
+            .write(|| format!("job {name:?}"), move || self.stop_attempt(name))
+            .await?;
+        if let (Some(rev), Some((stopped, _))) = (done.revision, &done.value) {
+            tracing::info!(job = %name, revision = rev, allocations = stopped.len(), "job stopped");
+        }
+        Ok(done.value)
+    }
+
+    async fn stop_attempt<'s>(&'s self, name: &str) -> Result<Step<'s, Stopped>, ClusterError> {
+        let Some((job, allocs)) = self.job_and_allocs(name).await? else {
+            return Ok(Step::Done(None));
+        };
+        let nodes = self.nodes().await?;
+        let down: BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| n.value.status == NodeStatus::Down)
+            .map(|n| n.name.as_str())
+            .collect();
+        let stop =
+            transitions::stop_job(&job.value, allocs.iter().map(|a| &a.value), &down, now_ms());
+        let mut txn = self.txn();
+        match &stop.job {
+            Some(rec) => txn.update(Kind::Job, name, job.mod_revision, rec)?,
+            None => txn.expect(Kind::Job, name, job.mod_revision),
+        }
+        for (i, r) in &stop.allocs {
+            txn.update(Kind::Alloc, &r.id, allocs[*i].mod_revision, r)?;
+        }
+        Ok(Step::Commit(txn, Some((stop.stopped, stop.touched))))
+    }
+
+    /// Records what node `node_id` reports about one of its allocations.
+    /// Returns the allocation when its record changed.
+    pub async fn report(
+        &self,
+        node_id: &str,
+        report: &StatusReport,
+    ) -> Result<Option<AllocRecord>, ClusterError> {
+        let id = &report.alloc_id;
+        let changed = self
+            .update(Kind::Alloc, "allocation", id, |a: &AllocRecord| {
+                if a.node_id != node_id {
+                    tracing::warn!(node_id, alloc_id = %id, owner = %a.node_id, "status for an allocation of another node; ignored");
+                    return None;
+                }
+                transitions::apply_report(a, report, now_ms())
+            })
+            .await?;
+        if let Some(r) = &changed {
+            tracing::info!(node_id, alloc_id = %r.id, alloc = %r.name, status = r.status.as_str(), "allocation status");
+        }
+        Ok(changed)
+    }
+
+    /// Marks a running batch job complete (or failed) once every allocation
+    /// it wants has finished.
+    pub async fn finish_batch(&self, name: &str) -> Result<(), ClusterError> {
+        let _planning = self.planning.lock().await;
+        let done = self
+            .write(
+                || format!("job {name:?}"),
+                move || async move {
+                    let Some((job, allocs)) = self.job_and_allocs(name).await? else {
+                        return Ok(Step::Done(None));
+                    };
+                    let outcome =
+                        transitions::batch_outcome(&job.value, allocs.iter().map(|a| &a.value));
+                    let Some(status) = outcome else {
+                        return Ok(Step::Done(None));
+                    };
+                    let rec = JobRecord {
+                        status,
+                        ..job.value
+                    };
+                    let mut txn = self.txn();
+                    txn.update(Kind::Job, name, job.mod_revision, &rec)?;
+                    Ok(Step::Commit(txn, Some(status)))
+                },
+            )
+            .await?;
+        if let (Some(_), Some(status)) = (done.revision, done.value) {
+            tracing::info!(job = %name, status = status.as_str(), "batch job finished");
+        }
+        Ok(())
+    }
+
+    /// Job `name` and every allocation, when the job exists.
+    async fn job_and_allocs(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Versioned<JobRecord>, Vec<Versioned<AllocRecord>>)>, ClusterError> {
+        let Some(job) = self.job(name).await? else {
+            return Ok(None);
+        };
+        Ok(Some((job, self.allocs().await?)))
+    }
+
+    /// Every allocation and every job by name: what the nodes'
+    /// assignments are cut from (see [`transitions::assigned`]).
+    pub async fn allocs_and_jobs(
+        &self,
+    ) -> Result<(Vec<AllocRecord>, BTreeMap<String, JobRecord>), ClusterError> {
+        let allocs = values(self.allocs().await?);
+        let jobs = self
+            .jobs()
+            .await?
+            .into_iter()
+            .map(|j| (j.name, j.value))
+            .collect();
+        Ok((allocs, jobs))
+    }
+}
+
+/// A fresh allocation id, UUID-shaped.
+fn new_alloc_id() -> String {
+    let v: u128 = rand::random();
+    let hex = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}

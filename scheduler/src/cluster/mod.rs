@@ -1,0 +1,154 @@
+//! The store-backed cluster state: jobs, allocations, nodes and subnet
+//! claims as kept in etcd, read and written only here.
+//!
+//! Each operation reads what it needs, asks the pure rules
+//! ([`crate::placement`], [`crate::transitions`], [`crate::subnet`]) what
+//! changes, and writes the result through `Cluster::write` (in `commit`),
+//! one guarded transaction tried again on conflict. All durable state is in
+//! the store, so a restarted scheduler resumes from it. Who is connected,
+//! and telling agents, is not this module's business: operations return the
+//! nodes whose assignments changed and the caller wakes them.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use drover_store::{Kind, Store, StoreError, Versioned, WatchEvent};
+use tokio::sync::mpsc;
+
+use crate::job::JobSpec;
+use crate::placement::{self, Plan};
+use crate::state::{AllocRecord, JobRecord, JobStatus, NodeRecord};
+use crate::subnet::{Cidr, SubnetConfig, SubnetError};
+
+mod commit;
+mod jobs;
+mod nodes;
+
+pub use commit::{Step, Txn, Written, MAX_ATTEMPTS};
+pub use jobs::Submitted;
+
+/// Errors of the cluster state, mapped to gRPC statuses at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The subnet a node asks for cannot be its.
+    #[error("node {node_id} asks for subnet {wanted} (agent --subnet): {reason}")]
+    SubnetRefused {
+        /// The registering node.
+        node_id: String,
+        /// The subnet it asked for.
+        wanted: Cidr,
+        /// Why it cannot have it.
+        reason: String,
+    },
+    /// No node subnet is left in the cluster CIDR (or the node prefix does
+    /// not fit it).
+    #[error("cannot give node {node_id} a task subnet: {source}")]
+    Subnet {
+        /// The registering node.
+        node_id: String,
+        /// Why.
+        #[source]
+        source: SubnetError,
+    },
+    /// Too many concurrent writers won the race.
+    #[error("gave up after {attempts} conflicting writes to {what}; retry")]
+    Contended {
+        /// What was being written.
+        what: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// The cluster as stored.
+#[derive(Debug)]
+pub struct Cluster {
+    store: Store,
+    /// How node task subnets are cut from the cluster CIDR.
+    subnets: SubnetConfig,
+    /// Serialises plan-and-commit passes, registrations, drains and node
+    /// losses in this process; the store's revision guards protect against
+    /// other processes.
+    planning: tokio::sync::Mutex<()>,
+}
+
+impl Cluster {
+    /// The cluster kept in `store`, giving nodes subnets as `subnets` says.
+    pub fn new(store: Store, subnets: SubnetConfig) -> Cluster {
+        Cluster {
+            store,
+            subnets,
+            planning: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// How node subnets are cut.
+    pub fn subnets(&self) -> &SubnetConfig {
+        &self.subnets
+    }
+
+    /// Lists nodes, sorted by id (placement relies on the order for ties).
+    pub async fn nodes(&self) -> Result<Vec<Versioned<NodeRecord>>, ClusterError> {
+        Ok(self.store.list::<NodeRecord>(Kind::Node).await?.items)
+    }
+
+    /// Lists every allocation.
+    pub async fn allocs(&self) -> Result<Vec<Versioned<AllocRecord>>, ClusterError> {
+        Ok(self.store.list::<AllocRecord>(Kind::Alloc).await?.items)
+    }
+
+    /// Every allocation's record.
+    pub async fn alloc_records(&self) -> Result<Vec<AllocRecord>, ClusterError> {
+        Ok(values(self.allocs().await?))
+    }
+
+    /// Lists every job, sorted by name.
+    pub async fn jobs(&self) -> Result<Vec<Versioned<JobRecord>>, ClusterError> {
+        Ok(self.store.list::<JobRecord>(Kind::Job).await?.items)
+    }
+
+    /// Reads job `name`.
+    pub async fn job(&self, name: &str) -> Result<Option<Versioned<JobRecord>>, ClusterError> {
+        Ok(self.store.get::<JobRecord>(Kind::Job, name).await?)
+    }
+
+    /// Watches every change to records of `kind` from now on.
+    pub async fn watch(&self, kind: Kind) -> Result<mpsc::Receiver<WatchEvent>, ClusterError> {
+        Ok(self.store.watch(kind, 0).await?)
+    }
+
+    /// What submitting `spec` would do, changing nothing, and whether the
+    /// job exists.
+    pub async fn plan(&self, spec: &JobSpec) -> Result<(Plan, bool), ClusterError> {
+        let job = self.job(&spec.name).await?;
+        let nodes = values(self.nodes().await?);
+        let allocs = values(self.allocs().await?);
+        let previous = job
+            .as_ref()
+            .filter(|j| j.value.status == JobStatus::Running)
+            .map(|j| &j.value.spec);
+        Ok((
+            placement::plan(&nodes, &allocs, spec, previous),
+            job.is_some(),
+        ))
+    }
+}
+
+/// Milliseconds since the Unix epoch: the time records carry.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn values<T>(v: Vec<Versioned<T>>) -> Vec<T> {
+    v.into_iter().map(|x| x.value).collect()
+}

@@ -1,0 +1,157 @@
+//! Nodes in the store: registration (with the node's task subnet claim),
+//! loss, and drain.
+//!
+//! A subnet is claimed with a `subnets/<cidr>` record created in the same
+//! guarded transaction as the node record that names it, and only if the
+//! claim is absent: two schedulers racing for one subnet cannot both win.
+
+use drover_store::Kind;
+
+use super::{now_ms, Cluster, ClusterError, Step};
+use crate::state::{NodeRecord, SubnetClaim};
+use crate::subnet::{self, Claim, ClaimOp, Refusal};
+use crate::transitions;
+
+impl Cluster {
+    /// Records a registering node as ready. What the operator set (drain)
+    /// and its task subnet are kept from an earlier record; a node seen for
+    /// the first time gets the subnet it asks for or the lowest free one of
+    /// the cluster CIDR. Returns the record as stored.
+    pub async fn register_node(&self, reported: &NodeRecord) -> Result<NodeRecord, ClusterError> {
+        let _planning = self.planning.lock().await;
+        let id = &reported.id;
+        let done = self
+            .write(
+                || format!("node {id}"),
+                move || async move {
+                    let old = self.store.get::<NodeRecord>(Kind::Node, id).await?;
+                    let stored = self.store.list::<SubnetClaim>(Kind::Subnet).await?.items;
+                    let claims: Vec<Claim<'_>> = stored
+                        .iter()
+                        .filter_map(|c| {
+                            Some(Claim {
+                                subnet: c.name.parse().ok()?,
+                                node_id: &c.value.node_id,
+                                mod_revision: c.mod_revision,
+                            })
+                        })
+                        .collect();
+                    let held = old.as_ref().and_then(|o| o.value.subnet);
+                    let assigned =
+                        subnet::assign(&self.subnets, id, held, reported.subnet, &claims)
+                            .map_err(|refusal| refused(id, refusal))?;
+                    match (&assigned.lost, held) {
+                        (Some((s, holder)), _) => {
+                            tracing::error!(node_id = %id, subnet = %s, holder = %holder, "node's subnet is claimed by another node; giving it a new one");
+                        }
+                        (None, Some(s)) if !self.subnets.is_node_subnet(&s) => {
+                            tracing::warn!(node_id = %id, subnet = %s, cluster_cidr = %self.subnets.cluster(), "node keeps a subnet outside the current cluster CIDR");
+                        }
+                        _ => {}
+                    }
+                    let node = transitions::registered(
+                        reported,
+                        old.as_ref().map(|o| &o.value),
+                        assigned.subnet,
+                        now_ms(),
+                    );
+                    let mut txn = self.txn();
+                    for op in &assigned.claims {
+                        match *op {
+                            ClaimOp::Keep {
+                                subnet,
+                                mod_revision,
+                            } => txn.expect(Kind::Subnet, &subnet.to_string(), mod_revision),
+                            ClaimOp::Create(subnet) => {
+                                let claim = SubnetClaim {
+                                    node_id: id.clone(),
+                                };
+                                txn.create(Kind::Subnet, &subnet.to_string(), &claim)?;
+                            }
+                        }
+                    }
+                    let rev = old.as_ref().map(|o| o.mod_revision).unwrap_or(0);
+                    txn.update(Kind::Node, id, rev, &node)?;
+                    Ok(Step::Commit(txn, (node, held.is_none())))
+                },
+            )
+            .await?;
+        let (node, new_subnet) = done.value;
+        let subnet = node.subnet.map(|s| s.to_string()).unwrap_or_default();
+        tracing::info!(node_id = %node.id, %subnet, new_subnet, revision = done.revision.unwrap_or(0), "node recorded");
+        Ok(node)
+    }
+
+    /// Marks a node down and its live allocations lost, unless `connected`
+    /// says (under the planning lock, so that no registration interleaves)
+    /// that its agent is back. Returns whether the node went down now.
+    pub async fn node_down(
+        &self,
+        node_id: &str,
+        connected: impl Fn() -> bool + Sync,
+    ) -> Result<bool, ClusterError> {
+        let _planning = self.planning.lock().await;
+        let connected = &connected;
+        let done = self
+            .write(
+                || format!("node {node_id}"),
+                move || async move {
+                    if connected() {
+                        return Ok(Step::Done(0));
+                    }
+                    let Some(n) = self.store.get::<NodeRecord>(Kind::Node, node_id).await? else {
+                        return Ok(Step::Done(0));
+                    };
+                    let allocs = self.allocs().await?;
+                    let now = now_ms();
+                    let Some((node, lost)) =
+                        transitions::node_down(&n.value, allocs.iter().map(|a| &a.value), now)
+                    else {
+                        return Ok(Step::Done(0));
+                    };
+                    let mut txn = self.txn();
+                    txn.update(Kind::Node, node_id, n.mod_revision, &node)?;
+                    for (i, r) in &lost {
+                        txn.update(Kind::Alloc, &r.id, allocs[*i].mod_revision, r)?;
+                    }
+                    Ok(Step::Commit(txn, lost.len()))
+                },
+            )
+            .await?;
+        if done.revision.is_some() {
+            tracing::warn!(node_id, lost = done.value, "node down");
+        }
+        Ok(done.revision.is_some())
+    }
+
+    /// Turns draining on or off for node `node_id` (its full id). Returns
+    /// the record as stored, or `None` when there is no such node.
+    pub async fn set_draining(
+        &self,
+        node_id: &str,
+        enable: bool,
+    ) -> Result<Option<NodeRecord>, ClusterError> {
+        // Under the planning lock, so a registration or node_down of this
+        // process cannot interleave; the guard covers other processes.
+        let _planning = self.planning.lock().await;
+        self.update(Kind::Node, "node", node_id, |n: &NodeRecord| {
+            Some(transitions::drained(n, enable))
+        })
+        .await
+    }
+}
+
+/// The error for a node that gets no subnet.
+fn refused(node_id: &str, refusal: Refusal) -> ClusterError {
+    match refusal {
+        Refusal::Wanted { wanted, reason } => ClusterError::SubnetRefused {
+            node_id: node_id.to_string(),
+            wanted,
+            reason,
+        },
+        Refusal::Exhausted(source) => ClusterError::Subnet {
+            node_id: node_id.to_string(),
+            source,
+        },
+    }
+}

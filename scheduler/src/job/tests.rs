@@ -1,0 +1,216 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+fn good() -> pb::Job {
+    pb::Job {
+        name: "hello".into(),
+        kind: "service".into(),
+        groups: vec![pb::Group {
+            name: "main".into(),
+            count: 2,
+            restart: None,
+            tasks: vec![pb::Task {
+                name: "app".into(),
+                command: vec!["/bin/sh".into(), "-c".into(), "sleep 1".into()],
+                env: Default::default(),
+                resources: Some(pb::Resources {
+                    cpu_millis: 100,
+                    memory_mb: 32,
+                }),
+                kill_timeout_ms: 5000,
+                rootfs: None,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn problems(job: &pb::Job) -> Vec<String> {
+    JobSpec::try_from(job).unwrap_err().problems
+}
+
+#[test]
+fn user_workdir_and_volumes_are_checked() {
+    let mut j = good();
+    let t = &mut j.groups[0].tasks[0];
+    t.user = "app:staff".into();
+    t.workdir = "/srv/app".into();
+    t.volumes = vec![
+        pb::Volume {
+            kind: "bind".into(),
+            source: "/srv/data".into(),
+            target: "/data".into(),
+            read_only: true,
+            size_mb: 0,
+        },
+        pb::Volume {
+            kind: "tmpfs".into(),
+            target: "/scratch".into(),
+            size_mb: 16,
+            ..Default::default()
+        },
+    ];
+    let spec = JobSpec::try_from(&j).unwrap();
+    assert_eq!(spec.groups[0].tasks[0].volumes.len(), 2);
+    assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
+
+    let t = &mut j.groups[0].tasks[0];
+    t.user = "a b:1".into();
+    t.workdir = "app".into();
+    let volume = |kind: &str, target: &str| pb::Volume {
+        kind: kind.into(),
+        target: target.into(),
+        ..Default::default()
+    };
+    t.volumes.push(pb::Volume {
+        source: "/srv/../etc".into(),
+        ..volume("bind", "/proc/sys")
+    });
+    t.volumes.push(pb::Volume {
+        read_only: true,
+        size_mb: -1,
+        ..volume("tmpfs", "/data")
+    });
+    t.volumes.push(volume("nfs", "/"));
+    t.volumes.push(volume("tmpfs", "/"));
+    let p = problems(&j);
+    let has = |s: &str| p.iter().any(|x| x.contains(s));
+    assert!(has("user \"a b:1\": the user must be"), "{p:?}");
+    assert!(has("workdir must be an absolute path"), "{p:?}");
+    assert!(
+        has("volume #3: source \"/srv/../etc\" may not contain"),
+        "{p:?}"
+    );
+    assert!(
+        has("volume #3: target \"/proc/sys\" is at or under /proc"),
+        "{p:?}"
+    );
+    assert!(
+        has("volume #4: target \"/data\" is used by another volume"),
+        "{p:?}"
+    );
+    assert!(
+        has("volume #4: read_only is only for type \"bind\""),
+        "{p:?}"
+    );
+    assert!(has("volume #4: size_mb must be between 0"), "{p:?}");
+    assert!(has("volume #5: type \"nfs\" is not one of"), "{p:?}");
+    assert!(has("volume #6: target / would hide"), "{p:?}");
+}
+
+#[test]
+fn accepts_a_good_job_and_round_trips() {
+    let spec = JobSpec::try_from(&good()).unwrap();
+    assert_eq!(spec.groups[0].count, 2);
+    assert_eq!(spec.groups[0].resources().memory_mb, 32);
+    let back = pb::Job::from(&spec);
+    assert_eq!(JobSpec::try_from(&back).unwrap(), spec);
+}
+
+#[test]
+fn names_every_problem_with_its_path() {
+    let mut j = good();
+    j.groups[0].count = 0;
+    j.groups[0].tasks[0].resources = Some(pb::Resources {
+        cpu_millis: -5,
+        memory_mb: 0,
+    });
+    j.groups[0].tasks[0].command.clear();
+    let p = problems(&j);
+    assert_eq!(
+        p,
+        vec![
+            "group \"main\": count must be > 0, got 0",
+            "group \"main\" task \"app\": command must not be empty",
+            "group \"main\" task \"app\": resources.cpu_millis must be > 0, got -5",
+            "group \"main\" task \"app\": resources.memory_mb must be > 0, got 0",
+        ]
+    );
+}
+
+#[test]
+fn refuses_absurd_values_and_duplicates() {
+    let mut j = good();
+    j.groups[0].count = 1_000_000;
+    let t = j.groups[0].tasks[0].clone();
+    j.groups[0].tasks.push(t);
+    let g = j.groups[0].clone();
+    j.groups.push(g);
+    let p = problems(&j);
+    assert!(p.contains(&"group \"main\": duplicate group name".to_string()));
+    assert!(p.contains(&"group \"main\" task \"app\": duplicate task name".to_string()));
+    assert!(p.contains(&"group \"main\": count must be <= 10000, got 1000000".to_string()));
+}
+
+#[test]
+fn refuses_names_that_are_not_dns_labels() {
+    let mut j = good();
+    j.name = "Hello_World".into();
+    j.groups[0].name = "-x".into();
+    j.groups[0].tasks[0].name = "a".repeat(64);
+    let p = problems(&j);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p[0].starts_with("name \"Hello_World\" contains 'H'"),
+        "{p:?}"
+    );
+    assert!(p[1].contains("must start and end with a letter or digit"));
+    assert!(p[2].contains("is 64 characters"));
+}
+
+#[test]
+fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
+    let spec = JobSpec::try_from(&good()).unwrap();
+    assert_eq!(spec.groups[0].tasks[0].rootfs, RootfsSpec::Host);
+    let mut j = good();
+    j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
+        kind: "dir".into(),
+        path: "rootfs".into(),
+    });
+    assert_eq!(
+        problems(&j),
+        vec!["group \"main\" task \"app\": rootfs.path must be an absolute path, got \"rootfs\""]
+    );
+    j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
+        kind: "image".into(),
+        path: String::new(),
+    });
+    assert!(problems(&j)[0].contains("rootfs.type \"image\" is not one of"));
+    // An OCI image may supply the command; nothing else may.
+    j.groups[0].tasks[0].command.clear();
+    j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
+        kind: "oci".into(),
+        path: "/var/lib/images/web".into(),
+    });
+    let spec = JobSpec::try_from(&j).unwrap();
+    assert_eq!(
+        spec.groups[0].tasks[0].rootfs,
+        RootfsSpec::Oci {
+            path: "/var/lib/images/web".into()
+        }
+    );
+    j.groups[0].tasks[0].rootfs = None;
+    assert_eq!(
+        problems(&j),
+        vec!["group \"main\" task \"app\": command must not be empty"]
+    );
+}
+
+#[test]
+fn refuses_unknown_kind_and_empty_job() {
+    let j = pb::Job {
+        name: "x".into(),
+        kind: "cron".into(),
+        groups: vec![],
+    };
+    let p = problems(&j);
+    assert_eq!(
+        p,
+        vec![
+            "kind \"cron\" is not one of \"service\", \"batch\", \"system\"",
+            "a job needs at least one [[group]]",
+        ]
+    );
+}

@@ -1,0 +1,195 @@
+//! `JobService`: submit, plan, get, list, stop and watch jobs.
+
+use std::pin::Pin;
+
+use drover_proto::v1 as pb;
+use drover_store::{Kind, WatchEvent};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{check_name, Api, Reply};
+use crate::job::JobSpec;
+use crate::state::{job_allocs, AllocRecord, AllocStatus, JobRecord};
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
+
+/// The job a request carries, validated; every problem is listed.
+fn validate(job: Option<&pb::Job>) -> Result<JobSpec, Status> {
+    let job = job.ok_or_else(|| Status::invalid_argument("request has no job"))?;
+    JobSpec::try_from(job).map_err(|e| {
+        let name = if job.name.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", job.name)
+        };
+        let n = e.problems.len();
+        let mut msg = format!(
+            "job{name} is invalid ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        );
+        for p in &e.problems {
+            msg.push_str("\n  ");
+            msg.push_str(p);
+        }
+        Status::invalid_argument(msg)
+    })
+}
+
+/// Running and desired instance counts for `job list`.
+fn job_counts(spec: &JobSpec, allocs: &[AllocRecord]) -> (u32, u32) {
+    let running = allocs
+        .iter()
+        .filter(|a| a.job == spec.name && a.status == AllocStatus::Running)
+        .count();
+    let desired: u32 = spec.groups.iter().map(|g| g.count).sum();
+    (u32::try_from(running).unwrap_or(u32::MAX), desired)
+}
+
+/// One store change as a job event, when it concerns job `name` (any job
+/// when empty).
+fn job_event(
+    name: &str,
+    kind: Kind,
+    name_of_record: &str,
+    value: Option<&[u8]>,
+) -> Option<pb::job_event::Event> {
+    match (kind, value) {
+        (Kind::Job, _) if !name.is_empty() && name_of_record != name => None,
+        (Kind::Job, None) => Some(pb::job_event::Event::JobDeleted(name_of_record.to_string())),
+        (Kind::Job, Some(v)) => serde_json::from_slice::<JobRecord>(v)
+            .ok()
+            .map(|j| pb::job_event::Event::Job(j.to_pb())),
+        (_, Some(v)) => serde_json::from_slice::<AllocRecord>(v)
+            .ok()
+            .filter(|a| name.is_empty() || a.job == name)
+            .map(|a| pb::job_event::Event::Allocation((&a).into())),
+        (_, None) => None,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::job_service_server::JobService for Api {
+    async fn submit(&self, req: Request<pb::SubmitRequest>) -> Reply<pb::SubmitResponse> {
+        let spec = validate(req.get_ref().job.as_ref())?;
+        let done = self.core.submit(&spec).await?;
+        Ok(Response::new(pb::SubmitResponse {
+            version: done.version,
+            allocations: done.allocations.iter().map(Into::into).collect(),
+            warnings: done.warnings,
+        }))
+    }
+
+    async fn plan(&self, req: Request<pb::PlanRequest>) -> Reply<pb::PlanResponse> {
+        let spec = validate(req.get_ref().job.as_ref())?;
+        let (plan, exists) = self.core.cluster().plan(&spec).await?;
+        let allocs = self.core.cluster().allocs().await?;
+        Ok(Response::new(pb::PlanResponse {
+            place: plan
+                .place
+                .iter()
+                .map(|p| pb::Allocation {
+                    name: format!("{}.{}[{}]", spec.name, p.group, p.index),
+                    job: spec.name.clone(),
+                    group: p.group.clone(),
+                    index: p.index,
+                    node_id: p.node_id.clone(),
+                    desired: "run".into(),
+                    status: "pending".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            stop: allocs
+                .iter()
+                .filter(|a| plan.stop.contains(&a.value.id))
+                .map(|a| pb::Allocation::from(&a.value))
+                .collect(),
+            failures: plan.failures,
+            job_exists: exists,
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::GetJobRequest>) -> Reply<pb::GetJobResponse> {
+        let name = &req.get_ref().name;
+        check_name("job name", name)?;
+        let cluster = self.core.cluster();
+        let job = cluster
+            .job(name)
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
+        let allocs = cluster.alloc_records().await?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job.value.to_pb()),
+            allocations: job_allocs(&allocs, name).iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list(&self, _req: Request<pb::ListJobsRequest>) -> Reply<pb::ListJobsResponse> {
+        let cluster = self.core.cluster();
+        let jobs = cluster.jobs().await?;
+        let allocs = cluster.alloc_records().await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs
+                .iter()
+                .map(|j| {
+                    let (running, desired) = job_counts(&j.value.spec, &allocs);
+                    pb::JobSummary {
+                        name: j.name.clone(),
+                        kind: j.value.spec.kind.as_str().into(),
+                        status: j.value.status.as_str().into(),
+                        running,
+                        desired,
+                    }
+                })
+                .collect(),
+        }))
+    }
+
+    async fn stop(&self, req: Request<pb::StopJobRequest>) -> Reply<pb::StopJobResponse> {
+        let name = &req.get_ref().name;
+        check_name("job name", name)?;
+        match self.core.stop(name).await? {
+            Some(stopped) => Ok(Response::new(pb::StopJobResponse {
+                stopped_allocations: stopped,
+            })),
+            None => Err(Status::not_found(format!("no job named {name:?}"))),
+        }
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<pb::WatchJobRequest>) -> Reply<Self::WatchStream> {
+        let name = req.into_inner().name;
+        if !name.is_empty() {
+            check_name("job name", &name)?;
+        }
+        let mut jobs = self.core.cluster().watch(Kind::Job).await?;
+        let mut allocs = self.core.cluster().watch(Kind::Alloc).await?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (kind, change) = tokio::select! {
+                    c = jobs.recv() => (Kind::Job, c),
+                    c = allocs.recv() => (Kind::Alloc, c),
+                    _ = tx.closed() => break,
+                };
+                let c = match change {
+                    None | Some(WatchEvent::Compacted { .. }) => break,
+                    Some(WatchEvent::Change(c)) => c,
+                };
+                let Some(event) = job_event(&name, kind, &c.name, c.value.as_deref()) else {
+                    continue;
+                };
+                if tx
+                    .send(Ok(pb::JobEvent { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

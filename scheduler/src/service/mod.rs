@@ -1,0 +1,164 @@
+//! The gRPC services at the edge: protobuf in, domain types to [`Core`],
+//! protobuf and statuses out.
+//!
+//! [`Api`] serves people and automation (`JobService` in `jobs`,
+//! `NodeService` in `nodes`, `AllocService` in `allocs`); [`AgentApi`]
+//! serves the agents' `Connect` streams (`agent`, with each session's
+//! tasks in `session`). [`serve`] puts them on a listener behind the
+//! role checks of [`crate::auth`].
+
+use std::sync::Arc;
+
+use drover_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::auth;
+use crate::cluster::ClusterError;
+use crate::core::Core;
+use crate::job::check_dns_label;
+
+mod agent;
+mod allocs;
+mod jobs;
+mod nodes;
+mod session;
+
+pub use agent::AgentApi;
+
+/// What a unary call answers.
+type Reply<T> = Result<tonic::Response<T>, Status>;
+
+/// Implements `JobService`, `NodeService` and `AllocService` over a [`Core`].
+#[derive(Clone)]
+pub struct Api {
+    core: Arc<Core>,
+}
+
+impl Api {
+    /// Services over `core`.
+    pub fn new(core: Arc<Core>) -> Api {
+        Api { core }
+    }
+}
+
+impl From<ClusterError> for Status {
+    fn from(e: ClusterError) -> Status {
+        match e {
+            ClusterError::Store(e) => Status::unavailable(format!("state store: {e}")),
+            ClusterError::Contended { .. } => Status::aborted(e.to_string()),
+            ClusterError::Subnet { .. } => Status::resource_exhausted(e.to_string()),
+            ClusterError::SubnetRefused { .. } => Status::failed_precondition(e.to_string()),
+        }
+    }
+}
+
+/// Checks a name the client gave (`what` says which) is a DNS label.
+fn check_name(what: &str, name: &str) -> Result<(), Status> {
+    check_dns_label(name).map_err(|e| Status::invalid_argument(format!("{what} {e}")))
+}
+
+/// Refuses an empty id of a `what` ("node", "allocation").
+fn check_id(what: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(format!("{what} id is empty")));
+    }
+    Ok(())
+}
+
+/// The one `what` that `id` (an id prefix or a name) matches among `hits`,
+/// or why there is not exactly one.
+fn only_match<T>(what: &str, id: &str, hits: Vec<T>) -> Result<T, Status> {
+    let n = hits.len();
+    let mut it = hits.into_iter();
+    match (n, it.next()) {
+        (1, Some(hit)) => Ok(hit),
+        (0, _) | (_, None) => Err(Status::not_found(format!("no {what} with id {id:?}"))),
+        (n, Some(_)) => Err(Status::invalid_argument(format!(
+            "{what} id {id:?} matches {n} {what}s; give more of it"
+        ))),
+    }
+}
+
+/// Errors starting or running the gRPC server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// gRPC server reflection could not be set up.
+    #[error("building gRPC reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("scheduler gRPC server on {addr}: {source}")]
+    Transport {
+        /// Listening address.
+        addr: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Serves the scheduler's gRPC API (jobs, nodes, allocations, agents, plus
+/// the standard health and reflection services) on an already-bound
+/// listener until `shutdown` is cancelled. Also runs the periodic reconcile.
+///
+/// With `tls`, every connection must present a client certificate signed
+/// by the configured CA (mutual TLS).
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<(), ServeError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::job_service_server::JobServiceServer<Api>>()
+        .await;
+    health
+        .set_serving::<pb::agent_service_server::AgentServiceServer<AgentApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let api = Api::new(core.clone());
+    tokio::spawn(core.clone().reconcile_every_period(shutdown.clone()));
+
+    tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
+    let mtls = tls.is_some();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|source| ServeError::Transport {
+                addr: addr.clone(),
+                source,
+            })?;
+    }
+    let cli = || auth::require(auth::Role::Cli, mtls);
+    builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(pb::job_service_server::JobServiceServer::with_interceptor(
+            api.clone(),
+            cli(),
+        ))
+        .add_service(
+            pb::node_service_server::NodeServiceServer::with_interceptor(api.clone(), cli()),
+        )
+        .add_service(pb::alloc_service_server::AllocServiceServer::with_interceptor(api, cli()))
+        .add_service(
+            pb::agent_service_server::AgentServiceServer::with_interceptor(
+                AgentApi::new(core),
+                auth::require(auth::Role::Agent, mtls),
+            ),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+        .map_err(|source| ServeError::Transport { addr, source })
+}

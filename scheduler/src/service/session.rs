@@ -1,0 +1,154 @@
+//! One agent session after registration: the tasks that push the node its
+//! peers and assignments, and the one that handles what the agent sends
+//! until its stream ends or goes silent past the grace period.
+
+use std::sync::Arc;
+
+use drover_proto::v1 as pb;
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use super::agent::status_report;
+use crate::cluster::ClusterError;
+use crate::core::Core;
+use crate::peers;
+use crate::registry::{Outbound, Session};
+use crate::state::NodeRecord;
+use crate::transitions;
+
+/// Starts the session's tasks. They end when the agent's stream does; the
+/// agent is told when the scheduler ends the session.
+pub(super) fn run(
+    core: Arc<Core>,
+    node: NodeRecord,
+    session: Session,
+    tx: Outbound,
+    inbound: Streaming<pb::AgentMessage>,
+) {
+    let ended = CancellationToken::new();
+    tokio::spawn(peers::push(
+        core.peer_view(),
+        node.id.clone(),
+        tx.clone(),
+        ended.clone(),
+    ));
+    tokio::spawn(push_assignments(
+        core.clone(),
+        node.id.clone(),
+        tx,
+        session.dirty,
+        ended.clone(),
+    ));
+    tokio::spawn(receive(core, node.id, session.id, inbound, ended));
+}
+
+/// The assignments node `node_id` should hold right now.
+async fn assignments(core: &Core, node_id: &str) -> Result<pb::Assignments, ClusterError> {
+    let (allocs, jobs) = core.cluster().allocs_and_jobs().await?;
+    let allocations = transitions::assigned(node_id, &allocs, &jobs)
+        .into_iter()
+        .map(|a| pb::Assignment {
+            allocation: Some(pb::Allocation::from(a.alloc)),
+            group: Some(pb::Group::from(a.group)),
+            job_kind: a.kind.as_str().into(),
+        })
+        .collect();
+    Ok(pb::Assignments { allocations })
+}
+
+/// Sends the node its assignments each time they may have changed.
+async fn push_assignments(
+    core: Arc<Core>,
+    node_id: String,
+    tx: Outbound,
+    dirty: Arc<Notify>,
+    ended: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = dirty.notified() => {}
+            _ = tx.closed() => return,
+            _ = ended.cancelled() => {
+                // Ends the agent's response stream, so that an agent we
+                // stopped hearing from learns it and reconnects.
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "scheduler closed this session; reconnect and register again",
+                    )))
+                    .await;
+                return;
+            }
+        }
+        match assignments(&core, &node_id).await {
+            Ok(a) => {
+                let msg = pb::SchedulerMessage {
+                    msg: Some(pb::scheduler_message::Msg::Assignments(a)),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(node_id = %node_id, %error, "cannot compute assignments; retrying");
+                tokio::time::sleep(core.timing().heartbeat).await;
+                dirty.notify_one();
+            }
+        }
+    }
+}
+
+/// Handles what the agent sends until the stream ends or goes silent, then
+/// ends the session (see [`Core::session_ended`]).
+async fn receive(
+    core: Arc<Core>,
+    node_id: String,
+    session: u64,
+    mut inbound: Streaming<pb::AgentMessage>,
+    ended: CancellationToken,
+) {
+    let _end_session = ended.drop_guard();
+    let grace = core.timing().node_grace;
+    loop {
+        let msg = match tokio::time::timeout(grace, inbound.next()).await {
+            Err(_) => {
+                tracing::warn!(node_id = %node_id, "agent silent past the grace period; closing its stream");
+                break;
+            }
+            Ok(None) => {
+                tracing::info!(node_id = %node_id, "agent stream closed");
+                break;
+            }
+            Ok(Some(Err(status))) => {
+                tracing::info!(node_id = %node_id, %status, "agent stream failed");
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg.msg {
+            Some(pb::agent_message::Msg::ExecOutput(o)) => core.execs().route(&node_id, o),
+            // A heartbeat only proves the stream alive, which the timeout
+            // above measures; it is not written anywhere.
+            Some(pb::agent_message::Msg::Heartbeat(_)) => {}
+            Some(pb::agent_message::Msg::AllocStatus(st)) => {
+                let Some(report) = status_report(&node_id, &st) else {
+                    continue;
+                };
+                if let Err(error) = core.report(&node_id, &report).await {
+                    // The agent believes this was delivered; end the session
+                    // so that it reconnects and sends every status again.
+                    tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record allocation status; closing the session");
+                    break;
+                }
+            }
+            Some(pb::agent_message::Msg::LogData(d)) => {
+                core.logs().route(core.registry(), &node_id, d)
+            }
+            Some(pb::agent_message::Msg::Register(_)) | None => {
+                tracing::warn!(node_id = %node_id, "unexpected message on agent stream; ignored");
+            }
+        }
+    }
+    core.session_ended(&node_id, session).await;
+}

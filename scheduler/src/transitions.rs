@@ -1,0 +1,409 @@
+//! Pure transitions of the stored records: what a submission, a stop, an
+//! agent's status report, a lost node, a finished batch job, a registration
+//! or a drain make of them, and which allocations a node should hold.
+//!
+//! No I/O and no clock: the caller ([`crate::cluster`]) reads the records,
+//! passes the time, and writes what comes back in one guarded transaction.
+//! Functions over many allocations return the changed ones with their
+//! position in the input, so the caller can guard each write with the
+//! revision it read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::job::{GroupSpec, JobKind, JobSpec};
+use crate::placement::Placement;
+use crate::state::{
+    AllocRecord, AllocStatus, Desired, JobRecord, JobStatus, NodeRecord, NodeStatus,
+    TaskStateRecord,
+};
+use crate::subnet::Cidr;
+
+/// Allocations that changed: position in the input and the new record.
+pub type Changed = Vec<(usize, AllocRecord)>;
+
+/// The job record after submitting `spec` over `current`, the stored job if
+/// any, and whether it must be written. Resubmitting the running spec
+/// changes nothing; any other submission bumps the version.
+pub fn submit(current: Option<&JobRecord>, spec: &JobSpec, now: i64) -> (JobRecord, bool) {
+    let running = current.filter(|j| j.status == JobStatus::Running);
+    let unchanged = running.is_some_and(|j| &j.spec == spec);
+    let version = match (current, unchanged) {
+        (Some(j), true) => j.version,
+        (Some(j), false) => j.version + 1,
+        (None, _) => 1,
+    };
+    let record = JobRecord {
+        spec: spec.clone(),
+        status: JobStatus::Running,
+        version,
+        submitted_unix_ms: if unchanged {
+            running.map(|j| j.submitted_unix_ms).unwrap_or(0)
+        } else {
+            now
+        },
+    };
+    (record, !unchanged)
+}
+
+/// The record of a new allocation `id` for placement `p` of `job` at
+/// `version`.
+pub fn new_alloc(id: String, job: &str, version: u64, p: &Placement, now: i64) -> AllocRecord {
+    AllocRecord {
+        name: format!("{job}.{}[{}]", p.group, p.index),
+        id,
+        job: job.to_string(),
+        group: p.group.clone(),
+        index: p.index,
+        node_id: p.node_id.clone(),
+        desired: Desired::Run,
+        status: AllocStatus::Pending,
+        tasks: Vec::new(),
+        job_version: version,
+        resources: p.resources,
+        created_unix_ms: now,
+        modified_unix_ms: now,
+        ip: String::new(),
+    }
+}
+
+/// An allocation a plan stops: desired stop, its node stops it.
+pub fn stop_alloc(a: &AllocRecord, now: i64) -> AllocRecord {
+    AllocRecord {
+        desired: Desired::Stop,
+        modified_unix_ms: now,
+        ..a.clone()
+    }
+}
+
+/// What stopping a job changes.
+#[derive(Debug, Default)]
+pub struct JobStop {
+    /// The job record, when its status changes.
+    pub job: Option<JobRecord>,
+    /// Its allocations that change.
+    pub allocs: Changed,
+    /// Ids of the allocations asked to stop (or still live).
+    pub stopped: Vec<String>,
+    /// Nodes whose assignments change.
+    pub touched: BTreeSet<String>,
+}
+
+/// Stops `job`: it is marked stopped and each of its allocations desired
+/// stop; live ones on a node in `down` are lost (no agent will report them).
+pub fn stop_job<'a>(
+    job: &JobRecord,
+    allocs: impl IntoIterator<Item = &'a AllocRecord>,
+    down: &BTreeSet<&str>,
+    now: i64,
+) -> JobStop {
+    let mut out = JobStop::default();
+    if job.status != JobStatus::Stopped {
+        out.job = Some(JobRecord {
+            status: JobStatus::Stopped,
+            ..job.clone()
+        });
+    }
+    let name = &job.spec.name;
+    for (i, a) in allocs.into_iter().enumerate() {
+        if &a.job != name || (a.desired == Desired::Stop && !a.is_live()) {
+            continue;
+        }
+        let mut r = a.clone();
+        let was_run = r.desired == Desired::Run;
+        r.desired = Desired::Stop;
+        if down.contains(r.node_id.as_str()) && r.is_live() {
+            r.status = AllocStatus::Lost;
+        }
+        if &r == a {
+            if r.is_live() {
+                out.stopped.push(r.id.clone());
+            }
+            continue;
+        }
+        r.modified_unix_ms = now;
+        if was_run || r.is_live() {
+            out.stopped.push(r.id.clone());
+        }
+        out.touched.insert(r.node_id.clone());
+        out.allocs.push((i, r));
+    }
+    out
+}
+
+/// What an agent reports about one of its allocations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    /// The allocation.
+    pub alloc_id: String,
+    /// Its status.
+    pub status: AllocStatus,
+    /// Its tasks.
+    pub tasks: Vec<TaskStateRecord>,
+    /// Its address, empty when not (yet) known.
+    pub ip: String,
+}
+
+/// The allocation after `report`, or `None` when nothing changes.
+pub fn apply_report(a: &AllocRecord, report: &StatusReport, now: i64) -> Option<AllocRecord> {
+    let mut r = a.clone();
+    r.status = report.status;
+    r.tasks = report.tasks.clone();
+    if !report.ip.is_empty() {
+        r.ip = report.ip.clone();
+    }
+    if &r == a {
+        return None;
+    }
+    r.modified_unix_ms = now;
+    Some(r)
+}
+
+/// How a running batch job ended, once every allocation it wants has
+/// finished: complete when all did so successfully, failed otherwise.
+/// `None` while it runs, and for other jobs.
+pub fn batch_outcome<'a>(
+    job: &JobRecord,
+    allocs: impl IntoIterator<Item = &'a AllocRecord>,
+) -> Option<JobStatus> {
+    if job.spec.kind != JobKind::Batch || job.status != JobStatus::Running {
+        return None;
+    }
+    let wanted: Vec<&AllocRecord> = allocs
+        .into_iter()
+        .filter(|a| a.job == job.spec.name && a.desired == Desired::Run)
+        .collect();
+    let count: u32 = job.spec.groups.iter().map(|g| g.count).sum();
+    let done = wanted.iter().filter(|a| a.status.is_terminal()).count();
+    if wanted.is_empty() || done < wanted.len() || (done as u64) < u64::from(count) {
+        return None;
+    }
+    Some(
+        if wanted.iter().all(|a| a.status == AllocStatus::Complete) {
+            JobStatus::Complete
+        } else {
+            JobStatus::Failed
+        },
+    )
+}
+
+/// A node whose agent is gone past its grace period: it is down, and its
+/// live allocations are lost and desired stop (replacements take over; if
+/// the node comes back, its copies are stopped rather than run next to
+/// them). `None` when it is down already.
+pub fn node_down<'a>(
+    node: &NodeRecord,
+    allocs: impl IntoIterator<Item = &'a AllocRecord>,
+    now: i64,
+) -> Option<(NodeRecord, Changed)> {
+    if node.status == NodeStatus::Down {
+        return None;
+    }
+    let record = NodeRecord {
+        status: NodeStatus::Down,
+        ..node.clone()
+    };
+    let lost = allocs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, a)| a.node_id == node.id && a.is_live())
+        .map(|(i, a)| {
+            let r = AllocRecord {
+                status: AllocStatus::Lost,
+                desired: Desired::Stop,
+                modified_unix_ms: now,
+                ..a.clone()
+            };
+            (i, r)
+        })
+        .collect();
+    Some((record, lost))
+}
+
+/// The record of a registering node: what it reports, ready, registered
+/// `now`, with `subnet`; what the operator set (drain) is kept from the
+/// `previous` record.
+pub fn registered(
+    reported: &NodeRecord,
+    previous: Option<&NodeRecord>,
+    subnet: Cidr,
+    now: i64,
+) -> NodeRecord {
+    NodeRecord {
+        status: NodeStatus::Ready,
+        draining: previous.is_some_and(|p| p.draining),
+        subnet: Some(subnet),
+        last_seen_unix_ms: now,
+        ..reported.clone()
+    }
+}
+
+/// The node with draining turned on or off.
+pub fn drained(node: &NodeRecord, enable: bool) -> NodeRecord {
+    NodeRecord {
+        draining: enable,
+        ..node.clone()
+    }
+}
+
+/// One allocation a node should hold, with what it needs to run it.
+#[derive(Debug, Clone, Copy)]
+pub struct Assigned<'a> {
+    /// The allocation.
+    pub alloc: &'a AllocRecord,
+    /// Its group's spec.
+    pub group: &'a GroupSpec,
+    /// Its job's kind.
+    pub kind: JobKind,
+}
+
+/// The allocations `node_id` should hold right now. A finished allocation
+/// the job still wants stays assigned (its status may be a node's early
+/// guess, e.g. right after an agent restart, and the node settles it); the
+/// agent starts nothing for one it has no files of.
+pub fn assigned<'a>(
+    node_id: &str,
+    allocs: &'a [AllocRecord],
+    jobs: &'a BTreeMap<String, JobRecord>,
+) -> Vec<Assigned<'a>> {
+    allocs
+        .iter()
+        .filter(|a| a.node_id == node_id && (a.desired == Desired::Run || a.is_live()))
+        .filter_map(|a| {
+            let job = jobs.get(&a.job)?;
+            Some(Assigned {
+                alloc: a,
+                group: job.spec.group(&a.group)?,
+                kind: job.spec.kind,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{alloc, job};
+
+    fn record(kind: &str, status: JobStatus) -> JobRecord {
+        JobRecord {
+            spec: job(kind, 2, "true"),
+            status,
+            version: 3,
+            submitted_unix_ms: 10,
+        }
+    }
+
+    #[test]
+    fn resubmitting_the_running_spec_changes_nothing_and_any_other_bumps_the_version() {
+        let running = record("service", JobStatus::Running);
+        let (same, write) = submit(Some(&running), &running.spec, 99);
+        assert!(!write);
+        assert_eq!((same.version, same.submitted_unix_ms), (3, 10));
+        let stopped = record("service", JobStatus::Stopped);
+        let (again, write) = submit(Some(&stopped), &stopped.spec, 99);
+        assert!(write);
+        assert_eq!((again.version, again.status), (4, JobStatus::Running));
+        assert_eq!(submit(None, &running.spec, 99).0.version, 1);
+    }
+
+    #[test]
+    fn stopping_a_job_loses_what_down_nodes_hold_and_skips_what_is_over() {
+        let job = record("service", JobStatus::Running);
+        let mut done = alloc("done", 1, "up", AllocStatus::Complete);
+        done.desired = Desired::Stop;
+        let allocs = [
+            alloc("on-down", 0, "down", AllocStatus::Running),
+            done,
+            alloc("on-up", 1, "up", AllocStatus::Running),
+        ];
+        let stop = stop_job(&job, &allocs, &BTreeSet::from(["down"]), 7);
+        assert_eq!(stop.job.map(|j| j.status), Some(JobStatus::Stopped));
+        let changed: Vec<(usize, AllocStatus, Desired)> = stop
+            .allocs
+            .iter()
+            .map(|(i, a)| (*i, a.status, a.desired))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (0, AllocStatus::Lost, Desired::Stop),
+                (2, AllocStatus::Running, Desired::Stop)
+            ]
+        );
+        assert_eq!(stop.stopped, ["on-down", "on-up"]);
+        assert_eq!(stop.touched, BTreeSet::from(["down".into(), "up".into()]));
+    }
+
+    #[test]
+    fn a_batch_job_ends_once_every_wanted_instance_is_over() {
+        let job = record("batch", JobStatus::Running);
+        let ok = alloc("a", 0, "n", AllocStatus::Complete);
+        let running = alloc("b", 1, "n", AllocStatus::Running);
+        assert_eq!(batch_outcome(&job, [&ok, &running]), None);
+        let failed = alloc("b", 1, "n", AllocStatus::Failed);
+        assert_eq!(batch_outcome(&job, [&ok, &failed]), Some(JobStatus::Failed));
+        let ok2 = alloc("b", 1, "n", AllocStatus::Complete);
+        assert_eq!(batch_outcome(&job, [&ok, &ok2]), Some(JobStatus::Complete));
+        assert_eq!(
+            batch_outcome(&job, [&ok]),
+            None,
+            "one instance still to place"
+        );
+        let service = record("service", JobStatus::Running);
+        assert_eq!(batch_outcome(&service, [&ok, &ok2]), None);
+    }
+
+    #[test]
+    fn a_lost_node_loses_its_live_allocations_once() {
+        let node = crate::testkit::node("n", "198.18.0.1", NodeStatus::Ready);
+        let allocs = [
+            alloc("live", 0, "n", AllocStatus::Running),
+            alloc("over", 1, "n", AllocStatus::Failed),
+            alloc("elsewhere", 0, "m", AllocStatus::Running),
+        ];
+        let (down, lost) = node_down(&node, &allocs, 5).expect("ready node goes down");
+        assert_eq!(down.status, NodeStatus::Down);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, 0);
+        assert_eq!(
+            (lost[0].1.status, lost[0].1.desired),
+            (AllocStatus::Lost, Desired::Stop)
+        );
+        assert!(node_down(&down, &allocs, 6).is_none());
+    }
+
+    #[test]
+    fn a_report_changes_only_what_it_says() {
+        let a = alloc("a", 0, "n", AllocStatus::Pending);
+        let report = StatusReport {
+            alloc_id: "a".into(),
+            status: AllocStatus::Running,
+            tasks: Vec::new(),
+            ip: String::new(),
+        };
+        let r = apply_report(&a, &report, 4).expect("status changes");
+        assert_eq!((r.status, r.modified_unix_ms), (AllocStatus::Running, 4));
+        assert_eq!(apply_report(&r, &report, 5), None);
+    }
+
+    #[test]
+    fn nodes_are_assigned_their_allocations_except_stopped_ones_that_are_over() {
+        let mut stopped = alloc("stopped", 1, "n", AllocStatus::Complete);
+        stopped.desired = Desired::Stop;
+        let mut stopping = alloc("stopping", 2, "n", AllocStatus::Running);
+        stopping.desired = Desired::Stop;
+        let allocs = [
+            alloc("failed", 0, "n", AllocStatus::Failed),
+            stopped,
+            stopping,
+            alloc("other", 0, "m", AllocStatus::Running),
+        ];
+        let jobs = BTreeMap::from([("j".to_string(), record("service", JobStatus::Running))]);
+        let ids: Vec<&str> = assigned("n", &allocs, &jobs)
+            .iter()
+            .map(|a| a.alloc.id.as_str())
+            .collect();
+        assert_eq!(ids, ["failed", "stopping"]);
+        assert!(assigned("n", &allocs, &BTreeMap::new()).is_empty());
+    }
+}
