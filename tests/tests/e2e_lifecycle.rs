@@ -37,8 +37,11 @@ fn batch_jobs_complete_or_fail_once_without_replacement() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{bad}.main[0] failed")), "{err}");
-    let job = job_status(&c, &bad);
-    assert_eq!(str_of(&job, "status"), "failed", "{job}");
+    // The job's status follows its allocation's in a later write.
+    let job = poll_until("the failing batch job to fail", WAIT, || {
+        let j = job_status(&c, &bad);
+        (j["status"] == "failed").then_some(j)
+    });
     let failed = alloc_ids(&job);
     assert_eq!(failed.len(), 1, "{job}");
     assert_eq!(job["allocations"][0]["tasks"][0]["exit_code"], 3, "{job}");
