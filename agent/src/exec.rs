@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
@@ -71,7 +72,7 @@ struct Session {
 /// all (their commands are killed).
 #[derive(Debug)]
 pub struct ExecSessions {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     exe: PathBuf,
     tx: mpsc::Sender<pb::AgentMessage>,
     sessions: HashMap<u64, Session>,
@@ -82,7 +83,7 @@ pub struct ExecSessions {
 impl ExecSessions {
     /// Sessions on tasks of `runtime`, whose helpers are `exe __exec`, that
     /// answer on `tx`.
-    pub fn new(runtime: Runtime, exe: PathBuf, tx: mpsc::Sender<pb::AgentMessage>) -> Self {
+    pub fn new(runtime: Arc<Runtime>, exe: PathBuf, tx: mpsc::Sender<pb::AgentMessage>) -> Self {
         let all = CancellationToken::new();
         Self {
             runtime,
@@ -165,10 +166,10 @@ impl ExecSessions {
             );
             return;
         }
-        let task = match allocs.log_task(&start.alloc_id, &start.task) {
+        let task = match allocs.resolve_task(&start.alloc_id, &start.task) {
             Ok(t) => t,
-            Err(message) => {
-                self.reply(id, error_response(&message, None));
+            Err(error) => {
+                self.reply(id, error_response(&error.to_string(), None));
                 return;
             }
         };
@@ -182,7 +183,7 @@ impl ExecSessions {
             },
         );
         let ctx = SessionCtx {
-            runtime: self.runtime.clone(),
+            runtime: Arc::clone(&self.runtime),
             exe: self.exe.clone(),
             tx: self.tx.clone(),
             id,
@@ -223,7 +224,7 @@ fn error_response(message: &str, exit_code: Option<i32>) -> pb::ExecResponse {
 }
 
 struct SessionCtx {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     exe: PathBuf,
     tx: mpsc::Sender<pb::AgentMessage>,
     id: u64,

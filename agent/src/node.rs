@@ -1,10 +1,13 @@
-//! The node's identity and capacity.
+//! The node itself: its identity (the node id kept in the data
+//! directory), its capacity, and the attributes it registers with for
+//! placement constraints.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::AgentError;
+use crate::error::AgentError;
 
 /// Reads the node id kept in `<data_dir>/node-id`, creating it on first
 /// start from the host name and a random suffix. The id is a DNS label
@@ -114,14 +117,54 @@ pub fn cpu_millis() -> i64 {
         .unwrap_or(1000)
 }
 
-/// Memory capacity in MiB, from `MemTotal` in `<proc_root>/meminfo`.
+/// Memory capacity in MiB, from `MemTotal` in `<proc_root>/meminfo`
+/// (1024 when it cannot be read).
 pub fn memory_mb(proc_root: &Path) -> i64 {
-    let text = fs::read_to_string(proc_root.join("meminfo")).unwrap_or_default();
+    mem_total_mb(proc_root).unwrap_or(1024)
+}
+
+/// `MemTotal` in `<proc_root>/meminfo`, MiB.
+fn mem_total_mb(proc_root: &Path) -> Option<i64> {
+    let text = fs::read_to_string(proc_root.join("meminfo")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
         .map(|kb| kb / 1024)
-        .unwrap_or(1024)
+}
+
+/// The attributes the node registers with (`Node.attributes`), for
+/// placement constraints: `hostname`, `os`, `arch`, `kernel.version`
+/// (`<proc_root>/sys/kernel/osrelease`), `cpu.count`, `memory.mb`
+/// (`<proc_root>/meminfo`) and `drover.version`. One that cannot be read
+/// is left out rather than guessed.
+pub fn attributes(proc_root: &Path, hostname: &str) -> BTreeMap<String, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    attributes_with(proc_root, hostname, cpus)
+}
+
+fn attributes_with(proc_root: &Path, hostname: &str, cpus: usize) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        out.insert(k.to_owned(), v);
+    };
+    set("hostname", hostname.to_owned());
+    set("os", std::env::consts::OS.to_owned());
+    set("arch", std::env::consts::ARCH.to_owned());
+    set("cpu.count", cpus.to_string());
+    set("drover.version", env!("CARGO_PKG_VERSION").to_owned());
+    let osrelease = proc_root.join("sys/kernel/osrelease");
+    match fs::read_to_string(&osrelease) {
+        Ok(v) if !v.trim().is_empty() => set("kernel.version", v.trim().to_owned()),
+        Ok(_) => tracing::warn!(path = %osrelease.display(), "empty kernel release"),
+        Err(error) => {
+            tracing::warn!(path = %osrelease.display(), %error, "cannot read the kernel release")
+        }
+    }
+    match mem_total_mb(proc_root) {
+        Some(mb) => set("memory.mb", mb.to_string()),
+        None => tracing::warn!(path = %proc_root.join("meminfo").display(), "cannot read MemTotal"),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -167,5 +210,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("meminfo"), "MemTotal:       2048000 kB\n").unwrap();
         assert_eq!(memory_mb(dir.path()), 2000);
+    }
+
+    #[test]
+    fn attributes_come_from_the_host_and_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("sys/kernel")).unwrap();
+        fs::write(dir.path().join("sys/kernel/osrelease"), "6.1.0-test\n").unwrap();
+        fs::write(
+            dir.path().join("meminfo"),
+            "MemFree: 1 kB\nMemTotal:  4096000 kB\n",
+        )
+        .unwrap();
+        let a = attributes_with(dir.path(), "web-1", 8);
+        let get = |k: &str| a.get(k).map(String::as_str);
+        assert_eq!(get("hostname"), Some("web-1"));
+        assert_eq!(get("os"), Some(std::env::consts::OS));
+        assert_eq!(get("arch"), Some(std::env::consts::ARCH));
+        assert_eq!(get("kernel.version"), Some("6.1.0-test"));
+        assert_eq!(get("cpu.count"), Some("8"));
+        assert_eq!(get("memory.mb"), Some("4000"));
+        assert_eq!(get("drover.version"), Some(env!("CARGO_PKG_VERSION")));
+        // What cannot be read is left out, not guessed.
+        let empty = tempfile::tempdir().unwrap();
+        let a = attributes_with(empty.path(), "h", 1);
+        assert!(
+            !a.contains_key("kernel.version") && !a.contains_key("memory.mb"),
+            "{a:?}"
+        );
+        assert_eq!(a.len(), 5);
     }
 }
