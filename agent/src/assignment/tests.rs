@@ -130,6 +130,14 @@ fn wire_names_round_trip() {
     ] {
         assert_eq!(AllocStatus::parse("f", s.as_str()), Ok(s));
     }
+    for (wire, mode) in [
+        ("", NetworkMode::Bridge),
+        ("bridge", NetworkMode::Bridge),
+        ("host", NetworkMode::Host),
+        ("none", NetworkMode::None),
+    ] {
+        assert_eq!(NetworkMode::parse("group.network", wire), Ok(mode));
+    }
     assert_eq!(NetworkMode::Bridge.as_str(), "bridge");
     assert_eq!(
         NetworkMode::parse("f", "x")

@@ -455,15 +455,7 @@ impl Netlink {
         // One socket, and the kernel handles its requests one after the
         // other in the order sent, so they can all be in flight at once:
         // `eth0` is up and addressed before the route needs it.
-        let eth0_up = async {
-            let req = self
-                .handle
-                .link()
-                .set(LinkUnspec::new_with_index(eth0).up().build());
-            req.execute()
-                .await
-                .map_err(|e| NetError::netlink("set up", format!("{CONTAINER_IF} in {label}"), e))
-        };
+        let eth0_up = self.set_up(eth0, format!("{CONTAINER_IF} in {label}"));
         let address = async {
             let req = self
                 .handle
@@ -474,15 +466,7 @@ impl Netlink {
                 NetError::netlink("add address", target, e)
             })
         };
-        let lo_up = async {
-            let req = self
-                .handle
-                .link()
-                .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build());
-            req.execute()
-                .await
-                .map_err(|e| NetError::netlink("set up", format!("lo in {label}"), e))
-        };
+        let lo_up = self.set_up(LOOPBACK_INDEX, format!("lo in {label}"));
         let default_route = async {
             self.handle.route().add(route).execute().await.map_err(|e| {
                 let target = format!("via {} in {label}", alloc.gateway);
@@ -497,12 +481,18 @@ impl Netlink {
     /// Sets `lo` up in this connection's namespace (for a namespace with
     /// no other interface: `network = "none"`).
     pub async fn set_loopback_up(&self) -> Result<(), NetError> {
+        self.set_up(LOOPBACK_INDEX, format!("lo in {}", self.label))
+            .await
+    }
+
+    /// Sets the link with index `index` (named `what` in errors) up.
+    async fn set_up(&self, index: u32, what: String) -> Result<(), NetError> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build())
+            .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
-            .map_err(|e| NetError::netlink("set up", format!("lo in {}", self.label), e))
+            .map_err(|e| NetError::netlink("set up", what, e))
     }
 
     /// Deletes the allocation's host veth `host_if`; its peer inside the

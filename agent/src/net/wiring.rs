@@ -610,27 +610,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modes_parse() {
-        assert_eq!(
-            NetworkMode::parse("group.network", "").ok(),
-            Some(NetworkMode::Bridge)
-        );
-        assert_eq!(
-            NetworkMode::parse("group.network", "bridge").ok(),
-            Some(NetworkMode::Bridge)
-        );
-        assert_eq!(
-            NetworkMode::parse("group.network", "host").ok(),
-            Some(NetworkMode::Host)
-        );
-        assert_eq!(
-            NetworkMode::parse("group.network", "none").ok(),
-            Some(NetworkMode::None)
-        );
-        assert!(NetworkMode::parse("group.network", "overlay").is_err());
-    }
-
-    #[test]
     fn netns_dirs_differ_per_data_dir() {
         let a = netns_dir_for(Path::new("/var/lib/drover/a"));
         let b = netns_dir_for(Path::new("/var/lib/drover/b"));

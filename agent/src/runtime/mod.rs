@@ -237,15 +237,7 @@ impl Runtime {
 
         let created = !dir.dir.exists();
         if !created {
-            let current = self.observe(&dir, alloc_id, task)?;
-            if let TaskState::Pending | TaskState::Running { .. } = current {
-                return Err(RuntimeError::StillRunning {
-                    alloc_id: alloc_id.to_owned(),
-                    task: task.to_owned(),
-                    pid: running_pid(&current),
-                });
-            }
-            self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
+            self.ensure_ended(&dir, alloc_id, task)?;
             // A restart in the same directory: logs are appended to.
             for stale in [dir.state(), dir.supervisor_pid()] {
                 match fs::remove_file(&stale) {
@@ -368,6 +360,20 @@ impl Runtime {
         warn!(alloc_id = %alloc_id, task = %task, state = ?settled, "supervisor died");
         write_json(&dir.state(), &settled)?;
         Ok(settled)
+    }
+
+    /// Refuses (`StillRunning`) while the task is pending or running, or
+    /// while the process recorded running is still alive.
+    fn ensure_ended(&self, dir: &TaskDir, alloc_id: &str, task: &str) -> Result<(), RuntimeError> {
+        let state = self.observe(dir, alloc_id, task)?;
+        if let TaskState::Pending | TaskState::Running { .. } = state {
+            return Err(RuntimeError::StillRunning {
+                alloc_id: alloc_id.to_owned(),
+                task: task.to_owned(),
+                pid: running_pid(&state),
+            });
+        }
+        self.ensure_no_unsupervised_task(dir, alloc_id, task)
     }
 
     /// Refuses when `state.json` names a task that still runs although its
@@ -578,15 +584,7 @@ impl Runtime {
     /// Refuses while the task is pending or running.
     pub fn remove(&self, alloc_id: &str, task: &str) -> Result<(), RuntimeError> {
         let dir = self.existing_dir(alloc_id, task)?;
-        let state = self.observe(&dir, alloc_id, task)?;
-        if let TaskState::Pending | TaskState::Running { .. } = state {
-            return Err(RuntimeError::StillRunning {
-                alloc_id: alloc_id.to_owned(),
-                task: task.to_owned(),
-                pid: running_pid(&state),
-            });
-        }
-        self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
+        self.ensure_ended(&dir, alloc_id, task)?;
         self.remove_cgroup(&dir, alloc_id)?;
         let had_image = dir.image().exists();
         fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
