@@ -1,28 +1,15 @@
 //! [`AgentError`]: what stops the agent (or `drover agent --cleanup`)
-//! before it can serve: bad configuration or identity, local state that
-//! cannot be read, node networking that cannot be removed.
+//! before it can serve: a node identity that cannot be established, tasks
+//! on disk that cannot be listed, node networking that cannot be removed.
 
-use std::path::PathBuf;
-
-use crate::{net, runtime};
+use crate::{net, node, runtime};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// Bad configuration or local state.
-    #[error("{0}")]
-    Config(String),
-    /// A file operation failed.
-    #[error("cannot {op} {}: {source}", path.display())]
-    Io {
-        /// What was attempted.
-        op: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The node's identity could not be established.
+    #[error(transparent)]
+    NodeId(#[from] node::NodeIdError),
     /// The runtime failed to list existing tasks.
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),

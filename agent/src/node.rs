@@ -5,14 +5,54 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::error::AgentError;
+/// Why the node's identity could not be established.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeIdError {
+    /// `<data_dir>/node-id` holds something that is not a node id.
+    #[error("{} holds {id:?}, which is not a valid node id (a DNS label); fix or remove the file", path.display())]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        id: String,
+    },
+    /// The agent certificate names something that is not a node id.
+    #[error(
+        "the agent certificate is bound to {id:?}, which is not a valid node id (a DNS label)"
+    )]
+    BadCertificate {
+        /// What the certificate names.
+        id: String,
+    },
+    /// The data directory belongs to another node than the certificate.
+    #[error("the agent certificate is for node {want:?}, but {} says this node is {have:?}: use that node's certificate (drover tls agent --node {have}), or another --data-dir", path.display())]
+    OtherNode {
+        /// The certificate's node.
+        want: String,
+        /// The file.
+        path: PathBuf,
+        /// The node the data directory belongs to.
+        have: String,
+    },
+    /// A file operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// Reads the node id kept in `<data_dir>/node-id`, creating it on first
 /// start from the host name and a random suffix. The id is a DNS label
 /// (it becomes `<id>.node.drover.internal`) and never changes afterwards.
-pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
+pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, NodeIdError> {
     let path = data_dir.join("node-id");
     match fs::read_to_string(&path) {
         Ok(s) => {
@@ -20,10 +60,7 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
             if is_label(&id) {
                 return Ok(id);
             }
-            Err(AgentError::Config(format!(
-                "{} holds {id:?}, which is not a valid node id (a DNS label); fix or remove the file",
-                path.display()
-            )))
+            Err(NodeIdError::BadFile { path, id })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut base: String = hostname
@@ -39,7 +76,7 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
             write_node_id(data_dir, &id)?;
             Ok(id)
         }
-        Err(source) => Err(AgentError::Io {
+        Err(source) => Err(NodeIdError::Io {
             op: "read",
             path,
             source,
@@ -50,27 +87,25 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
 /// The node id an agent certificate is bound to, `want`: kept in
 /// `<data_dir>/node-id` (written when there is none yet); an error naming
 /// both when the data directory already belongs to another node.
-pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, AgentError> {
+pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, NodeIdError> {
     if !is_label(want) {
-        return Err(AgentError::Config(format!(
-            "the agent certificate is bound to {want:?}, which is not a valid node id (a DNS label)"
-        )));
+        return Err(NodeIdError::BadCertificate {
+            id: want.to_owned(),
+        });
     }
     let path = data_dir.join("node-id");
     match fs::read_to_string(&path) {
         Ok(s) if s.trim() == want => Ok(want.to_owned()),
-        Ok(s) => Err(AgentError::Config(format!(
-            "the agent certificate is for node {want:?}, but {} says this node is {:?}: \
-             use that node's certificate (drover tls agent --node {}), or another --data-dir",
-            path.display(),
-            s.trim(),
-            s.trim()
-        ))),
+        Ok(s) => Err(NodeIdError::OtherNode {
+            want: want.to_owned(),
+            path,
+            have: s.trim().to_owned(),
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             write_node_id(data_dir, want)?;
             Ok(want.to_owned())
         }
-        Err(source) => Err(AgentError::Io {
+        Err(source) => Err(NodeIdError::Io {
             op: "read",
             path,
             source,
@@ -79,14 +114,14 @@ pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, AgentError> 
 }
 
 /// Writes `<data_dir>/node-id`.
-fn write_node_id(data_dir: &Path, id: &str) -> Result<(), AgentError> {
-    fs::create_dir_all(data_dir).map_err(|source| AgentError::Io {
+fn write_node_id(data_dir: &Path, id: &str) -> Result<(), NodeIdError> {
+    fs::create_dir_all(data_dir).map_err(|source| NodeIdError::Io {
         op: "create directory",
         path: data_dir.to_path_buf(),
         source,
     })?;
     let path = data_dir.join("node-id");
-    fs::write(&path, format!("{id}\n")).map_err(|source| AgentError::Io {
+    fs::write(&path, format!("{id}\n")).map_err(|source| NodeIdError::Io {
         op: "write",
         path,
         source,
