@@ -21,9 +21,10 @@
 pub mod helper;
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
@@ -71,7 +72,7 @@ struct Session {
 /// all (their commands are killed).
 #[derive(Debug)]
 pub struct ExecSessions {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     exe: PathBuf,
     tx: mpsc::Sender<pb::AgentMessage>,
     sessions: HashMap<u64, Session>,
@@ -82,7 +83,7 @@ pub struct ExecSessions {
 impl ExecSessions {
     /// Sessions on tasks of `runtime`, whose helpers are `exe __exec`, that
     /// answer on `tx`.
-    pub fn new(runtime: Runtime, exe: PathBuf, tx: mpsc::Sender<pb::AgentMessage>) -> Self {
+    pub fn new(runtime: Arc<Runtime>, exe: PathBuf, tx: mpsc::Sender<pb::AgentMessage>) -> Self {
         let all = CancellationToken::new();
         Self {
             runtime,
@@ -170,10 +171,10 @@ impl ExecSessions {
             );
             return;
         }
-        let task = match allocs.log_task(&start.alloc_id, &start.task) {
+        let task = match allocs.resolve_task(&start.alloc_id, &start.task) {
             Ok(t) => t,
-            Err(message) => {
-                self.reply(id, error_response(&message, None));
+            Err(error) => {
+                self.reply(id, error_response(&error.to_string(), None));
                 return;
             }
         };
@@ -187,7 +188,7 @@ impl ExecSessions {
             },
         );
         let ctx = SessionCtx {
-            runtime: self.runtime.clone(),
+            runtime: Arc::clone(&self.runtime),
             exe: self.exe.clone(),
             tx: self.tx.clone(),
             id,
@@ -228,7 +229,7 @@ fn error_response(message: &str, exit_code: Option<i32>) -> pb::ExecResponse {
 }
 
 struct SessionCtx {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     exe: PathBuf,
     tx: mpsc::Sender<pb::AgentMessage>,
     id: u64,
@@ -352,50 +353,8 @@ impl SessionCtx {
     ) -> Result<Option<pb::ExecResponse>, String> {
         let id = self.id;
         let alloc_id = start.alloc_id.clone();
-        let mut request = helper_request(&self.runtime, &start, &task)?;
-        let (control_r, control_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
-        let (report_r, report_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
-        request.control_fd = control_r.as_raw_fd();
-        request.report_fd = report_w.as_raw_fd();
-        let json = serde_json::to_string(&request).map_err(|e| e.to_string())?;
-        let inherit = [request.control_fd, request.report_fd];
-
-        let mut command = tokio::process::Command::new(&self.exe);
-        command
-            .arg(EXEC_ARG)
-            .arg(json)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: runs in the forked child before exec and only calls
-        // fcntl(2) and setsid(2), which are async-signal-safe, on integers
-        // captured by value. The two descriptors stay open in the agent
-        // until the spawn returns.
-        unsafe {
-            command.pre_exec(move || {
-                for fd in inherit {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                // Out of the agent's session: a terminal's signals for the
-                // agent must not reach the helper.
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("spawning {} {EXEC_ARG}: {e}", self.exe.display()))?;
-        drop(control_r);
-        drop(report_w);
+        let request = helper_request(&self.runtime, &start, &task)?;
+        let (mut child, control_w, report_r) = self.spawn_helper(request)?;
         info!(request_id = id, alloc_id = %alloc_id, task = %task, command = ?start.command, tty = start.tty, helper_pid = child.id(), "exec session started");
 
         let stdin = child.stdin.take();
@@ -449,30 +408,93 @@ impl SessionCtx {
                 "exec output still open after the command exited; not waiting"
             );
         }
-        let parsed: Option<HelperReport> = report_buf
-            .split(|b| *b == b'\n')
-            .find(|l| !l.is_empty())
-            .and_then(|l| serde_json::from_slice(l).ok());
-        let last = match parsed {
-            Some(HelperReport::Exited { code }) => pb::ExecResponse {
-                exit_code: Some(code),
-                ..Default::default()
-            },
-            Some(HelperReport::Signaled { signal }) => pb::ExecResponse {
-                signal: Some(signal),
-                ..Default::default()
-            },
-            Some(HelperReport::Failed { message, code }) => error_response(&message, Some(code)),
-            None => {
-                let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                error_response(
-                    &format!("the exec helper ended without a report ({how})"),
-                    Some(125),
-                )
-            }
-        };
+        let last = last_frame(&report_buf, status);
         info!(request_id = id, alloc_id = %alloc_id, task = %task, exit_code = ?last.exit_code, signal = ?last.signal, error = %last.error, "exec session ended");
         Ok(Some(last))
+    }
+}
+
+impl SessionCtx {
+    /// Spawns `drover __exec <request>` with its control and report pipes;
+    /// returns it, the control pipe's write end and the report's read end.
+    fn spawn_helper(
+        &self,
+        mut request: HelperRequest,
+    ) -> Result<(tokio::process::Child, OwnedFd, OwnedFd), String> {
+        let (control_r, control_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+        let (report_r, report_w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+        request.control_fd = control_r.as_raw_fd();
+        request.report_fd = report_w.as_raw_fd();
+        let json = serde_json::to_string(&request).map_err(|e| e.to_string())?;
+        let inherit = [request.control_fd, request.report_fd];
+
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .arg(EXEC_ARG)
+            .arg(json)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: runs in the forked child before exec and only calls
+        // fcntl(2) and setsid(2), which are async-signal-safe, on integers
+        // captured by value. The two descriptors stay open in the agent
+        // until the spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                for fd in inherit {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // Out of the agent's session: a terminal's signals for the
+                // agent must not reach the helper.
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("spawning {} {EXEC_ARG}: {e}", self.exe.display()))?;
+        drop(control_r);
+        drop(report_w);
+        Ok((child, control_w, report_r))
+    }
+}
+
+/// The session's last frame, from the helper's report (or, without one,
+/// the helper's exit status).
+fn last_frame(
+    report: &[u8],
+    status: std::io::Result<std::process::ExitStatus>,
+) -> pb::ExecResponse {
+    let parsed: Option<HelperReport> = report
+        .split(|b| *b == b'\n')
+        .find(|l| !l.is_empty())
+        .and_then(|l| serde_json::from_slice(l).ok());
+    match parsed {
+        Some(HelperReport::Exited { code }) => pb::ExecResponse {
+            exit_code: Some(code),
+            ..Default::default()
+        },
+        Some(HelperReport::Signaled { signal }) => pb::ExecResponse {
+            signal: Some(signal),
+            ..Default::default()
+        },
+        Some(HelperReport::Failed { message, code }) => error_response(&message, Some(code)),
+        None => {
+            let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            error_response(
+                &format!("the exec helper ended without a report ({how})"),
+                Some(125),
+            )
+        }
     }
 }
 

@@ -1,15 +1,58 @@
-//! The node's identity and capacity.
+//! The node itself: its identity (the node id kept in the data
+//! directory), its capacity, and the attributes it registers with for
+//! placement constraints.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::AgentError;
+/// Why the node's identity could not be established.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeIdError {
+    /// `<data_dir>/node-id` holds something that is not a node id.
+    #[error("{} holds {id:?}, which is not a valid node id (a DNS label); fix or remove the file", path.display())]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        id: String,
+    },
+    /// The agent certificate names something that is not a node id.
+    #[error(
+        "the agent certificate is bound to {id:?}, which is not a valid node id (a DNS label)"
+    )]
+    BadCertificate {
+        /// What the certificate names.
+        id: String,
+    },
+    /// The data directory belongs to another node than the certificate.
+    #[error("the agent certificate is for node {want:?}, but {} says this node is {have:?}: use that node's certificate (drover tls agent --node {have}), or another --data-dir", path.display())]
+    OtherNode {
+        /// The certificate's node.
+        want: String,
+        /// The file.
+        path: PathBuf,
+        /// The node the data directory belongs to.
+        have: String,
+    },
+    /// A file operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// Reads the node id kept in `<data_dir>/node-id`, creating it on first
 /// start from the host name and a random suffix. The id is a DNS label
 /// (it becomes `<id>.node.drover.internal`) and never changes afterwards.
-pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
+pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, NodeIdError> {
     let path = data_dir.join("node-id");
     match fs::read_to_string(&path) {
         Ok(s) => {
@@ -17,10 +60,7 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
             if is_label(&id) {
                 return Ok(id);
             }
-            Err(AgentError::Config(format!(
-                "{} holds {id:?}, which is not a valid node id (a DNS label); fix or remove the file",
-                path.display()
-            )))
+            Err(NodeIdError::BadFile { path, id })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut base: String = hostname
@@ -36,7 +76,7 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
             write_node_id(data_dir, &id)?;
             Ok(id)
         }
-        Err(source) => Err(AgentError::Io {
+        Err(source) => Err(NodeIdError::Io {
             op: "read",
             path,
             source,
@@ -47,27 +87,25 @@ pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, AgentError> {
 /// The node id an agent certificate is bound to, `want`: kept in
 /// `<data_dir>/node-id` (written when there is none yet); an error naming
 /// both when the data directory already belongs to another node.
-pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, AgentError> {
+pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, NodeIdError> {
     if !is_label(want) {
-        return Err(AgentError::Config(format!(
-            "the agent certificate is bound to {want:?}, which is not a valid node id (a DNS label)"
-        )));
+        return Err(NodeIdError::BadCertificate {
+            id: want.to_owned(),
+        });
     }
     let path = data_dir.join("node-id");
     match fs::read_to_string(&path) {
         Ok(s) if s.trim() == want => Ok(want.to_owned()),
-        Ok(s) => Err(AgentError::Config(format!(
-            "the agent certificate is for node {want:?}, but {} says this node is {:?}: \
-             use that node's certificate (drover tls agent --node {}), or another --data-dir",
-            path.display(),
-            s.trim(),
-            s.trim()
-        ))),
+        Ok(s) => Err(NodeIdError::OtherNode {
+            want: want.to_owned(),
+            path,
+            have: s.trim().to_owned(),
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             write_node_id(data_dir, want)?;
             Ok(want.to_owned())
         }
-        Err(source) => Err(AgentError::Io {
+        Err(source) => Err(NodeIdError::Io {
             op: "read",
             path,
             source,
@@ -76,14 +114,14 @@ pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, AgentError> 
 }
 
 /// Writes `<data_dir>/node-id`.
-fn write_node_id(data_dir: &Path, id: &str) -> Result<(), AgentError> {
-    fs::create_dir_all(data_dir).map_err(|source| AgentError::Io {
+fn write_node_id(data_dir: &Path, id: &str) -> Result<(), NodeIdError> {
+    fs::create_dir_all(data_dir).map_err(|source| NodeIdError::Io {
         op: "create directory",
         path: data_dir.to_path_buf(),
         source,
     })?;
     let path = data_dir.join("node-id");
-    fs::write(&path, format!("{id}\n")).map_err(|source| AgentError::Io {
+    fs::write(&path, format!("{id}\n")).map_err(|source| NodeIdError::Io {
         op: "write",
         path,
         source,
@@ -114,14 +152,54 @@ pub fn cpu_millis() -> i64 {
         .unwrap_or(1000)
 }
 
-/// Memory capacity in MiB, from `MemTotal` in `<proc_root>/meminfo`.
+/// Memory capacity in MiB, from `MemTotal` in `<proc_root>/meminfo`
+/// (1024 when it cannot be read).
 pub fn memory_mb(proc_root: &Path) -> i64 {
-    let text = fs::read_to_string(proc_root.join("meminfo")).unwrap_or_default();
+    mem_total_mb(proc_root).unwrap_or(1024)
+}
+
+/// `MemTotal` in `<proc_root>/meminfo`, MiB.
+fn mem_total_mb(proc_root: &Path) -> Option<i64> {
+    let text = fs::read_to_string(proc_root.join("meminfo")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
         .map(|kb| kb / 1024)
-        .unwrap_or(1024)
+}
+
+/// The attributes the node registers with (`Node.attributes`), for
+/// placement constraints: `hostname`, `os`, `arch`, `kernel.version`
+/// (`<proc_root>/sys/kernel/osrelease`), `cpu.count`, `memory.mb`
+/// (`<proc_root>/meminfo`) and `drover.version`. One that cannot be read
+/// is left out rather than guessed.
+pub fn attributes(proc_root: &Path, hostname: &str) -> BTreeMap<String, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    attributes_with(proc_root, hostname, cpus)
+}
+
+fn attributes_with(proc_root: &Path, hostname: &str, cpus: usize) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        out.insert(k.to_owned(), v);
+    };
+    set("hostname", hostname.to_owned());
+    set("os", std::env::consts::OS.to_owned());
+    set("arch", std::env::consts::ARCH.to_owned());
+    set("cpu.count", cpus.to_string());
+    set("drover.version", env!("CARGO_PKG_VERSION").to_owned());
+    let osrelease = proc_root.join("sys/kernel/osrelease");
+    match fs::read_to_string(&osrelease) {
+        Ok(v) if !v.trim().is_empty() => set("kernel.version", v.trim().to_owned()),
+        Ok(_) => tracing::warn!(path = %osrelease.display(), "empty kernel release"),
+        Err(error) => {
+            tracing::warn!(path = %osrelease.display(), %error, "cannot read the kernel release")
+        }
+    }
+    match mem_total_mb(proc_root) {
+        Some(mb) => set("memory.mb", mb.to_string()),
+        None => tracing::warn!(path = %proc_root.join("meminfo").display(), "cannot read MemTotal"),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -167,5 +245,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("meminfo"), "MemTotal:       2048000 kB\n").unwrap();
         assert_eq!(memory_mb(dir.path()), 2000);
+    }
+
+    #[test]
+    fn attributes_come_from_the_host_and_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("sys/kernel")).unwrap();
+        fs::write(dir.path().join("sys/kernel/osrelease"), "6.1.0-test\n").unwrap();
+        fs::write(
+            dir.path().join("meminfo"),
+            "MemFree: 1 kB\nMemTotal:  4096000 kB\n",
+        )
+        .unwrap();
+        let a = attributes_with(dir.path(), "web-1", 8);
+        let get = |k: &str| a.get(k).map(String::as_str);
+        assert_eq!(get("hostname"), Some("web-1"));
+        assert_eq!(get("os"), Some(std::env::consts::OS));
+        assert_eq!(get("arch"), Some(std::env::consts::ARCH));
+        assert_eq!(get("kernel.version"), Some("6.1.0-test"));
+        assert_eq!(get("cpu.count"), Some("8"));
+        assert_eq!(get("memory.mb"), Some("4000"));
+        assert_eq!(get("drover.version"), Some(env!("CARGO_PKG_VERSION")));
+        // What cannot be read is left out, not guessed.
+        let empty = tempfile::tempdir().unwrap();
+        let a = attributes_with(empty.path(), "h", 1);
+        assert!(
+            !a.contains_key("kernel.version") && !a.contains_key("memory.mb"),
+            "{a:?}"
+        );
+        assert_eq!(a.len(), 5);
     }
 }

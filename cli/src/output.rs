@@ -263,6 +263,7 @@ pub fn nodes_json(nodes: &[pb::Node]) -> Vec<Value> {
                 "used_cpu_millis": n.used_cpu_millis, "used_memory_mb": n.used_memory_mb,
                 "allocations": n.allocations, "last_seen_unix_ms": n.last_seen_unix_ms,
                 "agent_version": n.agent_version,
+                "attributes": n.attributes.iter().collect::<std::collections::BTreeMap<_, _>>(),
             })
         })
         .collect()

@@ -232,6 +232,21 @@ fn job_runs_in_namespaces_logs_and_stops() {
     assert_eq!(int_of(n, "used_cpu_millis"), 100, "{n}");
     assert_eq!(int_of(n, "used_memory_mb"), 32, "{n}");
     assert_eq!(int_of(n, "allocations"), 2, "{n}");
+    // The agent registered its attributes and the scheduler kept them.
+    for key in [
+        "hostname",
+        "os",
+        "arch",
+        "kernel.version",
+        "cpu.count",
+        "memory.mb",
+        "drover.version",
+    ] {
+        assert!(
+            n["attributes"][key].as_str().is_some_and(|v| !v.is_empty()),
+            "attribute {key}: {n}"
+        );
+    }
 
     // Stop: every task and supervisor disappears, the allocations complete.
     let recorded = c.recorded_pids();

@@ -24,7 +24,7 @@ use drover_agent::net::ipam::Ipam;
 use drover_agent::net::rtnetlink::packet_route::address::AddressAttribute;
 use drover_agent::net::rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use drover_agent::net::{
-    host_if_name, AllocNet, Bridge, Ipv4Net, NetError, Netns, NetnsDir, NodeNet, PeerRoute,
+    host_if_name, Bridge, Ipv4Net, NetError, Netlink, Netns, NetnsDir, PeerRoute, Veth,
     RTPROT_DROVER,
 };
 use tempfile::TempDir;
@@ -157,8 +157,8 @@ impl Drop for TestHost {
     }
 }
 
-fn alloc_net(alloc_id: &str, ip: Ipv4Addr) -> AllocNet {
-    AllocNet {
+fn alloc_net(alloc_id: &str, ip: Ipv4Addr) -> Veth {
+    Veth {
         host_if: host_if_name(alloc_id),
         ip,
         prefix: 24,
@@ -208,7 +208,7 @@ fn serve(listener: TcpListener, n: usize) -> std::thread::JoinHandle<Result<Vec<
 /// The IPv4 addresses on `eth0` and the default gateway, read over netlink
 /// inside `ns`.
 async fn inside_view(ns: &Netns) -> Result<(Vec<(Ipv4Addr, u8)>, Option<Ipv4Addr>)> {
-    let nl = NodeNet::connect_in(ns).await?;
+    let nl = Netlink::connect_in(ns).await?;
     let eth0 = nl
         .link_by_name("eth0")
         .await?
@@ -268,7 +268,7 @@ fn two_allocations_talk_over_the_bridge() -> Result<()> {
     ensure!(ip_a != ip_b && ip_a != gateway() && ip_b != gateway());
 
     let bridge = t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         let bridge = net.ensure_bridge(BRIDGE, gateway(), 24).await?;
         // A second call reuses it.
         let again = net.ensure_bridge(BRIDGE, gateway(), 24).await?;
@@ -336,7 +336,7 @@ fn two_allocations_talk_over_the_bridge() -> Result<()> {
 
     // Detach: the host veth and its peer are gone, nothing else changes.
     t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         ensure!(
             net.detach(&host_if_name("alloc-a")).await?,
             "detach found no veth"
@@ -360,7 +360,7 @@ fn two_allocations_talk_over_the_bridge() -> Result<()> {
     );
 
     t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         ensure!(net.remove_bridge(BRIDGE).await?, "bridge missing");
         ensure!(!net.remove_bridge(BRIDGE).await?, "bridge still there");
         anyhow::Ok(())
@@ -381,7 +381,7 @@ fn hundred_parallel_allocations_get_distinct_working_addresses() -> Result<()> {
     }
     let started = Instant::now();
     let ips: Vec<Ipv4Addr> = t.block_on(async {
-        let net = Arc::new(NodeNet::connect()?);
+        let net = Arc::new(Netlink::connect()?);
         let bridge: Arc<Bridge> = Arc::new(net.ensure_bridge(BRIDGE, gateway(), 24).await?);
         let mut set = JoinSet::new();
         for (i, ns) in namespaces.iter().enumerate() {
@@ -458,7 +458,7 @@ fn five_hundred_cycles_leave_nothing_behind() -> Result<()> {
     t.allocs.init()?;
     let mounts_before = t.mounts();
     t.block_on(async {
-        NodeNet::connect()?
+        Netlink::connect()?
             .ensure_bridge(BRIDGE, gateway(), 24)
             .await?;
         anyhow::Ok(())
@@ -466,7 +466,7 @@ fn five_hundred_cycles_leave_nothing_behind() -> Result<()> {
     let routes_before = t.host_ip(&["-4", "route", "show", "table", "all"])?;
     let started = Instant::now();
     t.block_on(async {
-        let net = Arc::new(NodeNet::connect()?);
+        let net = Arc::new(Netlink::connect()?);
         let bridge = Arc::new(net.ensure_bridge(BRIDGE, gateway(), 24).await?);
         let mut set = JoinSet::new();
         for w in 0..WORKERS {
@@ -534,7 +534,7 @@ fn route_sync_touches_only_drover_routes() -> Result<()> {
         via: Ipv4Addr::new(10, 89, 1, last),
     };
     t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         // A bridge left with another address is re-addressed, not duplicated.
         let old = net
             .ensure_bridge(BRIDGE, Ipv4Addr::new(10, 89, 7, 1), 24)
@@ -561,7 +561,7 @@ fn route_sync_touches_only_drover_routes() -> Result<()> {
     let foreign = t.host_ip(&["route", "show", "10.200.0.0/24"])?;
 
     let first = t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         anyhow::Ok(
             net.sync_routes(&[r("10.89.2.0/24", 2), r("10.89.3.0/24", 3)])
                 .await?,
@@ -576,7 +576,7 @@ fn route_sync_touches_only_drover_routes() -> Result<()> {
     ensure!(ours.contains("10.89.3.0/24 via 10.89.1.3"), "{ours}");
 
     let second = t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         let changes = net
             .sync_routes(&[
                 r("10.89.3.0/24", 33),
@@ -605,7 +605,7 @@ fn route_sync_touches_only_drover_routes() -> Result<()> {
     );
 
     let bad = t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         // 192.0.2.1 is not on any link of the test host: refused, and named.
         let unreachable = PeerRoute {
             subnet: "10.89.9.0/24".parse()?,
@@ -622,7 +622,7 @@ fn route_sync_touches_only_drover_routes() -> Result<()> {
         "{msg}"
     );
 
-    let last = t.block_on(async { anyhow::Ok(NodeNet::connect()?.sync_routes(&[]).await?) })?;
+    let last = t.block_on(async { anyhow::Ok(Netlink::connect()?.sync_routes(&[]).await?) })?;
     ensure!(last.failed.is_empty(), "{last:?}");
     let ours = t.host_ip(&["route", "show", "proto", &RTPROT_DROVER.to_string()])?;
     ensure!(ours.trim().is_empty(), "drover routes left: {ours}");
@@ -638,7 +638,7 @@ fn failed_attach_leaves_nothing_and_names_what_failed() -> Result<()> {
     let t = TestHost::new()?;
     let ns = t.allocs.create("a")?;
     let err = t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         let bridge = net.ensure_bridge(BRIDGE, gateway(), 24).await?;
         net.attach(
             &bridge,
@@ -670,7 +670,7 @@ fn failed_attach_leaves_nothing_and_names_what_failed() -> Result<()> {
 
     // A gateway outside the subnet is refused before anything is made.
     let err = t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         let bridge = net.ensure_bridge(BRIDGE, gateway(), 24).await?;
         let mut spec = alloc_net("third", Ipv4Addr::new(10, 89, 1, 12));
         spec.gateway = Ipv4Addr::new(10, 89, 2, 1);
@@ -696,7 +696,7 @@ fn failed_attach_leaves_nothing_and_names_what_failed() -> Result<()> {
         "nab-peer",
     ])?;
     let err = t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         anyhow::Ok(
             net.ensure_bridge("notabridge", gateway(), 24)
                 .await
@@ -738,7 +738,7 @@ fn attaches_a_namespace_given_by_proc_path() -> Result<()> {
     let ns = Netns::open(&path)?;
     let ip = Ipv4Addr::new(10, 89, 1, 20);
     t.block_on(async {
-        let net = NodeNet::connect()?;
+        let net = Netlink::connect()?;
         let bridge = net.ensure_bridge(BRIDGE, gateway(), 24).await?;
         net.attach(&bridge, &ns, &alloc_net("by-pid", ip)).await?;
         let (addrs, gw) = inside_view(&ns).await?;

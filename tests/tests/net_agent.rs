@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use drover_agent::net::ipam::Ipam;
 use drover_agent::net::wiring::{NetConfig, NetworkMode, NodeNetwork};
-use drover_agent::net::{host_if_name, Ipv4Net, NetnsDir, NodeNet};
+use drover_agent::net::{host_if_name, Ipv4Net, Netlink, NetnsDir};
 use drover_tests::checks::{agent_converged, arr, batch, str_of, wait_running, WAIT};
 use drover_tests::{poll_until, run_drover, unique_name, DevCluster};
 use serde_json::Value;
@@ -746,7 +746,7 @@ fn five_hundred_start_stop_cycles_leave_no_veth_namespace_route_or_address() {
             .unwrap();
         rt.block_on(async {
             let net = Arc::new(NodeNetwork::init(cfg.clone(), subnet).await.expect("init"));
-            let probe = NodeNet::connect().unwrap();
+            let probe = Netlink::connect().unwrap();
             // `ip`, forked from this thread, runs in this thread's namespace.
             let count_links = || {
                 let out = Command::new("ip")

@@ -43,10 +43,10 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use nix::pty::{openpty, Winsize};
+use nix::pty::{openpty, OpenptyResult, Winsize};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Hardening, PidFd, RunAs, DEFAULT_PATH};
@@ -291,11 +291,37 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
     }
     // The host's /proc, before the mount namespace changes.
     let hardening = Hardening::new(Path::new("/proc")).map_err(fail)?;
-    let pid = request.pid;
+    let namespaces = open_task(request.pid)?;
+    join_task_cgroup(request)?;
+    let (program, pty) = enter_task(namespaces, request)?;
+    let prepared = Prepared::new(&program, request)?;
+    let (child, master) = spawn(&prepared, &hardening, request, pty)?;
+    let exited = PidFd::open(child.as_raw())
+        .map_err(|e| fail(format!("pidfd_open({child}): {e}")))?
+        .ok_or_else(|| fail(format!("exec'd process {child} vanished")))?;
+    let status = wait_relaying(child, &exited, &control, master.as_ref());
+    // What the command left running in its process group (`cmd &` in a
+    // shell) ends with the session. The group's id stays reserved while it
+    // has members, so this can hit no other process.
+    let _ = nix::sys::signal::killpg(child, nix::sys::signal::Signal::SIGKILL);
+    let status = status?;
+    Ok(match status {
+        WaitStatus::Exited(_, code) => HelperReport::Exited { code },
+        WaitStatus::Signaled(_, sig, _) => HelperReport::Signaled { signal: sig as i32 },
+        other => HelperReport::Failed {
+            message: format!("unexpected wait status {other:?}"),
+            code: 125,
+        },
+    })
+}
+
+/// The namespaces of the task with host pid `pid`, once it is sure that
+/// the pid is still the task's.
+fn open_task(pid: i32) -> Result<Namespaces, Failure> {
     let task = PidFd::open(pid)
         .map_err(|e| fail(format!("pidfd_open({pid}): {e}")))?
         .ok_or_else(|| fail(format!("the task (pid {pid}) has exited")))?;
-    let mut namespaces = Namespaces::open(pid)?;
+    let namespaces = Namespaces::open(pid)?;
     // Opened after the pidfd: if the task is still alive now, the files
     // above are its own and not a later process's that reused the pid.
     if task.exited() {
@@ -313,6 +339,11 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
             )));
         }
     }
+    Ok(namespaces)
+}
+
+/// Moves this helper into the task's cgroup.
+fn join_task_cgroup(request: &HelperRequest) -> Result<(), Failure> {
     for path in &request.cgroup_procs {
         OpenOptions::new()
             .write(true)
@@ -325,7 +356,15 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
                 ))
             })?;
     }
+    Ok(())
+}
 
+/// Joins the task's namespaces (the user namespace last), enters the
+/// working directory, resolves the program and opens the terminal.
+fn enter_task(
+    mut namespaces: Namespaces,
+    request: &HelperRequest,
+) -> Result<(PathBuf, Option<OpenptyResult>), Failure> {
     let mut program = None;
     let mut pty = None;
     namespaces.join_all_but_user(&mut || {
@@ -362,9 +401,17 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
         nix::unistd::setuid(nix::unistd::Uid::from_raw(0))
             .map_err(|e| fail(format!("setuid(0) in the task's user namespace: {e}")))?;
     }
-    drop(namespaces);
+    Ok((program, pty))
+}
 
-    let prepared = Prepared::new(&program, request)?;
+/// Forks the command's process and waits until it has exec'd (or says why
+/// it could not); returns it and the terminal's master side.
+fn spawn(
+    prepared: &Prepared,
+    hardening: &Hardening,
+    request: &HelperRequest,
+    pty: Option<OpenptyResult>,
+) -> Result<(Pid, Option<OwnedFd>), Failure> {
     let (exec_err_r, exec_err_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("pipe2: {e}")))?;
     if let Some(p) = &pty {
@@ -386,7 +433,7 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
     let forked = unsafe { nix::unistd::fork() }.map_err(|e| fail(format!("fork: {e}")))?;
     let child = match forked {
         ForkResult::Child => {
-            let errno = child(&prepared, &hardening, request.run_as, slave_raw, &helper);
+            let errno = child(prepared, hardening, request.run_as, slave_raw, &helper);
             let bytes = errno.to_ne_bytes();
             // SAFETY: write(2) and _exit(2) are async-signal-safe; `bytes`
             // lives on our stack.
@@ -414,23 +461,7 @@ fn run(request: &HelperRequest) -> Result<HelperReport, Failure> {
             code,
         });
     }
-    let exited = PidFd::open(child.as_raw())
-        .map_err(|e| fail(format!("pidfd_open({child}): {e}")))?
-        .ok_or_else(|| fail(format!("exec'd process {child} vanished")))?;
-    let status = wait_relaying(child, &exited, &control, master.as_ref());
-    // What the command left running in its process group (`cmd &` in a
-    // shell) ends with the session. The group's id stays reserved while it
-    // has members, so this can hit no other process.
-    let _ = nix::sys::signal::killpg(child, nix::sys::signal::Signal::SIGKILL);
-    let status = status?;
-    Ok(match status {
-        WaitStatus::Exited(_, code) => HelperReport::Exited { code },
-        WaitStatus::Signaled(_, sig, _) => HelperReport::Signaled { signal: sig as i32 },
-        other => HelperReport::Failed {
-            message: format!("unexpected wait status {other:?}"),
-            code: 125,
-        },
-    })
+    Ok((child, master))
 }
 
 fn set_cloexec(fd: BorrowedFd<'_>) -> Result<(), Failure> {

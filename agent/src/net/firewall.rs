@@ -121,9 +121,6 @@ const NFT_CMP_NEQ: u32 = 1;
 const CT_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
 const IFNAMSIZ: usize = 16;
 
-/// Writes one rule's expressions into a message.
-type Rule<'a> = dyn Fn(&mut Msg) + 'a;
-
 /// The chain holding the rules for traffic to the node itself.
 pub const CHAIN: &str = "input";
 /// The chain holding the rules for traffic through the node.
@@ -176,105 +173,137 @@ pub fn apply(
 
     let mut ifname = [0u8; IFNAMSIZ];
     ifname[..bridge.len()].copy_from_slice(bridge.as_bytes());
-    let from_bridge = |e: &mut Msg| {
-        meta(e, NFT_META_IIFNAME);
-        cmp(e, NFT_CMP_EQ, &ifname);
+    let rules = Rules {
+        ifname,
+        bridge_ip,
+        // Tasks of other nodes arrive routed (host-gw), not from the
+        // bridge: the node's own addresses (its bridge IP is inside the
+        // cluster CIDR) must not take new connections from them either.
+        // Without a cluster CIDR yet, at least this node's subnet is kept
+        // out.
+        tasks: cluster.unwrap_or(subnet),
     };
-    let dns = |e: &mut Msg, l4: u8| {
-        from_bridge(e);
-        meta(e, NFT_META_NFPROTO);
-        cmp(e, NFT_CMP_EQ, &[NFPROTO_IPV4]);
-        payload(e, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
-        cmp(e, NFT_CMP_EQ, &bridge_ip.octets());
-        meta(e, NFT_META_L4PROTO);
-        cmp(e, NFT_CMP_EQ, &[l4]);
-        payload(e, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
-        cmp(e, NFT_CMP_EQ, &DNS_PORT.to_be_bytes());
-        verdict(e, NF_ACCEPT);
-    };
-    let replies = |e: &mut Msg| {
-        from_bridge(e);
-        ct_state(e);
-        bitwise_and(e, &CT_ESTABLISHED_RELATED.to_ne_bytes());
-        cmp(e, NFT_CMP_NEQ, &[0; 4]);
-        verdict(e, NF_ACCEPT);
-    };
-    let drop_rest = |e: &mut Msg| {
-        from_bridge(e);
-        verdict(e, NF_DROP);
-    };
-    let to_net = |e: &mut Msg, net: Ipv4Net| {
-        from_bridge(e);
-        meta(e, NFT_META_NFPROTO);
-        cmp(e, NFT_CMP_EQ, &[NFPROTO_IPV4]);
-        payload(e, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(net.prefix()))
-            .unwrap_or(0);
-        bitwise_and(e, &mask.to_be_bytes());
-        cmp(e, NFT_CMP_EQ, &net.network().octets());
-        verdict(e, NF_ACCEPT);
-    };
-    let to_subnet = |e: &mut Msg| to_net(e, subnet);
-    let to_cluster = |e: &mut Msg| {
-        if let Some(net) = cluster {
-            to_net(e, net);
-        }
-    };
-    let dns_udp = |e: &mut Msg| dns(e, libc::IPPROTO_UDP as u8);
-    let dns_tcp = |e: &mut Msg| dns(e, libc::IPPROTO_TCP as u8);
-    // Tasks of other nodes arrive routed (host-gw), not from the bridge:
-    // the node's own addresses (its bridge IP is inside the cluster CIDR)
-    // must not take new connections from them either. Without a cluster
-    // CIDR yet, at least this node's subnet is kept out.
-    let tasks = cluster.unwrap_or(subnet);
-    let from_tasks = |e: &mut Msg| {
-        meta(e, NFT_META_NFPROTO);
-        cmp(e, NFT_CMP_EQ, &[NFPROTO_IPV4]);
-        payload(e, NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(tasks.prefix()))
-            .unwrap_or(0);
-        bitwise_and(e, &mask.to_be_bytes());
-        cmp(e, NFT_CMP_EQ, &tasks.network().octets());
-    };
-    let task_replies = |e: &mut Msg| {
-        from_tasks(e);
-        ct_state(e);
-        bitwise_and(e, &CT_ESTABLISHED_RELATED.to_ne_bytes());
-        cmp(e, NFT_CMP_NEQ, &[0; 4]);
-        verdict(e, NF_ACCEPT);
-    };
-    let drop_tasks = |e: &mut Msg| {
-        from_tasks(e);
-        verdict(e, NF_DROP);
-    };
-    let mut rules: Vec<(&str, &Rule)> = vec![
-        (CHAIN, &replies),
-        (CHAIN, &dns_udp),
-        (CHAIN, &dns_tcp),
-        (CHAIN, &drop_rest),
-        (CHAIN, &task_replies),
-        (CHAIN, &drop_tasks),
+    let mut list = vec![
+        (CHAIN, RuleKind::Replies),
+        (CHAIN, RuleKind::Dns(libc::IPPROTO_UDP as u8)),
+        (CHAIN, RuleKind::Dns(libc::IPPROTO_TCP as u8)),
+        (CHAIN, RuleKind::DropRest),
+        (CHAIN, RuleKind::TaskReplies),
+        (CHAIN, RuleKind::DropTasks),
     ];
-    if cluster.is_some() {
-        rules.extend([
-            (FORWARD_CHAIN, &replies as &Rule),
-            (FORWARD_CHAIN, &to_subnet),
-            (FORWARD_CHAIN, &to_cluster),
-            (FORWARD_CHAIN, &drop_rest),
+    if let Some(net) = cluster {
+        list.extend([
+            (FORWARD_CHAIN, RuleKind::Replies),
+            (FORWARD_CHAIN, RuleKind::ToNet(subnet)),
+            (FORWARD_CHAIN, RuleKind::ToNet(net)),
+            (FORWARD_CHAIN, RuleKind::DropRest),
         ]);
     }
-    for (chain, rule) in rules {
+    for (chain, kind) in list {
         let mut m = batch.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET);
         m.str(NFTA_RULE_TABLE, table);
         m.str(NFTA_RULE_CHAIN, chain);
-        m.nest(NFTA_RULE_EXPRESSIONS, |e| rule(e));
+        m.nest(NFTA_RULE_EXPRESSIONS, |e| rules.write(kind, e));
         batch.push(m);
     }
     batch
         .send()
         .map_err(|e| NetError::sys("nftables: replace table", format!("inet {table}"), e))
+}
+
+/// The isolation rules of [`apply`], by kind.
+#[derive(Debug, Clone, Copy)]
+enum RuleKind {
+    /// Replies to connections tasks made, from the bridge: accepted.
+    Replies,
+    /// DNS to the bridge address over this L4 protocol: accepted.
+    Dns(u8),
+    /// Anything else from the bridge: dropped.
+    DropRest,
+    /// From the bridge to this network: accepted (forward chain).
+    ToNet(Ipv4Net),
+    /// Replies to connections tasks (of any node) made: accepted.
+    TaskReplies,
+    /// Anything else from tasks of any node: dropped.
+    DropTasks,
+}
+
+/// What the rules match on.
+struct Rules {
+    ifname: [u8; IFNAMSIZ],
+    bridge_ip: Ipv4Addr,
+    tasks: Ipv4Net,
+}
+
+impl Rules {
+    /// Writes the expressions of rule `kind`.
+    fn write(&self, kind: RuleKind, e: &mut Msg) {
+        match kind {
+            RuleKind::Replies => {
+                self.match_bridge(e);
+                established(e);
+            }
+            RuleKind::Dns(l4) => {
+                self.match_bridge(e);
+                ipv4_field(e, 16, &self.bridge_ip.octets(), None);
+                meta(e, NFT_META_L4PROTO);
+                cmp(e, NFT_CMP_EQ, &[l4]);
+                payload(e, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+                cmp(e, NFT_CMP_EQ, &DNS_PORT.to_be_bytes());
+                verdict(e, NF_ACCEPT);
+            }
+            RuleKind::DropRest => {
+                self.match_bridge(e);
+                verdict(e, NF_DROP);
+            }
+            RuleKind::ToNet(net) => {
+                self.match_bridge(e);
+                in_net(e, 16, net);
+                verdict(e, NF_ACCEPT);
+            }
+            RuleKind::TaskReplies => {
+                in_net(e, 12, self.tasks);
+                established(e);
+            }
+            RuleKind::DropTasks => {
+                in_net(e, 12, self.tasks);
+                verdict(e, NF_DROP);
+            }
+        }
+    }
+
+    fn match_bridge(&self, e: &mut Msg) {
+        meta(e, NFT_META_IIFNAME);
+        cmp(e, NFT_CMP_EQ, &self.ifname);
+    }
+}
+
+/// Matches connection tracking state established or related, and accepts.
+fn established(e: &mut Msg) {
+    ct_state(e);
+    bitwise_and(e, &CT_ESTABLISHED_RELATED.to_ne_bytes());
+    cmp(e, NFT_CMP_NEQ, &[0; 4]);
+    verdict(e, NF_ACCEPT);
+}
+
+/// Matches an IPv4 packet whose address at `offset` in the network header
+/// (12: source, 16: destination), masked by `mask`, is `value`.
+fn ipv4_field(e: &mut Msg, offset: u32, value: &[u8; 4], mask: Option<[u8; 4]>) {
+    meta(e, NFT_META_NFPROTO);
+    cmp(e, NFT_CMP_EQ, &[NFPROTO_IPV4]);
+    payload(e, NFT_PAYLOAD_NETWORK_HEADER, offset, 4);
+    if let Some(mask) = mask {
+        bitwise_and(e, &mask);
+    }
+    cmp(e, NFT_CMP_EQ, value);
+}
+
+/// Matches an IPv4 packet whose address at `offset` lies in `net`.
+fn in_net(e: &mut Msg, offset: u32, net: Ipv4Net) {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(net.prefix()))
+        .unwrap_or(0);
+    ipv4_field(e, offset, &net.network().octets(), Some(mask.to_be_bytes()));
 }
 
 /// Deletes the table `table` with its rules. Returns false when there was

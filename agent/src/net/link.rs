@@ -24,7 +24,7 @@ pub const CONTAINER_IF: &str = "eth0";
 /// `lo` has this index in every network namespace.
 const LOOPBACK_INDEX: u32 = 1;
 
-/// The node's bridge, as [`NodeNet::ensure_bridge`] left it.
+/// The node's bridge, as [`Netlink::ensure_bridge`] left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bridge {
     /// Interface name, e.g. `drover0`.
@@ -37,9 +37,9 @@ pub struct Bridge {
     pub prefix: u8,
 }
 
-/// How one allocation is wired to the bridge.
+/// One allocation's veth pair: how its namespace is wired to the bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllocNet {
+pub struct Veth {
     /// Name of the host end of the veth pair (at most 15 bytes); see
     /// [`host_if_name`].
     pub host_if: String,
@@ -51,7 +51,7 @@ pub struct AllocNet {
     pub gateway: Ipv4Addr,
 }
 
-impl AllocNet {
+impl Veth {
     fn validate(&self) -> Result<(), NetError> {
         check_if_name(&self.host_if)?;
         let net = Ipv4Net::new(self.ip, self.prefix)?;
@@ -109,7 +109,7 @@ fn check_if_name(name: &str) -> Result<(), NetError> {
     }
 }
 
-/// An rtnetlink socket opened by [`NodeNet::open_here`] on a helper thread,
+/// An rtnetlink socket opened by [`Netlink::open_here`] on a helper thread,
 /// not yet driven by the runtime.
 pub(crate) struct Unstarted {
     conn: Connection<RouteNetlinkMessage>,
@@ -127,8 +127,8 @@ impl std::fmt::Debug for Unstarted {
 
 impl Unstarted {
     /// Spawns the connection on the current runtime: the socket is usable.
-    pub(crate) fn start(self) -> NodeNet {
-        NodeNet {
+    pub(crate) fn start(self) -> Netlink {
+        Netlink {
             handle: self.handle,
             conn: tokio::spawn(self.conn),
             label: self.label,
@@ -139,19 +139,19 @@ impl Unstarted {
 /// An rtnetlink connection in one network namespace (the node's, for the
 /// agent). Dropping it closes the connection.
 #[derive(Debug)]
-pub struct NodeNet {
+pub struct Netlink {
     pub(super) handle: Handle,
     conn: JoinHandle<()>,
     pub(super) label: String,
 }
 
-impl Drop for NodeNet {
+impl Drop for Netlink {
     fn drop(&mut self) {
         self.conn.abort();
     }
 }
 
-impl NodeNet {
+impl Netlink {
     /// Connects in the calling thread's network namespace. Must be called
     /// inside a tokio runtime, which drives the connection.
     pub fn connect() -> Result<Self, NetError> {
@@ -177,7 +177,7 @@ impl NodeNet {
             .spawn(move || {
                 let res = ns
                     .enter_current_thread()
-                    .and_then(|()| NodeNet::open_here(&rt, thread_label));
+                    .and_then(|()| Netlink::open_here(&rt, thread_label));
                 let _ = tx.send(res);
             })
             .map_err(|e| NetError::sys("spawn netns thread for", label.clone(), e))?;
@@ -359,28 +359,28 @@ impl NodeNet {
         &self,
         bridge: &Bridge,
         netns: &Netns,
-        alloc: &AllocNet,
+        alloc: &Veth,
     ) -> Result<(), NetError> {
         alloc.validate()?;
         // The veth and the socket inside the namespace do not depend on each
         // other: make them at the same time.
         let (added, inside) = tokio::join!(
             self.add_veth(bridge, netns, alloc),
-            NodeNet::connect_in(netns)
+            Netlink::connect_in(netns)
         );
         added?;
         self.configure_or_undo(netns, inside, alloc).await
     }
 
-    /// [`NodeNet::attach`] with `inside`, a connection already open inside
+    /// [`Netlink::attach`] with `inside`, a connection already open inside
     /// `netns` (made by the thread that created the namespace, which saves
     /// a thread).
     pub(crate) async fn attach_with(
         &self,
         bridge: &Bridge,
         netns: &Netns,
-        inside: &NodeNet,
-        alloc: &AllocNet,
+        inside: &Netlink,
+        alloc: &Veth,
     ) -> Result<(), NetError> {
         alloc.validate()?;
         self.add_veth(bridge, netns, alloc).await?;
@@ -388,12 +388,7 @@ impl NodeNet {
     }
 
     /// The veth pair: host end on the bridge and up, `eth0` in `netns`.
-    async fn add_veth(
-        &self,
-        bridge: &Bridge,
-        netns: &Netns,
-        alloc: &AllocNet,
-    ) -> Result<(), NetError> {
+    async fn add_veth(&self, bridge: &Bridge, netns: &Netns, alloc: &Veth) -> Result<(), NetError> {
         let host_if = alloc.host_if.as_str();
         // The peer cannot be set up in the same request: a veth refuses to
         // open (ENOTCONN) before its pair is complete.
@@ -417,11 +412,11 @@ impl NodeNet {
     }
 
     /// Configures `eth0` through `inside`; on failure deletes the veth again.
-    async fn configure_or_undo<N: std::borrow::Borrow<NodeNet>>(
+    async fn configure_or_undo<N: std::borrow::Borrow<Netlink>>(
         &self,
         netns: &Netns,
         inside: Result<N, NetError>,
-        alloc: &AllocNet,
+        alloc: &Veth,
     ) -> Result<(), NetError> {
         let host_if = alloc.host_if.as_str();
         let result = match inside {
@@ -442,7 +437,7 @@ impl NodeNet {
     }
 
     /// Inside an allocation's namespace: address and route on `eth0`, `lo` up.
-    async fn configure_eth0(&self, alloc: &AllocNet) -> Result<(), NetError> {
+    async fn configure_eth0(&self, alloc: &Veth) -> Result<(), NetError> {
         let eth0 = self
             .link_by_name(CONTAINER_IF)
             .await?
@@ -460,15 +455,7 @@ impl NodeNet {
         // One socket, and the kernel handles its requests one after the
         // other in the order sent, so they can all be in flight at once:
         // `eth0` is up and addressed before the route needs it.
-        let eth0_up = async {
-            let req = self
-                .handle
-                .link()
-                .set(LinkUnspec::new_with_index(eth0).up().build());
-            req.execute()
-                .await
-                .map_err(|e| NetError::netlink("set up", format!("{CONTAINER_IF} in {label}"), e))
-        };
+        let eth0_up = self.set_up(eth0, format!("{CONTAINER_IF} in {label}"));
         let address = async {
             let req = self
                 .handle
@@ -479,15 +466,7 @@ impl NodeNet {
                 NetError::netlink("add address", target, e)
             })
         };
-        let lo_up = async {
-            let req = self
-                .handle
-                .link()
-                .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build());
-            req.execute()
-                .await
-                .map_err(|e| NetError::netlink("set up", format!("lo in {label}"), e))
-        };
+        let lo_up = self.set_up(LOOPBACK_INDEX, format!("lo in {label}"));
         let default_route = async {
             self.handle.route().add(route).execute().await.map_err(|e| {
                 let target = format!("via {} in {label}", alloc.gateway);
@@ -502,12 +481,18 @@ impl NodeNet {
     /// Sets `lo` up in this connection's namespace (for a namespace with
     /// no other interface: `network = "none"`).
     pub async fn set_loopback_up(&self) -> Result<(), NetError> {
+        self.set_up(LOOPBACK_INDEX, format!("lo in {}", self.label))
+            .await
+    }
+
+    /// Sets the link with index `index` (named `what` in errors) up.
+    async fn set_up(&self, index: u32, what: String) -> Result<(), NetError> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(LOOPBACK_INDEX).up().build())
+            .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
-            .map_err(|e| NetError::netlink("set up", format!("lo in {}", self.label), e))
+            .map_err(|e| NetError::netlink("set up", what, e))
     }
 
     /// Deletes the allocation's host veth `host_if`; its peer inside the
@@ -581,19 +566,19 @@ mod tests {
 
     #[test]
     fn alloc_net_is_checked() {
-        let ok = AllocNet {
+        let ok = Veth {
             host_if: "dv1".into(),
             ip: Ipv4Addr::new(10, 89, 1, 5),
             prefix: 24,
             gateway: Ipv4Addr::new(10, 89, 1, 1),
         };
         assert!(ok.validate().is_ok());
-        let outside = AllocNet {
+        let outside = Veth {
             gateway: Ipv4Addr::new(10, 89, 2, 1),
             ..ok.clone()
         };
         assert!(outside.validate().is_err());
-        let broadcast = AllocNet {
+        let broadcast = Veth {
             ip: Ipv4Addr::new(10, 89, 1, 255),
             ..ok
         };

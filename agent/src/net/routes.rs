@@ -14,7 +14,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::RouteMessageBuilder;
 
 use super::error::netlink_errno;
-use super::{Ipv4Net, NetError, NodeNet};
+use super::{Ipv4Net, NetError, Netlink};
 
 /// The routing protocol number that marks routes Drover added
 /// (`ip route show proto 68`). Unassigned in iproute2's `rt_protos`.
@@ -83,7 +83,7 @@ pub fn plan_routes(current: &[PeerRoute], desired: &[PeerRoute]) -> RoutePlan {
     plan
 }
 
-/// What [`NodeNet::sync_routes`] did.
+/// What [`Netlink::sync_routes`] did.
 #[derive(Debug, Default)]
 pub struct RouteChanges {
     /// Routes added.
@@ -99,7 +99,7 @@ pub struct RouteChanges {
     pub failed: Vec<(PeerRoute, NetError)>,
 }
 
-impl NodeNet {
+impl Netlink {
     /// The IPv4 routes in the main table that Drover added.
     pub async fn drover_routes(&self) -> Result<Vec<PeerRoute>, NetError> {
         let all: Vec<RouteMessage> = self

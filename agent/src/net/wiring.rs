@@ -43,41 +43,15 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use super::ipam::{Ipam, IpamError};
 use super::link::Unstarted;
 use super::{
-    files, firewall, host_if_name, AllocNet, Bridge, Ipv4Net, NetError, Netns, NetnsDir, NodeNet,
+    files, firewall, host_if_name, Bridge, Ipv4Net, NetError, Netlink, Netns, NetnsDir, Veth,
 };
 use crate::runtime::TaskNetwork;
 
 /// The bridge name when none is configured.
 pub const DEFAULT_BRIDGE: &str = "drover0";
 
-/// How an allocation is networked: a job group's `network` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetworkMode {
-    /// `""` or `"bridge"`: own namespace, veth on the node bridge, an
-    /// address from the node subnet.
-    Bridge,
-    /// `"host"`: the node's own network namespace; only where node policy
-    /// allows it.
-    Host,
-    /// `"none"`: own namespace with only `lo`.
-    None,
-}
-
-impl NetworkMode {
-    /// Parses a group's `network` field.
-    pub fn parse(s: &str) -> Result<Self, NetError> {
-        match s {
-            "" | "bridge" => Ok(Self::Bridge),
-            "host" => Ok(Self::Host),
-            "none" => Ok(Self::None),
-            other => Err(NetError::invalid(
-                "network mode",
-                other,
-                "use \"bridge\" (the default), \"host\" or \"none\"",
-            )),
-        }
-    }
-}
+/// How an allocation is networked (decoded from its group's `network`).
+pub use crate::assignment::NetworkMode;
 
 /// An allocation's network as set up: what its tasks join.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +92,7 @@ impl NetConfig {
             state_dir: data_dir.join("net"),
             netns_dir: netns_dir_for(data_dir),
             table: firewall::table_name(node_id),
-            ip_forward: PathBuf::from(crate::peers::IP_FORWARD),
+            ip_forward: PathBuf::from(super::peers::IP_FORWARD),
             cluster_cidr: None,
         }
     }
@@ -169,7 +143,7 @@ pub fn saved_subnet(cfg: &NetConfig) -> Result<Option<Ipv4Net>, NetError> {
 #[derive(Debug)]
 pub struct NodeNetwork {
     cfg: NetConfig,
-    node: NodeNet,
+    node: Netlink,
     bridge: Bridge,
     ipam: Mutex<Ipam>,
     netns: NetnsDir,
@@ -193,13 +167,13 @@ impl NodeNetwork {
         fs::create_dir_all(&cfg.state_dir)
             .map_err(|e| NetError::sys("create", cfg.state_dir.display().to_string(), e))?;
         write_file(&cfg.subnet_path(), &format!("{subnet}\n"))?;
-        let node = NodeNet::connect()?;
+        let node = Netlink::connect()?;
         let bridge = node
             .ensure_bridge(&cfg.bridge, ipam.gateway(), subnet.prefix())
             .await?;
         let resolv = files::resolv_conf(bridge.ip, &[files::SERVICE_SEARCH_DOMAIN])?;
         files::write_atomic(&cfg.resolv_path(), &resolv, false)?;
-        crate::peers::ensure_forwarding(&cfg.ip_forward)
+        super::peers::ensure_forwarding(&cfg.ip_forward)
             .map_err(|e| NetError::sys("enable", cfg.ip_forward.display().to_string(), e))?;
         firewall::apply(
             &cfg.table,
@@ -281,7 +255,7 @@ impl NodeNetwork {
                 self.netns.remove(alloc_id)?;
                 self.netns.create_on_this_thread(alloc_id)?
             };
-            let inside = NodeNet::open_here(&rt, ns_path.display().to_string())?;
+            let inside = Netlink::open_here(&rt, ns_path.display().to_string())?;
             Ok((netns, inside))
         };
         if mode == NetworkMode::None {
@@ -308,7 +282,7 @@ impl NodeNetwork {
             Ok(ip)
         })?;
         let inside = inside.start();
-        let alloc = AllocNet {
+        let alloc = Veth {
             host_if: host_if_name(alloc_id),
             ip,
             prefix: self.bridge.prefix,
@@ -411,7 +385,7 @@ fn is_netns_mount(path: &Path) -> bool {
 }
 
 /// The names of the interfaces enslaved to the bridge with index `bridge`.
-async fn bridge_ports(node: &NodeNet, bridge: u32) -> Result<Vec<String>, NetError> {
+async fn bridge_ports(node: &Netlink, bridge: u32) -> Result<Vec<String>, NetError> {
     let links: Vec<_> = node
         .handle()
         .link()
@@ -476,7 +450,7 @@ pub async fn cleanup_node(cfg: &NetConfig, routes: bool) -> Result<CleanupReport
     if let Some(parent) = cfg.netns_dir.parent() {
         let _ = fs::remove_dir(parent);
     }
-    let node = NodeNet::connect()?;
+    let node = Netlink::connect()?;
     if let Some(bridge) = node.link_by_name(&cfg.bridge).await? {
         let ports = bridge_ports(&node, bridge.header.index).await;
         match ports {
@@ -592,7 +566,7 @@ async fn live_addresses(netns: &NetnsDir) -> Result<Vec<(String, Ipv4Addr)>, Net
             continue;
         }
         let ns = netns.open(&name)?;
-        let inside = NodeNet::connect_in(&ns).await?;
+        let inside = Netlink::connect_in(&ns).await?;
         for ip in inside.ipv4_addrs_of(super::CONTAINER_IF).await? {
             live.push((name.clone(), ip));
         }
@@ -634,15 +608,6 @@ fn write_file(path: &Path, content: &str) -> Result<(), NetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_parse() {
-        assert_eq!(NetworkMode::parse("").ok(), Some(NetworkMode::Bridge));
-        assert_eq!(NetworkMode::parse("bridge").ok(), Some(NetworkMode::Bridge));
-        assert_eq!(NetworkMode::parse("host").ok(), Some(NetworkMode::Host));
-        assert_eq!(NetworkMode::parse("none").ok(), Some(NetworkMode::None));
-        assert!(NetworkMode::parse("overlay").is_err());
-    }
 
     #[test]
     fn netns_dirs_differ_per_data_dir() {

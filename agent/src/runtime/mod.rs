@@ -41,6 +41,7 @@ mod admit;
 mod error;
 mod files;
 mod identity;
+mod launch;
 mod limits;
 pub mod logs;
 mod mask;
@@ -49,26 +50,23 @@ mod pidfd;
 mod rootfs;
 mod spec;
 mod supervisor;
+mod task_cgroup;
 mod volume;
 
 use std::fs;
 use std::io;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt;
 use tokio::time::{sleep, Instant};
 use tracing::{debug, info, warn};
 
-use crate::cgroup;
 use crate::policy::NodePolicy;
 pub use error::{RuntimeError, SpecProblem};
 use files::{
-    now_unix_ms, open_append, process_alive, read_json, read_pid, supervisor_alive, sync_written,
-    validate_name, write_json, write_json_with, Durability, TaskDir, SUPERVISE_ARG,
+    now_unix_ms, process_alive, read_json, read_pid, supervisor_alive, validate_name, write_json,
+    TaskDir,
 };
 pub(crate) use identity::resolve_user_in_root;
 pub use identity::{IdMap, IdentityError, RunAs};
@@ -239,15 +237,7 @@ impl Runtime {
 
         let created = !dir.dir.exists();
         if !created {
-            let current = self.observe(&dir, alloc_id, task)?;
-            if let TaskState::Pending | TaskState::Running { .. } = current {
-                return Err(RuntimeError::StillRunning {
-                    alloc_id: alloc_id.to_owned(),
-                    task: task.to_owned(),
-                    pid: running_pid(&current),
-                });
-            }
-            self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
+            self.ensure_ended(&dir, alloc_id, task)?;
             // A restart in the same directory: logs are appended to.
             for stale in [dir.state(), dir.supervisor_pid()] {
                 match fs::remove_file(&stale) {
@@ -287,182 +277,6 @@ impl Runtime {
             })??;
         debug!(image = %image.display(), manifest = %resolved.manifest, layers = resolved.layers.len(), "image resolved");
         Ok(resolved)
-    }
-
-    async fn spawn_and_wait(
-        &self,
-        dir: &TaskDir,
-        spec: &TaskSpec,
-        image: Option<&ResolvedImage>,
-    ) -> Result<TaskState, RuntimeError> {
-        let (alloc_id, task) = (spec.alloc_id.as_str(), spec.task.as_str());
-        fs::create_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
-            op: "create directory",
-            path: dir.dir.clone(),
-            source,
-        })?;
-        // Every task's root is the same host uid (one range per node): the
-        // allocation's directory (specs with their env, logs, the overlay
-        // upper dirs) must not be reachable by another task that sees the
-        // host's files (`Rootfs::Host`). Only root (agent, supervisor,
-        // exec helper) enters it; tasks use their mounts.
-        if let Some(alloc_dir) = dir.dir.parent() {
-            fs::set_permissions(
-                alloc_dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )
-            .map_err(|source| RuntimeError::Io {
-                op: "chmod 0700",
-                path: alloc_dir.to_owned(),
-                source,
-            })?;
-        }
-        // Made durable below, while the supervisor starts (it reads the
-        // spec from the page cache), and before `start` returns.
-        write_json_with(&dir.spec(), spec, Durability::ProcessCrash)?;
-        match image {
-            Some(image) => write_json(&dir.image(), image)?,
-            None => match fs::remove_file(dir.image()) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(RuntimeError::Io {
-                        op: "remove",
-                        path: dir.image(),
-                        source: e,
-                    })
-                }
-                _ => {}
-            },
-        }
-        write_json_with(&dir.cgroup(), &self.cgroups, Durability::ProcessCrash)?;
-        let log = open_append(&dir.supervisor_log())?;
-
-        let mut command = tokio::process::Command::new(&self.exe);
-        command
-            .arg(SUPERVISE_ARG)
-            .arg(&dir.dir)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::null())
-            // The supervisor writes a byte here once the task runs, so that
-            // we need not poll state.json; EOF when it exits.
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            // A process group of its own from the first instruction, so
-            // that no terminal or group signal meant for the agent (Ctrl-C
-            // on `drover dev`) reaches it or the task (which gets a session
-            // of its own).
-            .process_group(0)
-            .kill_on_drop(false);
-        // No `pre_exec`: without one the standard library spawns with
-        // posix_spawn (vfork-like: no copy of the agent's page tables), a
-        // few hundred microseconds to milliseconds less per start than a
-        // fork.
-        let mut child = command
-            .spawn()
-            .map_err(|source| RuntimeError::SpawnSupervisor {
-                exe: self.exe.clone(),
-                task_dir: dir.dir.clone(),
-                source,
-            })?;
-        let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-        debug!(alloc_id = %alloc_id, task = %task, supervisor_pid, "supervisor spawned");
-        let spec_path = dir.spec();
-        let spec_synced = tokio::task::spawn_blocking(move || sync_written(&spec_path));
-        let mut report = child.stdout.take();
-
-        let deadline = Instant::now() + START_TIMEOUT;
-        let state = loop {
-            if let Some(state) = dir.read_state()? {
-                if state != TaskState::Pending {
-                    break state;
-                }
-            }
-            let exited = child.try_wait().map_err(|source| RuntimeError::Io {
-                op: "waitpid supervisor",
-                path: dir.dir.clone(),
-                source,
-            })?;
-            if let Some(status) = exited {
-                // It may have written its final state just before exiting.
-                if let Some(state) = dir.read_state()?.filter(|s| *s != TaskState::Pending) {
-                    break state;
-                }
-                let how = match (status.code(), status.signal()) {
-                    (Some(code), _) => format!("with code {code}"),
-                    (None, Some(sig)) => format!("by signal {sig}"),
-                    _ => "abnormally".to_owned(),
-                };
-                let state = TaskState::Failed {
-                    message: format!(
-                        "supervisor exited {how} before starting the task; see {}",
-                        dir.supervisor_log().display()
-                    ),
-                };
-                write_json(&dir.state(), &state)?;
-                break state;
-            }
-            if Instant::now() >= deadline {
-                warn!(alloc_id = %alloc_id, task = %task, supervisor_pid, "supervisor did not report; killing it");
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                if let Some(TaskState::Running { pid, .. }) = dir.read_state()? {
-                    if let Ok(Some(fd)) = PidFd::open(pid) {
-                        let _ = fd.signal(Signal::SIGKILL);
-                    }
-                }
-                return Err(RuntimeError::Timeout {
-                    what: "the supervisor to start the task",
-                    task_dir: dir.dir.clone(),
-                    after: START_TIMEOUT,
-                });
-            }
-            // Woken by the supervisor's report (or EOF: it is exiting, and
-            // try_wait above will see it within a millisecond or so).
-            match report.as_mut() {
-                Some(out) => {
-                    let mut byte = [0u8; 8];
-                    tokio::select! {
-                        read = out.read(&mut byte) => {
-                            if !matches!(read, Ok(n) if n > 0) {
-                                report = None;
-                            }
-                        }
-                        () = sleep(POLL_INTERVAL) => {}
-                    }
-                }
-                None => sleep(EXIT_POLL_INTERVAL).await,
-            }
-        };
-
-        match spec_synced.await {
-            Ok(Ok(())) => {}
-            // The task runs and its spec is written; only a power loss
-            // could now lose the record of it (and the task with it).
-            Ok(Err(error)) => {
-                warn!(alloc_id = %alloc_id, task = %task, %error, "the task's spec may not survive a power loss")
-            }
-            Err(error) => {
-                warn!(alloc_id = %alloc_id, task = %task, %error, "syncing the task's spec")
-            }
-        }
-        // Reap the supervisor whenever it ends; if the agent dies first, the
-        // supervisor is re-parented and reaped by init instead.
-        let (a, t) = (alloc_id.to_owned(), task.to_owned());
-        tokio::spawn(async move {
-            match child.wait().await {
-                Ok(status) => debug!(alloc_id = %a, task = %t, %status, "supervisor exited"),
-                Err(e) => warn!(alloc_id = %a, task = %t, error = %e, "waiting for supervisor"),
-            }
-        });
-        match &state {
-            TaskState::Running { pid, .. } => {
-                info!(alloc_id = %alloc_id, task = %task, pid, supervisor_pid, "task running")
-            }
-            other => {
-                info!(alloc_id = %alloc_id, task = %task, state = ?other, "task did not keep running")
-            }
-        }
-        Ok(state)
     }
 
     /// The task's state as last recorded in `state.json`, without settling
@@ -546,6 +360,20 @@ impl Runtime {
         warn!(alloc_id = %alloc_id, task = %task, state = ?settled, "supervisor died");
         write_json(&dir.state(), &settled)?;
         Ok(settled)
+    }
+
+    /// Refuses (`StillRunning`) while the task is pending or running, or
+    /// while the process recorded running is still alive.
+    fn ensure_ended(&self, dir: &TaskDir, alloc_id: &str, task: &str) -> Result<(), RuntimeError> {
+        let state = self.observe(dir, alloc_id, task)?;
+        if let TaskState::Pending | TaskState::Running { .. } = state {
+            return Err(RuntimeError::StillRunning {
+                alloc_id: alloc_id.to_owned(),
+                task: task.to_owned(),
+                pid: running_pid(&state),
+            });
+        }
+        self.ensure_no_unsupervised_task(dir, alloc_id, task)
     }
 
     /// Refuses when `state.json` names a task that still runs although its
@@ -756,15 +584,7 @@ impl Runtime {
     /// Refuses while the task is pending or running.
     pub fn remove(&self, alloc_id: &str, task: &str) -> Result<(), RuntimeError> {
         let dir = self.existing_dir(alloc_id, task)?;
-        let state = self.observe(&dir, alloc_id, task)?;
-        if let TaskState::Pending | TaskState::Running { .. } = state {
-            return Err(RuntimeError::StillRunning {
-                alloc_id: alloc_id.to_owned(),
-                task: task.to_owned(),
-                pid: running_pid(&state),
-            });
-        }
-        self.ensure_no_unsupervised_task(&dir, alloc_id, task)?;
+        self.ensure_ended(&dir, alloc_id, task)?;
         self.remove_cgroup(&dir, alloc_id)?;
         let had_image = dir.image().exists();
         fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
@@ -828,85 +648,6 @@ impl Runtime {
         }
         Ok(removed)
     }
-}
-
-impl Runtime {
-    /// Removes idle cgroups below this runtime's parent that killed
-    /// supervisors left behind ([`cgroup::sweep`]); best effort, logged.
-    /// Run before each start, so leftovers never accumulate.
-    fn sweep_cgroups(&self) {
-        let result = cgroup::detect(&self.cgroups.root).and_then(|cgroups| {
-            cgroup::sweep(cgroups.as_ref(), &self.cgroups.parent, STALE_CGROUP_AGE)
-        });
-        match result {
-            Ok(removed) if removed.is_empty() => {}
-            Ok(removed) => info!(?removed, "removed cgroups left by dead supervisors"),
-            Err(error) => debug!(%error, "sweeping stale cgroups"),
-        }
-    }
-
-    /// Removes the task's cgroup as recorded in `cgroup.json` (nothing to do
-    /// without one, or when it is gone already).
-    /// SIGKILLs every process in the task's cgroup (a task whose
-    /// supervisor died); returns how many are still listed afterwards
-    /// (dying ones included). Each pid is checked to still be
-    /// listed after its pidfd is opened: no process can enter the cgroup
-    /// but by a member's fork, so a reused pid never gets the signal.
-    fn kill_unsupervised(&self, dir: &TaskDir) -> Result<usize, RuntimeError> {
-        let Some((placement, path)) = task_cgroup(dir)? else {
-            return Ok(0);
-        };
-        let cgroups = cgroup::detect(&placement.root)?;
-        for pid in cgroups.procs(&path)? {
-            let Ok(Some(fd)) = PidFd::open(pid) else {
-                continue;
-            };
-            if cgroups.procs(&path)?.contains(&pid) {
-                let _ = fd.signal(Signal::SIGKILL);
-            }
-        }
-        // What is still listed (dying, or not signalled: no pidfd, an
-        // error) keeps the task unsettled until the next look.
-        Ok(cgroups.procs(&path)?.len())
-    }
-
-    fn remove_cgroup(&self, dir: &TaskDir, alloc_id: &str) -> Result<(), RuntimeError> {
-        let Some((placement, path)) = task_cgroup(dir)? else {
-            return Ok(());
-        };
-        if !cgroup_may_exist(&placement.root, &path) {
-            return Ok(());
-        }
-        let cgroups = cgroup::detect(&placement.root)?;
-        let prune = placement.prune_paths(alloc_id);
-        let prune: Vec<&Path> = prune.iter().map(PathBuf::as_path).collect();
-        cgroups.remove(&path, &prune, CGROUP_REMOVE_TIMEOUT)?;
-        Ok(())
-    }
-}
-
-/// Where the task of `dir` has its cgroup (its placement, validated, and
-/// its path in every hierarchy); `None` before both records exist.
-fn task_cgroup(dir: &TaskDir) -> Result<Option<(CgroupPlacement, PathBuf)>, RuntimeError> {
-    let (Some(placement), Some(spec)) = (
-        read_json::<CgroupPlacement>(&dir.cgroup())?,
-        dir.read_spec()?,
-    ) else {
-        return Ok(None);
-    };
-    placement.validate()?;
-    let path = placement.task_path(&spec);
-    Ok(Some((placement, path)))
-}
-
-/// Cheap check before detecting the hierarchies: whether a directory for
-/// `path` exists in any hierarchy directly under `root` (v1 controllers,
-/// the hybrid `unified`) or in `root` itself (v2).
-fn cgroup_may_exist(root: &Path, path: &Path) -> bool {
-    if root.join(path).is_dir() {
-        return true;
-    }
-    fs::read_dir(root).is_ok_and(|entries| entries.flatten().any(|e| e.path().join(path).is_dir()))
 }
 
 fn running_pid(state: &TaskState) -> Option<i32> {

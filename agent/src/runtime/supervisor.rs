@@ -15,13 +15,14 @@
 //! signals the task directly, and the supervisor must outlive the task to
 //! record its exit status.
 
-use std::ffi::CString;
+mod command;
+mod memory;
+
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use nix::mount::MsFlags;
@@ -36,14 +37,15 @@ use super::files::{
 use super::identity::{self, Identity, RunAs};
 use super::limits::{CgroupPlacement, Hardening};
 use super::logs::{LogPump, RotatingLog};
-use super::mask::ProcMasks;
 use super::oci::ResolvedImage;
 use super::pidfd::PidFd;
 use super::rootfs::{self, PreparedRoot, RootBase, RootIds, Rootfs, RootfsDirs};
 use super::spec::resolve_command_in;
 use super::volume::{self, HOST_WRITABLE_DIRS};
-use super::{RuntimeError, TaskSpec, TaskState, DEFAULT_PATH};
+use super::{RuntimeError, TaskSpec, TaskState};
 use crate::cgroup::{self, CgroupError, Cgroups, Limits};
+use command::build_command;
+use memory::release_setup_memory;
 
 /// How long the supervisor retries removing the task's cgroup while the
 /// kernel finishes tearing down its processes.
@@ -183,6 +185,61 @@ fn run_task(
         None => (None, None),
     };
     let run_as = spec.run_as.unwrap_or_default();
+    let ids = host_ids(spec, run_as, userns.as_ref().map(AsFd::as_fd))?;
+    enter_namespaces(spec)?;
+    let root = prepare_mounts(dir, spec, &ids)?;
+
+    // Created before the task starts, so that `drover logs` finds both.
+    let mut logs = Vec::new();
+    for path in [dir.stdout(), dir.stderr()] {
+        let log = RotatingLog::open(path.clone(), spec.logs)
+            .map_err(|e| fail(format!("open {}: {e}", path.display())))?;
+        logs.push(log);
+    }
+    let identity = Identity { userns, run_as };
+    let command = build_command(spec, &procs, hardening, identity, root.as_ref())?;
+    let mut child = spawn_task(command, spec)?;
+    drop(procs);
+    let pipes = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
+    let pid =
+        i32::try_from(child.id()).map_err(|_| fail(format!("pid {} out of range", child.id())))?;
+    record_running(dir, pid)?;
+    if let Some(helper) = userns_helper.as_mut() {
+        helper.reap();
+    }
+    let streams: Vec<_> = pipes
+        .into_iter()
+        .zip(logs)
+        .filter_map(|(pipe, log)| pipe.map(|p| (p, log)))
+        .collect();
+    copy_logs(pid, streams);
+    let status = wait_exit(pid)?;
+    let oom_kills = match cgroups.oom_kills(cg_path) {
+        Ok(n) => n.saturating_sub(oom_before),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "drover supervisor: {e}");
+            0
+        }
+    };
+    let exited = exit_record(pid, status, oom_kills, spec.memory_mb);
+    write_json(&dir.state(), &exited)?;
+    // Now reap it; the exit is already on disk.
+    child
+        .wait()
+        .map_err(|e| fail(format!("waitpid(pid {pid}): {e}")))?;
+    Ok(())
+}
+
+/// The host ids of root and of the task's user, which must both lie in
+/// the user namespace's mapped range.
+fn host_ids<'a>(
+    spec: &TaskSpec,
+    run_as: RunAs,
+    userns: Option<BorrowedFd<'a>>,
+) -> Result<HostIds<'a>, Failure> {
     let map = spec.user_namespace.as_ref();
     let outside = |who: &str, ids: RunAs| {
         ids.on_host(map).ok_or_else(|| {
@@ -192,12 +249,16 @@ fn run_task(
             ))
         })
     };
-    let ids = HostIds {
+    Ok(HostIds {
         root: outside("root", RunAs::default())?,
         task: outside("user", run_as)?,
-        userns: userns.as_ref().map(AsFd::as_fd),
-    };
+        userns,
+    })
+}
 
+/// Puts the supervisor into the task's PID, mount, UTS, IPC and network
+/// namespaces, with a private mount tree.
+fn enter_namespaces(spec: &TaskSpec) -> Result<(), Failure> {
     // The allocation's network namespace, which the agent set up (veth,
     // address, routes), is joined by the supervisor while it is real root
     // in the host's user namespace (the task enters its user namespace
@@ -226,13 +287,21 @@ fn run_task(
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| fail(format!("mount(/, MS_REC|MS_PRIVATE): {e}")))?;
+    .map_err(|e| fail(format!("mount(/, MS_REC|MS_PRIVATE): {e}")))
+}
+
+/// The task's root (when the spec has one) and the allocation's
+/// `resolv.conf` and `hosts` over the root's own (the host's, without a
+/// rootfs: this mount namespace is private).
+fn prepare_mounts(
+    dir: &TaskDir,
+    spec: &TaskSpec,
+    ids: &HostIds<'_>,
+) -> Result<Option<(PreparedRoot, PathBuf)>, Failure> {
     let root = match &spec.rootfs {
         None => None,
-        Some(rootfs) => Some(prepare_root(dir, spec, rootfs, &ids)?),
+        Some(rootfs) => Some(prepare_root(dir, spec, rootfs, ids)?),
     };
-    // The allocation's resolv.conf and hosts, over the root's own (the
-    // host's, without a rootfs: this mount namespace is private).
     if let Some(net) = &spec.network {
         let in_root = root
             .as_ref()
@@ -247,41 +316,28 @@ fn run_task(
             }
         }
     }
+    Ok(root)
+}
 
-    // Created before the task starts, so that `drover logs` finds both.
-    let mut logs = Vec::new();
-    for path in [dir.stdout(), dir.stderr()] {
-        let log = RotatingLog::open(path.clone(), spec.logs)
-            .map_err(|e| fail(format!("open {}: {e}", path.display())))?;
-        logs.push(log);
-    }
-    let identity = Identity { userns, run_as };
-    let mut command = build_command(spec, &procs, hardening, identity, root.as_ref())?;
+/// Forks and execs the task; a missing program is exit code 127.
+fn spawn_task(mut command: Command, spec: &TaskSpec) -> Result<std::process::Child, Failure> {
     let program = spec.command.first().cloned().unwrap_or_default();
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Failure {
-                message: format!("command {program:?} not found: {e}"),
-                exit_code: 127,
-            })
-        }
-        Err(e) => {
-            return Err(fail(format!(
-                "spawning {program:?} (fork; in the child: join the cgroup, with a rootfs \
-                 unshare(CLONE_NEWNS) and pivot_root into it, mount /proc, sethostname, setsid, \
-                 setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), exec): {e}"
-            )))
-        }
-    };
-    drop(command);
-    drop(procs);
-    let pipes = [
-        child.stdout.take().map(OwnedFd::from),
-        child.stderr.take().map(OwnedFd::from),
-    ];
-    let pid =
-        i32::try_from(child.id()).map_err(|_| fail(format!("pid {} out of range", child.id())))?;
+    match command.spawn() {
+        Ok(child) => Ok(child),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Failure {
+            message: format!("command {program:?} not found: {e}"),
+            exit_code: 127,
+        }),
+        Err(e) => Err(fail(format!(
+            "spawning {program:?} (fork; in the child: join the cgroup, with a rootfs \
+             unshare(CLONE_NEWNS) and pivot_root into it, mount /proc, sethostname, setsid, \
+             setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), exec): {e}"
+        ))),
+    }
+}
+
+/// Records the task running and tells a waiting runtime to look now.
+fn record_running(dir: &TaskDir, pid: i32) -> Result<(), Failure> {
     write_json_with(
         &dir.state(),
         &TaskState::Running {
@@ -290,23 +346,17 @@ fn run_task(
         },
         Durability::ProcessCrash,
     )?;
-    // Tell a waiting runtime (our stdout is its pipe) to look now. Nobody
-    // may be reading any more: an error (EPIPE, SIGPIPE is ignored) is fine.
+    // Our stdout is the runtime's pipe. Nobody may be reading any more: an
+    // error (EPIPE, SIGPIPE is ignored) is fine.
     let mut out = io::stdout().lock();
     let _ = out.write_all(b"r").and_then(|()| out.flush());
-    drop(out);
-    if let Some(helper) = userns_helper.as_mut() {
-        helper.reap();
-    }
+    Ok(())
+}
 
-    // Copy the task's output into its (rotating) log files until it has
-    // exited and the pipes are drained, so that the exit recorded below
-    // comes after its last log line.
-    let streams: Vec<_> = pipes
-        .into_iter()
-        .zip(logs)
-        .filter_map(|(pipe, log)| pipe.map(|p| (p, log)))
-        .collect();
+/// Copies the task's output into its (rotating) log files until it has
+/// exited and the pipes are drained, so that the exit recorded afterwards
+/// comes after its last log line.
+fn copy_logs(pid: i32, streams: Vec<(OwnedFd, RotatingLog)>) {
     match PidFd::open(pid) {
         Ok(Some(exit_fd)) => {
             // From then on the supervisor only copies logs and waits, for
@@ -324,34 +374,22 @@ fn run_task(
             );
         }
     }
+}
 
-    // Observe the exit without reaping: while the zombie exists its pid cannot
-    // be reused, so an agent that read "running" and then signals the pid
-    // (through a pidfd opened before reading) never hits another process.
-    let status = loop {
+/// Observes the exit without reaping: while the zombie exists its pid
+/// cannot be reused, so an agent that read "running" and then signals the
+/// pid (through a pidfd opened before reading) never hits another process.
+fn wait_exit(pid: i32) -> Result<WaitStatus, Failure> {
+    loop {
         match waitid(
             Id::Pid(Pid::from_raw(pid)),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
         ) {
-            Ok(status) => break status,
+            Ok(status) => return Ok(status),
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(fail(format!("waitid(pid {pid}): {e}"))),
         }
-    };
-    let oom_kills = match cgroups.oom_kills(cg_path) {
-        Ok(n) => n.saturating_sub(oom_before),
-        Err(e) => {
-            let _ = writeln!(io::stderr(), "drover supervisor: {e}");
-            0
-        }
-    };
-    let exited = exit_record(pid, status, oom_kills, spec.memory_mb);
-    write_json(&dir.state(), &exited)?;
-    // Now reap it; the exit is already on disk.
-    child
-        .wait()
-        .map_err(|e| fail(format!("waitpid(pid {pid}): {e}")))?;
-    Ok(())
+    }
 }
 
 /// Joins the network namespace bind-mounted at `path` (`setns`).
@@ -479,308 +517,4 @@ fn prepare_root(
         exit_code: 127,
     })?;
     Ok((prepared, program))
-}
-
-fn cstring(what: &str, bytes: &[u8]) -> Result<CString, Failure> {
-    CString::new(bytes).map_err(|_| fail(format!("{what} contains a NUL byte")))
-}
-
-/// Builds the task command; everything the child side needs is allocated
-/// here, because the `pre_exec` closure may only make async-signal-safe calls.
-fn build_command(
-    spec: &TaskSpec,
-    cgroup_procs: &[OwnedFd],
-    hardening: Hardening,
-    identity: Identity,
-    root: Option<&(PreparedRoot, PathBuf)>,
-) -> Result<Command, Failure> {
-    let (program, args) = spec
-        .command
-        .split_first()
-        .ok_or_else(|| fail("empty command".to_owned()))?;
-    // Pipes that the supervisor copies into rotating log files.
-    let (stdout, stderr) = (Stdio::piped(), Stdio::piped());
-
-    let proc_src = cstring("source", b"proc")?;
-    let proc_dir = cstring("path", b"/proc")?;
-    let hostname = spec.hostname.clone().into_bytes();
-    let procs: Vec<RawFd> = cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect();
-    let masks = ProcMasks::new();
-
-    // With a root filesystem: the path resolved inside it, argv[0] as given.
-    let mut command = match root {
-        Some((_, resolved)) => {
-            let mut command = Command::new(resolved);
-            command.arg0(program);
-            command
-        }
-        None => Command::new(program),
-    };
-    // Without a rootfs, the working directory is entered (on the host's
-    // mount tree) before the closure below; with one, after the pivot.
-    let cwd = match (root, &spec.workdir) {
-        (None, Some(workdir)) => workdir.clone(),
-        _ => PathBuf::from("/"),
-    };
-    let root = root.map(|(prepared, _)| prepared.clone());
-    command
-        .args(args)
-        .env_clear()
-        .envs(&spec.env)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    if !spec.env.contains_key("PATH") {
-        command.env("PATH", DEFAULT_PATH);
-    }
-    // Formatted first: stderr is unbuffered, and `writeln!` on it makes a
-    // write(2) per formatted piece (about 30 here).
-    let starting = format!(
-        "drover supervisor: starting {:?} as {:?}, uid {} gid {}, user namespace {:?}\n",
-        spec.command, spec.hostname, identity.run_as.uid, identity.run_as.gid, spec.user_namespace
-    );
-    let _ = io::stderr().write_all(starting.as_bytes());
-
-    // SAFETY: the closure runs in the forked child before exec. It only calls
-    // async-signal-safe syscalls (write, sigaction, unshare, chdir,
-    // pivot_root, umount2, mount, stat, sethostname, setsid, setrlimit, prctl,
-    // close_range, and raw setgroups, setns, setresgid, setresuid) on
-    // memory prepared before the fork (the closure owns its copy of the
-    // prepared root's strings), and
-    // allocates nothing: errors are reported through
-    // `io::Error::last_os_error`, which does not allocate. The cgroup
-    // descriptors stay open in the supervisor until after the spawn.
-    unsafe {
-        command.pre_exec(move || {
-            // First, so that everything below is already charged to, and
-            // limited by, the task's cgroups. "0" means the writer itself:
-            // this forked child, whose only thread it is (see
-            // `Cgroups::join_files`).
-            for &fd in &procs {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            // Now that it is in its cgroups: they become the root of its
-            // cgroup namespace (`/proc/self/cgroup` shows `/`).
-            if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
-                if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            // The supervisor made `/` private and prepared the root.
-            if let Some(root) = &root {
-                root.enter_in_child()?;
-            }
-            // We are PID 1 of the new PID namespace: a fresh procfs shows it.
-            if libc::mount(
-                proc_src.as_ptr(),
-                proc_dir.as_ptr(),
-                proc_src.as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // Kernel internals hidden, kernel knobs read-only.
-            masks.apply_in_child()?;
-            if libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            hardening.apply_rlimits_in_child()?;
-            // After the mounts and sethostname, which need CAP_SYS_ADMIN
-            // in the host's user namespace: groups cleared, then into the
-            // task's user namespace (full capabilities there, none over
-            // the namespaces made above), the gid, the bounding set
-            // (reset to full by the namespace change; dropping it needs
-            // CAP_SETPCAP, which a non-zero uid loses), the uid, and
-            // no_new_privs last.
-            identity.enter_in_child()?;
-            identity.set_gid_in_child()?;
-            hardening.drop_bounding_set_in_child()?;
-            identity.set_uid_in_child()?;
-            // Whatever descriptors the supervisor inherited without
-            // close-on-exec (from the agent, or from whoever started the
-            // agent) must not reach the task: only 0, 1 and 2 survive exec.
-            if libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            hardening.set_no_new_privs_in_child()
-        });
-    }
-    Ok(command)
-}
-
-/// Gives back the memory that setting the task up used and the idle
-/// supervisor (copying logs, waiting) does not, so that each allocation
-/// costs little while its task runs:
-///
-/// - the page-table entries of the `drover` binary's read-only, unmodified
-///   mappings (its code and constants: setting up touched megabytes of
-///   them, the idle loop needs a few pages, which fault back in from the
-///   page cache);
-/// - the stack pages below the current frame;
-/// - the heap that was freed (`malloc_trim`).
-///
-/// Best effort: anything it cannot read is left as it is.
-fn release_setup_memory() {
-    let here = 0u8;
-    let sp = std::ptr::addr_of!(here) as usize;
-    if let (Ok(exe), Ok(smaps)) = (
-        std::fs::read_link("/proc/self/exe"),
-        std::fs::read_to_string("/proc/self/smaps"),
-    ) {
-        for (start, end) in droppable_mappings(&smaps, &exe.to_string_lossy()) {
-            // SAFETY: a range of this process's own mapping of the binary,
-            // read-only and holding no private (modified) page: dropping
-            // its page-table entries loses nothing, and any later access
-            // faults the same file pages back in.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-            }
-        }
-        if let Some((start, _)) = stack_mapping(&smaps) {
-            // 16 KiB below this frame stay: madvise(2) itself runs there.
-            let limit = (sp & !0xfff).saturating_sub(16 * 1024);
-            if limit > start {
-                // SAFETY: stack pages below the live frames (nothing but
-                // finished calls' leftovers, no signal handler runs on
-                // them); if touched again they come back zero-filled,
-                // as stack growth always does.
-                unsafe {
-                    libc::madvise(
-                        start as *mut libc::c_void,
-                        limit - start,
-                        libc::MADV_DONTNEED,
-                    );
-                }
-            }
-        }
-    }
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim(3) takes no pointer and is safe to call at any
-    // time; the supervisor has one thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// `(start, end)` of the mappings of `exe` in `smaps` (the text of
-/// `/proc/<pid>/smaps`) that are not writable and hold no anonymous
-/// (copied-on-write) page.
-fn droppable_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut current: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        if let Some((range, perms, path)) = mapping_header(line) {
-            if let Some(m) = current.take() {
-                out.push(m);
-            }
-            if path == exe && !perms.contains('w') {
-                current = range_of(range);
-            }
-        } else if let Some(kb) = line
-            .strip_prefix("Anonymous:")
-            .or_else(|| line.strip_prefix("Swap:"))
-        {
-            // A copied page, resident or swapped out (then it shows as
-            // swap only): dropping it would bring back the file's bytes.
-            if kb.trim().trim_end_matches("kB").trim() != "0" {
-                current = None;
-            }
-        }
-    }
-    out.extend(current);
-    out
-}
-
-/// `(start, end)` of the `[stack]` mapping in `smaps`.
-fn stack_mapping(smaps: &str) -> Option<(usize, usize)> {
-    smaps
-        .lines()
-        .filter_map(mapping_header)
-        .find(|(_, _, path)| *path == "[stack]")
-        .and_then(|(range, _, _)| range_of(range))
-}
-
-/// A mapping's header line: `start-end perms offset dev inode [path]`.
-fn mapping_header(line: &str) -> Option<(&str, &str, &str)> {
-    let mut fields = line.split_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    if !range.contains('-') || perms.len() != 4 || range.ends_with(':') {
-        return None;
-    }
-    let (_offset, _dev, _inode) = (fields.next()?, fields.next()?, fields.next()?);
-    // The path may contain spaces: everything after the inode.
-    let path = line
-        .splitn(6, char::is_whitespace)
-        .nth(5)
-        .map_or("", str::trim);
-    Some((range, perms, path))
-}
-
-fn range_of(range: &str) -> Option<(usize, usize)> {
-    let (start, end) = range.split_once('-')?;
-    Some((
-        usize::from_str_radix(start, 16).ok()?,
-        usize::from_str_radix(end, 16).ok()?,
-    ))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    const SMAPS: &str = "\
-55d0000-55d2000 r--p 00000000 fe:00 42                         /usr/bin/drover
-Rss:                   8 kB
-Anonymous:             0 kB
-55d2000-55d9000 r-xp 00002000 fe:00 42                         /usr/bin/drover
-Anonymous:             0 kB
-55d9000-55da000 r--p 00009000 fe:00 42                         /usr/bin/drover
-Anonymous:             4 kB
-55d9800-55d9900 r--p 00009800 fe:00 42                         /usr/bin/drover
-Anonymous:             0 kB
-Swap:                  4 kB
-55da000-55db000 rw-p 0000a000 fe:00 42                         /usr/bin/drover
-Anonymous:             4 kB
-7f00000-7f01000 r-xp 00000000 fe:00 7                          /usr/lib/libc.so.6
-Anonymous:             0 kB
-7ffd000-7fff000 rw-p 00000000 00:00 0                          [stack]
-Anonymous:             8 kB
-";
-
-    #[test]
-    fn only_the_binarys_unmodified_read_only_mappings_are_dropped() {
-        // Not the relocated (copied) read-only ones, resident or swapped
-        // out, not the data, not libc.
-        assert_eq!(
-            droppable_mappings(SMAPS, "/usr/bin/drover"),
-            [(0x55d0000, 0x55d2000), (0x55d2000, 0x55d9000)]
-        );
-        assert!(droppable_mappings(SMAPS, "/usr/bin/other").is_empty());
-        assert_eq!(stack_mapping(SMAPS), Some((0x7ffd000, 0x7fff000)));
-        // A path with spaces is kept whole.
-        let spaced = "1000-2000 r-xp 00000000 fe:00 9    /opt/my tools/drover\nAnonymous: 0 kB\n";
-        assert_eq!(
-            droppable_mappings(spaced, "/opt/my tools/drover"),
-            [(0x1000, 0x2000)]
-        );
-    }
 }

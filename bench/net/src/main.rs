@@ -23,7 +23,7 @@ use anyhow::{bail, ensure, Context, Result};
 use drover_agent::net::files::{self, SERVICE_SEARCH_DOMAIN};
 use drover_agent::net::ipam::Ipam;
 use drover_agent::net::wiring::{NetConfig, NetworkMode, NodeNetwork};
-use drover_agent::net::{host_if_name, AllocNet, Bridge, Ipv4Net, NetnsDir, NodeNet};
+use drover_agent::net::{host_if_name, Bridge, Ipv4Net, Netlink, NetnsDir, Veth};
 
 const BRIDGE: &str = "drover0";
 
@@ -135,7 +135,7 @@ async fn run(
     etc_root: &Path,
 ) -> Result<Samples> {
     let subnet: Ipv4Net = "10.89.1.0/24".parse()?;
-    let net = NodeNet::connect()?;
+    let net = Netlink::connect()?;
     let bridge = net
         .ensure_bridge(BRIDGE, Ipv4Addr::new(10, 89, 1, 1), 24)
         .await?;
@@ -212,7 +212,7 @@ async fn run(
 }
 
 async fn drover_setup(
-    net: &NodeNet,
+    net: &Netlink,
     bridge: &Bridge,
     allocs: &NetnsDir,
     ipam: &mut Ipam,
@@ -228,7 +228,7 @@ async fn drover_setup(
     let t1 = Instant::now();
     let ip = ipam.allocate(&id)?;
     let t2 = Instant::now();
-    let spec = AllocNet {
+    let spec = Veth {
         host_if: host_if_name(&id),
         ip,
         prefix: bridge.prefix,

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use drover_agent::net::{NodeNet, PeerRoute};
+use drover_agent::net::{Netlink, PeerRoute};
 use serde_json::Value;
 
 use super::procs::{describe, run_in};
@@ -124,7 +124,7 @@ impl MultiHost {
         let mut routes = self
             .rt()
             .block_on(async {
-                let net = NodeNet::connect_in(netns).await?;
+                let net = Netlink::connect_in(netns).await?;
                 net.drover_routes().await
             })
             .unwrap_or_else(|e| panic!("reading routes of host {i}: {e}"));

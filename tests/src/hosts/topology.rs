@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use anyhow::{Context, Result};
 use drover_agent::net::rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use drover_agent::net::rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
-use drover_agent::net::{Netns, NodeNet};
+use drover_agent::net::{Netlink, Netns};
 
 /// The switch bridge's name inside the switch namespace.
 pub(crate) const SWITCH_BRIDGE: &str = "sw0";
@@ -20,7 +20,7 @@ const LOOPBACK_INDEX: u32 = 1;
 
 /// Creates the switch bridge in `switch` and sets it up; returns its index.
 pub(crate) async fn make_switch(switch: &Netns) -> Result<u32> {
-    let net = NodeNet::connect_in(switch).await?;
+    let net = Netlink::connect_in(switch).await?;
     net.handle()
         .link()
         .add(LinkBridge::new(SWITCH_BRIDGE).up().build())
@@ -48,7 +48,7 @@ pub(crate) async fn plug(
     ip: Ipv4Addr,
     prefix: u8,
 ) -> Result<()> {
-    let sw = NodeNet::connect_in(switch).await?;
+    let sw = Netlink::connect_in(switch).await?;
     let peer = LinkUnspec::new_with_name(UPLINK)
         .setns_by_fd(endpoint.as_fd().as_raw_fd())
         .build();
@@ -70,7 +70,7 @@ pub(crate) async fn plug(
                 endpoint.label()
             )
         })?;
-    let inside = NodeNet::connect_in(endpoint).await?;
+    let inside = Netlink::connect_in(endpoint).await?;
     let uplink = inside
         .link_by_name(UPLINK)
         .await?

@@ -35,142 +35,198 @@ pub(super) fn wait_relaying(
         fcntl(m.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(|e| fail(format!("fcntl(pty, O_NONBLOCK): {e}")))?;
     }
-    let stdin = io::stdin();
-    let stdin_fd = stdin.as_fd();
-    let mut stdout = io::stdout();
-    let mut buf = vec![0u8; CHUNK];
-    // Input read from stdin not yet taken by the terminal.
-    let mut pending: Vec<u8> = Vec::new();
-    let mut stdin_open = master.is_some();
-    let mut control_open = true;
-    let mut control_buf: Vec<u8> = Vec::new();
-    let mut master_open = master.is_some();
-    let mut exit_status: Option<WaitStatus> = None;
-    let mut drain_until: Option<Instant> = None;
+    let mut relay = Relay {
+        child,
+        exited,
+        control,
+        master,
+        stdin: io::stdin(),
+        stdout: io::stdout(),
+        buf: vec![0u8; CHUNK],
+        pending: Vec::new(),
+        stdin_open: master.is_some(),
+        control_open: true,
+        control_buf: Vec::new(),
+        master_open: master.is_some(),
+        exit_status: None,
+        drain_until: None,
+    };
     loop {
-        if let Some(status) = exit_status {
-            let done = !master_open || drain_until.is_some_and(|t| Instant::now() >= t);
+        if let Some(status) = relay.exit_status {
+            let done = !relay.master_open || relay.drain_until.is_some_and(|t| Instant::now() >= t);
             if done {
                 return Ok(status);
             }
         }
+        for (role, events) in relay.wait()? {
+            match role {
+                Role::Exited => relay.on_exit()?,
+                Role::Control => relay.on_control()?,
+                Role::Stdin => relay.on_stdin(),
+                Role::Master => relay.on_master(events),
+            }
+        }
+    }
+}
+
+/// What a polled descriptor is.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Exited,
+    Control,
+    Master,
+    Stdin,
+}
+
+/// The relay's descriptors and what is in flight between them.
+struct Relay<'a> {
+    child: Pid,
+    exited: &'a PidFd,
+    control: &'a OwnedFd,
+    master: Option<&'a OwnedFd>,
+    stdin: io::Stdin,
+    stdout: io::Stdout,
+    buf: Vec<u8>,
+    /// Input read from stdin not yet taken by the terminal.
+    pending: Vec<u8>,
+    stdin_open: bool,
+    control_open: bool,
+    control_buf: Vec<u8>,
+    master_open: bool,
+    exit_status: Option<WaitStatus>,
+    drain_until: Option<Instant>,
+}
+
+impl Relay<'_> {
+    /// Polls what is open; the descriptors that are ready (none after an
+    /// interruption or the drain timeout).
+    fn wait(&self) -> Result<Vec<(Role, PollFlags)>, Failure> {
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
-        let mut roles: Vec<u8> = Vec::with_capacity(4);
-        if exit_status.is_none() {
-            fds.push(PollFd::new(exited.as_fd(), PollFlags::POLLIN));
-            roles.push(b'x');
+        let mut roles = Vec::with_capacity(4);
+        if self.exit_status.is_none() {
+            fds.push(PollFd::new(self.exited.as_fd(), PollFlags::POLLIN));
+            roles.push(Role::Exited);
         }
-        if control_open {
-            fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
-            roles.push(b'c');
+        if self.control_open {
+            fds.push(PollFd::new(self.control.as_fd(), PollFlags::POLLIN));
+            roles.push(Role::Control);
         }
-        if let Some(m) = master.filter(|_| master_open) {
+        if let Some(m) = self.master.filter(|_| self.master_open) {
             let mut ev = PollFlags::POLLIN;
-            if !pending.is_empty() {
+            if !self.pending.is_empty() {
                 ev |= PollFlags::POLLOUT;
             }
             fds.push(PollFd::new(m.as_fd(), ev));
-            roles.push(b'm');
+            roles.push(Role::Master);
         }
-        if stdin_open && pending.is_empty() && exit_status.is_none() {
-            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
-            roles.push(b'i');
+        if self.stdin_open && self.pending.is_empty() && self.exit_status.is_none() {
+            fds.push(PollFd::new(self.stdin.as_fd(), PollFlags::POLLIN));
+            roles.push(Role::Stdin);
         }
-        let timeout = match drain_until {
+        let timeout = match self.drain_until {
             Some(t) => PollTimeout::try_from(t.saturating_duration_since(Instant::now()))
                 .unwrap_or(PollTimeout::ZERO),
             None => PollTimeout::NONE,
         };
         match poll(&mut fds, timeout) {
             Ok(_) => {}
-            Err(Errno::EINTR) => continue,
+            Err(Errno::EINTR) => return Ok(Vec::new()),
             Err(e) => return Err(fail(format!("poll: {e}"))),
         }
-        let ready: Vec<(u8, PollFlags)> = fds
+        Ok(fds
             .iter()
-            .zip(&roles)
-            .filter_map(|(f, r)| f.revents().filter(|e| !e.is_empty()).map(|e| (*r, e)))
-            .collect();
-        drop(fds);
-        for (role, events) in ready {
-            match role {
-                b'x' => {
-                    let status = loop {
-                        match waitpid(child, None) {
-                            Err(Errno::EINTR) => continue,
-                            other => break other,
-                        }
-                    }
-                    .map_err(|e| fail(format!("waitpid({child}): {e}")))?;
-                    exit_status = Some(status);
-                    drain_until = Some(Instant::now() + TTY_DRAIN);
-                }
-                b'c' => match nix::unistd::read(control, &mut buf) {
-                    Ok(0) | Err(Errno::EBADF) => {
-                        // The agent is gone or ended the session.
-                        control_open = false;
-                        let _ = exited.signal(Signal::SIGKILL);
-                    }
-                    Ok(n) => {
-                        control_buf.extend_from_slice(&buf[..n]);
-                        while let Some(end) = control_buf.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = control_buf.drain(..=end).collect();
-                            if let Some(m) = master {
-                                resize(m, &line);
-                            }
-                        }
-                    }
-                    Err(Errno::EINTR | Errno::EAGAIN) => {}
-                    Err(e) => return Err(fail(format!("read(control): {e}"))),
-                },
-                b'i' => match nix::unistd::read(stdin_fd, &mut buf) {
-                    Ok(0) => {
-                        stdin_open = false;
-                        // End of input on a terminal is its EOF character.
-                        pending.push(4);
-                    }
-                    Ok(n) => pending.extend_from_slice(&buf[..n]),
-                    Err(Errno::EINTR | Errno::EAGAIN) => {}
-                    Err(_) => stdin_open = false,
-                },
-                b'm' => {
-                    let Some(m) = master else { continue };
-                    if events.contains(PollFlags::POLLOUT) && !pending.is_empty() {
-                        match nix::unistd::write(m, &pending) {
-                            Ok(n) => {
-                                pending.drain(..n);
-                            }
-                            Err(Errno::EINTR | Errno::EAGAIN) => {}
-                            Err(_) => pending.clear(),
-                        }
-                    }
-                    if events
-                        .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-                    {
-                        match nix::unistd::read(m, &mut buf) {
-                            Ok(0) => master_open = false,
-                            Ok(n) => {
-                                if stdout
-                                    .write_all(&buf[..n])
-                                    .and_then(|()| stdout.flush())
-                                    .is_err()
-                                {
-                                    // Nobody reads the output any more.
-                                    let _ = exited.signal(Signal::SIGKILL);
-                                    master_open = false;
-                                }
-                                if exit_status.is_some() {
-                                    drain_until = Some(Instant::now() + TTY_DRAIN);
-                                }
-                            }
-                            Err(Errno::EINTR | Errno::EAGAIN) => {}
-                            // EIO: every slave descriptor is closed.
-                            Err(_) => master_open = false,
-                        }
-                    }
-                }
-                _ => {}
+            .zip(roles)
+            .filter_map(|(f, r)| f.revents().filter(|e| !e.is_empty()).map(|e| (r, e)))
+            .collect())
+    }
+
+    /// The command exited: reap it, then drain the terminal a little.
+    fn on_exit(&mut self) -> Result<(), Failure> {
+        let child = self.child;
+        let status = loop {
+            match waitpid(child, None) {
+                Err(Errno::EINTR) => continue,
+                other => break other,
             }
+        }
+        .map_err(|e| fail(format!("waitpid({child}): {e}")))?;
+        self.exit_status = Some(status);
+        self.drain_until = Some(Instant::now() + TTY_DRAIN);
+        Ok(())
+    }
+
+    /// Resize messages; end of file kills the command.
+    fn on_control(&mut self) -> Result<(), Failure> {
+        match nix::unistd::read(self.control, &mut self.buf) {
+            Ok(0) | Err(Errno::EBADF) => {
+                // The agent is gone or ended the session.
+                self.control_open = false;
+                let _ = self.exited.signal(Signal::SIGKILL);
+            }
+            Ok(n) => {
+                self.control_buf.extend_from_slice(&self.buf[..n]);
+                while let Some(end) = self.control_buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = self.control_buf.drain(..=end).collect();
+                    if let Some(m) = self.master {
+                        resize(m, &line);
+                    }
+                }
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(e) => return Err(fail(format!("read(control): {e}"))),
+        }
+        Ok(())
+    }
+
+    /// Input for the terminal.
+    fn on_stdin(&mut self) {
+        match nix::unistd::read(self.stdin.as_fd(), &mut self.buf) {
+            Ok(0) => {
+                self.stdin_open = false;
+                // End of input on a terminal is its EOF character.
+                self.pending.push(4);
+            }
+            Ok(n) => self.pending.extend_from_slice(&self.buf[..n]),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(_) => self.stdin_open = false,
+        }
+    }
+
+    /// The terminal: pending input to it, its output to stdout.
+    fn on_master(&mut self, events: PollFlags) {
+        let Some(m) = self.master else { return };
+        if events.contains(PollFlags::POLLOUT) && !self.pending.is_empty() {
+            match nix::unistd::write(m, &self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(_) => self.pending.clear(),
+            }
+        }
+        if !events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            return;
+        }
+        match nix::unistd::read(m, &mut self.buf) {
+            Ok(0) => self.master_open = false,
+            Ok(n) => {
+                if self
+                    .stdout
+                    .write_all(&self.buf[..n])
+                    .and_then(|()| self.stdout.flush())
+                    .is_err()
+                {
+                    // Nobody reads the output any more.
+                    let _ = self.exited.signal(Signal::SIGKILL);
+                    self.master_open = false;
+                }
+                if self.exit_status.is_some() {
+                    self.drain_until = Some(Instant::now() + TTY_DRAIN);
+                }
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            // EIO: every slave descriptor is closed.
+            Err(_) => self.master_open = false,
         }
     }
 }

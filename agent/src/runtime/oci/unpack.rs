@@ -231,32 +231,7 @@ fn unpack_entry<R: Read>(
             let target = entry
                 .link_name_bytes()
                 .ok_or_else(|| UnpackError::new(raw, "hard link without a target"))?;
-            let target_raw = String::from_utf8_lossy(&target).into_owned();
-            let target_rel = relative(&target_raw)
-                .map_err(|e| {
-                    UnpackError::new(
-                        raw,
-                        format!("hard link target {target_raw:?}: {}", e.reason),
-                    )
-                })?
-                .ok_or_else(|| UnpackError::new(raw, "hard link to the layer root"))?;
-            let target_parent = ensure_parents(root, &target_rel, raw, false).map_err(|e| {
-                UnpackError::new(
-                    raw,
-                    format!("hard link target {target_raw:?}: {}", e.reason),
-                )
-            })?;
-            let target_path = target_parent.join(target_rel.file_name().unwrap_or_default());
-            match fs::symlink_metadata(&target_path) {
-                Ok(m) if !m.is_dir() => {}
-                Ok(_) => return Err(UnpackError::new(raw, "hard link to a directory")),
-                Err(e) => {
-                    return Err(UnpackError::new(
-                        raw,
-                        format!("hard link target {target_raw:?}: {e}"),
-                    ))
-                }
-            }
+            let target_path = hard_link_target(&target, root, raw)?;
             clear(&path, false, raw)?;
             // link(2) does not follow a symlink at the target.
             fs::hard_link(&target_path, &path).map_err(|e| io_fail("link", e))?;
@@ -277,6 +252,35 @@ fn unpack_entry<R: Read>(
         }
     }
     Ok(())
+}
+
+/// Where a hard link entry's `target` (relative to the layer root) is,
+/// checked: inside the layer, not a directory, existing.
+fn hard_link_target(target: &[u8], root: &Path, raw: &str) -> Result<PathBuf, UnpackError> {
+    let target_raw = String::from_utf8_lossy(target).into_owned();
+    let target_rel = relative(&target_raw)
+        .map_err(|e| {
+            UnpackError::new(
+                raw,
+                format!("hard link target {target_raw:?}: {}", e.reason),
+            )
+        })?
+        .ok_or_else(|| UnpackError::new(raw, "hard link to the layer root"))?;
+    let target_parent = ensure_parents(root, &target_rel, raw, false).map_err(|e| {
+        UnpackError::new(
+            raw,
+            format!("hard link target {target_raw:?}: {}", e.reason),
+        )
+    })?;
+    let target_path = target_parent.join(target_rel.file_name().unwrap_or_default());
+    match fs::symlink_metadata(&target_path) {
+        Ok(m) if !m.is_dir() => Ok(target_path),
+        Ok(_) => Err(UnpackError::new(raw, "hard link to a directory")),
+        Err(e) => Err(UnpackError::new(
+            raw,
+            format!("hard link target {target_raw:?}: {e}"),
+        )),
+    }
 }
 
 /// A relative symlink target may not climb above the layer root from where

@@ -2,7 +2,7 @@
 //! every other ready node's task subnet and host address (`Peers`) when it
 //! changes, and the agent makes the Drover routes in the node's main table
 //! exactly that list (`<peer subnet> via <peer address>`), with
-//! [`NodeNet::sync_routes`]. Routes Drover did not add are never touched.
+//! [`Netlink::sync_routes`]. Routes Drover did not add are never touched.
 //!
 //! Routes stay when the scheduler connection drops: the tasks keep running
 //! and keep talking to each other. A node that goes down is left out of the
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use drover_proto::v1 as pb;
 
-use crate::net::{Ipv4Net, NetError, NodeNet, PeerRoute};
+use super::{Ipv4Net, NetError, Netlink, PeerRoute};
 
 /// Where the kernel's IPv4 forwarding switch is, for the agent's own
 /// network namespace.
@@ -141,7 +141,7 @@ pub fn ensure_forwarding(path: &Path) -> std::io::Result<bool> {
 /// Keeps the node's host-gw routes in line with the scheduler's peer list.
 #[derive(Debug)]
 pub struct Peers {
-    net: Option<NodeNet>,
+    net: Option<Netlink>,
     ip_forward: PathBuf,
     own_subnet: Option<Ipv4Net>,
     /// The last list asked for, kept to retry after a failure.
@@ -242,7 +242,7 @@ impl Peers {
         }
         let net = match &self.net {
             Some(n) => n,
-            None => self.net.insert(NodeNet::connect()?),
+            None => self.net.insert(Netlink::connect()?),
         };
         let done = net.sync_routes(routes).await?;
         for r in &done.added {
@@ -270,7 +270,7 @@ impl Peers {
         self.pending = None;
         let net = match &self.net {
             Some(n) => n,
-            None => self.net.insert(NodeNet::connect()?),
+            None => self.net.insert(Netlink::connect()?),
         };
         net.sync_routes(&[]).await.map(|_| ())
     }

@@ -1,0 +1,164 @@
+use super::*;
+
+fn wire() -> pb::Assignment {
+    pb::Assignment {
+        allocation: Some(pb::Allocation {
+            id: "a1".into(),
+            job: "web".into(),
+            group: "main".into(),
+            index: 2,
+            desired: "run".into(),
+            status: "pending".into(),
+            ..Default::default()
+        }),
+        group: Some(pb::Group {
+            name: "main".into(),
+            restart: Some(pb::RestartPolicy {
+                attempts: 3,
+                delay_ms: 1000,
+            }),
+            tasks: vec![pb::Task {
+                name: "app".into(),
+                command: vec!["/bin/true".into()],
+                resources: Some(pb::Resources {
+                    cpu_millis: 100,
+                    memory_mb: 32,
+                }),
+                kill_timeout_ms: 5000,
+                rootfs: Some(pb::Rootfs {
+                    kind: "dir".into(),
+                    path: "/srv/rootfs".into(),
+                }),
+                volumes: vec![pb::Volume {
+                    kind: "tmpfs".into(),
+                    target: "/scratch".into(),
+                    size_mb: 16,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        job_kind: "batch".into(),
+    }
+}
+
+#[test]
+fn a_wire_assignment_decodes_into_domain_types() {
+    let a = Assignment::try_from(&wire()).expect("valid");
+    assert_eq!(a.alloc.desired, DesiredState::Run);
+    assert_eq!(a.alloc.status, AllocStatus::Pending);
+    assert_eq!(a.alloc.hostname(), "web-main-2");
+    assert_eq!(a.job_kind, JobKind::Batch);
+    assert_eq!(a.group.network, NetworkMode::Bridge);
+    assert_eq!(
+        a.group.restart,
+        RestartPolicy {
+            attempts: 3,
+            delay: Duration::from_secs(1)
+        }
+    );
+    let t = &a.group.tasks[0];
+    assert_eq!(t.rootfs, Rootfs::Dir("/srv/rootfs".into()));
+    assert_eq!(t.kill_timeout, Duration::from_secs(5));
+    assert_eq!(
+        t.volumes,
+        vec![Volume::Tmpfs {
+            target: "/scratch".into(),
+            size_mb: 16
+        }]
+    );
+    assert_eq!((t.user.as_deref(), t.workdir.as_deref()), (None, None));
+}
+
+#[test]
+fn unknown_values_from_a_newer_scheduler_name_their_field() {
+    type Break = fn(&mut pb::Assignment);
+    let cases: [(&str, Break); 6] = [
+        ("allocation.desired", |a| {
+            a.allocation.as_mut().expect("alloc").desired = "drain".into()
+        }),
+        ("allocation.status", |a| {
+            a.allocation.as_mut().expect("alloc").status = "evicted".into()
+        }),
+        ("job_kind", |a| a.job_kind = "cron".into()),
+        ("group.network", |a| {
+            a.group.as_mut().expect("group").network = "overlay".into()
+        }),
+        ("group.tasks[\"app\"].rootfs.kind", |a| {
+            a.group.as_mut().expect("group").tasks[0]
+                .rootfs
+                .as_mut()
+                .expect("rootfs")
+                .kind = "nfs".into()
+        }),
+        ("group.tasks[\"app\"].volumes[0].kind", |a| {
+            a.group.as_mut().expect("group").tasks[0].volumes[0].kind = "nfs".into()
+        }),
+    ];
+    for (field, break_it) in cases {
+        let mut a = wire();
+        break_it(&mut a);
+        let err = Assignment::try_from(&a).expect_err(field);
+        assert_eq!(err.field(), field);
+        let text = err.to_string();
+        assert!(text.contains(field) && text.contains("newer"), "{text}");
+    }
+    let mut a = wire();
+    a.group.as_mut().expect("group").restart = Some(pb::RestartPolicy {
+        attempts: -1,
+        delay_ms: 0,
+    });
+    let err = Assignment::try_from(&a).expect_err("negative");
+    assert_eq!(err.field(), "group.restart.attempts");
+    let mut a = wire();
+    a.job_kind = String::new();
+    assert_eq!(
+        Assignment::try_from(&a).expect_err("empty kind").field(),
+        "job_kind"
+    );
+}
+
+#[test]
+fn wire_names_round_trip() {
+    for s in [
+        AllocStatus::Pending,
+        AllocStatus::Running,
+        AllocStatus::Complete,
+        AllocStatus::Failed,
+        AllocStatus::Lost,
+    ] {
+        assert_eq!(AllocStatus::parse("f", s.as_str()), Ok(s));
+    }
+    for (wire, mode) in [
+        ("", NetworkMode::Bridge),
+        ("bridge", NetworkMode::Bridge),
+        ("host", NetworkMode::Host),
+        ("none", NetworkMode::None),
+    ] {
+        assert_eq!(NetworkMode::parse("group.network", wire), Ok(mode));
+    }
+    assert_eq!(NetworkMode::Bridge.as_str(), "bridge");
+    assert_eq!(
+        NetworkMode::parse("f", "x")
+            .expect_err("unknown")
+            .to_string(),
+        "f is \"x\", which this agent does not know (expected \"bridge\" \"host\" \"none\"); \
+         is the scheduler newer than the agent?"
+    );
+}
+
+#[test]
+fn undecodable_assignments_are_refused_apart_with_their_tasks() {
+    let mut bad = wire();
+    bad.allocation.as_mut().expect("alloc").id = "a2".into();
+    bad.job_kind = "cron".into();
+    let mut anonymous = wire();
+    anonymous.allocation = None;
+    let (ok, refused) = decode_all(&[wire(), bad, anonymous]);
+    assert_eq!(ok.len(), 1);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].alloc_id, "a2");
+    assert_eq!(refused[0].tasks, vec!["app".to_string()]);
+    assert_eq!(refused[0].error.field(), "job_kind");
+}

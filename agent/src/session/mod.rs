@@ -1,0 +1,398 @@
+//! The agent's life towards the scheduler: [`run`] builds the node's
+//! runtime and allocations once, then holds one `AgentService.Connect`
+//! stream at a time, reconnecting with backoff. A session registers the
+//! node, keeps heartbeats going, decodes what the scheduler sends at this
+//! edge ([`crate::assignment`]) and dispatches it: assignments to
+//! [`Allocs`], peers to the route keeper, log and exec requests to
+//! [`crate::log_stream`] and [`crate::exec`]; it brings the node network up
+//! on `Registered` ([`bootstrap`]), sends the allocation reports that
+//! changed, and sweeps finished allocations' files.
+
+mod bootstrap;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_proto::v1 as pb;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::allocs::{collect_finished, Allocs};
+use crate::assignment::{self, AllocReport};
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::exec::ExecSessions;
+use crate::log_stream::{log_msg, stream_log};
+use crate::net::peers::Peers;
+use crate::node;
+use crate::runtime::{Runtime, RuntimeError};
+
+/// How often task states are read and changes reported.
+const POLL: Duration = Duration::from_millis(200);
+/// Longest interval between sweeps of finished allocations' files.
+const GC_EVERY: Duration = Duration::from_secs(60);
+/// Heartbeat interval until the scheduler says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Why a session with the scheduler ended (the agent reconnects).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// `--scheduler` is not a usable address.
+    #[error("bad scheduler address {address:?}: {source}")]
+    Address {
+        /// What was configured.
+        address: String,
+        /// Why it is unusable.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The TLS configuration was refused.
+    #[error("TLS setup for {address}: {source}")]
+    Tls {
+        /// The scheduler's address.
+        address: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The scheduler could not be reached.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The scheduler's address.
+        address: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The tasks on disk could not be read for `Register`.
+    #[error("cannot read the tasks on disk: {0}")]
+    OnDisk(#[source] RuntimeError),
+    /// The scheduler refused the stream.
+    #[error("Connect refused: {0}")]
+    Refused(String),
+    /// The scheduler ended the stream.
+    #[error("scheduler closed the stream")]
+    Closed,
+    /// The stream broke.
+    #[error("stream error: {0}")]
+    Stream(String),
+    /// Nothing more can be sent up.
+    #[error("stream closed")]
+    Outbound,
+}
+
+/// Runs the agent until `shutdown` is cancelled. Tasks keep running when
+/// the agent stops; a restarted agent re-adopts them.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let hostname = node::hostname();
+    let node_id = match &config.node_id {
+        Some(bound) => node::claim_node_id(&config.data_dir, bound)?,
+        None => node::node_id(&config.data_dir, &hostname)?,
+    };
+    // The one runtime of the process: allocations, logs, exec and garbage
+    // collection all go through it.
+    let runtime = Arc::new(
+        Runtime::new(config.data_dir.join("allocs"), config.exe.clone())
+            .with_cgroups(
+                PathBuf::from("/sys/fs/cgroup"),
+                config.cgroup_parent.clone(),
+            )
+            .with_policy(config.policy.clone()),
+    );
+    // Layers of images no task uses any more (e.g. tasks removed while the
+    // agent was down); the runtime collects again after each removal.
+    if let Err(error) = runtime.collect_image_garbage() {
+        tracing::warn!(%error, "image cache garbage collection");
+    }
+    let mut allocs = Allocs::new(runtime).with_host_network(config.policy.allow_host_network);
+    let node = registration(&config, node_id.clone(), hostname);
+    tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match session(&config, &node, &mut allocs, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                tracing::warn!(scheduler = %config.scheduler, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// What the node registers as: identity, capacity, attributes.
+fn registration(config: &AgentConfig, id: String, hostname: String) -> pb::Node {
+    let proc_root = std::path::Path::new("/proc");
+    pb::Node {
+        id,
+        attributes: node::attributes(proc_root, &hostname).into_iter().collect(),
+        hostname,
+        address: config.address.clone(),
+        status: "ready".into(),
+        cpu_millis: config.cpu_millis.unwrap_or_else(node::cpu_millis),
+        memory_mb: config
+            .memory_mb
+            .unwrap_or_else(|| node::memory_mb(proc_root)),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        // `--subnet` asks the scheduler for that subnet; it refuses the
+        // registration when the subnet is not this node's to have.
+        subnet: config.subnet.map(|s| s.to_string()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Opens the channel to the scheduler.
+async fn connect(config: &AgentConfig) -> Result<Channel, SessionError> {
+    let address = || config.scheduler.clone();
+    let mut endpoint = Endpoint::from_shared(config.scheduler.clone())
+        .map_err(|source| SessionError::Address {
+            address: address(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(3));
+    if let Some(tls) = &config.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|source| SessionError::Tls {
+                address: address(),
+                source,
+            })?;
+    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|source| SessionError::Connect {
+            address: address(),
+            source,
+        })
+}
+
+/// What one connection holds besides the allocations.
+struct Session<'a> {
+    config: &'a AgentConfig,
+    node: &'a pb::Node,
+    shutdown: &'a CancellationToken,
+    /// Control messages up: register, heartbeats, allocation status.
+    tx: mpsc::Sender<pb::AgentMessage>,
+    /// Bulk messages up: log and exec output.
+    bulk_tx: mpsc::Sender<pb::AgentMessage>,
+    heartbeat_every: watch::Sender<Duration>,
+    log_streams: HashMap<u64, CancellationToken>,
+    peer_routes: Peers,
+    execs: ExecSessions,
+    gc_running: Option<JoinHandle<BTreeSet<String>>>,
+    /// The scheduler has said what this node holds: until then every
+    /// allocation on disk may be one it wants, and nothing is collected.
+    converged: bool,
+}
+
+/// One connection to the scheduler; returns Ok on shutdown, Err when the
+/// stream breaks (the caller reconnects).
+async fn session(
+    config: &AgentConfig,
+    node: &pb::Node,
+    allocs: &mut Allocs,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let channel = connect(config).await?;
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    // Two queues up: control (register, heartbeats, allocation status) and
+    // bulk (log and exec output), taken in turn, so that a busy log or exec
+    // reader never queues more than one chunk ahead of a heartbeat.
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
+    let (bulk_tx, bulk_rx) = mpsc::channel::<pb::AgentMessage>(64);
+    let running = allocs.on_disk().map_err(SessionError::OnDisk)?;
+    let register = pb::Register {
+        node: Some(node.clone()),
+        running: running.iter().map(pb::AllocStatus::from).collect(),
+    };
+    send(&tx, pb::agent_message::Msg::Register(register)).await?;
+    let mut inbound = client
+        .connect(tokio_stream::StreamExt::merge(
+            ReceiverStream::new(rx),
+            ReceiverStream::new(bulk_rx),
+        ))
+        .await
+        .map_err(|s| SessionError::Refused(s.message().to_string()))?
+        .into_inner();
+    // Heartbeats run in their own task: a slow stop or start in this loop
+    // must never make a healthy node look dead.
+    let beat = shutdown.child_token();
+    let _stop_beat = beat.clone().drop_guard();
+    let (heartbeat_every, every) = watch::channel(DEFAULT_HEARTBEAT);
+    tokio::spawn(heartbeats(tx.clone(), every, beat));
+    allocs.forget_reported();
+    let execs = ExecSessions::new(
+        Arc::clone(allocs.runtime()),
+        config.exe.clone(),
+        bulk_tx.clone(),
+    );
+    let mut s = Session {
+        config,
+        node,
+        shutdown,
+        tx,
+        bulk_tx,
+        heartbeat_every,
+        log_streams: HashMap::new(),
+        peer_routes: Peers::default(),
+        execs,
+        gc_running: None,
+        converged: false,
+    };
+    let mut poll = tokio::time::interval(POLL);
+    // Finished allocations' files, swept at most every GC_EVERY (and at
+    // least ten times per retention period), off the async loop.
+    let mut gc = tokio::time::interval(GC_EVERY.min(config.keep_finished / 10).max(POLL));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                for t in s.log_streams.values() { t.cancel(); }
+                return Ok(());
+            }
+            _ = gc.tick(), if s.converged => s.collect_garbage(allocs).await,
+            _ = poll.tick() => {
+                s.peer_routes.retry().await;
+                s.report(allocs.poll().await).await?;
+            }
+            msg = inbound.next() => match msg {
+                None => return Err(SessionError::Closed),
+                Some(Err(status)) => return Err(SessionError::Stream(status.message().to_string())),
+                Some(Ok(m)) => s.dispatch(allocs, m).await?,
+            },
+        }
+    }
+}
+
+/// Sends one control message up.
+async fn send(
+    tx: &mpsc::Sender<pb::AgentMessage>,
+    msg: pb::agent_message::Msg,
+) -> Result<(), SessionError> {
+    tx.send(pb::AgentMessage { msg: Some(msg) })
+        .await
+        .map_err(|_| SessionError::Outbound)
+}
+
+impl Session<'_> {
+    /// Acts on one message from the scheduler.
+    async fn dispatch(
+        &mut self,
+        allocs: &mut Allocs,
+        msg: pb::SchedulerMessage,
+    ) -> Result<(), SessionError> {
+        use pb::scheduler_message::Msg;
+        match msg.msg {
+            Some(Msg::Registered(r)) => self.on_registered(allocs, &r).await,
+            Some(Msg::Assignments(a)) => {
+                let (assignments, refused) = assignment::decode_all(&a.allocations);
+                allocs.converge(&assignments, &refused).await;
+                self.converged = true;
+                self.report(allocs.poll().await).await?;
+            }
+            Some(Msg::LogRequest(req)) => self.on_log_request(allocs, req).await,
+            Some(Msg::LogCancel(c)) => {
+                if let Some(t) = self.log_streams.remove(&c.request_id) {
+                    t.cancel();
+                }
+            }
+            Some(Msg::Peers(p)) => self.peer_routes.apply(&p).await,
+            Some(Msg::ExecInput(i)) => self.execs.handle(allocs, i),
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn on_registered(&mut self, allocs: &mut Allocs, r: &pb::Registered) {
+        self.peer_routes.set_own_subnet(&r.subnet);
+        if r.heartbeat_interval_ms > 0 {
+            let every = u64::try_from(r.heartbeat_interval_ms).unwrap_or(2000);
+            let _ = self.heartbeat_every.send(Duration::from_millis(every));
+        }
+        tracing::info!(node_id = %r.node_id, "registered with scheduler");
+        bootstrap::network_ready(self.config, &self.node.id, r, allocs).await;
+    }
+
+    async fn on_log_request(&mut self, allocs: &Allocs, req: pb::LogRequest) {
+        let cancel = self.shutdown.child_token();
+        self.log_streams.retain(|_, t| !t.is_cancelled());
+        self.log_streams.insert(req.request_id, cancel.clone());
+        match allocs.resolve_task(&req.alloc_id, &req.task) {
+            Ok(task) => {
+                let rt = Arc::clone(allocs.runtime());
+                tokio::spawn(stream_log(rt, req, task, self.bulk_tx.clone(), cancel));
+            }
+            Err(error) => {
+                let reply = log_msg(req.request_id, Vec::new(), true, error.to_string());
+                let _ = self.tx.send(reply).await;
+            }
+        }
+    }
+
+    /// Sends the reports that changed.
+    async fn report(&self, reports: Vec<AllocReport>) -> Result<(), SessionError> {
+        for r in &reports {
+            send(&self.tx, pb::agent_message::Msg::AllocStatus(r.into())).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes in the last sweep's result and starts the next one.
+    async fn collect_garbage(&mut self, allocs: &mut Allocs) {
+        if let Some(done) = self.gc_running.take_if(|h| h.is_finished()) {
+            match done.await {
+                Ok(removed) => allocs.forget_collected(&removed).await,
+                Err(error) => tracing::warn!(%error, "garbage collection task"),
+            }
+        }
+        if self.gc_running.is_none() {
+            let rt = Arc::clone(allocs.runtime());
+            let (in_use, keep) = (allocs.in_use(), self.config.keep_finished);
+            self.gc_running = Some(tokio::task::spawn_blocking(move || {
+                collect_finished(&rt, &in_use, keep)
+            }));
+        }
+    }
+}
+
+/// Sends a heartbeat every interval until `stop` or the stream closes.
+async fn heartbeats(
+    tx: mpsc::Sender<pb::AgentMessage>,
+    mut every: watch::Receiver<Duration>,
+    stop: CancellationToken,
+) {
+    loop {
+        let wait = *every.borrow_and_update();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.changed() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let beat = pb::Heartbeat { unix_ms: now_ms() };
+        if send(&tx, pb::agent_message::Msg::Heartbeat(beat))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
