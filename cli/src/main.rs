@@ -289,60 +289,58 @@ fn main() -> ExitCode {
         }
         other => other,
     };
-    let result = runtime.block_on(async move {
-        match command {
-            Command::Dev(a) => daemon::dev(a).await,
-            Command::Scheduler(a) => daemon::scheduler(a).await,
-            Command::Agent(a) => daemon::agent(a).await,
-            Command::Job(JobCommand::Run {
-                file,
-                detach,
-                wait,
-                opts,
-            }) => client::job_run(&opts, &file, detach, wait).await,
-            Command::Job(JobCommand::Plan { file, opts }) => client::job_plan(&opts, &file).await,
-            Command::Job(JobCommand::Status { name, opts }) => {
-                client::job_status(&opts, &name).await
-            }
-            Command::Job(JobCommand::Stop {
-                name,
-                detach,
-                wait,
-                opts,
-            }) => client::job_stop(&opts, &name, detach, wait).await,
-            Command::Job(JobCommand::List { opts }) => client::job_list(&opts).await,
-            Command::Node(NodeCommand::List { opts }) => client::node_list(&opts).await,
-            Command::Node(NodeCommand::Status { id, opts }) => {
-                client::node_status(&opts, &id).await
-            }
-            Command::Node(NodeCommand::Drain { id, disable, opts }) => {
-                client::node_drain(&opts, &id, !disable).await
-            }
-            Command::Alloc(AllocCommand::List { job, node, opts }) => {
-                client::alloc_list(&opts, job, node).await
-            }
-            Command::Alloc(AllocCommand::Status { id, opts }) => {
-                client::alloc_status(&opts, &id).await
-            }
-            Command::Logs(a) => client::logs(&a.opts, &a.target, &a.task, a.stderr, a.follow).await,
-            Command::Exec(_) => unreachable!("exec is dispatched above"),
-            Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|files| {
-                for f in files {
-                    println!("{}", f.display());
-                }
-            }),
-            Command::Tls(TlsCommand::Agent(a)) => tls::agent_cert(&a).map(|files| {
-                for f in files {
-                    println!("{}", f.display());
-                }
-            }),
-        }
-    });
+    let result = runtime.block_on(run(command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs every command but `exec` (which owns its exit status) and the
+/// hidden entry points dispatched before the runtime exists.
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Dev(a) => daemon::dev(a).await,
+        Command::Scheduler(a) => daemon::scheduler(a).await,
+        Command::Agent(a) => daemon::agent(a).await,
+        Command::Job(JobCommand::Run {
+            file,
+            detach,
+            wait,
+            opts,
+        }) => client::job_run(&opts, &file, detach, wait).await,
+        Command::Job(JobCommand::Plan { file, opts }) => client::job_plan(&opts, &file).await,
+        Command::Job(JobCommand::Status { name, opts }) => client::job_status(&opts, &name).await,
+        Command::Job(JobCommand::Stop {
+            name,
+            detach,
+            wait,
+            opts,
+        }) => client::job_stop(&opts, &name, detach, wait).await,
+        Command::Job(JobCommand::List { opts }) => client::job_list(&opts).await,
+        Command::Node(NodeCommand::List { opts }) => client::node_list(&opts).await,
+        Command::Node(NodeCommand::Status { id, opts }) => client::node_status(&opts, &id).await,
+        Command::Node(NodeCommand::Drain { id, disable, opts }) => {
+            client::node_drain(&opts, &id, !disable).await
+        }
+        Command::Alloc(AllocCommand::List { job, node, opts }) => {
+            client::alloc_list(&opts, job, node).await
+        }
+        Command::Alloc(AllocCommand::Status { id, opts }) => client::alloc_status(&opts, &id).await,
+        Command::Logs(a) => client::logs(&a.opts, &a.target, &a.task, a.stderr, a.follow).await,
+        Command::Exec(_) => unreachable!("exec is dispatched above"),
+        Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
+        Command::Tls(TlsCommand::Agent(a)) => tls::agent_cert(&a).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
     }
 }

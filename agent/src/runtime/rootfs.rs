@@ -26,12 +26,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
 mod error;
+mod in_root;
+mod mount;
 pub use error::{MountError, RootfsError};
+pub(crate) use in_root::{is_dir_in, is_executable_in, mkdir_p_in, open_in_root, read_in_root};
+use mount::{do_mount, idmapped_bind, make_readonly_recursive};
+pub(crate) use mount::{set_mount_attr, MountAttr};
 
 /// The root filesystem a task sees. Without one ([`super::TaskSpec::rootfs`]
 /// `None`) the task shares the host's mount tree (only `/proc` is its own).
@@ -155,133 +160,6 @@ impl Rootfs {
     }
 }
 
-/// Whether `path` (absolute, as the task sees it) names an executable file
-/// inside the root directory `root`, every symlink resolved inside `root`
-/// (`openat2(RESOLVE_IN_ROOT)`), as it will be after `pivot_root`.
-pub(crate) fn is_executable_in(root: &Path, path: &Path) -> bool {
-    open_in_root(root, path)
-        .and_then(|f| f.metadata().ok())
-        .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Whether `path` names a directory inside `root`, resolved as
-/// [`is_executable_in`] does.
-pub(crate) fn is_dir_in(root: &Path, path: &Path) -> bool {
-    open_in_root(root, path)
-        .and_then(|f| f.metadata().ok())
-        .is_some_and(|m| m.is_dir())
-}
-
-/// Creates the directory `path` (absolute, as the task sees it) and its
-/// missing parents inside `root`, each parent resolved inside `root` as
-/// [`is_executable_in`] does, so that a symlink in the tree cannot lead the
-/// creation out of it. Mode 0755; each directory created is given to
-/// `owner` (host uid, gid) when there is one.
-pub(crate) fn mkdir_p_in(
-    root: &Path,
-    path: &Path,
-    owner: Option<(u32, u32)>,
-) -> Result<(), RootfsError> {
-    let mut current = PathBuf::from("/");
-    for component in path.components() {
-        let std::path::Component::Normal(name) = component else {
-            continue;
-        };
-        let next = current.join(name);
-        if !is_dir_in(root, &next) {
-            let parent =
-                open_in_root(root, &current).ok_or_else(|| RootfsError::NotADirectoryInRoot {
-                    path: current.clone(),
-                })?;
-            let c_name = CString::new(name.as_bytes())
-                .map_err(|_| RootfsError::NulByte { path: next.clone() })?;
-            // SAFETY: `parent` is an open descriptor and `c_name` a
-            // NUL-terminated single component; both outlive the call.
-            let rc = unsafe { libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o755) };
-            if rc != 0 {
-                return Err(RootfsError::MkdirInRoot {
-                    path: next,
-                    source: io::Error::last_os_error(),
-                });
-            }
-            if let Some((uid, gid)) = owner {
-                // SAFETY: as for mkdirat; AT_SYMLINK_NOFOLLOW: the entry
-                // just made is a directory, never followed elsewhere.
-                let rc = unsafe {
-                    libc::fchownat(
-                        parent.as_raw_fd(),
-                        c_name.as_ptr(),
-                        uid,
-                        gid,
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                };
-                if rc != 0 {
-                    return Err(RootfsError::ChownInRoot {
-                        path: next,
-                        uid,
-                        gid,
-                        source: io::Error::last_os_error(),
-                    });
-                }
-            }
-        }
-        current = next;
-    }
-    Ok(())
-}
-
-/// Reads the regular file `path` (absolute, as the task sees it) inside
-/// `root`, resolved as [`is_executable_in`] does; `None` when missing or
-/// unreadable. At most 4 MiB (passwd and group files).
-pub(crate) fn read_in_root(root: &Path, path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    // O_NONBLOCK: a FIFO put there by the task must not hang the caller
-    // (the agent) in open(2); it is then refused as not a regular file.
-    let file = open_in_root_with(root, path, libc::O_RDONLY | libc::O_NONBLOCK)?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut out = Vec::new();
-    file.take(4 << 20).read_to_end(&mut out).ok()?;
-    Some(out)
-}
-
-/// Opens `path` with `O_PATH`, every component resolved inside `root`.
-pub(crate) fn open_in_root(root: &Path, path: &Path) -> Option<fs::File> {
-    open_in_root_with(root, path, libc::O_PATH)
-}
-
-/// Opens `path` with `flags` (plus `O_CLOEXEC`), every component resolved
-/// inside `root`.
-fn open_in_root_with(root: &Path, path: &Path, flags: libc::c_int) -> Option<fs::File> {
-    let Ok(root_dir) = fs::File::open(root) else {
-        return None;
-    };
-    let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
-        return None;
-    };
-    // SAFETY: open_how is plain old data; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT;
-    // SAFETY: `path` is NUL-terminated and `how` a valid open_how whose size
-    // is passed; both outlive the call. The returned descriptor, if any, is
-    // owned below.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root_dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    Some(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
 /// What [`prepare`] builds the root from.
 #[derive(Debug, Clone)]
 pub(super) enum RootBase {
@@ -346,182 +224,6 @@ pub(super) fn cstring(path: &Path) -> Result<CString, RootfsError> {
     })
 }
 
-fn do_mount(
-    source: Option<&Path>,
-    target: &Path,
-    fstype: Option<&'static str>,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Result<(), MountError> {
-    mount(source, target, fstype, flags, data).map_err(|errno| MountError {
-        from: source.map(Path::to_path_buf),
-        target: target.to_path_buf(),
-        fstype,
-        flags,
-        data: data.map(str::to_owned),
-        errno,
-    })
-}
-
-/// Mount attributes for `mount_setattr(2)` (`MOUNT_ATTR_*` from
-/// `linux/mount.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct MountAttr(u64);
-
-impl MountAttr {
-    pub const RDONLY: MountAttr = MountAttr(0x1);
-    pub const NOSUID: MountAttr = MountAttr(0x2);
-    pub const NODEV: MountAttr = MountAttr(0x4);
-    const IDMAP: MountAttr = MountAttr(0x0010_0000);
-}
-
-impl std::ops::BitOr for MountAttr {
-    type Output = MountAttr;
-    fn bitor(self, rhs: MountAttr) -> MountAttr {
-        MountAttr(self.0 | rhs.0)
-    }
-}
-
-impl std::ops::BitOrAssign for MountAttr {
-    fn bitor_assign(&mut self, rhs: MountAttr) {
-        self.0 |= rhs.0;
-    }
-}
-
-/// `struct mount_attr` from `linux/mount.h`.
-#[repr(C)]
-struct RawMountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-
-/// `mount_setattr(dirfd, path, flags, attr)`; `what` names it in errors.
-fn mount_setattr(
-    dirfd: libc::c_int,
-    path: &CString,
-    flags: libc::c_uint,
-    attr: &RawMountAttr,
-    what: &Path,
-) -> Result<(), RootfsError> {
-    // SAFETY: `path` is NUL-terminated and `attr` a valid mount_attr whose
-    // size is passed; both outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dirfd,
-            path.as_ptr(),
-            flags,
-            attr as *const RawMountAttr,
-            std::mem::size_of::<RawMountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(RootfsError::MountSetattr {
-            path: what.to_path_buf(),
-            attr_set: attr.attr_set,
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
-/// Sets `attr` on the mount (or detached tree) `fd`, and every mount below
-/// it when `recursive`; `what` names it in errors.
-pub(super) fn set_mount_attr(
-    fd: &impl AsRawFd,
-    what: &Path,
-    attr: MountAttr,
-    recursive: bool,
-) -> Result<(), RootfsError> {
-    let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
-    let raw = RawMountAttr {
-        attr_set: attr.0,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    mount_setattr(fd.as_raw_fd(), &CString::default(), flags, &raw, what)
-}
-
-/// Makes every mount at or below `path` read-only (`mount_setattr(2)` with
-/// `AT_RECURSIVE`); a plain remount would only change the top mount.
-fn make_readonly_recursive(path: &Path) -> Result<(), RootfsError> {
-    let raw = RawMountAttr {
-        attr_set: MountAttr::RDONLY.0,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    mount_setattr(libc::AT_FDCWD, &cstring(path)?, AT_RECURSIVE, &raw, path)
-}
-
-/// Mounts an idmapped view of the directory `source` at `target` (an
-/// existing empty directory): files owned by host id `n` appear owned by
-/// host id `host_base + n`, i.e. by container id `n` in the user namespace
-/// `userns`. Read-only, nosuid, nodev: only overlay lower layers use it.
-/// Fails with `EINVAL` on filesystems that do not support idmapped mounts.
-fn idmapped_bind(source: &Path, target: &Path, userns: BorrowedFd<'_>) -> Result<(), RootfsError> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    let c_source = cstring(source)?;
-    let c_target = cstring(target)?;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    // SAFETY: NUL-terminated path; the descriptor is owned below.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c_source.as_ptr(),
-            flags,
-        )
-    };
-    let tree = i32::try_from(tree)
-        .ok()
-        .filter(|fd| *fd >= 0)
-        .ok_or_else(|| RootfsError::OpenTree {
-            path: source.to_path_buf(),
-            source: io::Error::last_os_error(),
-        })?;
-    // SAFETY: open_tree just returned it; nothing else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree) };
-    let raw = RawMountAttr {
-        attr_set: (MountAttr::IDMAP | MountAttr::RDONLY | MountAttr::NOSUID | MountAttr::NODEV).0,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: u64::try_from(userns.as_raw_fd()).unwrap_or(u64::MAX),
-    };
-    mount_setattr(
-        tree.as_raw_fd(),
-        &CString::default(),
-        libc::AT_EMPTY_PATH as libc::c_uint,
-        &raw,
-        source,
-    )?;
-    // SAFETY: a valid descriptor, an empty path and a NUL-terminated target.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c_target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc != 0 {
-        return Err(RootfsError::MoveMount {
-            from: source.to_path_buf(),
-            onto: target.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
 /// Makes sure `path` is a directory (not a symlink, which could lead a
 /// mount out of the new root), creating it when missing.
 fn ensure_dir(path: &Path) -> Result<(), RootfsError> {
@@ -569,89 +271,8 @@ pub(super) fn prepare(
     let (root_uid, root_gid) = ids.root;
     let owned = format!("uid={root_uid},gid={root_gid}");
     match base {
-        RootBase::Host => {
-            do_mount(
-                Some(Path::new("/")),
-                merged,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
-            make_readonly_recursive(merged)?;
-            for dir in ["proc", "dev", "sys", "tmp", "run"] {
-                // Read-only now: these must exist on the host already.
-                let target = merged.join(dir);
-                if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-                    return Err(RootfsError::HostDirMissing { dir });
-                }
-            }
-            do_mount(
-                Some(Path::new("tmpfs")),
-                &merged.join("run"),
-                Some("tmpfs"),
-                nosuid_nodev,
-                Some(&format!("mode=755,{owned}")),
-            )?;
-        }
-        RootBase::Overlay(lower) => {
-            if lower.is_empty() {
-                return Err(RootfsError::NoLowerDirectory);
-            }
-            for dir in lower.iter().chain([&dirs.upper, &dirs.work]) {
-                if dir
-                    .as_os_str()
-                    .as_bytes()
-                    .iter()
-                    .any(|b| matches!(b, b',' | b':' | b'\\'))
-                {
-                    return Err(RootfsError::OverlayDirUnusable { path: dir.clone() });
-                }
-            }
-            create_dir_all(&dirs.upper)?;
-            create_dir_all(&dirs.work)?;
-            // `/` of the task is the upper dir: root inside owns it.
-            std::os::unix::fs::chown(&dirs.upper, Some(root_uid), Some(root_gid)).map_err(
-                |source| RootfsError::Chown {
-                    path: dirs.upper.clone(),
-                    uid: root_uid,
-                    gid: root_gid,
-                    source,
-                },
-            )?;
-            let lower = match ids.userns {
-                Some(userns) => idmapped_lowers(lower, &dirs.lower, userns)?,
-                None => lower.clone(),
-            };
-            let lowerdir = lower
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(":");
-            let options = format!(
-                "lowerdir={lowerdir},upperdir={},workdir={}",
-                dirs.upper.display(),
-                dirs.work.display()
-            );
-            do_mount(
-                Some(Path::new("overlay")),
-                merged,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(&options),
-            )?;
-            for dir in ["proc", "dev", "sys", "tmp"] {
-                ensure_dir(&merged.join(dir))?;
-            }
-            let sys = merged.join("sys");
-            do_mount(
-                Some(host_sys),
-                &sys,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-            )?;
-            make_readonly_recursive(&sys)?;
-        }
+        RootBase::Host => mount_host_base(merged, &owned)?,
+        RootBase::Overlay(lower) => mount_overlay_base(lower, dirs, host_sys, ids)?,
     }
     do_mount(
         Some(Path::new("tmpfs")),
@@ -667,6 +288,106 @@ pub(super) fn prepare(
         dot: cstring(Path::new("."))?,
         cwd: cstring(cwd)?,
     })
+}
+
+/// The host's `/` as the task's root: a read-only recursive bind, with a
+/// private tmpfs `/run` owned by root inside (`owned`).
+fn mount_host_base(merged: &Path, owned: &str) -> Result<(), RootfsError> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    do_mount(
+        Some(Path::new("/")),
+        merged,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    make_readonly_recursive(merged)?;
+    for dir in ["proc", "dev", "sys", "tmp", "run"] {
+        // Read-only now: these must exist on the host already.
+        let target = merged.join(dir);
+        if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Err(RootfsError::HostDirMissing { dir });
+        }
+    }
+    do_mount(
+        Some(Path::new("tmpfs")),
+        &merged.join("run"),
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some(&format!("mode=755,{owned}")),
+    )?;
+    Ok(())
+}
+
+/// An overlay over the `lower` directories (idmapped into the task's user
+/// namespace where it has one) with the task's own upper dir, and a
+/// read-only `/sys` bound from `host_sys`.
+fn mount_overlay_base(
+    lower: &[PathBuf],
+    dirs: &RootfsDirs,
+    host_sys: &Path,
+    ids: &RootIds<'_>,
+) -> Result<(), RootfsError> {
+    let merged = &dirs.merged;
+    let (root_uid, root_gid) = ids.root;
+    if lower.is_empty() {
+        return Err(RootfsError::NoLowerDirectory);
+    }
+    for dir in lower.iter().chain([&dirs.upper, &dirs.work]) {
+        if dir
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\'))
+        {
+            return Err(RootfsError::OverlayDirUnusable { path: dir.clone() });
+        }
+    }
+    create_dir_all(&dirs.upper)?;
+    create_dir_all(&dirs.work)?;
+    // `/` of the task is the upper dir: root inside owns it.
+    std::os::unix::fs::chown(&dirs.upper, Some(root_uid), Some(root_gid)).map_err(|source| {
+        RootfsError::Chown {
+            path: dirs.upper.clone(),
+            uid: root_uid,
+            gid: root_gid,
+            source,
+        }
+    })?;
+    let lower = match ids.userns {
+        Some(userns) => idmapped_lowers(lower, &dirs.lower, userns)?,
+        None => lower.to_vec(),
+    };
+    let lowerdir = lower
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let options = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        dirs.upper.display(),
+        dirs.work.display()
+    );
+    do_mount(
+        Some(Path::new("overlay")),
+        merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&options),
+    )?;
+    for dir in ["proc", "dev", "sys", "tmp"] {
+        ensure_dir(&merged.join(dir))?;
+    }
+    let sys = merged.join("sys");
+    do_mount(
+        Some(host_sys),
+        &sys,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    make_readonly_recursive(&sys)?;
+    Ok(())
 }
 
 /// The host ids a task's root filesystem is prepared for.
