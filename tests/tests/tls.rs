@@ -185,12 +185,12 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
         !foreign.status.success(),
         "a foreign client certificate was accepted"
     );
-    // Refused by the server at the transport (its handshake alert, or the
-    // closed connection when the client was still writing), not by the
-    // API; the message says what to check.
+    // Refused by the server at the transport (the client sees its
+    // handshake alert, a broken pipe or a closed connection, whichever
+    // comes first), not by the API; the message says what to check.
     let why = stderr(&foreign);
     assert!(
-        why.contains("the scheduler closed the connection (transport error")
+        why.contains("the scheduler closed the connection (")
             && why.contains("signed by the cluster CA"),
         "{why}"
     );
@@ -362,9 +362,11 @@ fn agent_certificates_bound_to_a_node_register_only_as_that_node() {
     // signature does not verify against the cluster CA; both CAs are named
     // alike): a transport error, where a certificate of the cluster's that
     // names another node gets PERMISSION_DENIED from the API (below).
-    assert_ne!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     assert!(
-        err.message() == "transport error" || err.message().starts_with("connecting: "),
+        matches!(
+            err.code(),
+            tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Unavailable
+        ),
         "{err:?}"
     );
     // The bound certificate works for its node only.
