@@ -25,5 +25,6 @@
 pub mod index;
 
 pub use index::{
-    parse_endpoint, parse_key, Endpoint, Event, Index, IndexError, ServiceKey, PREFIX,
+    parse_endpoint, parse_key, Endpoint, Event, Index, IndexError, ServiceKey, SharedIndex,
+    Transport, PREFIX,
 };
