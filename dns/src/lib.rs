@@ -53,6 +53,7 @@ pub mod handler;
 pub mod index;
 pub mod resolv;
 pub mod server;
+pub mod watch;
 
 pub use index::{
     parse_endpoint, parse_key, Endpoint, Event, Index, IndexError, ServiceKey, SharedIndex,

@@ -112,11 +112,19 @@ impl TestServer {
     /// Starts a server for `config`, forwarding to `upstreams` (none:
     /// no forwarder).
     pub async fn start(config: ZoneConfig, upstreams: Vec<SocketAddr>) -> Result<Self> {
+        Self::start_with(config, upstreams, SharedIndex::default()).await
+    }
+
+    /// Starts a server answering from `index`.
+    pub async fn start_with(
+        config: ZoneConfig,
+        upstreams: Vec<SocketAddr>,
+        index: SharedIndex,
+    ) -> Result<Self> {
         init_tracing();
         let zone = config.zone()?;
         let forwarder =
             (!upstreams.is_empty()).then(|| Forwarder::new(upstreams, config.forward_timeout()));
-        let index = SharedIndex::default();
         let handler = Handler::new(zone, index.clone(), forwarder);
         let (udp, tcp) = bind_pair().await?;
         let port = udp.local_addr()?.port();
@@ -181,6 +189,18 @@ impl Drop for TestServer {
             task.abort();
         }
     }
+}
+
+/// Polls `f` every 20 ms until it holds or `deadline` passes.
+pub async fn poll_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let end = tokio::time::Instant::now() + deadline;
+    while !f() {
+        if tokio::time::Instant::now() > end {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// A UDP socket and a TCP listener on the same loopback port.

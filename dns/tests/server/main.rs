@@ -12,3 +12,4 @@ mod harness;
 mod malformed;
 mod records;
 mod sizes;
+mod watch;
