@@ -23,6 +23,12 @@
 //! - [`handler`]: hickory-server's `RequestHandler`, gluing the above.
 //! - [`server`]: hickory's UDP and TCP loops on sockets the caller bound,
 //!   until a cancellation token fires.
+//! - [`watch`]: the loop keeping the index equal to etcd's `/skydns/`
+//!   (load, watch, resume, reload after compaction); thin, as it only
+//!   moves events from the store.
+//!
+//! hickory-server logs every request at `info` (target `hickory_server`);
+//! a node's subscriber should filter that target to `warn`.
 //!
 //! Wiring it (what `drover dns`, the agent and `drover dev` do):
 //!
@@ -33,11 +39,14 @@
 //! let zone = config.zone()?;
 //! let (upstreams, _skipped) = config.upstreams()?;
 //! let forwarder = Forwarder::new(upstreams, config.forward_timeout());
-//! let index = drover_dns::SharedIndex::default(); // fed by the watch loop
+//! let index = drover_dns::SharedIndex::default();
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! let etcd = etcd_client::Client::connect(["http://127.0.0.1:2379"], None).await?;
+//! let watch = drover_dns::watch::Watch::new(etcd, index.clone());
+//! tokio::spawn(watch.run(stop.clone()));
 //! let handler = Handler::new(zone, index, Some(forwarder));
 //! let udp = tokio::net::UdpSocket::bind("127.0.0.1:8600").await?;
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:8600").await?;
-//! let stop = tokio_util::sync::CancellationToken::new();
 //! drover_dns::server::serve(handler, vec![udp], vec![tcp], stop).await?;
 //! # Ok(())
 //! # }

@@ -139,3 +139,49 @@ fn drop_self_upstreams(handler: &mut Handler, bound: &[SocketAddr]) {
         handler.set_forwarder(Some(forwarder));
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::ZoneConfig;
+    use crate::forward::Forwarder;
+    use crate::index::SharedIndex;
+
+    fn handler(upstreams: &[&str]) -> Handler {
+        let upstreams = upstreams.iter().map(|u| u.parse().unwrap()).collect();
+        let forwarder = Forwarder::new(upstreams, Duration::from_secs(1));
+        let zone = ZoneConfig::default().zone().unwrap();
+        Handler::new(zone, SharedIndex::default(), Some(forwarder))
+    }
+
+    #[test]
+    fn the_servers_own_addresses_are_not_upstreams() {
+        let mut h = handler(&["127.0.0.1:53", "127.0.0.53:53", "10.0.0.2:53", "[::1]:53"]);
+        drop_self_upstreams(&mut h, &["0.0.0.0:53".parse().unwrap()]);
+        let left: Vec<String> = h
+            .forwarder()
+            .unwrap()
+            .upstreams()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(left, ["10.0.0.2:53", "[::1]:53"]);
+        let mut h = handler(&["10.89.0.1:53", "10.89.0.1:5353", "127.0.0.1:53"]);
+        drop_self_upstreams(&mut h, &["10.89.0.1:53".parse().unwrap()]);
+        assert_eq!(h.forwarder().unwrap().upstreams().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn serving_needs_a_socket() {
+        let err = serve(
+            handler(&[]),
+            Vec::new(),
+            Vec::new(),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ServerError::NoSocket), "{err}");
+    }
+}
