@@ -10,9 +10,29 @@
 //!
 //! Everything here is pure: the caller feeds the store's events to
 //! [`Index::apply`] and asks the index for names.
+//!
+//! The value is SkyDNS's JSON with two optional fields of Drover's own,
+//! `tags` (a list of labels: `v2.web.service.drover.internal.` names the
+//! instances of `web` tagged `v2`) and `protocol` (`"tcp"` or `"udp"`:
+//! which `_<proto>` SRV name lists the instance; absent, both do). CoreDNS's
+//! `etcd` plugin ignores both fields, so a record Drover writes still reads
+//! the same there, only without tag names and with every SRV protocol.
+//! Of SkyDNS's own fields only `host` is required: a node's record
+//! (`/skydns/internal/drover/node/<node>`) needs no port, and an absent
+//! `ttl` (or `0`, as CoreDNS reads it) means the zone's configured TTL.
+//!
+//! Besides the forward map the index keeps a reverse map, address to the
+//! names that hold it, for PTR answers; both change together in
+//! [`Index::apply`] so that they cannot disagree.
+//!
+//! [`SharedIndex`] is how the server and the watch loop share one index: a
+//! reader-writer lock, not a copy-on-write snapshot, because a store event
+//! changes one entry and a copy of an index of ten thousand endpoints per
+//! event would cost more than the microseconds a reader waits for a write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Deserialize;
 
@@ -20,7 +40,8 @@ use serde::Deserialize;
 pub const PREFIX: &str = "/skydns/";
 
 /// What a value looks like, for error messages.
-const EXAMPLE: &str = r#"{"host":"10.89.3.7","port":8080,"priority":10,"weight":10,"ttl":5}"#;
+const EXAMPLE: &str =
+    r#"{"host":"10.89.3.7","port":8080,"priority":10,"weight":10,"ttl":5,"tags":["v2"]}"#;
 
 /// Longest DNS label, in bytes (RFC 1035).
 const MAX_LABEL: usize = 63;
@@ -70,6 +91,14 @@ pub enum IndexError {
         #[source]
         source: serde_json::Error,
     },
+    /// The endpoint's protocol is neither `tcp` nor `udp`.
+    #[error("value of {key}: protocol {protocol:?} is neither \"tcp\" nor \"udp\"")]
+    BadProtocol {
+        /// The key.
+        key: String,
+        /// The protocol as given.
+        protocol: String,
+    },
     /// The endpoint's host is a name, not an address.
     #[error("value of {key}: host {host:?} is not an IP address")]
     HostNotAnAddress {
@@ -108,29 +137,82 @@ impl ServiceKey {
 }
 
 /// Where one instance of a service listens: the record SkyDNS stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// The address A and AAAA answers give.
     pub host: IpAddr,
-    /// The port SRV answers give.
+    /// The port SRV answers give (0 when the record has none, as a node's).
     pub port: u16,
-    /// SRV priority: lower is tried first.
+    /// SRV priority: lower is tried first (10 when absent, as in SkyDNS).
     pub priority: u16,
-    /// SRV weight among instances of the same priority.
+    /// SRV weight among instances of the same priority (10 when absent).
     pub weight: u16,
-    /// Seconds resolvers may cache the answer.
-    pub ttl: u32,
+    /// Seconds resolvers may cache the answer; `None` (absent or 0) means
+    /// the zone's configured TTL.
+    pub ttl: Option<u32>,
+    /// The transport the service speaks; `None` lists it under both
+    /// `_tcp` and `_udp`.
+    pub protocol: Option<Transport>,
+    /// Lowercase DNS labels naming subsets of a service's instances.
+    pub tags: Vec<String>,
+}
+
+impl Endpoint {
+    /// Whether the instance carries `tag` (lowercase).
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Whether the `_<proto>` SRV name of the service lists the instance.
+    pub fn serves(&self, transport: Transport) -> bool {
+        self.protocol.is_none_or(|p| p == transport)
+    }
+}
+
+/// The `_<proto>` of an SRV name (RFC 2782).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// `_tcp`.
+    Tcp,
+    /// `_udp`.
+    Udp,
+}
+
+impl Transport {
+    /// The transport an SRV label names (`_tcp`, `_udp`, any case).
+    pub fn from_label(label: &str) -> Option<Self> {
+        if label.eq_ignore_ascii_case("_tcp") {
+            Some(Self::Tcp)
+        } else if label.eq_ignore_ascii_case("_udp") {
+            Some(Self::Udp)
+        } else {
+            None
+        }
+    }
 }
 
 /// The JSON form of [`Endpoint`]. SkyDNS's other fields (`text`, `group`,
-/// ...) are ignored, as SkyDNS readers do; these five are required.
+/// ...) are ignored, as SkyDNS readers do; only `host` is required.
 #[derive(Deserialize)]
 struct RawEndpoint {
     host: String,
+    #[serde(default)]
     port: u16,
+    #[serde(default = "default_priority")]
     priority: u16,
+    #[serde(default = "default_priority")]
     weight: u16,
+    #[serde(default)]
     ttl: u32,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// SkyDNS's priority (and Drover's weight) when a record names none.
+fn default_priority() -> u16 {
+    10
 }
 
 /// One change of the store under [`PREFIX`], as a watch reports it.
@@ -191,7 +273,7 @@ pub fn parse_key(key: &[u8]) -> Result<ServiceKey, IndexError> {
     })
 }
 
-fn is_label(label: &str) -> bool {
+pub(crate) fn is_label(label: &str) -> bool {
     (1..=MAX_LABEL).contains(&label.len())
         && label
             .bytes()
@@ -199,6 +281,8 @@ fn is_label(label: &str) -> bool {
 }
 
 /// Parses the value stored at `key` (named in errors) into an endpoint.
+/// Tags are lowercased; a tag that is not a DNS label is dropped, since no
+/// query could name it, rather than hiding the whole endpoint.
 pub fn parse_endpoint(key: &str, value: &[u8]) -> Result<Endpoint, IndexError> {
     let raw: RawEndpoint =
         serde_json::from_slice(value).map_err(|source| IndexError::BadValue {
@@ -209,19 +293,45 @@ pub fn parse_endpoint(key: &str, value: &[u8]) -> Result<Endpoint, IndexError> {
         key: key.to_owned(),
         host: raw.host.clone(),
     })?;
+    let protocol = match raw.protocol.as_deref() {
+        None => None,
+        Some(p) if p.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
+        Some(p) if p.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
+        Some(p) => {
+            return Err(IndexError::BadProtocol {
+                key: key.to_owned(),
+                protocol: p.to_owned(),
+            })
+        }
+    };
+    let mut tags: Vec<String> = raw
+        .tags
+        .iter()
+        .map(|t| t.to_ascii_lowercase())
+        .filter(|t| is_label(t))
+        .collect();
+    tags.sort();
+    tags.dedup();
     Ok(Endpoint {
         host,
         port: raw.port,
         priority: raw.priority,
         weight: raw.weight,
-        ttl: raw.ttl,
+        ttl: (raw.ttl != 0).then_some(raw.ttl),
+        protocol,
+        tags,
     })
 }
 
-/// Every endpoint of the layout, by service name, then instance.
+/// Every endpoint of the layout, by service name, then instance, and the
+/// names that hold each address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Index {
     services: BTreeMap<String, BTreeMap<String, Endpoint>>,
+    /// Address to the instance names (`<instance>.<service>`) that hold it.
+    reverse: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The store revision the index reflects (0 before the first load).
+    revision: i64,
 }
 
 impl Index {
@@ -253,19 +363,31 @@ impl Index {
     }
 
     fn insert(&mut self, key: ServiceKey, endpoint: Endpoint) -> bool {
+        let name = key.name();
         let instances = self.services.entry(key.service).or_default();
-        instances.insert(key.instance, endpoint) != Some(endpoint)
+        if instances.get(&key.instance) == Some(&endpoint) {
+            return false;
+        }
+        let host = endpoint.host;
+        if let Some(old) = instances.insert(key.instance, endpoint) {
+            unlink(&mut self.reverse, old.host, &name);
+        }
+        self.reverse.entry(host).or_default().insert(name);
+        true
     }
 
     fn remove(&mut self, key: &ServiceKey) -> bool {
         let Some(instances) = self.services.get_mut(&key.service) else {
             return false;
         };
-        let removed = instances.remove(&key.instance).is_some();
+        let Some(old) = instances.remove(&key.instance) else {
+            return false;
+        };
         if instances.is_empty() {
             self.services.remove(&key.service);
         }
-        removed
+        unlink(&mut self.reverse, old.host, &key.name());
+        true
     }
 
     /// The instances of the service `name` (any case, final dot optional),
@@ -278,12 +400,27 @@ impl Index {
             .map(|(instance, endpoint)| (instance.as_str(), endpoint))
     }
 
+    /// Whether the service `name` has an instance.
+    pub fn has_service(&self, name: &str) -> bool {
+        self.services.contains_key(&normalize(name))
+    }
+
     /// The endpoint of one instance by its own name
     /// (`<instance>.<service>`, any case, final dot optional).
     pub fn instance(&self, name: &str) -> Option<&Endpoint> {
         let name = normalize(name);
         let (instance, service) = name.split_once('.')?;
         self.services.get(service)?.get(instance)
+    }
+
+    /// The names (`<instance>.<service>.`, lowercase) whose endpoint is
+    /// at `addr`, in name order.
+    pub fn names_of(&self, addr: IpAddr) -> impl Iterator<Item = &str> {
+        self.reverse
+            .get(&addr)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     /// How many endpoints the index holds.
@@ -294,6 +431,59 @@ impl Index {
     /// Whether the index holds no endpoint.
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+
+    /// The store revision the index reflects.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Records the store revision the index now reflects.
+    pub fn set_revision(&mut self, revision: i64) {
+        self.revision = revision;
+    }
+}
+
+/// Removes `name` from the names at `host`, and the address once none is
+/// left.
+fn unlink(reverse: &mut BTreeMap<IpAddr, BTreeSet<String>>, host: IpAddr, name: &str) {
+    if let Some(names) = reverse.get_mut(&host) {
+        names.remove(name);
+        if names.is_empty() {
+            reverse.remove(&host);
+        }
+    }
+}
+
+/// One [`Index`] shared between the watch loop that writes it and the
+/// request handlers that read it. Cloning shares the same index.
+///
+/// A lock poisoned by a panicking writer is taken over as it is: each
+/// [`Index::apply`] leaves the index whole before it could panic, and
+/// serving the last state beats failing every query.
+#[derive(Debug, Clone, Default)]
+pub struct SharedIndex(Arc<RwLock<Index>>);
+
+impl SharedIndex {
+    /// Shares `index`.
+    pub fn new(index: Index) -> Self {
+        Self(Arc::new(RwLock::new(index)))
+    }
+
+    /// Runs `f` on the index under the read lock. Keep `f` short: writers
+    /// wait for it.
+    pub fn read<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
+        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs `f` on the index under the write lock.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Index) -> R) -> R {
+        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the whole index (after a full load of the store).
+    pub fn replace(&self, index: Index) {
+        self.write(|current| *current = index);
     }
 }
 
@@ -307,180 +497,4 @@ fn normalize(name: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    const WEB: &str = "/skydns/internal/drover/service/web/";
-
-    fn put(key: &str, value: &str) -> Event {
-        Event::Put {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-        }
-    }
-
-    fn delete(key: &str) -> Event {
-        Event::Delete {
-            key: key.as_bytes().to_vec(),
-        }
-    }
-
-    fn endpoint(host: &str, port: u16) -> String {
-        format!(r#"{{"host":"{host}","port":{port},"priority":10,"weight":10,"ttl":5}}"#)
-    }
-
-    #[test]
-    fn a_key_is_its_name_reversed() {
-        let key = parse_key(format!("{WEB}0f3c9a1e-77b2").as_bytes()).unwrap();
-        assert_eq!(key.service(), "web.service.drover.internal.");
-        assert_eq!(key.instance(), "0f3c9a1e-77b2");
-        assert_eq!(key.name(), "0f3c9a1e-77b2.web.service.drover.internal.");
-        let short = parse_key(b"/skydns/web/_http").unwrap();
-        assert_eq!((short.service(), short.instance()), ("web.", "_http"));
-    }
-
-    #[test]
-    fn bad_keys_are_refused_naming_the_key() {
-        let long_label = "a".repeat(64);
-        let long_name = format!("/skydns/{}/x", vec!["a".repeat(63); 4].join("/"));
-        for (key, says) in [
-            ("/other/web/x".to_owned(), "is not under /skydns/"),
-            ("/skydns".to_owned(), "is not under /skydns/"),
-            ("/skydns/".to_owned(), "names no service"),
-            ("/skydns/web".to_owned(), "names no service"),
-            (WEB.to_owned(), "label \"\""),
-            ("/skydns/internal//web/x".to_owned(), "label \"\""),
-            (format!("{WEB}Abc"), "label \"Abc\""),
-            (format!("{WEB}a.b"), "label \"a.b\""),
-            (format!("{WEB}*"), "label \"*\""),
-            (format!("{WEB}{long_label}"), "must be 1-63 characters"),
-            (long_name.clone(), "the name is 257 characters long"),
-        ] {
-            let err = parse_key(key.as_bytes()).expect_err(&key).to_string();
-            assert!(err.contains(says), "{key}: {err}");
-            assert!(err.contains(&format!("{key:?}")), "{key}: {err}");
-        }
-        let err = parse_key(b"/skydns/web/\xff").unwrap_err();
-        assert!(matches!(err, IndexError::BadLabel { .. }), "{err}");
-    }
-
-    #[test]
-    fn values_parse_or_say_what_is_expected() {
-        let key = "/skydns/internal/drover/service/web/a1";
-        let ep = parse_endpoint(key, EXAMPLE.as_bytes()).unwrap();
-        assert_eq!(
-            ep,
-            Endpoint {
-                host: "10.89.3.7".parse().unwrap(),
-                port: 8080,
-                priority: 10,
-                weight: 10,
-                ttl: 5,
-            }
-        );
-        let v6 = parse_endpoint(key, endpoint("fd00::7", 53).as_bytes()).unwrap();
-        assert_eq!(v6.host, "fd00::7".parse::<IpAddr>().unwrap());
-        // Fields other SkyDNS writers set are ignored.
-        let extra = r#"{"host":"10.0.0.1","port":1,"priority":0,"weight":0,"ttl":0,"text":"x"}"#;
-        assert!(parse_endpoint(key, extra.as_bytes()).is_ok());
-
-        for (value, says) in [
-            (r#"{"host":"10.0.0.1"}"#, "missing field `port`"),
-            (
-                r#"{"host":"10.0.0.1","port":70000,"priority":0,"weight":0,"ttl":0}"#,
-                "invalid value: integer `70000`",
-            ),
-            ("not json", "expected ident"),
-            ("", "EOF while parsing"),
-        ] {
-            let err = parse_endpoint(key, value.as_bytes()).expect_err(value);
-            assert!(matches!(err, IndexError::BadValue { .. }), "{err}");
-            let msg = err.to_string();
-            assert!(msg.starts_with(&format!("value of {key}: ")), "{msg}");
-            assert!(msg.contains(says) && msg.ends_with(EXAMPLE), "{msg}");
-            assert!(std::error::Error::source(&err).is_some());
-        }
-        let err = parse_endpoint(key, endpoint("db.example", 5432).as_bytes()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("value of {key}: host \"db.example\" is not an IP address")
-        );
-    }
-
-    #[test]
-    fn puts_and_deletes_keep_the_index_equal_to_the_store() {
-        let mut index = Index::new();
-        assert!(index.is_empty());
-        assert!(index
-            .apply(&put(&format!("{WEB}b2"), &endpoint("10.89.3.8", 80)))
-            .unwrap());
-        assert!(index
-            .apply(&put(&format!("{WEB}a1"), &endpoint("10.89.3.7", 80)))
-            .unwrap());
-        let db = "/skydns/internal/drover/service/db/c3";
-        assert!(index.apply(&put(db, &endpoint("10.89.4.2", 5432))).unwrap());
-        assert_eq!(index.len(), 3);
-
-        // Every instance of a service, in instance order; queries ignore
-        // case and may omit the final dot.
-        let hosts = |index: &Index, name: &str| {
-            index
-                .service(name)
-                .map(|(id, ep)| format!("{id}={}", ep.host))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            hosts(&index, "web.service.drover.internal."),
-            ["a1=10.89.3.7", "b2=10.89.3.8"]
-        );
-        assert_eq!(
-            hosts(&index, "WEB.Service.drover.internal"),
-            hosts(&index, "web.service.drover.internal.")
-        );
-        assert!(hosts(&index, "api.service.drover.internal.").is_empty());
-        let c3 = index.instance("c3.db.service.drover.internal").unwrap();
-        assert_eq!(c3.port, 5432);
-        assert!(index.instance("c3.web.service.drover.internal.").is_none());
-        assert!(index.instance("internal").is_none());
-
-        // Rewriting the same value changes nothing; a new one replaces it.
-        assert!(!index
-            .apply(&put(&format!("{WEB}a1"), &endpoint("10.89.3.7", 80)))
-            .unwrap());
-        assert!(index
-            .apply(&put(&format!("{WEB}a1"), &endpoint("10.89.3.9", 80)))
-            .unwrap());
-        assert_eq!(
-            hosts(&index, "web.service.drover.internal")[0],
-            "a1=10.89.3.9"
-        );
-
-        // A value that no longer parses drops the stale endpoint.
-        let err = index.apply(&put(&format!("{WEB}a1"), "{}")).unwrap_err();
-        assert!(matches!(err, IndexError::BadValue { .. }), "{err}");
-        assert_eq!(
-            hosts(&index, "web.service.drover.internal"),
-            ["b2=10.89.3.8"]
-        );
-
-        // A bad key changes nothing.
-        let before = index.clone();
-        assert!(index
-            .apply(&put("/skydns/Web/x", &endpoint("10.0.0.1", 1)))
-            .is_err());
-        assert!(index.apply(&delete("/elsewhere/x")).is_err());
-        assert_eq!(index, before);
-
-        // Deletes: the last instance takes its service with it.
-        assert!(index.apply(&delete(&format!("{WEB}b2"))).unwrap());
-        assert!(!index.apply(&delete(&format!("{WEB}b2"))).unwrap());
-        assert!(index
-            .service("web.service.drover.internal")
-            .next()
-            .is_none());
-        assert!(index.apply(&delete(db)).unwrap());
-        assert!(index.is_empty());
-        assert_eq!(index, Index::new());
-    }
-}
+mod tests;
