@@ -24,6 +24,12 @@ pub struct DevArgs {
     /// Embedded etcd API address (loopback only); port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:4679")]
     store_listen: SocketAddr,
+    /// DNS address on the host, UDP and TCP (loopback only); port 0 picks
+    /// a free one. `dig @127.0.0.1 -p 8600 web.service.drover.internal`.
+    #[arg(long, default_value = crate::dns::DEFAULT_DNS_LISTEN)]
+    dns_listen: SocketAddr,
+    #[command(flatten)]
+    dns: crate::dns::ZoneArgs,
     /// Cgroup directory (in every hierarchy) that holds the tasks' cgroups.
     #[arg(long, default_value = "drover")]
     cgroup_parent: PathBuf,
@@ -169,8 +175,14 @@ pub struct AgentArgs {
     log: String,
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+pub(crate) fn init_logging(filter: &str) {
+    // hickory-server logs every DNS request at `info`.
+    let filter = if filter.contains("hickory") {
+        filter.to_string()
+    } else {
+        format!("{filter},hickory_server=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -216,7 +228,7 @@ async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({flag}); is another drover running?"))
 }
 
-fn write_addr(path: &Path, addr: SocketAddr) -> Result<()> {
+pub(crate) fn write_addr(path: &Path, addr: SocketAddr) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{addr}\n"))
         .and_then(|_| std::fs::rename(&tmp, path))
@@ -224,7 +236,7 @@ fn write_addr(path: &Path, addr: SocketAddr) -> Result<()> {
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
+pub(crate) fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -265,6 +277,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     require_root("drover dev")?;
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
+    require_loopback("--dns-listen", a.dns_listen, DEV_LOOPBACK)?;
     // The agent asks the scheduler for its --subnet; when that is not a
     // node subnet of the cluster CIDR (outside it, or another prefix), the
     // one node's subnet becomes the cluster CIDR, so that the scheduler
@@ -293,6 +306,15 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     write_addr(&a.data_dir.join("store.addr"), store_addr)?;
     tracing::info!(addr = %store_addr, "embedded etcd API on {store_addr} (etcdctl --endpoints={store_addr})");
     let store_task = tokio::spawn(embedded.serve(store_listener, shutdown.clone()));
+    let dns = crate::dns::start(
+        a.dns_listen,
+        &[format!("http://{store_addr}")],
+        &a.dns,
+        shutdown.clone(),
+    )
+    .await?;
+    write_addr(&a.data_dir.join("dns.addr"), dns.addr)?;
+    tracing::info!(addr = %dns.addr, "DNS on {0} (dig @{1} -p {2} NAME.service.drover.internal)", dns.addr, dns.addr.ip(), dns.addr.port());
 
     let store = Store::connect(
         &[format!("http://{store_addr}")],
@@ -338,7 +360,9 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     shutdown.cancel();
     let sched_result = sched_task.await;
     let store_result = store_task.await;
+    let dns_result = dns.task.await;
     agent_result?;
+    dns_result.context("DNS task panicked")??;
     sched_result.context("scheduler task panicked")??;
     store_result
         .context("store task panicked")?

@@ -5,6 +5,7 @@
 
 mod client;
 mod daemon;
+mod dns;
 mod exec;
 mod output;
 mod tls;
@@ -37,6 +38,8 @@ enum Command {
     Scheduler(daemon::SchedulerArgs),
     /// Run the node agent.
     Agent(daemon::AgentArgs),
+    /// Serve the service-discovery DNS zone from an etcd cluster's records.
+    Dns(dns::DnsArgs),
     /// Submit, inspect and stop jobs.
     #[command(subcommand)]
     Job(JobCommand),
@@ -306,6 +309,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(a) => daemon::dev(a).await,
         Command::Scheduler(a) => daemon::scheduler(a).await,
         Command::Agent(a) => daemon::agent(a).await,
+        Command::Dns(a) => dns::dns(a).await,
         Command::Job(JobCommand::Run {
             file,
             detach,

@@ -260,6 +260,20 @@ impl DevCluster {
         );
     }
 
+    /// The DNS address of `drover dev` on the host (`<data dir>/dns.addr`).
+    ///
+    /// # Panics
+    ///
+    /// When the file is missing or malformed.
+    pub fn dns_addr(&self) -> std::net::SocketAddr {
+        let path = self.data_dir.join("dns.addr");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
+    }
+
     /// The scheduler's gRPC address, `127.0.0.1:<port>`.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -674,7 +688,14 @@ fn spawn_dev(data_dir: &Path, args: &[String]) -> Child {
         .arg(data_dir)
         .arg("--cgroup-parent")
         .arg(cgroup_parent(data_dir))
-        .args(["--listen", "127.0.0.1:0", "--store-listen", "127.0.0.1:0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store-listen",
+            "127.0.0.1:0",
+            "--dns-listen",
+            "127.0.0.1:0",
+        ])
         .args(args)
         .env("DROVER_LOG", "info")
         .env("NO_COLOR", "1")

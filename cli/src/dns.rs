@@ -1,0 +1,190 @@
+//! `drover dns`, and the DNS server `drover dev` runs beside its store:
+//! the `drover-dns` library bound to sockets, fed by a watch of the
+//! store's `/skydns/` prefix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use drover_dns::config::ZoneConfig;
+use drover_dns::forward::Forwarder;
+use drover_dns::handler::Handler;
+use drover_dns::watch::Watch;
+use drover_dns::SharedIndex;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The default address of `drover dns` and of `drover dev`'s DNS.
+pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:8600";
+
+/// Flags of `drover dns`.
+#[derive(Args, Debug)]
+pub struct DnsArgs {
+    /// etcd endpoints, comma separated: the `/skydns/` records are read
+    /// (watched) there, never written.
+    #[arg(long, env = "DROVER_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// UDP and TCP address to answer on; port 0 picks a free one.
+    #[arg(long, default_value = DEFAULT_DNS_LISTEN)]
+    listen: SocketAddr,
+    /// Write the bound address to this file (useful with port 0).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    zone: ZoneArgs,
+    /// Log filter.
+    #[arg(long, env = "DROVER_LOG", default_value = "info,hickory_server=warn")]
+    log: String,
+}
+
+/// The zone's settings, shared by `drover dns` and `drover dev`.
+#[derive(Args, Debug, Clone)]
+pub struct ZoneArgs {
+    /// Zone configuration file (TOML: zone, ttl, negative_ttl, upstreams,
+    /// resolv_conf, forward_timeout_ms, zone_only, ...). Flags below
+    /// override it.
+    #[arg(long = "dns-config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The zone answered from the store (default `drover.internal`).
+    #[arg(long = "dns-zone", value_name = "NAME")]
+    zone: Option<String>,
+    /// Answer only the zone: names outside it are refused, not forwarded.
+    #[arg(long = "dns-zone-only")]
+    zone_only: bool,
+}
+
+impl ZoneArgs {
+    /// The configuration: the file's (or the defaults), then the flags.
+    fn config(&self) -> Result<ZoneConfig> {
+        let mut config = match &self.config {
+            Some(path) => read_config(path)?,
+            None => ZoneConfig::default(),
+        };
+        if let Some(zone) = &self.zone {
+            config.zone = zone.clone();
+        }
+        config.zone_only |= self.zone_only;
+        Ok(config)
+    }
+}
+
+fn read_config(path: &Path) -> Result<ZoneConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the DNS config {}", path.display()))?;
+    parse_config(&text).with_context(|| format!("DNS config {}", path.display()))
+}
+
+/// Parses a zone configuration file's text.
+fn parse_config(text: &str) -> Result<ZoneConfig> {
+    toml::from_str(text).map_err(|e| anyhow!("{e}"))
+}
+
+/// A running DNS server: where it answers and the task serving it.
+pub struct Running {
+    /// The bound address (UDP and TCP share it).
+    pub addr: SocketAddr,
+    /// Ends when the shutdown token fires or the server fails.
+    pub task: JoinHandle<Result<()>>,
+}
+
+/// Binds `listen` (UDP and TCP on one port), starts the watch of the
+/// store at `etcd` and serves the zone until `shutdown` fires.
+pub async fn start(
+    listen: SocketAddr,
+    etcd: &[String],
+    zone: &ZoneArgs,
+    shutdown: CancellationToken,
+) -> Result<Running> {
+    let config = zone.config()?;
+    let checked = config.zone().map_err(|e| anyhow!("DNS zone: {e}"))?;
+    let (upstreams, skipped) = config.upstreams().map_err(|e| anyhow!("DNS: {e}"))?;
+    for line in skipped {
+        tracing::warn!(resolv_conf = %config.resolv_conf.display(), %line, "resolv.conf line names no usable upstream; skipped");
+    }
+    let forwarder =
+        (!config.zone_only).then(|| Forwarder::new(upstreams, config.forward_timeout()));
+    let (udp, tcp) = bind_pair(listen).await?;
+    let addr = udp.local_addr()?;
+    let index = SharedIndex::default();
+    let client = etcd_client::Client::connect(etcd, None)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach etcd at {} for the DNS records",
+                etcd.join(",")
+            )
+        })?;
+    tokio::spawn(Watch::new(client, index.clone()).run(shutdown.clone()));
+    let handler = Handler::new(checked, index, forwarder);
+    tracing::info!(%addr, zone = %config.zone, zone_only = config.zone_only, "DNS serving");
+    let task = tokio::spawn(async move {
+        drover_dns::server::serve(handler, vec![udp], vec![tcp], shutdown)
+            .await
+            .map_err(|e| anyhow!("DNS server: {e}"))
+    });
+    Ok(Running { addr, task })
+}
+
+/// A UDP socket and a TCP listener on the same address; with port 0, on
+/// the same free port (tried again when TCP finds it taken).
+async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
+    let taken = |e: std::io::Error| {
+        anyhow!(
+            "cannot listen on {listen} for DNS: {e}; is another DNS server running there? \
+             Pick another address with --dns-listen (drover dev) or --listen (drover dns)"
+        )
+    };
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(listen).await.map_err(taken)?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(taken(e)),
+        }
+    }
+    Err(anyhow!(
+        "cannot find a port free for both UDP and TCP on {}",
+        listen.ip()
+    ))
+}
+
+/// `drover dns`: the zone answered from an etcd cluster's records.
+pub async fn dns(a: DnsArgs) -> Result<()> {
+    crate::daemon::init_logging(&a.log);
+    let shutdown = CancellationToken::new();
+    crate::daemon::cancel_on_signal(shutdown.clone());
+    let running = start(a.listen, &a.etcd, &a.zone, shutdown).await?;
+    if let Some(path) = &a.addr_file {
+        crate::daemon::write_addr(path, running.addr)?;
+    }
+    running.task.await.context("DNS task panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_is_parsed_and_flags_override_it() {
+        let c = parse_config("zone = \"example.internal\"\nttl = 30\nzone_only = false\n")
+            .expect("a valid config");
+        assert_eq!(c.zone, "example.internal");
+        assert_eq!(c.ttl, 30);
+        let err = parse_config("zone = \"a\"\nttl_seconds = 3\n").expect_err("unknown field");
+        assert!(err.to_string().contains("ttl_seconds"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn port_zero_binds_udp_and_tcp_on_one_port() {
+        let (udp, tcp) = bind_pair("127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("binding");
+        let u = udp.local_addr().expect("udp addr");
+        let t = tcp.local_addr().expect("tcp addr");
+        assert_eq!(u, t);
+        assert_ne!(u.port(), 0);
+    }
+}

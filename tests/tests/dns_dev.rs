@@ -1,0 +1,92 @@
+//! `drover dev` serves the service-discovery zone on the host
+//! (`--dns-listen`, its address in `<data dir>/dns.addr`), answering from
+//! the embedded store's `/skydns/` records as they change: a record put
+//! with `etcdctl` is answered, a deleted one is gone. Queried with
+//! Debian's `dig`, on loopback only. (Registration of services by the
+//! scheduler comes with the health checks; here the records are written
+//! by hand, as an operator or CoreDNS user could.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use drover_tests::checks::WAIT;
+use drover_tests::{poll_until, DevCluster};
+
+/// `dig @addr` with `args`, short of nothing: the whole answer text.
+fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .args([
+            "-p",
+            &addr.port().to_string(),
+            "+norec",
+            "+time=2",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .expect("running dig (bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn etcdctl(c: &DevCluster, args: &[&str]) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", c.store_addr()))
+        .args(args)
+        .output()
+        .expect("running etcdctl (etcd-client)");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dev_answers_the_zone_from_the_store_as_it_changes() {
+    let c = DevCluster::start();
+    let dns = c.dns_addr();
+    assert!(dns.ip().is_loopback(), "{dns}");
+
+    // The apex, authoritatively.
+    let soa = dig(dns, &["SOA", "drover.internal"]);
+    assert!(soa.contains("status: NOERROR"), "{soa}");
+    assert!(soa.contains(" aa"), "no AA flag: {soa}");
+    assert!(soa.contains("ns.drover.internal."), "{soa}");
+
+    // No record yet: NXDOMAIN with the SOA.
+    let none = dig(dns, &["A", "web.service.drover.internal"]);
+    assert!(none.contains("status: NXDOMAIN"), "{none}");
+    assert!(none.contains("AUTHORITY: 1"), "{none}");
+
+    // A record in the SkyDNS layout, written to the store: answered.
+    let key = "/skydns/internal/drover/service/web/a1";
+    etcdctl(
+        &c,
+        &[
+            "put",
+            key,
+            r#"{"host":"10.89.3.7","port":8080,"priority":10,"weight":10,"ttl":5}"#,
+        ],
+    );
+    let answer = poll_until("web to be answered", WAIT, || {
+        let a = dig(dns, &["A", "web.service.drover.internal"]);
+        a.contains("10.89.3.7").then_some(a)
+    });
+    assert!(answer.contains("status: NOERROR"), "{answer}");
+    let srv = dig(dns, &["SRV", "_web._tcp.service.drover.internal"]);
+    assert!(
+        srv.contains("8080 a1.web.service.drover.internal."),
+        "{srv}"
+    );
+
+    // Deleted from the store: gone from the answers.
+    etcdctl(&c, &["del", key]);
+    poll_until("web to leave the answers", WAIT, || {
+        let a = dig(dns, &["A", "web.service.drover.internal"]);
+        a.contains("status: NXDOMAIN").then_some(())
+    });
+}
