@@ -10,7 +10,7 @@ use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobSpec, Resources};
-use crate::subnet::Cidr;
+use drover_model::Ipv4Net;
 
 /// Lifecycle of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,7 +226,7 @@ pub struct NodeRecord {
     /// Task subnet cut from the cluster CIDR at first registration and kept
     /// for good; `None` only in records written before subnets existed.
     #[serde(default)]
-    pub subnet: Option<Cidr>,
+    pub subnet: Option<Ipv4Net>,
 }
 
 /// Who holds a node subnet, stored under `subnets/<cidr>`. Created in the

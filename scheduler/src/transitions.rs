@@ -16,7 +16,7 @@ use crate::state::{
     AllocRecord, AllocStatus, Desired, JobRecord, JobStatus, NodeRecord, NodeStatus,
     TaskStateRecord,
 };
-use crate::subnet::Cidr;
+use drover_model::Ipv4Net;
 
 /// Allocations that changed: position in the input and the new record.
 pub type Changed = Vec<(usize, AllocRecord)>;
@@ -225,7 +225,7 @@ pub fn node_down<'a>(
 pub fn registered(
     reported: &NodeRecord,
     previous: Option<&NodeRecord>,
-    subnet: Cidr,
+    subnet: Ipv4Net,
     now: i64,
 ) -> NodeRecord {
     NodeRecord {
