@@ -8,8 +8,9 @@
 //! a user fixes a file in one round trip.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
+pub use drover_model::JobKind;
+use drover_model::{RootfsKind, VolumeKind};
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -31,35 +32,6 @@ pub const MAX_RESTART_ATTEMPTS: i64 = 1_000;
 pub const MAX_RESTART_DELAY_MS: i64 = 3_600_000;
 /// Upper bound on a command's arguments.
 pub const MAX_ARGS: usize = 4096;
-
-/// What kind of work a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    /// Kept running; failed instances are restarted or replaced.
-    Service,
-    /// Runs to completion.
-    Batch,
-    /// One instance of each group on every eligible node.
-    System,
-}
-
-impl JobKind {
-    /// The name used in job files and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Service => "service",
-            JobKind::Batch => "batch",
-            JobKind::System => "system",
-        }
-    }
-}
-
-impl fmt::Display for JobKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A validated job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,16 +55,15 @@ pub struct GroupSpec {
     pub tasks: Vec<TaskSpec>,
     /// How the node restarts a failed task.
     pub restart: RestartPolicy,
-    /// How its allocations are networked: empty or `"bridge"` (own
+    /// How its allocations are networked (a [`drover_model::NetworkMode`],
+    /// kept as submitted so that the stored form stays): empty or
+    /// `"bridge"` (own
     /// namespace, veth on the node bridge, an address from the node
     /// subnet), `"host"` (the node's network; only where the node's policy
     /// allows it, checked on the node) or `"none"` (only `lo`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network: String,
 }
-
-/// The values a group's `network` may take.
-pub const NETWORK_MODES: [&str; 4] = ["", "bridge", "host", "none"];
 
 /// How a node restarts a task that exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,14 +265,14 @@ impl From<&VolumeSpec> for pb::Volume {
                 target,
                 read_only,
             } => pb::Volume {
-                kind: "bind".into(),
+                kind: VolumeKind::Bind.as_str().into(),
                 source: source.clone(),
                 target: target.clone(),
                 read_only: *read_only,
                 size_mb: 0,
             },
             VolumeSpec::Tmpfs { target, size_mb } => pb::Volume {
-                kind: "tmpfs".into(),
+                kind: VolumeKind::Tmpfs.as_str().into(),
                 source: String::new(),
                 target: target.clone(),
                 read_only: false,
@@ -344,15 +315,15 @@ impl From<&GroupSpec> for pb::Group {
                     kill_timeout_ms: i64::try_from(t.kill_timeout_ms).unwrap_or(i64::MAX),
                     rootfs: Some(match &t.rootfs {
                         RootfsSpec::Host => pb::Rootfs {
-                            kind: "host".into(),
+                            kind: RootfsKind::Host.as_str().into(),
                             path: String::new(),
                         },
                         RootfsSpec::Dir { path } => pb::Rootfs {
-                            kind: "dir".into(),
+                            kind: RootfsKind::Dir.as_str().into(),
                             path: path.clone(),
                         },
                         RootfsSpec::Oci { path } => pb::Rootfs {
-                            kind: "oci".into(),
+                            kind: RootfsKind::Oci.as_str().into(),
                             path: path.clone(),
                         },
                     }),

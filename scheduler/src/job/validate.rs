@@ -13,8 +13,9 @@ use super::{
     check_dns_label, GroupSpec, InvalidJob, JobKind, JobSpec, LogSpec, Resources, RestartPolicy,
     RootfsSpec, TaskSpec, VolumeSpec, MAX_ARGS, MAX_COUNT, MAX_CPU_MILLIS, MAX_KILL_TIMEOUT_MS,
     MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
-    MAX_TMPFS_MB, NETWORK_MODES, RESERVED_VOLUME_TARGETS,
+    MAX_TMPFS_MB, RESERVED_VOLUME_TARGETS,
 };
+use drover_model::{NetworkMode, RootfsKind, VolumeKind};
 
 /// Collects problems under a path prefix.
 struct Problems {
@@ -80,18 +81,21 @@ impl TryFrom<&pb::Job> for JobSpec {
         if let Err(e) = check_dns_label(&job.name) {
             p.push("", format!("name {e}"));
         }
+        // An empty kind is a service.
         let kind = match job.kind.as_str() {
-            "" | "service" => JobKind::Service,
-            "batch" => JobKind::Batch,
-            "system" => JobKind::System,
-            other => {
-                p.push(
-                    "",
-                    format!("kind {other:?} is not one of \"service\", \"batch\", \"system\""),
-                );
-                JobKind::Service
-            }
+            "" => Ok(JobKind::Service),
+            other => JobKind::parse("kind", other),
         };
+        let kind = kind.unwrap_or_else(|e| {
+            p.push(
+                "",
+                format!(
+                    "kind {:?} is not one of \"service\", \"batch\", \"system\"",
+                    e.value
+                ),
+            );
+            JobKind::Service
+        });
         if job.groups.is_empty() {
             p.push("", "a job needs at least one [[group]]");
         }
@@ -160,7 +164,7 @@ fn group(
         .enumerate()
         .map(|(i, t)| task(p, &gpath, i, t, &mut seen_tasks))
         .collect();
-    if !NETWORK_MODES.contains(&g.network.as_str()) {
+    if NetworkMode::parse("network", &g.network).is_err() {
         p.push(
             &gpath,
             format!(
@@ -188,7 +192,10 @@ fn task(
 ) -> TaskSpec {
     let tpath = p.named(gpath, "task", index, &t.name, seen);
     // An OCI image's config may supply the command.
-    let image_command = t.rootfs.as_ref().is_some_and(|r| r.kind == "oci");
+    let image_command = t
+        .rootfs
+        .as_ref()
+        .is_some_and(|r| r.kind == RootfsKind::Oci.as_str());
     if !(image_command && t.command.is_empty()) {
         check_command(p, &tpath, &t.command);
     }
@@ -276,14 +283,14 @@ fn check_env(p: &mut Problems, tpath: &str, t: &pb::Task) {
 
 /// A task's `rootfs`: `host` (no path), or `dir`/`oci` with an absolute path.
 fn rootfs(p: &mut Problems, tpath: &str, r: &pb::Rootfs) -> RootfsSpec {
-    match r.kind.as_str() {
-        "" | "host" => {
+    match RootfsKind::parse("rootfs.type", &r.kind) {
+        Ok(RootfsKind::Host) => {
             if !r.path.is_empty() {
                 p.push(tpath, "rootfs.path is only for type \"dir\"");
             }
             RootfsSpec::Host
         }
-        "dir" | "oci" => {
+        Ok(kind @ (RootfsKind::Dir | RootfsKind::Oci)) => {
             if !r.path.starts_with('/') {
                 p.push(
                     tpath,
@@ -298,7 +305,7 @@ fn rootfs(p: &mut Problems, tpath: &str, r: &pb::Rootfs) -> RootfsSpec {
                     ),
                 );
             }
-            if r.kind == "oci" {
+            if kind == RootfsKind::Oci {
                 RootfsSpec::Oci {
                     path: r.path.clone(),
                 }
@@ -308,10 +315,13 @@ fn rootfs(p: &mut Problems, tpath: &str, r: &pb::Rootfs) -> RootfsSpec {
                 }
             }
         }
-        other => {
+        Err(e) => {
             p.push(
                 tpath,
-                format!("rootfs.type {other:?} is not one of \"host\", \"dir\", \"oci\""),
+                format!(
+                    "rootfs.type {:?} is not one of \"host\", \"dir\", \"oci\"",
+                    e.value
+                ),
             );
             RootfsSpec::Host
         }
@@ -400,8 +410,8 @@ fn check_volumes(p: &mut Problems, path: &str, volumes: &[pb::Volume]) -> Vec<Vo
                 }
             }
         }
-        let volume = match v.kind.as_str() {
-            "bind" => {
+        let volume = match VolumeKind::parse("type", &v.kind) {
+            Ok(VolumeKind::Bind) => {
                 if let Err(e) = check_abs_path(&v.source) {
                     problem(p, format!("source {e}"));
                 }
@@ -414,7 +424,7 @@ fn check_volumes(p: &mut Problems, path: &str, volumes: &[pb::Volume]) -> Vec<Vo
                     read_only: v.read_only,
                 }
             }
-            "tmpfs" => {
+            Ok(VolumeKind::Tmpfs) => {
                 if !v.source.is_empty() {
                     problem(p, "source is only for type \"bind\"".into());
                 }
@@ -439,10 +449,10 @@ fn check_volumes(p: &mut Problems, path: &str, volumes: &[pb::Volume]) -> Vec<Vo
                     size_mb: clamp_u64(v.size_mb),
                 }
             }
-            other => {
+            Err(e) => {
                 problem(
                     p,
-                    format!("type {other:?} is not one of \"bind\", \"tmpfs\""),
+                    format!("type {:?} is not one of \"bind\", \"tmpfs\"", e.value),
                 );
                 continue;
             }
