@@ -7,6 +7,9 @@
 //! - [`wire`]: the closed sets of names on the wire and in the store (job
 //!   kind, allocation status, desired state, task status, network mode,
 //!   rootfs and volume kinds), each with its string form.
+//! - [`job`]: the validated job, group and task specs and their
+//!   validation from a submitted `pb::Job` (re-exported as
+//!   `drover_scheduler::job`).
 //!
 //! Nothing here does I/O; protobuf types appear only in conversions.
 
@@ -14,6 +17,7 @@
 
 pub mod clock;
 pub mod ipnet;
+pub mod job;
 pub mod wire;
 
 pub use clock::now_ms;

@@ -6,11 +6,15 @@
 //! checks every field and reports *all* problems at once, each prefixed by
 //! its path (`group "main" task "app": resources.memory_mb must be > 0`), so
 //! a user fixes a file in one round trip.
+//!
+//! It lives in the shared model (moved from the scheduler) and is
+//! re-exported as `drover_scheduler::job`, the path the CLI and the tests
+//! use.
 
 use std::collections::BTreeMap;
 
-pub use drover_model::JobKind;
-use drover_model::{RootfsKind, VolumeKind};
+pub use crate::wire::JobKind;
+use crate::wire::{RootfsKind, VolumeKind};
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +59,7 @@ pub struct GroupSpec {
     pub tasks: Vec<TaskSpec>,
     /// How the node restarts a failed task.
     pub restart: RestartPolicy,
-    /// How its allocations are networked (a [`drover_model::NetworkMode`],
+    /// How its allocations are networked (a [`NetworkMode`](crate::wire::NetworkMode),
     /// kept as submitted so that the stored form stays): empty or
     /// `"bridge"` (own
     /// namespace, veth on the node bridge, an address from the node

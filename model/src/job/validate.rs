@@ -15,7 +15,7 @@ use super::{
     MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
     MAX_TMPFS_MB, RESERVED_VOLUME_TARGETS,
 };
-use drover_model::{NetworkMode, RootfsKind, VolumeKind};
+use crate::wire::{NetworkMode, RootfsKind, VolumeKind};
 
 /// Collects problems under a path prefix.
 struct Problems {
