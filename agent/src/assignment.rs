@@ -6,17 +6,21 @@
 //! [`TryFrom`] as it arrives; a value this agent does not know (a newer
 //! scheduler, a bad peer) is an [`InvalidAssignment`] that names the field,
 //! never a silent default. Beyond this module nothing compares wire
-//! strings: the wire names live only in the `as_str`/`parse` pairs below.
+//! strings: the wire names live only in the `as_str`/`parse` pairs of the
+//! enums, which are the scheduler's too (`drover_model::wire`, re-exported
+//! here); an unknown name becomes [`InvalidAssignment::Unknown`].
 //!
-//! This module depends on nothing else in the agent (only on the generated
-//! protobuf types), so that it can move into a crate shared with the
-//! scheduler.
+//! This module depends on nothing else in the agent (only on the model and
+//! the generated protobuf types).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use drover_model::UnknownValue;
+pub use drover_model::{
+    AllocStatus, DesiredState, JobKind, NetworkMode, RootfsKind, TaskStatus, VolumeKind,
+};
 use drover_proto::v1 as pb;
 
 /// Why an assignment was refused. Each variant names the field, as a path
@@ -60,145 +64,13 @@ impl InvalidAssignment {
     }
 }
 
-/// Declares a closed set of wire names as an enum with `as_str`, `parse`
-/// (an [`InvalidAssignment::Unknown`] naming the field) and `Display`.
-macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $($wire:literal)|+),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
+impl From<UnknownValue> for InvalidAssignment {
+    fn from(e: UnknownValue) -> Self {
+        Self::Unknown {
+            field: e.field,
+            value: e.value,
+            expected: e.expected,
         }
-
-        impl $name {
-            /// Every wire spelling this agent accepts, for error messages.
-            const EXPECTED: &'static str =
-                concat!($("\"", wire_enum!(@first $($wire)|+), "\" "),+);
-
-            /// The name on the wire (the first spelling).
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => wire_enum!(@first $($wire)|+)),+
-                }
-            }
-
-            /// Decodes `value`, the wire form of `field`.
-            pub fn parse(field: &str, value: &str) -> Result<Self, InvalidAssignment> {
-                match value {
-                    $($($wire)|+ => Ok(Self::$variant),)+
-                    _ => Err(InvalidAssignment::Unknown {
-                        field: field.to_owned(),
-                        value: value.to_owned(),
-                        expected: Self::EXPECTED.trim_end(),
-                    }),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-    (@first $first:literal $(| $rest:literal)*) => { $first };
-}
-
-wire_enum! {
-    /// What the scheduler wants of an allocation (`Allocation.desired`).
-    DesiredState {
-        /// Keep it running (or let a batch task finish).
-        Run = "run",
-        /// Stop it and report its final status.
-        Stop = "stop",
-    }
-}
-
-wire_enum! {
-    /// What kind of work a job is (`Assignment.job_kind`).
-    JobKind {
-        /// Kept running: every exit counts against the restart policy.
-        Service = "service",
-        /// Runs to completion: a clean exit is the end.
-        Batch = "batch",
-        /// One instance per node, kept running like a service.
-        System = "system",
-    }
-}
-
-wire_enum! {
-    /// How an allocation is networked (`Group.network`; empty is bridge).
-    NetworkMode {
-        /// Own namespace, veth on the node bridge, an address from the
-        /// node subnet.
-        Bridge = "bridge" | "",
-        /// The node's own network namespace; only where the node policy
-        /// allows it.
-        Host = "host",
-        /// Own namespace with only `lo`.
-        None = "none",
-    }
-}
-
-wire_enum! {
-    /// An allocation's status, as the node reports it and the scheduler
-    /// records it (`Allocation.status`, `AllocStatus.status`).
-    AllocStatus {
-        /// Not all tasks have started yet.
-        Pending = "pending",
-        /// A task runs, or waits for a restart.
-        Running = "running",
-        /// Every task ended cleanly, or it was stopped.
-        Complete = "complete",
-        /// A task failed, or ended badly with no restart left.
-        Failed = "failed",
-        /// The node it ran on was lost (set by the scheduler).
-        Lost = "lost",
-    }
-}
-
-impl AllocStatus {
-    /// Whether nothing of the allocation runs or will run again.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Complete | Self::Failed | Self::Lost)
-    }
-}
-
-wire_enum! {
-    /// One task's status as reported (`TaskState.state`).
-    TaskStatus {
-        /// Being started.
-        Pending = "pending",
-        /// Its process runs.
-        Running = "running",
-        /// It exited and waits for a restart.
-        Restarting = "restarting",
-        /// It exited (or its exit status was lost).
-        Exited = "exited",
-        /// It could not be started or supervised.
-        Failed = "failed",
-    }
-}
-
-wire_enum! {
-    /// The kind of a task's root filesystem (`Rootfs.kind`).
-    RootfsKind {
-        /// A read-only view of the node's `/` (also an unset rootfs).
-        Host = "host" | "",
-        /// A rootfs directory on the node.
-        Dir = "dir",
-        /// A local OCI image.
-        Oci = "oci",
-    }
-}
-
-wire_enum! {
-    /// The kind of a volume (`Volume.kind`).
-    VolumeKind {
-        /// A host path bound into the task.
-        Bind = "bind",
-        /// A fresh tmpfs.
-        Tmpfs = "tmpfs",
     }
 }
 

@@ -96,9 +96,7 @@ pub struct SubnetArgs {
 
 impl SubnetArgs {
     fn config(&self) -> Result<drover_scheduler::subnet::SubnetConfig> {
-        let cidr = self
-            .cluster_cidr
-            .parse()
+        let cidr = drover_scheduler::subnet::parse_cidr(&self.cluster_cidr)
             .map_err(|e| anyhow!("--cluster-cidr: {e}"))?;
         drover_scheduler::subnet::SubnetConfig::new(cidr, self.node_prefix)
             .map_err(|e| anyhow!("--node-prefix: {e}"))
@@ -284,12 +282,9 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     // grants exactly the subnet the agent uses.
     let mut subnets = a.subnets.config()?;
     if let Some(s) = a.net.subnet()? {
-        let wanted: drover_scheduler::subnet::Cidr = s
-            .to_string()
-            .parse()
-            .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
-        if !subnets.is_node_subnet(&wanted) {
-            subnets = drover_scheduler::subnet::SubnetConfig::new(wanted, s.prefix())
+        // One type on both sides (`drover_model::Ipv4Net`).
+        if !subnets.is_node_subnet(&s) {
+            subnets = drover_scheduler::subnet::SubnetConfig::new(s, s.prefix())
                 .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
         }
     }

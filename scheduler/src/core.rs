@@ -20,7 +20,7 @@ use crate::peers::Peers;
 use crate::registry::{Outbound, Registry, Session};
 use crate::relay::exec::ExecRelay;
 use crate::relay::logs::LogRelay;
-use crate::state::{Desired, JobStatus, NodeRecord, NodeStatus};
+use crate::state::{DesiredState, JobStatus, NodeRecord, NodeStatus};
 use crate::subnet::SubnetConfig;
 use crate::transitions::StatusReport;
 
@@ -143,7 +143,7 @@ impl Core {
         if r.status.is_terminal() {
             // It no longer needs to be in the node's assignments.
             self.registry.wake(&[node_id.to_string()].into());
-            if r.desired == Desired::Run {
+            if r.desired == DesiredState::Run {
                 self.cluster.finish_batch(&r.job).await?;
             }
         }

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::job::{GroupSpec, JobKind, JobSpec};
-use crate::state::{AllocRecord, AllocStatus, Desired};
+use crate::state::{AllocRecord, AllocStatus, DesiredState};
 
 /// An instance to place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub fn reconcile<'a>(
     let mut keep: BTreeMap<&str, Vec<&AllocRecord>> = BTreeMap::new();
     for a in allocs
         .iter()
-        .filter(|a| a.job == job.name && a.desired == Desired::Run)
+        .filter(|a| a.job == job.name && a.desired == DesiredState::Run)
     {
         if a.status == AllocStatus::Lost {
             continue;

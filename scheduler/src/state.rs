@@ -2,15 +2,19 @@
 //!
 //! These are stored as JSON under `/drover/{jobs,allocs,nodes,subnets}/` (see
 //! `drover_store::client`). They are the scheduler's own types; protobuf
-//! is produced from them only at the gRPC edge.
+//! is produced from them only at the gRPC edge. The allocation status and
+//! desired state are the model's (`drover_model::wire`, shared with the
+//! agent); a task's state is kept as the string its node reported.
 
 use std::collections::BTreeMap;
 
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+pub use drover_model::{AllocStatus, DesiredState};
+
 use crate::job::{JobSpec, Resources};
-use crate::subnet::Cidr;
+use drover_model::Ipv4Net;
 
 /// Lifecycle of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,65 +55,6 @@ pub struct JobRecord {
     pub submitted_unix_ms: i64,
 }
 
-/// What the scheduler wants of an allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Desired {
-    /// Keep it running.
-    Run,
-    /// Stop it.
-    Stop,
-}
-
-/// What an allocation is doing, as its node last reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AllocStatus {
-    /// Placed, not yet started by its node.
-    Pending,
-    /// Every task started; at least one is running.
-    Running,
-    /// Every task exited successfully, or it was stopped.
-    Complete,
-    /// A task failed past its restart policy, or could not start.
-    Failed,
-    /// Its node went down with it.
-    Lost,
-}
-
-impl AllocStatus {
-    /// Name on the wire and in the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AllocStatus::Pending => "pending",
-            AllocStatus::Running => "running",
-            AllocStatus::Complete => "complete",
-            AllocStatus::Failed => "failed",
-            AllocStatus::Lost => "lost",
-        }
-    }
-
-    /// Parses the wire name.
-    pub fn parse(s: &str) -> Option<AllocStatus> {
-        Some(match s {
-            "pending" => AllocStatus::Pending,
-            "running" => AllocStatus::Running,
-            "complete" => AllocStatus::Complete,
-            "failed" => AllocStatus::Failed,
-            "lost" => AllocStatus::Lost,
-            _ => return None,
-        })
-    }
-
-    /// No further transitions happen from here.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            AllocStatus::Complete | AllocStatus::Failed | AllocStatus::Lost
-        )
-    }
-}
-
 /// A task's state within an allocation, as reported by its node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStateRecord {
@@ -145,7 +90,7 @@ pub struct AllocRecord {
     /// Node it is placed on.
     pub node_id: String,
     /// What the scheduler wants.
-    pub desired: Desired,
+    pub desired: DesiredState,
     /// What the node reports.
     pub status: AllocStatus,
     /// Per-task detail.
@@ -226,7 +171,7 @@ pub struct NodeRecord {
     /// Task subnet cut from the cluster CIDR at first registration and kept
     /// for good; `None` only in records written before subnets existed.
     #[serde(default)]
-    pub subnet: Option<Cidr>,
+    pub subnet: Option<Ipv4Net>,
 }
 
 /// Who holds a node subnet, stored under `subnets/<cidr>`. Created in the
@@ -247,10 +192,7 @@ impl From<&AllocRecord> for pb::Allocation {
             group: a.group.clone(),
             index: a.index,
             node_id: a.node_id.clone(),
-            desired: match a.desired {
-                Desired::Run => "run".into(),
-                Desired::Stop => "stop".into(),
-            },
+            desired: a.desired.as_str().into(),
             status: a.status.as_str().into(),
             tasks: a.tasks.iter().map(pb::TaskState::from).collect(),
             job_version: a.job_version,
@@ -324,5 +266,40 @@ impl JobRecord {
             version: self.version,
             submitted_unix_ms: self.submitted_unix_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::testkit::{alloc, job, node};
+
+    /// The JSON stored in etcd keeps its form: the enums shared with the
+    /// agent serialize as their wire names, the subnet as its CIDR text.
+    #[test]
+    fn stored_json_keeps_its_form() {
+        let mut a = alloc("a1", 0, "n1", AllocStatus::Lost);
+        a.desired = DesiredState::Stop;
+        let v = serde_json::to_value(&a).expect("alloc json");
+        assert_eq!(
+            (&v["desired"], &v["status"]),
+            (&"stop".into(), &"lost".into())
+        );
+        let back: AllocRecord = serde_json::from_value(v).expect("alloc back");
+        assert_eq!(back, a);
+        let j = JobRecord {
+            spec: job("batch", 1, "true"),
+            status: JobStatus::Running,
+            version: 1,
+            submitted_unix_ms: 0,
+        };
+        let v = serde_json::to_value(&j).expect("job json");
+        assert_eq!(v["spec"]["kind"], "batch");
+        let mut n = node("n1", "192.0.2.1", NodeStatus::Ready);
+        n.subnet = Some("10.89.3.0/24".parse().expect("cidr"));
+        let v = serde_json::to_value(&n).expect("node json");
+        assert_eq!(v["subnet"], "10.89.3.0/24");
     }
 }

@@ -7,18 +7,10 @@
 //! that takes. The store side (claiming it race-free) is in
 //! [`crate::cluster`].
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-/// An IPv4 network in CIDR form, with its host bits clear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    network: Ipv4Addr,
-    prefix: u8,
-}
+use drover_model::ipnet::mask;
+pub use drover_model::{InvalidNet, Ipv4Net};
 
 /// Why a CIDR or a subnet request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +31,7 @@ pub enum SubnetError {
     )]
     BadPrefix {
         /// The cluster CIDR.
-        cluster: Cidr,
+        cluster: Ipv4Net,
         /// The node prefix asked for.
         node_prefix: u8,
     },
@@ -50,7 +42,7 @@ pub enum SubnetError {
     )]
     Exhausted {
         /// The cluster CIDR.
-        cluster: Cidr,
+        cluster: Ipv4Net,
         /// The node prefix.
         node_prefix: u8,
         /// How many node subnets it holds.
@@ -58,108 +50,24 @@ pub enum SubnetError {
     },
 }
 
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    }
-}
-
-impl Cidr {
-    /// The network of `addr` with `prefix` bits; host bits are cleared.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Cidr, SubnetError> {
-        if prefix > 32 {
-            return Err(SubnetError::Parse {
-                value: format!("{addr}/{prefix}"),
-                reason: "prefix length must be at most 32",
-            });
+impl From<InvalidNet> for SubnetError {
+    fn from(e: InvalidNet) -> SubnetError {
+        SubnetError::Parse {
+            value: e.value,
+            reason: e.reason,
         }
-        Ok(Cidr {
-            network: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
-            prefix,
-        })
-    }
-
-    /// The network address.
-    pub fn network(&self) -> Ipv4Addr {
-        self.network
-    }
-
-    /// The prefix length.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    /// First and last address, as integers.
-    fn range(&self) -> (u32, u32) {
-        let start = u32::from(self.network);
-        (start, start | !mask(self.prefix))
-    }
-
-    /// Whether the two networks share any address.
-    pub fn overlaps(&self, other: &Cidr) -> bool {
-        let (a0, a1) = self.range();
-        let (b0, b1) = other.range();
-        a0 <= b1 && b0 <= a1
-    }
-
-    /// Whether `other` lies entirely inside this network.
-    pub fn contains(&self, other: &Cidr) -> bool {
-        let (a0, a1) = self.range();
-        let (b0, b1) = other.range();
-        a0 <= b0 && b1 <= a1
     }
 }
 
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = SubnetError;
-
-    /// Parses `a.b.c.d/n`; host bits must be clear.
-    fn from_str(s: &str) -> Result<Cidr, SubnetError> {
-        let bad = |reason| SubnetError::Parse {
-            value: s.to_string(),
-            reason,
-        };
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| bad("expected a.b.c.d/prefix"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad("bad IPv4 address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad("bad prefix length"))?;
-        if prefix > 32 {
-            return Err(bad("prefix length must be at most 32"));
-        }
-        let net = Cidr::new(addr, prefix)?;
-        if net.network != addr {
-            return Err(bad("host bits are set (not a network address)"));
-        }
-        Ok(net)
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+/// Parses a CIDR given by a user (`--cluster-cidr`, `--subnet`).
+pub fn parse_cidr(s: &str) -> Result<Ipv4Net, SubnetError> {
+    Ok(s.parse::<Ipv4Net>()?)
 }
 
 /// How node subnets are cut: `--cluster-cidr` and `--node-prefix`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubnetConfig {
-    cluster: Cidr,
+    cluster: Ipv4Net,
     node_prefix: u8,
 }
 
@@ -171,8 +79,8 @@ pub const DEFAULT_NODE_PREFIX: u8 = 24;
 impl SubnetConfig {
     /// Checks that `/node_prefix` subnets fit `cluster` and leave room for
     /// a gateway and tasks (at most `/30`).
-    pub fn new(cluster: Cidr, node_prefix: u8) -> Result<SubnetConfig, SubnetError> {
-        if node_prefix < cluster.prefix || node_prefix > 30 {
+    pub fn new(cluster: Ipv4Net, node_prefix: u8) -> Result<SubnetConfig, SubnetError> {
+        if node_prefix < cluster.prefix() || node_prefix > 30 {
             return Err(SubnetError::BadPrefix {
                 cluster,
                 node_prefix,
@@ -185,7 +93,7 @@ impl SubnetConfig {
     }
 
     /// The cluster CIDR.
-    pub fn cluster(&self) -> Cidr {
+    pub fn cluster(&self) -> Ipv4Net {
         self.cluster
     }
 
@@ -196,22 +104,20 @@ impl SubnetConfig {
 
     /// How many node subnets the cluster CIDR holds.
     pub fn total(&self) -> u64 {
-        1u64 << (self.node_prefix - self.cluster.prefix)
+        1u64 << (self.node_prefix - self.cluster.prefix())
     }
 
     /// Whether `subnet` is a node subnet of this configuration.
-    pub fn is_node_subnet(&self, subnet: &Cidr) -> bool {
-        subnet.prefix == self.node_prefix && self.cluster.contains(subnet)
+    pub fn is_node_subnet(&self, subnet: &Ipv4Net) -> bool {
+        subnet.prefix() == self.node_prefix && self.cluster.contains_net(subnet)
     }
 }
 
 impl Default for SubnetConfig {
     fn default() -> SubnetConfig {
         SubnetConfig {
-            cluster: Cidr {
-                network: Ipv4Addr::new(10, 89, 0, 0),
-                prefix: 16,
-            },
+            cluster: Ipv4Net::new(Ipv4Addr::new(10, 89, 0, 0), 16)
+                .expect("16 is a valid prefix length"),
             node_prefix: DEFAULT_NODE_PREFIX,
         }
     }
@@ -222,13 +128,13 @@ impl Default for SubnetConfig {
 /// node that kept its subnet across a configuration change).
 pub fn next_free<'a>(
     config: &SubnetConfig,
-    taken: impl IntoIterator<Item = &'a Cidr>,
-) -> Result<Cidr, SubnetError> {
-    let mut ranges: Vec<(u32, u32)> = taken.into_iter().map(Cidr::range).collect();
+    taken: impl IntoIterator<Item = &'a Ipv4Net>,
+) -> Result<Ipv4Net, SubnetError> {
+    let mut ranges: Vec<(u32, u32)> = taken.into_iter().map(Ipv4Net::range).collect();
     ranges.sort_unstable();
     let (_, last) = config.cluster.range();
     let step = u64::from(!mask(config.node_prefix)) + 1;
-    let mut candidate = u64::from(u32::from(config.cluster.network));
+    let mut candidate = u64::from(u32::from(config.cluster.network()));
     let mut i = 0;
     while candidate <= u64::from(last) {
         let start = candidate;
@@ -245,7 +151,7 @@ pub fn next_free<'a>(
             }
             _ => {
                 let network = u32::try_from(start).map_err(|_| exhausted(config))?;
-                return Cidr::new(Ipv4Addr::from(network), config.node_prefix);
+                return Ok(Ipv4Net::new(Ipv4Addr::from(network), config.node_prefix)?);
             }
         }
     }
@@ -264,7 +170,7 @@ fn exhausted(config: &SubnetConfig) -> SubnetError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim<'a> {
     /// The subnet.
-    pub subnet: Cidr,
+    pub subnet: Ipv4Net,
     /// The node holding it.
     pub node_id: &'a str,
     /// The claim record's revision.
@@ -277,24 +183,24 @@ pub enum ClaimOp {
     /// The node's own claim: it must still be there, unchanged.
     Keep {
         /// The subnet.
-        subnet: Cidr,
+        subnet: Ipv4Net,
         /// The revision read.
         mod_revision: i64,
     },
     /// A new claim, created only if absent.
-    Create(Cidr),
+    Create(Ipv4Net),
 }
 
 /// The subnet a registering node gets and the claims that takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     /// The node's subnet.
-    pub subnet: Cidr,
+    pub subnet: Ipv4Net,
     /// Claims to keep or create, in one transaction with the node record.
     pub claims: Vec<ClaimOp>,
     /// The subnet the node held, and the node whose claim took it (which
     /// should never happen): the node gets a fresh subnet instead.
-    pub lost: Option<(Cidr, String)>,
+    pub lost: Option<(Ipv4Net, String)>,
 }
 
 /// Why a registering node gets no subnet.
@@ -304,7 +210,7 @@ pub enum Refusal {
     #[error("subnet {wanted} refused: {reason}")]
     Wanted {
         /// The subnet asked for.
-        wanted: Cidr,
+        wanted: Ipv4Net,
         /// Why not.
         reason: String,
     },
@@ -324,8 +230,8 @@ pub enum Refusal {
 pub fn assign(
     config: &SubnetConfig,
     node_id: &str,
-    held: Option<Cidr>,
-    wanted: Option<Cidr>,
+    held: Option<Ipv4Net>,
+    wanted: Option<Ipv4Net>,
     claims: &[Claim<'_>],
 ) -> Result<Assignment, Refusal> {
     let mut ops = Vec::new();
@@ -397,7 +303,7 @@ pub fn assign(
 mod tests {
     use super::*;
 
-    fn c(s: &str) -> Cidr {
+    fn c(s: &str) -> Ipv4Net {
         s.parse().expect("valid CIDR")
     }
 
@@ -406,21 +312,13 @@ mod tests {
     }
 
     #[test]
-    fn parses_and_prints() {
-        assert_eq!(c("10.89.3.0/24").to_string(), "10.89.3.0/24");
-        for bad in [
-            "10.89.3.1/24",
-            "10.89.3.0",
-            "10.89.3.0/33",
-            "x/8",
-            "1.2.3.0/",
-        ] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad} should not parse");
-        }
-        let json = serde_json::to_string(&c("10.89.0.0/16")).expect("serialize");
-        assert_eq!(json, "\"10.89.0.0/16\"");
-        let back: Cidr = serde_json::from_str(&json).expect("deserialize");
-        assert_eq!(back, c("10.89.0.0/16"));
+    fn user_cidrs_are_parsed_with_the_flag_wording() {
+        assert_eq!(parse_cidr("10.89.3.0/24"), Ok(c("10.89.3.0/24")));
+        let err = parse_cidr("10.89.3.1/24").expect_err("host bits set");
+        assert_eq!(
+            err.to_string(),
+            "invalid CIDR \"10.89.3.1/24\": host bits are set (not a network address)"
+        );
     }
 
     #[test]
@@ -453,8 +351,8 @@ mod tests {
         assert!(err.to_string().contains("10.89.0.0/23"), "{err}");
         // The very end of the address space does not overflow.
         let config = cfg("255.255.255.0/24", 30);
-        let all: Vec<Cidr> = (0..64u32)
-            .map(|i| Cidr::new(Ipv4Addr::from(0xffff_ff00 + i * 4), 30).expect("valid"))
+        let all: Vec<Ipv4Net> = (0..64u32)
+            .map(|i| Ipv4Net::new(Ipv4Addr::from(0xffff_ff00 + i * 4), 30).expect("valid"))
             .collect();
         assert_eq!(next_free(&config, &all[..63]), Ok(c("255.255.255.252/30")));
         assert!(next_free(&config, &all).is_err());
@@ -476,7 +374,7 @@ mod tests {
         let mut taken = Vec::new();
         for _ in 0..2000 {
             let next = next_free(&config, &taken).expect("room");
-            assert!(taken.iter().all(|t: &Cidr| !t.overlaps(&next)));
+            assert!(taken.iter().all(|t: &Ipv4Net| !t.overlaps(&next)));
             taken.push(next);
         }
     }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::job::{JobSpec, Resources};
-use crate::state::{AllocRecord, AllocStatus, Desired, NodeRecord, NodeStatus};
+use crate::state::{AllocRecord, AllocStatus, DesiredState, NodeRecord, NodeStatus};
 
 /// Job `j` of `kind` with one group `g` of `count` instances of one task
 /// `t` running `command`, as a user would write it.
@@ -24,7 +24,7 @@ pub fn alloc(id: &str, index: u32, node_id: &str, status: AllocStatus) -> AllocR
         group: "g".into(),
         index,
         node_id: node_id.into(),
-        desired: Desired::Run,
+        desired: DesiredState::Run,
         status,
         tasks: Vec::new(),
         job_version: 1,

@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::job::{GroupSpec, JobKind, JobSpec};
 use crate::placement::Placement;
 use crate::state::{
-    AllocRecord, AllocStatus, Desired, JobRecord, JobStatus, NodeRecord, NodeStatus,
+    AllocRecord, AllocStatus, DesiredState, JobRecord, JobStatus, NodeRecord, NodeStatus,
     TaskStateRecord,
 };
-use crate::subnet::Cidr;
+use drover_model::Ipv4Net;
 
 /// Allocations that changed: position in the input and the new record.
 pub type Changed = Vec<(usize, AllocRecord)>;
@@ -55,7 +55,7 @@ pub fn new_alloc(id: String, job: &str, version: u64, p: &Placement, now: i64) -
         group: p.group.clone(),
         index: p.index,
         node_id: p.node_id.clone(),
-        desired: Desired::Run,
+        desired: DesiredState::Run,
         status: AllocStatus::Pending,
         tasks: Vec::new(),
         job_version: version,
@@ -69,7 +69,7 @@ pub fn new_alloc(id: String, job: &str, version: u64, p: &Placement, now: i64) -
 /// An allocation a plan stops: desired stop, its node stops it.
 pub fn stop_alloc(a: &AllocRecord, now: i64) -> AllocRecord {
     AllocRecord {
-        desired: Desired::Stop,
+        desired: DesiredState::Stop,
         modified_unix_ms: now,
         ..a.clone()
     }
@@ -105,12 +105,12 @@ pub fn stop_job<'a>(
     }
     let name = &job.spec.name;
     for (i, a) in allocs.into_iter().enumerate() {
-        if &a.job != name || (a.desired == Desired::Stop && !a.is_live()) {
+        if &a.job != name || (a.desired == DesiredState::Stop && !a.is_live()) {
             continue;
         }
         let mut r = a.clone();
-        let was_run = r.desired == Desired::Run;
-        r.desired = Desired::Stop;
+        let was_run = r.desired == DesiredState::Run;
+        r.desired = DesiredState::Stop;
         if down.contains(r.node_id.as_str()) && r.is_live() {
             r.status = AllocStatus::Lost;
         }
@@ -170,7 +170,7 @@ pub fn batch_outcome<'a>(
     }
     let wanted: Vec<&AllocRecord> = allocs
         .into_iter()
-        .filter(|a| a.job == job.spec.name && a.desired == Desired::Run)
+        .filter(|a| a.job == job.spec.name && a.desired == DesiredState::Run)
         .collect();
     let count: u32 = job.spec.groups.iter().map(|g| g.count).sum();
     let done = wanted.iter().filter(|a| a.status.is_terminal()).count();
@@ -209,7 +209,7 @@ pub fn node_down<'a>(
         .map(|(i, a)| {
             let r = AllocRecord {
                 status: AllocStatus::Lost,
-                desired: Desired::Stop,
+                desired: DesiredState::Stop,
                 modified_unix_ms: now,
                 ..a.clone()
             };
@@ -225,7 +225,7 @@ pub fn node_down<'a>(
 pub fn registered(
     reported: &NodeRecord,
     previous: Option<&NodeRecord>,
-    subnet: Cidr,
+    subnet: Ipv4Net,
     now: i64,
 ) -> NodeRecord {
     NodeRecord {
@@ -267,7 +267,7 @@ pub fn assigned<'a>(
 ) -> Vec<Assigned<'a>> {
     allocs
         .iter()
-        .filter(|a| a.node_id == node_id && (a.desired == Desired::Run || a.is_live()))
+        .filter(|a| a.node_id == node_id && (a.desired == DesiredState::Run || a.is_live()))
         .filter_map(|a| {
             let job = jobs.get(&a.job)?;
             Some(Assigned {
@@ -310,7 +310,7 @@ mod tests {
     fn stopping_a_job_loses_what_down_nodes_hold_and_skips_what_is_over() {
         let job = record("service", JobStatus::Running);
         let mut done = alloc("done", 1, "up", AllocStatus::Complete);
-        done.desired = Desired::Stop;
+        done.desired = DesiredState::Stop;
         let allocs = [
             alloc("on-down", 0, "down", AllocStatus::Running),
             done,
@@ -318,7 +318,7 @@ mod tests {
         ];
         let stop = stop_job(&job, &allocs, &BTreeSet::from(["down"]), 7);
         assert_eq!(stop.job.map(|j| j.status), Some(JobStatus::Stopped));
-        let changed: Vec<(usize, AllocStatus, Desired)> = stop
+        let changed: Vec<(usize, AllocStatus, DesiredState)> = stop
             .allocs
             .iter()
             .map(|(i, a)| (*i, a.status, a.desired))
@@ -326,8 +326,8 @@ mod tests {
         assert_eq!(
             changed,
             [
-                (0, AllocStatus::Lost, Desired::Stop),
-                (2, AllocStatus::Running, Desired::Stop)
+                (0, AllocStatus::Lost, DesiredState::Stop),
+                (2, AllocStatus::Running, DesiredState::Stop)
             ]
         );
         assert_eq!(stop.stopped, ["on-down", "on-up"]);
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(lost[0].0, 0);
         assert_eq!(
             (lost[0].1.status, lost[0].1.desired),
-            (AllocStatus::Lost, Desired::Stop)
+            (AllocStatus::Lost, DesiredState::Stop)
         );
         assert!(node_down(&down, &allocs, 6).is_none());
     }
@@ -389,9 +389,9 @@ mod tests {
     #[test]
     fn nodes_are_assigned_their_allocations_except_stopped_ones_that_are_over() {
         let mut stopped = alloc("stopped", 1, "n", AllocStatus::Complete);
-        stopped.desired = Desired::Stop;
+        stopped.desired = DesiredState::Stop;
         let mut stopping = alloc("stopping", 2, "n", AllocStatus::Running);
-        stopping.desired = Desired::Stop;
+        stopping.desired = DesiredState::Stop;
         let allocs = [
             alloc("failed", 0, "n", AllocStatus::Failed),
             stopped,

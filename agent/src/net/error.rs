@@ -119,3 +119,13 @@ pub(crate) fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
         _ => None,
     }
 }
+
+impl From<drover_model::InvalidNet> for NetError {
+    fn from(e: drover_model::InvalidNet) -> NetError {
+        NetError::Invalid {
+            what: "IPv4 network",
+            value: e.value,
+            reason: e.reason.to_string(),
+        }
+    }
+}

@@ -70,15 +70,15 @@ mod error;
 pub mod files;
 pub mod firewall;
 pub mod ipam;
-mod ipnet;
 mod link;
 mod netns;
 pub mod peers;
 mod routes;
 pub mod wiring;
 
+/// The one IPv4 network type, shared with the scheduler.
+pub use drover_model::Ipv4Net;
 pub use error::NetError;
-pub use ipnet::Ipv4Net;
 pub use link::{host_if_name, Bridge, Netlink, Veth, CONTAINER_IF};
 pub use netns::{Netns, NetnsDir, DEFAULT_NETNS_DIR};
 pub use routes::{plan_routes, PeerRoute, RouteChanges, RoutePlan, RTPROT_DROVER};

@@ -50,7 +50,7 @@ pub enum InvalidPeer {
         subnet: String,
         /// Why it does not parse.
         #[source]
-        source: NetError,
+        source: drover_model::InvalidNet,
     },
 }
 

@@ -133,7 +133,7 @@ pub fn netns_dir_for(data_dir: &Path) -> PathBuf {
 pub fn saved_subnet(cfg: &NetConfig) -> Result<Option<Ipv4Net>, NetError> {
     let path = cfg.subnet_path();
     match fs::read_to_string(&path) {
-        Ok(s) => s.trim().parse().map(Some),
+        Ok(s) => Ok(Some(s.trim().parse()?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(NetError::sys("read", path.display().to_string(), e)),
     }

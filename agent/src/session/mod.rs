@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_model::now_ms;
 use drover_proto::v1 as pb;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -388,11 +389,4 @@ async fn heartbeats(
             return;
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

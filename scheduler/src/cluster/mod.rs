@@ -9,15 +9,14 @@
 //! and telling agents, is not this module's business: operations return the
 //! nodes whose assignments changed and the caller wakes them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
+use drover_model::now_ms;
 use drover_store::{Kind, Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::mpsc;
 
 use crate::job::JobSpec;
 use crate::placement::{self, Plan};
 use crate::state::{AllocRecord, JobRecord, JobStatus, NodeRecord};
-use crate::subnet::{Cidr, SubnetConfig, SubnetError};
+use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
 mod commit;
 mod jobs;
@@ -38,7 +37,7 @@ pub enum ClusterError {
         /// The registering node.
         node_id: String,
         /// The subnet it asked for.
-        wanted: Cidr,
+        wanted: Ipv4Net,
         /// Why it cannot have it.
         reason: String,
     },
@@ -139,14 +138,6 @@ impl Cluster {
             job.is_some(),
         ))
     }
-}
-
-/// Milliseconds since the Unix epoch: the time records carry.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn values<T>(v: Vec<Versioned<T>>) -> Vec<T> {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::*;
 use crate::job::{JobKind, RestartPolicy, TaskSpec};
-use crate::state::{AllocStatus, Desired, NodeStatus};
+use crate::state::{AllocStatus, DesiredState, NodeStatus};
 
 fn node(id: &str, cpu: u64, mem: u64) -> NodeRecord {
     NodeRecord {
@@ -57,7 +57,7 @@ fn alloc_for(p: &Placement, job: &str, id: &str) -> AllocRecord {
         group: p.group.clone(),
         index: p.index,
         node_id: p.node_id.clone(),
-        desired: Desired::Run,
+        desired: DesiredState::Run,
         status: AllocStatus::Running,
         tasks: vec![],
         job_version: 1,
@@ -86,7 +86,7 @@ fn held(id: &str, node_id: &str, status: AllocStatus, cpu: u64, mem: u64) -> All
         group: "g".into(),
         index: 0,
         node_id: node_id.into(),
-        desired: Desired::Run,
+        desired: DesiredState::Run,
         status,
         tasks: vec![],
         job_version: 1,
@@ -245,7 +245,7 @@ fn simulated_cluster() -> (Vec<NodeRecord>, Vec<AllocRecord>) {
                 500,
                 256,
             );
-            stopping.desired = Desired::Stop;
+            stopping.desired = DesiredState::Stop;
             allocs.push(stopping);
         }
         nodes.push(n);

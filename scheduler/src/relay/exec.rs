@@ -18,7 +18,7 @@ use tonic::{Status, Streaming};
 
 use super::{agent_for, Served, Table};
 use crate::registry::{Outbound, Registry};
-use crate::state::{AllocRecord, AllocStatus, Desired};
+use crate::state::{AllocRecord, AllocStatus, DesiredState};
 use crate::sync::lock;
 
 /// Output frames queued per session towards a slow client.
@@ -92,13 +92,13 @@ impl ExecRelay {
         mut start: pb::ExecStart,
         inbound: Streaming<pb::ExecRequest>,
     ) -> Result<mpsc::Receiver<Result<pb::ExecResponse, Status>>, Status> {
-        if alloc.desired != Desired::Run || alloc.status != AllocStatus::Running {
+        if alloc.desired != DesiredState::Run || alloc.status != AllocStatus::Running {
             return Err(Status::failed_precondition(format!(
                 "allocation {} ({}) is not running (status {}{})",
                 alloc.id,
                 alloc.name,
                 alloc.status.as_str(),
-                if alloc.desired == Desired::Stop {
+                if alloc.desired == DesiredState::Stop {
                     ", being stopped"
                 } else {
                     ""

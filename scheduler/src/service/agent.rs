@@ -87,7 +87,7 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
 /// What node `node_id` reports about one allocation; `None` (and a
 /// warning) for a status this scheduler does not know.
 pub(super) fn status_report(node_id: &str, st: &pb::AllocStatus) -> Option<StatusReport> {
-    let Some(status) = AllocStatus::parse(&st.status) else {
+    let Ok(status) = AllocStatus::parse("status", &st.status) else {
         tracing::warn!(node_id, alloc_id = %st.alloc_id, status = %st.status, "agent reported an unknown status; ignored");
         return None;
     };

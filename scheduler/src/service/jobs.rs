@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{check_name, Api, Reply};
 use crate::job::JobSpec;
-use crate::state::{job_allocs, AllocRecord, AllocStatus, JobRecord};
+use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
 
@@ -95,8 +95,8 @@ impl pb::job_service_server::JobService for Api {
                     group: p.group.clone(),
                     index: p.index,
                     node_id: p.node_id.clone(),
-                    desired: "run".into(),
-                    status: "pending".into(),
+                    desired: DesiredState::Run.as_str().into(),
+                    status: AllocStatus::Pending.as_str().into(),
                     ..Default::default()
                 })
                 .collect(),

@@ -67,7 +67,11 @@ fn allocs_from(shapes: &[AllocShape]) -> Vec<AllocRecord> {
                 a.name = format!("j.g{group}[{index}]");
             }
             a.index = index;
-            a.desired = if run { Desired::Run } else { Desired::Stop };
+            a.desired = if run {
+                DesiredState::Run
+            } else {
+                DesiredState::Stop
+            };
             a.created_unix_ms = i as i64;
             a
         })
@@ -216,7 +220,7 @@ fn check_accounting(nodes: &[NodeRecord], allocs: &[AllocRecord], job: &JobSpec,
         .iter()
         .filter(|a| {
             a.job == job.name
-                && a.desired == Desired::Run
+                && a.desired == DesiredState::Run
                 && a.status != AllocStatus::Lost
                 && !stopped.contains(a.id.as_str())
         })

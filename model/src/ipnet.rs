@@ -1,12 +1,14 @@
-//! An IPv4 network in CIDR form.
+//! An IPv4 network in CIDR form, the one type for the cluster CIDR, node
+//! subnets (scheduler) and the node's bridge subnet and peer routes
+//! (agent). Its text form, `10.89.0.0/16`, is also its serde form: it is
+//! stored that way in etcd (`nodes/<id>`, `subnets/<cidr>`) and in the
+//! agent's `<data-dir>/net/` files.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use super::NetError;
 
 /// An IPv4 network: a network address with its host bits clear and a prefix
 /// length, e.g. `10.89.3.0/24`.
@@ -16,16 +18,25 @@ pub struct Ipv4Net {
     prefix: u8,
 }
 
+/// Why a text or an address and prefix is not an IPv4 network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid IPv4 network {value:?}: {reason}")]
+pub struct InvalidNet {
+    /// The text given (`a.b.c.d/n`).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
 impl Ipv4Net {
     /// The network of `addr` with `prefix` bits; host bits of `addr` are
     /// cleared, so `10.89.3.7/24` gives `10.89.3.0/24`.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, NetError> {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self, InvalidNet> {
         if prefix > 32 {
-            return Err(NetError::invalid(
-                "prefix length",
-                prefix.to_string(),
-                "must be at most 32",
-            ));
+            return Err(InvalidNet {
+                value: format!("{addr}/{prefix}"),
+                reason: "prefix length must be at most 32",
+            });
         }
         Ok(Self {
             network: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
@@ -58,6 +69,25 @@ impl Ipv4Net {
         u32::from(ip) & mask(self.prefix) == u32::from(self.network)
     }
 
+    /// Whether `other` lies entirely inside this network.
+    pub fn contains_net(&self, other: &Ipv4Net) -> bool {
+        let (a0, a1) = self.range();
+        let (b0, b1) = other.range();
+        a0 <= b0 && b1 <= a1
+    }
+
+    /// Whether the two networks share any address.
+    pub fn overlaps(&self, other: &Ipv4Net) -> bool {
+        let (a0, a1) = self.range();
+        let (b0, b1) = other.range();
+        a0 <= b1 && b0 <= a1
+    }
+
+    /// First and last address (network and broadcast), as integers.
+    pub fn range(&self) -> (u32, u32) {
+        (u32::from(self.network), u32::from(self.broadcast()))
+    }
+
     /// The address `offset` places after the network address, if it is
     /// still inside the network.
     pub fn nth(&self, offset: u64) -> Option<Ipv4Addr> {
@@ -81,11 +111,12 @@ impl Ipv4Net {
     }
 }
 
-fn mask(prefix: u8) -> u32 {
+/// The netmask of `prefix` (at most 32) as an integer.
+pub fn mask(prefix: u8) -> u32 {
     if prefix == 0 {
         0
     } else {
-        u32::MAX << (32 - u32::from(prefix))
+        u32::MAX << (32 - u32::from(prefix.min(32)))
     }
 }
 
@@ -96,16 +127,22 @@ impl fmt::Display for Ipv4Net {
 }
 
 impl FromStr for Ipv4Net {
-    type Err = NetError;
+    type Err = InvalidNet;
 
     /// Parses `a.b.c.d/n`; the address must be the network address.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: &str| NetError::invalid("IPv4 network", s, reason);
+        let bad = |reason| InvalidNet {
+            value: s.to_string(),
+            reason,
+        };
         let (addr, prefix) = s
             .split_once('/')
             .ok_or_else(|| bad("expected a.b.c.d/prefix"))?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| bad("bad IPv4 address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| bad("bad prefix length"))?;
+        if prefix > 32 {
+            return Err(bad("prefix length must be at most 32"));
+        }
         let net = Self::new(addr, prefix)?;
         if net.network != addr {
             return Err(bad("host bits are set (not a network address)"));
@@ -131,17 +168,32 @@ impl<'de> Deserialize<'de> for Ipv4Net {
 mod tests {
     use super::*;
 
+    fn n(s: &str) -> Ipv4Net {
+        s.parse().expect("valid network")
+    }
+
     #[test]
     fn parses_and_prints() {
-        let n: Ipv4Net = "10.89.3.0/24".parse().expect("valid");
-        assert_eq!(n.to_string(), "10.89.3.0/24");
-        assert_eq!(n.broadcast(), Ipv4Addr::new(10, 89, 3, 255));
-        assert_eq!(n.first_host(), Some(Ipv4Addr::new(10, 89, 3, 1)));
-        assert_eq!(n.size(), 256);
-        assert!(n.contains(Ipv4Addr::new(10, 89, 3, 77)));
-        assert!(!n.contains(Ipv4Addr::new(10, 89, 4, 1)));
-        assert_eq!(n.offset_of(Ipv4Addr::new(10, 89, 3, 9)), Some(9));
-        assert_eq!(n.nth(256), None);
+        let net = n("10.89.3.0/24");
+        assert_eq!(net.to_string(), "10.89.3.0/24");
+        assert_eq!(net.broadcast(), Ipv4Addr::new(10, 89, 3, 255));
+        assert_eq!(net.first_host(), Some(Ipv4Addr::new(10, 89, 3, 1)));
+        assert_eq!(net.size(), 256);
+        assert_eq!(net.range(), (0x0a59_0300, 0x0a59_03ff));
+        assert!(net.contains(Ipv4Addr::new(10, 89, 3, 77)));
+        assert!(!net.contains(Ipv4Addr::new(10, 89, 4, 1)));
+        assert_eq!(net.offset_of(Ipv4Addr::new(10, 89, 3, 9)), Some(9));
+        assert_eq!(net.nth(256), None);
+    }
+
+    #[test]
+    fn serde_form_is_the_text_form() {
+        let json = serde_json::to_string(&n("10.89.0.0/16")).expect("serialize");
+        assert_eq!(json, "\"10.89.0.0/16\"");
+        let back: Ipv4Net = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, n("10.89.0.0/16"));
+        let bad: Result<Ipv4Net, _> = serde_json::from_str("\"10.89.0.1/16\"");
+        assert!(bad.is_err());
     }
 
     #[test]
@@ -152,12 +204,29 @@ mod tests {
             "10.89.3.0/33",
             "x/24",
             "10.89.3.0/",
+            "1.2.3.0/",
         ] {
-            assert!(bad.parse::<Ipv4Net>().is_err(), "{bad} should not parse");
+            let err = bad.parse::<Ipv4Net>().expect_err(bad);
+            assert_eq!(err.value, bad);
         }
-        let all: Ipv4Net = "0.0.0.0/0".parse().expect("valid");
+        assert!(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 33).is_err());
+        let all = n("0.0.0.0/0");
         assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
+        assert_eq!(all.range(), (0, u32::MAX));
         let host = Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 7), 32).expect("valid");
+        assert_eq!(host.network(), Ipv4Addr::new(10, 0, 0, 7));
         assert_eq!(host.first_host(), None);
+    }
+
+    #[test]
+    fn networks_overlap_and_contain() {
+        let wide = n("10.89.0.0/16");
+        assert!(wide.contains_net(&n("10.89.7.0/24")));
+        assert!(wide.contains_net(&wide));
+        assert!(!n("10.89.7.0/24").contains_net(&wide));
+        assert!(!wide.contains_net(&n("10.90.7.0/24")));
+        assert!(wide.overlaps(&n("10.89.7.0/24")));
+        assert!(n("10.89.7.0/24").overlaps(&wide));
+        assert!(!n("10.89.7.0/24").overlaps(&n("10.89.8.0/24")));
     }
 }

@@ -1,0 +1,95 @@
+//! The job model: validated domain types, their limits, and the conversion
+//! back to the wire.
+//!
+//! A submission arrives as a protobuf [`pb::Job`] from any gRPC client; the
+//! scheduler trusts nothing in it. [`JobSpec::try_from`] (in `validate`)
+//! checks every field and reports *all* problems at once, each prefixed by
+//! its path (`group "main" task "app": resources.memory_mb must be > 0`), so
+//! a user fixes a file in one round trip.
+//!
+//! It lives in the shared model (moved from the scheduler) and is
+//! re-exported as `drover_scheduler::job`, the path the CLI and the tests
+//! use.
+//!
+//! By level: the job here, its groups in `group`, their tasks (with their
+//! rootfs, volumes, logs and resources) in `task`; validation in
+//! `validate`, split the same way.
+
+pub use crate::wire::JobKind;
+use drover_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+mod group;
+mod task;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS};
+pub use task::{
+    LogSpec, Resources, RootfsSpec, TaskSpec, VolumeSpec, MAX_ARGS, MAX_CPU_MILLIS,
+    MAX_KILL_TIMEOUT_MS, MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_TMPFS_MB,
+    RESERVED_VOLUME_TARGETS,
+};
+
+/// A validated job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// DNS label naming the job.
+    pub name: String,
+    /// Service, batch or system.
+    pub kind: JobKind,
+    /// At least one group, names unique.
+    pub groups: Vec<GroupSpec>,
+}
+
+impl JobSpec {
+    /// The group named `name`, if any.
+    pub fn group(&self, name: &str) -> Option<&GroupSpec> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// A submission that failed validation: every problem, each with its path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid job: {}", .problems.join("; "))]
+pub struct InvalidJob {
+    /// One entry per problem, e.g. `group "main": count must be >= 1, got 0`.
+    pub problems: Vec<String>,
+}
+
+/// Checks that `s` is a DNS label as Drover uses them in names: 1 to 63
+/// lowercase ASCII letters, digits or '-', not starting or ending with '-'.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!(
+            "{s:?} is {} characters, at most 63 allowed",
+            s.len()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "{s:?} contains {c:?}; only lowercase letters, digits and '-' are allowed (it becomes a DNS name)"
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err(format!("{s:?} must start and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+impl From<&JobSpec> for pb::Job {
+    fn from(j: &JobSpec) -> pb::Job {
+        pb::Job {
+            name: j.name.clone(),
+            kind: j.kind.as_str().to_string(),
+            groups: j.groups.iter().map(pb::Group::from).collect(),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Drover's shared domain model: the types the scheduler and the agent
+//! must agree on, so that each exists once.
+//!
+//! - [`ipnet`]: [`Ipv4Net`], an IPv4 network in CIDR form (cluster CIDR,
+//!   node subnets, peer routes).
+//! - [`clock`]: [`now_ms`], the wall clock as records carry it.
+//! - [`wire`]: the closed sets of names on the wire and in the store (job
+//!   kind, allocation status, desired state, task status, network mode,
+//!   rootfs and volume kinds), each with its string form.
+//! - [`job`]: the validated job, group and task specs and their
+//!   validation from a submitted `pb::Job` (re-exported as
+//!   `drover_scheduler::job`).
+//!
+//! Nothing here does I/O; protobuf types appear only in conversions.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod ipnet;
+pub mod job;
+pub mod wire;
+
+pub use clock::now_ms;
+pub use ipnet::{InvalidNet, Ipv4Net};
+pub use wire::{
+    AllocStatus, DesiredState, JobKind, NetworkMode, RootfsKind, TaskStatus, UnknownValue,
+    VolumeKind,
+};
