@@ -12,6 +12,8 @@ use drover_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::process::{cancel_on_signal, init_logging, write_addr};
+
 /// Flags of `drover dev`.
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -173,21 +175,6 @@ pub struct AgentArgs {
     log: String,
 }
 
-pub(crate) fn init_logging(filter: &str) {
-    // hickory-server logs every DNS request at `info`.
-    let filter = if filter.contains("hickory") {
-        filter.to_string()
-    } else {
-        format!("{filter},hickory_server=warn")
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn require_root(what: &str) -> Result<()> {
     if !nix_is_root() {
         bail!("{what} runs tasks in new Linux namespaces and must run as root");
@@ -224,33 +211,6 @@ async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({flag}); is another drover running?"))
-}
-
-pub(crate) fn write_addr(path: &Path, addr: SocketAddr) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{addr}\n"))
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-pub(crate) fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot watch SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down; tasks keep running and are re-adopted on the next start");
-        token.cancel();
-    });
 }
 
 fn exe() -> Result<PathBuf> {

@@ -153,12 +153,12 @@ async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
 
 /// `drover dns`: the zone answered from an etcd cluster's records.
 pub async fn dns(a: DnsArgs) -> Result<()> {
-    crate::daemon::init_logging(&a.log);
+    crate::process::init_logging(&a.log);
     let shutdown = CancellationToken::new();
-    crate::daemon::cancel_on_signal(shutdown.clone());
+    crate::process::cancel_on_signal(shutdown.clone());
     let running = start(a.listen, &a.etcd, &a.zone, shutdown).await?;
     if let Some(path) = &a.addr_file {
-        crate::daemon::write_addr(path, running.addr)?;
+        crate::process::write_addr(path, running.addr)?;
     }
     running.task.await.context("DNS task panicked")?
 }

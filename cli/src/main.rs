@@ -8,6 +8,7 @@ mod daemon;
 mod dns;
 mod exec;
 mod output;
+mod process;
 mod tls;
 
 use std::path::PathBuf;

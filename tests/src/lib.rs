@@ -10,13 +10,12 @@ pub mod dev;
 pub mod hosts;
 pub mod procs;
 pub mod runtime;
+pub mod util;
 
 pub use hosts::MultiHost;
 
-pub use dev::{
-    closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name, DevCluster,
-    DEV_LOG,
-};
+pub use dev::{DevCluster, DEV_LOG};
+pub use util::{closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name};
 
 use std::path::PathBuf;
 

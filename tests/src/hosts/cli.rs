@@ -71,7 +71,7 @@ impl MultiHost {
     ///
     /// When the command fails; its output is in the message.
     pub fn cli_ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
-        crate::dev::succeeded(args, &self.cli(args))
+        crate::util::succeeded(args, &self.cli(args))
     }
 
     /// Runs `drover ARGS -o json` (which must succeed) and parses stdout.
@@ -80,7 +80,7 @@ impl MultiHost {
     ///
     /// When the command fails or prints no JSON.
     pub fn cli_json<S: AsRef<OsStr>>(&self, args: &[S]) -> Value {
-        crate::dev::json_of(args, |all| self.cli_ok(all))
+        crate::util::json_of(args, |all| self.cli_ok(all))
     }
 
     /// Writes `contents` to `name` in the temporary directory (job files).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use drover_agent::net::Netns;
 use nix::sched::CloneFlags;
 
-pub(crate) use crate::dev::describe;
+pub(crate) use crate::util::describe;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
