@@ -97,14 +97,23 @@ pub async fn start(
     zone: &ZoneArgs,
     shutdown: CancellationToken,
 ) -> Result<Running> {
-    let config = zone.config()?;
+    let mut config = zone.config()?;
+    config.zone().map_err(|e| anyhow!("DNS zone: {e}"))?;
+    let forwarder = match config.upstreams() {
+        Ok((upstreams, skipped)) => {
+            for line in skipped {
+                tracing::warn!(resolv_conf = %config.resolv_conf.display(), %line, "resolv.conf line names no usable upstream; skipped");
+            }
+            (!config.zone_only).then(|| Forwarder::new(upstreams, config.forward_timeout()))
+        }
+        // A node without a readable resolv.conf still answers its zone.
+        Err(error) => {
+            tracing::warn!(%error, "DNS answers only its zone: names outside it are refused");
+            config.zone_only = true;
+            None
+        }
+    };
     let checked = config.zone().map_err(|e| anyhow!("DNS zone: {e}"))?;
-    let (upstreams, skipped) = config.upstreams().map_err(|e| anyhow!("DNS: {e}"))?;
-    for line in skipped {
-        tracing::warn!(resolv_conf = %config.resolv_conf.display(), %line, "resolv.conf line names no usable upstream; skipped");
-    }
-    let forwarder =
-        (!config.zone_only).then(|| Forwarder::new(upstreams, config.forward_timeout()));
     let (udp, tcp) = bind_pair(listen).await?;
     let addr = udp.local_addr()?;
     let index = SharedIndex::default();

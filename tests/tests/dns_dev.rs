@@ -90,3 +90,19 @@ fn dev_answers_the_zone_from_the_store_as_it_changes() {
         a.contains("status: NXDOMAIN").then_some(())
     });
 }
+
+#[test]
+fn dev_without_a_readable_resolv_conf_answers_its_zone_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dns.toml");
+    std::fs::write(&config, "resolv_conf = \"/nonexistent/resolv.conf\"\n").unwrap();
+    let c = DevCluster::start_with(&["--dns-config", config.to_str().unwrap()]);
+    let dns = c.dns_addr();
+    let soa = dig(dns, &["SOA", "drover.internal"]);
+    assert!(soa.contains("status: NOERROR"), "{soa}");
+    // Nothing to forward to: refused at once, never sent anywhere.
+    let outside = dig(dns, &["A", "example.org"]);
+    assert!(outside.contains("status: REFUSED"), "{outside}");
+    let log = c.log_tail(200);
+    assert!(log.contains("DNS answers only its zone"), "{log}");
+}
