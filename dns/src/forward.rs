@@ -208,19 +208,22 @@ fn answers(reply: &Message, id: u16, query: &Query) -> bool {
         && reply.queries[0].query_class() == query.query_class()
 }
 
+/// Maps an I/O error of `op` with `upstream` to [`ForwardError::Io`].
+fn io_err(upstream: SocketAddr, op: &'static str) -> impl FnOnce(std::io::Error) -> ForwardError {
+    move |source| ForwardError::Io {
+        upstream,
+        op,
+        source,
+    }
+}
+
 async fn ask_udp(
     upstream: SocketAddr,
     request: &[u8],
     id: u16,
     query: &Query,
 ) -> Result<Message, ForwardError> {
-    let io = |op| {
-        move |source| ForwardError::Io {
-            upstream,
-            op,
-            source,
-        }
-    };
+    let io = |op| io_err(upstream, op);
     let any: IpAddr = match upstream {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -250,13 +253,7 @@ async fn ask_tcp(
     id: u16,
     query: &Query,
 ) -> Result<Message, ForwardError> {
-    let io = |op| {
-        move |source| ForwardError::Io {
-            upstream,
-            op,
-            source,
-        }
-    };
+    let io = |op| io_err(upstream, op);
     let mut stream = TcpStream::connect(upstream)
         .await
         .map_err(io("tcp connect"))?;

@@ -19,16 +19,7 @@ use nix::unistd::Pid;
 
 use crate::procs::{cmdline, pid_alive, start_ticks, with_descendants};
 
-/// Environment that would point the binary elsewhere than the test means:
-/// removed from every process the harness starts.
-pub(crate) const CLEARED_ENV: [&str; 6] = [
-    "DROVER_ADDR",
-    "DROVER_TLS_CA",
-    "DROVER_TLS_CERT",
-    "DROVER_TLS_KEY",
-    "DROVER_TLS_CLIENT_CA",
-    "DROVER_ETCD",
-];
+pub(crate) use crate::util::CLEARED_ENV;
 
 /// Makes `cmd` start inside the network namespace `netns` (the child
 /// enters it between fork and exec; the test process never moves).
