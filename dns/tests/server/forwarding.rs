@@ -80,24 +80,21 @@ async fn a_dead_upstream_gives_servfail_within_the_timeout() -> Result<()> {
     // A socket that never answers, and a port nobody listens on.
     let silent = UdpSocket::bind("127.0.0.1:0").await?;
     let closed = UdpSocket::bind("127.0.0.1:0").await?.local_addr()?;
+    // dig gives up after 5 s (see the harness), so an answer at all shows
+    // the server gave up on the upstream first; the lower bound shows it
+    // waited for the upstream's timeout before doing so.
     let server = TestServer::start(config(300), vec![silent.local_addr()?]).await?;
     let start = Instant::now();
     let dig = server.dig(&["example.com"]).await?;
     let took = start.elapsed();
     assert_eq!(dig.status, "SERVFAIL", "{}", dig.text);
     assert!(took >= Duration::from_millis(300), "{took:?}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
     drop(server);
-    // A refused port fails at once, without waiting for the timeout.
-    let server = TestServer::start(config(3000), vec![closed]).await?;
-    let start = Instant::now();
+    // A refused port fails at once: with a forwarding timeout far beyond
+    // dig's 5 s, a SERVFAIL can only come from the refusal.
+    let server = TestServer::start(config(60_000), vec![closed]).await?;
     let dig = server.dig(&["example.com"]).await?;
     assert_eq!(dig.status, "SERVFAIL", "{}", dig.text);
-    assert!(
-        start.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        start.elapsed()
-    );
     Ok(())
 }
 
