@@ -398,6 +398,7 @@ impl From<&AllocReport> for pb::AllocStatus {
             status: r.status.as_str().into(),
             tasks: r.tasks.iter().map(pb::TaskState::from).collect(),
             ip: r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            checks: Vec::new(),
         }
     }
 }

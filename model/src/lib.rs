@@ -15,14 +15,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod clock;
 pub mod ipnet;
 pub mod job;
 pub mod wire;
 
+pub use check::CheckState;
 pub use clock::now_ms;
 pub use ipnet::{InvalidNet, Ipv4Net};
 pub use wire::{
-    AllocStatus, DesiredState, JobKind, NetworkMode, RootfsKind, TaskStatus, UnknownValue,
-    VolumeKind,
+    AllocStatus, CheckKind, CheckStatus, DesiredState, JobKind, NetworkMode, Protocol, RootfsKind,
+    TaskStatus, UnknownValue, VolumeKind,
 };

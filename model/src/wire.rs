@@ -1,6 +1,6 @@
 //! The closed sets of names both the scheduler and the agent speak: job
 //! kind, allocation status, desired state, task status, network mode,
-//! rootfs kind and volume kind.
+//! rootfs kind, volume kind, service protocol, check kind and check status.
 //!
 //! Each is an enum with its wire string (`as_str`), a `parse` that names
 //! the field at fault ([`UnknownValue`]), `TryFrom<&str>`, `Display`, and a
@@ -197,6 +197,41 @@ wire_enum! {
         Bind = "bind",
         /// A fresh tmpfs.
         Tmpfs = "tmpfs",
+    }
+}
+
+wire_enum! {
+    /// The transport a service speaks (`Service.protocol`; empty is tcp):
+    /// which `_<proto>` SRV name lists it.
+    Protocol (field = "protocol") {
+        /// TCP (also an unset protocol).
+        Tcp = "tcp" | "",
+        /// UDP.
+        Udp = "udp",
+    }
+}
+
+wire_enum! {
+    /// How a health check probes (`Check.type`).
+    CheckKind (field = "check type") {
+        /// A TCP connection to the port is accepted.
+        Tcp = "tcp",
+        /// An HTTP GET of the path answers 2xx or 3xx.
+        Http = "http",
+        /// A command inside the allocation exits 0.
+        Exec = "exec",
+    }
+}
+
+wire_enum! {
+    /// A health check's verdict (`CheckState.status`).
+    CheckStatus (field = "check status") {
+        /// Not yet enough results for a verdict.
+        Pending = "pending",
+        /// Passed `success_before_passing` times in a row.
+        Passing = "passing",
+        /// Failed `failures_before_critical` times in a row.
+        Critical = "critical",
     }
 }
 

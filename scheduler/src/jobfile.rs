@@ -49,6 +49,83 @@ struct FileGroup {
     restart: Option<FileRestart>,
     #[serde(default)]
     network: Option<String>,
+    #[serde(default, rename = "service")]
+    services: Vec<FileService>,
+}
+
+/// `[[group.service]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileService {
+    name: String,
+    port: i64,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default, rename = "check")]
+    checks: Vec<FileCheck>,
+}
+
+/// `[[group.service.check]]`; an unset number takes its default below.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheck {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    command: Vec<String>,
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    port: i64,
+    #[serde(default)]
+    interval_ms: Option<i64>,
+    #[serde(default)]
+    timeout_ms: Option<i64>,
+    #[serde(default)]
+    success_before_passing: Option<i64>,
+    #[serde(default)]
+    failures_before_critical: Option<i64>,
+}
+
+/// [`FileCheck::interval_ms`] when a job file does not say.
+pub const DEFAULT_CHECK_INTERVAL_MS: i64 = 5_000;
+/// [`FileCheck::timeout_ms`] when a job file does not say.
+pub const DEFAULT_CHECK_TIMEOUT_MS: i64 = 1_000;
+/// [`FileCheck::success_before_passing`] when a job file does not say.
+pub const DEFAULT_CHECK_SUCCESSES: i64 = 1;
+/// [`FileCheck::failures_before_critical`] when a job file does not say.
+pub const DEFAULT_CHECK_FAILURES: i64 = 1;
+
+impl From<FileService> for pb::Service {
+    fn from(s: FileService) -> pb::Service {
+        pb::Service {
+            name: s.name,
+            port: s.port,
+            protocol: s.protocol.unwrap_or_else(|| "tcp".into()),
+            tags: s.tags,
+            checks: s.checks.into_iter().map(pb::Check::from).collect(),
+        }
+    }
+}
+
+impl From<FileCheck> for pb::Check {
+    fn from(c: FileCheck) -> pb::Check {
+        pb::Check {
+            r#type: c.kind,
+            path: c.path,
+            command: c.command,
+            interval_ms: c.interval_ms.unwrap_or(DEFAULT_CHECK_INTERVAL_MS),
+            timeout_ms: c.timeout_ms.unwrap_or(DEFAULT_CHECK_TIMEOUT_MS),
+            success_before_passing: c.success_before_passing.unwrap_or(DEFAULT_CHECK_SUCCESSES),
+            failures_before_critical: c.failures_before_critical.unwrap_or(DEFAULT_CHECK_FAILURES),
+            task: c.task,
+            port: c.port,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +228,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
             .into_iter()
             .map(|g| pb::Group {
                 network: g.network.unwrap_or_default(),
+                services: g.services.into_iter().map(pb::Service::from).collect(),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {
@@ -231,6 +309,48 @@ resources = { cpu_millis = 100, memory_mb = 32 }
             DEFAULT_KILL_TIMEOUT_MS
         );
         crate::job::JobSpec::try_from(&j).unwrap();
+    }
+
+    /// The shape issue #12 gives for services, verbatim.
+    const WEB: &str = r#"
+name = "web"
+[[group]]
+name = "main"
+[[group.task]]
+name = "server"
+command = ["/bin/sh", "-c", "exec httpd -f -p 8080"]
+[[group.service]]
+name = "web"            # a DNS label
+port = 8080             # the port inside the allocation
+protocol = "tcp"        # tcp (default) | udp
+tags = ["v2", "blue"]   # optional
+[[group.service.check]]
+type = "http"           # tcp | http | exec
+path = "/health"        # http: 2xx/3xx passes
+interval_ms = 1000
+timeout_ms = 500
+success_before_passing = 1
+failures_before_critical = 2
+[[group.service.check]]
+type = "exec"
+command = ["/bin/check"]
+"#;
+
+    #[test]
+    fn parses_services_and_checks_with_defaults() {
+        let j = parse("web.toml", WEB).unwrap();
+        let s = &j.groups[0].services[0];
+        assert_eq!((s.name.as_str(), s.port), ("web", 8080));
+        assert_eq!(s.tags, ["v2", "blue"]);
+        assert_eq!(s.checks[0].path, "/health");
+        assert_eq!(s.checks[0].failures_before_critical, 2);
+        assert_eq!(s.checks[1].interval_ms, DEFAULT_CHECK_INTERVAL_MS);
+        assert_eq!(s.checks[1].timeout_ms, DEFAULT_CHECK_TIMEOUT_MS);
+        let spec = crate::job::JobSpec::try_from(&j).unwrap();
+        assert_eq!(spec.groups[0].services[0].checks[1].task, "server");
+        let bad = WEB.replace("path = \"/health\"", "pth = \"/health\"");
+        let e = parse("web.toml", &bad).unwrap_err();
+        assert!(e.message.contains("unknown field `pth`"), "{}", e.message);
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct AllocRecord {
     /// (empty until its network is up, and for host networking).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ip: String,
+    /// Its services' health checks as its node last reported them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<drover_model::CheckState>,
 }
 
 impl AllocRecord {
@@ -199,6 +202,7 @@ impl From<&AllocRecord> for pb::Allocation {
             created_unix_ms: a.created_unix_ms,
             modified_unix_ms: a.modified_unix_ms,
             ip: a.ip.clone(),
+            checks: a.checks.iter().map(pb::CheckState::from).collect(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub fn alloc(id: &str, index: u32, node_id: &str, status: AllocStatus) -> AllocR
         created_unix_ms: 0,
         modified_unix_ms: 0,
         ip: String::new(),
+        checks: Vec::new(),
     }
 }
 

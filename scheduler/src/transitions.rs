@@ -63,6 +63,7 @@ pub fn new_alloc(id: String, job: &str, version: u64, p: &Placement, now: i64) -
         created_unix_ms: now,
         modified_unix_ms: now,
         ip: String::new(),
+        checks: Vec::new(),
     }
 }
 

@@ -311,7 +311,8 @@ impl Session<'_> {
             }
             Some(Msg::Peers(p)) => self.peer_routes.apply(&p).await,
             Some(Msg::ExecInput(i)) => self.execs.handle(allocs, i),
-            None => {}
+            // Not served by the agent yet (#12).
+            Some(Msg::DnsUpdate(_)) | None => {}
         }
         Ok(())
     }

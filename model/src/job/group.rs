@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::{JobKind, Resources, TaskSpec};
+use super::{JobKind, Resources, ServiceSpec, TaskSpec};
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
 pub const MAX_COUNT: i64 = 10_000;
@@ -31,6 +31,9 @@ pub struct GroupSpec {
     /// allows it, checked on the node) or `"none"` (only `lo`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network: String,
+    /// Services its allocations offer, names unique within the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceSpec>,
 }
 
 impl GroupSpec {
@@ -79,6 +82,7 @@ impl From<&GroupSpec> for pb::Group {
                 delay_ms: i64::try_from(g.restart.delay_ms).unwrap_or(i64::MAX),
             }),
             network: g.network.clone(),
+            services: g.services.iter().map(pb::Service::from).collect(),
         }
     }
 }

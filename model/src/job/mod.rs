@@ -11,7 +11,8 @@
 //! re-exported as `drover_scheduler::job`, the path the CLI and the tests
 //! use.
 //!
-//! By level: the job here, its groups in `group`, their tasks (with their
+//! By level: the job here, its groups in `group`, their services and
+//! health checks in `service`, their tasks (with their
 //! rootfs, volumes, logs and resources) in `task`; validation in
 //! `validate`, split the same way.
 
@@ -20,12 +21,17 @@ use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 mod group;
+mod service;
 mod task;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS};
+pub use service::{
+    CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
+    MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,
+};
 pub use task::{
     LogSpec, Resources, RootfsSpec, TaskSpec, VolumeSpec, MAX_ARGS, MAX_CPU_MILLIS,
     MAX_KILL_TIMEOUT_MS, MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_TMPFS_MB,

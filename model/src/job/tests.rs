@@ -214,3 +214,99 @@ fn refuses_unknown_kind_and_empty_job() {
         ]
     );
 }
+
+fn check(kind: &str) -> pb::Check {
+    pb::Check {
+        r#type: kind.into(),
+        interval_ms: 1000,
+        timeout_ms: 500,
+        success_before_passing: 1,
+        failures_before_critical: 2,
+        ..Default::default()
+    }
+}
+
+fn with_service(service: pb::Service) -> pb::Job {
+    let mut j = good();
+    j.groups[0].services = vec![service];
+    j
+}
+
+#[test]
+fn services_and_checks_round_trip_and_exec_defaults_to_the_first_task() {
+    let mut http = check("http");
+    http.path = "/health".into();
+    let mut exec = check("exec");
+    exec.command = vec!["/bin/check".into()];
+    let j = with_service(pb::Service {
+        name: "web".into(),
+        port: 8080,
+        protocol: "tcp".into(),
+        tags: vec!["v2".into(), "blue".into()],
+        checks: vec![http, check("tcp"), exec],
+    });
+    let spec = JobSpec::try_from(&j).unwrap();
+    let s = &spec.groups[0].services[0];
+    assert_eq!((s.name.as_str(), s.port), ("web", 8080));
+    assert_eq!(s.checks[0].port, 8080, "a check probes the service port");
+    assert_eq!(s.checks[2].task, "app");
+    assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
+}
+
+#[test]
+fn every_bad_service_field_is_named() {
+    let mut http = check("http");
+    http.path = "health".into();
+    let mut exec = check("exec");
+    exec.task = "nope".into();
+    let mut slow = check("tcp");
+    slow.timeout_ms = 5000;
+    slow.interval_ms = 10;
+    slow.success_before_passing = 0;
+    let j = with_service(pb::Service {
+        name: "Web".into(),
+        port: 70000,
+        protocol: "sctp".into(),
+        tags: vec!["a".into(), "a".into(), "_x".into()],
+        checks: vec![http, exec, slow, check("ping")],
+    });
+    let p = problems(&j).join("\n");
+    for needle in [
+        "service \"Web\": name",
+        "port must be <= 65535, got 70000",
+        "protocol \"sctp\"",
+        "tag \"a\" is listed twice",
+        "tag \"_x\" contains",
+        "check #1: path must start with '/'",
+        "check #2: an exec check needs a command",
+        "check #2: task \"nope\" is not a task of this group",
+        "check #3: interval_ms must be >= 100, got 10",
+        "check #3: timeout_ms (5000) must not exceed interval_ms (10)",
+        "check #3: success_before_passing must be > 0, got 0",
+        "check #4: type \"ping\" is not one of \"tcp\" \"http\" \"exec\"",
+    ] {
+        assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
+    }
+}
+
+#[test]
+fn a_service_name_is_unique_within_a_job_and_needs_an_address() {
+    let mut j = with_service(pb::Service {
+        name: "web".into(),
+        port: 80,
+        ..Default::default()
+    });
+    let mut second = j.groups[0].clone();
+    second.name = "other".into();
+    second.network = "none".into();
+    j.groups.push(second);
+    let p = problems(&j).join("\n");
+    assert!(
+        p.contains("group \"other\" service \"web\": duplicate service name"),
+        "{p}"
+    );
+    assert!(
+        p.contains("group \"other\": a service needs an address"),
+        "{p}"
+    );
+}

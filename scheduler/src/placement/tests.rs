@@ -33,6 +33,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             count,
             restart: RestartPolicy::default_for(kind),
             network: String::new(),
+            services: Vec::new(),
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],
@@ -65,6 +66,7 @@ fn alloc_for(p: &Placement, job: &str, id: &str) -> AllocRecord {
         created_unix_ms: 0,
         modified_unix_ms: 0,
         ip: String::new(),
+        checks: Vec::new(),
     }
 }
 
@@ -97,6 +99,7 @@ fn held(id: &str, node_id: &str, status: AllocStatus, cpu: u64, mem: u64) -> All
         created_unix_ms: 0,
         modified_unix_ms: 0,
         ip: String::new(),
+        checks: Vec::new(),
     }
 }
 

@@ -122,6 +122,7 @@ impl pb::job_service_server::JobService for Api {
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job.value.to_pb()),
             allocations: job_allocs(&allocs, name).iter().map(Into::into).collect(),
+            services: Vec::new(),
         }))
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use drover_proto::v1 as pb;
 
-use super::{clamp_u64, task, Problems};
+use super::{clamp_u64, service, task, Problems};
 use crate::job::{
     GroupSpec, JobKind, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
 };
@@ -17,6 +17,7 @@ pub(super) fn group(
     index: usize,
     g: &pb::Group,
     seen: &mut BTreeSet<String>,
+    seen_services: &mut BTreeSet<String>,
 ) -> GroupSpec {
     let gpath = p.named("", "group", index, &g.name, seen);
     if kind == JobKind::System {
@@ -51,12 +52,13 @@ pub(super) fn group(
         p.push(&gpath, "a group needs at least one [[group.task]]");
     }
     let mut seen_tasks = BTreeSet::new();
-    let tasks = g
+    let tasks: Vec<_> = g
         .tasks
         .iter()
         .enumerate()
         .map(|(i, t)| task::task(p, &gpath, i, t, &mut seen_tasks))
         .collect();
+    let services = service::services(p, &gpath, g, &tasks, seen_services);
     if NetworkMode::parse("network", &g.network).is_err() {
         p.push(
             &gpath,
@@ -72,5 +74,6 @@ pub(super) fn group(
         tasks,
         restart,
         network: g.network.clone(),
+        services,
     }
 }
