@@ -78,6 +78,8 @@ pub struct SchedulerArgs {
     require_node_certs: bool,
     #[command(flatten)]
     subnets: SubnetArgs,
+    #[command(flatten)]
+    discovery: crate::dns::DiscoveryArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -276,7 +278,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         drover_store::client::DEFAULT_PREFIX,
     )
     .await?;
-    let core = Core::with_subnets(store, Timing::default(), subnets);
+    let core = Core::with_discovery(store, Timing::default(), subnets, a.dns.discovery()?);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
@@ -335,8 +337,9 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let subnets = a.subnets.config()?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
+    let discovery = a.discovery.discovery()?;
     let store = Store::connect(&a.etcd, &a.prefix).await?;
-    let core = Core::with_subnets(store, Timing::default(), subnets);
+    let core = Core::with_discovery(store, Timing::default(), subnets, discovery);
     core.require_node_certs(a.require_node_certs);
     let listener = bind("--listen", a.listen).await?;
     if let Some(path) = &a.addr_file {

@@ -2,6 +2,7 @@
 //! the `drover-dns` library bound to sockets, fed by a watch of the
 //! store's `/skydns/` prefix.
 
+use drover_scheduler::Discovery;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,47 @@ pub struct ZoneArgs {
     /// Answer only the zone: names outside it are refused, not forwarded.
     #[arg(long = "dns-zone-only")]
     zone_only: bool,
+    /// TTL of the zone's records, in seconds (default 5).
+    #[arg(long = "dns-ttl", value_name = "SECONDS")]
+    ttl: Option<u32>,
+}
+
+/// The zone and TTL the scheduler registers services under (`drover
+/// scheduler`); `drover dev` takes them from its [`ZoneArgs`].
+#[derive(Args, Debug, Clone)]
+pub struct DiscoveryArgs {
+    /// The service-discovery zone: records are written under `/skydns/`
+    /// + its labels reversed, and agents answer it.
+    #[arg(
+        long = "dns-zone",
+        value_name = "NAME",
+        default_value = "drover.internal"
+    )]
+    zone: String,
+    /// TTL of the service records, in seconds.
+    #[arg(long = "dns-ttl", value_name = "SECONDS", default_value_t = 5)]
+    ttl: u32,
+}
+
+impl DiscoveryArgs {
+    /// The checked settings.
+    pub fn discovery(&self) -> Result<Discovery> {
+        discovery(&self.zone, self.ttl)
+    }
+}
+
+/// `zone` and `ttl` checked as the DNS server would check them.
+fn discovery(zone: &str, ttl: u32) -> Result<Discovery> {
+    let config = ZoneConfig {
+        zone: zone.to_owned(),
+        ttl,
+        ..ZoneConfig::default()
+    };
+    config.zone().map_err(|e| anyhow!("DNS zone: {e}"))?;
+    Ok(Discovery {
+        zone: zone.trim_end_matches('.').to_ascii_lowercase(),
+        ttl,
+    })
 }
 
 impl ZoneArgs {
@@ -66,7 +108,16 @@ impl ZoneArgs {
             config.zone = zone.clone();
         }
         config.zone_only |= self.zone_only;
+        if let Some(ttl) = self.ttl {
+            config.ttl = ttl;
+        }
         Ok(config)
+    }
+
+    /// The zone and TTL the scheduler of `drover dev` registers under.
+    pub fn discovery(&self) -> Result<Discovery> {
+        let config = self.config()?;
+        discovery(&config.zone, config.ttl)
     }
 }
 

@@ -45,6 +45,26 @@ impl Default for Timing {
     }
 }
 
+/// Where service-discovery records go: the DNS zone their keys spell and
+/// the TTL they carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The zone, lowercase, without the final dot (`drover.internal`);
+    /// keys are `/skydns/` + its labels reversed + `/service/...`.
+    pub zone: String,
+    /// TTL of every record, in seconds (the SkyDNS `ttl` field).
+    pub ttl: u32,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            zone: "drover.internal".to_owned(),
+            ttl: 5,
+        }
+    }
+}
+
 /// Shared state of one scheduler process.
 pub struct Core {
     cluster: Arc<Cluster>,
@@ -53,6 +73,7 @@ pub struct Core {
     execs: ExecRelay,
     peers: Peers,
     timing: Timing,
+    discovery: Discovery,
     /// Refuse agent certificates not bound to one node
     /// ([`Core::require_node_certs`]).
     node_certs_required: AtomicBool,
@@ -67,6 +88,16 @@ impl Core {
 
     /// A core over `store` that gives nodes subnets as `subnets` says.
     pub fn with_subnets(store: Store, timing: Timing, subnets: SubnetConfig) -> Arc<Core> {
+        Core::with_discovery(store, timing, subnets, Discovery::default())
+    }
+
+    /// A core that also registers services under `discovery`'s zone.
+    pub fn with_discovery(
+        store: Store,
+        timing: Timing,
+        subnets: SubnetConfig,
+        discovery: Discovery,
+    ) -> Arc<Core> {
         Arc::new(Core {
             cluster: Arc::new(Cluster::new(store, subnets)),
             registry: Registry::default(),
@@ -74,6 +105,7 @@ impl Core {
             execs: ExecRelay::default(),
             peers: Peers::default(),
             timing,
+            discovery,
             node_certs_required: AtomicBool::new(false),
         })
     }
@@ -104,6 +136,11 @@ impl Core {
     /// The timings.
     pub fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// The service-discovery zone and TTL.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
     }
 
     pub(crate) fn registry(&self) -> &Registry {

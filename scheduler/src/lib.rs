@@ -33,5 +33,5 @@ mod sync;
 mod testkit;
 pub mod transitions;
 
-pub use crate::core::{Core, Timing};
+pub use crate::core::{Core, Discovery, Timing};
 pub use crate::service::{serve, ServeError};

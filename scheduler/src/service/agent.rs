@@ -172,6 +172,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
                     .unwrap_or(i64::MAX),
                 subnet: node.subnet.map(|s| s.to_string()).unwrap_or_default(),
                 cluster_cidr: self.core.cluster().subnets().cluster().to_string(),
+                dns_zone: self.core.discovery().zone.clone(),
             })),
         };
         let _ = tx.send(Ok(hello)).await;
