@@ -354,6 +354,23 @@ command = ["/bin/check"]
     }
 
     #[test]
+    fn every_example_job_file_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let job = parse(&path.display().to_string(), &text).unwrap();
+                crate::job::JobSpec::try_from(&job)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "found only {seen} examples in {}", dir.display());
+    }
+
+    #[test]
     fn syntax_error_names_line_and_column() {
         let e = parse("bad.toml", "name = \"x\"\n[[group]\n").unwrap_err();
         assert!(e.message.contains("line 2"), "{}", e.message);
