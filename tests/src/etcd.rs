@@ -62,6 +62,7 @@ pub async fn wait_ready(endpoint: &str, deadline: Duration) -> Result<Client> {
 pub struct RealEtcd {
     child: Child,
     endpoint: String,
+    peer: String,
     dir: tempfile::TempDir,
 }
 
@@ -83,54 +84,86 @@ impl RealEtcd {
             .prefix("drover-etcd-")
             .tempdir()
             .context("creating etcd's temp dir")?;
-        let client = format!("http://127.0.0.1:{}", free_port()?);
+        let endpoint = format!("http://127.0.0.1:{}", free_port()?);
         let peer = format!("http://127.0.0.1:{}", free_port()?);
-        let log_path = dir.path().join("etcd.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
+        let child = Self::spawn(dir.path(), &endpoint, &peer)?;
+        let mut etcd = RealEtcd {
+            child,
+            endpoint,
+            peer,
+            dir,
+        };
+        etcd.wait_serving().await?;
+        Ok(etcd)
+    }
+
+    /// Starts etcd on `client` and `peer` with its data under `dir`,
+    /// appending to `dir/etcd.log`.
+    fn spawn(dir: &Path, client: &str, peer: &str) -> Result<Child> {
+        let log_path = dir.join("etcd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let log2 = log
             .try_clone()
             .with_context(|| format!("duplicating {}", log_path.display()))?;
-        let child = Command::new(ETCD_BIN)
+        Command::new(ETCD_BIN)
             .arg("--name")
             .arg("default")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", client])
+            .args(["--advertise-client-urls", client])
+            .args(["--listen-peer-urls", peer])
+            .args(["--initial-advertise-peer-urls", peer])
             .args(["--initial-cluster", &format!("default={peer}")])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .spawn()
-            .with_context(|| format!("spawning {ETCD_BIN}"))?;
-        let mut etcd = RealEtcd {
-            child,
-            endpoint: client,
-            dir,
-        };
+            .with_context(|| format!("spawning {ETCD_BIN}"))
+    }
+
+    /// Waits until the running child answers, failing early if it exits.
+    async fn wait_serving(&mut self) -> Result<()> {
+        let log_path = self.dir.path().join("etcd.log");
         let end = Instant::now() + START_DEADLINE;
         loop {
-            if let Some(status) = etcd.child.try_wait().context("waiting on etcd")? {
+            if let Some(status) = self.child.try_wait().context("waiting on etcd")? {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
                 bail!("etcd exited with {status} before serving; log tail:\n{tail}");
             }
-            if wait_ready(&etcd.endpoint, Duration::from_millis(300))
+            if wait_ready(&self.endpoint, Duration::from_millis(300))
                 .await
                 .is_ok()
             {
-                return Ok(etcd);
+                return Ok(());
             }
             if Instant::now() > end {
                 bail!(
                     "etcd at {} not ready within {START_DEADLINE:?}",
-                    etcd.endpoint
+                    self.endpoint
                 );
             }
         }
+    }
+
+    /// Kills etcd (SIGKILL, by pid) and waits for it to end; its data
+    /// stays for [`RealEtcd::restart`].
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("killing etcd")?;
+        self.child.wait().context("reaping etcd")?;
+        Ok(())
+    }
+
+    /// Starts etcd again on the same ports and data after
+    /// [`RealEtcd::kill`], and waits until it serves.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.child = Self::spawn(self.dir.path(), &self.endpoint, &self.peer)?;
+        self.wait_serving().await
     }
 
     /// The client URL.

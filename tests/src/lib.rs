@@ -15,7 +15,9 @@ pub mod util;
 pub use hosts::MultiHost;
 
 pub use dev::{DevCluster, DEV_LOG};
-pub use util::{closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name};
+pub use util::{
+    closed_loopback_addr, dig, poll_until, run_drover, run_drover_with_env, unique_name,
+};
 
 use std::path::PathBuf;
 

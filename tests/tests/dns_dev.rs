@@ -8,28 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use drover_tests::checks::WAIT;
-use drover_tests::{poll_until, DevCluster};
-
-/// `dig @addr` with `args`, short of nothing: the whole answer text.
-fn dig(addr: SocketAddr, args: &[&str]) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{}", addr.ip()))
-        .args([
-            "-p",
-            &addr.port().to_string(),
-            "+norec",
-            "+time=2",
-            "+tries=1",
-        ])
-        .args(args)
-        .output()
-        .expect("running dig (bind9-dnsutils)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use drover_tests::{dig, poll_until, DevCluster};
 
 fn etcdctl(c: &DevCluster, args: &[&str]) {
     let out = Command::new("etcdctl")
