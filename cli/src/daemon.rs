@@ -80,9 +80,45 @@ pub struct SchedulerArgs {
     subnets: SubnetArgs,
     #[command(flatten)]
     discovery: crate::dns::DiscoveryArgs,
+    #[command(flatten)]
+    timing: TimingArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
+}
+
+/// How often agents heartbeat and how long a silent node stays up
+/// (`drover scheduler`).
+#[derive(Args, Debug)]
+pub struct TimingArgs {
+    /// Interval agents are told to heartbeat at, in milliseconds.
+    #[arg(long = "heartbeat-ms", value_name = "MS", default_value_t = 2_000)]
+    heartbeat_ms: u64,
+    /// Silence after which a node is down: its allocations are replaced
+    /// and its DNS records (bound to a lease of this length) vanish. At
+    /// least twice the heartbeat interval.
+    #[arg(long = "node-grace-ms", value_name = "MS", default_value_t = 10_000)]
+    node_grace_ms: u64,
+}
+
+impl TimingArgs {
+    fn timing(&self) -> Result<Timing> {
+        if self.heartbeat_ms == 0 {
+            bail!("--heartbeat-ms must be > 0");
+        }
+        if self.node_grace_ms < 2 * self.heartbeat_ms {
+            bail!(
+                "--node-grace-ms {} must be at least twice --heartbeat-ms {}: one lost heartbeat would take a node down",
+                self.node_grace_ms,
+                self.heartbeat_ms
+            );
+        }
+        Ok(Timing {
+            heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
+            node_grace: std::time::Duration::from_millis(self.node_grace_ms),
+            ..Timing::default()
+        })
+    }
 }
 
 /// How the scheduler cuts node task subnets (`drover scheduler`, `drover dev`).
@@ -339,7 +375,7 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     cancel_on_signal(shutdown.clone());
     let discovery = a.discovery.discovery()?;
     let store = Store::connect(&a.etcd, &a.prefix).await?;
-    let core = Core::with_discovery(store, Timing::default(), subnets, discovery);
+    let core = Core::with_discovery(store, a.timing.timing()?, subnets, discovery);
     core.require_node_certs(a.require_node_certs);
     let listener = bind("--listen", a.listen).await?;
     if let Some(path) = &a.addr_file {

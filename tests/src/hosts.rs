@@ -510,6 +510,29 @@ impl MultiHost {
         }
     }
 
+    /// SIGKILLs host `i`'s agent and every supervisor and task it started,
+    /// as the loss of the machine would; its network namespace and
+    /// addresses stay (nothing answers there any more). The node's
+    /// allocations are left for the scheduler to find lost.
+    ///
+    /// # Panics
+    ///
+    /// When a process of the host survives SIGKILL.
+    pub fn kill_host(&mut self, i: usize) {
+        self.kill_agent(i);
+        let host = &self.hosts[i];
+        let left = procs::kill_leftovers(
+            &host.data_dir,
+            std::slice::from_ref(&host.cgroup_parent),
+            self.since,
+            KILL_WAIT,
+        );
+        assert!(
+            left.is_empty(),
+            "processes of host {i} survived SIGKILL: {left:?}"
+        );
+    }
+
     /// Stops host `i`'s agent with SIGTERM (SIGKILL after a grace period).
     pub fn stop_agent(&mut self, i: usize) {
         if let Some(mut c) = self.hosts[i].agent.take() {

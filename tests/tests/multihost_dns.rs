@@ -1,0 +1,199 @@
+//! Service discovery across hosts, on the multi-host harness: every node's
+//! DNS (on its bridge address, the `nameserver` of its tasks) answers for
+//! services wherever they run, tasks fetch `http://web:8080/` by its short
+//! name from instances on other hosts, and a host that dies (agent and
+//! tasks killed) leaves every node's answers within the node grace period.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use drover_agent::net::Ipv4Net;
+use drover_tests::hosts::Options;
+use drover_tests::{dig, poll_until, MultiHost};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The scheduler's node grace in this test.
+const GRACE: Duration = Duration::from_secs(4);
+
+/// A web server on every node: its page names its allocation; registered
+/// as `web` while an http check passes.
+const WEB_JOB: &str = r#"
+name = "web"
+kind = "system"
+
+[[group]]
+name = "main"
+
+[[group.task]]
+name = "httpd"
+command = ["/bin/sh", "-c", '''
+mkdir -p /tmp/www
+echo "from $DROVER_ALLOC_ID" > /tmp/www/index.html
+exec busybox httpd -f -p 8080 -h /tmp/www
+''']
+resources = { cpu_millis = 50, memory_mb = 32 }
+
+[[group.service]]
+name = "web"
+port = 8080
+
+[[group.service.check]]
+type = "http"
+path = "/"
+interval_ms = 500
+timeout_ms = 400
+"#;
+
+/// A client on every node: fetches `http://web:8080/` by its short name
+/// every 200 ms and prints what answered.
+const CLIENT_JOB: &str = r#"
+name = "client"
+kind = "system"
+
+[[group]]
+name = "main"
+
+[[group.task]]
+name = "fetch"
+command = ["/bin/sh", "-c", '''
+while true; do
+  echo "got $(busybox wget -q -T 2 -O - http://web:8080/ 2>&1)"
+  sleep 0.2
+done
+''']
+resources = { cpu_millis = 50, memory_mb = 16 }
+"#;
+
+/// `alloc list --job JOB`: node id -> (alloc id, ip) of running ones, once
+/// there are `n`.
+fn running(mh: &MultiHost, job: &str, n: usize) -> BTreeMap<String, (String, Ipv4Addr)> {
+    poll_until(
+        &format!("{n} running allocations of {job}"),
+        RUN_TIMEOUT,
+        || {
+            let allocs = mh.cli_json(&["alloc", "list", "--job", job]);
+            let got: BTreeMap<String, (String, Ipv4Addr)> = allocs
+                .as_array()?
+                .iter()
+                .filter(|a| a["status"] == "running" && a["desired"] == "run")
+                .filter_map(|a| {
+                    Some((
+                        a["node_id"].as_str()?.to_string(),
+                        (
+                            a["id"].as_str()?.to_string(),
+                            a["ip"].as_str()?.parse().ok()?,
+                        ),
+                    ))
+                })
+                .collect();
+            (got.len() == n).then_some(got)
+        },
+    )
+}
+
+/// The node DNS of host `i`, asked from inside its namespace: the A
+/// records of `name`.
+fn node_answers(mh: &MultiHost, i: usize, bridge: Ipv4Addr, name: &str) -> BTreeSet<Ipv4Addr> {
+    let server = SocketAddr::from((bridge, 53));
+    let text = mh
+        .host(i)
+        .netns()
+        .run(|| dig(server, &["+short", "A", name]))
+        .expect("entering the host namespace");
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[test]
+fn tasks_find_services_on_other_hosts_by_name_and_a_dead_host_leaves_every_answer() {
+    let mut mh = MultiHost::start_with(Options {
+        hosts: 2,
+        scheduler_args: vec!["--node-grace-ms".into(), GRACE.as_millis().to_string()],
+        ..Options::default()
+    });
+    let bridges: Vec<Ipv4Addr> = (0..2)
+        .map(|i| {
+            let node = &mh.nodes()[&mh.host(i).node_id];
+            let subnet: Ipv4Net = node["subnet"].as_str().unwrap().parse().unwrap();
+            subnet.first_host().unwrap()
+        })
+        .collect();
+    let web_file = mh.write_file("web.toml", WEB_JOB);
+    mh.cli_ok(&[
+        "job".as_ref(),
+        "run".as_ref(),
+        "--detach".as_ref(),
+        web_file.as_os_str(),
+    ]);
+    let web = running(&mh, "web", 2);
+    let web_ips: BTreeSet<Ipv4Addr> = web.values().map(|(_, ip)| *ip).collect();
+
+    // Every node's DNS answers both instances, wherever they run.
+    for (i, bridge) in bridges.iter().enumerate() {
+        poll_until(
+            &format!("host {i}'s DNS to answer both web instances"),
+            RUN_TIMEOUT,
+            || {
+                (node_answers(&mh, i, *bridge, "web.service.drover.internal") == web_ips)
+                    .then_some(())
+            },
+        );
+    }
+
+    // A client on each host reaches, by the short name, the instance on
+    // the other host too.
+    let client_file = mh.write_file("client.toml", CLIENT_JOB);
+    mh.cli_ok(&[
+        "job".as_ref(),
+        "run".as_ref(),
+        "--detach".as_ref(),
+        client_file.as_os_str(),
+    ]);
+    let clients = running(&mh, "client", 2);
+    for (node, (client, _)) in &clients {
+        let (other_alloc, _) = web
+            .iter()
+            .find(|(n, _)| *n != node)
+            .map(|(_, v)| v)
+            .expect("a web instance on another host");
+        poll_until(
+            &format!("the client on {node} to fetch from the web instance on the other host"),
+            RUN_TIMEOUT,
+            || {
+                mh.cli_ok(&["logs", client])
+                    .contains(&format!("got from {other_alloc}"))
+                    .then_some(())
+            },
+        );
+    }
+
+    // Host 1 dies: within the node grace period (plus the time to notice
+    // and a second of slack) its instance leaves host 0's answers.
+    let h1 = mh.host(1).node_id.clone();
+    let dead_ip = web[&h1].1;
+    let started = Instant::now();
+    mh.kill_host(1);
+    let survivor: BTreeSet<Ipv4Addr> = web_ips
+        .iter()
+        .copied()
+        .filter(|ip| *ip != dead_ip)
+        .collect();
+    poll_until(
+        "the dead host's instance to leave host 0's answers",
+        GRACE * 3,
+        || {
+            (node_answers(&mh, 0, bridges[0], "web.service.drover.internal") == survivor)
+                .then_some(())
+        },
+    );
+    let took = started.elapsed();
+    eprintln!("dead host left the answers after {took:?} (grace {GRACE:?})");
+    assert!(
+        took <= GRACE + Duration::from_secs(2),
+        "{dead_ip} was answered {took:?} after its host died; the node grace is {GRACE:?}"
+    );
+    mh.cli_ok(&["job", "stop", "client"]);
+    mh.cli_ok(&["job", "stop", "web"]);
+}
