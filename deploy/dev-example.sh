@@ -29,7 +29,30 @@ done
 echo
 "$bin" job run examples/hello.toml
 echo
-echo "drover dev keeps running. Try: $bin logs <alloc-id>, $bin job stop hello"
+# Two services: web (two instances behind an http check) and a client
+# that fetches http://web:8080/ by name every second.
+"$bin" job run examples/web.toml
+"$bin" job run examples/client.toml
+echo
+dns=$(cat "$data/dns.addr" 2>/dev/null || echo 127.0.0.1:8600)
+# Wait (at most 20 s) for both web instances to pass their check.
+for _ in $(seq 100); do
+  [ "$(dig +short @"${dns%:*}" -p "${dns##*:}" web.service.drover.internal A | wc -l)" -ge 2 ] && break
+  sleep 0.2
+done
+echo "\$ dig @${dns%:*} -p ${dns##*:} web.service.drover.internal"
+dig +noall +answer @"${dns%:*}" -p "${dns##*:}" web.service.drover.internal A
+echo "\$ dig @${dns%:*} -p ${dns##*:} _web._tcp.service.drover.internal SRV"
+dig +noall +answer +additional @"${dns%:*}" -p "${dns##*:}" _web._tcp.service.drover.internal SRV
+# A line of the client's log once it has fetched a page by name.
+for _ in $(seq 50); do
+  "$bin" logs client 2>/dev/null | grep -q "hello from" && break
+  sleep 0.2
+done
+echo "\$ drover logs client | tail -n 1"
+"$bin" logs client | tail -n 1
+echo
+echo "drover dev keeps running. Try: $bin logs <alloc-id>, $bin job status web, $bin job stop hello"
 [ -f "$data/dev.pid" ] && echo "Stop it with: kill $(cat "$data/dev.pid")"
 echo "Tasks outlive drover dev; to remove them and the node's networking (bridge drover0, firewall table):"
-echo "  $bin job stop hello; kill \$(cat $data/dev.pid); $bin agent --cleanup --data-dir $data/agent"
+echo "  $bin job stop hello; $bin job stop web; $bin job stop client; kill \$(cat $data/dev.pid); $bin agent --cleanup --data-dir $data/agent"
