@@ -42,6 +42,8 @@ pub struct AgentConfig {
     /// How long the files (logs included) of a finished allocation are
     /// kept once the scheduler no longer lists it ([`DEFAULT_KEEP_FINISHED`]).
     pub keep_finished: Duration,
+    /// The node's DNS server on the bridge address.
+    pub dns: crate::dns::DnsConfig,
 }
 
 /// Default of [`AgentConfig::keep_finished`]: one hour.

@@ -5,7 +5,9 @@
 //! capacity, attributes), heartbeats, decodes the assignments it is sent
 //! at that edge ([`assignment`]), converges the node onto them
 //! ([`allocs`]: a pure plan and an executor), reports allocation status,
-//! and serves log ([`log_stream`]) and exec ([`exec`]) requests. Every
+//! and serves log ([`log_stream`]) and exec ([`exec`]) requests, and the
+//! service-discovery zone on the node's bridge ([`dns`], from records the
+//! scheduler relays). Every
 //! task runs under its own supervisor process ([`runtime`], with
 //! [`cgroup`] limits and the node [`policy`]), so the agent can die and
 //! come back without losing one. [`net`] wires allocations to the node
@@ -18,6 +20,7 @@ pub mod assignment;
 pub mod cgroup;
 pub mod cleanup;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod exec;
 pub mod log_stream;

@@ -28,6 +28,8 @@ pub struct DevArgs {
     store_listen: SocketAddr,
     /// DNS address on the host, UDP and TCP (loopback only); port 0 picks
     /// a free one. `dig @127.0.0.1 -p 8600 web.service.drover.internal`.
+    /// (The agent also answers the zone on its bridge address, port 53,
+    /// for the tasks.)
     #[arg(long, default_value = crate::dns::DEFAULT_DNS_LISTEN)]
     dns_listen: SocketAddr,
     #[command(flatten)]
@@ -203,6 +205,8 @@ pub struct AgentArgs {
     tls: crate::tls::ClientTls,
     #[command(flatten)]
     net: NodeNetArgs,
+    #[command(flatten)]
+    dns: crate::dns::NodeDnsArgs,
     /// Remove this node: stop every task, delete every allocation's network
     /// namespace and veth, the bridge, the routes and firewall table the
     /// agent made and its networking state, then exit.
@@ -347,6 +351,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         ),
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
         node_id: None,
+        dns: a.dns.node_dns()?,
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -417,6 +422,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         default_subnet: None,
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
         node_id: a.tls.bound_node()?,
+        dns: a.dns.config()?,
     };
     if a.cleanup {
         let report = drover_agent::cleanup(&config).await?;

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use drover_dns::config::ZoneConfig;
-use drover_dns::forward::Forwarder;
 use drover_dns::handler::Handler;
 use drover_dns::watch::Watch;
 use drover_dns::SharedIndex;
@@ -97,7 +96,50 @@ fn discovery(zone: &str, ttl: u32) -> Result<Discovery> {
     })
 }
 
+/// The node's DNS of `drover agent`: the zone the scheduler names, on the
+/// bridge address.
+#[derive(Args, Debug, Clone)]
+pub struct NodeDnsArgs {
+    /// Do not serve the service-discovery zone on this node (tasks'
+    /// resolv.conf still names the bridge address).
+    #[arg(long = "no-dns")]
+    no_dns: bool,
+    /// Where the node's DNS answers, UDP and TCP (default: the bridge
+    /// address, port 53, which every task's resolv.conf names; tasks can
+    /// reach no other address or port of the node).
+    #[arg(long = "dns-listen", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Zone configuration file (TOML: upstreams, resolv_conf,
+    /// forward_timeout_ms, zone_only, ttl, ...). The zone's name comes
+    /// from the scheduler (`drover scheduler --dns-zone`).
+    #[arg(long = "dns-config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl NodeDnsArgs {
+    /// The agent's DNS settings.
+    pub fn config(&self) -> Result<drover_agent::dns::DnsConfig> {
+        Ok(drover_agent::dns::DnsConfig {
+            enabled: !self.no_dns,
+            listen: self.listen,
+            zone: match &self.config {
+                Some(path) => read_config(path)?,
+                None => ZoneConfig::default(),
+            },
+        })
+    }
+}
+
 impl ZoneArgs {
+    /// The agent's DNS in `drover dev`: on the bridge, with the same
+    /// upstreams and settings as the DNS on the host.
+    pub fn node_dns(&self) -> Result<drover_agent::dns::DnsConfig> {
+        Ok(drover_agent::dns::DnsConfig {
+            zone: self.config()?,
+            ..drover_agent::dns::DnsConfig::default()
+        })
+    }
+
     /// The configuration: the file's (or the defaults), then the flags.
     fn config(&self) -> Result<ZoneConfig> {
         let mut config = match &self.config {
@@ -150,20 +192,7 @@ pub async fn start(
 ) -> Result<Running> {
     let mut config = zone.config()?;
     config.zone().map_err(|e| anyhow!("DNS zone: {e}"))?;
-    let forwarder = match config.upstreams() {
-        Ok((upstreams, skipped)) => {
-            for line in skipped {
-                tracing::warn!(resolv_conf = %config.resolv_conf.display(), %line, "resolv.conf line names no usable upstream; skipped");
-            }
-            (!config.zone_only).then(|| Forwarder::new(upstreams, config.forward_timeout()))
-        }
-        // A node without a readable resolv.conf still answers its zone.
-        Err(error) => {
-            tracing::warn!(%error, "DNS answers only its zone: names outside it are refused");
-            config.zone_only = true;
-            None
-        }
-    };
+    let forwarder = config.forwarder();
     let checked = config.zone().map_err(|e| anyhow!("DNS zone: {e}"))?;
     let (udp, tcp) = bind_pair(listen).await?;
     let addr = udp.local_addr()?;
@@ -187,28 +216,15 @@ pub async fn start(
     Ok(Running { addr, task })
 }
 
-/// A UDP socket and a TCP listener on the same address; with port 0, on
-/// the same free port (tried again when TCP finds it taken).
+/// [`drover_dns::server::bind_pair`], with a hint when the address is
+/// taken.
 async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
-    let taken = |e: std::io::Error| {
+    drover_dns::server::bind_pair(listen).await.map_err(|e| {
         anyhow!(
-            "cannot listen on {listen} for DNS: {e}; is another DNS server running there? \
+            "{e}; is another DNS server running there? \
              Pick another address with --dns-listen (drover dev) or --listen (drover dns)"
         )
-    };
-    for _ in 0..16 {
-        let udp = UdpSocket::bind(listen).await.map_err(taken)?;
-        let addr = udp.local_addr()?;
-        match TcpListener::bind(addr).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
-            Err(e) => return Err(taken(e)),
-        }
-    }
-    Err(anyhow!(
-        "cannot find a port free for both UDP and TCP on {}",
-        listen.ip()
-    ))
+    })
 }
 
 /// `drover dns`: the zone answered from an etcd cluster's records.
@@ -235,16 +251,5 @@ mod tests {
         assert_eq!(c.ttl, 30);
         let err = parse_config("zone = \"a\"\nttl_seconds = 3\n").expect_err("unknown field");
         assert!(err.to_string().contains("ttl_seconds"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn port_zero_binds_udp_and_tcp_on_one_port() {
-        let (udp, tcp) = bind_pair("127.0.0.1:0".parse().expect("an address"))
-            .await
-            .expect("binding");
-        let u = udp.local_addr().expect("udp addr");
-        let t = tcp.local_addr().expect("tcp addr");
-        assert_eq!(u, t);
-        assert_ne!(u.port(), 0);
     }
 }

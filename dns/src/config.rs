@@ -190,6 +190,28 @@ impl ZoneConfig {
         Ok((parsed.upstreams(), parsed.skipped))
     }
 
+    /// The forwarder to the upstreams ([`ZoneConfig::upstreams`]), `None`
+    /// in zone-only mode. A node without a readable resolv.conf still
+    /// answers its zone: the configuration then turns zone-only, and the
+    /// log says so (as it names resolv.conf lines that were skipped).
+    pub fn forwarder(&mut self) -> Option<crate::forward::Forwarder> {
+        match self.upstreams() {
+            Ok((upstreams, skipped)) => {
+                for line in skipped {
+                    tracing::warn!(resolv_conf = %self.resolv_conf.display(), %line,
+                        "resolv.conf line names no usable upstream; skipped");
+                }
+                (!self.zone_only)
+                    .then(|| crate::forward::Forwarder::new(upstreams, self.forward_timeout()))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "DNS answers only its zone: names outside it are refused");
+                self.zone_only = true;
+                None
+            }
+        }
+    }
+
     /// How long one upstream may take.
     pub fn forward_timeout(&self) -> Duration {
         Duration::from_millis(self.forward_timeout_ms)

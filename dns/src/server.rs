@@ -46,6 +46,24 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The address could not be bound (taken, or not an address of the
+    /// host).
+    #[error("cannot listen on {addr} ({kind}) for DNS: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// `udp` or `tcp`.
+        kind: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// With port 0, no port was free for both UDP and TCP.
+    #[error("no port on {ip} is free for both UDP and TCP")]
+    NoCommonPort {
+        /// The address asked for.
+        ip: std::net::IpAddr,
+    },
     /// A socket loop ended although no shutdown was asked for.
     #[error("the DNS server stopped on its own: {source}")]
     Stopped {
@@ -53,6 +71,24 @@ pub enum ServerError {
         #[source]
         source: NetError,
     },
+}
+
+/// A UDP socket and a TCP listener on the same address; with port 0, on
+/// the same free port (tried again when TCP finds it taken).
+pub async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), ServerError> {
+    let failed = |kind, addr, source| ServerError::Bind { addr, kind, source };
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|e| failed("udp", listen, e))?;
+        let addr = udp.local_addr().map_err(|e| failed("udp", listen, e))?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(failed("tcp", addr, e)),
+        }
+    }
+    Err(ServerError::NoCommonPort { ip: listen.ip() })
 }
 
 /// Serves `handler` on `udp` and `tcp` until `shutdown` is cancelled;
@@ -170,6 +206,17 @@ mod tests {
         let mut h = handler(&["10.89.0.1:53", "10.89.0.1:5353", "127.0.0.1:53"]);
         drop_self_upstreams(&mut h, &["10.89.0.1:53".parse().unwrap()]);
         assert_eq!(h.forwarder().unwrap().upstreams().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn port_zero_binds_udp_and_tcp_on_one_port() {
+        let (udp, tcp) = bind_pair("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let u = udp.local_addr().unwrap();
+        assert_eq!(u, tcp.local_addr().unwrap());
+        assert_ne!(u.port(), 0);
+        // Taken: the error names the address.
+        let err = bind_pair(u).await.unwrap_err();
+        assert!(err.to_string().contains(&u.to_string()), "{err}");
     }
 
     #[tokio::test]

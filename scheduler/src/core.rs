@@ -18,6 +18,7 @@ use crate::cluster::{Cluster, ClusterError, Submitted};
 use crate::job::JobSpec;
 use crate::peers::Peers;
 use crate::registry::{Outbound, Registry, Session};
+use crate::relay::dns::{DnsRelay, RelaySink, PREFIX as DNS_PREFIX};
 use crate::relay::exec::ExecRelay;
 use crate::relay::logs::LogRelay;
 use crate::state::{DesiredState, JobStatus, NodeRecord, NodeStatus};
@@ -71,6 +72,7 @@ pub struct Core {
     registry: Registry,
     logs: LogRelay,
     execs: ExecRelay,
+    dns: Arc<DnsRelay>,
     peers: Peers,
     timing: Timing,
     discovery: Discovery,
@@ -103,6 +105,7 @@ impl Core {
             registry: Registry::default(),
             logs: LogRelay::default(),
             execs: ExecRelay::default(),
+            dns: Arc::default(),
             peers: Peers::default(),
             timing,
             discovery,
@@ -153,6 +156,22 @@ impl Core {
 
     pub(crate) fn execs(&self) -> &ExecRelay {
         &self.execs
+    }
+
+    /// The relay of the service-discovery records to the agents.
+    pub(crate) fn dns_relay(&self) -> &Arc<DnsRelay> {
+        &self.dns
+    }
+
+    /// Keeps the DNS relay's copy of the store's `/skydns/` records current
+    /// until `shutdown` (one watch for every agent; see
+    /// [`crate::relay::dns`]).
+    pub(crate) async fn relay_dns_records(self: Arc<Self>, shutdown: CancellationToken) {
+        let sink = RelaySink(self.dns.clone());
+        self.store()
+            .mirror(DNS_PREFIX, "the DNS records relayed to agents", sink)
+            .run(shutdown)
+            .await;
     }
 
     /// Registers or updates a job, places it, and tells the nodes.

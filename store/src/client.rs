@@ -536,6 +536,19 @@ impl Store {
         Ok(rx)
     }
 
+    /// A [`crate::mirror::Mirror`] of the absolute key prefix `prefix`
+    /// (not under this store's own prefix: `/skydns/` is shared with
+    /// CoreDNS's etcd plugin) into `sink`, on this store's connection.
+    /// Start it with [`crate::mirror::Mirror::run`].
+    pub fn mirror<S: crate::mirror::Sink>(
+        &self,
+        prefix: &str,
+        what: &'static str,
+        sink: S,
+    ) -> crate::mirror::Mirror<S> {
+        crate::mirror::Mirror::new(self.client.clone(), prefix, what, sink)
+    }
+
     /// The `etcd-client` handle, for the election.
     pub(crate) fn client(&self) -> &Client {
         &self.client

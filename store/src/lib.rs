@@ -5,11 +5,14 @@
 //! nothing installed, [`embedded`] serves the subset of the etcd v3 gRPC API
 //! that Drover uses, in process, over a durable local file. [`election`]
 //! elects one scheduler leader and fences the writes of deposed ones.
+//! [`mirror`] keeps an in-memory copy of a key prefix current (the
+//! service-discovery records, for the DNS server and the scheduler's relay).
 
 pub mod client;
 pub mod election;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod mirror;
 
 pub use client::{
     Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, Store, StoreError, Versioned,

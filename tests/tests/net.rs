@@ -329,7 +329,7 @@ fn two_allocations_talk_over_the_bridge() -> Result<()> {
     std::fs::create_dir_all(&etc)?;
     files::write_etc(
         &etc,
-        &files::resolv_conf(bridge.ip, &[SERVICE_SEARCH_DOMAIN])?,
+        &files::resolv_conf(bridge.ip, &[SERVICE_SEARCH_DOMAIN], &[])?,
         &files::hosts("alloc-a", ip_a, &[])?,
     )?;
     ensure!(std::fs::read_to_string(etc.join("resolv.conf"))?.contains("nameserver 10.89.1.1\n"));

@@ -1,5 +1,12 @@
 //! The `/etc/resolv.conf` and `/etc/hosts` an allocation gets. Rendering is
 //! pure; [`write_etc`] puts the result into a directory.
+//!
+//! A task's resolv.conf ([`task_resolv_conf`]) names the node's DNS on the
+//! bridge, searches `service.<zone>` and sets `ndots:1`: `web` has no dot,
+//! so the resolver tries `web.service.<zone>` first and is answered by the
+//! first query; `example.org` has one, so it is tried as given first and
+//! an external name costs exactly one query (Kubernetes' `ndots:5` makes
+//! that up to six).
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -10,9 +17,18 @@ use super::NetError;
 /// The search domain of Drover services (the default zone).
 pub const SERVICE_SEARCH_DOMAIN: &str = "service.drover.internal";
 
+/// The resolver options of every task: one dot makes a name absolute
+/// first (see the module docs).
+pub const TASK_RESOLVER_OPTIONS: &[&str] = &["ndots:1"];
+
 /// `resolv.conf` pointing at the node's DNS server (listening on the
-/// bridge address) with `search` domains, e.g. [`SERVICE_SEARCH_DOMAIN`].
-pub fn resolv_conf(nameserver: Ipv4Addr, search: &[&str]) -> Result<String, NetError> {
+/// bridge address) with `search` domains, e.g. [`SERVICE_SEARCH_DOMAIN`],
+/// and `options` (each one word, e.g. `ndots:1`).
+pub fn resolv_conf(
+    nameserver: Ipv4Addr,
+    search: &[&str],
+    options: &[&str],
+) -> Result<String, NetError> {
     let mut out = String::from("# Written by the Drover agent.\n");
     out.push_str(&format!("nameserver {nameserver}\n"));
     if !search.is_empty() {
@@ -23,7 +39,30 @@ pub fn resolv_conf(nameserver: Ipv4Addr, search: &[&str]) -> Result<String, NetE
         out.push_str(&search.join(" "));
         out.push('\n');
     }
+    if !options.is_empty() {
+        if let Some(bad) = options
+            .iter()
+            .find(|o| o.is_empty() || !o.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(NetError::invalid(
+                "resolver option",
+                *bad,
+                "not one word of printable characters",
+            ));
+        }
+        out.push_str("options ");
+        out.push_str(&options.join(" "));
+        out.push('\n');
+    }
     Ok(out)
+}
+
+/// The resolv.conf of every task of a node whose DNS answers on `bridge`
+/// for the service-discovery `zone` (`drover.internal`): `nameserver
+/// <bridge>`, `search service.<zone>`, `options ndots:1`.
+pub fn task_resolv_conf(bridge: Ipv4Addr, zone: &str) -> Result<String, NetError> {
+    let search = format!("service.{}", zone.trim_end_matches('.'));
+    resolv_conf(bridge, &[&search], TASK_RESOLVER_OPTIONS)
 }
 
 /// `hosts` for an allocation: loopback names, and `hostname` (plus
@@ -100,14 +139,21 @@ mod tests {
 
     #[test]
     fn resolv_conf_points_at_the_bridge() {
-        let got =
-            resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[SERVICE_SEARCH_DOMAIN]).expect("render");
+        let got = task_resolv_conf(Ipv4Addr::new(10, 89, 1, 1), "drover.internal").expect("render");
         assert_eq!(
             got,
-            "# Written by the Drover agent.\nnameserver 10.89.1.1\nsearch service.drover.internal\n"
+            "# Written by the Drover agent.\nnameserver 10.89.1.1\nsearch service.drover.internal\n\
+             options ndots:1\n"
         );
-        let bare = resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[]).expect("render");
-        assert!(!bare.contains("search"));
+        let other = task_resolv_conf(Ipv4Addr::new(10, 89, 1, 1), "corp.example.").expect("render");
+        assert!(other.contains("\nsearch service.corp.example\n"), "{other}");
+        let bare = resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[], &[]).expect("render");
+        assert!(
+            !bare.contains("search") && !bare.contains("options"),
+            "{bare}"
+        );
+        assert!(resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[], &["ndots:1 x"]).is_err());
+        assert!(task_resolv_conf(Ipv4Addr::new(10, 89, 1, 1), "bad zone").is_err());
     }
 
     #[test]
@@ -130,7 +176,7 @@ mod tests {
         let ip = Ipv4Addr::new(10, 89, 1, 7);
         for bad in ["", "a b", "a\nnameserver 1.2.3.4", "a..b", "ä"] {
             assert!(hosts(bad, ip, &[]).is_err(), "{bad:?}");
-            assert!(resolv_conf(ip, &[bad]).is_err(), "{bad:?}");
+            assert!(resolv_conf(ip, &[bad], &[]).is_err(), "{bad:?}");
         }
         assert!(hosts("ok", ip, &["bad alias"]).is_err());
     }
@@ -139,7 +185,7 @@ mod tests {
     fn writes_both_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ip = Ipv4Addr::new(10, 89, 1, 7);
-        let r = resolv_conf(Ipv4Addr::new(10, 89, 1, 1), &[SERVICE_SEARCH_DOMAIN]).expect("render");
+        let r = task_resolv_conf(Ipv4Addr::new(10, 89, 1, 1), "drover.internal").expect("render");
         let h = hosts("web-0", ip, &[]).expect("render");
         write_etc(dir.path(), &r, &h).expect("write");
         assert_eq!(

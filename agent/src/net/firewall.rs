@@ -23,7 +23,10 @@
 //! without more they could open connections to the agent or scheduler
 //! here. The input chain therefore also drops new connections whose
 //! source is in the cluster CIDR (this node's subnet until the CIDR is
-//! known).
+//! known), except those that come in on `lo`: the node itself talking to
+//! its own bridge address (`dig @<bridge address>` on the host) has that
+//! address as its source, and only the node's own processes can send on
+//! `lo`, never a task.
 //!
 //! Traffic a task sends through the node to somewhere else (forwarded) is
 //! limited too, once the cluster CIDR is known: only to the cluster's task
@@ -46,6 +49,8 @@
 //!     iifname "drover0" meta nfproto ipv4 ip daddr 10.89.0.1 meta l4proto udp th dport 53 accept
 //!     iifname "drover0" meta nfproto ipv4 ip daddr 10.89.0.1 meta l4proto tcp th dport 53 accept
 //!     iifname "drover0" drop
+//!     # the node's own processes, to its own addresses
+//!     iifname "lo" accept
 //!     # tasks of other nodes, routed here: no new connection to the node
 //!     meta nfproto ipv4 ip saddr 10.89.0.0/16 ct state established,related accept
 //!     meta nfproto ipv4 ip saddr 10.89.0.0/16 drop
@@ -120,6 +125,8 @@ const NFT_CMP_NEQ: u32 = 1;
 /// `ct state established,related`: conntrack state bits, host order.
 const CT_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
 const IFNAMSIZ: usize = 16;
+/// `lo`, as the kernel compares interface names: padded to IFNAMSIZ.
+const LOOPBACK_IFNAME: [u8; IFNAMSIZ] = *b"lo\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 /// The chain holding the rules for traffic to the node itself.
 pub const CHAIN: &str = "input";
@@ -188,6 +195,7 @@ pub fn apply(
         (CHAIN, RuleKind::Dns(libc::IPPROTO_UDP as u8)),
         (CHAIN, RuleKind::Dns(libc::IPPROTO_TCP as u8)),
         (CHAIN, RuleKind::DropRest),
+        (CHAIN, RuleKind::FromNode),
         (CHAIN, RuleKind::TaskReplies),
         (CHAIN, RuleKind::DropTasks),
     ];
@@ -222,6 +230,8 @@ enum RuleKind {
     DropRest,
     /// From the bridge to this network: accepted (forward chain).
     ToNet(Ipv4Net),
+    /// From the node itself (on `lo`): accepted.
+    FromNode,
     /// Replies to connections tasks (of any node) made: accepted.
     TaskReplies,
     /// Anything else from tasks of any node: dropped.
@@ -259,6 +269,11 @@ impl Rules {
             RuleKind::ToNet(net) => {
                 self.match_bridge(e);
                 in_net(e, 16, net);
+                verdict(e, NF_ACCEPT);
+            }
+            RuleKind::FromNode => {
+                meta(e, NFT_META_IIFNAME);
+                cmp(e, NFT_CMP_EQ, &LOOPBACK_IFNAME);
                 verdict(e, NF_ACCEPT);
             }
             RuleKind::TaskReplies => {

@@ -33,7 +33,7 @@
 //! let ip = ipam.allocate("alloc-1")?;
 //! let alloc = Veth { host_if: host_if_name("alloc-1"), ip, prefix: 24, gateway: bridge.ip };
 //! node.attach(&bridge, &netns, &alloc).await?;
-//! let resolv = files::resolv_conf(bridge.ip, &[files::SERVICE_SEARCH_DOMAIN])?;
+//! let resolv = files::task_resolv_conf(bridge.ip, "drover.internal")?;
 //! let hosts = files::hosts("alloc-1", ip, &[])?;
 //! files::write_etc(std::path::Path::new("/path/to/rootfs/etc"), &resolv, &hosts)?;
 //!

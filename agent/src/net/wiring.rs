@@ -10,8 +10,10 @@
 //! - `D/net/subnet`: the node's task subnet, so that an agent restarted
 //!   without its scheduler keeps it; `D/net/ipam.json`: the address book;
 //!   `D/net/resolv.conf` and `D/net/allocs/<alloc>/hosts`: what the tasks
-//!   see as `/etc/resolv.conf` (one for the node: it names the bridge) and
-//!   `/etc/hosts` (bind-mounted read-only).
+//!   see as `/etc/resolv.conf` (one for the node: it names the bridge,
+//!   where the node's DNS answers, searches `service.<zone>` with
+//!   `ndots:1`; [`files::task_resolv_conf`]) and `/etc/hosts`
+//!   (bind-mounted read-only).
 //! - `/run/drover/<hash of D>/netns/<alloc>`: the allocations' named
 //!   network namespaces ([`netns_dir_for`]). Under `/run` (a tmpfs) because
 //!   namespaces do not survive a reboot either; keyed by the data directory
@@ -81,6 +83,9 @@ pub struct NetConfig {
     /// `Registered.cluster_cidr`): what tasks may reach through the node
     /// ([`firewall`]). `None` leaves forwarded traffic unfiltered.
     pub cluster_cidr: Option<Ipv4Net>,
+    /// The service-discovery zone (`Registered.dns_zone`): the tasks'
+    /// resolv.conf searches `service.<zone>`.
+    pub dns_zone: String,
 }
 
 impl NetConfig {
@@ -94,6 +99,7 @@ impl NetConfig {
             table: firewall::table_name(node_id),
             ip_forward: PathBuf::from(super::peers::IP_FORWARD),
             cluster_cidr: None,
+            dns_zone: crate::dns::DEFAULT_ZONE.to_owned(),
         }
     }
 
@@ -127,6 +133,17 @@ pub fn netns_dir_for(data_dir: &Path) -> PathBuf {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     PathBuf::from(format!("/run/drover/{h:016x}/netns"))
+}
+
+/// Writes the node's resolv.conf for tasks (see [`files::task_resolv_conf`])
+/// unless it already says that.
+fn write_resolv_conf(cfg: &NetConfig, bridge: Ipv4Addr, zone: &str) -> Result<(), NetError> {
+    let resolv = files::task_resolv_conf(bridge, zone)?;
+    let path = cfg.resolv_path();
+    if fs::read_to_string(&path).is_ok_and(|have| have == resolv) {
+        return Ok(());
+    }
+    files::write_atomic(&path, &resolv, false)
 }
 
 /// The subnet this node keeps from an earlier start, if any.
@@ -171,8 +188,7 @@ impl NodeNetwork {
         let bridge = node
             .ensure_bridge(&cfg.bridge, ipam.gateway(), subnet.prefix())
             .await?;
-        let resolv = files::resolv_conf(bridge.ip, &[files::SERVICE_SEARCH_DOMAIN])?;
-        files::write_atomic(&cfg.resolv_path(), &resolv, false)?;
+        write_resolv_conf(&cfg, bridge.ip, &cfg.dns_zone)?;
         super::peers::ensure_forwarding(&cfg.ip_forward)
             .map_err(|e| NetError::sys("enable", cfg.ip_forward.display().to_string(), e))?;
         firewall::apply(
@@ -206,6 +222,14 @@ impl NodeNetwork {
     /// The configuration it runs with.
     pub fn config(&self) -> &NetConfig {
         &self.cfg
+    }
+
+    /// Rewrites the tasks' resolv.conf for the service-discovery `zone`
+    /// when it says another (the scheduler was restarted with another
+    /// zone). Tasks started from now on see it; running ones keep the file
+    /// they have (a bind mount of the one replaced).
+    pub fn set_dns_zone(&self, zone: &str) -> Result<(), NetError> {
+        write_resolv_conf(&self.cfg, self.bridge.ip, zone)
     }
 
     fn lock_ipam(&self) -> std::sync::MutexGuard<'_, Ipam> {

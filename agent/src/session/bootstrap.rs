@@ -50,13 +50,18 @@ pub(super) async fn network_ready(
     allocs: &mut Allocs,
 ) {
     let assigned = registered.subnet.as_str();
+    let zone = crate::dns::zone_of(registered);
     if let Some(up) = allocs.network() {
+        if let Err(error) = up.set_dns_zone(zone) {
+            tracing::warn!(%error, zone, "cannot rewrite the tasks' resolv.conf");
+        }
         if !assigned.is_empty() && config.subnet.is_none() && up.subnet().to_string() != assigned {
             tracing::warn!(have = %up.subnet(), assigned, "the scheduler assigned another subnet; keeping the current one until the agent restarts");
         }
         return;
     }
     let mut net_cfg = NetConfig::for_agent(&config.data_dir, &config.bridge, node_id);
+    net_cfg.dns_zone = zone.to_owned();
     net_cfg.cluster_cidr = match registered.cluster_cidr.trim() {
         "" => None,
         cidr => cidr

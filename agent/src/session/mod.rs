@@ -4,7 +4,8 @@
 //! node, keeps heartbeats going, decodes what the scheduler sends at this
 //! edge ([`crate::assignment`]) and dispatches it: assignments to
 //! [`Allocs`], peers to the route keeper, log and exec requests to
-//! [`crate::log_stream`] and [`crate::exec`]; it brings the node network up
+//! [`crate::log_stream`] and [`crate::exec`], relayed DNS records to the
+//! node's DNS ([`crate::dns`]); it brings the node network and its DNS up
 //! on `Registered` ([`bootstrap`]), sends the allocation reports that
 //! changed, and sweeps finished allocations' files.
 
@@ -27,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::allocs::{collect_finished, Allocs};
 use crate::assignment::{self, AllocReport};
 use crate::config::AgentConfig;
+use crate::dns::{self, NodeDns};
 use crate::error::AgentError;
 use crate::exec::ExecSessions;
 use crate::log_stream::{log_msg, stream_log};
@@ -113,15 +115,19 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
     let mut allocs = Allocs::new(runtime).with_host_network(config.policy.allow_host_network);
     let node = registration(&config, node_id.clone(), hostname);
+    // Outlives every session: answers from the last records while the
+    // scheduler is away.
+    let mut dns = NodeDns::new(config.dns.clone(), shutdown.clone());
     tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
     let mut backoff = Duration::from_millis(100);
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(&config, &node, &mut allocs, &shutdown).await {
+        match session(&config, &node, &mut allocs, &mut dns, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(error) => {
+                dns.scheduler_lost();
                 tracing::warn!(scheduler = %config.scheduler, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
             }
         }
@@ -193,6 +199,9 @@ struct Session<'a> {
     log_streams: HashMap<u64, CancellationToken>,
     peer_routes: Peers,
     execs: ExecSessions,
+    /// The node's DNS, and the chunks of a relayed batch not yet whole.
+    dns: &'a mut NodeDns,
+    dns_feed: dns::Feed,
     gc_running: Option<JoinHandle<BTreeSet<String>>>,
     /// The scheduler has said what this node holds: until then every
     /// allocation on disk may be one it wants, and nothing is collected.
@@ -205,6 +214,7 @@ async fn session(
     config: &AgentConfig,
     node: &pb::Node,
     allocs: &mut Allocs,
+    dns: &mut NodeDns,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let channel = connect(config).await?;
@@ -250,6 +260,8 @@ async fn session(
         log_streams: HashMap::new(),
         peer_routes: Peers::default(),
         execs,
+        dns,
+        dns_feed: dns::Feed::default(),
         gc_running: None,
         converged: false,
     };
@@ -311,8 +323,8 @@ impl Session<'_> {
             }
             Some(Msg::Peers(p)) => self.peer_routes.apply(&p).await,
             Some(Msg::ExecInput(i)) => self.execs.handle(allocs, i),
-            // Not served by the agent yet (#12).
-            Some(Msg::DnsUpdate(_)) | None => {}
+            Some(Msg::DnsUpdate(u)) => self.dns.update(&mut self.dns_feed, u),
+            None => {}
         }
         Ok(())
     }
@@ -325,6 +337,8 @@ impl Session<'_> {
         }
         tracing::info!(node_id = %r.node_id, "registered with scheduler");
         bootstrap::network_ready(self.config, &self.node.id, r, allocs).await;
+        let bridge = allocs.network().map(|up| up.bridge().ip);
+        self.dns.ensure(bridge, dns::zone_of(r));
     }
 
     async fn on_log_request(&mut self, allocs: &Allocs, req: pb::LogRequest) {

@@ -161,6 +161,7 @@ async fn run(
             table: "drover-bench".into(),
             ip_forward: "/proc/sys/net/ipv4/ip_forward".into(),
             cluster_cidr: Some("10.89.0.0/16".parse()?),
+            dns_zone: "drover.internal".into(),
         },
         "10.89.2.0/24".parse()?,
     )
@@ -278,7 +279,7 @@ fn ip_setup(
 }
 
 fn write_etc(etc: &Path, dns: Ipv4Addr, id: &str, ip: Ipv4Addr) -> Result<()> {
-    let resolv = files::resolv_conf(dns, &[SERVICE_SEARCH_DOMAIN])?;
+    let resolv = files::resolv_conf(dns, &[SERVICE_SEARCH_DOMAIN], files::TASK_RESOLVER_OPTIONS)?;
     let hosts = files::hosts(id, ip, &[])?;
     files::write_etc(etc, &resolv, &hosts)?;
     Ok(())

@@ -340,6 +340,20 @@ impl Index {
         Self::default()
     }
 
+    /// An index of `puts` (a full read of the store, or a snapshot relayed
+    /// from one) at `revision`. Records that do not parse are logged and
+    /// left out: one bad record never hides the others.
+    pub fn load(puts: impl IntoIterator<Item = Event>, revision: i64) -> Self {
+        let mut index = Self::new();
+        for event in puts {
+            if let Err(error) = index.apply(&event) {
+                tracing::warn!(%error, "ignoring a DNS record");
+            }
+        }
+        index.revision = revision;
+        index
+    }
+
     /// Applies one store event; returns whether the index changed.
     ///
     /// A key that does not parse is refused and changes nothing. A put

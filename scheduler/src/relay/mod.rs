@@ -1,5 +1,7 @@
 //! Relays between a CLI's stream and an agent's: `drover logs` ([`logs`])
-//! and `drover exec` ([`exec`]), side by side.
+//! and `drover exec` ([`exec`]), side by side; and from the store to every
+//! agent, the service-discovery records ([`dns`], with its own flow
+//! control described there).
 //!
 //! Both ride the node's one `Connect` stream, which also carries its
 //! heartbeats and statuses, so neither ever waits on a client: each request
@@ -18,6 +20,7 @@ use crate::registry::{Outbound, Registry};
 use crate::state::AllocRecord;
 use crate::sync::lock;
 
+pub mod dns;
 pub mod exec;
 pub mod logs;
 

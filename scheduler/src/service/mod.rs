@@ -101,7 +101,8 @@ pub enum ServeError {
 
 /// Serves the scheduler's gRPC API (jobs, nodes, allocations, agents, plus
 /// the standard health and reflection services) on an already-bound
-/// listener until `shutdown` is cancelled. Also runs the periodic reconcile.
+/// listener until `shutdown` is cancelled. Also runs the periodic reconcile
+/// and the watch of the DNS records relayed to agents.
 ///
 /// With `tls`, every connection must present a client certificate signed
 /// by the configured CA (mutual TLS).
@@ -128,6 +129,7 @@ pub async fn serve(
         .build_v1()?;
     let api = Api::new(core.clone());
     tokio::spawn(core.clone().reconcile_every_period(shutdown.clone()));
+    tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();

@@ -1,5 +1,5 @@
 //! One agent session after registration: the tasks that push the node its
-//! peers and assignments, and the one that handles what the agent sends
+//! peers, assignments and DNS records, and the one that handles what the agent sends
 //! until its stream ends or goes silent past the grace period.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::cluster::ClusterError;
 use crate::core::Core;
 use crate::peers;
 use crate::registry::{Outbound, Session};
+use crate::relay;
 use crate::state::NodeRecord;
 use crate::transitions;
 
@@ -30,6 +31,13 @@ pub(super) fn run(
     let ended = CancellationToken::new();
     tokio::spawn(peers::push(
         core.peer_view(),
+        node.id.clone(),
+        tx.clone(),
+        ended.clone(),
+    ));
+    // The DNS records: right after `Registered`, which the caller sent.
+    tokio::spawn(relay::dns::feed(
+        core.dns_relay().clone(),
         node.id.clone(),
         tx.clone(),
         ended.clone(),
