@@ -4,8 +4,8 @@
 //! stream ([`session`]): it registers the node ([`node`]: identity,
 //! capacity, attributes), heartbeats, decodes the assignments it is sent
 //! at that edge ([`assignment`]), converges the node onto them
-//! ([`allocs`]: a pure plan and an executor), reports allocation status,
-//! and serves log ([`log_stream`]) and exec ([`exec`]) requests. Every
+//! ([`allocs`]: a pure plan and an executor), runs the health checks of
+//! their services ([`checks`]), reports allocation status, and serves log ([`log_stream`]) and exec ([`exec`]) requests. Every
 //! task runs under its own supervisor process ([`runtime`], with
 //! [`cgroup`] limits and the node [`policy`]), so the agent can die and
 //! come back without losing one. [`net`] wires allocations to the node
@@ -16,6 +16,7 @@
 pub mod allocs;
 pub mod assignment;
 pub mod cgroup;
+pub mod checks;
 pub mod cleanup;
 pub mod config;
 pub mod error;

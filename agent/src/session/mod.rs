@@ -7,6 +7,12 @@
 //! [`crate::log_stream`] and [`crate::exec`]; it brings the node network up
 //! on `Registered` ([`bootstrap`]), sends the allocation reports that
 //! changed, and sweeps finished allocations' files.
+//!
+//! The health checks ([`Checks`]) outlive sessions, as the allocations do.
+//! Every report sent carries its allocation's check states. A check whose
+//! status changes wakes the session through [`crate::checks::Changes`]
+//! (a set of allocation ids and a `Notify`), which sends those
+//! allocations' reports at once rather than on the next poll.
 
 mod bootstrap;
 
@@ -26,6 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::allocs::{collect_finished, Allocs};
 use crate::assignment::{self, AllocReport};
+use crate::checks::{Checks, NodeProber};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::exec::ExecSessions;
@@ -111,6 +118,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if let Err(error) = runtime.collect_image_garbage() {
         tracing::warn!(%error, "image cache garbage collection");
     }
+    let mut checks = Checks::new(Arc::new(NodeProber::new(
+        Arc::clone(&runtime),
+        config.exe.clone(),
+    )));
     let mut allocs = Allocs::new(runtime).with_host_network(config.policy.allow_host_network);
     let node = registration(&config, node_id.clone(), hostname);
     tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
@@ -119,7 +130,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(&config, &node, &mut allocs, &shutdown).await {
+        match session(&config, &node, &mut allocs, &mut checks, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(error) => {
                 tracing::warn!(scheduler = %config.scheduler, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
@@ -205,6 +216,7 @@ async fn session(
     config: &AgentConfig,
     node: &pb::Node,
     allocs: &mut Allocs,
+    checks: &mut Checks,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let channel = connect(config).await?;
@@ -214,7 +226,12 @@ async fn session(
     // reader never queues more than one chunk ahead of a heartbeat.
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
     let (bulk_tx, bulk_rx) = mpsc::channel::<pb::AgentMessage>(64);
-    let running = allocs.on_disk().map_err(SessionError::OnDisk)?;
+    let mut running = allocs.on_disk().map_err(SessionError::OnDisk)?;
+    // After a reconnect (not a restart) the checks kept running: their
+    // states go up with the registration.
+    for r in &mut running {
+        r.checks = checks.states(&r.alloc_id);
+    }
     let register = pb::Register {
         node: Some(node.clone()),
         running: running.iter().map(pb::AllocStatus::from).collect(),
@@ -257,6 +274,7 @@ async fn session(
     // Finished allocations' files, swept at most every GC_EVERY (and at
     // least ten times per retention period), off the async loop.
     let mut gc = tokio::time::interval(GC_EVERY.min(config.keep_finished / 10).max(POLL));
+    let check_changes = checks.changes();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -266,12 +284,14 @@ async fn session(
             _ = gc.tick(), if s.converged => s.collect_garbage(allocs).await,
             _ = poll.tick() => {
                 s.peer_routes.retry().await;
-                s.report(allocs.poll().await).await?;
+                let changed = allocs.poll().await;
+                s.report(allocs, checks, changed).await?;
             }
+            () = check_changes.changed() => s.report(allocs, checks, Vec::new()).await?,
             msg = inbound.next() => match msg {
                 None => return Err(SessionError::Closed),
                 Some(Err(status)) => return Err(SessionError::Stream(status.message().to_string())),
-                Some(Ok(m)) => s.dispatch(allocs, m).await?,
+                Some(Ok(m)) => s.dispatch(allocs, checks, m).await?,
             },
         }
     }
@@ -292,6 +312,7 @@ impl Session<'_> {
     async fn dispatch(
         &mut self,
         allocs: &mut Allocs,
+        checks: &mut Checks,
         msg: pb::SchedulerMessage,
     ) -> Result<(), SessionError> {
         use pb::scheduler_message::Msg;
@@ -301,7 +322,8 @@ impl Session<'_> {
                 let (assignments, refused) = assignment::decode_all(&a.allocations);
                 allocs.converge(&assignments, &refused).await;
                 self.converged = true;
-                self.report(allocs.poll().await).await?;
+                let changed = allocs.poll().await;
+                self.report(allocs, checks, changed).await?;
             }
             Some(Msg::LogRequest(req)) => self.on_log_request(allocs, req).await,
             Some(Msg::LogCancel(c)) => {
@@ -343,10 +365,24 @@ impl Session<'_> {
         }
     }
 
-    /// Sends the reports that changed.
-    async fn report(&self, reports: Vec<AllocReport>) -> Result<(), SessionError> {
-        for r in &reports {
-            send(&self.tx, pb::agent_message::Msg::AllocStatus(r.into())).await?;
+    /// Brings the health checks in line with the allocations, then sends
+    /// `reports` (those that changed) and the reports of allocations whose
+    /// check status changed, each with its check states.
+    async fn report(
+        &self,
+        allocs: &Allocs,
+        checks: &mut Checks,
+        mut reports: Vec<AllocReport>,
+    ) -> Result<(), SessionError> {
+        checks.sync(allocs.check_targets());
+        for id in checks.changes().take() {
+            if !reports.iter().any(|r| r.alloc_id == id) {
+                reports.extend(allocs.report_of(&id));
+            }
+        }
+        for r in &mut reports {
+            r.checks = checks.states(&r.alloc_id);
+            send(&self.tx, pb::agent_message::Msg::AllocStatus((&*r).into())).await?;
         }
         Ok(())
     }
