@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use drover_model::UnknownValue;
+use drover_model::job::ServiceSpec;
 pub use drover_model::{
     AllocStatus, DesiredState, JobKind, NetworkMode, RootfsKind, TaskStatus, VolumeKind,
 };
+use drover_model::{CheckState, UnknownValue};
 use drover_proto::v1 as pb;
 
 /// Why an assignment was refused. Each variant names the field, as a path
@@ -51,6 +52,14 @@ pub enum InvalidAssignment {
         /// What the scheduler sent.
         value: i64,
     },
+    /// A field's value breaks a rule the agent relies on.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field's path.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl InvalidAssignment {
@@ -59,7 +68,8 @@ impl InvalidAssignment {
         match self {
             Self::Missing { field }
             | Self::Unknown { field, .. }
-            | Self::OutOfRange { field, .. } => field,
+            | Self::OutOfRange { field, .. }
+            | Self::Invalid { field, .. } => field,
         }
     }
 }
@@ -124,6 +134,8 @@ pub struct Group {
     pub restart: RestartPolicy,
     /// Its network mode.
     pub network: NetworkMode,
+    /// The services its allocations offer, with their health checks.
+    pub services: Vec<ServiceSpec>,
 }
 
 /// A group's restart policy (unset: no restarts).
@@ -269,13 +281,15 @@ impl TryFrom<&pb::Group> for Group {
                 )?),
             },
         };
+        let tasks: Vec<Task> = g
+            .tasks
+            .iter()
+            .map(Task::try_from)
+            .collect::<Result<_, _>>()?;
         Ok(Group {
             name: g.name.clone(),
-            tasks: g
-                .tasks
-                .iter()
-                .map(Task::try_from)
-                .collect::<Result<_, _>>()?,
+            services: services::decode(g, &tasks)?,
+            tasks,
             restart,
             network: NetworkMode::parse("group.network", &g.network)?,
         })
@@ -356,6 +370,10 @@ pub struct AllocReport {
     pub tasks: Vec<TaskReport>,
     /// Its address on the node bridge, if it has one.
     pub ip: Option<std::net::Ipv4Addr>,
+    /// Every health check of its services. Left empty by
+    /// [`crate::allocs`]; the session fills it in from
+    /// [`crate::checks`] as the report is sent.
+    pub checks: Vec<CheckState>,
 }
 
 /// What the node reports of one task (`TaskState` on the wire).
@@ -398,7 +416,7 @@ impl From<&AllocReport> for pb::AllocStatus {
             status: r.status.as_str().into(),
             tasks: r.tasks.iter().map(pb::TaskState::from).collect(),
             ip: r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            checks: Vec::new(),
+            checks: r.checks.iter().map(pb::CheckState::from).collect(),
         }
     }
 }
@@ -449,6 +467,8 @@ pub fn decode_all(list: &[pb::Assignment]) -> (Vec<Assignment>, Vec<Refused>) {
     }
     (ok, refused)
 }
+
+mod services;
 
 #[cfg(test)]
 mod tests;

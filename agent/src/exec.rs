@@ -235,14 +235,46 @@ struct SessionCtx {
     id: u64,
 }
 
-/// The helper's request for `start` on the running `task`, and whether it
-/// is still running.
-fn helper_request(
-    runtime: &Runtime,
-    start: &pb::ExecStart,
-    task: &str,
-) -> Result<HelperRequest, String> {
-    let alloc_id = start.alloc_id.as_str();
+/// A command to run inside a running task, as `drover exec` and exec
+/// health checks ask for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecCommand<'a> {
+    /// The allocation.
+    pub alloc_id: &'a str,
+    /// Its task whose container runs the command.
+    pub task: &'a str,
+    /// argv.
+    pub command: &'a [String],
+    /// Variables added to the task's environment.
+    pub env: &'a [(String, String)],
+    /// Another user than the task's (`uid[:gid]` or a name), or empty.
+    pub user: &'a str,
+    /// `(rows, cols)` of a pseudo-terminal, or `None` for pipes.
+    pub tty: Option<(u16, u16)>,
+}
+
+impl<'a> ExecCommand<'a> {
+    /// `start` on `task` (the one it names, resolved); `env` holds
+    /// `start.env` as pairs.
+    fn from_start(start: &'a pb::ExecStart, task: &'a str, env: &'a [(String, String)]) -> Self {
+        ExecCommand {
+            alloc_id: &start.alloc_id,
+            task,
+            command: &start.command,
+            env,
+            user: &start.user,
+            tty: start.tty.then(|| {
+                let size = start.size.unwrap_or_default();
+                (clamp16(size.rows, 24), clamp16(size.cols, 80))
+            }),
+        }
+    }
+}
+
+/// The helper's request for `what`, whose task must be running: its pid,
+/// namespaces' owner, cgroup, environment, user and working directory.
+pub fn helper_request(runtime: &Runtime, what: &ExecCommand<'_>) -> Result<HelperRequest, String> {
+    let (alloc_id, task) = (what.alloc_id, what.task);
     let state = runtime
         .state(alloc_id, task)
         .map_err(|e| format!("task {task} of allocation {alloc_id}: {e}"))?;
@@ -264,7 +296,7 @@ fn helper_request(
             ))
         }
     };
-    if start.command.first().is_none_or(String::is_empty) {
+    if what.command.first().is_none_or(String::is_empty) {
         return Err("no command given: drover exec ALLOC -- COMMAND [ARG...]".to_owned());
     }
     let dir = runtime
@@ -288,33 +320,29 @@ fn helper_request(
     let mut env: BTreeMap<String, String> = spec.env.clone();
     env.entry("PATH".to_owned())
         .or_insert_with(|| DEFAULT_PATH.to_owned());
-    for (k, v) in &start.env {
+    for (k, v) in what.env {
         if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
             return Err(format!("-e {k}={v}: bad environment variable"));
         }
         env.insert(k.clone(), v.clone());
     }
-    let tty = start.tty.then(|| {
-        let size = start.size.unwrap_or_default();
-        (clamp16(size.rows, 24), clamp16(size.cols, 80))
-    });
     // As `docker exec` and `kubectl exec`: the task's own user unless the
     // caller names one (looked up in the task's files, as it sees them).
-    let run_as = if start.user.is_empty() {
+    let run_as = if what.user.is_empty() {
         spec.run_as.unwrap_or_default()
     } else {
         let root = Path::new("/proc").join(pid.to_string()).join("root");
-        resolve_user_in_root(&start.user, &root, spec.user_namespace.as_ref())
+        resolve_user_in_root(what.user, &root, spec.user_namespace.as_ref())
             .map_err(|e| format!("--user: {e}"))?
     };
     Ok(HelperRequest {
         pid,
         run_as,
         cgroup_procs,
-        command: start.command.clone(),
+        command: what.command.to_vec(),
         env,
         cwd: working_dir(&dir, &spec),
-        tty,
+        tty: what.tty,
         control_fd: -1,
         report_fd: -1,
     })
@@ -353,8 +381,14 @@ impl SessionCtx {
     ) -> Result<Option<pb::ExecResponse>, String> {
         let id = self.id;
         let alloc_id = start.alloc_id.clone();
-        let request = helper_request(&self.runtime, &start, &task)?;
-        let (mut child, control_w, report_r) = self.spawn_helper(request)?;
+        let env: Vec<(String, String)> = start.env.clone().into_iter().collect();
+        let what = ExecCommand::from_start(&start, &task, &env);
+        let request = helper_request(&self.runtime, &what)?;
+        let (mut child, control_w, report_r) = spawn_helper(
+            &self.exe,
+            request,
+            [Stdio::piped(), Stdio::piped(), Stdio::piped()],
+        )?;
         info!(request_id = id, alloc_id = %alloc_id, task = %task, command = ?start.command, tty = start.tty, helper_pid = child.id(), "exec session started");
 
         let stdin = child.stdin.take();
@@ -414,58 +448,70 @@ impl SessionCtx {
     }
 }
 
-impl SessionCtx {
-    /// Spawns `drover __exec <request>` with its control and report pipes;
-    /// returns it, the control pipe's write end and the report's read end.
-    fn spawn_helper(
-        &self,
-        mut request: HelperRequest,
-    ) -> Result<(tokio::process::Child, OwnedFd, OwnedFd), String> {
-        let (control_r, control_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
-        let (report_r, report_w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
-        request.control_fd = control_r.as_raw_fd();
-        request.report_fd = report_w.as_raw_fd();
-        let json = serde_json::to_string(&request).map_err(|e| e.to_string())?;
-        let inherit = [request.control_fd, request.report_fd];
+/// Spawns `exe __exec <request>` with `stdio` (stdin, stdout, stderr), a
+/// control pipe and a report pipe; returns it, the control pipe's write
+/// end (its closing kills the command) and the report's read end (one
+/// [`HelperReport`] line, see [`parse_report`]). The helper is killed
+/// when the returned child is dropped, and the command with it.
+pub fn spawn_helper(
+    exe: &Path,
+    mut request: HelperRequest,
+    stdio: [Stdio; 3],
+) -> Result<(tokio::process::Child, OwnedFd, OwnedFd), String> {
+    let (control_r, control_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+    let (report_r, report_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
+    request.control_fd = control_r.as_raw_fd();
+    request.report_fd = report_w.as_raw_fd();
+    let json = serde_json::to_string(&request).map_err(|e| e.to_string())?;
+    let inherit = [request.control_fd, request.report_fd];
 
-        let mut command = tokio::process::Command::new(&self.exe);
-        command
-            .arg(EXEC_ARG)
-            .arg(json)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: runs in the forked child before exec and only calls
-        // fcntl(2) and setsid(2), which are async-signal-safe, on integers
-        // captured by value. The two descriptors stay open in the agent
-        // until the spawn returns.
-        unsafe {
-            command.pre_exec(move || {
-                for fd in inherit {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                // Out of the agent's session: a terminal's signals for the
-                // agent must not reach the helper.
-                if libc::setsid() < 0 {
+    let [stdin, stdout, stderr] = stdio;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg(EXEC_ARG)
+        .arg(json)
+        .env_clear()
+        .current_dir("/")
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true);
+    // SAFETY: runs in the forked child before exec and only calls
+    // fcntl(2) and setsid(2), which are async-signal-safe, on integers
+    // captured by value. The two descriptors stay open in the agent
+    // until the spawn returns.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("spawning {} {EXEC_ARG}: {e}", self.exe.display()))?;
-        drop(control_r);
-        drop(report_w);
-        Ok((child, control_w, report_r))
+            }
+            // Out of the agent's session: a terminal's signals for the
+            // agent must not reach the helper.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("spawning {} {EXEC_ARG}: {e}", exe.display()))?;
+    drop(control_r);
+    drop(report_w);
+    Ok((child, control_w, report_r))
+}
+
+/// The helper's report, from what it wrote on its report pipe; `None`
+/// when it wrote none (it died first).
+pub fn parse_report(report: &[u8]) -> Option<HelperReport> {
+    report
+        .split(|b| *b == b'\n')
+        .find(|l| !l.is_empty())
+        .and_then(|l| serde_json::from_slice(l).ok())
 }
 
 /// The session's last frame, from the helper's report (or, without one,
@@ -474,11 +520,7 @@ fn last_frame(
     report: &[u8],
     status: std::io::Result<std::process::ExitStatus>,
 ) -> pb::ExecResponse {
-    let parsed: Option<HelperReport> = report
-        .split(|b| *b == b'\n')
-        .find(|l| !l.is_empty())
-        .and_then(|l| serde_json::from_slice(l).ok());
-    match parsed {
+    match parse_report(report) {
         Some(HelperReport::Exited { code }) => pb::ExecResponse {
             exit_code: Some(code),
             ..Default::default()

@@ -4,8 +4,9 @@
 //! stream ([`session`]): it registers the node ([`node`]: identity,
 //! capacity, attributes), heartbeats, decodes the assignments it is sent
 //! at that edge ([`assignment`]), converges the node onto them
-//! ([`allocs`]: a pure plan and an executor), reports allocation status,
-//! and serves log ([`log_stream`]) and exec ([`exec`]) requests, and the
+//! ([`allocs`]: a pure plan and an executor), runs the health checks of
+//! their services ([`checks`]), reports allocation status, serves log
+//! ([`log_stream`]) and exec ([`exec`]) requests, and serves the
 //! service-discovery zone on the node's bridge ([`dns`], from records the
 //! scheduler relays). Every
 //! task runs under its own supervisor process ([`runtime`], with
@@ -18,6 +19,7 @@
 pub mod allocs;
 pub mod assignment;
 pub mod cgroup;
+pub mod checks;
 pub mod cleanup;
 pub mod config;
 pub mod dns;

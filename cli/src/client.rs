@@ -348,7 +348,7 @@ pub async fn alloc_status(opts: &ClientOpts, id: &str) -> Result<()> {
         .allocation
         .ok_or_else(|| anyhow!("scheduler returned no allocation"))?;
     match opts.output {
-        Output::Json => output::json(&output::allocs_json(std::slice::from_ref(&a))[0]),
+        Output::Json => output::json(&output::alloc_detail_json(&a)),
         Output::Table => output::alloc_detail(&a),
     }
     Ok(())

@@ -116,6 +116,70 @@ pub fn allocs_json(allocs: &[pb::Allocation]) -> Vec<Value> {
         .collect()
 }
 
+/// JSON for one allocation in detail: [`allocs_json`] and its checks.
+pub fn alloc_detail_json(a: &pb::Allocation) -> Value {
+    let mut v = allocs_json(std::slice::from_ref(a))
+        .pop()
+        .unwrap_or(Value::Null);
+    v["checks"] = a
+        .checks
+        .iter()
+        .map(|c| {
+            json!({
+                "service": c.service,
+                "index": c.index,
+                "type": c.r#type,
+                "status": c.status,
+                "output": c.output,
+                "last_unix_ms": c.last_unix_ms,
+            })
+        })
+        .collect();
+    v
+}
+
+/// How long ago `then_ms` was at `now_ms` (ms since the epoch), for
+/// people: `-` for never (0), `3s ago`, `4m ago`, `2h ago`, `5d ago`.
+fn age(now_ms: i64, then_ms: i64) -> String {
+    if then_ms <= 0 {
+        return "-".into();
+    }
+    let s = now_ms.saturating_sub(then_ms).max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// The first line of `text`, at most 60 characters (`...` when cut).
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim_end();
+    if line.chars().count() <= 60 {
+        return line.to_owned();
+    }
+    let cut: String = line.chars().take(57).collect();
+    format!("{cut}...")
+}
+
+/// The checks of an allocation's services as table rows.
+fn check_rows(checks: &[pb::CheckState], now_ms: i64) -> Vec<Vec<String>> {
+    checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.service.clone(),
+                c.index.to_string(),
+                c.r#type.clone(),
+                c.status.clone(),
+                age(now_ms, c.last_unix_ms),
+                first_line(&c.output),
+            ]
+        })
+        .collect()
+}
+
 /// One allocation in detail.
 pub fn alloc_detail(a: &pb::Allocation) {
     println!("ID       {}", a.id);
@@ -150,6 +214,17 @@ pub fn alloc_detail(a: &pb::Allocation) {
             })
             .collect(),
     );
+    if !a.checks.is_empty() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        println!();
+        println!("Checks");
+        table(
+            &["SERVICE", "#", "TYPE", "STATUS", "LAST", "OUTPUT"],
+            check_rows(&a.checks, now),
+        );
+    }
 }
 
 /// A job and its allocations.
@@ -296,4 +371,58 @@ pub fn plan_json(p: &pb::PlanResponse) -> Value {
         "stop": allocs_json(&p.stop),
         "failures": p.failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_rows_show_age_and_the_first_line_of_output() {
+        let checks = vec![
+            pb::CheckState {
+                service: "web".into(),
+                index: 1,
+                r#type: "http".into(),
+                status: "critical".into(),
+                output: "HTTP/1.1 500 Internal Server Error\r\nmore".into(),
+                last_unix_ms: 10_000,
+            },
+            pb::CheckState {
+                service: "web".into(),
+                r#type: "exec".into(),
+                status: "pending".into(),
+                output: "x".repeat(100),
+                ..Default::default()
+            },
+        ];
+        let rows = check_rows(&checks, 13_500);
+        assert_eq!(
+            rows[0],
+            [
+                "web",
+                "1",
+                "http",
+                "critical",
+                "3s ago",
+                "HTTP/1.1 500 Internal Server Error"
+            ]
+        );
+        assert_eq!(rows[1][4], "-");
+        assert_eq!(rows[1][5], format!("{}...", "x".repeat(57)));
+    }
+
+    #[test]
+    fn ages_read_in_the_largest_whole_unit() {
+        assert_eq!(age(0, 0), "-");
+        assert_eq!(age(59_999, 1), "59s ago");
+        assert_eq!(age(120_000, 1), "1m ago");
+        assert_eq!(age(7_300_000, 1), "2h ago");
+        assert_eq!(age(200_000_000, 1), "2d ago");
+        assert_eq!(
+            age(1_000, 5_000),
+            "0s ago",
+            "a clock behind is not negative"
+        );
+    }
 }

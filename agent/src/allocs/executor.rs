@@ -40,6 +40,7 @@ impl Allocs {
                     status: AllocStatus::Complete,
                     tasks: Vec::new(),
                     ip: None,
+                    checks: Vec::new(),
                 }),
                 Action::Refuse(refused) => self.refuse(refused),
                 Action::Forget { alloc_id } => {
@@ -107,6 +108,7 @@ impl Allocs {
                 })
                 .collect(),
             ip: None,
+            checks: Vec::new(),
         });
         self.state.refused.insert(refused.alloc_id);
     }

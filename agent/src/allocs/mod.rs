@@ -11,6 +11,7 @@
 //!   [`plan::plan_tick`] as time passes);
 //! - `executor`: performs them through the runtime and the node network;
 //! - `spec`: an assignment's task as the runtime's `TaskSpec`;
+//! - [`services`]: what the health checks need to know of each allocation;
 //! - [`gc`]: removal of finished allocations' files.
 //!
 //! [`Allocs::converge`] reads what is on disk, plans and executes;
@@ -20,6 +21,7 @@
 mod executor;
 pub mod gc;
 pub mod plan;
+pub mod services;
 mod spec;
 pub mod state;
 pub mod status;
@@ -33,6 +35,7 @@ use crate::net::wiring::NodeNetwork;
 use crate::runtime::{Runtime, RuntimeError};
 
 pub use gc::collect_finished;
+pub use services::{AllocChecks, Target};
 use state::{Disk, State, Track};
 
 /// Why a log or exec request names no task of this node.
@@ -221,6 +224,21 @@ impl Allocs {
                 }
             }
         }
+    }
+
+    /// The report of `alloc_id` as it stands, if it is tracked here.
+    pub fn report_of(&self, alloc_id: &str) -> Option<AllocReport> {
+        self.state.allocs.get(alloc_id).map(|a| a.report())
+    }
+
+    /// Every tracked allocation whose services have health checks (see
+    /// [`services::alloc_checks`]), for [`crate::checks::Checks::sync`].
+    pub fn check_targets(&self) -> Vec<AllocChecks> {
+        self.state
+            .allocs
+            .iter()
+            .filter_map(|(id, a)| services::alloc_checks(id, a))
+            .collect()
     }
 
     /// Makes the next [`Allocs::poll`] report every allocation again, as a

@@ -44,6 +44,7 @@ fn assignment(id: &str, desired: DesiredState, kind: JobKind, attempts: u32) -> 
                 delay: Duration::from_millis(1000),
             },
             network: NetworkMode::Bridge,
+            services: Vec::new(),
         },
         job_kind: kind,
     }

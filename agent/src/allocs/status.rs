@@ -118,5 +118,6 @@ pub fn report(
         status: derive(tasks, stopping),
         tasks: tasks.iter().map(|(n, t)| task_report(n, t)).collect(),
         ip,
+        checks: Vec::new(),
     }
 }

@@ -18,6 +18,7 @@ fn group(network: NetworkMode) -> Group {
         tasks: Vec::new(),
         restart: RestartPolicy::default(),
         network,
+        services: Vec::new(),
     }
 }
 

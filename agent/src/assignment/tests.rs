@@ -145,3 +145,104 @@ fn undecodable_assignments_are_refused_apart_with_their_tasks() {
     assert_eq!(refused[0].tasks, vec!["app".to_string()]);
     assert_eq!(refused[0].error.field(), "job_kind");
 }
+
+fn with_services(services: Vec<pb::Service>) -> pb::Assignment {
+    let mut a = wire();
+    a.group.as_mut().expect("wire() has a group").services = services;
+    a
+}
+
+fn web(checks: Vec<pb::Check>) -> pb::Service {
+    pb::Service {
+        name: "web".into(),
+        port: 8080,
+        protocol: "tcp".into(),
+        tags: vec!["v2".into()],
+        checks,
+    }
+}
+
+fn http_check() -> pb::Check {
+    pb::Check {
+        r#type: "http".into(),
+        path: "/health".into(),
+        interval_ms: 1000,
+        timeout_ms: 500,
+        success_before_passing: 1,
+        failures_before_critical: 2,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn services_and_checks_decode_with_defaults_filled_in() {
+    let exec = pb::Check {
+        r#type: "exec".into(),
+        path: String::new(),
+        command: vec!["/bin/check".into()],
+        ..http_check()
+    };
+    let tcp = pb::Check {
+        r#type: "tcp".into(),
+        path: String::new(),
+        port: 9090,
+        ..http_check()
+    };
+    let a = Assignment::try_from(&with_services(vec![web(vec![http_check(), exec, tcp])]))
+        .expect("valid");
+    let s = &a.group.services[0];
+    assert_eq!((s.name.as_str(), s.port), ("web", 8080));
+    assert_eq!(s.checks[0].kind, drover_model::CheckKind::Http);
+    assert_eq!(s.checks[0].port, 8080, "the service's port by default");
+    assert_eq!(s.checks[0].interval_ms, 1000);
+    assert_eq!(s.checks[0].failures_before_critical, 2);
+    assert_eq!(s.checks[1].task, "app", "the group's first task by default");
+    assert_eq!(s.checks[2].port, 9090);
+}
+
+#[test]
+fn a_bad_service_or_check_is_refused_with_its_field_named() {
+    let bad = |c: pb::Check| {
+        Assignment::try_from(&with_services(vec![web(vec![c])])).expect_err("refused")
+    };
+    let e = bad(pb::Check {
+        interval_ms: 10,
+        ..http_check()
+    });
+    assert_eq!(e.field(), "group.services[\"web\"].checks[0].interval_ms");
+    let e = bad(pb::Check {
+        timeout_ms: 2000,
+        ..http_check()
+    });
+    assert_eq!(
+        e.field(),
+        "group.services[\"web\"].checks[0].timeout_ms",
+        "{e}"
+    );
+    let e = bad(pb::Check {
+        path: "/x HTTP/1.1\r\nHost: evil".into(),
+        ..http_check()
+    });
+    assert_eq!(e.field(), "group.services[\"web\"].checks[0].path", "{e}");
+    let e = bad(pb::Check {
+        success_before_passing: 0,
+        ..http_check()
+    });
+    assert!(e.field().ends_with("success_before_passing"), "{e}");
+    let e = bad(pb::Check {
+        r#type: "exec".into(),
+        command: vec!["/bin/check".into()],
+        task: "nope".into(),
+        ..http_check()
+    });
+    assert!(e.to_string().contains("\"nope\" is not a task"), "{e}");
+    let e = bad(pb::Check {
+        r#type: "grpc".into(),
+        ..http_check()
+    });
+    assert!(matches!(e, InvalidAssignment::Unknown { .. }), "{e}");
+    let mut zero_port = web(Vec::new());
+    zero_port.port = 0;
+    let e = Assignment::try_from(&with_services(vec![zero_port])).expect_err("refused");
+    assert_eq!(e.field(), "group.services[\"web\"].port");
+}

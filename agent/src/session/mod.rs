@@ -8,6 +8,12 @@
 //! node's DNS ([`crate::dns`]); it brings the node network and its DNS up
 //! on `Registered` ([`bootstrap`]), sends the allocation reports that
 //! changed, and sweeps finished allocations' files.
+//!
+//! The health checks ([`Checks`]) outlive sessions, as the allocations do.
+//! Every report sent carries its allocation's check states. A check whose
+//! status changes wakes the session through [`crate::checks::Changes`]
+//! (a set of allocation ids and a `Notify`), which sends those
+//! allocations' reports at once rather than on the next poll.
 
 mod bootstrap;
 
@@ -27,6 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::allocs::{collect_finished, Allocs};
 use crate::assignment::{self, AllocReport};
+use crate::checks::{Checks, NodeProber};
 use crate::config::AgentConfig;
 use crate::dns::{self, NodeDns};
 use crate::error::AgentError;
@@ -113,6 +120,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     if let Err(error) = runtime.collect_image_garbage() {
         tracing::warn!(%error, "image cache garbage collection");
     }
+    let mut checks = Checks::new(Arc::new(NodeProber::new(
+        Arc::clone(&runtime),
+        config.exe.clone(),
+    )));
     let mut allocs = Allocs::new(runtime).with_host_network(config.policy.allow_host_network);
     let node = registration(&config, node_id.clone(), hostname);
     // Outlives every session: answers from the last records while the
@@ -124,7 +135,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(&config, &node, &mut allocs, &mut dns, &shutdown).await {
+        match session(
+            &config,
+            &node,
+            &mut allocs,
+            &mut checks,
+            &mut dns,
+            &shutdown,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(error) => {
                 dns.scheduler_lost();
@@ -214,6 +234,7 @@ async fn session(
     config: &AgentConfig,
     node: &pb::Node,
     allocs: &mut Allocs,
+    checks: &mut Checks,
     dns: &mut NodeDns,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
@@ -224,7 +245,12 @@ async fn session(
     // reader never queues more than one chunk ahead of a heartbeat.
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
     let (bulk_tx, bulk_rx) = mpsc::channel::<pb::AgentMessage>(64);
-    let running = allocs.on_disk().map_err(SessionError::OnDisk)?;
+    let mut running = allocs.on_disk().map_err(SessionError::OnDisk)?;
+    // After a reconnect (not a restart) the checks kept running: their
+    // states go up with the registration.
+    for r in &mut running {
+        r.checks = checks.states(&r.alloc_id);
+    }
     let register = pb::Register {
         node: Some(node.clone()),
         running: running.iter().map(pb::AllocStatus::from).collect(),
@@ -269,6 +295,7 @@ async fn session(
     // Finished allocations' files, swept at most every GC_EVERY (and at
     // least ten times per retention period), off the async loop.
     let mut gc = tokio::time::interval(GC_EVERY.min(config.keep_finished / 10).max(POLL));
+    let check_changes = checks.changes();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -278,12 +305,14 @@ async fn session(
             _ = gc.tick(), if s.converged => s.collect_garbage(allocs).await,
             _ = poll.tick() => {
                 s.peer_routes.retry().await;
-                s.report(allocs.poll().await).await?;
+                let changed = allocs.poll().await;
+                s.report(allocs, checks, changed).await?;
             }
+            () = check_changes.changed() => s.report(allocs, checks, Vec::new()).await?,
             msg = inbound.next() => match msg {
                 None => return Err(SessionError::Closed),
                 Some(Err(status)) => return Err(SessionError::Stream(status.message().to_string())),
-                Some(Ok(m)) => s.dispatch(allocs, m).await?,
+                Some(Ok(m)) => s.dispatch(allocs, checks, m).await?,
             },
         }
     }
@@ -304,6 +333,7 @@ impl Session<'_> {
     async fn dispatch(
         &mut self,
         allocs: &mut Allocs,
+        checks: &mut Checks,
         msg: pb::SchedulerMessage,
     ) -> Result<(), SessionError> {
         use pb::scheduler_message::Msg;
@@ -313,7 +343,8 @@ impl Session<'_> {
                 let (assignments, refused) = assignment::decode_all(&a.allocations);
                 allocs.converge(&assignments, &refused).await;
                 self.converged = true;
-                self.report(allocs.poll().await).await?;
+                let changed = allocs.poll().await;
+                self.report(allocs, checks, changed).await?;
             }
             Some(Msg::LogRequest(req)) => self.on_log_request(allocs, req).await,
             Some(Msg::LogCancel(c)) => {
@@ -357,10 +388,24 @@ impl Session<'_> {
         }
     }
 
-    /// Sends the reports that changed.
-    async fn report(&self, reports: Vec<AllocReport>) -> Result<(), SessionError> {
-        for r in &reports {
-            send(&self.tx, pb::agent_message::Msg::AllocStatus(r.into())).await?;
+    /// Brings the health checks in line with the allocations, then sends
+    /// `reports` (those that changed) and the reports of allocations whose
+    /// check status changed, each with its check states.
+    async fn report(
+        &self,
+        allocs: &Allocs,
+        checks: &mut Checks,
+        mut reports: Vec<AllocReport>,
+    ) -> Result<(), SessionError> {
+        checks.sync(allocs.check_targets());
+        for id in checks.changes().take() {
+            if !reports.iter().any(|r| r.alloc_id == id) {
+                reports.extend(allocs.report_of(&id));
+            }
+        }
+        for r in &mut reports {
+            r.checks = checks.states(&r.alloc_id);
+            send(&self.tx, pb::agent_message::Msg::AllocStatus((&*r).into())).await?;
         }
         Ok(())
     }

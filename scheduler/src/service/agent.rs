@@ -91,11 +91,25 @@ pub(super) fn status_report(node_id: &str, st: &pb::AllocStatus) -> Option<Statu
         tracing::warn!(node_id, alloc_id = %st.alloc_id, status = %st.status, "agent reported an unknown status; ignored");
         return None;
     };
+    // A check this scheduler cannot read is left out (and said so), not
+    // the whole report.
+    let checks = st
+        .checks
+        .iter()
+        .filter_map(|c| {
+            drover_model::CheckState::try_from(c)
+                .inspect_err(|error| {
+                    tracing::warn!(node_id, alloc_id = %st.alloc_id, %error, "agent reported an unknown check state; ignored");
+                })
+                .ok()
+        })
+        .collect();
     Some(StatusReport {
         alloc_id: st.alloc_id.clone(),
         status,
         tasks: st.tasks.iter().map(Into::into).collect(),
         ip: st.ip.clone(),
+        checks,
     })
 }
 
