@@ -497,4 +497,6 @@ fn normalize(name: &str) -> String {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
