@@ -12,6 +12,6 @@ pub mod election;
 pub mod embedded;
 
 pub use client::{
-    Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, Store, StoreError, Versioned,
-    WatchEvent, Write,
+    Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, RawKv, RawOp, Store, StoreError,
+    Versioned, WatchEvent, Write,
 };
