@@ -142,6 +142,8 @@ pub struct StatusReport {
     pub tasks: Vec<TaskStateRecord>,
     /// Its address, empty when not (yet) known.
     pub ip: String,
+    /// Every health check of its services.
+    pub checks: Vec<drover_model::CheckState>,
 }
 
 /// The allocation after `report`, or `None` when nothing changes.
@@ -149,6 +151,7 @@ pub fn apply_report(a: &AllocRecord, report: &StatusReport, now: i64) -> Option<
     let mut r = a.clone();
     r.status = report.status;
     r.tasks = report.tasks.clone();
+    r.checks = report.checks.clone();
     if !report.ip.is_empty() {
         r.ip = report.ip.clone();
     }
@@ -381,10 +384,24 @@ mod tests {
             status: AllocStatus::Running,
             tasks: Vec::new(),
             ip: String::new(),
+            checks: Vec::new(),
         };
         let r = apply_report(&a, &report, 4).expect("status changes");
         assert_eq!((r.status, r.modified_unix_ms), (AllocStatus::Running, 4));
         assert_eq!(apply_report(&r, &report, 5), None);
+        let checked = StatusReport {
+            checks: vec![drover_model::CheckState {
+                service: "web".into(),
+                index: 0,
+                kind: drover_model::CheckKind::Tcp,
+                status: drover_model::CheckStatus::Passing,
+                output: String::new(),
+                last_unix_ms: 6,
+            }],
+            ..report
+        };
+        let c = apply_report(&r, &checked, 6).expect("a checks change is a change");
+        assert_eq!((c.checks.len(), c.modified_unix_ms), (1, 6));
     }
 
     #[test]

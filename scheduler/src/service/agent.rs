@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use drover_model::CheckState;
 use drover_proto::v1 as pb;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -85,17 +86,25 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
 }
 
 /// What node `node_id` reports about one allocation; `None` (and a
-/// warning) for a status this scheduler does not know.
+/// warning) for a status or check this scheduler does not know.
 pub(super) fn status_report(node_id: &str, st: &pb::AllocStatus) -> Option<StatusReport> {
     let Ok(status) = AllocStatus::parse("status", &st.status) else {
         tracing::warn!(node_id, alloc_id = %st.alloc_id, status = %st.status, "agent reported an unknown status; ignored");
         return None;
+    };
+    let checks = match st.checks.iter().map(CheckState::try_from).collect() {
+        Ok(checks) => checks,
+        Err(error) => {
+            tracing::warn!(node_id, alloc_id = %st.alloc_id, %error, "agent reported a check this scheduler does not know; status ignored");
+            return None;
+        }
     };
     Some(StatusReport {
         alloc_id: st.alloc_id.clone(),
         status,
         tasks: st.tasks.iter().map(Into::into).collect(),
         ip: st.ip.clone(),
+        checks,
     })
 }
 
