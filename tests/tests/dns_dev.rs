@@ -2,34 +2,18 @@
 //! (`--dns-listen`, its address in `<data dir>/dns.addr`), answering from
 //! the embedded store's `/skydns/` records as they change: a record put
 //! with `etcdctl` is answered, a deleted one is gone. Queried with
-//! Debian's `dig`, on loopback only. (Registration of services by the
-//! scheduler comes with the health checks; here the records are written
-//! by hand, as an operator or CoreDNS user could.)
+//! Debian's `dig`, on loopback only. (Here the records are written by
+//! hand, without a lease, as an operator or CoreDNS user could; the
+//! scheduler leaves such keys alone. Its own registrations are tested in
+//! `discovery_dev.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use drover_tests::checks::WAIT;
+use drover_tests::skydns::dig;
 use drover_tests::{poll_until, DevCluster};
-
-/// `dig @addr` with `args`, short of nothing: the whole answer text.
-fn dig(addr: SocketAddr, args: &[&str]) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{}", addr.ip()))
-        .args([
-            "-p",
-            &addr.port().to_string(),
-            "+norec",
-            "+time=2",
-            "+tries=1",
-        ])
-        .args(args)
-        .output()
-        .expect("running dig (bind9-dnsutils)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn etcdctl(c: &DevCluster, args: &[&str]) {
     let out = Command::new("etcdctl")
