@@ -7,6 +7,8 @@
 //! address outside its subnet, or under a service its job does not
 //! declare; the one thing it may register, its own allocation's service at
 //! an address of its own subnet, vanishes with its lease once it is gone.
+//! After a restart of `drover dev` the records are bound to a lease of the
+//! new scheduler.
 //!
 //! Needs root, `dig` and the binary: `cargo build -p drover-cli && cargo
 //! test -p drover-tests --test discovery_dev`.
@@ -318,4 +320,33 @@ fn a_rogue_node_cannot_make_dns_serve_its_address() {
     });
     let web = dig(dns, &["A", "web.service.drover.internal"]);
     assert_eq!(a_records(&web), [real_ip], "{web}");
+}
+
+/// After `drover dev` is killed and restarted (scheduler, store and agent
+/// together; the task runs on), the records are bound to a lease the new
+/// scheduler holds and renews, and DNS still answers.
+#[test]
+fn records_are_rebound_to_a_live_lease_after_a_restart() {
+    let mut c = DevCluster::start();
+    let job = unique_name("disc");
+    let file = c.write_file(&format!("{job}.toml"), &job_with_service(&job, 1, "web"));
+    c.cli_json(&["job", "run", file.to_str().unwrap()]);
+    let (alloc, node, ip) = running_alloc(&c, &job);
+    let key = format!("{ZONE_KEYS}service/web/{alloc}");
+    let old = poll_until("the service's record", WAIT, || record(&c, &key));
+
+    c.kill9_and_restart();
+    let node_key = format!("{ZONE_KEYS}node/{node}");
+    let (rec, node_rec) = poll_until("the records on the new scheduler's lease", WAIT, || {
+        let rec = record(&c, &key)?;
+        let n = record(&c, &node_key)?;
+        (rec.lease == n.lease && rec.lease != old.lease).then_some((rec, n))
+    });
+    assert_eq!(rec.value["host"], ip.as_str(), "{rec:?}");
+    assert_eq!(node_rec.value["host"], "127.0.0.1", "{node_rec:?}");
+    let dns = c.dns_addr();
+    poll_until("web to be answered after the restart", WAIT, || {
+        let a = dig(dns, &["A", "web.service.drover.internal"]);
+        (a_records(&a) == [ip.clone()]).then_some(())
+    });
 }
