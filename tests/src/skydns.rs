@@ -60,17 +60,15 @@ pub struct Stored {
     pub lease: i64,
 }
 
-/// Every key under `prefix` in the store at `store_addr` (`host:port`),
-/// sorted. Works from sync code and from inside a tokio runtime.
-///
-/// # Panics
-///
-/// When the store cannot be read.
-pub fn stored(store_addr: &str, prefix: &str) -> Vec<Stored> {
+/// Runs `f` with a client of the store at `store_addr` (`host:port`), on
+/// a thread and runtime of its own (block_on inside a caller's runtime
+/// would panic), so it works from sync code and from async tests alike.
+fn with_client<T: Send + 'static>(
+    store_addr: &str,
+    f: impl AsyncFnOnce(&mut etcd_client::Client) -> Result<T, String> + Send + 'static,
+) -> T {
     let endpoint = format!("http://{store_addr}");
-    let prefix = prefix.to_owned();
-    // A thread of its own: block_on inside a caller's runtime would panic.
-    std::thread::spawn(move || -> Result<Vec<Stored>, String> {
+    std::thread::spawn(move || -> Result<T, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -79,25 +77,54 @@ pub fn stored(store_addr: &str, prefix: &str) -> Vec<Stored> {
             let mut client = etcd_client::Client::connect([endpoint], None)
                 .await
                 .map_err(|e| format!("connecting to the store: {e}"))?;
-            let resp = client
-                .get(
-                    prefix.as_bytes(),
-                    Some(etcd_client::GetOptions::new().with_prefix()),
-                )
-                .await
-                .map_err(|e| format!("range {prefix}: {e}"))?;
-            Ok(resp
-                .kvs()
-                .iter()
-                .map(|kv| Stored {
-                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                    value: serde_json::from_slice(kv.value()).unwrap_or(Value::Null),
-                    lease: kv.lease(),
-                })
-                .collect())
+            f(&mut client).await
         })
     })
     .join()
-    .expect("store reader thread panicked")
+    .expect("store client thread panicked")
     .unwrap_or_else(|e| panic!("reading the store: {e}"))
+}
+
+/// The seconds `lease` has left in the store at `store_addr`; -1 when it
+/// is gone.
+///
+/// # Panics
+///
+/// When the store cannot be read.
+pub fn lease_remaining(store_addr: &str, lease: i64) -> i64 {
+    with_client(store_addr, async move |client| {
+        let resp = client
+            .lease_time_to_live(lease, None)
+            .await
+            .map_err(|e| format!("time-to-live of lease {lease:#x}: {e}"))?;
+        Ok(resp.ttl())
+    })
+}
+
+/// Every key under `prefix` in the store at `store_addr` (`host:port`),
+/// sorted.
+///
+/// # Panics
+///
+/// When the store cannot be read.
+pub fn stored(store_addr: &str, prefix: &str) -> Vec<Stored> {
+    let prefix = prefix.to_owned();
+    with_client(store_addr, async move |client| {
+        let resp = client
+            .get(
+                prefix.as_bytes(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(|e| format!("range {prefix}: {e}"))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| Stored {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                value: serde_json::from_slice(kv.value()).unwrap_or(Value::Null),
+                lease: kv.lease(),
+            })
+            .collect())
+    })
 }
