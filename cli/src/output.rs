@@ -237,7 +237,30 @@ pub fn job_table(got: &pb::GetJobResponse) {
         println!("Version  {}", info.version);
         println!();
     }
+    if !got.services.is_empty() {
+        services_table(&got.services);
+        println!();
+    }
     allocs_table(&got.allocations);
+}
+
+/// Per service of a job: its healthy (registered in DNS) instances of
+/// those that should run.
+fn services_table(services: &[pb::ServiceHealth]) {
+    println!("Services");
+    table(
+        &["GROUP", "SERVICE", "HEALTHY"],
+        services
+            .iter()
+            .map(|s| {
+                vec![
+                    s.group.clone(),
+                    s.service.clone(),
+                    format!("{}/{}", s.healthy, s.instances),
+                ]
+            })
+            .collect(),
+    );
 }
 
 /// JSON for a job and its allocations.
@@ -251,6 +274,12 @@ pub fn job_json(got: &pb::GetJobResponse) -> Value {
         "version": info.version,
         "submitted_unix_ms": info.submitted_unix_ms,
         "groups": job.groups.iter().map(|g| json!({"name": g.name, "count": g.count})).collect::<Vec<_>>(),
+        "services": got.services.iter().map(|s| json!({
+            "group": s.group,
+            "service": s.service,
+            "healthy": s.healthy,
+            "instances": s.instances,
+        })).collect::<Vec<_>>(),
         "allocations": allocs_json(&got.allocations),
     })
 }

@@ -10,6 +10,7 @@
 //! - [`job`]: the validated job, group and task specs and their
 //!   validation from a submitted `pb::Job` (re-exported as
 //!   `drover_scheduler::job`).
+//! - [`skydns`]: service-discovery keys and values in the SkyDNS layout.
 //!
 //! Nothing here does I/O; protobuf types appear only in conversions.
 
@@ -19,6 +20,7 @@ pub mod check;
 pub mod clock;
 pub mod ipnet;
 pub mod job;
+pub mod skydns;
 pub mod wire;
 
 pub use check::CheckState;

@@ -5,7 +5,11 @@
 //! Its methods are the few operations that need more than one of them:
 //! a write to the cluster followed by waking the agents it concerns, a
 //! registration that links the agent before recording the node, the end of
-//! a session, and the reconcile pass.
+//! a session, and the reconcile pass. Each change that can alter the
+//! service-discovery records (a status report, a submission, a stop, a
+//! registration, a node going down) is followed at once by the
+//! registrar's pass over what it touched, and every reconcile pass ends
+//! with a full one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,8 +19,10 @@ use drover_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError, Submitted};
+pub use crate::discovery::Discovery;
 use crate::job::JobSpec;
 use crate::peers::Peers;
+use crate::registrar::Registrar;
 use crate::registry::{Outbound, Registry, Session};
 use crate::relay::dns::{DnsRelay, RelaySink, PREFIX as DNS_PREFIX};
 use crate::relay::exec::ExecRelay;
@@ -46,26 +52,6 @@ impl Default for Timing {
     }
 }
 
-/// Where service-discovery records go: the DNS zone their keys spell and
-/// the TTL they carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovery {
-    /// The zone, lowercase, without the final dot (`drover.internal`);
-    /// keys are `/skydns/` + its labels reversed + `/service/...`.
-    pub zone: String,
-    /// TTL of every record, in seconds (the SkyDNS `ttl` field).
-    pub ttl: u32,
-}
-
-impl Default for Discovery {
-    fn default() -> Self {
-        Discovery {
-            zone: "drover.internal".to_owned(),
-            ttl: 5,
-        }
-    }
-}
-
 /// Shared state of one scheduler process.
 pub struct Core {
     cluster: Arc<Cluster>,
@@ -76,6 +62,7 @@ pub struct Core {
     peers: Peers,
     timing: Timing,
     discovery: Discovery,
+    registrar: Arc<Registrar>,
     /// Refuse agent certificates not bound to one node
     /// ([`Core::require_node_certs`]).
     node_certs_required: AtomicBool,
@@ -100,8 +87,10 @@ impl Core {
         subnets: SubnetConfig,
         discovery: Discovery,
     ) -> Arc<Core> {
+        let cluster = Arc::new(Cluster::new(store, subnets));
+        let registrar = Registrar::new(cluster.clone(), discovery.clone(), timing.node_grace);
         Arc::new(Core {
-            cluster: Arc::new(Cluster::new(store, subnets)),
+            cluster,
             registry: Registry::default(),
             logs: LogRelay::default(),
             execs: ExecRelay::default(),
@@ -109,6 +98,7 @@ impl Core {
             peers: Peers::default(),
             timing,
             discovery,
+            registrar: Arc::new(registrar),
             node_certs_required: AtomicBool::new(false),
         })
     }
@@ -178,6 +168,9 @@ impl Core {
     pub async fn submit(&self, spec: &JobSpec) -> Result<Submitted, ClusterError> {
         let done = self.cluster.submit(spec).await?;
         self.registry.wake(&done.touched);
+        // Its services may have changed (port, tags, protocol, checks).
+        let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
+        self.sync_records(&ids).await;
         Ok(done)
     }
 
@@ -188,6 +181,7 @@ impl Core {
             return Ok(None);
         };
         self.registry.wake(&touched);
+        self.sync_records(&stopped).await;
         Ok(Some(stopped))
     }
 
@@ -196,6 +190,7 @@ impl Core {
         let Some(r) = self.cluster.report(node_id, report).await? else {
             return Ok(());
         };
+        self.sync_records(std::slice::from_ref(&r.id)).await;
         if r.status.is_terminal() {
             // It no longer needs to be in the node's assignments.
             self.registry.wake(&[node_id.to_string()].into());
@@ -215,8 +210,27 @@ impl Core {
             .await?;
         if down {
             self.peers.notify();
+            // Its lease goes, and every record of the node with it.
+            if let Err(error) = self.registrar.node_down(node_id).await {
+                tracing::warn!(node_id, %error, "cannot revoke the node's discovery lease; its records expire with it");
+            }
         }
         Ok(())
+    }
+
+    /// Brings the discovery records of allocations `ids` to what their
+    /// state now calls for. A failure is logged: the state change stands,
+    /// and the next reconcile pass's full resync repairs the records.
+    async fn sync_records(&self, ids: &[String]) {
+        if let Err(error) = self.registrar.sync_allocs(ids).await {
+            tracing::warn!(allocations = ids.len(), %error, "cannot update discovery records; the next reconcile pass retries");
+        }
+    }
+
+    /// Node `node_id` sent a message on its stream: it is alive (its
+    /// discovery lease is renewed).
+    pub(crate) fn heard(&self, node_id: &str) {
+        self.registrar.heard(node_id);
     }
 
     /// One reconcile pass: nodes silent past their grace period are marked
@@ -244,6 +258,9 @@ impl Core {
                     Err(error) => tracing::warn!(job = %j.name, %error, "reconcile of job failed"),
                 }
             }
+        }
+        if let Err(error) = self.registrar.sync_all().await {
+            tracing::warn!(%error, "discovery records resync failed");
         }
         Ok(())
     }
@@ -280,6 +297,9 @@ impl Core {
         let recorded = async {
             let node = self.cluster.register_node(reported).await?;
             self.peers.notify();
+            if let Err(error) = self.registrar.node_up(&node).await {
+                tracing::warn!(node_id = %node.id, %error, "cannot write the node's discovery record; the next reconcile pass retries");
+            }
             self.record_running(&node, running).await?;
             Ok(node)
         };

@@ -7,22 +7,28 @@
 //!   [`reconcile`] says what to place or stop for a job, [`placement`]
 //!   where (a chain of feasibility filters, then scorers),
 //!   [`transitions`] what a stop, a status report, a lost node, a finished
-//!   batch job, a registration or a drain make of the records;
+//!   batch job, a registration or a drain make of the records,
+//!   [`discovery`] what a node may report and which SkyDNS records the
+//!   state calls for;
 //! - [`cluster`]: the state as stored, every write one guarded transaction
 //!   retried on conflict;
 //! - the process's memory: the registry of connected agents, the log and
-//!   exec relays between CLI and agent streams, the peer view;
+//!   exec relays between CLI and agent streams, the peer view, and the
+//!   [`registrar`] that writes the discovery records bound to each node's
+//!   lease;
 //! - [`core::Core`] composes them; the gRPC services ([`service`], with
 //!   [`auth`] deciding who may call what) are the edge.
 
 pub mod auth;
 pub mod cluster;
 pub mod core;
+pub mod discovery;
 pub mod job;
 pub mod jobfile;
 mod peers;
 pub mod placement;
 pub mod reconcile;
+pub mod registrar;
 mod registry;
 mod relay;
 pub mod service;

@@ -21,8 +21,13 @@
 //! [`StoreError::Compacted`] at the start) and the caller lists again.
 //!
 //! Leases: [`Store::grant`], [`Store::keep_alive`] (a guard that renews
-//! in the background), [`Store::revoke`], and [`Store::put_with_lease`]
-//! for records that must vanish with their owner. The leader election
+//! in the background), [`Store::renew`] (once), [`Store::revoke`], and
+//! [`Store::put_with_lease`] for records that must vanish with their
+//! owner.
+//!
+//! Service discovery's SkyDNS records live outside the prefix, at the
+//! absolute `/skydns/` their readers expect: [`Store::list_skydns`] and
+//! [`Store::apply_skydns`] reach those keys and no others (`skydns`). The leader election
 //! built on them is in [`crate::election`].
 
 use std::time::Duration;
@@ -33,7 +38,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod skydns;
 mod streams;
+
+pub use skydns::{RawKv, RawOp, MAX_TXN_OPS, SKYDNS_PREFIX};
 
 use streams::{keep_alive_loop, open_watch, watch_loop};
 
@@ -115,6 +123,21 @@ pub enum StoreError {
         lease: i64,
         /// The key being written with it, if any.
         key: Option<String>,
+    },
+    /// A raw key lies outside the SkyDNS layout, the only place raw keys
+    /// may be read or written.
+    #[error("key {key:?} is outside {prefix}: Drover writes no raw key elsewhere", prefix = SKYDNS_PREFIX)]
+    OutsideSkydns {
+        /// The key.
+        key: String,
+    },
+    /// More operations than one transaction may hold; batch them.
+    #[error("{ops} operations in one transaction, over the limit of {max}; write them in batches")]
+    TooManyOps {
+        /// Operations asked for.
+        ops: usize,
+        /// The limit.
+        max: usize,
     },
     /// A value could not be encoded.
     #[error("cannot encode value for {key:?}: {source}")]

@@ -15,6 +15,6 @@ pub mod embedded;
 pub mod mirror;
 
 pub use client::{
-    Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, Store, StoreError, Versioned,
-    WatchEvent, Write,
+    Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, RawKv, RawOp, Store, StoreError,
+    Versioned, WatchEvent, Write,
 };

@@ -1,7 +1,8 @@
 //! Drover's end-to-end harness: the path of the `drover` binary under test,
 //! [`dev::DevCluster`] (a real `drover dev` in a private data directory),
 //! checks shared by the tests that drive it, procfs helpers, the harness of
-//! the root-only runtime tests ([`runtime::Harness`]), and
+//! the root-only runtime tests ([`runtime::Harness`]), `dig` and the stored
+//! SkyDNS records ([`skydns`]), and
 //! [`hosts::MultiHost`] (several agent hosts in network namespaces on a test
 //! switch, with a scheduler and store).
 
@@ -10,14 +11,14 @@ pub mod dev;
 pub mod hosts;
 pub mod procs;
 pub mod runtime;
+pub mod skydns;
 pub mod util;
 
 pub use hosts::MultiHost;
 
 pub use dev::{DevCluster, DEV_LOG};
-pub use util::{
-    closed_loopback_addr, dig, poll_until, run_drover, run_drover_with_env, unique_name,
-};
+pub use skydns::dig;
+pub use util::{closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name};
 
 use std::path::PathBuf;
 

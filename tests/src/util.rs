@@ -171,25 +171,3 @@ pub fn unique_name(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
-
-/// `dig @addr` (Debian's bind9-dnsutils) with `args`, without recursion,
-/// one try of at most 2 s: the whole answer text, for the test to read.
-///
-/// # Panics
-///
-/// When `dig` cannot be run.
-pub fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
-    let out = std::process::Command::new("dig")
-        .arg(format!("@{}", addr.ip()))
-        .args([
-            "-p",
-            &addr.port().to_string(),
-            "+norec",
-            "+time=2",
-            "+tries=1",
-        ])
-        .args(args)
-        .output()
-        .expect("running dig (bind9-dnsutils)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}

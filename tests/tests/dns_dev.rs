@@ -2,9 +2,10 @@
 //! (`--dns-listen`, its address in `<data dir>/dns.addr`), answering from
 //! the embedded store's `/skydns/` records as they change: a record put
 //! with `etcdctl` is answered, a deleted one is gone. Queried with
-//! Debian's `dig`, on loopback only. (Registration of services by the
-//! scheduler comes with the health checks; here the records are written
-//! by hand, as an operator or CoreDNS user could.)
+//! Debian's `dig`, on loopback only. (Here the records are written by
+//! hand, without a lease, as an operator or CoreDNS user could; the
+//! scheduler leaves such keys alone. Its own registrations are tested in
+//! `discovery_dev.rs`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

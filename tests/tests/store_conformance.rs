@@ -725,6 +725,7 @@ conformance!(
     typed_watch_from_revision_exactly_once,
     typed_watch_compacted_is_reported,
     typed_leases,
+    typed_skydns_raw_keys,
     election_campaign_observe_resign_fence,
 );
 

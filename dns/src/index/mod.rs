@@ -511,4 +511,6 @@ fn normalize(name: &str) -> String {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

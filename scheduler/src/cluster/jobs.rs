@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use drover_store::{Kind, Versioned};
 
 use super::{now_ms, values, Cluster, ClusterError, Step};
+use crate::discovery::admit::{self, Refusal};
 use crate::job::JobSpec;
 use crate::placement;
-use crate::state::{job_allocs, AllocRecord, JobRecord, JobStatus, NodeStatus};
+use crate::state::{job_allocs, AllocRecord, JobRecord, JobStatus, NodeRecord, NodeStatus};
 use crate::transitions::{self, StatusReport};
 
 /// Result of a submission.
@@ -27,6 +28,16 @@ pub struct Submitted {
 /// Ids of the allocations a stop asked to stop and the nodes whose
 /// assignments changed; `None` when there is no such job.
 type Stopped = Option<(Vec<String>, BTreeSet<String>)>;
+
+/// What became of a status report.
+enum Reported {
+    /// The allocation's record changed to this.
+    Changed(AllocRecord),
+    /// Nothing to change (or no such allocation).
+    Unchanged,
+    /// The node may not report this.
+    Refused(Refusal),
+}
 
 /// What a placement attempt decided, before the commit.
 struct Placed {
@@ -181,27 +192,78 @@ impl Cluster {
         Ok(Step::Commit(txn, Some((stop.stopped, stop.touched))))
     }
 
-    /// Records what node `node_id` reports about one of its allocations.
-    /// Returns the allocation when its record changed.
+    /// Records what node `node_id` reports about one of its allocations,
+    /// if the node may report it ([`admit`]): a refused report changes
+    /// nothing and is logged with its reason. Returns the allocation when
+    /// its record changed.
     pub async fn report(
         &self,
         node_id: &str,
         report: &StatusReport,
     ) -> Result<Option<AllocRecord>, ClusterError> {
         let id = &report.alloc_id;
-        let changed = self
-            .update(Kind::Alloc, "allocation", id, |a: &AllocRecord| {
-                if a.node_id != node_id {
-                    tracing::warn!(node_id, alloc_id = %id, owner = %a.node_id, "status for an allocation of another node; ignored");
-                    return None;
-                }
-                transitions::apply_report(a, report, now_ms())
-            })
+        let done = self
+            .write(
+                || format!("allocation {id}"),
+                move || self.report_attempt(node_id, report),
+            )
             .await?;
-        if let Some(r) = &changed {
-            tracing::info!(node_id, alloc_id = %r.id, alloc = %r.name, status = r.status.as_str(), "allocation status");
+        match done.value {
+            Reported::Changed(r) => {
+                tracing::info!(node_id, alloc_id = %r.id, alloc = %r.name, status = r.status.as_str(), ip = %r.ip, checks = r.checks.len(), "allocation status");
+                Ok(Some(r))
+            }
+            Reported::Refused(reason) => {
+                tracing::warn!(node_id, alloc_id = %id, %reason, "allocation status refused");
+                Ok(None)
+            }
+            Reported::Unchanged => Ok(None),
         }
-        Ok(changed)
+    }
+
+    /// One attempt of [`Cluster::report`]: reads what the admission rules
+    /// look at (the node and every allocation only for a new address, the
+    /// job only when checks are reported), then writes the new record.
+    async fn report_attempt<'s>(
+        &'s self,
+        node_id: &str,
+        report: &StatusReport,
+    ) -> Result<Step<'s, Reported>, ClusterError> {
+        let Some(a) = self
+            .store
+            .get::<AllocRecord>(Kind::Alloc, &report.alloc_id)
+            .await?
+        else {
+            return Ok(Step::Done(Reported::Unchanged));
+        };
+        let own = a.value.node_id == node_id;
+        let (node, allocs) = if own && admit::changes_address(&a.value, report) {
+            let node = self.store.get::<NodeRecord>(Kind::Node, node_id).await?;
+            (node.map(|n| n.value), values(self.allocs().await?))
+        } else {
+            (None, Vec::new())
+        };
+        let job = if own && !report.checks.is_empty() {
+            self.job(&a.value.job).await?.map(|j| j.value)
+        } else {
+            None
+        };
+        if let Err(refusal) = admit::admit(
+            node_id,
+            &a.value,
+            report,
+            node.as_ref(),
+            job.as_ref(),
+            &allocs,
+        ) {
+            return Ok(Step::Done(Reported::Refused(refusal)));
+        }
+        let Some(new) = transitions::apply_report(&a.value, report, now_ms()) else {
+            return Ok(Step::Done(Reported::Unchanged));
+        };
+        let mut txn = self.txn();
+        txn.update(Kind::Alloc, &new.id, a.mod_revision, &new)?;
+        Ok(Step::Commit(txn, Reported::Changed(new)))
     }
 
     /// Marks a running batch job complete (or failed) once every allocation

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use drover_model::CheckState;
 use drover_proto::v1 as pb;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -85,7 +86,7 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
 }
 
 /// What node `node_id` reports about one allocation; `None` (and a
-/// warning) for a status this scheduler does not know.
+/// warning) for a status or check this scheduler does not know.
 pub(super) fn status_report(node_id: &str, st: &pb::AllocStatus) -> Option<StatusReport> {
     let Ok(status) = AllocStatus::parse("status", &st.status) else {
         tracing::warn!(node_id, alloc_id = %st.alloc_id, status = %st.status, "agent reported an unknown status; ignored");
@@ -97,7 +98,7 @@ pub(super) fn status_report(node_id: &str, st: &pb::AllocStatus) -> Option<Statu
         .checks
         .iter()
         .filter_map(|c| {
-            drover_model::CheckState::try_from(c)
+            CheckState::try_from(c)
                 .inspect_err(|error| {
                     tracing::warn!(node_id, alloc_id = %st.alloc_id, %error, "agent reported an unknown check state; ignored");
                 })

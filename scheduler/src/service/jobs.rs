@@ -10,8 +10,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{check_name, Api, Reply};
+use crate::discovery::desired::service_counts;
 use crate::job::JobSpec;
-use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord};
+use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord, NodeRecord};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
 
@@ -118,11 +119,30 @@ impl pb::job_service_server::JobService for Api {
             .job(name)
             .await?
             .ok_or_else(|| Status::not_found(format!("no job named {name:?}")))?;
-        let allocs = cluster.alloc_records().await?;
+        let allocs = job_allocs(&cluster.alloc_records().await?, name);
+        let services = if job.value.spec.groups.iter().any(|g| !g.services.is_empty()) {
+            let nodes: Vec<NodeRecord> = cluster
+                .nodes()
+                .await?
+                .into_iter()
+                .map(|n| n.value)
+                .collect();
+            service_counts(self.core.discovery(), &job.value, &allocs, &nodes)
+                .into_iter()
+                .map(|c| pb::ServiceHealth {
+                    group: c.group,
+                    service: c.service,
+                    healthy: c.healthy,
+                    instances: c.instances,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job.value.to_pb()),
-            allocations: job_allocs(&allocs, name).iter().map(Into::into).collect(),
-            services: Vec::new(),
+            allocations: allocs.iter().map(Into::into).collect(),
+            services,
         }))
     }
 

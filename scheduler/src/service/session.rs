@@ -134,6 +134,8 @@ async fn receive(
             }
             Ok(Some(Ok(m))) => m,
         };
+        // Any message proves the node alive: its discovery lease is renewed.
+        core.heard(&node_id);
         match msg.msg {
             Some(pb::agent_message::Msg::ExecOutput(o)) => core.execs().route(&node_id, o),
             // A heartbeat only proves the stream alive, which the timeout

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
 use drover_store::election::Election;
-use drover_store::{Committed, Guard, Kind, Store, StoreError, WatchEvent, Write};
+use drover_store::{Committed, Guard, Kind, RawOp, Store, StoreError, WatchEvent, Write};
 use tokio::time::Instant;
 
 use super::client;
@@ -223,6 +223,82 @@ pub(crate) async fn typed_leases(ep: &[String]) -> Result<()> {
         matches!(bad, Err(StoreError::LeaseNotFound { .. })),
         "{bad:?}"
     );
+    Ok(())
+}
+
+/// The raw SkyDNS keys: puts bound to a lease and deletes in one
+/// transaction, listed back with their leases; a revoked lease takes its
+/// keys and fails a later put and renewal by name; nothing outside
+/// `/skydns/` is reachable; more than 128 operations are refused.
+pub(crate) async fn typed_skydns_raw_keys(ep: &[String]) -> Result<()> {
+    let store = Store::connect(ep, PREFIX).await?;
+    let lease = store.grant(30).await?;
+    let put = |key: &str, lease: i64| RawOp::Put {
+        key: key.into(),
+        value: br#"{"host":"10.0.0.1"}"#.to_vec(),
+        lease,
+    };
+    let a = "/skydns/test/zone/service/web/a";
+    let b = "/skydns/test/zone/service/web/b";
+    let fixed = "/skydns/test/zone/service/web/static";
+    store
+        .apply_skydns(&[put(a, lease.id), put(b, lease.id), put(fixed, 0)])
+        .await?;
+    store.renew(lease.id).await?;
+    let listed = store.list_skydns("/skydns/test/zone/").await?;
+    let got: Vec<(&str, i64)> = listed
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.lease))
+        .collect();
+    assert_eq!(got, [(a, lease.id), (b, lease.id), (fixed, 0)]);
+    store
+        .apply_skydns(&[RawOp::Delete { key: a.into() }])
+        .await?;
+    store.revoke(lease.id).await?;
+    let left: Vec<String> = store
+        .list_skydns("/skydns/test/")
+        .await?
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(left, [fixed], "the revoked lease took b");
+    let gone = store.apply_skydns(&[put(a, lease.id)]).await;
+    match &gone {
+        Err(StoreError::LeaseNotFound {
+            lease: l,
+            key: Some(k),
+        }) => {
+            assert_eq!((*l, k.as_str()), (lease.id, a));
+        }
+        other => bail!("put with a revoked lease: {other:?}"),
+    }
+    let renewed = store.renew(lease.id).await;
+    assert!(
+        matches!(renewed, Err(StoreError::LeaseNotFound { .. })),
+        "{renewed:?}"
+    );
+    for outside in ["/drover/jobs/x", "/skydnsx/a"] {
+        let refused = store.apply_skydns(&[put(outside, 0)]).await;
+        assert!(
+            matches!(refused, Err(StoreError::OutsideSkydns { .. })),
+            "{refused:?}"
+        );
+    }
+    let listed = store.list_skydns("/conformance/").await;
+    assert!(
+        matches!(listed, Err(StoreError::OutsideSkydns { .. })),
+        "{listed:?}"
+    );
+    let many: Vec<RawOp> = (0..129)
+        .map(|i| put(&format!("/skydns/test/m/{i}"), 0))
+        .collect();
+    let refused = store.apply_skydns(&many).await;
+    assert!(
+        matches!(refused, Err(StoreError::TooManyOps { ops: 129, max: 128 })),
+        "{refused:?}"
+    );
+    store.apply_skydns(&many[..128]).await?;
+    ensure!(store.list_skydns("/skydns/test/m/").await?.len() == 128);
     Ok(())
 }
 
