@@ -260,6 +260,9 @@ fn main() -> ExitCode {
     }
 
     let cli = Cli::parse();
+    if cli.command.is_client() {
+        restore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -300,6 +303,29 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// Whether this is a short-lived client command (not a daemon).
+    fn is_client(&self) -> bool {
+        !matches!(
+            self,
+            Command::Dev(_) | Command::Scheduler(_) | Command::Agent(_) | Command::Dns(_)
+        )
+    }
+}
+
+/// Gives SIGPIPE back its default action, as for any Unix filter: `drover
+/// job status web | head` then ends quietly when `head` exits, instead of
+/// panicking on a failed print. Only client commands: the daemons keep
+/// Rust's ignored SIGPIPE, so that a peer closing a socket is an error to
+/// handle, not the end of the process.
+fn restore_sigpipe() {
+    // SAFETY: called before any thread is spawned (the runtime does not
+    // exist yet); setting a standard disposition has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -296,11 +296,12 @@ impl DevCluster {
         path
     }
 
-    /// Runs `drover ARGS --addr <this cluster>` and returns how it ended.
+    /// Runs `drover ARGS --addr <this cluster>` and returns how it ended;
+    /// with a `--` in ARGS (`exec ID -- CMD`), `--addr` goes before it.
     pub fn cli<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let mut all: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-        all.push(OsStr::new("--addr"));
-        all.push(OsStr::new(&self.addr));
+        let at = all.iter().position(|a| *a == "--").unwrap_or(all.len());
+        all.splice(at..at, [OsStr::new("--addr"), OsStr::new(&self.addr)]);
         let out = run_drover(&all);
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         h.push(format!("{} -> {}", describe(&all), out.status));

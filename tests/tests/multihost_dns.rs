@@ -60,7 +60,7 @@ name = "main"
 name = "fetch"
 command = ["/bin/sh", "-c", '''
 while true; do
-  echo "got $(busybox wget -q -T 2 -O - http://web:8080/ 2>&1)"
+  echo "got $(busybox timeout 3 busybox wget -q -O - http://web:8080/ 2>&1)"
   sleep 0.2
 done
 ''']
@@ -158,15 +158,21 @@ fn tasks_find_services_on_other_hosts_by_name_and_a_dead_host_leaves_every_answe
             .find(|(n, _)| *n != node)
             .map(|(_, v)| v)
             .expect("a web instance on another host");
-        poll_until(
-            &format!("the client on {node} to fetch from the web instance on the other host"),
-            RUN_TIMEOUT,
-            || {
-                mh.cli_ok(&["logs", client])
-                    .contains(&format!("got from {other_alloc}"))
-                    .then_some(())
-            },
-        );
+        let want = format!("got from {other_alloc}");
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        loop {
+            let log = mh.cli_ok(&["logs", client]);
+            if log.contains(&want) {
+                break;
+            }
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            assert!(
+                Instant::now() < deadline,
+                "the client on {node} never fetched from the web instance on the other host \
+                 ({other_alloc}); its last lines: {tail:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     // Host 1 dies: within the node grace period (plus the time to notice
