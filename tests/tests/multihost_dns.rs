@@ -47,7 +47,23 @@ interval_ms = 500
 timeout_ms = 400
 "#;
 
-/// A client on every node: fetches `http://web:8080/` by its short name
+/// One instance of the same server, named `solo`: it runs on one host,
+/// so the client of the other host can only reach it across nodes (with
+/// `web` on every host, the resolver's address sorting would always pick
+/// the instance on the client's own subnet).
+fn solo_job() -> String {
+    WEB_JOB
+        .replace(
+            "name = \"web\"\nkind = \"system\"",
+            "name = \"solo\"\nkind = \"service\"",
+        )
+        .replace(
+            "[[group.service]]\nname = \"web\"",
+            "[[group.service]]\nname = \"solo\"",
+        )
+}
+
+/// A client on every node: fetches `http://solo:8080/` by its short name
 /// every 200 ms and prints what answered.
 const CLIENT_JOB: &str = r#"
 name = "client"
@@ -60,7 +76,7 @@ name = "main"
 name = "fetch"
 command = ["/bin/sh", "-c", '''
 while true; do
-  echo "got $(busybox timeout 3 busybox wget -q -O - http://web:8080/ 2>&1)"
+  echo "got $(busybox timeout 3 busybox wget -q -O - http://solo:8080/ 2>&1)"
   sleep 0.2
 done
 ''']
@@ -142,8 +158,17 @@ fn tasks_find_services_on_other_hosts_by_name_and_a_dead_host_leaves_every_answe
         );
     }
 
-    // A client on each host reaches, by the short name, the instance on
-    // the other host too.
+    // A client on each host reaches `solo` by its short name: on its own
+    // host for one of them, across nodes for the other.
+    let solo_file = mh.write_file("solo.toml", &solo_job());
+    mh.cli_ok(&[
+        "job".as_ref(),
+        "run".as_ref(),
+        "--detach".as_ref(),
+        solo_file.as_os_str(),
+    ]);
+    let solo = running(&mh, "solo", 1);
+    let (solo_node, (solo_alloc, _)) = solo.iter().next().expect("one solo instance");
     let client_file = mh.write_file("client.toml", CLIENT_JOB);
     mh.cli_ok(&[
         "job".as_ref(),
@@ -152,13 +177,12 @@ fn tasks_find_services_on_other_hosts_by_name_and_a_dead_host_leaves_every_answe
         client_file.as_os_str(),
     ]);
     let clients = running(&mh, "client", 2);
+    assert!(
+        clients.keys().any(|n| n != solo_node),
+        "no client on a host without solo: {clients:?}"
+    );
     for (node, (client, _)) in &clients {
-        let (other_alloc, _) = web
-            .iter()
-            .find(|(n, _)| *n != node)
-            .map(|(_, v)| v)
-            .expect("a web instance on another host");
-        let want = format!("got from {other_alloc}");
+        let want = format!("got from {solo_alloc}");
         let deadline = Instant::now() + RUN_TIMEOUT;
         loop {
             let log = mh.cli_ok(&["logs", client]);
@@ -168,8 +192,8 @@ fn tasks_find_services_on_other_hosts_by_name_and_a_dead_host_leaves_every_answe
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
             assert!(
                 Instant::now() < deadline,
-                "the client on {node} never fetched from the web instance on the other host \
-                 ({other_alloc}); its last lines: {tail:?}"
+                "the client on {node} never fetched from solo on {solo_node} ({solo_alloc}); \
+                 its last lines: {tail:?}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -200,6 +224,7 @@ fn tasks_find_services_on_other_hosts_by_name_and_a_dead_host_leaves_every_answe
         took <= GRACE + Duration::from_secs(2),
         "{dead_ip} was answered {took:?} after its host died; the node grace is {GRACE:?}"
     );
-    mh.cli_ok(&["job", "stop", "client"]);
-    mh.cli_ok(&["job", "stop", "web"]);
+    for job in ["client", "solo", "web"] {
+        mh.cli_ok(&["job", "stop", job]);
+    }
 }
