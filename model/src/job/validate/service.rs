@@ -152,6 +152,34 @@ fn check(
         MAX_CHECK_THRESHOLD,
     );
     p.range(cpath, "port", c.port, 0, i64::from(u16::MAX));
+    let task = kind_fields(p, cpath, kind, c, tasks);
+    let port = match u16::try_from(c.port) {
+        Ok(0) | Err(_) => service_port,
+        Ok(port) => port,
+    };
+    CheckSpec {
+        kind,
+        path: c.path.clone(),
+        command: c.command.clone(),
+        task,
+        port,
+        interval_ms: clamp_u64(c.interval_ms),
+        timeout_ms: clamp_u64(c.timeout_ms),
+        success_before_passing: u32::try_from(c.success_before_passing).unwrap_or(1),
+        failures_before_critical: u32::try_from(c.failures_before_critical).unwrap_or(1),
+    }
+}
+
+/// Checks the fields that belong to one kind of check (http's path,
+/// exec's command and task) and that no other kind sets them. Returns the
+/// task an exec check runs in: the group's first unless named.
+fn kind_fields(
+    p: &mut Problems,
+    cpath: &str,
+    kind: CheckKind,
+    c: &pb::Check,
+    tasks: &[TaskSpec],
+) -> String {
     let mut task = c.task.clone();
     match kind {
         CheckKind::Http => {
@@ -196,19 +224,5 @@ fn check(
             format!("command and task are only for exec checks, not {kind}"),
         );
     }
-    let port = match u16::try_from(c.port) {
-        Ok(0) | Err(_) => service_port,
-        Ok(port) => port,
-    };
-    CheckSpec {
-        kind,
-        path: c.path.clone(),
-        command: c.command.clone(),
-        task,
-        port,
-        interval_ms: clamp_u64(c.interval_ms),
-        timeout_ms: clamp_u64(c.timeout_ms),
-        success_before_passing: u32::try_from(c.success_before_passing).unwrap_or(1),
-        failures_before_critical: u32::try_from(c.failures_before_critical).unwrap_or(1),
-    }
+    task
 }
