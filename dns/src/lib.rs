@@ -21,6 +21,9 @@
 //! - [`fit`]: cutting an answer to the client's UDP size, with TC.
 //! - [`forward`]: names outside the zone, to the upstreams.
 //! - [`handler`]: hickory-server's `RequestHandler`, gluing the above.
+//! - [`wire`]: the same path on bytes, without a socket
+//!   ([`Handler::answer_bytes`](handler::Handler::answer_bytes)), for the
+//!   fuzz target in `dns/fuzz` and the tests.
 //! - [`server`]: hickory's UDP and TCP loops on sockets the caller bound,
 //!   until a cancellation token fires.
 //! - [`watch`]: the loop keeping the index equal to etcd's `/skydns/`
@@ -63,6 +66,7 @@ pub mod index;
 pub mod resolv;
 pub mod server;
 pub mod watch;
+pub mod wire;
 
 pub use index::{
     parse_endpoint, parse_key, Endpoint, Event, Index, IndexError, ServiceKey, SharedIndex,
