@@ -8,13 +8,25 @@
 #   iproute2           `ip`, which tests (never the product) use to check state
 #   bind9-dnsutils     `dig`, for DNS tests
 #   crun runc          anchors for the container-start benchmark
+# drover_install_bench_deps adds what only the benchmarks need:
+#   dnsperf knot       the DNS load generator and the anchor server (bench/dns)
 set -euo pipefail
 
 drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils crun runc ca-certificates gcc)
 
+drover_bench_packages=(dnsperf knot)
+
 drover_install_deps() {
+  drover_install_packages "${drover_packages[@]}"
+}
+
+drover_install_bench_deps() {
+  drover_install_packages "${drover_packages[@]}" "${drover_bench_packages[@]}"
+}
+
+drover_install_packages() {
   local missing=()
-  for p in "${drover_packages[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ "${#missing[@]}" -gt 0 ]; then

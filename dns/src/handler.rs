@@ -16,8 +16,9 @@ use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, Message, Metadata, OpCode, Query, ResponseCode,
 };
+use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tracing::{debug, warn};
 
 use crate::answer::{answer, Outcome, Question, Reply};
@@ -98,6 +99,9 @@ impl Handler {
         let [query] = request.queries.queries() else {
             return error(metadata, ResponseCode::FormErr);
         };
+        if name_has_pointer(request.queries.as_bytes()) {
+            return error(metadata, ResponseCode::FormErr);
+        }
         let original = query.original();
         let question = Question {
             name: original.name(),
@@ -168,6 +172,29 @@ fn response_edns(request: &Request, max_udp_payload: u16) -> Option<Edns> {
     Some(edns)
 }
 
+/// Whether the first question's name, as the client wrote it, holds a
+/// compression pointer (or an obsolete extended label type). Nothing precedes the first question that a pointer
+/// could rightly point to (RFC 1035 4.1.4), so it points into the header,
+/// at itself or ahead, and a response echoing those bytes would point
+/// into the response's own header: a name no client can read (found by
+/// the fuzz target). Such a request gets FORMERR without its question.
+fn name_has_pointer(question: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&len) = question.get(at) {
+        match len {
+            0 => return false,
+            1..=0x3f => at += 1 + usize::from(len),
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// An empty question section.
+pub(crate) fn no_queries() -> Option<Queries> {
+    Queries::read(&mut BinDecoder::new(&[]), 0).ok()
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -176,19 +203,25 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let edns = response_edns(request, self.zone.max_udp_payload);
+        // A question that cannot be echoed is left out of the FORMERR.
+        let bare;
+        let queries = match name_has_pointer(request.queries.as_bytes())
+            .then(no_queries)
+            .flatten()
+        {
+            Some(none) => {
+                bare = none;
+                &bare
+            }
+            None => &request.queries,
+        };
         let Response {
             mut metadata,
             mut reply,
         } = self.respond(request).await;
         if request.protocol().is_datagram() {
             let limit = edns.as_ref().map_or(512, Edns::max_payload);
-            metadata.truncation = fit(
-                &mut reply,
-                &metadata,
-                &request.queries,
-                limit,
-                edns.is_some(),
-            );
+            metadata.truncation = fit(&mut reply, &metadata, queries, limit, edns.is_some());
         }
         debug!(
             src = %request.src(),
@@ -199,7 +232,7 @@ impl RequestHandler for Handler {
             truncated = metadata.truncation,
             "answered"
         );
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        let mut builder = MessageResponseBuilder::new(queries, None);
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
@@ -222,5 +255,23 @@ impl RequestHandler for Handler {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_has_pointer;
+
+    #[test]
+    fn pointers_in_the_question_name_are_found() {
+        // web.x. A IN
+        assert!(!name_has_pointer(b"\x03web\x01x\x00\x00\x01\x00\x01"));
+        // The fuzz target's find: 7.3.<pointer to the header's flags>.
+        assert!(name_has_pointer(b"\x017\x013\x02\x071\xc0\x02\x0c\x38"));
+        assert!(name_has_pointer(b"\xc0\x0c\x00\x01\x00\x01"));
+        assert!(name_has_pointer(b"\x41abc\x00"));
+        // A label running past the end is the parser's problem, not ours.
+        assert!(!name_has_pointer(b"\x09ab"));
+        assert!(!name_has_pointer(b""));
     }
 }

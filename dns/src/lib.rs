@@ -21,8 +21,12 @@
 //! - [`fit`]: cutting an answer to the client's UDP size, with TC.
 //! - [`forward`]: names outside the zone, to the upstreams.
 //! - [`handler`]: hickory-server's `RequestHandler`, gluing the above.
-//! - [`server`]: hickory's UDP and TCP loops on sockets the caller bound,
-//!   until a cancellation token fires.
+//! - [`wire`]: the same path on bytes, without a socket
+//!   ([`Handler::answer_bytes`](handler::Handler::answer_bytes)), for the
+//!   fuzz target in `dns/fuzz` and the tests.
+//! - [`server`]: UDP loops of our own (`udp`: the datagram answered in
+//!   the task that received it) and hickory's TCP loop, on sockets the
+//!   caller bound, until a cancellation token fires.
 //! - [`watch`]: the loop keeping the index equal to etcd's `/skydns/`
 //!   (load, watch, resume, reload after compaction); thin, as it only
 //!   moves events from the store.
@@ -62,7 +66,9 @@ pub mod handler;
 pub mod index;
 pub mod resolv;
 pub mod server;
+mod udp;
 pub mod watch;
+pub mod wire;
 
 pub use index::{
     parse_endpoint, parse_key, Endpoint, Event, Index, IndexError, ServiceKey, SharedIndex,

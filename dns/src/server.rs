@@ -1,5 +1,7 @@
-//! The DNS server: hickory-server's UDP and TCP loops around a
-//! [`Handler`], on sockets the caller has already bound, until a
+//! The DNS server: UDP loops of our own ([`crate::udp`]: one per worker
+//! thread on each socket, each answering in place through
+//! [`Handler::answer_bytes`]) and hickory-server's TCP loop around the
+//! same [`Handler`], on sockets the caller has already bound, until a
 //! cancellation token fires.
 //!
 //! The caller binds because only it knows where: the agent on its bridge
@@ -15,14 +17,17 @@
 //! address (the usual `nameserver 127.0.0.1` while we hold `0.0.0.0:53`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::net::NetError;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::handler::Handler;
+use crate::udp::serve_udp;
 
 /// How long a TCP connection may stay idle between queries (RFC 7766
 /// recommends seconds, not minutes, for a server's idle timeout).
@@ -70,6 +75,12 @@ pub enum ServerError {
         /// hickory's error.
         #[source]
         source: NetError,
+    },
+    /// A UDP loop ended although no shutdown was asked for.
+    #[error("the DNS server's UDP loop stopped on its own: {reason}")]
+    UdpStopped {
+        /// The socket error, or the task's panic.
+        reason: String,
     },
 }
 
@@ -129,28 +140,57 @@ pub async fn serve(
         forwarding = handler.zone().forwarding,
         "DNS server serving"
     );
-    let mut server = hickory_server::Server::new(handler);
+    let loops = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut udp_loops = JoinSet::new();
     for socket in udp {
-        server.register_socket(socket);
+        let socket = Arc::new(socket);
+        for _ in 0..loops {
+            udp_loops.spawn(serve_udp(handler.clone(), socket.clone(), shutdown.clone()));
+        }
     }
-    for listener in tcp {
-        server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-    }
+    let mut tcp_server = (!tcp.is_empty()).then(|| {
+        let mut server = hickory_server::Server::new(handler);
+        for listener in tcp {
+            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        }
+        server
+    });
+    let tcp_ended = async {
+        match tcp_server.as_mut() {
+            Some(server) => server.block_until_done().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        ended = server.block_until_done() => {
+        biased;
+        () = shutdown.cancelled() => {}
+        ended = tcp_ended => {
             let source = match ended {
-                Ok(()) => NetError::from("every socket loop ended"),
+                Ok(()) => NetError::from("every TCP loop ended"),
                 Err(e) => e,
             };
             return Err(ServerError::Stopped { source });
         }
-        () = shutdown.cancelled() => {}
+        Some(ended) = udp_loops.join_next() => {
+            if !shutdown.is_cancelled() {
+                let reason = match ended {
+                    Ok(Ok(())) => "it returned".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(ServerError::UdpStopped { reason });
+            }
+        }
     }
     info!("DNS server stopping");
-    server
-        .shutdown_gracefully()
-        .await
-        .map_err(|source| ServerError::Stopped { source })
+    while udp_loops.join_next().await.is_some() {}
+    match tcp_server {
+        Some(mut server) => server
+            .shutdown_gracefully()
+            .await
+            .map_err(|source| ServerError::Stopped { source }),
+        None => Ok(()),
+    }
 }
 
 fn drop_self_upstreams(handler: &mut Handler, bound: &[SocketAddr]) {
