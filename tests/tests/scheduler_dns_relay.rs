@@ -145,7 +145,9 @@ fn register(id: &str) -> pb::AgentMessage {
             node: Some(pb::Node {
                 id: id.into(),
                 hostname: id.into(),
-                address: "127.0.0.1".into(),
+                // A name, not an IP: the scheduler writes no node record
+                // of its own, so the relayed records are only the test's.
+                address: format!("{id}.example"),
                 cpu_millis: 1000,
                 memory_mb: 1024,
                 ..Default::default()
