@@ -5,7 +5,7 @@
 //! edge ([`crate::assignment`]) and dispatches it: assignments to
 //! [`Allocs`], peers to the route keeper, log and exec requests to
 //! [`crate::log_stream`] and [`crate::exec`]; it brings the node network up
-//! on `Registered` ([`bootstrap`]), sends the allocation reports that
+//! on `Registered` (`bootstrap`), sends the allocation reports that
 //! changed, and sweeps finished allocations' files.
 
 mod bootstrap;
