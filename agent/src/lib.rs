@@ -12,9 +12,10 @@
 //! task runs under its own supervisor process ([`runtime`], with
 //! [`cgroup`] limits and the node [`policy`]), so the agent can die and
 //! come back without losing one. [`net`] wires allocations to the node
-//! bridge and the node to its peers; [`cleanup`] removes it all when the
+//! bridge and the node to its peers; [`cleanup`](mod@cleanup) removes it all when the
 //! node leaves. [`config`] and [`error`] hold the agent's setup and what
-//! stops it.
+//! stops it; [`io_error`] the file operation that failed, which the
+//! cgroup and runtime errors wrap.
 
 pub mod allocs;
 pub mod assignment;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod dns;
 pub mod error;
 pub mod exec;
+pub mod io_error;
 pub mod log_stream;
 pub mod net;
 pub mod node;

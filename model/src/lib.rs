@@ -6,10 +6,14 @@
 //! - [`clock`]: [`now_ms`], the wall clock as records carry it.
 //! - [`wire`]: the closed sets of names on the wire and in the store (job
 //!   kind, allocation status, desired state, task status, network mode,
-//!   rootfs and volume kinds), each with its string form.
-//! - [`job`]: the validated job, group and task specs and their
-//!   validation from a submitted `pb::Job` (re-exported as
-//!   `drover_scheduler::job`).
+//!   rootfs and volume kinds, service protocol, check type and check
+//!   status), each with its string form.
+//! - [`job`]: the validated job, group, task and service specs (a
+//!   group's services and their health checks: `job/service.rs`) and
+//!   their validation from a submitted `pb::Job`, by level in
+//!   `job/validate/` (re-exported as `drover_scheduler::job`).
+//! - [`check`]: [`CheckState`], one health check's latest result as the
+//!   agent reports it and the allocation record keeps it.
 //! - [`skydns`]: service-discovery keys and values in the SkyDNS layout.
 //!
 //! Nothing here does I/O; protobuf types appear only in conversions.

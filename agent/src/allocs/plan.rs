@@ -1,6 +1,6 @@
 //! The decisions of convergence, without I/O: given what the node holds
 //! ([`State`]), what is on disk ([`Disk`]), the scheduler's assignments and
-//! the time, which [`Action`]s to take. [`super::executor`] performs them.
+//! the time, which [`Action`]s to take. `executor` performs them.
 //! The same split as `net/routes.rs` (`plan_routes`, `sync_routes`).
 //!
 //! Two moments call for decisions: a new list of assignments

@@ -1,5 +1,5 @@
 //! What the agent knows of the allocations it holds: the state that
-//! [`super::plan`] reads and [`super::executor`] changes.
+//! [`super::plan`] reads and `executor` changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

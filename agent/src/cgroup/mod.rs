@@ -12,14 +12,21 @@
 //! `0` to each of [`Cgroups::join_files`] from the forked (single-threaded)
 //! child, before it execs, so the task never runs a single instruction
 //! outside its limits.
+//!
+//! [`V1`] and [`V2`] differ in where the files are; reading and writing
+//! them, and creating and removing cgroup directories the way the kernel
+//! allows, is `cgroupfs`, which both use.
 
+mod cgroupfs;
 mod v1;
 mod v2;
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::io_error::IoError;
 
 pub use v1::V1;
 pub use v2::V2;
@@ -29,22 +36,15 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// The smallest quota the kernel accepts, 1 ms.
 const CPU_MIN_QUOTA_US: u64 = 1_000;
 /// Interval between `rmdir` attempts while the kernel still lists tasks.
-const RMDIR_RETRY: Duration = Duration::from_millis(5);
+pub(super) const RMDIR_RETRY: Duration = Duration::from_millis(5);
 
 /// Errors of the cgroup module; each names the operation and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    /// A file operation on cgroupfs failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// The syscall or operation (`mkdir`, `write`, `read`, `rmdir`, `open`).
-        op: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A file operation on cgroupfs (`mkdir`, `write`, `read`, `rmdir`,
+    /// `open`) failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A cgroup file held something unexpected.
     #[error("{}: {what}", path.display())]
     Parse {
@@ -185,42 +185,23 @@ pub fn sweep(
     check_path(parent)?;
     let mut removed = Vec::new();
     for parent_dir in cgroups.dirs(parent) {
-        for alloc_dir in subdirs(&parent_dir)? {
-            for task_dir in subdirs(&alloc_dir)? {
-                let idle = read_procs(&task_dir.join("cgroup.procs"))?.is_empty();
+        for alloc_dir in cgroupfs::subdirs(&parent_dir)? {
+            for task_dir in cgroupfs::subdirs(&alloc_dir)? {
+                let idle = cgroupfs::read_procs(&task_dir.join("cgroup.procs"))?.is_empty();
                 let old = fs::metadata(&task_dir)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age >= older_than);
-                if idle && old && rmdir_if_empty(&task_dir)? {
+                if idle && old && cgroupfs::rmdir_if_empty(&task_dir)? {
                     removed.push(task_dir);
                 }
             }
-            rmdir_if_empty(&alloc_dir)?;
+            cgroupfs::rmdir_if_empty(&alloc_dir)?;
         }
-        rmdir_if_empty(&parent_dir)?;
+        cgroupfs::rmdir_if_empty(&parent_dir)?;
     }
     Ok(removed)
-}
-
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, CgroupError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(CgroupError::Io {
-                op: "read directory",
-                path: dir.to_owned(),
-                source,
-            })
-        }
-    };
-    Ok(entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect())
 }
 
 /// Looks at the cgroupfs `root` and returns the implementation to use:
@@ -238,13 +219,7 @@ pub fn detect(root: &Path) -> Result<Box<dyn Cgroups>, CgroupError> {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(CgroupError::Io {
-                    op: "read",
-                    path: controllers,
-                    source,
-                })
-            }
+            Err(source) => return Err(IoError::new("read", controllers, source).into()),
         }
     }
     let missing: Vec<&str> = V1::CONTROLLERS
@@ -277,141 +252,6 @@ pub fn check_path(path: &Path) -> Result<(), CgroupError> {
         Err(CgroupError::BadPath {
             path: path.to_owned(),
         })
-    }
-}
-
-/// Writes `value` to an existing cgroup file (never creates one: a missing
-/// control file means the controller is missing, which is an error).
-fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
-    let io_err = |op| {
-        move |source| CgroupError::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err("open"))?;
-    // One write(2): cgroupfs parses each write as a whole value.
-    file.write_all(value.as_bytes()).map_err(io_err("write"))
-}
-
-fn read_file(path: &Path) -> Result<String, CgroupError> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Io {
-        op: "read",
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// Reads a single unsigned number, e.g. `pids.current`.
-fn read_u64(path: &Path) -> Result<u64, CgroupError> {
-    let text = read_file(path)?;
-    text.trim().parse().map_err(|_| CgroupError::Parse {
-        path: path.to_owned(),
-        what: format!("not a number: {:?}", text.trim()),
-    })
-}
-
-/// Reads the value of `key` from a flat-keyed file (`key value` lines, as
-/// `memory.events` or `memory.oom_control`); 0 when the key is absent.
-fn read_keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
-    let text = read_file(path)?;
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        if words.next() == Some(key) {
-            let value = words.next().unwrap_or_default();
-            return value.parse().map_err(|_| CgroupError::Parse {
-                path: path.to_owned(),
-                what: format!("{key}: not a number: {value:?}"),
-            });
-        }
-    }
-    Ok(0)
-}
-
-/// Reads the pids in a `cgroup.procs` file; none when it does not exist.
-fn read_procs(path: &Path) -> Result<Vec<i32>, CgroupError> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(CgroupError::Io {
-            op: "read",
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// `mkdir -p` below `base` that tolerates a concurrent [`rmdir_retry`] of an
-/// empty ancestor (another task's removal pruning the shared parent):
-/// ENOENT on the way down starts over, a few times.
-fn mkdir_all(base: &Path, rel: &Path) -> Result<PathBuf, CgroupError> {
-    let target = base.join(rel);
-    let mut attempts = 0;
-    loop {
-        match fs::create_dir_all(&target) {
-            Ok(()) => return Ok(target),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 && base.is_dir() => {
-                attempts += 1;
-            }
-            Err(source) => {
-                return Err(CgroupError::Io {
-                    op: "mkdir",
-                    path: target,
-                    source,
-                })
-            }
-        }
-    }
-}
-
-/// Removes one cgroup directory, retrying while the kernel still holds
-/// exiting tasks in it (EBUSY) until `deadline`. Missing is success.
-fn rmdir_retry(dir: &Path, deadline: Instant, timeout: Duration) -> Result<(), CgroupError> {
-    loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(RMDIR_RETRY);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                return Err(CgroupError::Busy {
-                    path: dir.to_owned(),
-                    pids: read_procs(&dir.join("cgroup.procs")).unwrap_or_default(),
-                    after: timeout,
-                })
-            }
-            Err(source) => {
-                return Err(CgroupError::Io {
-                    op: "rmdir",
-                    path: dir.to_owned(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
-/// Removes a cgroup if it is empty; busy or non-empty (another task's
-/// cgroup below it) is fine. Returns whether it was removed now.
-fn rmdir_if_empty(dir: &Path) -> Result<bool, CgroupError> {
-    match fs::remove_dir(dir) {
-        Ok(()) => Ok(true),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) =>
-        {
-            Ok(false)
-        }
-        Err(source) => Err(CgroupError::Io {
-            op: "rmdir",
-            path: dir.to_owned(),
-            source,
-        }),
     }
 }
 

@@ -3,10 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{
-    check_path, mkdir_all, read_keyed, read_procs, read_u64, rmdir_if_empty, rmdir_retry,
-    write_file, CgroupError, Cgroups, Limits, Version, CPU_PERIOD_US,
-};
+use super::cgroupfs;
+use super::{check_path, CgroupError, Cgroups, Limits, Version, CPU_PERIOD_US};
 
 /// Legacy hierarchies, each controller mounted at `<root>/<controller>`.
 #[derive(Debug, Clone)]
@@ -30,24 +28,24 @@ impl V1 {
     fn apply(&self, path: &Path, limits: &Limits) -> Result<(), CgroupError> {
         if let Some(bytes) = limits.memory_bytes {
             let dir = self.dir("memory", path);
-            write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+            cgroupfs::write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
             // Without swap accounting the file is absent and there is no
             // swap limit to set; with it, memory + swap = memory: no swap.
             let memsw = dir.join("memory.memsw.limit_in_bytes");
             if memsw.exists() {
-                write_file(&memsw, &bytes.to_string())?;
+                cgroupfs::write_file(&memsw, &bytes.to_string())?;
             }
         }
         let cpu = self.dir("cpu", path);
-        write_file(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        cgroupfs::write_file(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
         let quota = limits
             .cpu_quota_us()
             .map_or_else(|| "-1".to_owned(), |q| q.to_string());
-        write_file(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+        cgroupfs::write_file(&cpu.join("cpu.cfs_quota_us"), &quota)?;
         let pids = limits
             .pids_max
             .map_or_else(|| "max".to_owned(), |p| p.to_string());
-        write_file(&self.dir("pids", path).join("pids.max"), &pids)
+        cgroupfs::write_file(&self.dir("pids", path).join("pids.max"), &pids)
     }
 }
 
@@ -60,7 +58,7 @@ impl Cgroups for V1 {
         check_path(path)?;
         let result = Self::CONTROLLERS
             .iter()
-            .try_for_each(|c| mkdir_all(&self.root.join(c), path).map(drop))
+            .try_for_each(|c| cgroupfs::mkdir_all(&self.root.join(c), path).map(drop))
             .and_then(|()| self.apply(path, limits));
         if result.is_err() {
             // Best effort: nothing runs in it yet.
@@ -85,20 +83,20 @@ impl Cgroups for V1 {
 
     fn oom_kills(&self, path: &Path) -> Result<u64, CgroupError> {
         // `oom_kill` in memory.oom_control exists since Linux 4.13.
-        read_keyed(
+        cgroupfs::read_keyed(
             &self.dir("memory", path).join("memory.oom_control"),
             "oom_kill",
         )
     }
 
     fn pids_current(&self, path: &Path) -> Result<u64, CgroupError> {
-        read_u64(&self.dir("pids", path).join("pids.current"))
+        cgroupfs::read_u64(&self.dir("pids", path).join("pids.current"))
     }
 
     fn procs(&self, path: &Path) -> Result<Vec<i32>, CgroupError> {
         let mut all = Vec::new();
         for file in self.procs_files(path) {
-            all.extend(read_procs(&file)?);
+            all.extend(cgroupfs::read_procs(&file)?);
         }
         all.sort_unstable();
         all.dedup();
@@ -110,7 +108,7 @@ impl Cgroups for V1 {
         let deadline = Instant::now() + timeout;
         let mut first_err = None;
         for c in Self::CONTROLLERS {
-            if let Err(e) = rmdir_retry(&self.dir(c, path), deadline, timeout) {
+            if let Err(e) = cgroupfs::rmdir_retry(&self.dir(c, path), deadline, timeout) {
                 first_err.get_or_insert(e);
             }
         }
@@ -120,7 +118,7 @@ impl Cgroups for V1 {
         for ancestor in prune {
             check_path(ancestor)?;
             for c in Self::CONTROLLERS {
-                rmdir_if_empty(&self.dir(c, ancestor))?;
+                cgroupfs::rmdir_if_empty(&self.dir(c, ancestor))?;
             }
         }
         Ok(())

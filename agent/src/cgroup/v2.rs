@@ -3,10 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{
-    check_path, mkdir_all, read_keyed, read_procs, read_u64, rmdir_if_empty, rmdir_retry,
-    write_file, CgroupError, Cgroups, Limits, Version, CPU_PERIOD_US,
-};
+use super::cgroupfs;
+use super::{check_path, CgroupError, Cgroups, Limits, Version, CPU_PERIOD_US};
 
 /// The unified hierarchy mounted at `root` (`/sys/fs/cgroup`, or
 /// `/sys/fs/cgroup/unified` on a hybrid host).
@@ -38,14 +36,14 @@ impl V2 {
             .map(|c| format!("+{c}"))
             .collect::<Vec<_>>()
             .join(" ");
-        write_file(&self.root.join("cgroup.subtree_control"), &enable)?;
+        cgroupfs::write_file(&self.root.join("cgroup.subtree_control"), &enable)?;
         let mut rel = PathBuf::new();
         let mut components = path.components().peekable();
         while let Some(component) = components.next() {
             rel.push(component);
-            let dir = mkdir_all(&self.root, &rel)?;
+            let dir = cgroupfs::mkdir_all(&self.root, &rel)?;
             if components.peek().is_some() {
-                write_file(&dir.join("cgroup.subtree_control"), &enable)?;
+                cgroupfs::write_file(&dir.join("cgroup.subtree_control"), &enable)?;
             }
         }
         Ok(())
@@ -54,19 +52,19 @@ impl V2 {
     fn apply(&self, path: &Path, limits: &Limits) -> Result<(), CgroupError> {
         let dir = self.dir(path);
         let max = |v: Option<u64>| v.map_or_else(|| "max".to_owned(), |v| v.to_string());
-        write_file(&dir.join("memory.max"), &max(limits.memory_bytes))?;
+        cgroupfs::write_file(&dir.join("memory.max"), &max(limits.memory_bytes))?;
         if limits.memory_bytes.is_some() {
             // Absent without swap accounting (no swap to limit then).
             let swap = dir.join("memory.swap.max");
             if swap.exists() {
-                write_file(&swap, "0")?;
+                cgroupfs::write_file(&swap, "0")?;
             }
         }
-        write_file(
+        cgroupfs::write_file(
             &dir.join("cpu.max"),
             &format!("{} {CPU_PERIOD_US}", max(limits.cpu_quota_us())),
         )?;
-        write_file(&dir.join("pids.max"), &max(limits.pids_max))
+        cgroupfs::write_file(&dir.join("pids.max"), &max(limits.pids_max))
     }
 }
 
@@ -96,23 +94,23 @@ impl Cgroups for V2 {
     }
 
     fn oom_kills(&self, path: &Path) -> Result<u64, CgroupError> {
-        read_keyed(&self.dir(path).join("memory.events"), "oom_kill")
+        cgroupfs::read_keyed(&self.dir(path).join("memory.events"), "oom_kill")
     }
 
     fn pids_current(&self, path: &Path) -> Result<u64, CgroupError> {
-        read_u64(&self.dir(path).join("pids.current"))
+        cgroupfs::read_u64(&self.dir(path).join("pids.current"))
     }
 
     fn procs(&self, path: &Path) -> Result<Vec<i32>, CgroupError> {
-        read_procs(&self.dir(path).join("cgroup.procs"))
+        cgroupfs::read_procs(&self.dir(path).join("cgroup.procs"))
     }
 
     fn remove(&self, path: &Path, prune: &[&Path], timeout: Duration) -> Result<(), CgroupError> {
         check_path(path)?;
-        rmdir_retry(&self.dir(path), Instant::now() + timeout, timeout)?;
+        cgroupfs::rmdir_retry(&self.dir(path), Instant::now() + timeout, timeout)?;
         for ancestor in prune {
             check_path(ancestor)?;
-            rmdir_if_empty(&self.dir(ancestor))?;
+            cgroupfs::rmdir_if_empty(&self.dir(ancestor))?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use super::files::SUPERVISE_ARG;
 use super::identity::IdentityError;
 use super::rootfs::RootfsError;
 use super::volume::VolumeError;
+use crate::io_error::IoError;
 
 /// Errors of the runtime; each names the path, syscall or command involved.
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +60,8 @@ pub enum RuntimeError {
         detail: String,
     },
     /// A file operation failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// The operation ("read", "rename", ...).
-        op: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A JSON file could not be (de)serialized.
     #[error("json {}: {source}", path.display())]
     Json {
@@ -186,20 +179,5 @@ impl From<IdentityError> for SpecProblem {
 impl From<String> for SpecProblem {
     fn from(problem: String) -> Self {
         SpecProblem::Other(problem)
-    }
-}
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "SIZES rootfs={} mount={} volume={} identity={} problem={} runtime={}",
-            std::mem::size_of::<super::RootfsError>(),
-            std::mem::size_of::<crate::runtime::MountError>(),
-            std::mem::size_of::<super::VolumeError>(),
-            std::mem::size_of::<super::IdentityError>(),
-            std::mem::size_of::<super::SpecProblem>(),
-            std::mem::size_of::<super::RuntimeError>()
-        );
     }
 }

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{RuntimeError, TaskSpec, TaskState};
+use crate::io_error::IoError;
 
 /// File name of the task specification written by the agent.
 pub const SPEC_FILE: &str = "spec.json";
@@ -73,14 +74,6 @@ pub fn now_unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
-
 /// How much a record written with [`write_atomic_with`] must survive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -105,20 +98,21 @@ pub fn write_atomic_with(
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(bytes).map_err(io_err("write", &tmp))?;
+    let mut file = File::create(&tmp).map_err(IoError::on("create", &tmp))?;
+    file.write_all(bytes).map_err(IoError::on("write", &tmp))?;
     if durability == Durability::PowerLoss {
-        file.sync_all().map_err(io_err("fsync", &tmp))?;
+        file.sync_all().map_err(IoError::on("fsync", &tmp))?;
     }
     drop(file);
-    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+    fs::rename(&tmp, path).map_err(IoError::on("rename", path))?;
     if durability == Durability::ProcessCrash {
         return Ok(());
     }
     // The rename is only durable once the directory entry is.
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))
+        .map_err(IoError::on("fsync", dir))?;
+    Ok(())
 }
 
 /// Makes a file written with [`Durability::ProcessCrash`] survive a power
@@ -127,11 +121,12 @@ pub fn write_atomic_with(
 pub fn sync_written(path: &Path) -> Result<(), RuntimeError> {
     File::open(path)
         .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync", path))?;
+        .map_err(IoError::on("fsync", path))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))
+        .map_err(IoError::on("fsync", dir))?;
+    Ok(())
 }
 
 /// Serializes `value` as JSON and writes it atomically and durably.
@@ -159,13 +154,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, RuntimeE
         Ok(b) if b.is_empty() => return Ok(None),
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(RuntimeError::Io {
-                op: "read",
-                path: path.to_owned(),
-                source,
-            })
-        }
+        Err(source) => return Err(IoError::new("read", path, source).into()),
     };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -191,11 +180,7 @@ pub fn read_pid(path: &Path) -> Result<Option<i32>, RuntimeError> {
                 what: format!("not a pid: {:?}", s.trim()),
             }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(RuntimeError::Io {
-            op: "read",
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(IoError::new("read", path, source).into()),
     }
 }
 
@@ -205,7 +190,7 @@ pub fn open_append(path: &Path) -> Result<File, RuntimeError> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(io_err("open", path))
+        .map_err(|source| IoError::new("open", path, source).into())
 }
 
 /// Paths inside one task directory.

@@ -20,6 +20,7 @@ use super::{
     PidFd, ResolvedImage, Runtime, RuntimeError, TaskSpec, TaskState, EXIT_POLL_INTERVAL,
     POLL_INTERVAL, START_TIMEOUT,
 };
+use crate::io_error::IoError;
 
 impl Runtime {
     /// Writes the task's files, spawns its supervisor and waits until it
@@ -94,11 +95,7 @@ impl Runtime {
         spec: &TaskSpec,
         image: Option<&ResolvedImage>,
     ) -> Result<(), RuntimeError> {
-        fs::create_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
-            op: "create directory",
-            path: dir.dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&dir.dir).map_err(IoError::on("create directory", &dir.dir))?;
         // Every task's root is the same host uid (one range per node): the
         // allocation's directory (specs with their env, logs, the overlay
         // upper dirs) must not be reachable by another task that sees the
@@ -109,11 +106,7 @@ impl Runtime {
                 alloc_dir,
                 std::os::unix::fs::PermissionsExt::from_mode(0o700),
             )
-            .map_err(|source| RuntimeError::Io {
-                op: "chmod 0700",
-                path: alloc_dir.to_owned(),
-                source,
-            })?;
+            .map_err(IoError::on("chmod 0700", alloc_dir))?;
         }
         // Made durable while the supervisor starts (it reads the spec from
         // the page cache), and before `start` returns.
@@ -122,11 +115,7 @@ impl Runtime {
             Some(image) => write_json(&dir.image(), image)?,
             None => match fs::remove_file(dir.image()) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(RuntimeError::Io {
-                        op: "remove",
-                        path: dir.image(),
-                        source: e,
-                    })
+                    return Err(IoError::new("remove", dir.image(), e).into());
                 }
                 _ => {}
             },
@@ -179,11 +168,9 @@ async fn first_report(dir: &TaskDir, child: &mut Child) -> Result<Option<TaskSta
                 return Ok(Some(state));
             }
         }
-        let exited = child.try_wait().map_err(|source| RuntimeError::Io {
-            op: "waitpid supervisor",
-            path: dir.dir.clone(),
-            source,
-        })?;
+        let exited = child
+            .try_wait()
+            .map_err(IoError::on("waitpid supervisor", &dir.dir))?;
         if let Some(status) = exited {
             return supervisor_ended(dir, status).map(Some);
         }

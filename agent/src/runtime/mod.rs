@@ -62,6 +62,7 @@ use nix::sys::signal::Signal;
 use tokio::time::{sleep, Instant};
 use tracing::{debug, info, warn};
 
+use crate::io_error::IoError;
 use crate::policy::NodePolicy;
 pub use error::{RuntimeError, SpecProblem};
 use files::{
@@ -242,11 +243,7 @@ impl Runtime {
             for stale in [dir.state(), dir.supervisor_pid()] {
                 match fs::remove_file(&stale) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(RuntimeError::Io {
-                            op: "remove",
-                            path: stale,
-                            source: e,
-                        })
+                        return Err(IoError::new("remove", stale, e).into());
                     }
                     _ => {}
                 }
@@ -587,11 +584,7 @@ impl Runtime {
         self.ensure_ended(&dir, alloc_id, task)?;
         self.remove_cgroup(&dir, alloc_id)?;
         let had_image = dir.image().exists();
-        fs::remove_dir_all(&dir.dir).map_err(|source| RuntimeError::Io {
-            op: "remove directory",
-            path: dir.dir.clone(),
-            source,
-        })?;
+        fs::remove_dir_all(&dir.dir).map_err(IoError::on("remove directory", &dir.dir))?;
         if let Some(alloc_dir) = dir.dir.parent() {
             // Fails harmlessly while other tasks of the alloc remain.
             let _ = fs::remove_dir(alloc_dir);
@@ -635,14 +628,10 @@ impl Runtime {
             }
             Some(layers)
         };
-        let removed = self
-            .images
-            .collect_garbage(&in_use)
-            .map_err(|source| RuntimeError::Io {
-                op: "collect garbage in image cache",
-                path: self.images.root().to_owned(),
-                source,
-            })?;
+        let removed = self.images.collect_garbage(&in_use).map_err(IoError::on(
+            "collect garbage in image cache",
+            self.images.root(),
+        ))?;
         if !removed.is_empty() {
             info!(layers = ?removed, cache = %self.images.root().display(), "removed unused image layers");
         }
@@ -660,19 +649,14 @@ fn running_pid(state: &TaskState) -> Option<i32> {
 /// Names of the subdirectories of `dir` that are valid ids; none if `dir`
 /// does not exist.
 fn read_dir_names(dir: &Path) -> Result<Vec<String>, RuntimeError> {
-    let io_err = |source| RuntimeError::Io {
-        op: "read directory",
-        path: dir.to_owned(),
-        source,
-    };
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(e)),
+        Err(e) => return Err(IoError::new("read directory", dir, e).into()),
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(io_err)?;
+        let entry = entry.map_err(IoError::on("read directory", dir))?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };

@@ -30,6 +30,8 @@ use nix::mount::MsFlags;
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
+use crate::io_error::IoError;
+
 mod error;
 mod in_root;
 mod mount;
@@ -77,7 +79,7 @@ pub enum Rootfs {
     },
 }
 
-/// Device nodes created in the task's `/dev` (names; see [`DEV_NUMBERS`]).
+/// Device nodes created in the task's `/dev` (names; see `DEV_NUMBERS`).
 pub const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// `(major, minor)` of each of [`DEV_NODES`], from the kernel's
@@ -245,11 +247,7 @@ fn create_dir_all(path: &Path) -> Result<(), RootfsError> {
 
 /// Maps an I/O error of `op` on `path` to [`RootfsError::Io`].
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
-    move |source| RootfsError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| IoError::new(op, path, source).into()
 }
 
 /// Assembles the task's root under `dirs.merged` in the caller's mount

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rootfs::{cstring, mkdir_p_in, open_in_root, set_mount_attr, MountAttr, RootfsError};
 
-/// Errors checking a [`Volume`] and mounting it. Those of [`mount_all`]
+/// Errors checking a [`Volume`] and mounting it. Those of `mount_all`
 /// name the volume's target first, then the path and syscall involved.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {

@@ -6,7 +6,7 @@
 //! [`Allocs`], peers to the route keeper, log and exec requests to
 //! [`crate::log_stream`] and [`crate::exec`], relayed DNS records to the
 //! node's DNS ([`crate::dns`]); it brings the node network and its DNS up
-//! on `Registered` ([`bootstrap`]), sends the allocation reports that
+//! on `Registered` (`bootstrap`), sends the allocation reports that
 //! changed, and sweeps finished allocations' files.
 //!
 //! The health checks ([`Checks`]) outlive sessions, as the allocations do.

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
+use crate::io_error::IoError;
+
 /// Errors checking a [`Rootfs`](super::Rootfs) and assembling a task's root; each names
 /// the path and, for a failed call, the syscall with its arguments.
 #[derive(Debug, thiserror::Error)]
@@ -95,16 +97,8 @@ pub enum RootfsError {
         source: io::Error,
     },
     /// A file operation on the host side of the root failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// The operation ("mkdir", "lstat", "chmod 0666", ...).
-        op: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// `chown` of a directory of the root failed.
     #[error("chown {uid}:{gid} {}: {source}", path.display())]
     Chown {
