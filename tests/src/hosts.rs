@@ -576,6 +576,17 @@ impl MultiHost {
         tail(&self.hosts[i].log, lines)
     }
 
+    /// The file host `i`'s agent logs to (appended to across restarts).
+    pub fn agent_log_path(&self, i: usize) -> &Path {
+        &self.hosts[i].log
+    }
+
+    /// The store's URL (`http://127.0.0.1:<port>`), reachable only from
+    /// inside the [`MultiHost::control`] namespace.
+    pub fn store_url(&self) -> &str {
+        &self.store_url
+    }
+
     /// The last `lines` lines of the scheduler log.
     pub fn scheduler_log(&self, lines: usize) -> String {
         tail(&self.root.join("scheduler.log"), lines)

@@ -102,6 +102,10 @@ pub async fn run(c: CheckRun) {
                 check = c.index,
                 kind = %c.spec.kind,
                 %status,
+                // When the verdict turned, to the microsecond (the log's
+                // own timestamp is formatted): where bench/dns's
+                // propagation from a check passing starts its clock.
+                unix_us = unix_us(),
                 output = %outcome.output.trim_end(),
                 "health check status changed"
             );
@@ -109,6 +113,13 @@ pub async fn run(c: CheckRun) {
         }
         next = (started + next_interval(interval)).max(Instant::now());
     }
+}
+
+/// Microseconds since the Unix epoch, 0 if the clock is before it.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// One run: a permit, then the probe within the timeout.

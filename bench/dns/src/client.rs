@@ -32,6 +32,24 @@ impl Client {
         })
     }
 
+    /// A client of `server` through `socket`, a UDP socket made elsewhere
+    /// (e.g. inside another network namespace, where it stays). Needs a
+    /// tokio runtime.
+    pub fn from_std(socket: std::net::UdpSocket, server: SocketAddr) -> Result<Self> {
+        socket
+            .set_nonblocking(true)
+            .context("making a UDP client socket non-blocking")?;
+        socket
+            .connect(server)
+            .with_context(|| format!("connecting a UDP socket to {server}"))?;
+        let socket = UdpSocket::from_std(socket).context("registering a UDP client socket")?;
+        Ok(Self {
+            socket,
+            server,
+            next_id: 1,
+        })
+    }
+
     /// Asks `name` `qtype`; the response, or an error after `timeout`.
     pub async fn ask(
         &mut self,

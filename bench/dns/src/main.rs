@@ -21,10 +21,12 @@
 // The report on stdout is this program's purpose.
 #![allow(clippy::print_stdout)]
 
+mod checked;
 mod client;
 mod cpu;
 mod dnsperf;
 mod drover;
+mod harness;
 mod knot;
 mod memory;
 mod propagation;
@@ -53,11 +55,15 @@ struct Args {
     perf: bool,
     propagation: bool,
     memory: bool,
+    check: harness::CheckArgs,
+    prop_dev: bool,
+    prop_hosts: bool,
 }
 
 const USAGE: &str = "usage: dns-bench [--runs N] [--secs S] [--clients C] [--outstanding Q] \
                      [--services N] [--instances N] [--changes N] [--endpoints N] \
-                     [--knot-workers N] [perf] [propagation] [memory]";
+                     [--knot-workers N] [--checked N] [--check-interval-ms MS] [--poll-us US] \
+                     [perf] [propagation] [memory] [prop-dev] [prop-hosts]";
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
@@ -75,6 +81,14 @@ fn parse_args() -> Result<Args> {
         perf: false,
         propagation: false,
         memory: false,
+        check: harness::CheckArgs {
+            instances: 6,
+            interval_ms: 100,
+            changes: 1000,
+            poll: Duration::from_millis(1),
+        },
+        prop_dev: false,
+        prop_hosts: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -95,13 +109,20 @@ fn parse_args() -> Result<Args> {
             "--changes" => a.changes = value("--changes")?,
             "--endpoints" => a.endpoints = value("--endpoints")?,
             "--knot-workers" => a.knot_workers = value("--knot-workers")? as usize,
+            "--checked" => a.check.instances = value("--checked")?,
+            "--check-interval-ms" => a.check.interval_ms = value("--check-interval-ms")?,
+            "--poll-us" => a.check.poll = Duration::from_micros(value("--poll-us")?.into()),
             "perf" => a.perf = true,
             "propagation" => a.propagation = true,
             "memory" => a.memory = true,
+            "prop-dev" => a.prop_dev = true,
+            "prop-hosts" => a.prop_hosts = true,
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
-    if !(a.perf || a.propagation || a.memory) {
+    a.check.changes = a.changes;
+    ensure!((1..=64).contains(&a.check.instances), "--checked 1..=64");
+    if !(a.perf || a.propagation || a.memory || a.prop_dev || a.prop_hosts) {
         (a.perf, a.propagation, a.memory) = (true, true, true);
     }
     ensure!(
@@ -125,6 +146,15 @@ fn main() -> Result<()> {
     // First, before any thread of the runtime allocates.
     if args.memory {
         memory_report(args.endpoints)?;
+    }
+    if args.prop_dev || args.prop_hosts {
+        drover_bin()?;
+    }
+    if args.prop_dev {
+        harness::same_node(args.check)?;
+    }
+    if args.prop_hosts {
+        harness::other_host(args.check)?;
     }
     if !(args.perf || args.propagation) {
         return Ok(());
@@ -296,13 +326,20 @@ fn rdata(data: &RData) -> String {
 }
 
 async fn propagation(args: &Args, drover: &Drover) -> Result<()> {
-    let source = propagation::Source::EtcdWrite;
-    let s = propagation::run(drover, source, args.changes).await?;
+    let mut client = client::Client::new(drover.addr).await?;
+    let s = propagation::run(&drover.etcd, &mut client, args.changes).await?;
     println!(
-        "\npropagation ({source:?}, {} changes, the index holding {} other endpoints), ms:",
+        "\npropagation ({:?}, {} changes, the index holding {} other endpoints), ms:",
+        propagation::Source::EtcdWrite,
         args.changes,
         args.services * args.instances
     );
+    print_samples(&s);
+    Ok(())
+}
+
+/// The table of an etcd-write mode's samples.
+fn print_samples(s: &propagation::Samples) {
     println!("| from the write | p50 | p99 | max |\n|---|---:|---:|---:|");
     for (what, samples) in [
         ("put acknowledged", &s.put_ack),
@@ -317,7 +354,6 @@ async fn propagation(args: &Args, drover: &Drover) -> Result<()> {
             percentile(&ms, 1.0)
         );
     }
-    Ok(())
 }
 
 fn memory_report(endpoints: u32) -> Result<()> {
@@ -342,6 +378,24 @@ fn memory_report(endpoints: u32) -> Result<()> {
             m.store_bytes as f64 / m.endpoints as f64
         );
     }
+    Ok(())
+}
+
+/// Makes sure `$DROVER_BIN` names the `drover` binary the harness runs:
+/// when unset, the one beside this program.
+fn drover_bin() -> Result<()> {
+    if std::env::var_os("DROVER_BIN").is_some() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let bin = exe.with_file_name("drover");
+    ensure!(
+        bin.is_file(),
+        "{} does not exist: build drover-cli or set DROVER_BIN",
+        bin.display()
+    );
+    // Before any other thread runs (the harness's runtimes start later).
+    std::env::set_var("DROVER_BIN", &bin);
     Ok(())
 }
 

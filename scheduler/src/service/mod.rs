@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use drover_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -143,6 +142,12 @@ pub async fn serve(
             })?;
     }
     let cli = || auth::require(auth::Role::Cli, mtls);
+    // tonic sets TCP_NODELAY only on sockets it accepts itself
+    // (`serve`), not on an incoming stream it is given. Without it, Nagle
+    // holds a small message (a DNS record relayed to an agent, an
+    // assignment) written after another until the agent's delayed ACK,
+    // ~40 ms later.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     builder
         .add_service(health_service)
         .add_service(reflection)
@@ -160,7 +165,7 @@ pub async fn serve(
                 auth::require(auth::Role::Agent, mtls),
             ),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| ServeError::Transport { addr, source })
 }
