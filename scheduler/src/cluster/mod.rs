@@ -18,6 +18,7 @@ use crate::placement::{self, Plan};
 use crate::state::{AllocRecord, JobRecord, JobStatus, NodeRecord};
 use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
+mod batch;
 mod commit;
 mod jobs;
 mod nodes;
@@ -50,6 +51,16 @@ pub enum ClusterError {
         /// Why.
         #[source]
         source: SubnetError,
+    },
+    /// A record is larger than one store request may carry.
+    #[error("record {key:?} would take {bytes} bytes, over the state store's request limit of {max} bytes (etcd --max-request-bytes, 1.5 MiB by default, less what the rest of the request takes); make it smaller")]
+    TooLarge {
+        /// The record's store key.
+        key: String,
+        /// Its size in a request.
+        bytes: usize,
+        /// What a request may hold besides the rest of it.
+        max: usize,
     },
     /// Too many concurrent writers won the race.
     #[error("gave up after {attempts} conflicting writes to {what}; retry")]
