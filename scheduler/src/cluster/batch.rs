@@ -115,6 +115,8 @@ pub fn split(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::single_range_in_vec_init)]
+
     use super::*;
 
     fn put(key: usize, value: usize) -> OpSize {
