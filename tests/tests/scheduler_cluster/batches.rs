@@ -38,6 +38,31 @@ fn wanted_indexes(got: &pb::GetJobResponse) -> std::collections::BTreeSet<u32> {
         .collect()
 }
 
+/// Polls job `name` until `pred` holds, or panics after a minute: hundreds
+/// of allocations each reported by the fake agent take a while on a busy
+/// machine.
+async fn wait(c: &Cluster, name: &str, what: &str, pred: impl Fn(&pb::GetJobResponse) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = c.job(name).await;
+        if pred(&got) {
+            return;
+        }
+        let summary: std::collections::BTreeMap<(String, String, u64), usize> =
+            got.allocations.iter().fold(Default::default(), |mut m, a| {
+                *m.entry((a.desired.clone(), a.status.clone(), a.job_version))
+                    .or_default() += 1;
+                m
+            });
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; job {:?}, allocations by (desired, status, version): {summary:?}",
+            got.job
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn submit(c: &Cluster, j: pb::Job) -> pb::SubmitResponse {
     c.jobs()
         .await
@@ -55,7 +80,7 @@ async fn a_job_of_300_instances_is_placed_replaced_and_stopped_in_batches() {
     let done = submit(&c, tiny("big", 300, "/bin/true")).await;
     assert_eq!(done.allocations.len(), 300, "warnings: {:?}", done.warnings);
     assert!(done.warnings.is_empty(), "{:?}", done.warnings);
-    c.wait_job("big", "300 instances running", |g| {
+    wait(&c, "big", "300 instances running", |g| {
         count(g, "run", "running", 1) == 300 && wanted_indexes(g).len() == 300
     })
     .await;
@@ -63,7 +88,8 @@ async fn a_job_of_300_instances_is_placed_replaced_and_stopped_in_batches() {
     // A new command replaces every instance: 300 stops and 200 placements.
     let done = submit(&c, tiny("big", 200, "/bin/false")).await;
     assert_eq!(done.version, 2);
-    c.wait_job(
+    wait(
+        &c,
         "big",
         "200 new instances running, 300 old ones stopped",
         |g| {
@@ -83,7 +109,7 @@ async fn a_job_of_300_instances_is_placed_replaced_and_stopped_in_batches() {
         .unwrap()
         .into_inner();
     assert_eq!(stopped.stopped_allocations.len(), 200);
-    c.wait_job("big", "every instance stopped", |g| {
+    wait(&c, "big", "every instance stopped", |g| {
         g.job.as_ref().is_some_and(|j| j.status == "stopped")
             && count(g, "stop", "complete", 2) == 200
     })
@@ -95,7 +121,7 @@ async fn a_partly_written_job_is_completed_by_reconcile_and_a_lost_node_loses_al
     let c = Cluster::start().await;
     let a = FakeAgent::start(&c, "node-a").await;
     submit(&c, tiny("half", 300, "/bin/true")).await;
-    c.wait_job("half", "300 instances running", |g| {
+    wait(&c, "half", "300 instances running", |g| {
         count(g, "run", "running", 1) == 300
     })
     .await;
@@ -115,7 +141,8 @@ async fn a_partly_written_job_is_completed_by_reconcile_and_a_lost_node_loses_al
     }
     let left = c.job("half").await;
     assert_eq!(left.allocations.len(), 100);
-    c.wait_job(
+    wait(
+        &c,
         "half",
         "reconcile to place the 200 missing instances",
         |g| count(g, "run", "running", 1) == 300 && wanted_indexes(g) == (0..300).collect(),
@@ -125,7 +152,7 @@ async fn a_partly_written_job_is_completed_by_reconcile_and_a_lost_node_loses_al
     // The node's 300 allocations are marked lost over several
     // transactions, the node itself last.
     drop(a);
-    c.wait_job("half", "300 allocations lost with their node", |g| {
+    wait(&c, "half", "300 allocations lost with their node", |g| {
         count(g, "stop", "lost", 1) == 300
     })
     .await;
