@@ -48,6 +48,11 @@ impl Cluster {
         let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
             .await
             .unwrap();
+        Cluster::over(store, dir, stop).await
+    }
+
+    /// A scheduler over `store`, stopped with `stop`.
+    async fn over(store: Store, dir: tempfile::TempDir, stop: CancellationToken) -> Cluster {
         let core = Core::new(store.clone(), TIMING);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());

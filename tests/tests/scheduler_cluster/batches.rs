@@ -117,6 +117,42 @@ async fn a_job_of_300_instances_is_placed_replaced_and_stopped_in_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_300_instances_is_written_to_a_real_etcd() {
+    let etcd = drover_tests::etcd::RealEtcd::start()
+        .await
+        .expect("starting etcd (Debian's etcd-server)");
+    let store = Store::connect(&etcd.endpoints(), "/drover/").await.unwrap();
+    let c = Cluster::over(
+        store,
+        tempfile::tempdir().unwrap(),
+        CancellationToken::new(),
+    )
+    .await;
+    let _a = FakeAgent::start(&c, "node-a").await;
+    let done = submit(&c, tiny("big", 300, "/bin/true")).await;
+    assert_eq!(done.allocations.len(), 300, "warnings: {:?}", done.warnings);
+    let stored = c
+        .store
+        .list::<serde_json::Value>(Kind::Alloc)
+        .await
+        .unwrap();
+    assert_eq!(stored.items.len(), 300);
+    wait(&c, "big", "300 instances running", |g| {
+        count(g, "run", "running", 1) == 300 && wanted_indexes(g) == (0..300).collect()
+    })
+    .await;
+    c.jobs()
+        .await
+        .stop(pb::StopJobRequest { name: "big".into() })
+        .await
+        .unwrap();
+    wait(&c, "big", "every instance stopped", |g| {
+        count(g, "stop", "complete", 1) == 300
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partly_written_job_is_completed_by_reconcile_and_a_lost_node_loses_all() {
     let c = Cluster::start().await;
     let a = FakeAgent::start(&c, "node-a").await;
