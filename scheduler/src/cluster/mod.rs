@@ -4,7 +4,15 @@
 //! Each operation reads what it needs, asks the pure rules
 //! ([`crate::placement`], [`crate::transitions`], [`crate::subnet`]) what
 //! changes, and writes the result through `Cluster::write` (in `commit`),
-//! one guarded transaction tried again on conflict. All durable state is in
+//! one guarded transaction tried again on conflict. A write larger than one
+//! store transaction may hold (128 operations, 1.5 MiB) is cut into
+//! batches (`batch`), each guarded by the record it hangs on (the job, the
+//! node) and ordered so that a write cut short leaves a state that record
+//! explains and the next pass completes: for a job, stops of replaced
+//! instances, then the job, then new allocations, which reconcile places
+//! again if they never land; for a stop or a lost node, the allocations
+//! first and the job or node last. A record too large for any request is
+//! refused ([`ClusterError::TooLarge`]) before anything is written. All durable state is in
 //! the store, so a restarted scheduler resumes from it. Who is connected,
 //! and telling agents, is not this module's business: operations return the
 //! nodes whose assignments changed and the caller wakes them.
