@@ -166,7 +166,16 @@ impl Core {
 
     /// Registers or updates a job, places it, and tells the nodes.
     pub async fn submit(&self, spec: &JobSpec) -> Result<Submitted, ClusterError> {
-        let done = self.cluster.submit(spec).await?;
+        let done = match self.cluster.submit(spec).await {
+            Ok(done) => done,
+            Err(e) => {
+                // A write in several transactions may have stored part of
+                // the job: its nodes learn of it now, and reconcile places
+                // the rest.
+                self.wake_job(&spec.name).await;
+                return Err(e);
+            }
+        };
         self.registry.wake(&done.touched);
         // Its services may have changed (port, tags, protocol, checks).
         let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
@@ -174,10 +183,35 @@ impl Core {
         Ok(done)
     }
 
+    /// Wakes the nodes holding live allocations of job `name` (best effort:
+    /// a failure is logged).
+    async fn wake_job(&self, name: &str) {
+        match self.cluster.alloc_records().await {
+            Ok(allocs) => {
+                let nodes = allocs
+                    .iter()
+                    .filter(|a| a.job == name && a.is_live())
+                    .map(|a| a.node_id.clone())
+                    .collect();
+                self.registry.wake(&nodes);
+            }
+            Err(error) => {
+                tracing::warn!(job = %name, %error, "cannot read the job's allocations to wake their nodes")
+            }
+        }
+    }
+
     /// Stops a job and tells the nodes. Returns the ids of the allocations
     /// asked to stop, or `None` if there is no such job.
     pub async fn stop(&self, name: &str) -> Result<Option<Vec<String>>, ClusterError> {
-        let Some((stopped, touched)) = self.cluster.stop(name).await? else {
+        let stopped = match self.cluster.stop(name).await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                self.wake_job(name).await;
+                return Err(e);
+            }
+        };
+        let Some((stopped, touched)) = stopped else {
             return Ok(None);
         };
         self.registry.wake(&touched);

@@ -1,6 +1,7 @@
 //! The scheduler against the real embedded store, driven over gRPC by fake
 //! agents that speak `AgentService.Connect`: placement across nodes, node
-//! loss and replacement, drain, stop, and the refusal of bad jobs.
+//! loss and replacement, drain, stop, and the refusal of bad jobs. Jobs
+//! larger than one store transaction are in `scheduler_cluster/batches.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,6 +27,7 @@ const TIMING: Timing = Timing {
 struct Cluster {
     _dir: tempfile::TempDir,
     addr: String,
+    store: Store,
     stop: CancellationToken,
 }
 
@@ -46,13 +48,19 @@ impl Cluster {
         let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
             .await
             .unwrap();
-        let core = Core::new(store, TIMING);
+        Cluster::over(store, dir, stop).await
+    }
+
+    /// A scheduler over `store`, stopped with `stop`.
+    async fn over(store: Store, dir: tempfile::TempDir, stop: CancellationToken) -> Cluster {
+        let core = Core::new(store.clone(), TIMING);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());
         tokio::spawn(drover_scheduler::serve(core, l, stop.clone(), None));
         Cluster {
             _dir: dir,
             addr,
+            store,
             stop,
         }
     }
@@ -121,6 +129,10 @@ impl FakeAgent {
         let token = stop.clone();
         tokio::spawn(async move {
             let mut beat = tokio::time::interval(Duration::from_millis(100));
+            // What it already said, so that assignments that have not
+            // caught up yet are not answered again (hundreds of
+            // allocations would otherwise cost hundreds of repeats each).
+            let mut said = std::collections::HashSet::new();
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
@@ -134,7 +146,7 @@ impl FakeAgent {
                         for asg in a.allocations {
                             let alloc = asg.allocation.unwrap();
                             let status = if alloc.desired == "stop" { "complete" } else { "running" };
-                            if alloc.status == status { continue; }
+                            if alloc.status == status || !said.insert((alloc.id.clone(), status)) { continue; }
                             let st = pb::AgentMessage { msg: Some(pb::agent_message::Msg::AllocStatus(pb::AllocStatus {
                                 alloc_id: alloc.id,
                                 status: status.into(),
@@ -486,3 +498,6 @@ async fn a_silent_agent_is_told_its_session_ended() {
     }
     drop(tx);
 }
+
+#[path = "scheduler_cluster/batches.rs"]
+mod batches;

@@ -7,33 +7,43 @@
 //! and a write never undoes one it did not see.
 
 use std::future::Future;
+use std::ops::Range;
 
 use drover_store::client::encode;
 use drover_store::{Committed, Guard, Kind, Store, Write};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::batch::{split, OpSize, STORE_LIMITS};
 use super::{Cluster, ClusterError};
 
 /// Attempts at a write before giving up with [`ClusterError::Contended`].
 pub const MAX_ATTEMPTS: u32 = 8;
 
-/// A transaction being built: the guards of what was read and the writes
-/// of what changes. There is no unguarded write.
+/// A transaction being built: one guard per record read, with the write
+/// of what changes. There is no unguarded write. When it is too large for
+/// one store transaction it is written in batches (see [`super::batch`]),
+/// in the order its records were added.
 pub struct Txn<'s> {
     store: &'s Store,
-    guards: Vec<Guard>,
-    writes: Vec<Write>,
+    ops: Vec<Op>,
+    /// The op whose guard every batch carries: see [`Txn::anchor`].
+    anchor: Option<usize>,
+}
+
+/// One record of a transaction: its guard and what is written to it.
+struct Op {
+    guard: Guard,
+    write: Option<Write>,
 }
 
 impl Txn<'_> {
     /// Requires the record to be unchanged since it was read at
     /// `mod_revision` (0: still absent), without writing it.
     pub fn expect(&mut self, kind: Kind, name: &str, mod_revision: i64) {
-        self.guards.push(Guard {
-            kind,
-            name: name.to_string(),
-            mod_revision,
+        self.ops.push(Op {
+            guard: guard(kind, name, mod_revision),
+            write: None,
         });
     }
 
@@ -47,11 +57,13 @@ impl Txn<'_> {
         value: &T,
     ) -> Result<(), ClusterError> {
         let value = encode(&self.store.key(kind, name), value)?;
-        self.expect(kind, name, mod_revision);
-        self.writes.push(Write::Put {
-            kind,
-            name: name.to_string(),
-            value,
+        self.ops.push(Op {
+            guard: guard(kind, name, mod_revision),
+            write: Some(Write::Put {
+                kind,
+                name: name.to_string(),
+                value,
+            }),
         });
         Ok(())
     }
@@ -64,6 +76,47 @@ impl Txn<'_> {
         value: &T,
     ) -> Result<(), ClusterError> {
         self.update(kind, name, 0, value)
+    }
+
+    /// Makes the record added last the anchor of the write: when the
+    /// transaction is written in batches, every batch is guarded by it
+    /// (as read before its own batch, as written after), so a concurrent
+    /// change of it stops the rest of the write, which is then planned
+    /// again from fresh reads. Add it where a half-written transaction
+    /// leaves a state the anchor's record still explains.
+    pub fn anchor(&mut self) {
+        self.anchor = self.ops.len().checked_sub(1);
+    }
+
+    /// The transaction cut into batches within the store's limits.
+    fn batches(&self) -> Result<Vec<Range<usize>>, ClusterError> {
+        let sizes: Vec<OpSize> = self
+            .ops
+            .iter()
+            .map(|op| OpSize {
+                key: self.store.key(op.guard.kind, &op.guard.name).len(),
+                value: op.write.as_ref().map(|w| match w {
+                    Write::Put { value, .. } => value.len(),
+                    Write::Delete { .. } => 0,
+                }),
+            })
+            .collect();
+        split(&sizes, self.anchor, STORE_LIMITS).map_err(|e| {
+            let g = &self.ops[e.index].guard;
+            ClusterError::TooLarge {
+                key: self.store.key(g.kind, &g.name),
+                bytes: e.bytes,
+                max: e.max,
+            }
+        })
+    }
+}
+
+fn guard(kind: Kind, name: &str, mod_revision: i64) -> Guard {
+    Guard {
+        kind,
+        name: name.to_string(),
+        mod_revision,
     }
 }
 
@@ -90,8 +143,8 @@ impl Cluster {
     pub(crate) fn txn(&self) -> Txn<'_> {
         Txn {
             store: &self.store,
-            guards: Vec::new(),
-            writes: Vec::new(),
+            ops: Vec::new(),
+            anchor: None,
         }
     }
 
@@ -111,19 +164,19 @@ impl Cluster {
         for n in 1..=MAX_ATTEMPTS {
             let (txn, value) = match attempt().await? {
                 Step::Done(value) => return Ok(Written::unchanged(value)),
-                Step::Commit(txn, value) if txn.writes.is_empty() => {
+                Step::Commit(txn, value) if txn.ops.iter().all(|op| op.write.is_none()) => {
                     return Ok(Written::unchanged(value))
                 }
                 Step::Commit(txn, value) => (txn, value),
             };
-            match self.store.commit(&txn.guards, &txn.writes).await? {
-                Committed::Yes(revision) => {
+            match self.commit_batches(&txn, &what).await? {
+                Some(revision) => {
                     return Ok(Written {
                         value,
                         revision: Some(revision),
                     })
                 }
-                Committed::Conflict => {
+                None => {
                     tracing::debug!(what = %what(), attempt = n, "conflicting write; reading again");
                 }
             }
@@ -132,6 +185,52 @@ impl Cluster {
             what: what(),
             attempts: MAX_ATTEMPTS,
         })
+    }
+}
+
+impl Cluster {
+    /// Commits `txn`, in batches when it is too large for one store
+    /// transaction. Returns the revision of the last batch, or `None` when
+    /// a guard failed (batches before it stay written: each is a state the
+    /// anchor's record explains, and the caller plans again from fresh
+    /// reads, which completes the rest).
+    async fn commit_batches(
+        &self,
+        txn: &Txn<'_>,
+        what: &impl Fn() -> String,
+    ) -> Result<Option<i64>, ClusterError> {
+        let batches = txn.batches()?;
+        let mut anchor = txn.anchor.map(|i| txn.ops[i].guard.clone());
+        let mut last = None;
+        for (b, range) in batches.iter().enumerate() {
+            let ops = &txn.ops[range.clone()];
+            let mut guards: Vec<Guard> = ops.iter().map(|op| op.guard.clone()).collect();
+            let writes: Vec<Write> = ops.iter().filter_map(|op| op.write.clone()).collect();
+            let holds_anchor = txn.anchor.is_some_and(|i| range.contains(&i));
+            if let (false, Some(a)) = (holds_anchor, &anchor) {
+                guards.push(a.clone());
+            }
+            match self.store.commit(&guards, &writes).await? {
+                Committed::Yes(revision) => {
+                    let anchor_written = txn
+                        .anchor
+                        .is_some_and(|i| holds_anchor && txn.ops[i].write.is_some());
+                    if let (true, Some(a)) = (anchor_written, anchor.as_mut()) {
+                        a.mod_revision = revision;
+                    }
+                    if batches.len() > 1 {
+                        tracing::debug!(what = %what(), batch = b + 1, batches = batches.len(), writes = writes.len(), revision, "batch written");
+                    }
+                    last = Some(revision);
+                }
+                Committed::Conflict if b > 0 => {
+                    tracing::info!(what = %what(), batch = b + 1, batches = batches.len(), "write interrupted by a concurrent change; planning the rest again");
+                    return Ok(None);
+                }
+                Committed::Conflict => return Ok(None),
+            }
+        }
+        Ok(last)
     }
 }
 

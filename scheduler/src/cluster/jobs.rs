@@ -75,17 +75,27 @@ impl Cluster {
                 move || async move { self.place_attempt(spec, name).await },
             )
             .await?;
-        let placed = done.value;
+        let mut placed = done.value;
         let allocations = match done.revision {
-            None => placed.allocs,
+            None => job_allocs(&placed.allocs, name),
             Some(rev) => {
                 tracing::info!(job = %name, version = placed.version, revision = rev, placed = placed.placed, stopped = placed.stopped, "job submitted");
-                values(self.allocs().await?)
+                let allocations = job_allocs(&values(self.allocs().await?), name);
+                // A write planned again after a conflict may have placed
+                // part of the job in an earlier attempt: wake every node
+                // that holds the job's live allocations.
+                placed.touched.extend(
+                    allocations
+                        .iter()
+                        .filter(|a| a.is_live())
+                        .map(|a| a.node_id.clone()),
+                );
+                allocations
             }
         };
         Ok(Submitted {
             version: placed.version,
-            allocations: job_allocs(&allocations, name),
+            allocations,
             warnings: placed.warnings,
             touched: placed.touched,
         })
@@ -121,19 +131,13 @@ impl Cluster {
         let plan = placement::plan(&nodes, &alloc_vals, &spec, previous);
         let now = now_ms();
         let (record, changed) = transitions::submit(current, &spec, now);
+        // Stops first, then the job, then new allocations: when the write
+        // takes several transactions, stops of instances the new spec
+        // replaces are written while the stored job still says so, and the
+        // placements after the job are ones a reconcile pass of the stored
+        // job makes again if a later batch never lands.
         let mut txn = self.txn();
-        let job_rev = job.as_ref().map(|j| j.mod_revision).unwrap_or(0);
-        if changed {
-            txn.update(Kind::Job, name, job_rev, &record)?;
-        } else {
-            txn.expect(Kind::Job, name, job_rev);
-        }
         let mut touched = BTreeSet::new();
-        for p in &plan.place {
-            let rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
-            txn.create(Kind::Alloc, &rec.id, &rec)?;
-            touched.insert(p.node_id.clone());
-        }
         for id in &plan.stop {
             let Some(a) = allocs.iter().find(|a| &a.name == id) else {
                 continue;
@@ -141,6 +145,18 @@ impl Cluster {
             let rec = transitions::stop_alloc(&a.value, now);
             txn.update(Kind::Alloc, id, a.mod_revision, &rec)?;
             touched.insert(rec.node_id);
+        }
+        let job_rev = job.as_ref().map(|j| j.mod_revision).unwrap_or(0);
+        if changed {
+            txn.update(Kind::Job, name, job_rev, &record)?;
+        } else {
+            txn.expect(Kind::Job, name, job_rev);
+        }
+        txn.anchor();
+        for p in &plan.place {
+            let rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
+            txn.create(Kind::Alloc, &rec.id, &rec)?;
+            touched.insert(p.node_id.clone());
         }
         Ok(Step::Commit(
             txn,
@@ -181,14 +197,18 @@ impl Cluster {
             .collect();
         let stop =
             transitions::stop_job(&job.value, allocs.iter().map(|a| &a.value), &down, now_ms());
+        // The allocations first, the job last: a stop cut short leaves a
+        // running job whose stopped instances reconcile places again, never
+        // a stopped job with instances still wanted.
         let mut txn = self.txn();
+        for (i, r) in &stop.allocs {
+            txn.update(Kind::Alloc, &r.id, allocs[*i].mod_revision, r)?;
+        }
         match &stop.job {
             Some(rec) => txn.update(Kind::Job, name, job.mod_revision, rec)?,
             None => txn.expect(Kind::Job, name, job.mod_revision),
         }
-        for (i, r) in &stop.allocs {
-            txn.update(Kind::Alloc, &r.id, allocs[*i].mod_revision, r)?;
-        }
+        txn.anchor();
         Ok(Step::Commit(txn, Some((stop.stopped, stop.touched))))
     }
 

@@ -4,7 +4,15 @@
 //! Each operation reads what it needs, asks the pure rules
 //! ([`crate::placement`], [`crate::transitions`], [`crate::subnet`]) what
 //! changes, and writes the result through `Cluster::write` (in `commit`),
-//! one guarded transaction tried again on conflict. All durable state is in
+//! one guarded transaction tried again on conflict. A write larger than one
+//! store transaction may hold (128 operations, 1.5 MiB) is cut into
+//! batches (`batch`), each guarded by the record it hangs on (the job, the
+//! node) and ordered so that a write cut short leaves a state that record
+//! explains and the next pass completes: for a job, stops of replaced
+//! instances, then the job, then new allocations, which reconcile places
+//! again if they never land; for a stop or a lost node, the allocations
+//! first and the job or node last. A record too large for any request is
+//! refused ([`ClusterError::TooLarge`]) before anything is written. All durable state is in
 //! the store, so a restarted scheduler resumes from it. Who is connected,
 //! and telling agents, is not this module's business: operations return the
 //! nodes whose assignments changed and the caller wakes them.
@@ -18,6 +26,7 @@ use crate::placement::{self, Plan};
 use crate::state::{AllocRecord, JobRecord, JobStatus, NodeRecord};
 use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
+mod batch;
 mod commit;
 mod jobs;
 mod nodes;
@@ -50,6 +59,16 @@ pub enum ClusterError {
         /// Why.
         #[source]
         source: SubnetError,
+    },
+    /// A record is larger than one store request may carry.
+    #[error("record {key:?} would take {bytes} bytes, over the state store's request limit of {max} bytes (etcd --max-request-bytes, 1.5 MiB by default, less what the rest of the request takes); make it smaller")]
+    TooLarge {
+        /// The record's store key.
+        key: String,
+        /// Its size in a request.
+        bytes: usize,
+        /// What a request may hold besides the rest of it.
+        max: usize,
     },
     /// Too many concurrent writers won the race.
     #[error("gave up after {attempts} conflicting writes to {what}; retry")]

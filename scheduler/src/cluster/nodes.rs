@@ -109,11 +109,14 @@ impl Cluster {
                     else {
                         return Ok(Step::Done(0));
                     };
+                    // The node last: a write cut short leaves it ready, so
+                    // the next pass marks it down again and the rest lost.
                     let mut txn = self.txn();
-                    txn.update(Kind::Node, node_id, n.mod_revision, &node)?;
                     for (i, r) in &lost {
                         txn.update(Kind::Alloc, &r.id, allocs[*i].mod_revision, r)?;
                     }
+                    txn.update(Kind::Node, node_id, n.mod_revision, &node)?;
+                    txn.anchor();
                     Ok(Step::Commit(txn, lost.len()))
                 },
             )

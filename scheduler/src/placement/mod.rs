@@ -2,7 +2,8 @@
 //! a cluster snapshot and a job to a plan.
 //!
 //! No I/O happens here. The caller reads nodes and allocations from the
-//! store, calls [`plan`], and writes the result in one guarded transaction.
+//! store, calls [`plan`], and writes the result in guarded transactions
+//! (several when the plan is larger than one store transaction holds).
 //! That keeps placement testable on a simulated cluster of thousands of
 //! nodes in milliseconds.
 //!

@@ -48,6 +48,7 @@ impl From<ClusterError> for Status {
         match e {
             ClusterError::Store(e) => Status::unavailable(format!("state store: {e}")),
             ClusterError::Contended { .. } => Status::aborted(e.to_string()),
+            ClusterError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
             ClusterError::Subnet { .. } => Status::resource_exhausted(e.to_string()),
             ClusterError::SubnetRefused { .. } => Status::failed_precondition(e.to_string()),
         }

@@ -19,6 +19,11 @@ pub const SKYDNS_PREFIX: &str = "/skydns/";
 /// the embedded server's limit.
 pub const MAX_TXN_OPS: usize = 128;
 
+/// Largest request etcd accepts, in bytes: its default
+/// `--max-request-bytes` (1.5 MiB), and the embedded server's limit. A
+/// transaction's keys and values must fit in it.
+pub const MAX_REQUEST_BYTES: usize = 1_572_864;
+
 /// A key and value as stored, with the lease it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawKv {
