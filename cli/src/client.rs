@@ -199,7 +199,10 @@ impl JobFollow {
     const STREAM_RECHECK: Duration = Duration::from_secs(2);
 
     /// Opens `Watch` on job `name`; falls back to polling on any error.
-    async fn open(client: &mut pb::job_service_client::JobServiceClient<Channel>, name: &str) -> Self {
+    async fn open(
+        client: &mut pb::job_service_client::JobServiceClient<Channel>,
+        name: &str,
+    ) -> Self {
         match client
             .watch(pb::WatchJobRequest {
                 name: name.to_string(),

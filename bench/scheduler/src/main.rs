@@ -1,4 +1,4 @@
-//! `scheduler-bench [--jobs N] [--drover PATH]`: submit -> running latency
+//! `scheduler-bench [--jobs N] [--drover PATH] [--cli]`: submit -> running latency
 //! on a warm `drover dev` node. Starts `drover dev` (the binary given, or
 //! `DROVER_BIN`), then, one job at a time, opens `JobService.Watch` on a
 //! new single-task job (`sleep 3600`, 0.05 CPU, 16 MiB, no root
@@ -6,6 +6,10 @@
 //! the first event showing its allocation running. Each job is stopped,
 //! and its allocation seen stopped, before the next is submitted (outside
 //! the timing). Prints min, median, p95, p99 and max in milliseconds.
+//!
+//! With `--cli`, each job is instead submitted with `drover job run FILE`
+//! and timed from the command's start to its exit (it returns once the
+//! allocation runs): what a user waits for, process start included.
 //!
 //! Run as root (the agent makes namespaces, cgroups and a bridge).
 
@@ -27,12 +31,14 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 struct Args {
     jobs: usize,
     drover: Option<PathBuf>,
+    cli: bool,
 }
 
 fn args() -> Result<Args> {
     let mut out = Args {
         jobs: 50,
         drover: None,
+        cli: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -40,7 +46,8 @@ fn args() -> Result<Args> {
         match a.as_str() {
             "--jobs" => out.jobs = value()?.parse().context("--jobs")?,
             "--drover" => out.drover = Some(PathBuf::from(value()?)),
-            other => bail!("unknown argument {other:?} (--jobs N, --drover PATH)"),
+            "--cli" => out.cli = true,
+            other => bail!("unknown argument {other:?} (--jobs N, --drover PATH, --cli)"),
         }
     }
     if out.jobs == 0 {
@@ -94,20 +101,45 @@ async fn until_status(
     }
 }
 
+/// The job file of [`job`], for `drover job run`.
+fn job_file(name: &str) -> String {
+    format!(
+        "name = \"{name}\"\nkind = \"service\"\n[[group]]\nname = \"main\"\n\
+         [[group.task]]\nname = \"sleep\"\ncommand = [\"sleep\", \"3600\"]\n\
+         kill_timeout_ms = 200\nresources = {{ cpu_millis = 50, memory_mb = 16 }}\n"
+    )
+}
+
 /// Submits job `name` and returns the time until it runs; stops it.
-async fn one(client: &mut JobServiceClient<Channel>, name: &str) -> Result<Duration> {
+async fn one(
+    cluster: &DevCluster,
+    client: &mut JobServiceClient<Channel>,
+    name: &str,
+    cli: bool,
+) -> Result<Duration> {
     let mut events = client
         .watch(pb::WatchJobRequest { name: name.into() })
         .await?
         .into_inner();
-    let t0 = Instant::now();
-    client
-        .submit(pb::SubmitRequest {
-            job: Some(job(name)),
-        })
-        .await?;
-    until_status(&mut events, "running", "run").await?;
-    let took = t0.elapsed();
+    let took = if cli {
+        let file = cluster.write_file(&format!("{name}.toml"), &job_file(name));
+        let t0 = Instant::now();
+        let out = cluster.cli(&["job".as_ref(), "run".as_ref(), file.as_os_str()]);
+        let took = t0.elapsed();
+        if !out.status.success() {
+            bail!("drover job run: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        took
+    } else {
+        let t0 = Instant::now();
+        client
+            .submit(pb::SubmitRequest {
+                job: Some(job(name)),
+            })
+            .await?;
+        until_status(&mut events, "running", "run").await?;
+        t0.elapsed()
+    };
     client
         .stop(pb::StopJobRequest { name: name.into() })
         .await?;
@@ -144,14 +176,15 @@ async fn main() -> Result<()> {
     let channel = Endpoint::from_shared(cluster.url())?.connect().await?;
     let mut client = JobServiceClient::new(channel);
     // One job first, untimed, so the node is warm (page cache, cgroups).
-    one(&mut client, "bench-warmup").await?;
+    one(&cluster, &mut client, "bench-warmup", args.cli).await?;
     let mut times = Vec::with_capacity(args.jobs);
     for i in 0..args.jobs {
-        times.push(one(&mut client, &format!("bench-{i}")).await?);
+        times.push(one(&cluster, &mut client, &format!("bench-{i}"), args.cli).await?);
     }
     times.sort();
     println!(
-        "submit -> running, {} single-task jobs, ms: min {:.1} median {:.1} p95 {:.1} p99 {:.1} max {:.1}",
+        "submit -> running ({}), {} single-task jobs, ms: min {:.1} median {:.1} p95 {:.1} p99 {:.1} max {:.1}",
+        if args.cli { "drover job run" } else { "Submit RPC to Watch event" },
         times.len(),
         ms(times[0]),
         ms(quantile(&times, 0.5)),
