@@ -188,7 +188,7 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
 /// stream, or polling when the server has none (an older one) or the
 /// stream broke.
 enum JobFollow {
-    Stream(tonic::Streaming<pb::JobEvent>),
+    Stream(Box<tonic::Streaming<pb::JobEvent>>),
     Poll,
 }
 
@@ -209,7 +209,7 @@ impl JobFollow {
             })
             .await
         {
-            Ok(stream) => JobFollow::Stream(stream.into_inner()),
+            Ok(stream) => JobFollow::Stream(Box::new(stream.into_inner())),
             Err(status) => {
                 if status.code() != Code::Unimplemented {
                     tracing::debug!(code = ?status.code(), message = %status.message(), "job watch refused; polling");

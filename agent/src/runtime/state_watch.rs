@@ -167,3 +167,41 @@ impl StateWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Generous: only a watch that never fires waits this long.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn a_renamed_state_file_wakes_and_dropped_dirs_are_unwatched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir(&a).expect("mkdir a");
+        std::fs::create_dir(&b).expect("mkdir b");
+        let mut watch = StateWatch::new();
+        assert!(watch.is_active(), "inotify is available on the test host");
+        watch.sync([a.clone(), b.clone(), tmp.path().join("gone")]);
+        assert_eq!(watch.len(), 2, "a directory that does not exist is skipped");
+
+        // As the supervisor writes it: a temp file renamed over state.json.
+        std::fs::write(b.join("state.json.tmp"), b"{}").expect("write");
+        std::fs::rename(b.join("state.json.tmp"), b.join(STATE_FILE)).expect("rename");
+        tokio::time::timeout(DEADLINE, watch.changed())
+            .await
+            .expect("the rename of state.json woke the watch");
+
+        watch.sync([a.clone()]);
+        assert_eq!(watch.len(), 1);
+        std::fs::remove_dir_all(&b).expect("rm b");
+        // b is no longer watched; a still is.
+        std::fs::write(a.join(STATE_FILE), b"{}").expect("write a");
+        tokio::time::timeout(DEADLINE, watch.changed())
+            .await
+            .expect("a write of a's state.json woke the watch");
+    }
+}
