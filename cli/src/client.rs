@@ -184,7 +184,7 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
     Ok(())
 }
 
-/// How `job run` learns that its job changed: the scheduler's `Watch`
+/// How `job run` and `job stop` learn that their job changed: the scheduler's `Watch`
 /// stream, or polling when the server has none (an older one) or the
 /// stream broke.
 enum JobFollow {
@@ -279,6 +279,11 @@ pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
 
 pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let mut follow = if detach {
+        JobFollow::Poll
+    } else {
+        JobFollow::open(&mut client, name).await
+    };
     let resp = client
         .stop(pb::StopJobRequest {
             name: name.to_string(),
@@ -302,7 +307,7 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
                 print_job(opts, &got, &[])?;
                 bail!("{left} allocation(s) of job {name:?} still running after {wait} s");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            follow.next_change(deadline).await;
         }
     }
     match opts.output {
