@@ -121,6 +121,12 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
     // that a failed run fails the command.
     let batch = job.kind == "batch";
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    // Followed from before the submission, so that no change is missed.
+    let mut follow = if detach {
+        JobFollow::Poll
+    } else {
+        JobFollow::open(&mut client, &name).await
+    };
     let resp = client
         .submit(pb::SubmitRequest { job: Some(job) })
         .await
@@ -162,7 +168,7 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
                 }
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            follow.next_change(deadline).await;
         }
     }
     match opts.output {
@@ -176,6 +182,65 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
         }
     }
     Ok(())
+}
+
+/// How `job run` and `job stop` learn that their job changed: the scheduler's `Watch`
+/// stream, or polling when the server has none (an older one) or the
+/// stream broke.
+enum JobFollow {
+    Stream(Box<tonic::Streaming<pb::JobEvent>>),
+    Poll,
+}
+
+impl JobFollow {
+    /// Interval of the polling fallback.
+    const POLL: Duration = Duration::from_millis(200);
+    /// Longest wait on the stream before looking again anyway.
+    const STREAM_RECHECK: Duration = Duration::from_secs(2);
+
+    /// Opens `Watch` on job `name`; falls back to polling on any error.
+    async fn open(
+        client: &mut pb::job_service_client::JobServiceClient<Channel>,
+        name: &str,
+    ) -> Self {
+        match client
+            .watch(pb::WatchJobRequest {
+                name: name.to_string(),
+            })
+            .await
+        {
+            Ok(stream) => JobFollow::Stream(Box::new(stream.into_inner())),
+            Err(status) => {
+                if status.code() != Code::Unimplemented {
+                    tracing::debug!(code = ?status.code(), message = %status.message(), "job watch refused; polling");
+                }
+                JobFollow::Poll
+            }
+        }
+    }
+
+    /// Returns once the job may have changed: at its next event (and the
+    /// others already queued), after a while without one, or at `deadline`.
+    async fn next_change(&mut self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let JobFollow::Stream(stream) = self else {
+            tokio::time::sleep(left.min(Self::POLL)).await;
+            return;
+        };
+        match tokio::time::timeout(left.min(Self::STREAM_RECHECK), stream.message()).await {
+            Err(_elapsed) => {}
+            Ok(Ok(Some(_))) => {
+                // One `Get` answers for every event already here.
+                while let Ok(Ok(Some(_))) =
+                    tokio::time::timeout(Duration::ZERO, stream.message()).await
+                {}
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                tracing::debug!("job watch stream ended; polling");
+                *self = JobFollow::Poll;
+            }
+        }
+    }
 }
 
 fn print_job(opts: &ClientOpts, got: &pb::GetJobResponse, warnings: &[String]) -> Result<()> {
@@ -214,6 +279,11 @@ pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
 
 pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let mut follow = if detach {
+        JobFollow::Poll
+    } else {
+        JobFollow::open(&mut client, name).await
+    };
     let resp = client
         .stop(pb::StopJobRequest {
             name: name.to_string(),
@@ -237,7 +307,7 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
                 print_job(opts, &got, &[])?;
                 bail!("{left} allocation(s) of job {name:?} still running after {wait} s");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            follow.next_change(deadline).await;
         }
     }
     match opts.output {

@@ -391,3 +391,38 @@ fn supervisor_records_a_missing_command_and_exits_non_zero() -> Result<()> {
     assert_eq!(h.rt.state("direct", "main")?, state);
     Ok(())
 }
+
+/// The agent learns of a task's exit from the supervisor's `state.json`
+/// rename as it happens ([`StateWatch`]), not at its next poll: after the
+/// wake, the state on disk is already the exit.
+#[tokio::test]
+async fn state_watch_wakes_on_task_exit() -> Result<()> {
+    use drover_agent::runtime::StateWatch;
+    let h = Harness::new()?;
+    let spec = task_spec("watched", &["sleep", "30"]);
+    let state = h.start(&spec).await?;
+    let TaskState::Running { pid, .. } = state else {
+        bail!("expected running, got {state:?}");
+    };
+    let mut watch = StateWatch::new();
+    ensure!(watch.is_active(), "inotify unavailable");
+    watch.sync([h.dir("watched")]);
+    ensure!(watch.len() == 1, "task directory not watched");
+    kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+    tokio::time::timeout(Duration::from_secs(30), watch.changed())
+        .await
+        .context("no state.json change within 30 s of the task's death")?;
+    let state = h.rt.state("watched", "main")?;
+    ensure!(
+        matches!(
+            state,
+            TaskState::Exited {
+                signal: Some(9),
+                ..
+            }
+        ),
+        "woken before the exit was recorded: {state:?}"
+    );
+    h.rt.remove("watched", "main")?;
+    Ok(())
+}

@@ -49,6 +49,7 @@ mod oci;
 mod pidfd;
 mod rootfs;
 mod spec;
+mod state_watch;
 mod supervisor;
 mod task_cgroup;
 mod volume;
@@ -81,6 +82,7 @@ pub(crate) use pidfd::PidFd;
 pub use rootfs::{MountError, Rootfs, RootfsError, DEV_ENTRIES, DEV_NODES};
 use spec::resolve_command_in_layers;
 pub use spec::{TaskNetwork, TaskSpec, TaskState, DEFAULT_PIDS_MAX};
+pub use state_watch::StateWatch;
 pub use supervisor::supervise_main;
 pub use volume::{Volume, VolumeError, DEFAULT_TMPFS_MB, HOST_WRITABLE_DIRS, RESERVED_TARGETS};
 

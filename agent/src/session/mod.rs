@@ -14,6 +14,11 @@
 //! status changes wakes the session through [`crate::checks::Changes`]
 //! (a set of allocation ids and a `Notify`), which sends those
 //! allocations' reports at once rather than on the next poll.
+//!
+//! Task states are learnt the same way: a [`StateWatch`] (inotify on every
+//! task directory on disk, adopted ones included) wakes the session when a
+//! supervisor replaces a `state.json`, and the session polls at once; the
+//! timed poll stays as the fallback and drives restart delays.
 
 mod bootstrap;
 
@@ -41,7 +46,7 @@ use crate::exec::ExecSessions;
 use crate::log_stream::{log_msg, stream_log};
 use crate::net::peers::Peers;
 use crate::node;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{Runtime, RuntimeError, StateWatch};
 
 /// How often task states are read and changes reported.
 const POLL: Duration = Duration::from_millis(200);
@@ -223,6 +228,8 @@ struct Session<'a> {
     dns: &'a mut NodeDns,
     dns_feed: dns::Feed,
     gc_running: Option<JoinHandle<BTreeSet<String>>>,
+    /// Wakes the session when a task's `state.json` is replaced.
+    state_watch: StateWatch,
     /// The scheduler has said what this node holds: until then every
     /// allocation on disk may be one it wants, and nothing is collected.
     converged: bool,
@@ -289,6 +296,7 @@ async fn session(
         dns,
         dns_feed: dns::Feed::default(),
         gc_running: None,
+        state_watch: StateWatch::new(),
         converged: false,
     };
     let mut poll = tokio::time::interval(POLL);
@@ -305,9 +313,9 @@ async fn session(
             _ = gc.tick(), if s.converged => s.collect_garbage(allocs).await,
             _ = poll.tick() => {
                 s.peer_routes.retry().await;
-                let changed = allocs.poll().await;
-                s.report(allocs, checks, changed).await?;
+                s.poll_and_report(allocs, checks).await?;
             }
+            () = s.state_watch.changed() => s.poll_and_report(allocs, checks).await?,
             () = check_changes.changed() => s.report(allocs, checks, Vec::new()).await?,
             msg = inbound.next() => match msg {
                 None => return Err(SessionError::Closed),
@@ -343,8 +351,7 @@ impl Session<'_> {
                 let (assignments, refused) = assignment::decode_all(&a.allocations);
                 allocs.converge(&assignments, &refused).await;
                 self.converged = true;
-                let changed = allocs.poll().await;
-                self.report(allocs, checks, changed).await?;
+                self.poll_and_report(allocs, checks).await?;
             }
             Some(Msg::LogRequest(req)) => self.on_log_request(allocs, req).await,
             Some(Msg::LogCancel(c)) => {
@@ -386,6 +393,25 @@ impl Session<'_> {
                 let _ = self.tx.send(reply).await;
             }
         }
+    }
+
+    /// Watches the task directories now on disk (before reading, so that no
+    /// change after the read goes unnoticed), reads the task states and
+    /// sends the reports that changed.
+    async fn poll_and_report(
+        &mut self,
+        allocs: &mut Allocs,
+        checks: &mut Checks,
+    ) -> Result<(), SessionError> {
+        let rt = allocs.runtime();
+        match rt.list() {
+            Ok(tasks) => self
+                .state_watch
+                .sync(tasks.iter().filter_map(|(a, t)| rt.task_dir(a, t).ok())),
+            Err(error) => tracing::debug!(%error, "listing task directories to watch"),
+        }
+        let changed = allocs.poll().await;
+        self.report(allocs, checks, changed).await
     }
 
     /// Brings the health checks in line with the allocations, then sends
