@@ -174,9 +174,9 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
     match opts.output {
         Output::Json => output::json(&output::submit_json(&name, &resp)),
         Output::Table => {
-            println!("job {name:?} submitted (version {})", resp.version);
+            outln!("job {name:?} submitted (version {})", resp.version);
             for w in &resp.warnings {
-                println!("warning: {w}");
+                outln!("warning: {w}");
             }
             output::allocs_table(&resp.allocations);
         }
@@ -249,7 +249,7 @@ fn print_job(opts: &ClientOpts, got: &pb::GetJobResponse, warnings: &[String]) -
         Output::Table => {
             output::job_table(got);
             for w in warnings {
-                println!("warning: {w}");
+                outln!("warning: {w}");
             }
         }
     }
@@ -315,7 +315,7 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
             "job": name,
             "stopped_allocations": resp.stopped_allocations,
         })),
-        Output::Table => println!(
+        Output::Table => outln!(
             "job {name:?} stopped ({} allocations asked to stop)",
             resp.stopped_allocations.len()
         ),

@@ -3,6 +3,9 @@
 // The binary is the one place that prints results for people.
 #![allow(clippy::print_stdout)]
 
+/// `println!` for command output: a closed stdout ends the command quietly.
+#[macro_use]
+mod stdout;
 mod client;
 mod daemon;
 mod dns;
@@ -260,9 +263,6 @@ fn main() -> ExitCode {
     }
 
     let cli = Cli::parse();
-    if cli.command.is_client() {
-        restore_sigpipe();
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -306,29 +306,6 @@ fn main() -> ExitCode {
     }
 }
 
-impl Command {
-    /// Whether this is a short-lived client command (not a daemon).
-    fn is_client(&self) -> bool {
-        !matches!(
-            self,
-            Command::Dev(_) | Command::Scheduler(_) | Command::Agent(_) | Command::Dns(_)
-        )
-    }
-}
-
-/// Gives SIGPIPE back its default action, as for any Unix filter: `drover
-/// job status web | head` then ends quietly when `head` exits, instead of
-/// panicking on a failed print. Only client commands: the daemons keep
-/// Rust's ignored SIGPIPE, so that a peer closing a socket is an error to
-/// handle, not the end of the process.
-fn restore_sigpipe() {
-    // SAFETY: called before any thread is spawned (the runtime does not
-    // exist yet); setting a standard disposition has no other effect.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 /// Runs every command but `exec` (which owns its exit status) and the
 /// hidden entry points dispatched before the runtime exists.
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -365,12 +342,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Exec(_) => unreachable!("exec is dispatched above"),
         Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|files| {
             for f in files {
-                println!("{}", f.display());
+                outln!("{}", f.display());
             }
         }),
         Command::Tls(TlsCommand::Agent(a)) => tls::agent_cert(&a).map(|files| {
             for f in files {
-                println!("{}", f.display());
+                outln!("{}", f.display());
             }
         }),
     }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 /// Prints a JSON value on one line.
 pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
     let v = serde_json::to_value(v).unwrap_or(Value::Null);
-    println!("{v}");
+    outln!("{v}");
 }
 
 /// Prints rows as aligned columns.
@@ -27,7 +27,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
                 s.push_str(&format!("{c:<w$}  ", w = width[i]));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -182,15 +182,15 @@ fn check_rows(checks: &[pb::CheckState], now_ms: i64) -> Vec<Vec<String>> {
 
 /// One allocation in detail.
 pub fn alloc_detail(a: &pb::Allocation) {
-    println!("ID       {}", a.id);
-    println!("Name     {}", a.name);
-    println!("Node     {}", a.node_id);
+    outln!("ID       {}", a.id);
+    outln!("Name     {}", a.name);
+    outln!("Node     {}", a.node_id);
     if !a.ip.is_empty() {
-        println!("IP       {}", a.ip);
+        outln!("IP       {}", a.ip);
     }
-    println!("Desired  {}", a.desired);
-    println!("Status   {}", a.status);
-    println!();
+    outln!("Desired  {}", a.desired);
+    outln!("Status   {}", a.status);
+    outln!();
     table(
         &[
             "TASK", "STATE", "PID", "EXIT", "SIGNAL", "RESTARTS", "MESSAGE",
@@ -218,8 +218,8 @@ pub fn alloc_detail(a: &pb::Allocation) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        println!();
-        println!("Checks");
+        outln!();
+        outln!("Checks");
         table(
             &["SERVICE", "#", "TYPE", "STATUS", "LAST", "OUTPUT"],
             check_rows(&a.checks, now),
@@ -231,15 +231,15 @@ pub fn alloc_detail(a: &pb::Allocation) {
 pub fn job_table(got: &pb::GetJobResponse) {
     if let Some(info) = &got.job {
         let job = info.job.clone().unwrap_or_default();
-        println!("Job      {}", job.name);
-        println!("Kind     {}", job.kind);
-        println!("Status   {}", info.status);
-        println!("Version  {}", info.version);
-        println!();
+        outln!("Job      {}", job.name);
+        outln!("Kind     {}", job.kind);
+        outln!("Status   {}", info.status);
+        outln!("Version  {}", info.version);
+        outln!();
     }
     if !got.services.is_empty() {
         services_table(&got.services);
-        println!();
+        outln!();
     }
     allocs_table(&got.allocations);
 }
@@ -247,7 +247,7 @@ pub fn job_table(got: &pb::GetJobResponse) {
 /// Per service of a job: its healthy (registered in DNS) instances of
 /// those that should run.
 fn services_table(services: &[pb::ServiceHealth]) {
-    println!("Services");
+    outln!("Services");
     table(
         &["GROUP", "SERVICE", "HEALTHY"],
         services
@@ -375,20 +375,20 @@ pub fn nodes_json(nodes: &[pb::Node]) -> Vec<Value> {
 
 /// What a plan would do.
 pub fn plan_table(p: &pb::PlanResponse) {
-    println!(
+    outln!(
         "{} allocation(s) to place, {} to stop{}",
         p.place.len(),
         p.stop.len(),
         if p.job_exists { "" } else { " (new job)" }
     );
     for a in &p.place {
-        println!("+ {} on {}", a.name, a.node_id);
+        outln!("+ {} on {}", a.name, a.node_id);
     }
     for a in &p.stop {
-        println!("- {} ({}) on {}", a.name, short(&a.id), a.node_id);
+        outln!("- {} ({}) on {}", a.name, short(&a.id), a.node_id);
     }
     for f in &p.failures {
-        println!("! {f}");
+        outln!("! {f}");
     }
 }
 
