@@ -27,8 +27,7 @@ use drover_dns::{Event, Index, SharedIndex};
 use drover_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-/// The zone when the scheduler names none (an older scheduler).
-pub const DEFAULT_ZONE: &str = "drover.internal";
+pub use drover_model::skydns::DEFAULT_ZONE;
 
 /// The port tasks reach the node's DNS on (the only one the firewall
 /// lets them reach).

@@ -28,6 +28,9 @@ use crate::wire::Protocol;
 /// Where the SkyDNS layout lives in the store.
 pub const PREFIX: &str = "/skydns/";
 
+/// The service-discovery zone when none is configured.
+pub const DEFAULT_ZONE: &str = "drover.internal";
+
 /// SRV priority of every instance: all are equal.
 pub const PRIORITY: u16 = 10;
 

@@ -296,6 +296,26 @@ impl DevCluster {
         path
     }
 
+    /// Runs `etcdctl ARGS` (Debian's etcd-client, API v3) against this
+    /// cluster's embedded store.
+    ///
+    /// # Panics
+    ///
+    /// When etcdctl cannot run or fails; its stderr is in the message.
+    pub fn etcdctl(&self, args: &[&str]) {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.store_addr))
+            .args(args)
+            .output()
+            .expect("running etcdctl (etcd-client)");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs `drover ARGS --addr <this cluster>` and returns how it ended;
     /// with a `--` in ARGS (`exec ID -- CMD`), `--addr` goes before it.
     pub fn cli<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {

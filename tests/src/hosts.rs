@@ -510,6 +510,39 @@ impl MultiHost {
         }
     }
 
+    /// `alloc list --job JOB`, once `n` of its allocations run (desired
+    /// run, with an IP): node id -> (allocation id, IP).
+    ///
+    /// # Panics
+    ///
+    /// When there are not `n` within a minute.
+    pub fn running_with_ips(
+        &self,
+        job: &str,
+        n: usize,
+    ) -> std::collections::BTreeMap<String, (String, Ipv4Addr)> {
+        poll_until(
+            &format!("{n} running allocations of {job} with an IP"),
+            Duration::from_secs(60),
+            || {
+                let allocs = self.cli_json(&["alloc", "list", "--job", job]);
+                let got: std::collections::BTreeMap<String, (String, Ipv4Addr)> = allocs
+                    .as_array()?
+                    .iter()
+                    .filter(|a| a["status"] == "running" && a["desired"] == "run")
+                    .filter_map(|a| {
+                        let ip = a["ip"].as_str()?.parse().ok()?;
+                        Some((
+                            a["node_id"].as_str()?.to_string(),
+                            (a["id"].as_str()?.to_string(), ip),
+                        ))
+                    })
+                    .collect();
+                (got.len() == n).then_some(got)
+            },
+        )
+    }
+
     /// SIGKILLs host `i`'s agent and every supervisor and task it started,
     /// as the loss of the machine would; its network namespace and
     /// addresses stay (nothing answers there any more). The node's

@@ -9,24 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-
 use drover_tests::checks::WAIT;
 use drover_tests::{dig, poll_until, DevCluster};
-
-fn etcdctl(c: &DevCluster, args: &[&str]) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", c.store_addr()))
-        .args(args)
-        .output()
-        .expect("running etcdctl (etcd-client)");
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn dev_answers_the_zone_from_the_store_as_it_changes() {
@@ -47,14 +31,11 @@ fn dev_answers_the_zone_from_the_store_as_it_changes() {
 
     // A record in the SkyDNS layout, written to the store: answered.
     let key = "/skydns/internal/drover/service/web/a1";
-    etcdctl(
-        &c,
-        &[
-            "put",
-            key,
-            r#"{"host":"10.89.3.7","port":8080,"priority":10,"weight":10,"ttl":5}"#,
-        ],
-    );
+    c.etcdctl(&[
+        "put",
+        key,
+        r#"{"host":"10.89.3.7","port":8080,"priority":10,"weight":10,"ttl":5}"#,
+    ]);
     let answer = poll_until("web to be answered", WAIT, || {
         let a = dig(dns, &["A", "web.service.drover.internal"]);
         a.contains("10.89.3.7").then_some(a)
@@ -67,7 +48,7 @@ fn dev_answers_the_zone_from_the_store_as_it_changes() {
     );
 
     // Deleted from the store: gone from the answers.
-    etcdctl(&c, &["del", key]);
+    c.etcdctl(&["del", key]);
     poll_until("web to leave the answers", WAIT, || {
         let a = dig(dns, &["A", "web.service.drover.internal"]);
         a.contains("status: NXDOMAIN").then_some(())

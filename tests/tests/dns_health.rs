@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use drover_tests::checks::WAIT;
 use drover_tests::{dig, poll_until, DevCluster};
@@ -117,17 +117,14 @@ fn a_failing_check_takes_an_instance_out_of_dns_and_a_passing_one_brings_it_back
     // Break one instance's health endpoint.
     let (sick, sick_ip) = web[0].clone();
     c.cli_ok(&["exec", &sick, "--", "rm", "/tmp/www/health"]);
-    let broken = Instant::now();
     let rest: BTreeSet<Ipv4Addr> = all.iter().copied().filter(|ip| *ip != sick_ip).collect();
+    // The bound, as the deadline of the wait; the time it takes is
+    // a figure of bench/dns (prop-dev), not asserted here.
     let bound = Duration::from_millis(INTERVAL_MS * FAILURES) + Duration::from_secs(1);
-    poll_until("the failing instance to leave DNS", bound * 3, || {
-        (answers(&c, "web.service.drover.internal") == rest).then_some(())
-    });
-    let took = broken.elapsed();
-    eprintln!("left DNS {took:?} after its check began failing (bound {bound:?})");
-    assert!(
-        took <= bound,
-        "left DNS after {took:?}, over interval x failures + 1 s = {bound:?}"
+    poll_until(
+        "the failing instance to leave DNS within interval x failures + 1 s",
+        bound,
+        || (answers(&c, "web.service.drover.internal") == rest).then_some(()),
     );
     assert_eq!(check_status(&c, &sick), "critical");
     let status = c.cli_json(&["job", "status", "web"]);

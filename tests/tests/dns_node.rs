@@ -10,39 +10,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::Ipv4Addr;
-use std::process::Command;
+use std::net::SocketAddr;
 
 use drover_tests::checks::{service, wait_running, WAIT};
-use drover_tests::{poll_until, run_drover_with_env, unique_name, DevCluster};
+use drover_tests::{dig, poll_until, run_drover_with_env, unique_name, DevCluster};
 
 const KEY: &str = "/skydns/internal/drover/service/web/a1";
 const HOST: &str = "10.89.3.7";
-
-/// `dig @bridge` (port 53) from the host: the whole answer text.
-fn dig(server: Ipv4Addr, args: &[&str]) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{server}"))
-        .args(["+norec", "+time=2", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("running dig (bind9-dnsutils)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn etcdctl(c: &DevCluster, args: &[&str]) {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", c.store_addr()))
-        .args(args)
-        .output()
-        .expect("running etcdctl (etcd-client)");
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Runs `cmd` inside the job's task (`drover exec`): its stdout, or
 /// `None` when it failed.
@@ -72,7 +46,7 @@ fn tasks_resolve_services_by_short_name_from_the_node_dns() {
     // The node's DNS answers on the bridge address from the start
     // (authoritative for the zone), even with no record yet.
     let soa = poll_until("the node DNS on the bridge", WAIT, || {
-        let a = dig(bridge, &["SOA", "drover.internal"]);
+        let a = dig(SocketAddr::from((bridge, 53)), &["SOA", "drover.internal"]);
         a.contains("status: NOERROR").then_some(a)
     });
     assert!(soa.contains(" aa"), "no AA flag: {soa}");
@@ -103,14 +77,11 @@ fn tasks_resolve_services_by_short_name_from_the_node_dns() {
     );
 
     // A record in the store reaches the task through the scheduler's relay.
-    etcdctl(
-        &c,
-        &[
-            "put",
-            KEY,
-            &format!(r#"{{"host":"{HOST}","port":8080,"ttl":5}}"#),
-        ],
-    );
+    c.etcdctl(&[
+        "put",
+        KEY,
+        &format!(r#"{{"host":"{HOST}","port":8080,"ttl":5}}"#),
+    ]);
     // The short name, through the search domain: busybox's resolver and
     // glibc's.
     let short = poll_until("web to resolve in the task", WAIT, || {
@@ -128,17 +99,23 @@ fn tasks_resolve_services_by_short_name_from_the_node_dns() {
     assert!(full.contains(HOST), "{full}");
 
     // The host asks the bridge address as well.
-    let host = dig(bridge, &["A", "web.service.drover.internal"]);
+    let host = dig(
+        SocketAddr::from((bridge, 53)),
+        &["A", "web.service.drover.internal"],
+    );
     assert!(host.contains("status: NOERROR"), "{host}");
     assert!(host.contains(&format!("IN\tA\t{HOST}")), "{host}");
 
     // Deleted in the store: gone from the task's and the host's answers.
-    etcdctl(&c, &["del", KEY]);
+    c.etcdctl(&["del", KEY]);
     poll_until("web to leave the task's answers", WAIT, || {
         let o = exec(&c, &job, &["busybox", "nslookup", "web"]);
         o.is_none_or(|o| !o.contains(HOST)).then_some(())
     });
     assert!(exec(&c, &job, &["getent", "hosts", "web"]).is_none());
-    let gone = dig(bridge, &["A", "web.service.drover.internal"]);
+    let gone = dig(
+        SocketAddr::from((bridge, 53)),
+        &["A", "web.service.drover.internal"],
+    );
     assert!(gone.contains("status: NXDOMAIN"), "{gone}");
 }

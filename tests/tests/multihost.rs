@@ -176,35 +176,6 @@ resources = {{ cpu_millis = 50, memory_mb = 32 }}
     )
 }
 
-/// `alloc list --job JOB`: node id -> (alloc id, ip), once every host has
-/// a running allocation with an IP.
-fn running_with_ips(
-    mh: &MultiHost,
-    job: &str,
-    hosts: usize,
-) -> BTreeMap<String, (String, Ipv4Addr)> {
-    poll_until(
-        &format!("{hosts} running allocations of {job} with an IP"),
-        RUN_TIMEOUT,
-        || {
-            let allocs = mh.cli_json(&["alloc", "list", "--job", job]);
-            let got: BTreeMap<String, (String, Ipv4Addr)> = allocs
-                .as_array()?
-                .iter()
-                .filter(|a| a["status"] == "running" && a["desired"] == "run")
-                .filter_map(|a| {
-                    let ip = a["ip"].as_str()?.parse().ok()?;
-                    Some((
-                        a["node_id"].as_str()?.to_string(),
-                        (a["id"].as_str()?.to_string(), ip),
-                    ))
-                })
-                .collect();
-            (got.len() == hosts).then_some(got)
-        },
-    )
-}
-
 fn logs(mh: &MultiHost, alloc: &str) -> String {
     mh.cli_ok(&["logs", alloc])
 }
@@ -304,7 +275,7 @@ fn tasks_cannot_reach_other_nodes_services(
         "--detach".as_ref(),
         file.as_os_str(),
     ]);
-    let probes = running_with_ips(mh, "probe-nodes", 3);
+    let probes = mh.running_with_ips("probe-nodes", 3);
     for (node, (alloc, _)) in &probes {
         let log = poll_until(
             &format!("probe-nodes on {node} to finish a round"),
@@ -344,7 +315,7 @@ fn tasks_on_different_hosts_talk_by_ip_and_survive_an_agent_restart() {
         "--detach".as_ref(),
         file.as_os_str(),
     ]);
-    let echo = running_with_ips(&mh, "echo", 3);
+    let echo = mh.running_with_ips("echo", 3);
     let nodes = mh.nodes();
     for (node, (_, ip)) in &echo {
         let subnet: Ipv4Net = nodes[node]["subnet"].as_str().unwrap().parse().unwrap();
@@ -361,7 +332,7 @@ fn tasks_on_different_hosts_talk_by_ip_and_survive_an_agent_restart() {
         "--detach".as_ref(),
         file.as_os_str(),
     ]);
-    let probes = running_with_ips(&mh, "probe", 3);
+    let probes = mh.running_with_ips("probe", 3);
     check_all_pairs(&mh, &echo, &probes, &BTreeMap::new());
     tasks_cannot_reach_other_nodes_services(&mh, &nodes);
 
@@ -374,8 +345,8 @@ fn tasks_on_different_hosts_talk_by_ip_and_survive_an_agent_restart() {
         .iter()
         .map(|(node, (alloc, _))| (node.clone(), last_round(&logs(&mh, alloc))))
         .collect();
-    let echo_after = running_with_ips(&mh, "echo", 3);
-    let probes_after = running_with_ips(&mh, "probe", 3);
+    let echo_after = mh.running_with_ips("echo", 3);
+    let probes_after = mh.running_with_ips("probe", 3);
     assert_eq!(
         echo_after, echo,
         "echo allocations changed across the restart of {h0}"
@@ -402,7 +373,7 @@ fn the_harness_leaves_nothing_behind_even_when_a_test_panics() {
             "--detach".as_ref(),
             file.as_os_str(),
         ]);
-        running_with_ips(&mh, "echo", 2);
+        mh.running_with_ips("echo", 2);
         let allocs = mh.cli_json(&["alloc", "list", "--job", "echo"]);
         let pids: Vec<i32> = allocs
             .as_array()

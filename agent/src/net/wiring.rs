@@ -99,7 +99,7 @@ impl NetConfig {
             table: firewall::table_name(node_id),
             ip_forward: PathBuf::from(super::peers::IP_FORWARD),
             cluster_cidr: None,
-            dns_zone: crate::dns::DEFAULT_ZONE.to_owned(),
+            dns_zone: drover_model::skydns::DEFAULT_ZONE.to_owned(),
         }
     }
 

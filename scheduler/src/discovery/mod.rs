@@ -34,7 +34,7 @@ pub struct Discovery {
 impl Default for Discovery {
     fn default() -> Self {
         Discovery {
-            zone: "drover.internal".to_owned(),
+            zone: drover_model::skydns::DEFAULT_ZONE.to_owned(),
             ttl: 5,
         }
     }
