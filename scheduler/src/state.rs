@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use drover_model::{AllocStatus, DesiredState};
 
-use crate::job::{JobSpec, Resources};
+use crate::job::{JobSpec, Resources, Target};
 use drover_model::Ipv4Net;
 
 /// Lifecycle of a job.
@@ -163,8 +163,13 @@ pub struct NodeRecord {
     pub draining: bool,
     /// Capacity.
     pub resources: Resources,
-    /// Attributes for constraints.
+    /// Attributes the agent found (`arch`, `kernel.version`, ...), for
+    /// constraints on `${attr.NAME}`.
     pub attributes: BTreeMap<String, String>,
+    /// Operator metadata (`drover agent --meta rack=r1`), for constraints on
+    /// `${meta.NAME}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
     /// When its agent last registered (opened its stream to a scheduler),
     /// in ms since the Unix epoch. Heartbeats do not move it: they are
     /// not written to the store, and the node's liveness is its `status`.
@@ -236,6 +241,15 @@ impl From<&pb::TaskState> for TaskStateRecord {
 }
 
 impl NodeRecord {
+    /// The value of `target` on this node, if it has one.
+    pub fn property(&self, target: &Target) -> Option<&str> {
+        match target {
+            Target::Attr(name) => self.attributes.get(name).map(String::as_str),
+            Target::Meta(name) => self.meta.get(name).map(String::as_str),
+            Target::NodeId => Some(&self.id),
+        }
+    }
+
     /// Wire form, with the usage the caller computed from allocations.
     pub fn to_pb(&self, used: Resources, allocations: u32) -> pb::Node {
         pb::Node {
@@ -248,6 +262,11 @@ impl NodeRecord {
             memory_mb: i64::try_from(self.resources.memory_mb).unwrap_or(i64::MAX),
             attributes: self
                 .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            meta: self
+                .meta
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),

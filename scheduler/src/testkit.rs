@@ -49,6 +49,7 @@ pub fn node(id: &str, address: &str, status: NodeStatus) -> NodeRecord {
             memory_mb: 1024,
         },
         attributes: Default::default(),
+        meta: Default::default(),
         last_seen_unix_ms: 0,
         agent_version: String::new(),
         subnet: None,

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod group;
 mod service;
+mod target;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
     MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,
 };
+pub use target::{Target, TargetError, MAX_TARGET_NAME};
 pub use task::{
     LogSpec, Resources, RootfsSpec, TaskSpec, VolumeSpec, MAX_ARGS, MAX_CPU_MILLIS,
     MAX_KILL_TIMEOUT_MS, MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_TMPFS_MB,

@@ -18,6 +18,7 @@ fn node(id: &str, cpu: u64, mem: u64) -> NodeRecord {
             memory_mb: mem,
         },
         attributes: BTreeMap::new(),
+        meta: BTreeMap::new(),
         last_seen_unix_ms: 0,
         agent_version: String::new(),
         subnet: None,

@@ -68,6 +68,7 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
+        meta: n.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         last_seen_unix_ms: 0,
         agent_version: n.agent_version.clone(),
         // A subnet the agent asks for (`drover agent --subnet`); the
