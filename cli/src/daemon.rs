@@ -73,6 +73,8 @@ pub struct SchedulerArgs {
     addr_file: Option<PathBuf>,
     #[command(flatten)]
     tls: crate::tls::ServerTls,
+    #[command(flatten)]
+    etcd_tls: crate::etcd_tls::EtcdTlsArgs,
     /// Accept only agent certificates bound to the node that registers
     /// with them (`drover tls agent --node ID`), not the shared one of
     /// `drover tls init`.
@@ -306,6 +308,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let dns = crate::dns::start(
         a.dns_listen,
         &[format!("http://{store_addr}")],
+        None,
         &a.dns,
         shutdown.clone(),
     )
@@ -379,7 +382,8 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let discovery = a.discovery.discovery()?;
-    let store = Store::connect(&a.etcd, &a.prefix).await?;
+    let etcd_tls = a.etcd_tls.load(&a.etcd)?;
+    let store = Store::connect_with(&a.etcd, &a.prefix, etcd_tls).await?;
     let core = Core::with_discovery(store, a.timing.timing()?, subnets, discovery);
     core.require_node_certs(a.require_node_certs);
     let listener = bind("--listen", a.listen).await?;

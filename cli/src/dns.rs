@@ -34,6 +34,8 @@ pub struct DnsArgs {
     addr_file: Option<PathBuf>,
     #[command(flatten)]
     zone: ZoneArgs,
+    #[command(flatten)]
+    etcd_tls: crate::etcd_tls::EtcdTlsArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info,hickory_server=warn")]
     log: String,
@@ -183,10 +185,12 @@ pub struct Running {
 }
 
 /// Binds `listen` (UDP and TCP on one port), starts the watch of the
-/// store at `etcd` and serves the zone until `shutdown` fires.
+/// store at `etcd` (over TLS with `tls`) and serves the zone until
+/// `shutdown` fires.
 pub async fn start(
     listen: SocketAddr,
     etcd: &[String],
+    tls: Option<etcd_client::TlsOptions>,
     zone: &ZoneArgs,
     shutdown: CancellationToken,
 ) -> Result<Running> {
@@ -197,7 +201,7 @@ pub async fn start(
     let (udp, tcp) = bind_pair(listen).await?;
     let addr = udp.local_addr()?;
     let index = SharedIndex::default();
-    let client = etcd_client::Client::connect(etcd, None)
+    let client = drover_store::client::connect_client(etcd, tls)
         .await
         .with_context(|| {
             format!(
@@ -232,7 +236,8 @@ pub async fn dns(a: DnsArgs) -> Result<()> {
     crate::process::init_logging(&a.log);
     let shutdown = CancellationToken::new();
     crate::process::cancel_on_signal(shutdown.clone());
-    let running = start(a.listen, &a.etcd, &a.zone, shutdown).await?;
+    let tls = a.etcd_tls.load(&a.etcd)?;
+    let running = start(a.listen, &a.etcd, tls, &a.zone, shutdown).await?;
     if let Some(path) = &a.addr_file {
         crate::process::write_addr(path, running.addr)?;
     }

@@ -9,6 +9,7 @@ mod stdout;
 mod client;
 mod daemon;
 mod dns;
+mod etcd_tls;
 mod exec;
 mod output;
 mod process;
@@ -73,6 +74,10 @@ enum TlsCommand {
     /// Issue an agent certificate bound to one node: the scheduler accepts
     /// it only from that node (see `drover scheduler --require-node-certs`).
     Agent(tls::AgentCertArgs),
+    /// Create an etcd CA, a certificate for the etcd members and client
+    /// certificates whose common names are the etcd users of Drover's roles
+    /// (`drover-scheduler`, `drover-dns`, `root`); see deploy/etcd-rbac.sh.
+    Etcd(etcd_tls::EtcdCertArgs),
 }
 
 /// Options every client command takes.
@@ -346,6 +351,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
         }),
         Command::Tls(TlsCommand::Agent(a)) => tls::agent_cert(&a).map(|files| {
+            for f in files {
+                outln!("{}", f.display());
+            }
+        }),
+        Command::Tls(TlsCommand::Etcd(a)) => etcd_tls::etcd_certs(&a).map(|files| {
             for f in files {
                 outln!("{}", f.display());
             }

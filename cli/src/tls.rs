@@ -43,7 +43,8 @@ pub struct ClientTls {
     pub tls_key: Option<PathBuf>,
 }
 
-fn read(flag: &str, path: &Path) -> Result<Vec<u8>> {
+/// Reads a PEM file named by `flag`, the error naming both.
+pub(crate) fn read(flag: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{flag} {}: cannot read", path.display()))
 }
 
@@ -169,7 +170,8 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-fn params(cn: &str, sans: Vec<String>) -> Result<CertificateParams> {
+/// Certificate parameters with common name `cn`, organisation `drover`.
+pub(crate) fn params(cn: &str, sans: Vec<String>) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(sans).map_err(|e| anyhow!("certificate names: {e}"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
@@ -178,7 +180,9 @@ fn params(cn: &str, sans: Vec<String>) -> Result<CertificateParams> {
     Ok(p)
 }
 
-fn write(dir: &Path, name: &str, pem: &str, private: bool, force: bool) -> Result<()> {
+/// Writes `pem` to `dir/name` (0600 when `private`), refusing to replace
+/// an existing file unless `force`.
+pub(crate) fn write(dir: &Path, name: &str, pem: &str, private: bool, force: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
@@ -201,10 +205,9 @@ fn write(dir: &Path, name: &str, pem: &str, private: bool, force: bool) -> Resul
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Creates a cluster CA, a scheduler server certificate and client
-/// certificates for agents and the CLI.
-pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
-    for h in &a.hosts {
+/// Refuses a `--host` that is neither an IP address nor a DNS name.
+pub(crate) fn check_hosts(hosts: &[String]) -> Result<()> {
+    for h in hosts {
         if h.parse::<IpAddr>().is_err()
             && !h
                 .chars()
@@ -213,6 +216,13 @@ pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
             bail!("--host {h:?} is neither an IP address nor a DNS name");
         }
     }
+    Ok(())
+}
+
+/// Creates a cluster CA, a scheduler server certificate and client
+/// certificates for agents and the CLI.
+pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
+    check_hosts(&a.hosts)?;
     std::fs::create_dir_all(&a.dir)
         .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let gen = || KeyPair::generate().map_err(|e| anyhow!("generating a key: {e}"));

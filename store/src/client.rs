@@ -32,7 +32,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TlsOptions, Txn, TxnOp,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -282,6 +284,27 @@ pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreEr
     })
 }
 
+/// An etcd client with Drover's timeouts and keep-alive, over TLS when
+/// `tls` is given.
+pub async fn connect_client(
+    endpoints: &[String],
+    tls: Option<TlsOptions>,
+) -> Result<Client, StoreError> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(10))
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls);
+    }
+    Client::connect(endpoints, Some(opts))
+        .await
+        .map_err(|source| StoreError::Connect {
+            endpoints: endpoints.join(","),
+            source,
+        })
+}
+
 /// Drover's view of etcd.
 #[derive(Clone)]
 pub struct Store {
@@ -298,18 +321,21 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to etcd (real or embedded). `prefix` should end in '/'.
+    /// Connects to etcd (real or embedded) in plain text. `prefix` should
+    /// end in '/'.
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Store, StoreError> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(opts))
-            .await
-            .map_err(|source| StoreError::Connect {
-                endpoints: endpoints.join(","),
-                source,
-            })?;
+        Store::connect_with(endpoints, prefix, None).await
+    }
+
+    /// Connects to etcd, over TLS when `tls` is given (endpoints then
+    /// `https://`; with a client identity, etcd's `--client-cert-auth`
+    /// takes its common name as the etcd user).
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<TlsOptions>,
+    ) -> Result<Store, StoreError> {
+        let client = connect_client(endpoints, tls).await?;
         let mut prefix = prefix.to_string();
         if !prefix.ends_with('/') {
             prefix.push('/');

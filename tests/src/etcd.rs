@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use drover_store::embedded::{CancellationToken, EmbeddedEtcd, EmbeddedHandle};
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use tokio::time::Instant;
 
 /// Where the Debian `etcd-server` package installs etcd.
@@ -38,10 +38,22 @@ fn free_port() -> Result<u16> {
 /// Connects a client, polling until the server answers a `Status` call or
 /// `deadline` passes.
 pub async fn wait_ready(endpoint: &str, deadline: Duration) -> Result<Client> {
+    wait_ready_with(endpoint, deadline, None).await
+}
+
+/// [`wait_ready`] over TLS with `tls`.
+pub async fn wait_ready_with(
+    endpoint: &str,
+    deadline: Duration,
+    tls: Option<TlsOptions>,
+) -> Result<Client> {
     let end = Instant::now() + deadline;
-    let opts = ConnectOptions::new()
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_millis(500))
         .with_timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls);
+    }
     loop {
         let last = match Client::connect([endpoint], Some(opts.clone())).await {
             Ok(mut c) => match c.status().await {
@@ -64,14 +76,28 @@ pub struct RealEtcd {
     endpoint: String,
     peer: String,
     dir: tempfile::TempDir,
+    /// The `drover tls etcd` directory when clients must use TLS and a
+    /// client certificate.
+    certs: Option<std::path::PathBuf>,
 }
 
 impl RealEtcd {
     /// Starts `/usr/bin/etcd` and waits until a client can use it.
     pub async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts etcd serving clients over TLS only, requiring a client
+    /// certificate signed by the etcd CA of `certs` (the directory of
+    /// `drover tls etcd`), and waits until the root certificate can use it.
+    pub async fn start_tls(certs: &Path) -> Result<Self> {
+        Self::start_with(Some(certs)).await
+    }
+
+    async fn start_with(certs: Option<&Path>) -> Result<Self> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start().await {
+            match Self::try_start(certs).await {
                 Ok(etcd) => return Ok(etcd),
                 Err(e) => last = Some(e),
             }
@@ -79,19 +105,21 @@ impl RealEtcd {
         Err(last.unwrap_or_else(|| anyhow!("etcd never started")))
     }
 
-    async fn try_start() -> Result<Self> {
+    async fn try_start(certs: Option<&Path>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("drover-etcd-")
             .tempdir()
             .context("creating etcd's temp dir")?;
-        let endpoint = format!("http://127.0.0.1:{}", free_port()?);
+        let scheme = if certs.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{}", free_port()?);
         let peer = format!("http://127.0.0.1:{}", free_port()?);
-        let child = Self::spawn(dir.path(), &endpoint, &peer)?;
+        let child = Self::spawn(dir.path(), &endpoint, &peer, certs)?;
         let mut etcd = RealEtcd {
             child,
             endpoint,
             peer,
             dir,
+            certs: certs.map(Path::to_path_buf),
         };
         etcd.wait_serving().await?;
         Ok(etcd)
@@ -99,7 +127,7 @@ impl RealEtcd {
 
     /// Starts etcd on `client` and `peer` with its data under `dir`,
     /// appending to `dir/etcd.log`.
-    fn spawn(dir: &Path, client: &str, peer: &str) -> Result<Child> {
+    fn spawn(dir: &Path, client: &str, peer: &str, certs: Option<&Path>) -> Result<Child> {
         let log_path = dir.join("etcd.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -109,8 +137,17 @@ impl RealEtcd {
         let log2 = log
             .try_clone()
             .with_context(|| format!("duplicating {}", log_path.display()))?;
-        Command::new(ETCD_BIN)
-            .arg("--name")
+        let mut cmd = Command::new(ETCD_BIN);
+        if let Some(c) = certs {
+            cmd.arg("--cert-file")
+                .arg(c.join("etcd-server.pem"))
+                .arg("--key-file")
+                .arg(c.join("etcd-server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(c.join("etcd-ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        cmd.arg("--name")
             .arg("default")
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -136,7 +173,8 @@ impl RealEtcd {
                 let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
                 bail!("etcd exited with {status} before serving; log tail:\n{tail}");
             }
-            if wait_ready(&self.endpoint, Duration::from_millis(300))
+            let tls = self.client_tls("etcd-root")?;
+            if wait_ready_with(&self.endpoint, Duration::from_millis(300), tls)
                 .await
                 .is_ok()
             {
@@ -162,8 +200,33 @@ impl RealEtcd {
     /// Starts etcd again on the same ports and data after
     /// [`RealEtcd::kill`], and waits until it serves.
     pub async fn restart(&mut self) -> Result<()> {
-        self.child = Self::spawn(self.dir.path(), &self.endpoint, &self.peer)?;
+        self.child = Self::spawn(
+            self.dir.path(),
+            &self.endpoint,
+            &self.peer,
+            self.certs.as_deref(),
+        )?;
         self.wait_serving().await
+    }
+
+    /// TLS options presenting the client certificate `stem` (`etcd-root`,
+    /// `etcd-scheduler`, `etcd-dns`) of a TLS etcd; `None` for plain text.
+    pub fn client_tls(&self, stem: &str) -> Result<Option<TlsOptions>> {
+        let Some(c) = &self.certs else {
+            return Ok(None);
+        };
+        let read = |name: String| {
+            let path = c.join(name);
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        Ok(Some(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read("etcd-ca.pem".into())?))
+                .identity(Identity::from_pem(
+                    read(format!("{stem}.pem"))?,
+                    read(format!("{stem}-key.pem"))?,
+                )),
+        ))
     }
 
     /// The client URL.
