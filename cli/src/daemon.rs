@@ -51,6 +51,8 @@ pub struct DevArgs {
     subnets: SubnetArgs,
     #[command(flatten)]
     net: NodeNetArgs,
+    #[command(flatten)]
+    meta: crate::meta::MetaArgs,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -206,6 +208,8 @@ pub struct AgentArgs {
     #[command(flatten)]
     net: NodeNetArgs,
     #[command(flatten)]
+    meta: crate::meta::MetaArgs,
+    #[command(flatten)]
     dns: crate::dns::NodeDnsArgs,
     /// Remove this node: stop every task, delete every allocation's network
     /// namespace and veth, the bridge, the routes and firewall table the
@@ -274,6 +278,7 @@ fn load_policy(
 /// process, all on loopback.
 pub async fn dev(a: DevArgs) -> Result<()> {
     init_logging(&a.log);
+    let meta = a.meta.entries()?;
     require_root("drover dev")?;
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
@@ -352,6 +357,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
         node_id: None,
         dns: a.dns.node_dns()?,
+        meta,
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -393,6 +399,7 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
 /// `drover agent`.
 pub async fn agent(a: AgentArgs) -> Result<()> {
     init_logging(&a.log);
+    let meta = a.meta.entries()?;
     require_root("drover agent")?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -423,6 +430,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
         node_id: a.tls.bound_node()?,
         dns: a.dns.config()?,
+        meta,
     };
     if a.cleanup {
         let report = drover_agent::cleanup(&config).await?;

@@ -10,6 +10,7 @@ mod client;
 mod daemon;
 mod dns;
 mod exec;
+mod meta;
 mod output;
 mod process;
 mod tls;
