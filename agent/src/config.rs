@@ -44,6 +44,10 @@ pub struct AgentConfig {
     pub keep_finished: Duration,
     /// The node's DNS server on the bridge address.
     pub dns: crate::dns::DnsConfig,
+    /// Operator metadata (`--meta rack=r1`), registered as `Node.meta` for
+    /// constraints on `${meta.NAME}`; entries checked by the caller
+    /// (`drover_model::job::check_meta`).
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 /// Default of [`AgentConfig::keep_finished`]: one hour.

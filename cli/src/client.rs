@@ -354,7 +354,7 @@ pub async fn node_list(opts: &ClientOpts) -> Result<()> {
 fn print_node(opts: &ClientOpts, node: pb::Node) {
     match opts.output {
         Output::Json => output::json(&output::nodes_json(std::slice::from_ref(&node))[0]),
-        Output::Table => output::nodes_table(&[node]),
+        Output::Table => output::node_detail(&node),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct DevArgs {
     subnets: SubnetArgs,
     #[command(flatten)]
     net: NodeNetArgs,
+    #[command(flatten)]
+    meta: crate::meta::MetaArgs,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -208,6 +210,8 @@ pub struct AgentArgs {
     #[command(flatten)]
     net: NodeNetArgs,
     #[command(flatten)]
+    meta: crate::meta::MetaArgs,
+    #[command(flatten)]
     dns: crate::dns::NodeDnsArgs,
     /// Remove this node: stop every task, delete every allocation's network
     /// namespace and veth, the bridge, the routes and firewall table the
@@ -276,6 +280,7 @@ fn load_policy(
 /// process, all on loopback.
 pub async fn dev(a: DevArgs) -> Result<()> {
     init_logging(&a.log);
+    let meta = a.meta.entries()?;
     require_root("drover dev")?;
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
@@ -355,6 +360,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
         node_id: None,
         dns: a.dns.node_dns()?,
+        meta,
     };
     tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
@@ -397,6 +403,7 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
 /// `drover agent`.
 pub async fn agent(a: AgentArgs) -> Result<()> {
     init_logging(&a.log);
+    let meta = a.meta.entries()?;
     require_root("drover agent")?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
@@ -427,6 +434,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         keep_finished: std::time::Duration::from_secs(a.keep_finished),
         node_id: a.tls.bound_node()?,
         dns: a.dns.config()?,
+        meta,
     };
     if a.cleanup {
         let report = drover_agent::cleanup(&config).await?;

@@ -11,6 +11,7 @@ mod daemon;
 mod dns;
 mod etcd_tls;
 mod exec;
+mod meta;
 mod output;
 mod process;
 mod tls;

@@ -355,6 +355,27 @@ pub fn nodes_table(nodes: &[pb::Node]) {
     );
 }
 
+/// One node: its row, then its attributes and operator metadata, sorted,
+/// as constraints name them (`${attr.arch}`, `${meta.rack}`).
+pub fn node_detail(n: &pb::Node) {
+    nodes_table(std::slice::from_ref(n));
+    for (title, prefix, map) in [
+        ("Attributes", "attr", &n.attributes),
+        ("Meta", "meta", &n.meta),
+    ] {
+        outln!();
+        outln!("{title}");
+        let entries: std::collections::BTreeMap<_, _> = map.iter().collect();
+        if entries.is_empty() {
+            outln!("  (none)");
+        }
+        let width = entries.keys().map(|k| k.len()).max().unwrap_or(0) + prefix.len() + 4;
+        for (k, v) in entries {
+            outln!("  {:<width$} = {v}", format!("${{{prefix}.{k}}}"));
+        }
+    }
+}
+
 /// JSON for nodes.
 pub fn nodes_json(nodes: &[pb::Node]) -> Vec<Value> {
     nodes
@@ -368,6 +389,7 @@ pub fn nodes_json(nodes: &[pb::Node]) -> Vec<Value> {
                 "allocations": n.allocations, "last_seen_unix_ms": n.last_seen_unix_ms,
                 "agent_version": n.agent_version,
                 "attributes": n.attributes.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "meta": n.meta.iter().collect::<std::collections::BTreeMap<_, _>>(),
             })
         })
         .collect()

@@ -466,6 +466,16 @@ impl MultiHost {
     ///
     /// When it is running already or cannot be spawned.
     pub fn start_agent(&mut self, i: usize) {
+        self.start_agent_with(i, &[]);
+    }
+
+    /// Starts host `i`'s agent (again) with `extra` flags after the usual
+    /// ones (e.g. `--meta ssd=true`).
+    ///
+    /// # Panics
+    ///
+    /// When it is running already or cannot be spawned.
+    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
         assert!(
             !self.hosts[i].agent_running(),
             "agent of host {i} is running already"
@@ -491,6 +501,7 @@ impl MultiHost {
             .args(["--tls-cert", &self.pki_file("agent.pem")])
             .args(["--tls-key", &self.pki_file("agent-key.pem")])
             .args(&self.opts.agent_args)
+            .args(extra)
             .env("DROVER_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -164,7 +164,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     }
 }
 
-/// What the node registers as: identity, capacity, attributes.
+/// What the node registers as: identity, capacity, attributes, operator
+/// metadata.
 fn registration(config: &AgentConfig, id: String, hostname: String) -> pb::Node {
     let proc_root = std::path::Path::new("/proc");
     pb::Node {
@@ -181,6 +182,11 @@ fn registration(config: &AgentConfig, id: String, hostname: String) -> pb::Node 
         // `--subnet` asks the scheduler for that subnet; it refuses the
         // registration when the subnet is not this node's to have.
         subnet: config.subnet.map(|s| s.to_string()).unwrap_or_default(),
+        meta: config
+            .meta
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         ..Default::default()
     }
 }

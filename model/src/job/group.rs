@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::{JobKind, Resources, ServiceSpec, TaskSpec};
+use super::{Affinity, Constraint, JobKind, Resources, ServiceSpec, TaskSpec};
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
 pub const MAX_COUNT: i64 = 10_000;
@@ -34,6 +34,13 @@ pub struct GroupSpec {
     /// Services its allocations offer, names unique within the job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceSpec>,
+    /// Placement rules of its allocations, besides the job's and its
+    /// tasks'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Placement preferences of its allocations, besides the job's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinities: Vec<Affinity>,
 }
 
 impl GroupSpec {
@@ -83,6 +90,8 @@ impl From<&GroupSpec> for pb::Group {
             }),
             network: g.network.clone(),
             services: g.services.iter().map(pb::Service::from).collect(),
+            constraints: g.constraints.iter().map(pb::Constraint::from).collect(),
+            affinities: g.affinities.iter().map(pb::Affinity::from).collect(),
         }
     }
 }

@@ -20,6 +20,7 @@ pub use crate::wire::JobKind;
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+mod constraint;
 mod group;
 mod service;
 mod target;
@@ -27,18 +28,27 @@ mod task;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod version;
 
+pub use constraint::{
+    Affinity, AffinityFields, Constraint, ConstraintError, ConstraintFields, Operator, Rule, Test,
+    MAX_AFFINITY_WEIGHT, MAX_CONSTRAINTS, MAX_CONSTRAINT_VALUE, MAX_DISTINCT_PER_VALUE,
+    MAX_REGEX_SIZE,
+};
 pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS};
 pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
     MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,
 };
-pub use target::{Target, TargetError, MAX_TARGET_NAME};
+pub use target::{
+    check_meta, check_property_name, Target, TargetError, MAX_META_VALUE, MAX_TARGET_NAME,
+};
 pub use task::{
     LogSpec, Resources, RootfsSpec, TaskSpec, VolumeSpec, MAX_ARGS, MAX_CPU_MILLIS,
     MAX_KILL_TIMEOUT_MS, MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_TMPFS_MB,
     RESERVED_VOLUME_TARGETS,
 };
+pub use version::{Version, VersionReq, MAX_VERSION_CLAUSES, MAX_VERSION_PARTS};
 
 /// A validated job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +59,12 @@ pub struct JobSpec {
     pub kind: JobKind,
     /// At least one group, names unique.
     pub groups: Vec<GroupSpec>,
+    /// Placement rules of every group's allocations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// Placement preferences of every group's allocations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinities: Vec<Affinity>,
 }
 
 impl JobSpec {
@@ -98,6 +114,8 @@ impl From<&JobSpec> for pb::Job {
             name: j.name.clone(),
             kind: j.kind.as_str().to_string(),
             groups: j.groups.iter().map(pb::Group::from).collect(),
+            constraints: j.constraints.iter().map(pb::Constraint::from).collect(),
+            affinities: j.affinities.iter().map(pb::Affinity::from).collect(),
         }
     }
 }

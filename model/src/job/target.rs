@@ -57,22 +57,44 @@ impl FromStr for Target {
         } else {
             return Err(err("unknown prefix"));
         };
-        if name.is_empty() {
-            return Err(err("empty name"));
-        }
-        if name.len() > MAX_TARGET_NAME {
-            return Err(err("name longer than 128 bytes"));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            return Err(err(
-                "name has characters other than letters, digits, '.', '_' and '-'",
-            ));
-        }
+        check_property_name(name).map_err(err)?;
         Ok(kind(name.to_owned()))
     }
+}
+
+/// Checks an attribute or metadata name: 1 to [`MAX_TARGET_NAME`] bytes of
+/// ASCII letters, digits, '.', '_' and '-'.
+pub fn check_property_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.len() > MAX_TARGET_NAME {
+        return Err("name longer than 128 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("name has characters other than letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+/// Longest operator metadata value, in bytes.
+pub const MAX_META_VALUE: usize = 256;
+
+/// Checks one entry of a node's operator metadata (`--meta KEY=VALUE`):
+/// the key named as a `${meta.KEY}` target can name it, the value at most
+/// [`MAX_META_VALUE`] bytes.
+pub fn check_meta(key: &str, value: &str) -> Result<(), String> {
+    check_property_name(key).map_err(|reason| format!("meta key {key:?}: {reason}"))?;
+    if value.len() > MAX_META_VALUE {
+        return Err(format!(
+            "meta {key:?}: value is {} bytes, at most {MAX_META_VALUE} allowed",
+            value.len()
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Display for Target {
@@ -134,5 +156,17 @@ mod tests {
         }
         let long = format!("${{meta.{}}}", "a".repeat(129));
         assert!(long.parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn meta_entries_are_checked_like_targets() {
+        check_meta("rack", "r1").unwrap();
+        check_meta("disk.kind-2_x", "").unwrap();
+        assert!(check_meta("", "x").unwrap_err().contains("empty name"));
+        assert!(check_meta("a b", "x").unwrap_err().contains("characters"));
+        assert!(check_meta(&"k".repeat(129), "x").is_err());
+        assert!(check_meta("k", &"v".repeat(257))
+            .unwrap_err()
+            .contains("at most 256"));
     }
 }

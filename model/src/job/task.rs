@@ -51,6 +51,9 @@ pub struct TaskSpec {
     /// default (10 MiB, 3 files per stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogSpec>,
+    /// Placement rules of the allocation that runs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<super::Constraint>,
 }
 
 /// Validated log rotation limits of a task.
@@ -189,6 +192,7 @@ impl From<&TaskSpec> for pb::Task {
             }),
             user: t.user.clone(),
             workdir: t.workdir.clone(),
+            constraints: t.constraints.iter().map(pb::Constraint::from).collect(),
             volumes: t.volumes.iter().map(pb::Volume::from).collect(),
         }
     }

@@ -24,6 +24,7 @@ fn good() -> pb::Job {
             }],
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -204,6 +205,7 @@ fn refuses_unknown_kind_and_empty_job() {
         name: "x".into(),
         kind: "cron".into(),
         groups: vec![],
+        ..Default::default()
     };
     let p = problems(&j);
     assert_eq!(
@@ -309,4 +311,91 @@ fn a_service_name_is_unique_within_a_job_and_needs_an_address() {
         p.contains("group \"other\": a service needs an address"),
         "{p}"
     );
+}
+
+fn constraint(attribute: &str, operator: &str, value: &str) -> pb::Constraint {
+    pb::Constraint {
+        attribute: attribute.into(),
+        operator: operator.into(),
+        value: value.into(),
+    }
+}
+
+#[test]
+fn bad_constraints_are_refused_with_their_path() {
+    let mut j = good();
+    j.constraints = vec![
+        constraint("${attr.arch}", "=", "amd64"),
+        constraint("${attr.arch}", "like", "amd64"),
+    ];
+    j.groups[0].name = "web".into();
+    j.groups[0].constraints = vec![
+        constraint("${arch}", "=", "x"),
+        constraint("${attr.kernel.version}", "version", ">= six"),
+        constraint("${meta.rack}", "regexp", "r(1"),
+        constraint("${meta.ssd}", "=", ""),
+    ];
+    j.groups[0].tasks[0].constraints = vec![constraint("", "distinct_property", "")];
+    j.groups[0].affinities = vec![pb::Affinity {
+        attribute: "${meta.rack}".into(),
+        value: "r1".into(),
+        weight: 0,
+        ..Default::default()
+    }];
+    j.affinities = vec![pb::Affinity {
+        operator: "distinct_hosts".into(),
+        weight: 10,
+        ..Default::default()
+    }];
+    let p = problems(&j);
+    let expected = [
+        r#"group "web" task "app" constraint 0: operator "distinct_property" needs an attribute"#,
+        r#"group "web" constraint 0: attribute "${arch}" is not a node property: unknown prefix"#,
+        r#"group "web" constraint 1: value ">= six": "#,
+        r#"group "web" constraint 2: value "r(1": not a regular expression"#,
+        r#"group "web" constraint 3: operator "=" needs a value"#,
+        r#"group "web" affinity 0: weight must be -100..=100 and not 0, got 0"#,
+        r#"constraint 1: operator "like" is not one of =, !="#,
+        r#"affinity 0: operator "distinct_hosts" is for constraints, not affinities"#,
+    ];
+    assert_eq!(p.len(), expected.len(), "{p:#?}");
+    for (got, want) in p.iter().zip(expected) {
+        assert!(
+            got.starts_with(want),
+            "{got:?} does not start with {want:?}"
+        );
+    }
+}
+
+#[test]
+fn constraints_survive_the_wire_and_the_store() {
+    let mut j = good();
+    j.constraints = vec![constraint("", "distinct_hosts", "")];
+    j.groups[0].constraints = vec![constraint("${attr.kernel.version}", "version", ">= 6.1")];
+    j.groups[0].tasks[0].constraints = vec![constraint("${meta.ssd}", "", "true")];
+    j.groups[0].affinities = vec![pb::Affinity {
+        attribute: "${meta.rack}".into(),
+        operator: "=".into(),
+        value: "r1".into(),
+        weight: -40,
+    }];
+    let spec = JobSpec::try_from(&j).unwrap();
+    assert_eq!(spec.constraints.len(), 1);
+    assert_eq!(
+        spec.groups[0].tasks[0].constraints[0].to_string(),
+        "${meta.ssd} = true"
+    );
+    assert_eq!(spec.groups[0].affinities[0].weight, -40);
+    assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
+    let json = serde_json::to_string(&spec).unwrap();
+    assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), spec);
+    // A job stored before constraints existed reads back without them.
+    let mut old: serde_json::Value =
+        serde_json::to_value(JobSpec::try_from(&good()).unwrap()).unwrap();
+    assert!(old.get("constraints").is_none());
+    old["name"] = "older".into();
+    assert!(serde_json::from_value::<JobSpec>(old)
+        .unwrap()
+        .constraints
+        .is_empty());
 }

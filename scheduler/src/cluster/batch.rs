@@ -135,7 +135,9 @@ mod tests {
     fn a_write_within_the_limits_is_one_transaction() {
         let ops = vec![put(10, 100); 128];
         assert_eq!(split(&ops, Some(0), STORE_LIMITS).unwrap(), [0..128]);
-        assert_eq!(split(&[], None, STORE_LIMITS).unwrap(), []);
+        // Typed: regex (in the graph since constraints) brings more
+        // `PartialEq` impls for `Range`.
+        assert!(split(&[], None, STORE_LIMITS).unwrap().is_empty());
     }
 
     #[test]

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use drover_proto::v1 as pb;
 use serde::Deserialize;
 
+mod placement;
+use placement::{wire, FileAffinity, FileConstraint};
+
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
 /// Default memory reservation when a task names none.
@@ -35,6 +38,10 @@ struct FileJob {
     kind: Option<String>,
     #[serde(default, rename = "group")]
     groups: Vec<FileGroup>,
+    #[serde(default, rename = "constraint")]
+    constraints: Vec<FileConstraint>,
+    #[serde(default, rename = "affinity")]
+    affinities: Vec<FileAffinity>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +58,10 @@ struct FileGroup {
     network: Option<String>,
     #[serde(default, rename = "service")]
     services: Vec<FileService>,
+    #[serde(default, rename = "constraint")]
+    constraints: Vec<FileConstraint>,
+    #[serde(default, rename = "affinity")]
+    affinities: Vec<FileAffinity>,
 }
 
 /// `[[group.service]]`.
@@ -163,6 +174,8 @@ struct FileTask {
     /// `logs = { max_size_mb = 10, max_files = 3 }`
     #[serde(default)]
     logs: Option<FileLogs>,
+    #[serde(default, rename = "constraint")]
+    constraints: Vec<FileConstraint>,
 }
 
 /// Log rotation of one task; an unset field takes the node's default.
@@ -223,11 +236,15 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
     Ok(pb::Job {
         name: file.name,
         kind: file.kind.unwrap_or_else(|| "service".into()),
+        constraints: wire(file.constraints),
+        affinities: wire(file.affinities),
         groups: file
             .groups
             .into_iter()
             .map(|g| pb::Group {
                 network: g.network.unwrap_or_default(),
+                constraints: wire(g.constraints),
+                affinities: wire(g.affinities),
                 services: g.services.into_iter().map(pb::Service::from).collect(),
                 name: g.name,
                 count: g.count.unwrap_or(1),
@@ -245,6 +262,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                         });
                         pb::Task {
                             name: t.name,
+                            constraints: wire(t.constraints),
                             logs: t.logs.map(|l| pb::LogLimits {
                                 max_size_mb: l.max_size_mb.unwrap_or(DEFAULT_LOG_MAX_SIZE_MB),
                                 max_files: l.max_files.unwrap_or(DEFAULT_LOG_MAX_FILES),

@@ -9,9 +9,11 @@
 //!
 //! [`crate::reconcile`] says what to place and stop; then each instance is
 //! placed by a chain of feasibility filters ([`feasible`]: the node is
-//! ready, not draining, and has the group's CPU and memory free after
+//! ready, not draining, passes the constraints of the job, group and tasks
+//! ([`constrain`]), and has the group's CPU and memory free after
 //! counting every live allocation on it) and scorers ([`rank`]: bin-pack,
-//! minus a penalty per instance of the same group already there), ties
+//! minus a penalty per instance of the same group already there, plus
+//! the affinities a node matches), ties
 //! broken by node id so that the same input always gives the same plan.
 
 use std::collections::HashMap;
@@ -20,8 +22,11 @@ use crate::job::{GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
 use crate::state::{AllocRecord, NodeRecord};
 
+pub mod constrain;
 pub mod feasible;
 pub mod rank;
+
+use constrain::{GroupRules, JobTally};
 
 /// What a submission would do.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +61,8 @@ pub struct Candidate<'a> {
     pub used: Resources,
     /// Instances of the group being placed already on it.
     pub instances: u32,
+    /// Allocations of the job (any group) already on it.
+    pub job_instances: u32,
 }
 
 /// What is being placed: one instance of a group.
@@ -67,6 +74,8 @@ pub struct Ask<'a> {
     pub group: &'a GroupSpec,
     /// What one instance reserves.
     pub need: Resources,
+    /// The group's constraints and affinities (job's, group's, tasks').
+    pub rules: &'a GroupRules<'a>,
 }
 
 /// Computes what is needed to bring `job` to its desired state.
@@ -92,15 +101,27 @@ pub fn plan(
         out.stop.push(a.id.clone());
         usage.release(a);
     }
+    let mut tally = JobTally::new(nodes.len());
+    for a in wanted.groups.iter().flat_map(|g| &g.kept) {
+        if let Some(i) = usage.position(&a.node_id) {
+            tally.placed(i);
+        }
+    }
     for group in &wanted.groups {
-        place_group(&mut usage, job, group, &mut out);
+        place_group(&mut usage, &mut tally, job, group, &mut out);
     }
     out
 }
 
 /// Stops a group's surplus, then places its wanted instances one by one,
 /// each seeing the usage of those placed before it.
-fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: &mut Plan) {
+fn place_group<'a>(
+    usage: &mut Usage<'a>,
+    tally: &mut JobTally,
+    job: &'a JobSpec,
+    g: &GroupChanges<'a>,
+    out: &mut Plan,
+) {
     for a in &g.stop {
         out.stop.push(a.id.clone());
         usage.release(a);
@@ -111,40 +132,57 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
             instances[i] += 1;
         }
     }
-    let ask = Ask {
-        job,
-        group: g.group,
-        need: g.group.resources(),
-    };
+    let need = g.group.resources();
+    let mut rules = GroupRules::new(job, g.group, usage.nodes, &instances, tally);
     for want in &g.place {
-        match *want {
+        let ask = Ask {
+            job,
+            group: g.group,
+            need,
+            rules: &rules,
+        };
+        let chosen = match *want {
             Want::On(index, node_id) => {
                 let Some(i) = usage.position(node_id) else {
                     continue;
                 };
-                if feasible::feasible(&usage.candidate(i, &instances), &ask) {
-                    usage.claim(i, ask.need);
+                let c = usage.candidate(i, &instances, tally);
+                if !rules.admits(&c) {
+                    // A system group runs only where its constraints hold.
+                    continue;
+                }
+                if feasible::feasible(&c, &ask) {
                     out.place.push(placement(g.group, index, node_id, ask.need));
+                    Some(i)
                 } else {
                     out.failures.push(format!(
                         "group {:?}: node {node_id} lacks {} millicores / {} MiB free",
                         g.group.name, ask.need.cpu_millis, ask.need.memory_mb
                     ));
+                    None
                 }
             }
-            Want::Any(index) => match best_node(usage, &instances, &ask) {
+            Want::Any(index) => match best_node(usage, &instances, tally, &ask) {
                 Some(i) => {
-                    usage.claim(i, ask.need);
-                    instances[i] += 1;
                     let node_id = &usage.nodes[i].id;
                     out.place.push(placement(g.group, index, node_id, ask.need));
+                    Some(i)
                 }
-                None => out.failures.push(feasible::explain(
-                    &ask,
-                    index,
-                    (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances)),
-                )),
+                None => {
+                    out.failures.push(feasible::explain(
+                        &ask,
+                        index,
+                        (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances, tally)),
+                    ));
+                    None
+                }
             },
+        };
+        if let Some(i) = chosen {
+            usage.claim(i, need);
+            instances[i] += 1;
+            tally.placed(i);
+            rules.placed(&usage.nodes[i]);
         }
     }
 }
@@ -161,10 +199,15 @@ fn placement(group: &GroupSpec, index: u32, node_id: &str, need: Resources) -> P
 /// The feasible node with the best score, by position. Nodes are scanned in
 /// order and only a strictly better score wins, so ties go to the earlier
 /// node: callers pass nodes sorted by id for a deterministic plan.
-fn best_node(usage: &Usage<'_>, instances: &[u32], ask: &Ask<'_>) -> Option<usize> {
+fn best_node(
+    usage: &Usage<'_>,
+    instances: &[u32],
+    tally: &JobTally,
+    ask: &Ask<'_>,
+) -> Option<usize> {
     let mut best: Option<(f64, usize)> = None;
     for i in 0..usage.nodes.len() {
-        let c = usage.candidate(i, instances);
+        let c = usage.candidate(i, instances, tally);
         if !feasible::feasible(&c, ask) {
             continue;
         }
@@ -207,11 +250,12 @@ impl<'a> Usage<'a> {
         self.index.get(node_id).copied()
     }
 
-    fn candidate(&self, i: usize, instances: &[u32]) -> Candidate<'a> {
+    fn candidate(&self, i: usize, instances: &[u32], tally: &JobTally) -> Candidate<'a> {
         Candidate {
             node: &self.nodes[i],
             used: self.by_node[i],
             instances: instances[i],
+            job_instances: tally.on(i),
         }
     }
 

@@ -15,7 +15,7 @@ pub trait Scorer: Sync {
 }
 
 /// The scorers whose sum ranks a node.
-pub const SCORERS: &[&dyn Scorer] = &[&BinPack, &AntiAffinity];
+pub const SCORERS: &[&dyn Scorer] = &[&BinPack, &AntiAffinity, &Affinities];
 
 /// The candidate's total score.
 pub fn score(candidate: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
@@ -60,5 +60,19 @@ pub struct AntiAffinity;
 impl Scorer for AntiAffinity {
     fn score(&self, c: &Candidate<'_>, _: &Ask<'_>) -> f64 {
         -ANTI_AFFINITY_PENALTY * f64::from(c.instances)
+    }
+}
+
+/// Affinities: a node matching the group's (and job's) affinities scores
+/// their weights over 100 (over the sum of the weights' sizes when that is
+/// larger), so the term stays within -1..=1 like bin-packing's: a
+/// weight-100 affinity outweighs any packing difference, a weight-50 one a
+/// difference of half a node. A preference only: it never turns a node
+/// away.
+pub struct Affinities;
+
+impl Scorer for Affinities {
+    fn score(&self, c: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
+        ask.rules.affinity(c.node)
     }
 }

@@ -35,6 +35,8 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             restart: RestartPolicy::default_for(kind),
             network: String::new(),
             services: Vec::new(),
+            constraints: Vec::new(),
+            affinities: Vec::new(),
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],
@@ -48,6 +50,8 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
                 ..Default::default()
             }],
         }],
+        constraints: Vec::new(),
+        affinities: Vec::new(),
     }
 }
 
@@ -370,4 +374,5 @@ fn failed_allocations_are_not_replaced_but_lost_ones_are() {
     assert!(p.stop.is_empty());
 }
 
+mod constraints;
 mod properties;

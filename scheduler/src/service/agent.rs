@@ -53,6 +53,12 @@ fn node_from_register(reg: &pb::Register) -> Result<NodeRecord, Status> {
             n.id, n.cpu_millis, n.memory_mb
         )));
     }
+    // Operator metadata is named by `${meta.KEY}`: keys a target can name,
+    // bounded values.
+    for (k, v) in &n.meta {
+        crate::job::check_meta(k, v)
+            .map_err(|e| Status::invalid_argument(format!("node {}: {e}", n.id)))?;
+    }
     Ok(NodeRecord {
         id: n.id.clone(),
         hostname: n.hostname.clone(),

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use drover_proto::v1 as pb;
 
-use super::{clamp_u64, service, task, Problems};
+use super::{clamp_u64, constraint, service, task, Problems};
 use crate::job::{
     GroupSpec, JobKind, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
 };
@@ -75,5 +75,7 @@ pub(super) fn group(
         restart,
         network: g.network.clone(),
         services,
+        constraints: constraint::constraints(p, &gpath, &g.constraints),
+        affinities: constraint::affinities(p, &gpath, &g.affinities),
     }
 }

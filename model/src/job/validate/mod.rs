@@ -4,7 +4,8 @@
 //! Owns the rules of what a job may ask for; the types and their wire
 //! conversion back live in [`super`] (and its `group` and `task` modules).
 //!
-//! Split by level: the job here, then [`group`], [`service`], [`task`] and [`volume`],
+//! Split by level: the job here, then [`group`], [`service`], [`task`] and [`volume`]
+//! ([`constraint`] for the constraints and affinities of any level),
 //! each checking its own fields and calling the level below.
 
 use std::collections::BTreeSet;
@@ -14,6 +15,7 @@ use drover_proto::v1 as pb;
 
 use super::{check_dns_label, InvalidJob, JobKind, JobSpec};
 
+mod constraint;
 mod group;
 mod service;
 mod task;
@@ -110,6 +112,8 @@ impl TryFrom<&pb::Job> for JobSpec {
             .enumerate()
             .map(|(i, g)| group::group(&mut p, kind, i, g, &mut seen, &mut services))
             .collect();
+        let constraints = constraint::constraints(&mut p, "", &job.constraints);
+        let affinities = constraint::affinities(&mut p, "", &job.affinities);
         if !p.list.is_empty() {
             return Err(InvalidJob { problems: p.list });
         }
@@ -117,6 +121,8 @@ impl TryFrom<&pb::Job> for JobSpec {
             name: job.name.clone(),
             kind,
             groups,
+            constraints,
+            affinities,
         })
     }
 }

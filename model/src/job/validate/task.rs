@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use drover_proto::v1 as pb;
 
-use super::{clamp_u64, volume, Problems};
+use super::{clamp_u64, constraint, volume, Problems};
 use crate::job::{
     LogSpec, Resources, RootfsSpec, TaskSpec, MAX_ARGS, MAX_CPU_MILLIS, MAX_KILL_TIMEOUT_MS,
     MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB,
@@ -91,6 +91,7 @@ pub(super) fn task(
         },
         kill_timeout_ms: clamp_u64(t.kill_timeout_ms),
         rootfs,
+        constraints: constraint::constraints(p, &tpath, &t.constraints),
     }
 }
 

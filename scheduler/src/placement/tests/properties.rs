@@ -1,8 +1,9 @@
 //! Properties of every plan, on random clusters, allocations and jobs:
 //! no node gets more CPU or memory than it has, no ineligible node gets
-//! anything, and every instance the job wants is running, placed or
-//! explained. Everything is recounted here from the inputs, not with the
-//! code under test.
+//! anything, no placement breaks a constraint (`${meta.ssd} = true`,
+//! `distinct_hosts` at job or group level), and every instance the job
+//! wants is running, placed or explained. Everything is recounted here
+//! from the inputs, not with the code under test.
 
 use std::collections::BTreeSet;
 
@@ -18,12 +19,14 @@ const MEM_STEP: u64 = 512;
 /// (`n8` at most), a node that is gone from the list.
 const MAX_NODES: usize = 8;
 
-/// (cpu steps, memory steps, down, draining)
-type NodeShape = (u64, u64, bool, bool);
+/// (cpu steps, memory steps, down, draining, meta ssd: unset/true/false)
+type NodeShape = (u64, u64, bool, bool, usize);
 /// (node position, ours, group, index, desired run, status, cpu, memory)
 type AllocShape = (usize, bool, usize, u32, bool, usize, u64, u64);
-/// (kind, groups as (count, tasks as (cpu, memory)), previous spec)
-type JobShape = (usize, Vec<(u32, Vec<(u64, u64)>)>, usize);
+/// (kind, groups as (count, tasks as (cpu, memory)), previous spec,
+/// distinct_hosts: none/job/first group/every group, `${meta.ssd} = true`:
+/// none/job/first group/first task of the last group)
+type JobShape = (usize, Vec<(u32, Vec<(u64, u64)>)>, usize, usize, usize);
 
 const STATUSES: [AllocStatus; 5] = [
     AllocStatus::Pending,
@@ -38,8 +41,11 @@ fn nodes_from(shapes: &[NodeShape]) -> Vec<NodeRecord> {
     shapes
         .iter()
         .enumerate()
-        .map(|(i, &(cpu, mem, down, draining))| {
+        .map(|(i, &(cpu, mem, down, draining, ssd))| {
             let mut n = node(&format!("n{i}"), cpu * CPU_STEP, mem * MEM_STEP);
+            if ssd > 0 {
+                n.meta.insert("ssd".into(), (ssd == 1).to_string());
+            }
             if down {
                 n.status = NodeStatus::Down;
             }
@@ -80,7 +86,7 @@ fn allocs_from(shapes: &[AllocShape]) -> Vec<AllocRecord> {
 
 /// The job and the spec it replaces: none, the same, or one whose first
 /// group runs a different command (so its instances are replaced).
-fn job_from(&(kind, ref groups, previous): &JobShape) -> (JobSpec, Option<JobSpec>) {
+fn job_from(&(kind, ref groups, previous, distinct, ssd): &JobShape) -> (JobSpec, Option<JobSpec>) {
     let kind = KINDS[kind];
     let mut spec = job("j", kind, 0, 0, 0);
     let template = spec.groups.remove(0);
@@ -106,6 +112,7 @@ fn job_from(&(kind, ref groups, previous): &JobShape) -> (JobSpec, Option<JobSpe
             ..template.clone()
         })
         .collect();
+    constrain(&mut spec, distinct, ssd);
     let previous = match previous {
         0 => None,
         1 => Some(spec.clone()),
@@ -118,6 +125,109 @@ fn job_from(&(kind, ref groups, previous): &JobShape) -> (JobSpec, Option<JobSpe
     (spec, previous)
 }
 
+/// Adds the constraints a [`JobShape`] asks for: `distinct_hosts` (not on
+/// system jobs: one per node already) and `${meta.ssd} = true`.
+fn constrain(spec: &mut JobSpec, distinct: usize, ssd: usize) {
+    let rule = |attribute: &str, operator: &str, value: &str| {
+        crate::job::Constraint::new(crate::job::ConstraintFields {
+            attribute: attribute.into(),
+            operator: operator.into(),
+            value: value.into(),
+        })
+        .unwrap()
+    };
+    let hosts = rule("", "distinct_hosts", "");
+    if spec.kind != JobKind::System {
+        match distinct {
+            1 => spec.constraints.push(hosts),
+            2 => spec.groups[0].constraints.push(hosts),
+            3 => spec
+                .groups
+                .iter_mut()
+                .for_each(|g| g.constraints.push(hosts.clone())),
+            _ => {}
+        }
+    }
+    let ssd_rule = rule("${meta.ssd}", "=", "true");
+    match ssd {
+        1 => spec.constraints.push(ssd_rule),
+        2 => spec.groups[0].constraints.push(ssd_rule),
+        3 => {
+            if let Some(g) = spec.groups.last_mut() {
+                g.tasks[0].constraints.push(ssd_rule);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether a group's placements must go to nodes with `${meta.ssd} = true`.
+fn wants_ssd(job: &JobSpec, g: &GroupSpec) -> bool {
+    let ssd = |c: &crate::job::Constraint| c.fields().attribute == "${meta.ssd}";
+    job.constraints.iter().any(ssd)
+        || g.constraints.iter().any(ssd)
+        || g.tasks.iter().any(|t| t.constraints.iter().any(ssd))
+}
+
+/// Whether a group's placements must keep apart from the job's (`Some(true)`)
+/// or the group's (`Some(false)`) other allocations.
+fn distinct_scope(job: &JobSpec, g: &GroupSpec) -> Option<bool> {
+    let hosts = |c: &crate::job::Constraint| c.fields().operator == "distinct_hosts";
+    if job.constraints.iter().any(hosts) {
+        Some(true)
+    } else {
+        g.constraints.iter().any(hosts).then_some(false)
+    }
+}
+
+/// No placement breaks a constraint: a group wanting `${meta.ssd} = true`
+/// lands only on such nodes, and a node that gets an allocation under
+/// `distinct_hosts` ends up with no other of its scope (kept or placed).
+fn check_constraints(nodes: &[NodeRecord], allocs: &[AllocRecord], job: &JobSpec, p: &Plan) {
+    let stopped: BTreeSet<&str> = p.stop.iter().map(String::as_str).collect();
+    // (group, node) of every allocation the job has after the plan.
+    let after: Vec<(&str, &str)> = allocs
+        .iter()
+        .filter(|a| {
+            a.job == job.name
+                && a.desired == DesiredState::Run
+                && a.status != AllocStatus::Lost
+                && !stopped.contains(a.id.as_str())
+        })
+        .map(|a| (a.group.as_str(), a.node_id.as_str()))
+        .chain(
+            p.place
+                .iter()
+                .map(|x| (x.group.as_str(), x.node_id.as_str())),
+        )
+        .collect();
+    for x in &p.place {
+        let g = job.group(&x.group).expect("a group of the job");
+        if wants_ssd(job, g) {
+            let n = nodes.iter().find(|n| n.id == x.node_id).expect("a node");
+            assert_eq!(
+                n.meta.get("ssd").map(String::as_str),
+                Some("true"),
+                "{}[{}] on {} without ssd",
+                x.group,
+                x.index,
+                n.id
+            );
+        }
+        if let Some(job_wide) = distinct_scope(job, g) {
+            let here = after
+                .iter()
+                .filter(|(group, node)| *node == x.node_id && (job_wide || *group == x.group))
+                .count();
+            assert_eq!(
+                here, 1,
+                "distinct_hosts broken on {} by {}[{}]",
+                x.node_id, x.group, x.index
+            );
+        }
+    }
+}
+
 /// Raw shapes of a case: up to 8 nodes, 16 allocations, 3 groups.
 fn arb_case() -> impl Strategy<Value = (Vec<NodeShape>, Vec<AllocShape>, JobShape)> {
     let node = (
@@ -125,6 +235,7 @@ fn arb_case() -> impl Strategy<Value = (Vec<NodeShape>, Vec<AllocShape>, JobShap
         0u64..=16,
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.15),
+        0usize..3,
     );
     let alloc = (
         0..=MAX_NODES,
@@ -145,6 +256,8 @@ fn arb_case() -> impl Strategy<Value = (Vec<NodeShape>, Vec<AllocShape>, JobShap
         0..KINDS.len(),
         prop::collection::vec(group, 1..=3),
         0usize..3,
+        0usize..4,
+        0usize..4,
     );
     (
         prop::collection::vec(node, 1..=MAX_NODES),
@@ -259,7 +372,11 @@ fn check_accounting(nodes: &[NodeRecord], allocs: &[AllocRecord], job: &JobSpec,
                 let why = failed(&format!("group {:?}: node {} lacks", g.name, n.id));
                 let eligible = n.status == NodeStatus::Ready && !n.draining;
                 assert!(here <= 1, "{}: {here} instances on {}", g.name, n.id);
-                if eligible {
+                let ssd = n.meta.get("ssd").is_some_and(|v| v == "true");
+                if wants_ssd(job, g) && !ssd {
+                    let placed_here = placed.iter().filter(|x| x.node_id == n.id).count();
+                    assert_eq!(placed_here + why, 0, "{}: {} is not for it", g.name, n.id);
+                } else if eligible {
                     assert_eq!(
                         here + why,
                         1,
@@ -315,6 +432,7 @@ proptest! {
         let (job, previous) = job_from(&job);
         let p = plan(&nodes, &allocs, &job, previous.as_ref());
         check_capacity(&nodes, &allocs, &job, &p);
+        check_constraints(&nodes, &allocs, &job, &p);
         check_accounting(&nodes, &allocs, &job, &p);
     }
 }
