@@ -21,6 +21,7 @@ use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 mod group;
+mod periodic;
 mod service;
 mod target;
 mod task;
@@ -29,6 +30,10 @@ mod tests;
 mod validate;
 
 pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS};
+pub use periodic::{
+    check_job_name, child_name, parent_of, PeriodicSpec, Schedule, ScheduleError, CHILD_INFIX,
+    DEFAULT_TIME_ZONE, FIRE_HORIZON_SECS, INTERVAL_SAMPLES, MAX_CRON_LEN, MIN_INTERVAL_SECS,
+};
 pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
     MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,
@@ -49,6 +54,10 @@ pub struct JobSpec {
     pub kind: JobKind,
     /// At least one group, names unique.
     pub groups: Vec<GroupSpec>,
+    /// Batch jobs only: launch a child per tick of this schedule instead
+    /// of placing the job itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periodic: Option<PeriodicSpec>,
 }
 
 impl JobSpec {
@@ -98,6 +107,11 @@ impl From<&JobSpec> for pb::Job {
             name: j.name.clone(),
             kind: j.kind.as_str().to_string(),
             groups: j.groups.iter().map(pb::Group::from).collect(),
+            periodic: j.periodic.as_ref().map(|p| pb::Periodic {
+                cron: p.cron.clone(),
+                time_zone: p.time_zone.clone(),
+                prohibit_overlap: p.prohibit_overlap,
+            }),
         }
     }
 }

@@ -15,6 +15,7 @@ use drover_proto::v1 as pb;
 use super::{check_dns_label, InvalidJob, JobKind, JobSpec};
 
 mod group;
+mod periodic;
 mod service;
 mod task;
 mod volume;
@@ -110,6 +111,10 @@ impl TryFrom<&pb::Job> for JobSpec {
             .enumerate()
             .map(|(i, g)| group::group(&mut p, kind, i, g, &mut seen, &mut services))
             .collect();
+        let periodic = job
+            .periodic
+            .as_ref()
+            .and_then(|pe| periodic::periodic(&mut p, kind, pe));
         if !p.list.is_empty() {
             return Err(InvalidJob { problems: p.list });
         }
@@ -117,6 +122,7 @@ impl TryFrom<&pb::Job> for JobSpec {
             name: job.name.clone(),
             kind,
             groups,
+            periodic,
         })
     }
 }
