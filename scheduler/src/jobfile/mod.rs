@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use drover_proto::v1 as pb;
 use serde::Deserialize;
 
+mod periodic;
+
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
 /// Default memory reservation when a task names none.
@@ -35,6 +37,8 @@ struct FileJob {
     kind: Option<String>,
     #[serde(default, rename = "group")]
     groups: Vec<FileGroup>,
+    #[serde(default)]
+    periodic: Option<periodic::FilePeriodic>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +227,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
     Ok(pb::Job {
         name: file.name,
         kind: file.kind.unwrap_or_else(|| "service".into()),
+        periodic: file.periodic.map(pb::Periodic::from),
         groups: file
             .groups
             .into_iter()

@@ -48,6 +48,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
                 ..Default::default()
             }],
         }],
+        periodic: None,
     }
 }
 
