@@ -17,8 +17,9 @@
 //!   [`registrar`] that writes the discovery records bound to each node's
 //!   lease;
 //! - [`core::Core`] composes them; [`periodic`] launches periodic jobs'
-//!   children on it (pure rules, their store writes, the leader's timer); the gRPC services ([`service`], with
-//!   [`auth`] deciding who may call what) are the edge.
+//!   children on it (pure rules, their store writes, the leader's timer);
+//!   the gRPC services ([`service`], with [`auth`] deciding who may call
+//!   what) are the edge.
 
 pub mod auth;
 pub mod cluster;

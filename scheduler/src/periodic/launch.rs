@@ -111,8 +111,9 @@ impl Cluster {
                         record.as_ref().map(|r| &r.value),
                         parent.value.submitted_unix_ms,
                     );
-                    let running =
-                        children_of(name, &jobs).any(|c| c.value.status == JobStatus::Running);
+                    let running = children_of(name, &jobs)
+                        .filter(|c| c.value.status == JobStatus::Running)
+                        .count();
                     let decision =
                         tick::decide(&schedule, since, now, periodic.prohibit_overlap, running);
                     let Some(due) = decision.due else {

@@ -9,6 +9,10 @@ use crate::job::Schedule;
 /// Finished children kept per periodic job; older finished ones are
 /// removed with their allocations.
 pub const KEEP_CHILDREN: usize = 10;
+/// Children of one periodic job that may run at once, overlap allowed or
+/// not: past it a tick is skipped, so children that never finish (or never
+/// find a node) cannot pile up in the store.
+pub const MAX_RUNNING_CHILDREN: usize = 100;
 
 /// A periodic job's launch state, stored under `periodic/<job>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +31,7 @@ pub enum Due {
     /// Launch a child for this tick.
     Launch(i64),
     /// Skip this tick: a child launched earlier still runs and the job
-    /// prohibits overlap.
+    /// prohibits overlap, or [`MAX_RUNNING_CHILDREN`] run.
     Skip(i64),
 }
 
@@ -62,18 +66,18 @@ pub fn since(record: Option<&LaunchRecord>, submitted_unix_ms: i64) -> i64 {
 }
 
 /// Which tick of `schedule` is due at `now` when ticks up to `since` are
-/// handled: the latest tick in `(since, now]`, skipped when `child_running`
-/// and the job prohibits overlap.
+/// handled: the latest tick in `(since, now]`, skipped when `running`
+/// children run and the job prohibits overlap, or too many run.
 pub fn decide(
     schedule: &Schedule,
     since: i64,
     now: i64,
     prohibit_overlap: bool,
-    child_running: bool,
+    running: usize,
 ) -> Decision {
     let latest = schedule.latest_at_or_before(now).filter(|t| *t > since);
     let due = latest.map(|t| {
-        if prohibit_overlap && child_running {
+        if (prohibit_overlap && running > 0) || running >= MAX_RUNNING_CHILDREN {
             Due::Skip(t)
         } else {
             Due::Launch(t)
@@ -135,7 +139,7 @@ mod tests {
                 since(Some(&record), T0 * 1000),
                 now,
                 prohibit,
-                now < running_until,
+                usize::from(now < running_until),
             );
             match d.due {
                 Some(Due::Launch(t)) => {
@@ -159,10 +163,10 @@ mod tests {
     #[test]
     fn a_tick_at_submission_time_is_not_launched_and_the_next_is() {
         let s = every_10s();
-        let d = decide(&s, since(None, T0 * 1000 + 500), T0, false, false);
+        let d = decide(&s, since(None, T0 * 1000 + 500), T0, false, 0);
         assert_eq!(d.due, None);
         assert_eq!(d.next, Some(T0 + 10));
-        let d = decide(&s, since(None, T0 * 1000 + 500), T0 + 10, false, false);
+        let d = decide(&s, since(None, T0 * 1000 + 500), T0 + 10, false, 0);
         assert_eq!(d.due, Some(Due::Launch(T0 + 10)));
         assert!(!d.dropped);
     }
@@ -178,7 +182,7 @@ mod tests {
             last_tick_unix: T0 + 60,
             ..Default::default()
         };
-        let d = decide(&s, since(Some(&rec), T0 * 1000), T0 + 60, true, false);
+        let d = decide(&s, since(Some(&rec), T0 * 1000), T0 + 60, true, 0);
         assert_eq!(d.due, None);
     }
 
@@ -196,6 +200,15 @@ mod tests {
     }
 
     #[test]
+    fn too_many_running_children_skip_even_when_overlap_is_allowed() {
+        let s = every_10s();
+        let d = decide(&s, T0, T0 + 10, false, MAX_RUNNING_CHILDREN - 1);
+        assert_eq!(d.due, Some(Due::Launch(T0 + 10)));
+        let d = decide(&s, T0, T0 + 10, false, MAX_RUNNING_CHILDREN);
+        assert_eq!(d.due, Some(Due::Skip(T0 + 10)));
+    }
+
+    #[test]
     fn missed_ticks_launch_only_the_latest() {
         let s = every_10s();
         let rec = LaunchRecord {
@@ -204,7 +217,7 @@ mod tests {
         };
         // The scheduler was down for an hour.
         let now = T0 + 3_605;
-        let d = decide(&s, since(Some(&rec), T0 * 1000), now, false, false);
+        let d = decide(&s, since(Some(&rec), T0 * 1000), now, false, 0);
         assert_eq!(d.due, Some(Due::Launch(T0 + 3_600)));
         assert!(d.dropped);
         assert_eq!(d.next, Some(T0 + 3_610));
@@ -213,17 +226,11 @@ mod tests {
             last_tick_unix: T0 + 3_600,
             ..Default::default()
         };
-        let d = decide(&s, since(Some(&rec), T0 * 1000), now, false, false);
+        let d = decide(&s, since(Some(&rec), T0 * 1000), now, false, 0);
         assert_eq!(d.due, None);
         // A resubmission after the last tick moves the start: ticks before
         // it are not the new version's.
-        let d = decide(
-            &s,
-            since(Some(&rec), (T0 + 3_604) * 1000),
-            now,
-            false,
-            false,
-        );
+        let d = decide(&s, since(Some(&rec), (T0 + 3_604) * 1000), now, false, 0);
         assert_eq!(d.due, None);
     }
 
@@ -232,10 +239,10 @@ mod tests {
         // 09:00 in Berlin: 08:00 UTC in winter, 07:00 UTC in summer.
         let s = Schedule::new("0 9 * * *", "Europe/Berlin").expect("schedule");
         let winter = 1_711_699_200; // 2024-03-29T08:00:00Z
-        let d = decide(&s, winter, winter + 1, false, false);
+        let d = decide(&s, winter, winter + 1, false, 0);
         assert_eq!(d.due, None);
         assert_eq!(d.next, Some(winter + 86_400));
-        let d = decide(&s, winter + 86_400, winter + 86_401, false, false);
+        let d = decide(&s, winter + 86_400, winter + 86_401, false, 0);
         assert_eq!(d.next, Some(winter + 2 * 86_400 - 3_600));
     }
 

@@ -107,7 +107,7 @@ impl Core {
                             self.place_child(&j.name, child).await;
                         }
                         (Some(due), None) => {
-                            tracing::info!(job = %j.name, tick = due.tick(), "tick skipped: a child still runs and the job prohibits overlap");
+                            tracing::info!(job = %j.name, tick = due.tick(), "tick skipped: a child still runs and the job prohibits overlap, or too many run");
                         }
                         _ => {}
                     }
