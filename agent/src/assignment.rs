@@ -115,9 +115,11 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    /// A DNS-safe host name for it: `<job>-<group>-<index>`.
+    /// A DNS-safe host name for it: `<job>-<group>-<index>` (a periodic
+    /// child's `/` becomes `-`: `web-periodic-1700000000-main-0`).
     pub fn hostname(&self) -> String {
-        let mut h = format!("{}-{}-{}", self.job, self.group, self.index);
+        let job = self.job.replace('/', "-");
+        let mut h = format!("{job}-{}-{}", self.group, self.index);
         h.truncate(63);
         h.trim_end_matches('-').to_string()
     }

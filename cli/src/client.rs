@@ -301,7 +301,11 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
             });
             let left = live.count();
             if left == 0 {
-                return print_job(opts, &got, &[]);
+                print_job(opts, &got, &[])?;
+                if opts.output == Output::Table {
+                    crate::periodic::running_children_note(name, &resp.running_children);
+                }
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 print_job(opts, &got, &[])?;
@@ -314,11 +318,15 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
         Output::Json => output::json(&serde_json::json!({
             "job": name,
             "stopped_allocations": resp.stopped_allocations,
+            "running_children": resp.running_children,
         })),
-        Output::Table => outln!(
-            "job {name:?} stopped ({} allocations asked to stop)",
-            resp.stopped_allocations.len()
-        ),
+        Output::Table => {
+            outln!(
+                "job {name:?} stopped ({} allocations asked to stop)",
+                resp.stopped_allocations.len()
+            );
+            crate::periodic::running_children_note(name, &resp.running_children);
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod etcd_tls;
 mod exec;
 mod meta;
 mod output;
+mod periodic;
 mod process;
 mod tls;
 
@@ -148,8 +149,22 @@ enum JobCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
-    /// Every job.
+    /// Every job (periodic jobs' children with their parent).
     List {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Periodic jobs.
+    #[command(subcommand)]
+    Periodic(PeriodicCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PeriodicCommand {
+    /// Launch a periodic job's child now, whatever its schedule.
+    Force {
+        /// The periodic job's name.
+        name: String,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -335,6 +350,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             opts,
         }) => client::job_stop(&opts, &name, detach, wait).await,
         Command::Job(JobCommand::List { opts }) => client::job_list(&opts).await,
+        Command::Job(JobCommand::Periodic(PeriodicCommand::Force { name, opts })) => {
+            periodic::force(&opts, &name).await
+        }
         Command::Node(NodeCommand::List { opts }) => client::node_list(&opts).await,
         Command::Node(NodeCommand::Status { id, opts }) => client::node_status(&opts, &id).await,
         Command::Node(NodeCommand::Drain { id, disable, opts }) => {

@@ -235,6 +235,7 @@ pub fn job_table(got: &pb::GetJobResponse) {
         outln!("Kind     {}", job.kind);
         outln!("Status   {}", info.status);
         outln!("Version  {}", info.version);
+        crate::periodic::job_lines(info, &job);
         outln!();
     }
     if !got.services.is_empty() {
@@ -273,6 +274,8 @@ pub fn job_json(got: &pb::GetJobResponse) -> Value {
         "status": info.status,
         "version": info.version,
         "submitted_unix_ms": info.submitted_unix_ms,
+        "parent": info.parent,
+        "periodic": crate::periodic::job_json(&info, &job),
         "groups": job.groups.iter().map(|g| json!({"name": g.name, "count": g.count})).collect::<Vec<_>>(),
         "services": got.services.iter().map(|s| json!({
             "group": s.group,
@@ -297,15 +300,24 @@ pub fn submit_json(name: &str, r: &pb::SubmitResponse) -> Value {
 /// Job summaries.
 pub fn jobs_table(jobs: &[pb::JobSummary]) {
     table(
-        &["NAME", "KIND", "STATUS", "RUNNING", "DESIRED"],
+        &["NAME", "KIND", "STATUS", "RUNNING", "DESIRED", "PARENT"],
         jobs.iter()
             .map(|j| {
                 vec![
                     j.name.clone(),
-                    j.kind.clone(),
+                    if j.periodic {
+                        format!("{}/periodic", j.kind)
+                    } else {
+                        j.kind.clone()
+                    },
                     j.status.clone(),
                     j.running.to_string(),
                     j.desired.to_string(),
+                    if j.parent.is_empty() {
+                        "-".into()
+                    } else {
+                        j.parent.clone()
+                    },
                 ]
             })
             .collect(),
@@ -320,6 +332,7 @@ pub fn jobs_json(jobs: &[pb::JobSummary]) -> Value {
                 json!({
                     "name": j.name, "kind": j.kind, "status": j.status,
                     "running": j.running, "desired": j.desired,
+                    "parent": j.parent, "periodic": j.periodic,
                 })
             })
             .collect(),

@@ -16,8 +16,10 @@
 //!   exec relays between CLI and agent streams, the peer view, and the
 //!   [`registrar`] that writes the discovery records bound to each node's
 //!   lease;
-//! - [`core::Core`] composes them; the gRPC services ([`service`], with
-//!   [`auth`] deciding who may call what) are the edge.
+//! - [`core::Core`] composes them; [`periodic`] launches periodic jobs'
+//!   children on it (pure rules, their store writes, the leader's timer);
+//!   the gRPC services ([`service`], with [`auth`] deciding who may call
+//!   what) are the edge.
 
 pub mod auth;
 pub mod cluster;
@@ -26,6 +28,7 @@ pub mod discovery;
 pub mod job;
 pub mod jobfile;
 mod peers;
+pub mod periodic;
 pub mod placement;
 pub mod reconcile;
 pub mod registrar;

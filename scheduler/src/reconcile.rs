@@ -15,6 +15,8 @@
 //!   an index, or one past `count`, is stopped.
 //! - System groups want one instance on every eligible node; a second one on
 //!   a node is stopped.
+//! - A periodic job wants no instance of its own: its children (jobs of
+//!   their own, see [`crate::periodic`]) run its groups.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -88,6 +90,7 @@ pub fn reconcile<'a>(
             existing.sort_by_key(|a| (a.index, a.created_unix_ms));
             let (kept, stop, place) = match job.kind {
                 JobKind::System => system_group(existing, eligible),
+                _ if job.periodic.is_some() => counted_group(0, existing),
                 JobKind::Service | JobKind::Batch => counted_group(group.count, existing),
             };
             GroupChanges {

@@ -288,6 +288,10 @@ impl JobRecord {
             status: self.status.as_str().into(),
             version: self.version,
             submitted_unix_ms: self.submitted_unix_ms,
+            parent: crate::job::parent_of(&self.spec.name)
+                .unwrap_or_default()
+                .to_string(),
+            ..Default::default()
         }
     }
 }

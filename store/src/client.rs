@@ -7,6 +7,7 @@
 //! | `<prefix>jobs/<name>`     | JSON job record              |
 //! | `<prefix>allocs/<id>`     | JSON allocation record       |
 //! | `<prefix>nodes/<id>`      | JSON node record             |
+//! | `<prefix>periodic/<job>`  | JSON launch state of a periodic job |
 //!
 //! Values are JSON (serde), one object per key; the record types belong to
 //! the scheduler. Writes that depend on what was read go through
@@ -62,6 +63,10 @@ pub enum Kind {
     /// `subnets/<cidr>`: which node holds a task subnet (the scheduler
     /// creates it with the node's record, so no two nodes share one).
     Subnet,
+    /// `periodic/<job>`: a periodic job's launch state (its last tick), so
+    /// a restarted scheduler neither launches a tick twice nor replays
+    /// missed ones.
+    Periodic,
 }
 
 impl Kind {
@@ -71,6 +76,7 @@ impl Kind {
             Kind::Alloc => "allocs/",
             Kind::Node => "nodes/",
             Kind::Subnet => "subnets/",
+            Kind::Periodic => "periodic/",
         }
     }
 }

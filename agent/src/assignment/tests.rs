@@ -49,6 +49,9 @@ fn a_wire_assignment_decodes_into_domain_types() {
     assert_eq!(a.alloc.desired, DesiredState::Run);
     assert_eq!(a.alloc.status, AllocStatus::Pending);
     assert_eq!(a.alloc.hostname(), "web-main-2");
+    let mut child = a.alloc.clone();
+    child.job = "web/periodic-1700000000".into();
+    assert_eq!(child.hostname(), "web-periodic-1700000000-main-2");
     assert_eq!(a.job_kind, JobKind::Batch);
     assert_eq!(a.group.network, NetworkMode::Bridge);
     assert_eq!(

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod constraint;
 mod group;
+mod periodic;
 mod service;
 mod target;
 mod task;
@@ -36,6 +37,10 @@ pub use constraint::{
     MAX_REGEX_SIZE,
 };
 pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS};
+pub use periodic::{
+    check_job_name, child_name, parent_of, PeriodicSpec, Schedule, ScheduleError, CHILD_INFIX,
+    DEFAULT_TIME_ZONE, FIRE_HORIZON_SECS, INTERVAL_SAMPLES, MAX_CRON_LEN, MIN_INTERVAL_SECS,
+};
 pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
     MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,
@@ -65,6 +70,10 @@ pub struct JobSpec {
     /// Placement preferences of every group's allocations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub affinities: Vec<Affinity>,
+    /// Batch jobs only: launch a child per tick of this schedule instead
+    /// of placing the job itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periodic: Option<PeriodicSpec>,
 }
 
 impl JobSpec {
@@ -116,6 +125,11 @@ impl From<&JobSpec> for pb::Job {
             groups: j.groups.iter().map(pb::Group::from).collect(),
             constraints: j.constraints.iter().map(pb::Constraint::from).collect(),
             affinities: j.affinities.iter().map(pb::Affinity::from).collect(),
+            periodic: j.periodic.as_ref().map(|p| pb::Periodic {
+                cron: p.cron.clone(),
+                time_zone: p.time_zone.clone(),
+                prohibit_overlap: p.prohibit_overlap,
+            }),
         }
     }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 mod placement;
 use placement::{wire, FileAffinity, FileConstraint};
+mod periodic;
 
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
@@ -42,6 +43,8 @@ struct FileJob {
     constraints: Vec<FileConstraint>,
     #[serde(default, rename = "affinity")]
     affinities: Vec<FileAffinity>,
+    #[serde(default)]
+    periodic: Option<periodic::FilePeriodic>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +241,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
         kind: file.kind.unwrap_or_else(|| "service".into()),
         constraints: wire(file.constraints),
         affinities: wire(file.affinities),
+        periodic: file.periodic.map(pb::Periodic::from),
         groups: file
             .groups
             .into_iter()

@@ -52,6 +52,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
         }],
         constraints: Vec::new(),
         affinities: Vec::new(),
+        periodic: None,
     }
 }
 

@@ -9,9 +9,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{check_name, Api, Reply};
+use super::{Api, Reply};
 use crate::discovery::desired::service_counts;
-use crate::job::JobSpec;
+use crate::job::{check_job_name, parent_of, JobSpec};
+use crate::periodic::{children_of, ForceError, LaunchRecord};
 use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord, NodeRecord};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
@@ -38,13 +39,50 @@ fn validate(job: Option<&pb::Job>) -> Result<JobSpec, Status> {
     })
 }
 
+/// Checks a job name a client gave: a DNS label or a periodic child's.
+fn check_job(name: &str) -> Result<(), Status> {
+    check_job_name(name).map_err(|e| Status::invalid_argument(format!("job name {e}")))
+}
+
+impl From<ForceError> for Status {
+    fn from(e: ForceError) -> Status {
+        match e {
+            ForceError::NoSuchJob(_) => Status::not_found(e.to_string()),
+            ForceError::NotPeriodic(_) | ForceError::Stopped(_) => {
+                Status::failed_precondition(e.to_string())
+            }
+            ForceError::Exists(_) => Status::already_exists(e.to_string()),
+            ForceError::Cluster(e) => e.into(),
+        }
+    }
+}
+
+/// A periodic parent's last launched tick and next tick, for `job status`.
+fn periodic_times(job: &JobRecord, record: Option<&LaunchRecord>) -> (i64, i64) {
+    let last = record.map(|r| r.last_tick_unix).unwrap_or(0);
+    let next = job
+        .spec
+        .periodic
+        .as_ref()
+        .filter(|_| job.status == crate::state::JobStatus::Running)
+        .and_then(|p| p.schedule().ok())
+        .and_then(|s| s.next_after(drover_model::now_ms().div_euclid(1000)))
+        .unwrap_or(0);
+    (last, next)
+}
+
 /// Running and desired instance counts for `job list`.
 fn job_counts(spec: &JobSpec, allocs: &[AllocRecord]) -> (u32, u32) {
     let running = allocs
         .iter()
         .filter(|a| a.job == spec.name && a.status == AllocStatus::Running)
         .count();
-    let desired: u32 = spec.groups.iter().map(|g| g.count).sum();
+    // A periodic parent places nothing itself: its children do.
+    let desired: u32 = if spec.periodic.is_some() {
+        0
+    } else {
+        spec.groups.iter().map(|g| g.count).sum()
+    };
     (u32::try_from(running).unwrap_or(u32::MAX), desired)
 }
 
@@ -113,7 +151,7 @@ impl pb::job_service_server::JobService for Api {
 
     async fn get(&self, req: Request<pb::GetJobRequest>) -> Reply<pb::GetJobResponse> {
         let name = &req.get_ref().name;
-        check_name("job name", name)?;
+        check_job(name)?;
         let cluster = self.core.cluster();
         let job = cluster
             .job(name)
@@ -139,8 +177,14 @@ impl pb::job_service_server::JobService for Api {
         } else {
             Vec::new()
         };
+        let mut info = job.value.to_pb();
+        if job.value.spec.periodic.is_some() {
+            let record = cluster.launch_record(name).await?;
+            (info.periodic_last_unix, info.periodic_next_unix) =
+                periodic_times(&job.value, record.as_ref().map(|r| &r.value));
+        }
         Ok(Response::new(pb::GetJobResponse {
-            job: Some(job.value.to_pb()),
+            job: Some(info),
             allocations: allocs.iter().map(Into::into).collect(),
             services,
         }))
@@ -161,6 +205,8 @@ impl pb::job_service_server::JobService for Api {
                         status: j.value.status.as_str().into(),
                         running,
                         desired,
+                        parent: parent_of(&j.name).unwrap_or_default().to_string(),
+                        periodic: j.value.spec.periodic.is_some(),
                     }
                 })
                 .collect(),
@@ -169,13 +215,35 @@ impl pb::job_service_server::JobService for Api {
 
     async fn stop(&self, req: Request<pb::StopJobRequest>) -> Reply<pb::StopJobResponse> {
         let name = &req.get_ref().name;
-        check_name("job name", name)?;
-        match self.core.stop(name).await? {
-            Some(stopped) => Ok(Response::new(pb::StopJobResponse {
-                stopped_allocations: stopped,
-            })),
-            None => Err(Status::not_found(format!("no job named {name:?}"))),
-        }
+        check_job(name)?;
+        let Some(stopped) = self.core.stop(name).await? else {
+            return Err(Status::not_found(format!("no job named {name:?}")));
+        };
+        // A periodic parent's stop ends its launching; its running
+        // children finish on their own.
+        let jobs = self.core.cluster().jobs().await?;
+        let running_children = children_of(name, &jobs)
+            .filter(|c| c.value.status == crate::state::JobStatus::Running)
+            .map(|c| c.name.clone())
+            .collect();
+        Ok(Response::new(pb::StopJobResponse {
+            stopped_allocations: stopped,
+            running_children,
+        }))
+    }
+
+    async fn force_periodic(
+        &self,
+        req: Request<pb::ForcePeriodicRequest>,
+    ) -> Reply<pb::ForcePeriodicResponse> {
+        let name = &req.get_ref().name;
+        crate::job::check_dns_label(name)
+            .map_err(|e| Status::invalid_argument(format!("job name {e}")))?;
+        let (child, done) = self.core.force_periodic(name).await?;
+        Ok(Response::new(pb::ForcePeriodicResponse {
+            child,
+            allocations: done.allocations.iter().map(Into::into).collect(),
+        }))
     }
 
     type WatchStream = WatchStream;
@@ -183,7 +251,7 @@ impl pb::job_service_server::JobService for Api {
     async fn watch(&self, req: Request<pb::WatchJobRequest>) -> Reply<Self::WatchStream> {
         let name = req.into_inner().name;
         if !name.is_empty() {
-            check_name("job name", &name)?;
+            check_job(&name)?;
         }
         let mut jobs = self.core.cluster().watch(Kind::Job).await?;
         let mut allocs = self.core.cluster().watch(Kind::Alloc).await?;

@@ -17,7 +17,6 @@ use tonic::Status;
 use crate::auth;
 use crate::cluster::ClusterError;
 use crate::core::Core;
-use crate::job::check_dns_label;
 
 mod agent;
 mod allocs;
@@ -53,11 +52,6 @@ impl From<ClusterError> for Status {
             ClusterError::SubnetRefused { .. } => Status::failed_precondition(e.to_string()),
         }
     }
-}
-
-/// Checks a name the client gave (`what` says which) is a DNS label.
-fn check_name(what: &str, name: &str) -> Result<(), Status> {
-    check_dns_label(name).map_err(|e| Status::invalid_argument(format!("{what} {e}")))
 }
 
 /// Refuses an empty id of a `what` ("node", "allocation").
@@ -101,8 +95,9 @@ pub enum ServeError {
 
 /// Serves the scheduler's gRPC API (jobs, nodes, allocations, agents, plus
 /// the standard health and reflection services) on an already-bound
-/// listener until `shutdown` is cancelled. Also runs the periodic reconcile
-/// and the watch of the DNS records relayed to agents.
+/// listener until `shutdown` is cancelled. Also runs the periodic reconcile,
+/// the watch of the DNS records relayed to agents and the launcher of
+/// periodic jobs' children.
 ///
 /// With `tls`, every connection must present a client certificate signed
 /// by the configured CA (mutual TLS).
@@ -130,6 +125,7 @@ pub async fn serve(
     let api = Api::new(core.clone());
     tokio::spawn(core.clone().reconcile_every_period(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
+    tokio::spawn(core.clone().launch_periodic(shutdown.clone()));
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();

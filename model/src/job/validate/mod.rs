@@ -17,6 +17,7 @@ use super::{check_dns_label, InvalidJob, JobKind, JobSpec};
 
 mod constraint;
 mod group;
+mod periodic;
 mod service;
 mod task;
 mod volume;
@@ -114,6 +115,10 @@ impl TryFrom<&pb::Job> for JobSpec {
             .collect();
         let constraints = constraint::constraints(&mut p, "", &job.constraints);
         let affinities = constraint::affinities(&mut p, "", &job.affinities);
+        let periodic = job
+            .periodic
+            .as_ref()
+            .and_then(|pe| periodic::periodic(&mut p, kind, pe));
         if !p.list.is_empty() {
             return Err(InvalidJob { problems: p.list });
         }
@@ -123,6 +128,7 @@ impl TryFrom<&pb::Job> for JobSpec {
             groups,
             constraints,
             affinities,
+            periodic,
         })
     }
 }
