@@ -79,6 +79,7 @@ impl pb::job_service_server::JobService for Api {
             version: done.version,
             allocations: done.allocations.iter().map(Into::into).collect(),
             warnings: done.warnings,
+            pending: done.pending.iter().map(Into::into).collect(),
         }))
     }
 
@@ -161,6 +162,7 @@ impl pb::job_service_server::JobService for Api {
                         status: j.value.status.as_str().into(),
                         running,
                         desired,
+                        pending: crate::queue::total(&j.value.pending),
                     }
                 })
                 .collect(),
