@@ -11,7 +11,7 @@ pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -140,7 +140,7 @@ pub fn alloc_detail_json(a: &pb::Allocation) -> Value {
 
 /// How long ago `then_ms` was at `now_ms` (ms since the epoch), for
 /// people: `-` for never (0), `3s ago`, `4m ago`, `2h ago`, `5d ago`.
-fn age(now_ms: i64, then_ms: i64) -> String {
+pub(crate) fn age(now_ms: i64, then_ms: i64) -> String {
     if then_ms <= 0 {
         return "-".into();
     }
@@ -236,6 +236,7 @@ pub fn job_table(got: &pb::GetJobResponse) {
         outln!("Status   {}", info.status);
         outln!("Version  {}", info.version);
         outln!();
+        crate::queued::pending_table(&info.pending, crate::queued::now_ms());
     }
     if !got.services.is_empty() {
         services_table(&got.services);
@@ -280,6 +281,7 @@ pub fn job_json(got: &pb::GetJobResponse) -> Value {
             "healthy": s.healthy,
             "instances": s.instances,
         })).collect::<Vec<_>>(),
+        "pending": crate::queued::pending_json(&info.pending),
         "allocations": allocs_json(&got.allocations),
     })
 }
@@ -290,6 +292,7 @@ pub fn submit_json(name: &str, r: &pb::SubmitResponse) -> Value {
         "name": name,
         "version": r.version,
         "warnings": r.warnings,
+        "pending": crate::queued::pending_json(&r.pending),
         "allocations": allocs_json(&r.allocations),
     })
 }
@@ -297,7 +300,7 @@ pub fn submit_json(name: &str, r: &pb::SubmitResponse) -> Value {
 /// Job summaries.
 pub fn jobs_table(jobs: &[pb::JobSummary]) {
     table(
-        &["NAME", "KIND", "STATUS", "RUNNING", "DESIRED"],
+        &["NAME", "KIND", "STATUS", "RUNNING", "PENDING", "DESIRED"],
         jobs.iter()
             .map(|j| {
                 vec![
@@ -305,6 +308,7 @@ pub fn jobs_table(jobs: &[pb::JobSummary]) {
                     j.kind.clone(),
                     j.status.clone(),
                     j.running.to_string(),
+                    j.pending.to_string(),
                     j.desired.to_string(),
                 ]
             })
@@ -319,7 +323,7 @@ pub fn jobs_json(jobs: &[pb::JobSummary]) -> Value {
             .map(|j| {
                 json!({
                     "name": j.name, "kind": j.kind, "status": j.status,
-                    "running": j.running, "desired": j.desired,
+                    "running": j.running, "pending": j.pending, "desired": j.desired,
                 })
             })
             .collect(),

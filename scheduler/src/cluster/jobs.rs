@@ -29,6 +29,8 @@ pub struct Submitted {
     /// Instances left waiting for capacity, per group, as recorded on
     /// the job (see [`crate::queue`]).
     pub pending: Vec<PendingGroup>,
+    /// Allocations this write created.
+    pub placed: usize,
     /// Allocations this write asked to stop.
     pub stopped: usize,
 }
@@ -108,6 +110,7 @@ impl Cluster {
             warnings: placed.warnings,
             touched: placed.touched,
             pending: placed.pending,
+            placed: placed.placed,
             stopped: placed.stopped,
         })
     }

@@ -56,6 +56,13 @@ pub fn pending_after(plan: &Plan, before: &[PendingGroup], now_ms: i64) -> Vec<P
         .collect()
 }
 
+/// Whether recording what `plan` leaves waiting would change `recorded`
+/// (a count or a reason differs, a group starts or stops waiting).
+pub fn changes(plan: &Plan, recorded: &[PendingGroup]) -> bool {
+    // A group new to `recorded` differs by its name whatever its `since`.
+    pending_after(plan, recorded, 0) != recorded
+}
+
 /// `text` cut to at most [`MAX_REASON_BYTES`] on a character boundary,
 /// with `...` when cut.
 fn bounded(text: &str) -> String {

@@ -102,7 +102,7 @@ pub enum ServeError {
 /// Serves the scheduler's gRPC API (jobs, nodes, allocations, agents, plus
 /// the standard health and reflection services) on an already-bound
 /// listener until `shutdown` is cancelled. Also runs the periodic reconcile
-/// and the watch of the DNS records relayed to agents.
+/// with the prompt passes over jobs waiting for capacity, and the watch of the DNS records relayed to agents.
 ///
 /// With `tls`, every connection must present a client certificate signed
 /// by the configured CA (mutual TLS).
@@ -128,7 +128,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let api = Api::new(core.clone());
-    tokio::spawn(core.clone().reconcile_every_period(shutdown.clone()));
+    tokio::spawn(core.clone().run_passes(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
