@@ -114,7 +114,18 @@ async fn get_job(
         .into_inner())
 }
 
-pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) -> Result<()> {
+/// How long `job run` waits for allocations when `--wait` is not given.
+const DEFAULT_RUN_WAIT_S: u64 = 30;
+
+pub async fn job_run(
+    opts: &ClientOpts,
+    file: &Path,
+    detach: bool,
+    wait: Option<u64>,
+) -> Result<()> {
+    // With --wait, instances queued for capacity are waited for too.
+    let wait_queued = wait.is_some();
+    let wait = wait.unwrap_or(DEFAULT_RUN_WAIT_S);
     let job = read_job(file)?;
     let name = job.name.clone();
     // A batch job's outcome is its allocations' end: wait for that, so
@@ -137,10 +148,16 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
         loop {
             let got = get_job(&mut client, &name).await?;
             let pending = |a: &&pb::Allocation| a.desired == "run" && a.status == "pending";
+            let queued = got
+                .job
+                .as_ref()
+                .map(|j| j.pending.as_slice())
+                .unwrap_or(&[]);
             let waiting = got
                 .allocations
                 .iter()
-                .any(|a| pending(&a) || (batch && a.desired == "run" && a.status == "running"));
+                .any(|a| pending(&a) || (batch && a.desired == "run" && a.status == "running"))
+                || (wait_queued && !queued.is_empty());
             if !waiting || Instant::now() >= deadline {
                 // A batch job still running when the wait ends is not an
                 // error; one that never started is.
@@ -166,6 +183,13 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
                 if waiting {
                     bail!("allocations of job {name:?} still pending after {wait} s");
                 }
+                if !queued.is_empty() {
+                    let msg = crate::queued::queued_message(&name, queued);
+                    if wait_queued {
+                        bail!("still queued after {wait} s: {msg}");
+                    }
+                    bail!("{msg}");
+                }
                 return Ok(());
             }
             follow.next_change(deadline).await;
@@ -178,6 +202,7 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
             for w in &resp.warnings {
                 outln!("warning: {w}");
             }
+            crate::queued::pending_table(&resp.pending, crate::queued::now_ms());
             output::allocs_table(&resp.allocations);
         }
     }

@@ -53,6 +53,8 @@ pub struct DevArgs {
     net: NodeNetArgs,
     #[command(flatten)]
     meta: crate::meta::MetaArgs,
+    #[command(flatten)]
+    timing: TimingArgs,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -93,8 +95,8 @@ pub struct SchedulerArgs {
     log: String,
 }
 
-/// How often agents heartbeat and how long a silent node stays up
-/// (`drover scheduler`).
+/// How often agents heartbeat, how long a silent node stays up, and how
+/// often every job is planned again (`drover scheduler`, `drover dev`).
 #[derive(Args, Debug)]
 pub struct TimingArgs {
     /// Interval agents are told to heartbeat at, in milliseconds.
@@ -105,12 +107,20 @@ pub struct TimingArgs {
     /// least twice the heartbeat interval.
     #[arg(long = "node-grace-ms", value_name = "MS", default_value_t = 10_000)]
     node_grace_ms: u64,
+    /// Period of the full reconcile pass, in milliseconds: the backstop
+    /// that plans every job again. Jobs waiting for capacity do not wait
+    /// for it: they are planned again as soon as capacity appears.
+    #[arg(long = "reconcile-ms", value_name = "MS", default_value_t = 5_000)]
+    reconcile_ms: u64,
 }
 
 impl TimingArgs {
     fn timing(&self) -> Result<Timing> {
         if self.heartbeat_ms == 0 {
             bail!("--heartbeat-ms must be > 0");
+        }
+        if self.reconcile_ms == 0 {
+            bail!("--reconcile-ms must be > 0");
         }
         if self.node_grace_ms < 2 * self.heartbeat_ms {
             bail!(
@@ -122,7 +132,7 @@ impl TimingArgs {
         Ok(Timing {
             heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
             node_grace: std::time::Duration::from_millis(self.node_grace_ms),
-            ..Timing::default()
+            reconcile: std::time::Duration::from_millis(self.reconcile_ms),
         })
     }
 }
@@ -326,7 +336,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         drover_store::client::DEFAULT_PREFIX,
     )
     .await?;
-    let core = Core::with_discovery(store, Timing::default(), subnets, a.dns.discovery()?);
+    let core = Core::with_discovery(store, a.timing.timing()?, subnets, a.dns.discovery()?);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;

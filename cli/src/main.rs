@@ -15,6 +15,7 @@ mod meta;
 mod output;
 mod periodic;
 mod process;
+mod queued;
 mod tls;
 
 use std::path::PathBuf;
@@ -116,9 +117,13 @@ enum JobCommand {
         #[arg(long)]
         detach: bool,
         /// How long to wait for allocations to leave `pending` (a batch
-        /// job's: to finish), in seconds.
-        #[arg(long, default_value_t = 30)]
-        wait: u64,
+        /// job's: to finish), in seconds [default: 30]. Given, it also
+        /// waits for instances queued for lack of capacity to be placed;
+        /// without it, the command fails as soon as it sees some queued
+        /// (the job stays accepted, and they are placed when capacity
+        /// appears).
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
         #[command(flatten)]
         opts: ClientOpts,
     },

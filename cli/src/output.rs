@@ -11,7 +11,7 @@ pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -140,7 +140,7 @@ pub fn alloc_detail_json(a: &pb::Allocation) -> Value {
 
 /// How long ago `then_ms` was at `now_ms` (ms since the epoch), for
 /// people: `-` for never (0), `3s ago`, `4m ago`, `2h ago`, `5d ago`.
-fn age(now_ms: i64, then_ms: i64) -> String {
+pub(crate) fn age(now_ms: i64, then_ms: i64) -> String {
     if then_ms <= 0 {
         return "-".into();
     }
@@ -237,6 +237,7 @@ pub fn job_table(got: &pb::GetJobResponse) {
         outln!("Version  {}", info.version);
         crate::periodic::job_lines(info, &job);
         outln!();
+        crate::queued::pending_table(&info.pending, crate::queued::now_ms());
     }
     if !got.services.is_empty() {
         services_table(&got.services);
@@ -283,6 +284,7 @@ pub fn job_json(got: &pb::GetJobResponse) -> Value {
             "healthy": s.healthy,
             "instances": s.instances,
         })).collect::<Vec<_>>(),
+        "pending": crate::queued::pending_json(&info.pending),
         "allocations": allocs_json(&got.allocations),
     })
 }
@@ -293,6 +295,7 @@ pub fn submit_json(name: &str, r: &pb::SubmitResponse) -> Value {
         "name": name,
         "version": r.version,
         "warnings": r.warnings,
+        "pending": crate::queued::pending_json(&r.pending),
         "allocations": allocs_json(&r.allocations),
     })
 }
@@ -300,7 +303,9 @@ pub fn submit_json(name: &str, r: &pb::SubmitResponse) -> Value {
 /// Job summaries.
 pub fn jobs_table(jobs: &[pb::JobSummary]) {
     table(
-        &["NAME", "KIND", "STATUS", "RUNNING", "DESIRED", "PARENT"],
+        &[
+            "NAME", "KIND", "STATUS", "RUNNING", "PENDING", "DESIRED", "PARENT",
+        ],
         jobs.iter()
             .map(|j| {
                 vec![
@@ -312,6 +317,7 @@ pub fn jobs_table(jobs: &[pb::JobSummary]) {
                     },
                     j.status.clone(),
                     j.running.to_string(),
+                    j.pending.to_string(),
                     j.desired.to_string(),
                     if j.parent.is_empty() {
                         "-".into()
@@ -331,7 +337,7 @@ pub fn jobs_json(jobs: &[pb::JobSummary]) -> Value {
             .map(|j| {
                 json!({
                     "name": j.name, "kind": j.kind, "status": j.status,
-                    "running": j.running, "desired": j.desired,
+                    "running": j.running, "pending": j.pending, "desired": j.desired,
                     "parent": j.parent, "periodic": j.periodic,
                 })
             })

@@ -11,8 +11,8 @@
 //! registrar's pass over what it touched, and every reconcile pass ends
 //! with a full one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_store::Store;
@@ -22,12 +22,13 @@ use crate::cluster::{Cluster, ClusterError, Submitted};
 pub use crate::discovery::Discovery;
 use crate::job::JobSpec;
 use crate::peers::Peers;
+use crate::queue::{trigger, Capacity, Trigger};
 use crate::registrar::Registrar;
 use crate::registry::{Outbound, Registry, Session};
 use crate::relay::dns::{DnsRelay, RelaySink, PREFIX as DNS_PREFIX};
 use crate::relay::exec::ExecRelay;
 use crate::relay::logs::LogRelay;
-use crate::state::{DesiredState, JobStatus, NodeRecord, NodeStatus};
+use crate::state::{DesiredState, NodeRecord, NodeStatus};
 use crate::subnet::SubnetConfig;
 use crate::transitions::StatusReport;
 
@@ -66,7 +67,16 @@ pub struct Core {
     /// Refuse agent certificates not bound to one node
     /// ([`Core::require_node_certs`]).
     node_certs_required: AtomicBool,
+    /// When to plan again: capacity events in, passes out (see
+    /// [`crate::queue`]); run by [`Core::run_passes`].
+    trigger: Mutex<Trigger>,
+    /// Wakes [`Core::run_passes`] when the trigger was fed.
+    nudge: tokio::sync::Notify,
+    /// Passes over the waiting jobs run so far.
+    waiting_passes: AtomicU64,
 }
+
+mod passes;
 
 impl Core {
     /// A core over `store`, cutting node subnets from the default cluster
@@ -100,6 +110,13 @@ impl Core {
             discovery,
             registrar: Arc::new(registrar),
             node_certs_required: AtomicBool::new(false),
+            trigger: Mutex::new(Trigger::new(
+                tokio::time::Instant::now().into_std(),
+                timing.reconcile,
+                trigger::DEBOUNCE,
+            )),
+            nudge: tokio::sync::Notify::new(),
+            waiting_passes: AtomicU64::new(0),
         })
     }
 
@@ -177,6 +194,10 @@ impl Core {
             }
         };
         self.registry.wake(&done.touched);
+        self.planned(&spec.name, &done.pending);
+        if done.stopped > 0 {
+            self.capacity(Capacity::Stopped);
+        }
         // Its services may have changed (port, tags, protocol, checks).
         let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
         self.sync_records(&ids).await;
@@ -215,6 +236,8 @@ impl Core {
             return Ok(None);
         };
         self.registry.wake(&touched);
+        self.planned(name, &[]);
+        self.capacity(Capacity::Stopped);
         self.sync_records(&stopped).await;
         Ok(Some(stopped))
     }
@@ -228,6 +251,8 @@ impl Core {
         if r.status.is_terminal() {
             // It no longer needs to be in the node's assignments.
             self.registry.wake(&[node_id.to_string()].into());
+            // Its resources are free: waiting jobs may fit.
+            self.capacity(Capacity::AllocEnded);
             if r.desired == DesiredState::Run {
                 self.cluster.finish_batch(&r.job).await?;
             }
@@ -270,7 +295,8 @@ impl Core {
     /// One reconcile pass: nodes silent past their grace period are marked
     /// down, and every running job is planned again, so allocations lost
     /// with a node are replaced and jobs submitted before any node could
-    /// take them get placed once one can.
+    /// take them get placed once one can (the backstop of the passes over
+    /// waiting jobs, [`Core::run_passes`]).
     pub async fn reconcile(&self) -> Result<(), ClusterError> {
         let grace = self.timing.node_grace;
         for n in self.cluster.nodes().await? {
@@ -280,39 +306,11 @@ impl Core {
                 }
             }
         }
-        for j in self.cluster.jobs().await? {
-            if j.value.status != JobStatus::Running {
-                continue;
-            }
-            let (plan, _) = self.cluster.plan(&j.value.spec).await?;
-            if !plan.place.is_empty() || !plan.stop.is_empty() {
-                tracing::info!(job = %j.name, place = plan.place.len(), stop = plan.stop.len(), "reconcile");
-                match self.cluster.replace(&j.name).await {
-                    Ok(done) => self.registry.wake(&done.touched),
-                    Err(error) => tracing::warn!(job = %j.name, %error, "reconcile of job failed"),
-                }
-            }
-        }
+        self.reconcile_jobs().await?;
         if let Err(error) = self.registrar.sync_all().await {
             tracing::warn!(%error, "discovery records resync failed");
         }
         Ok(())
-    }
-
-    /// Runs [`Core::reconcile`] every [`Timing::reconcile`] until
-    /// `shutdown`.
-    pub(crate) async fn reconcile_every_period(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.timing.reconcile);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            if let Err(error) = self.reconcile().await {
-                tracing::warn!(%error, "reconcile failed");
-            }
-        }
     }
 
     /// Registers an agent: links it first, then records its node (so that
@@ -379,9 +377,8 @@ impl Core {
             if let Err(error) = self.node_down(node_id).await {
                 tracing::warn!(node_id = %node_id, %error, "cannot mark node down");
             }
-            if let Err(error) = self.reconcile().await {
-                tracing::warn!(%error, "reconcile after node loss failed");
-            }
+            // Its allocations are replaced by a full pass, soon.
+            self.full_pass_soon();
         }
     }
 }

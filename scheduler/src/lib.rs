@@ -10,6 +10,9 @@
 //!   batch job, a registration or a drain make of the records,
 //!   [`discovery`] what a node may report and which SkyDNS records the
 //!   state calls for;
+//! - [`queue`]: placements that wait, pure too: what a plan leaves
+//!   pending per group, and when capacity events call for planning the
+//!   waiting jobs again;
 //! - [`cluster`]: the state as stored, every write one guarded transaction
 //!   retried on conflict;
 //! - the process's memory: the registry of connected agents, the log and
@@ -30,6 +33,7 @@ pub mod jobfile;
 mod peers;
 pub mod periodic;
 pub mod placement;
+pub mod queue;
 pub mod reconcile;
 pub mod registrar;
 mod registry;

@@ -53,6 +53,36 @@ pub struct JobRecord {
     pub version: u64,
     /// When the current version was submitted.
     pub submitted_unix_ms: i64,
+    /// Instances no node could take at the last plan, per group: what
+    /// waits for capacity and why (see [`crate::queue`]). Empty once all
+    /// are placed, and when the job is not running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingGroup>,
+}
+
+/// Instances of one group waiting for a node able to take them. One per
+/// group, however many instances wait, so a job's record stays small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingGroup {
+    /// Group name.
+    pub group: String,
+    /// Instances of the group not placed.
+    pub count: u32,
+    /// Why the last plan placed them nowhere (bounded in length).
+    pub reason: String,
+    /// Since when the group has had instances waiting without a break.
+    pub since_unix_ms: i64,
+}
+
+impl From<&PendingGroup> for pb::PendingPlacement {
+    fn from(p: &PendingGroup) -> pb::PendingPlacement {
+        pb::PendingPlacement {
+            group: p.group.clone(),
+            count: p.count,
+            reason: p.reason.clone(),
+            since_unix_ms: p.since_unix_ms,
+        }
+    }
 }
 
 /// A task's state within an allocation, as reported by its node.
@@ -291,6 +321,7 @@ impl JobRecord {
             parent: crate::job::parent_of(&self.spec.name)
                 .unwrap_or_default()
                 .to_string(),
+            pending: self.pending.iter().map(Into::into).collect(),
             ..Default::default()
         }
     }
@@ -321,9 +352,14 @@ mod tests {
             status: JobStatus::Running,
             version: 1,
             submitted_unix_ms: 0,
+            pending: Vec::new(),
         };
         let v = serde_json::to_value(&j).expect("job json");
         assert_eq!(v["spec"]["kind"], "batch");
+        assert!(
+            v.get("pending").is_none(),
+            "nothing pending, nothing stored"
+        );
         let mut n = node("n1", "192.0.2.1", NodeStatus::Ready);
         n.subnet = Some("10.89.3.0/24".parse().expect("cidr"));
         let v = serde_json::to_value(&n).expect("node json");

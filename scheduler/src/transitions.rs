@@ -41,6 +41,9 @@ pub fn submit(current: Option<&JobRecord>, spec: &JobSpec, now: i64) -> (JobReco
         } else {
             now
         },
+        // What waits stays recorded (with its `since`) until the caller
+        // has planned the job: see `crate::queue::pending_after`.
+        pending: running.map(|j| j.pending.clone()).unwrap_or_default(),
     };
     (record, !unchanged)
 }
@@ -101,6 +104,8 @@ pub fn stop_job<'a>(
     if job.status != JobStatus::Stopped {
         out.job = Some(JobRecord {
             status: JobStatus::Stopped,
+            // A stopped job waits for nothing.
+            pending: Vec::new(),
             ..job.clone()
         });
     }
@@ -294,6 +299,7 @@ mod tests {
             status,
             version: 3,
             submitted_unix_ms: 10,
+            pending: Vec::new(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The scheduler against the real embedded store, driven over gRPC by fake
 //! agents that speak `AgentService.Connect`: placement across nodes, node
 //! loss and replacement, drain, stop, and the refusal of bad jobs. Jobs
-//! larger than one store transaction are in `scheduler_cluster/batches.rs`.
+//! larger than one store transaction are in `scheduler_cluster/batches.rs`,
+//! placements that wait for capacity in `scheduler_cluster/queue.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,6 +30,8 @@ struct Cluster {
     addr: String,
     store: Store,
     stop: CancellationToken,
+    /// The scheduler's core, for what tests count (passes).
+    core: std::sync::Arc<Core>,
 }
 
 impl Drop for Cluster {
@@ -39,6 +42,11 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_timed(TIMING).await
+    }
+
+    /// Like [`Cluster::start`], with the scheduler's timings given.
+    async fn start_timed(timing: Timing) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let stop = CancellationToken::new();
         let etcd = EmbeddedEtcd::open(dir.path()).unwrap();
@@ -48,20 +56,31 @@ impl Cluster {
         let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
             .await
             .unwrap();
-        Cluster::over(store, dir, stop).await
+        Cluster::over_timed(store, dir, stop, timing).await
     }
 
     /// A scheduler over `store`, stopped with `stop`.
     async fn over(store: Store, dir: tempfile::TempDir, stop: CancellationToken) -> Cluster {
-        let core = Core::new(store.clone(), TIMING);
+        Cluster::over_timed(store, dir, stop, TIMING).await
+    }
+
+    /// Like [`Cluster::over`], with the scheduler's timings given.
+    async fn over_timed(
+        store: Store,
+        dir: tempfile::TempDir,
+        stop: CancellationToken,
+        timing: Timing,
+    ) -> Cluster {
+        let core = Core::new(store.clone(), timing);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(drover_scheduler::serve(core, l, stop.clone(), None));
+        tokio::spawn(drover_scheduler::serve(core.clone(), l, stop.clone(), None));
         Cluster {
             _dir: dir,
             addr,
             store,
             stop,
+            core,
         }
     }
 
@@ -502,3 +521,5 @@ async fn a_silent_agent_is_told_its_session_ended() {
 
 #[path = "scheduler_cluster/batches.rs"]
 mod batches;
+#[path = "scheduler_cluster/queue.rs"]
+mod queue;

@@ -9,7 +9,10 @@ use super::{now_ms, values, Cluster, ClusterError, Step};
 use crate::discovery::admit::{self, Refusal};
 use crate::job::JobSpec;
 use crate::placement;
-use crate::state::{job_allocs, AllocRecord, JobRecord, JobStatus, NodeRecord, NodeStatus};
+use crate::queue;
+use crate::state::{
+    job_allocs, AllocRecord, JobRecord, JobStatus, NodeRecord, NodeStatus, PendingGroup,
+};
 use crate::transitions::{self, StatusReport};
 
 /// Result of a submission.
@@ -23,6 +26,13 @@ pub struct Submitted {
     pub warnings: Vec<String>,
     /// Nodes whose assignments changed.
     pub touched: BTreeSet<String>,
+    /// Instances left waiting for capacity, per group, as recorded on
+    /// the job (see [`crate::queue`]).
+    pub pending: Vec<PendingGroup>,
+    /// Allocations this write created.
+    pub placed: usize,
+    /// Allocations this write asked to stop.
+    pub stopped: usize,
 }
 
 /// Ids of the allocations a stop asked to stop and the nodes whose
@@ -46,6 +56,7 @@ struct Placed {
     stopped: usize,
     warnings: Vec<String>,
     touched: BTreeSet<String>,
+    pending: Vec<PendingGroup>,
     /// The allocations as read, for the answer when nothing is written.
     allocs: Vec<AllocRecord>,
 }
@@ -98,6 +109,9 @@ impl Cluster {
             allocations,
             warnings: placed.warnings,
             touched: placed.touched,
+            pending: placed.pending,
+            placed: placed.placed,
+            stopped: placed.stopped,
         })
     }
 
@@ -117,6 +131,7 @@ impl Cluster {
                     stopped: 0,
                     warnings: Vec::new(),
                     touched: BTreeSet::new(),
+                    pending: Vec::new(),
                     allocs: Vec::new(),
                 }))
             }
@@ -130,7 +145,9 @@ impl Cluster {
             .map(|j| &j.spec);
         let plan = placement::plan(&nodes, &alloc_vals, &spec, previous);
         let now = now_ms();
-        let (record, changed) = transitions::submit(current, &spec, now);
+        let (mut record, changed) = transitions::submit(current, &spec, now);
+        record.pending = queue::pending_after(&plan, &record.pending, now);
+        let changed = changed || current.is_none_or(|j| j.pending != record.pending);
         // Stops first, then the job, then new allocations: when the write
         // takes several transactions, stops of instances the new spec
         // replaces are written while the stored job still says so, and the
@@ -166,6 +183,7 @@ impl Cluster {
                 stopped: plan.stop.len(),
                 warnings: plan.failures,
                 touched,
+                pending: record.pending,
                 allocs: alloc_vals,
             },
         ))

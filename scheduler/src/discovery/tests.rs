@@ -50,6 +50,7 @@ protocol = "udp"
         status: JobStatus::Running,
         version: 1,
         submitted_unix_ms: 0,
+        pending: Vec::new(),
     }
 }
 

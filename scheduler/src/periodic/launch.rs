@@ -71,6 +71,7 @@ fn child_record(parent: &JobRecord, name: &str, now_ms: i64) -> JobRecord {
         status: JobStatus::Running,
         version: 1,
         submitted_unix_ms: now_ms,
+        pending: Vec::new(),
     }
 }
 

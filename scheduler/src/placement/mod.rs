@@ -37,6 +37,21 @@ pub struct Plan {
     pub stop: Vec<String>,
     /// Instances that fit nowhere, with the reason.
     pub failures: Vec<String>,
+    /// Per group with instances left unplaced: how many, and which of
+    /// `failures` say why (what [`crate::queue`] records as pending).
+    pub unplaced: Vec<Unplaced>,
+}
+
+/// Instances of one group that this plan could not place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaced {
+    /// Group name.
+    pub group: String,
+    /// Instances wanted but not placed.
+    pub count: u32,
+    /// The positions in [`Plan::failures`] of the explanations given
+    /// while placing this group.
+    pub failures: std::ops::Range<usize>,
 }
 
 /// One new allocation: an instance of a group on a node.
@@ -122,6 +137,7 @@ fn place_group<'a>(
     g: &GroupChanges<'a>,
     out: &mut Plan,
 ) {
+    let (placed_before, failed_before) = (out.place.len(), out.failures.len());
     for a in &g.stop {
         out.stop.push(a.id.clone());
         usage.release(a);
@@ -184,6 +200,17 @@ fn place_group<'a>(
             tally.placed(i);
             rules.placed(&usage.nodes[i]);
         }
+    }
+    let missing = g
+        .place
+        .len()
+        .saturating_sub(out.place.len() - placed_before);
+    if missing > 0 {
+        out.unplaced.push(Unplaced {
+            group: g.group.name.clone(),
+            count: u32::try_from(missing).unwrap_or(u32::MAX),
+            failures: failed_before..out.failures.len(),
+        });
     }
 }
 

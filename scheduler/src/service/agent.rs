@@ -200,13 +200,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let _ = tx.send(Ok(hello)).await;
         session.dirty.notify_one();
         session::run(self.core.clone(), node, session, tx, inbound);
-        // Jobs waiting for capacity may fit now.
-        let core = self.core.clone();
-        tokio::spawn(async move {
-            if let Err(error) = core.reconcile().await {
-                tracing::warn!(%error, "reconcile after registration failed");
-            }
-        });
+        // Jobs waiting for capacity may fit now, and system jobs want an
+        // instance on the node: a full pass, soon.
+        self.core.node_joined();
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

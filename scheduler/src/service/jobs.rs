@@ -117,6 +117,7 @@ impl pb::job_service_server::JobService for Api {
             version: done.version,
             allocations: done.allocations.iter().map(Into::into).collect(),
             warnings: done.warnings,
+            pending: done.pending.iter().map(Into::into).collect(),
         }))
     }
 
@@ -207,6 +208,7 @@ impl pb::job_service_server::JobService for Api {
                         desired,
                         parent: parent_of(&j.name).unwrap_or_default().to_string(),
                         periodic: j.value.spec.periodic.is_some(),
+                        pending: crate::queue::total(&j.value.pending),
                     }
                 })
                 .collect(),

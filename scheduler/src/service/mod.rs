@@ -95,9 +95,10 @@ pub enum ServeError {
 
 /// Serves the scheduler's gRPC API (jobs, nodes, allocations, agents, plus
 /// the standard health and reflection services) on an already-bound
-/// listener until `shutdown` is cancelled. Also runs the periodic reconcile,
-/// the watch of the DNS records relayed to agents and the launcher of
-/// periodic jobs' children.
+/// listener until `shutdown` is cancelled. Also runs the periodic reconcile
+/// with the prompt passes over jobs waiting for capacity, the watch of the
+/// DNS records relayed to agents and the launcher of periodic jobs'
+/// children.
 ///
 /// With `tls`, every connection must present a client certificate signed
 /// by the configured CA (mutual TLS).
@@ -123,7 +124,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let api = Api::new(core.clone());
-    tokio::spawn(core.clone().reconcile_every_period(shutdown.clone()));
+    tokio::spawn(core.clone().run_passes(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
     tokio::spawn(core.clone().launch_periodic(shutdown.clone()));
 

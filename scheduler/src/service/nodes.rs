@@ -78,6 +78,9 @@ impl pb::node_service_server::NodeService for Api {
             .await?
             .ok_or_else(|| Status::not_found(format!("node {} was removed", node.id)))?;
         tracing::info!(node_id = %rec.id, draining = rec.draining, "node drain changed");
+        if node.draining && !rec.draining {
+            self.core.capacity(crate::queue::Capacity::DrainLifted);
+        }
         Ok(Response::new(pb::DrainNodeResponse {
             node: Some(with_usage(&self.core, &rec).await?),
         }))
