@@ -12,6 +12,7 @@ mod dns;
 mod exec;
 mod output;
 mod process;
+mod resched;
 mod tls;
 
 use std::path::PathBuf;

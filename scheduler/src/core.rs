@@ -30,6 +30,9 @@ use crate::relay::logs::LogRelay;
 use crate::state::{DesiredState, JobStatus, NodeRecord, NodeStatus};
 use crate::subnet::SubnetConfig;
 use crate::transitions::StatusReport;
+use wake::Alarm;
+
+mod wake;
 
 /// How often agents heartbeat, and how long silence is tolerated.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +69,8 @@ pub struct Core {
     /// Refuse agent certificates not bound to one node
     /// ([`Core::require_node_certs`]).
     node_certs_required: AtomicBool,
+    /// When due reschedules should be looked for ([`wake`]).
+    alarm: Alarm,
 }
 
 impl Core {
@@ -100,6 +105,7 @@ impl Core {
             discovery,
             registrar: Arc::new(registrar),
             node_certs_required: AtomicBool::new(false),
+            alarm: Alarm::default(),
         })
     }
 
@@ -134,6 +140,10 @@ impl Core {
     /// The service-discovery zone and TTL.
     pub fn discovery(&self) -> &Discovery {
         &self.discovery
+    }
+
+    pub(crate) fn alarm(&self) -> &Alarm {
+        &self.alarm
     }
 
     pub(crate) fn registry(&self) -> &Registry {
@@ -225,6 +235,7 @@ impl Core {
             return Ok(());
         };
         self.sync_records(std::slice::from_ref(&r.id)).await;
+        self.reported_for_reschedule(&r).await;
         if r.status.is_terminal() {
             // It no longer needs to be in the node's assignments.
             self.registry.wake(&[node_id.to_string()].into());
@@ -293,6 +304,7 @@ impl Core {
                 }
             }
         }
+        self.rearm_reschedule().await;
         if let Err(error) = self.registrar.sync_all().await {
             tracing::warn!(%error, "discovery records resync failed");
         }

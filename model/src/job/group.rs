@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::{JobKind, Resources, ServiceSpec, TaskSpec};
+use super::{JobKind, ReschedulePolicy, Resources, ServiceSpec, TaskSpec};
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
 pub const MAX_COUNT: i64 = 10_000;
@@ -34,6 +34,10 @@ pub struct GroupSpec {
     /// Services its allocations offer, names unique within the job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceSpec>,
+    /// How its allocations that failed on their node are replaced; `None`
+    /// never (system jobs, and jobs stored before rescheduling existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule: Option<ReschedulePolicy>,
 }
 
 impl GroupSpec {
@@ -83,6 +87,7 @@ impl From<&GroupSpec> for pb::Group {
             }),
             network: g.network.clone(),
             services: g.services.iter().map(pb::Service::from).collect(),
+            reschedule: g.reschedule.as_ref().map(pb::ReschedulePolicy::from),
         }
     }
 }

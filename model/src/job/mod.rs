@@ -11,7 +11,8 @@
 //! re-exported as `drover_scheduler::job`, the path the CLI and the tests
 //! use.
 //!
-//! By level: the job here, its groups in `group`, their services and
+//! By level: the job here, its groups in `group` (their reschedule policy
+//! in `reschedule`), their services and
 //! health checks in `service`, their tasks (with their
 //! rootfs, volumes, logs and resources) in `task`; validation in
 //! `validate`, split the same way.
@@ -21,6 +22,7 @@ use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 mod group;
+mod reschedule;
 mod service;
 mod target;
 mod task;
@@ -29,6 +31,10 @@ mod tests;
 mod validate;
 
 pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS};
+pub use reschedule::{
+    ReschedulePolicy, MAX_RESCHEDULE_ATTEMPTS, MAX_RESCHEDULE_DELAY_MS, MAX_RESCHEDULE_INTERVAL_MS,
+    MIN_RESCHEDULE_DELAY_MS,
+};
 pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
     MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,

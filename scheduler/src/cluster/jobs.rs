@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_store::{Kind, Versioned};
 
-use super::{now_ms, values, Cluster, ClusterError, Step};
+use super::{now_ms, values, Cluster, ClusterError, Step, Txn};
 use crate::discovery::admit::{self, Refusal};
 use crate::job::JobSpec;
-use crate::placement;
+use crate::reschedule;
 use crate::state::{job_allocs, AllocRecord, JobRecord, JobStatus, NodeRecord, NodeStatus};
 use crate::transitions::{self, StatusReport};
 
@@ -128,8 +128,9 @@ impl Cluster {
         let previous = current
             .filter(|j| j.status == JobStatus::Running)
             .map(|j| &j.spec);
-        let plan = placement::plan(&nodes, &alloc_vals, &spec, previous);
         let now = now_ms();
+        let planned = reschedule::plan(&nodes, &alloc_vals, &spec, previous, now);
+        let plan = &planned.plan;
         let (record, changed) = transitions::submit(current, &spec, now);
         // Stops first, then the job, then new allocations: when the write
         // takes several transactions, stops of instances the new spec
@@ -154,9 +155,21 @@ impl Cluster {
         }
         txn.anchor();
         for p in &plan.place {
-            let rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
+            let mut rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
+            let replacing = planned.replacing(p);
+            rec.reschedule.lineage = replacing.map(|r| r.lineage.clone());
             txn.create(Kind::Alloc, &rec.id, &rec)?;
             touched.insert(p.node_id.clone());
+            // After its replacement: a write cut short between the two
+            // leaves a failed allocation its replacement names, which the
+            // next pass marks (`Planned::unmarked`), never an instance
+            // without either.
+            if let Some(r) = replacing {
+                mark_replaced(&mut txn, &allocs, &r.old, &rec.id, now)?;
+            }
+        }
+        for (old, by) in &planned.unmarked {
+            mark_replaced(&mut txn, &allocs, old, by, now)?;
         }
         Ok(Step::Commit(
             txn,
@@ -164,7 +177,7 @@ impl Cluster {
                 version: record.version,
                 placed: plan.place.len(),
                 stopped: plan.stop.len(),
-                warnings: plan.failures,
+                warnings: plan.failures.clone(),
                 touched,
                 allocs: alloc_vals,
             },
@@ -299,7 +312,10 @@ impl Cluster {
                     };
                     let outcome =
                         transitions::batch_outcome(&job.value, allocs.iter().map(|a| &a.value));
-                    let Some(status) = outcome else {
+                    // A failed instance that will be rescheduled is not over.
+                    let waiting =
+                        reschedule::pending(&job.value.spec, allocs.iter().map(|a| &a.value));
+                    let Some(status) = outcome.filter(|_| !waiting) else {
                         return Ok(Step::Done(None));
                     };
                     let rec = JobRecord {
@@ -343,6 +359,22 @@ impl Cluster {
             .collect();
         Ok((allocs, jobs))
     }
+}
+
+/// Marks failed allocation `old` (as read in `allocs`) replaced by `by`.
+fn mark_replaced(
+    txn: &mut Txn<'_>,
+    allocs: &[Versioned<AllocRecord>],
+    old: &str,
+    by: &str,
+    now: i64,
+) -> Result<(), ClusterError> {
+    let Some(a) = allocs.iter().find(|a| a.name == old) else {
+        return Ok(());
+    };
+    let rec = reschedule::replaced(&a.value, by, now);
+    tracing::info!(alloc_id = %old, alloc = %a.value.name, replaced_by = %by, attempt = ?a.value.reschedule.lineage.as_ref().map(|l| l.attempt), "failed allocation rescheduled");
+    txn.update(Kind::Alloc, old, a.mod_revision, &rec)
 }
 
 /// A fresh allocation id, UUID-shaped.

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use drover_proto::v1 as pb;
 use serde::Deserialize;
 
+mod reschedule;
+
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
 /// Default memory reservation when a task names none.
@@ -51,6 +53,8 @@ struct FileGroup {
     network: Option<String>,
     #[serde(default, rename = "service")]
     services: Vec<FileService>,
+    #[serde(default)]
+    reschedule: Option<reschedule::FileReschedule>,
 }
 
 /// `[[group.service]]`.
@@ -229,6 +233,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
             .map(|g| pb::Group {
                 network: g.network.unwrap_or_default(),
                 services: g.services.into_iter().map(pb::Service::from).collect(),
+                reschedule: g.reschedule.map(pb::ReschedulePolicy::from),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {

@@ -11,15 +11,17 @@
 //! placed by a chain of feasibility filters ([`feasible`]: the node is
 //! ready, not draining, and has the group's CPU and memory free after
 //! counting every live allocation on it) and scorers ([`rank`]: bin-pack,
-//! minus a penalty per instance of the same group already there), ties
+//! minus a penalty per instance of the same group already there, and one
+//! per earlier failure of the instance on the node: [`failed`]), ties
 //! broken by node id so that the same input always gives the same plan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::job::{GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
 use crate::state::{AllocRecord, NodeRecord};
 
+pub mod failed;
 pub mod feasible;
 pub mod rank;
 
@@ -67,6 +69,9 @@ pub struct Ask<'a> {
     pub group: &'a GroupSpec,
     /// What one instance reserves.
     pub need: Resources,
+    /// Nodes where this instance failed before, once per failure
+    /// ([`failed`]); empty for a group-wide ask.
+    pub failed_on: &'a [&'a str],
 }
 
 /// Computes what is needed to bring `job` to its desired state.
@@ -86,6 +91,7 @@ pub fn plan(
         .map(|n| n.id.as_str())
         .collect();
     let wanted = reconcile(job, previous, allocs, &eligible);
+    let failures = failed::by_instance(&job.name, allocs);
     let mut usage = Usage::new(nodes, allocs);
     let mut out = Plan::default();
     for a in wanted.replaced {
@@ -93,14 +99,21 @@ pub fn plan(
         usage.release(a);
     }
     for group in &wanted.groups {
-        place_group(&mut usage, job, group, &mut out);
+        let failed_on = failed::of_group(&failures, &group.group.name);
+        place_group(&mut usage, job, group, &failed_on, &mut out);
     }
     out
 }
 
 /// Stops a group's surplus, then places its wanted instances one by one,
 /// each seeing the usage of those placed before it.
-fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: &mut Plan) {
+fn place_group(
+    usage: &mut Usage<'_>,
+    job: &JobSpec,
+    g: &GroupChanges<'_>,
+    failed_on: &BTreeMap<u32, Vec<&str>>,
+    out: &mut Plan,
+) {
     for a in &g.stop {
         out.stop.push(a.id.clone());
         usage.release(a);
@@ -115,6 +128,7 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
         job,
         group: g.group,
         need: g.group.resources(),
+        failed_on: &[],
     };
     for want in &g.place {
         match *want {
@@ -132,19 +146,21 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
                     ));
                 }
             }
-            Want::Any(index) => match best_node(usage, &instances, &ask) {
-                Some(i) => {
-                    usage.claim(i, ask.need);
-                    instances[i] += 1;
-                    let node_id = &usage.nodes[i].id;
-                    out.place.push(placement(g.group, index, node_id, ask.need));
+            Want::Any(index) => {
+                match best_node(usage, &instances, &failed::ask_for(&ask, failed_on, index)) {
+                    Some(i) => {
+                        usage.claim(i, ask.need);
+                        instances[i] += 1;
+                        let node_id = &usage.nodes[i].id;
+                        out.place.push(placement(g.group, index, node_id, ask.need));
+                    }
+                    None => out.failures.push(feasible::explain(
+                        &ask,
+                        index,
+                        (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances)),
+                    )),
                 }
-                None => out.failures.push(feasible::explain(
-                    &ask,
-                    index,
-                    (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances)),
-                )),
-            },
+            }
         }
     }
 }

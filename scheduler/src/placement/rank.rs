@@ -15,7 +15,7 @@ pub trait Scorer: Sync {
 }
 
 /// The scorers whose sum ranks a node.
-pub const SCORERS: &[&dyn Scorer] = &[&BinPack, &AntiAffinity];
+pub const SCORERS: &[&dyn Scorer] = &[&BinPack, &AntiAffinity, &super::failed::FailedBefore];
 
 /// The candidate's total score.
 pub fn score(candidate: &Candidate<'_>, ask: &Ask<'_>) -> f64 {

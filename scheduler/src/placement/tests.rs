@@ -35,6 +35,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             restart: RestartPolicy::default_for(kind),
             network: String::new(),
             services: Vec::new(),
+            reschedule: None,
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],
@@ -68,6 +69,7 @@ fn alloc_for(p: &Placement, job: &str, id: &str) -> AllocRecord {
         modified_unix_ms: 0,
         ip: String::new(),
         checks: Vec::new(),
+        reschedule: Default::default(),
     }
 }
 
@@ -101,6 +103,7 @@ fn held(id: &str, node_id: &str, status: AllocStatus, cpu: u64, mem: u64) -> All
         modified_unix_ms: 0,
         ip: String::new(),
         checks: Vec::new(),
+        reschedule: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{check_name, Api, Reply};
 use crate::discovery::desired::service_counts;
 use crate::job::JobSpec;
+use crate::reschedule::show;
 use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord, NodeRecord};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
@@ -141,7 +142,10 @@ impl pb::job_service_server::JobService for Api {
         };
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job.value.to_pb()),
-            allocations: allocs.iter().map(Into::into).collect(),
+            allocations: allocs
+                .iter()
+                .map(|a| show::to_pb(Some(&job.value.spec), a))
+                .collect(),
             services,
         }))
     }

@@ -129,6 +129,7 @@ pub async fn serve(
         .build_v1()?;
     let api = Api::new(core.clone());
     tokio::spawn(core.clone().reconcile_every_period(shutdown.clone()));
+    tokio::spawn(core.clone().reschedule_when_due(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");

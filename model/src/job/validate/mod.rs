@@ -4,7 +4,7 @@
 //! Owns the rules of what a job may ask for; the types and their wire
 //! conversion back live in [`super`] (and its `group` and `task` modules).
 //!
-//! Split by level: the job here, then [`group`], [`service`], [`task`] and [`volume`],
+//! Split by level: the job here, then [`group`] (its [`reschedule`] policy), [`service`], [`task`] and [`volume`],
 //! each checking its own fields and calling the level below.
 
 use std::collections::BTreeSet;
@@ -15,6 +15,7 @@ use drover_proto::v1 as pb;
 use super::{check_dns_label, InvalidJob, JobKind, JobSpec};
 
 mod group;
+mod reschedule;
 mod service;
 mod task;
 mod volume;
