@@ -127,7 +127,7 @@ pub struct AllocReschedule {
     /// On a replacement: the failed allocation it replaces and the run of
     /// attempts it belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lineage: Option<Lineage>,
+    pub lineage: Option<Box<Lineage>>,
     /// On a failed allocation that was replaced: the replacement's id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub replaced_by: String,

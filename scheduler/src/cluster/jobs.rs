@@ -31,8 +31,9 @@ type Stopped = Option<(Vec<String>, BTreeSet<String>)>;
 
 /// What became of a status report.
 enum Reported {
-    /// The allocation's record changed to this.
-    Changed(AllocRecord),
+    /// The allocation's record changed to this (boxed: it is much larger
+    /// than the other variants).
+    Changed(Box<AllocRecord>),
     /// Nothing to change (or no such allocation).
     Unchanged,
     /// The node may not report this.
@@ -157,7 +158,7 @@ impl Cluster {
         for p in &plan.place {
             let mut rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
             let replacing = planned.replacing(p);
-            rec.reschedule.lineage = replacing.map(|r| r.lineage.clone());
+            rec.reschedule.lineage = replacing.map(|r| Box::new(r.lineage.clone()));
             txn.create(Kind::Alloc, &rec.id, &rec)?;
             touched.insert(p.node_id.clone());
             // After its replacement: a write cut short between the two
@@ -244,7 +245,7 @@ impl Cluster {
         match done.value {
             Reported::Changed(r) => {
                 tracing::info!(node_id, alloc_id = %r.id, alloc = %r.name, status = r.status.as_str(), ip = %r.ip, checks = r.checks.len(), "allocation status");
-                Ok(Some(r))
+                Ok(Some(*r))
             }
             Reported::Refused(reason) => {
                 tracing::warn!(node_id, alloc_id = %id, %reason, "allocation status refused");
@@ -296,7 +297,7 @@ impl Cluster {
         };
         let mut txn = self.txn();
         txn.update(Kind::Alloc, &new.id, a.mod_revision, &new)?;
-        Ok(Step::Commit(txn, Reported::Changed(new)))
+        Ok(Step::Commit(txn, Reported::Changed(Box::new(new))))
     }
 
     /// Marks a running batch job complete (or failed) once every allocation
@@ -373,7 +374,7 @@ fn mark_replaced(
         return Ok(());
     };
     let rec = reschedule::replaced(&a.value, by, now);
-    tracing::info!(alloc_id = %old, alloc = %a.value.name, replaced_by = %by, attempt = ?a.value.reschedule.lineage.as_ref().map(|l| l.attempt), "failed allocation rescheduled");
+    tracing::info!(alloc_id = %old, alloc = %a.value.name, replaced_by = %by, "failed allocation rescheduled");
     txn.update(Kind::Alloc, old, a.mod_revision, &rec)
 }
 

@@ -86,9 +86,9 @@ impl Core {
         let (allocs, jobs) = self.cluster().allocs_and_jobs().await?;
         let mut next: Option<i64> = None;
         for (name, job) in jobs.iter().filter(|(_, j)| j.status == JobStatus::Running) {
-            let (due, unmarked) = crate::reschedule::due(&job.spec, &allocs, now);
-            if !due.is_empty() || !unmarked.is_empty() {
-                tracing::info!(job = %name, due = due.len(), "rescheduling failed allocations");
+            let due = crate::reschedule::due(&job.spec, &allocs, now);
+            if !due.is_empty() {
+                tracing::info!(job = %name, due = due.due.len(), "rescheduling failed allocations");
                 match self.cluster().replace(name).await {
                     Ok(done) => self.registry().wake(&done.touched),
                     Err(error) => tracing::warn!(job = %name, %error, "rescheduling of job failed"),

@@ -30,7 +30,7 @@ pub use crate::state::{AllocReschedule, Lineage};
 mod plan;
 pub mod show;
 
-pub use plan::{due, plan, view, Planned, Replacement};
+pub use plan::{due, plan, view, Due, Planned, Replacement};
 
 /// What becomes of a failed allocation the job still wants.
 #[derive(Debug, Clone, PartialEq, Eq)]

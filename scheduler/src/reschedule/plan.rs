@@ -40,17 +40,25 @@ impl Planned {
     }
 }
 
-/// Failed allocations of `job` due for replacement at `now`, with the
-/// lineage of their replacement, and failed ones already replaced but
-/// not yet marked so, with their replacement's id.
-pub fn due<'a>(
-    job: &JobSpec,
-    allocs: &'a [AllocRecord],
-    now: i64,
-) -> (
-    Vec<(&'a AllocRecord, Lineage)>,
-    Vec<(&'a AllocRecord, &'a str)>,
-) {
+/// The failed allocations of a job that a pass at `now` acts on.
+#[derive(Debug, Default)]
+pub struct Due<'a> {
+    /// Due for replacement, with the lineage of their replacement.
+    pub due: Vec<(&'a AllocRecord, Lineage)>,
+    /// Already replaced but not yet marked so, with their replacement's id.
+    pub unmarked: Vec<(&'a AllocRecord, &'a str)>,
+}
+
+impl Due<'_> {
+    /// Whether the pass has nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty() && self.unmarked.is_empty()
+    }
+}
+
+/// Failed allocations of `job` among `allocs` due for replacement at
+/// `now`, and those already replaced but not yet marked so.
+pub fn due<'a>(job: &JobSpec, allocs: &'a [AllocRecord], now: i64) -> Due<'a> {
     let mine = || allocs.iter().filter(|a| a.job == job.name);
     let named: BTreeMap<&str, &str> = mine()
         .filter_map(|a| {
@@ -58,20 +66,19 @@ pub fn due<'a>(
             Some((l.previous.as_str(), a.id.as_str()))
         })
         .collect();
-    let mut due = Vec::new();
-    let mut unmarked = Vec::new();
+    let mut out = Due::default();
     for a in mine().filter(|a| failed_and_wanted(a)) {
         if let Some(by) = named.get(a.id.as_str()) {
-            unmarked.push((a, *by));
+            out.unmarked.push((a, *by));
             continue;
         }
         if let Some(Outlook::Replace(l)) = outlook(job, a) {
             if l.eligible_unix_ms <= now {
-                due.push((a, l));
+                out.due.push((a, l));
             }
         }
     }
-    (due, unmarked)
+    out
 }
 
 /// `allocs` as reconcile should see them: the failed allocations in
@@ -103,7 +110,7 @@ pub fn plan(
     previous: Option<&JobSpec>,
     now: i64,
 ) -> Planned {
-    let (due, unmarked) = due(job, allocs, now);
+    let Due { due, unmarked } = due(job, allocs, now);
     let free: BTreeSet<&str> = due
         .iter()
         .map(|(a, _)| a.id.as_str())

@@ -21,7 +21,7 @@ fn failed(
     a.created_unix_ms = created;
     a.modified_unix_ms = failed;
     a.reschedule.failed_unix_ms = Some(failed);
-    a.reschedule.lineage = lineage;
+    a.reschedule.lineage = lineage.map(Box::new);
     a
 }
 
@@ -207,7 +207,7 @@ fn a_replacement_written_without_its_mark_is_completed_not_doubled() {
         panic!()
     };
     let mut new = alloc("a1", 0, "n2", AllocStatus::Running);
-    new.reschedule.lineage = Some(l);
+    new.reschedule.lineage = Some(Box::new(l));
     let allocs = vec![old, new];
     let p = plan(&nodes(), &allocs, &spec, Some(&spec), 99_000);
     assert!(
