@@ -52,6 +52,9 @@ fn a_command_that_always_fails_is_rescheduled_with_growing_delays_then_given_up(
         (all.len() == 5 && str_of(last, "not_rescheduled") == "attempts exhausted").then_some(j)
     });
     let all = allocs_by_age(&job);
+    let created: Vec<i64> = all.iter().map(|a| int_of(a, "created_unix_ms")).collect();
+    let gaps: Vec<i64> = created.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("gaps between allocations (ms): {gaps:?}, policy delays {DELAYS_MS:?}");
     for (k, pair) in all.windows(2).enumerate() {
         let (old, new) = (&pair[0], &pair[1]);
         // The lineage: each replaces the one before, attempt by attempt.

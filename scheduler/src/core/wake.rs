@@ -148,3 +148,33 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Alarm;
+
+    #[test]
+    fn the_earliest_arming_wins_and_a_pass_drops_what_it_consumed() {
+        let alarm = Alarm::default();
+        assert_eq!(alarm.at(), None);
+        alarm.arm(500);
+        alarm.arm(900);
+        assert_eq!(alarm.at(), Some(500), "a later time does not postpone it");
+        alarm.arm(300);
+        assert_eq!(alarm.at(), Some(300));
+        // A pass at 300 found the next due at 700: that is the alarm.
+        alarm.settle(300, Some(700));
+        assert_eq!(alarm.at(), Some(700));
+        // A failure reported during a pass at 700 armed 650 (past) and
+        // 800: the pass keeps 800, never a time it has already passed,
+        // so the timer cannot fire again at once.
+        alarm.arm(650);
+        alarm.settle(700, None);
+        assert_eq!(alarm.at(), None);
+        alarm.arm(800);
+        alarm.settle(700, Some(1_000));
+        assert_eq!(alarm.at(), Some(800));
+        alarm.settle(800, None);
+        assert_eq!(alarm.at(), None, "nothing left: it sleeps");
+    }
+}
