@@ -16,6 +16,7 @@ mod output;
 mod periodic;
 mod process;
 mod queued;
+mod resched;
 mod tls;
 
 use std::path::PathBuf;

@@ -89,7 +89,7 @@ pub fn allocs_json(allocs: &[pb::Allocation]) -> Vec<Value> {
     allocs
         .iter()
         .map(|a| {
-            json!({
+            let mut v = json!({
                 "id": a.id,
                 "name": a.name,
                 "job": a.job,
@@ -111,7 +111,9 @@ pub fn allocs_json(allocs: &[pb::Allocation]) -> Vec<Value> {
                     "message": t.message,
                     "restarts": t.restarts,
                 })).collect::<Vec<_>>(),
-            })
+            });
+            crate::resched::add_json(a, &mut v);
+            v
         })
         .collect()
 }
@@ -190,6 +192,7 @@ pub fn alloc_detail(a: &pb::Allocation) {
     }
     outln!("Desired  {}", a.desired);
     outln!("Status   {}", a.status);
+    crate::resched::alloc_lines(a);
     outln!();
     table(
         &[
@@ -244,6 +247,7 @@ pub fn job_table(got: &pb::GetJobResponse) {
         outln!();
     }
     allocs_table(&got.allocations);
+    crate::resched::job_lines(&got.allocations);
 }
 
 /// Per service of a job: its healthy (registered in DNS) instances of

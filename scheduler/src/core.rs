@@ -31,6 +31,9 @@ use crate::relay::logs::LogRelay;
 use crate::state::{DesiredState, NodeRecord, NodeStatus};
 use crate::subnet::SubnetConfig;
 use crate::transitions::StatusReport;
+use wake::Alarm;
+
+mod wake;
 
 /// How often agents heartbeat, and how long silence is tolerated.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +77,8 @@ pub struct Core {
     nudge: tokio::sync::Notify,
     /// Passes over the waiting jobs run so far.
     waiting_passes: AtomicU64,
+    /// When due reschedules should be looked for ([`wake`]).
+    alarm: Alarm,
 }
 
 mod passes;
@@ -117,6 +122,7 @@ impl Core {
             )),
             nudge: tokio::sync::Notify::new(),
             waiting_passes: AtomicU64::new(0),
+            alarm: Alarm::default(),
         })
     }
 
@@ -151,6 +157,10 @@ impl Core {
     /// The service-discovery zone and TTL.
     pub fn discovery(&self) -> &Discovery {
         &self.discovery
+    }
+
+    pub(crate) fn alarm(&self) -> &Alarm {
+        &self.alarm
     }
 
     pub(crate) fn registry(&self) -> &Registry {
@@ -248,6 +258,7 @@ impl Core {
             return Ok(());
         };
         self.sync_records(std::slice::from_ref(&r.id)).await;
+        self.reported_for_reschedule(&r).await;
         if r.status.is_terminal() {
             // It no longer needs to be in the node's assignments.
             self.registry.wake(&[node_id.to_string()].into());
@@ -307,6 +318,7 @@ impl Core {
             }
         }
         self.reconcile_jobs().await?;
+        self.rearm_reschedule().await;
         if let Err(error) = self.registrar.sync_all().await {
             tracing::warn!(%error, "discovery records resync failed");
         }

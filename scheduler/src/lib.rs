@@ -6,6 +6,7 @@
 //! - pure rules, no I/O: [`subnet`] cuts and assigns node task subnets,
 //!   [`reconcile`] says what to place or stop for a job, [`placement`]
 //!   where (a chain of feasibility filters, then scorers),
+//!   [`reschedule`] when a failed allocation is replaced,
 //!   [`transitions`] what a stop, a status report, a lost node, a finished
 //!   batch job, a registration or a drain make of the records,
 //!   [`discovery`] what a node may report and which SkyDNS records the
@@ -38,6 +39,7 @@ pub mod reconcile;
 pub mod registrar;
 mod registry;
 mod relay;
+pub mod reschedule;
 pub mod service;
 pub mod state;
 pub mod subnet;

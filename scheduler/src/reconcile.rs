@@ -5,10 +5,11 @@
 //! Pure and deterministic: no I/O, no clock, no node capacity. The rules:
 //!
 //! - Every allocation still wanted (desired run, not lost) fills its slot,
-//!   failed ones too: the node's restart policy is the retry mechanism, and
-//!   replacing failures here would start a new copy every reconcile pass,
-//!   forever. Lost allocations were marked desired=stop when their node went
-//!   down, and their slot is free.
+//!   failed ones too: replacing failures here would start a new copy every
+//!   reconcile pass, forever. A failed one frees its slot only once its
+//!   reschedule delay has passed ([`crate::reschedule`] shows reconcile
+//!   the allocations with it desired stop). Lost allocations were marked
+//!   desired=stop when their node went down, and their slot is free.
 //! - Allocations of a group that is gone, or whose instances changed (tasks
 //!   or restart policy; a new `count` alone only scales), are replaced.
 //! - Service and batch groups want instances `0..count`; a second holder of

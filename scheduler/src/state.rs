@@ -140,6 +140,52 @@ pub struct AllocRecord {
     /// Its services' health checks as its node last reported them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<drover_model::CheckState>,
+    /// Rescheduling: when it failed, what it replaces, what replaced it.
+    #[serde(default, skip_serializing_if = "AllocReschedule::is_empty")]
+    pub reschedule: AllocReschedule,
+}
+
+/// An allocation's part in rescheduling ([`crate::reschedule`]), kept on
+/// its record. Empty for
+/// most allocations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocReschedule {
+    /// When it last became failed, as its node's report arrived (ms since
+    /// the epoch): where its delay counts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_unix_ms: Option<i64>,
+    /// On a replacement: the failed allocation it replaces and the run of
+    /// attempts it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Box<Lineage>>,
+    /// On a failed allocation that was replaced: the replacement's id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replaced_by: String,
+}
+
+impl AllocReschedule {
+    /// Whether there is nothing to keep (the stored JSON leaves it out).
+    pub fn is_empty(&self) -> bool {
+        self == &AllocReschedule::default()
+    }
+}
+
+/// Where a replacement comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Id of the failed allocation it replaces.
+    pub previous: String,
+    /// Its attempt number: 1 for the first replacement of the instance.
+    pub attempt: u32,
+    /// When it became due: the failure plus `delay_ms`.
+    pub eligible_unix_ms: i64,
+    /// The delay it waited, ms; the next one doubles it.
+    pub delay_ms: u64,
+    /// Due times of the attempts of this run within the policy's interval,
+    /// oldest first, its own last; empty for unlimited policies. Bounded by
+    /// the policy's `attempts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_unix_ms: Vec<i64>,
 }
 
 impl AllocRecord {
@@ -238,8 +284,27 @@ impl From<&AllocRecord> for pb::Allocation {
             modified_unix_ms: a.modified_unix_ms,
             ip: a.ip.clone(),
             checks: a.checks.iter().map(pb::CheckState::from).collect(),
+            ..lineage_pb(&a.reschedule)
         }
     }
+}
+
+/// The rescheduling fields a record gives (lineage, replacement, why it
+/// is desired stop), the rest defaulted: spread into the wire form.
+fn lineage_pb(r: &AllocReschedule) -> pb::Allocation {
+    let mut out = pb::Allocation {
+        replaced_by: r.replaced_by.clone(),
+        ..Default::default()
+    };
+    if !r.replaced_by.is_empty() {
+        out.desired_reason = format!("rescheduled: failed, replaced by {}", r.replaced_by);
+    }
+    if let Some(l) = &r.lineage {
+        out.previous_alloc = l.previous.clone();
+        out.reschedule_attempt = l.attempt;
+        out.reschedule_eligible_unix_ms = l.eligible_unix_ms;
+    }
+    out
 }
 
 /// A task's state as the other form: both carry the same fields, the

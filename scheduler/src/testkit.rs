@@ -33,6 +33,7 @@ pub fn alloc(id: &str, index: u32, node_id: &str, status: AllocStatus) -> AllocR
         modified_unix_ms: 0,
         ip: String::new(),
         checks: Vec::new(),
+        reschedule: Default::default(),
     }
 }
 

@@ -67,6 +67,7 @@ pub fn new_alloc(id: String, job: &str, version: u64, p: &Placement, now: i64) -
         modified_unix_ms: now,
         ip: String::new(),
         checks: Vec::new(),
+        reschedule: Default::default(),
     }
 }
 
@@ -155,6 +156,7 @@ pub struct StatusReport {
 pub fn apply_report(a: &AllocRecord, report: &StatusReport, now: i64) -> Option<AllocRecord> {
     let mut r = a.clone();
     r.status = report.status;
+    r.reschedule = crate::reschedule::on_status(&a.reschedule, a.status, report.status, now);
     r.tasks = report.tasks.clone();
     r.checks = report.checks.clone();
     if !report.ip.is_empty() {

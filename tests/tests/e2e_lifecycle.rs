@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drover_tests::checks::{
-    alloc_ids, arr, batch, batch_with, str_of, task_pids, wait_running, WAIT,
+    alloc_ids, arr, batch, batch_with, edit, str_of, task_pids, wait_running, WAIT,
 };
 use drover_tests::runtime::busybox_tree;
 use drover_tests::{poll_until, unique_name, DevCluster};
@@ -26,7 +26,14 @@ fn batch_jobs_complete_or_fail_once_without_replacement() {
     });
 
     let bad = unique_name("bad");
-    let file = c.write_file("bad.toml", &batch(&bad, "exit 3"));
+    // Rescheduling off: a batch job is otherwise replaced once after 5 s
+    // by default (reschedule_dev covers that).
+    let text = edit(
+        &batch(&bad, "exit 3"),
+        "name = \"main\"\n",
+        "name = \"main\"\nreschedule = { attempts = 0 }\n",
+    );
+    let file = c.write_file("bad.toml", &text);
     // `job run` of a batch job waits for its outcome and fails when the
     // allocation fails, naming it.
     let out = c.cli(&["job", "run", file.to_str().unwrap()]);

@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::{Affinity, Constraint, JobKind, Resources, ServiceSpec, TaskSpec};
+use super::{Affinity, Constraint, JobKind, ReschedulePolicy, Resources, ServiceSpec, TaskSpec};
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
 pub const MAX_COUNT: i64 = 10_000;
@@ -41,6 +41,10 @@ pub struct GroupSpec {
     /// Placement preferences of its allocations, besides the job's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub affinities: Vec<Affinity>,
+    /// How its allocations that failed on their node are replaced; `None`
+    /// never (system jobs, and jobs stored before rescheduling existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reschedule: Option<ReschedulePolicy>,
 }
 
 impl GroupSpec {
@@ -92,6 +96,7 @@ impl From<&GroupSpec> for pb::Group {
             services: g.services.iter().map(pb::Service::from).collect(),
             constraints: g.constraints.iter().map(pb::Constraint::from).collect(),
             affinities: g.affinities.iter().map(pb::Affinity::from).collect(),
+            reschedule: g.reschedule.as_ref().map(pb::ReschedulePolicy::from),
         }
     }
 }

@@ -11,7 +11,8 @@
 //! re-exported as `drover_scheduler::job`, the path the CLI and the tests
 //! use.
 //!
-//! By level: the job here, its groups in `group`, their services and
+//! By level: the job here, its groups in `group` (their reschedule policy
+//! in `reschedule`), their services and
 //! health checks in `service`, their tasks (with their
 //! rootfs, volumes, logs and resources) in `task`; validation in
 //! `validate`, split the same way.
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 mod constraint;
 mod group;
 mod periodic;
+mod reschedule;
 mod service;
 mod target;
 mod task;
@@ -40,6 +42,10 @@ pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_R
 pub use periodic::{
     check_job_name, child_name, parent_of, PeriodicSpec, Schedule, ScheduleError, CHILD_INFIX,
     DEFAULT_TIME_ZONE, FIRE_HORIZON_SECS, INTERVAL_SAMPLES, MAX_CRON_LEN, MIN_INTERVAL_SECS,
+};
+pub use reschedule::{
+    ReschedulePolicy, MAX_RESCHEDULE_ATTEMPTS, MAX_RESCHEDULE_DELAY_MS, MAX_RESCHEDULE_INTERVAL_MS,
+    MIN_RESCHEDULE_DELAY_MS,
 };
 pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_store::{Kind, Versioned};
 
-use super::{now_ms, values, Cluster, ClusterError, Step};
+use super::{now_ms, values, Cluster, ClusterError, Step, Txn};
 use crate::discovery::admit::{self, Refusal};
 use crate::job::JobSpec;
-use crate::placement;
 use crate::queue;
+use crate::reschedule;
 use crate::state::{
     job_allocs, AllocRecord, JobRecord, JobStatus, NodeRecord, NodeStatus, PendingGroup,
 };
@@ -41,8 +41,9 @@ type Stopped = Option<(Vec<String>, BTreeSet<String>)>;
 
 /// What became of a status report.
 enum Reported {
-    /// The allocation's record changed to this.
-    Changed(AllocRecord),
+    /// The allocation's record changed to this (boxed: it is much larger
+    /// than the other variants).
+    Changed(Box<AllocRecord>),
     /// Nothing to change (or no such allocation).
     Unchanged,
     /// The node may not report this.
@@ -143,10 +144,11 @@ impl Cluster {
         let previous = current
             .filter(|j| j.status == JobStatus::Running)
             .map(|j| &j.spec);
-        let plan = placement::plan(&nodes, &alloc_vals, &spec, previous);
         let now = now_ms();
+        let planned = reschedule::plan(&nodes, &alloc_vals, &spec, previous, now);
+        let plan = &planned.plan;
         let (mut record, changed) = transitions::submit(current, &spec, now);
-        record.pending = queue::pending_after(&plan, &record.pending, now);
+        record.pending = queue::pending_after(plan, &record.pending, now);
         let changed = changed || current.is_none_or(|j| j.pending != record.pending);
         // Stops first, then the job, then new allocations: when the write
         // takes several transactions, stops of instances the new spec
@@ -171,9 +173,21 @@ impl Cluster {
         }
         txn.anchor();
         for p in &plan.place {
-            let rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
+            let mut rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
+            let replacing = planned.replacing(p);
+            rec.reschedule.lineage = replacing.map(|r| Box::new(r.lineage.clone()));
             txn.create(Kind::Alloc, &rec.id, &rec)?;
             touched.insert(p.node_id.clone());
+            // After its replacement: a write cut short between the two
+            // leaves a failed allocation its replacement names, which the
+            // next pass marks (`Planned::unmarked`), never an instance
+            // without either.
+            if let Some(r) = replacing {
+                mark_replaced(&mut txn, &allocs, &r.old, &rec.id, now)?;
+            }
+        }
+        for (old, by) in &planned.unmarked {
+            mark_replaced(&mut txn, &allocs, old, by, now)?;
         }
         Ok(Step::Commit(
             txn,
@@ -181,7 +195,7 @@ impl Cluster {
                 version: record.version,
                 placed: plan.place.len(),
                 stopped: plan.stop.len(),
-                warnings: plan.failures,
+                warnings: plan.failures.clone(),
                 touched,
                 pending: record.pending,
                 allocs: alloc_vals,
@@ -249,7 +263,7 @@ impl Cluster {
         match done.value {
             Reported::Changed(r) => {
                 tracing::info!(node_id, alloc_id = %r.id, alloc = %r.name, status = r.status.as_str(), ip = %r.ip, checks = r.checks.len(), "allocation status");
-                Ok(Some(r))
+                Ok(Some(*r))
             }
             Reported::Refused(reason) => {
                 tracing::warn!(node_id, alloc_id = %id, %reason, "allocation status refused");
@@ -301,7 +315,7 @@ impl Cluster {
         };
         let mut txn = self.txn();
         txn.update(Kind::Alloc, &new.id, a.mod_revision, &new)?;
-        Ok(Step::Commit(txn, Reported::Changed(new)))
+        Ok(Step::Commit(txn, Reported::Changed(Box::new(new))))
     }
 
     /// Marks a running batch job complete (or failed) once every allocation
@@ -317,7 +331,10 @@ impl Cluster {
                     };
                     let outcome =
                         transitions::batch_outcome(&job.value, allocs.iter().map(|a| &a.value));
-                    let Some(status) = outcome else {
+                    // A failed instance that will be rescheduled is not over.
+                    let waiting =
+                        reschedule::pending(&job.value.spec, allocs.iter().map(|a| &a.value));
+                    let Some(status) = outcome.filter(|_| !waiting) else {
                         return Ok(Step::Done(None));
                     };
                     let rec = JobRecord {
@@ -361,6 +378,22 @@ impl Cluster {
             .collect();
         Ok((allocs, jobs))
     }
+}
+
+/// Marks failed allocation `old` (as read in `allocs`) replaced by `by`.
+fn mark_replaced(
+    txn: &mut Txn<'_>,
+    allocs: &[Versioned<AllocRecord>],
+    old: &str,
+    by: &str,
+    now: i64,
+) -> Result<(), ClusterError> {
+    let Some(a) = allocs.iter().find(|a| a.name == old) else {
+        return Ok(());
+    };
+    let rec = reschedule::replaced(&a.value, by, now);
+    tracing::info!(alloc_id = %old, alloc = %a.value.name, replaced_by = %by, "failed allocation rescheduled");
+    txn.update(Kind::Alloc, old, a.mod_revision, &rec)
 }
 
 /// A fresh allocation id, UUID-shaped.

@@ -22,7 +22,7 @@ use drover_store::{Kind, Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::mpsc;
 
 use crate::job::JobSpec;
-use crate::placement::{self, Plan};
+use crate::placement::Plan;
 use crate::state::{AllocRecord, JobRecord, JobStatus, NodeRecord};
 use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
@@ -152,10 +152,8 @@ impl Cluster {
             .as_ref()
             .filter(|j| j.value.status == JobStatus::Running)
             .map(|j| &j.value.spec);
-        Ok((
-            placement::plan(&nodes, &allocs, spec, previous),
-            job.is_some(),
-        ))
+        let planned = crate::reschedule::plan(&nodes, &allocs, spec, previous, now_ms());
+        Ok((planned.plan, job.is_some()))
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 mod placement;
 use placement::{wire, FileAffinity, FileConstraint};
 mod periodic;
+mod reschedule;
 
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
@@ -65,6 +66,8 @@ struct FileGroup {
     constraints: Vec<FileConstraint>,
     #[serde(default, rename = "affinity")]
     affinities: Vec<FileAffinity>,
+    #[serde(default)]
+    reschedule: Option<reschedule::FileReschedule>,
 }
 
 /// `[[group.service]]`.
@@ -250,6 +253,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                 constraints: wire(g.constraints),
                 affinities: wire(g.affinities),
                 services: g.services.into_iter().map(pb::Service::from).collect(),
+                reschedule: g.reschedule.map(pb::ReschedulePolicy::from),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {

@@ -13,16 +13,18 @@
 //! ([`constrain`]), and has the group's CPU and memory free after
 //! counting every live allocation on it) and scorers ([`rank`]: bin-pack,
 //! minus a penalty per instance of the same group already there, plus
-//! the affinities a node matches), ties
+//! the affinities a node matches, and one per earlier failure of the
+//! instance on the node: [`failed`]), ties
 //! broken by node id so that the same input always gives the same plan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::job::{GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
 use crate::state::{AllocRecord, NodeRecord};
 
 pub mod constrain;
+pub mod failed;
 pub mod feasible;
 pub mod rank;
 
@@ -91,6 +93,9 @@ pub struct Ask<'a> {
     pub need: Resources,
     /// The group's constraints and affinities (job's, group's, tasks').
     pub rules: &'a GroupRules<'a>,
+    /// Nodes where this instance failed before, once per failure
+    /// ([`failed`]); empty for a group-wide ask.
+    pub failed_on: &'a [&'a str],
 }
 
 /// Computes what is needed to bring `job` to its desired state.
@@ -110,6 +115,7 @@ pub fn plan(
         .map(|n| n.id.as_str())
         .collect();
     let wanted = reconcile(job, previous, allocs, &eligible);
+    let failures = failed::by_instance(&job.name, allocs);
     let mut usage = Usage::new(nodes, allocs);
     let mut out = Plan::default();
     for a in wanted.replaced {
@@ -123,7 +129,8 @@ pub fn plan(
         }
     }
     for group in &wanted.groups {
-        place_group(&mut usage, &mut tally, job, group, &mut out);
+        let failed_on = failed::of_group(&failures, &group.group.name);
+        place_group(&mut usage, &mut tally, job, group, &failed_on, &mut out);
     }
     out
 }
@@ -135,6 +142,7 @@ fn place_group<'a>(
     tally: &mut JobTally,
     job: &'a JobSpec,
     g: &GroupChanges<'a>,
+    failed_on: &BTreeMap<u32, Vec<&str>>,
     out: &mut Plan,
 ) {
     let (placed_before, failed_before) = (out.place.len(), out.failures.len());
@@ -156,6 +164,7 @@ fn place_group<'a>(
             group: g.group,
             need,
             rules: &rules,
+            failed_on: &[],
         };
         let chosen = match *want {
             Want::On(index, node_id) => {
@@ -178,21 +187,24 @@ fn place_group<'a>(
                     None
                 }
             }
-            Want::Any(index) => match best_node(usage, &instances, tally, &ask) {
-                Some(i) => {
-                    let node_id = &usage.nodes[i].id;
-                    out.place.push(placement(g.group, index, node_id, ask.need));
-                    Some(i)
+            Want::Any(index) => {
+                let this = failed::ask_for(&ask, failed_on, index);
+                match best_node(usage, &instances, tally, &this) {
+                    Some(i) => {
+                        let node_id = &usage.nodes[i].id;
+                        out.place.push(placement(g.group, index, node_id, ask.need));
+                        Some(i)
+                    }
+                    None => {
+                        out.failures.push(feasible::explain(
+                            &ask,
+                            index,
+                            (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances, tally)),
+                        ));
+                        None
+                    }
                 }
-                None => {
-                    out.failures.push(feasible::explain(
-                        &ask,
-                        index,
-                        (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances, tally)),
-                    ));
-                    None
-                }
-            },
+            }
         };
         if let Some(i) = chosen {
             usage.claim(i, need);

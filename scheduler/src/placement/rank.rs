@@ -15,7 +15,12 @@ pub trait Scorer: Sync {
 }
 
 /// The scorers whose sum ranks a node.
-pub const SCORERS: &[&dyn Scorer] = &[&BinPack, &AntiAffinity, &Affinities];
+pub const SCORERS: &[&dyn Scorer] = &[
+    &BinPack,
+    &AntiAffinity,
+    &Affinities,
+    &super::failed::FailedBefore,
+];
 
 /// The candidate's total score.
 pub fn score(candidate: &Candidate<'_>, ask: &Ask<'_>) -> f64 {

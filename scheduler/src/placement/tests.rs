@@ -37,6 +37,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             services: Vec::new(),
             constraints: Vec::new(),
             affinities: Vec::new(),
+            reschedule: None,
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],
@@ -73,6 +74,7 @@ fn alloc_for(p: &Placement, job: &str, id: &str) -> AllocRecord {
         modified_unix_ms: 0,
         ip: String::new(),
         checks: Vec::new(),
+        reschedule: Default::default(),
     }
 }
 
@@ -106,6 +108,7 @@ fn held(id: &str, node_id: &str, status: AllocStatus, cpu: u64, mem: u64) -> All
         modified_unix_ms: 0,
         ip: String::new(),
         checks: Vec::new(),
+        reschedule: Default::default(),
     }
 }
 

@@ -63,7 +63,7 @@ fn no_node_at_all_is_a_reason_too_and_reasons_stay_bounded() {
     let pending = pending_after(&p, &[], 5);
     assert_eq!(pending[0].count, 300);
     assert!(
-        pending[0].reason.contains("0 nodes"),
+        pending[0].reason.contains("no nodes in the cluster"),
         "{}",
         pending[0].reason
     );

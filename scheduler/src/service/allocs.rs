@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{check_id, only_match, Api, Reply};
 use crate::core::Core;
 use crate::relay::exec::read_start;
+use crate::reschedule::show;
 use crate::state::AllocRecord;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -41,8 +42,9 @@ impl pb::alloc_service_server::AllocService for Api {
 
     async fn get(&self, req: Request<pb::GetAllocRequest>) -> Reply<pb::GetAllocResponse> {
         let a = find_alloc(&self.core, &req.get_ref().id).await?;
+        let job = self.core.cluster().job(&a.job).await?;
         Ok(Response::new(pb::GetAllocResponse {
-            allocation: Some((&a).into()),
+            allocation: Some(show::to_pb(job.as_ref().map(|j| &j.value.spec), &a)),
         }))
     }
 

@@ -13,6 +13,7 @@ use super::{Api, Reply};
 use crate::discovery::desired::service_counts;
 use crate::job::{check_job_name, parent_of, JobSpec};
 use crate::periodic::{children_of, ForceError, LaunchRecord};
+use crate::reschedule::show;
 use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord, NodeRecord};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
@@ -186,7 +187,10 @@ impl pb::job_service_server::JobService for Api {
         }
         Ok(Response::new(pb::GetJobResponse {
             job: Some(info),
-            allocations: allocs.iter().map(Into::into).collect(),
+            allocations: allocs
+                .iter()
+                .map(|a| show::to_pb(Some(&job.value.spec), a))
+                .collect(),
             services,
         }))
     }

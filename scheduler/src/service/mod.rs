@@ -125,6 +125,7 @@ pub async fn serve(
         .build_v1()?;
     let api = Api::new(core.clone());
     tokio::spawn(core.clone().run_passes(shutdown.clone()));
+    tokio::spawn(core.clone().reschedule_when_due(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
     tokio::spawn(core.clone().launch_periodic(shutdown.clone()));
 

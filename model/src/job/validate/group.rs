@@ -1,10 +1,11 @@
-//! A group's fields: name, count, restart policy, network, and its tasks.
+//! A group's fields: name, count, restart and reschedule policies,
+//! network, and its tasks.
 
 use std::collections::BTreeSet;
 
 use drover_proto::v1 as pb;
 
-use super::{clamp_u64, constraint, service, task, Problems};
+use super::{clamp_u64, constraint, reschedule, service, task, Problems};
 use crate::job::{
     GroupSpec, JobKind, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
 };
@@ -68,6 +69,7 @@ pub(super) fn group(
             ),
         );
     }
+    let reschedule = reschedule::reschedule(p, &gpath, kind, g.reschedule.as_ref());
     GroupSpec {
         name: g.name.clone(),
         count: u32::try_from(g.count).unwrap_or(0),
@@ -77,5 +79,6 @@ pub(super) fn group(
         services,
         constraints: constraint::constraints(p, &gpath, &g.constraints),
         affinities: constraint::affinities(p, &gpath, &g.affinities),
+        reschedule,
     }
 }

@@ -4,7 +4,7 @@
 //! Owns the rules of what a job may ask for; the types and their wire
 //! conversion back live in [`super`] (and its `group` and `task` modules).
 //!
-//! Split by level: the job here, then [`group`], [`service`], [`task`] and [`volume`]
+//! Split by level: the job here, then [`group`] (its [`reschedule`] policy), [`service`], [`task`] and [`volume`]
 //! ([`constraint`] for the constraints and affinities of any level),
 //! each checking its own fields and calling the level below.
 
@@ -18,6 +18,7 @@ use super::{check_dns_label, InvalidJob, JobKind, JobSpec};
 mod constraint;
 mod group;
 mod periodic;
+mod reschedule;
 mod service;
 mod task;
 mod volume;
