@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::{JobKind, Resources, ServiceSpec, TaskSpec};
+use super::{JobKind, Resources, ServiceSpec, SpreadSpec, TaskSpec};
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
 pub const MAX_COUNT: i64 = 10_000;
@@ -34,6 +34,9 @@ pub struct GroupSpec {
     /// Services its allocations offer, names unique within the job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceSpec>,
+    /// Spreads of its instances over node properties (the job's apply too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spreads: Vec<SpreadSpec>,
 }
 
 impl GroupSpec {
@@ -83,6 +86,7 @@ impl From<&GroupSpec> for pb::Group {
             }),
             network: g.network.clone(),
             services: g.services.iter().map(pb::Service::from).collect(),
+            spreads: g.spreads.iter().map(pb::Spread::from).collect(),
         }
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 mod group;
 mod service;
+mod spread;
 mod target;
 mod task;
 #[cfg(test)]
@@ -32,6 +33,10 @@ pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_R
 pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
     MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,
+};
+pub use spread::{
+    Algorithm, SpreadSpec, SpreadTarget, DEFAULT_SPREAD_WEIGHT, MAX_SPREADS, MAX_SPREAD_TARGETS,
+    MAX_SPREAD_VALUE, MAX_SPREAD_WEIGHT,
 };
 pub use target::{Target, TargetError, MAX_TARGET_NAME};
 pub use task::{
@@ -49,6 +54,12 @@ pub struct JobSpec {
     pub kind: JobKind,
     /// At least one group, names unique.
     pub groups: Vec<GroupSpec>,
+    /// How nodes are scored; `None` means the scheduler's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// Spreads applied to every group (before the group's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spreads: Vec<SpreadSpec>,
 }
 
 impl JobSpec {
@@ -98,6 +109,11 @@ impl From<&JobSpec> for pb::Job {
             name: j.name.clone(),
             kind: j.kind.as_str().to_string(),
             groups: j.groups.iter().map(pb::Group::from).collect(),
+            algorithm: j
+                .algorithm
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default(),
+            spreads: j.spreads.iter().map(pb::Spread::from).collect(),
         }
     }
 }

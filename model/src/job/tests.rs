@@ -24,6 +24,7 @@ fn good() -> pb::Job {
             }],
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -204,6 +205,7 @@ fn refuses_unknown_kind_and_empty_job() {
         name: "x".into(),
         kind: "cron".into(),
         groups: vec![],
+        ..Default::default()
     };
     let p = problems(&j);
     assert_eq!(

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use drover_proto::v1 as pb;
 
-use super::{clamp_u64, service, task, Problems};
+use super::{clamp_u64, service, spread, task, Problems};
 use crate::job::{
     GroupSpec, JobKind, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
 };
@@ -68,6 +68,7 @@ pub(super) fn group(
             ),
         );
     }
+    let spreads = spread::spreads(p, &gpath, &g.spreads);
     GroupSpec {
         name: g.name.clone(),
         count: u32::try_from(g.count).unwrap_or(0),
@@ -75,5 +76,6 @@ pub(super) fn group(
         restart,
         network: g.network.clone(),
         services,
+        spreads,
     }
 }

@@ -12,10 +12,11 @@ use std::fmt;
 
 use drover_proto::v1 as pb;
 
-use super::{check_dns_label, InvalidJob, JobKind, JobSpec};
+use super::{check_dns_label, Algorithm, InvalidJob, JobKind, JobSpec};
 
 mod group;
 mod service;
+mod spread;
 mod task;
 mod volume;
 
@@ -110,6 +111,17 @@ impl TryFrom<&pb::Job> for JobSpec {
             .enumerate()
             .map(|(i, g)| group::group(&mut p, kind, i, g, &mut seen, &mut services))
             .collect();
+        let algorithm = match job.algorithm.as_str() {
+            "" => None,
+            other => Algorithm::parse(other).or_else(|| {
+                p.push(
+                    "",
+                    format!("algorithm {other:?} is not one of \"binpack\", \"spread\""),
+                );
+                None
+            }),
+        };
+        let spreads = spread::spreads(&mut p, "", &job.spreads);
         if !p.list.is_empty() {
             return Err(InvalidJob { problems: p.list });
         }
@@ -117,6 +129,8 @@ impl TryFrom<&pb::Job> for JobSpec {
             name: job.name.clone(),
             kind,
             groups,
+            algorithm,
+            spreads,
         })
     }
 }
