@@ -128,7 +128,7 @@ impl Cluster {
         let previous = current
             .filter(|j| j.status == JobStatus::Running)
             .map(|j| &j.spec);
-        let plan = placement::plan(&nodes, &alloc_vals, &spec, previous);
+        let plan = placement::plan_with(&self.placement, &nodes, &alloc_vals, &spec, previous);
         let now = now_ms();
         let (record, changed) = transitions::submit(current, &spec, now);
         // Stops first, then the job, then new allocations: when the write

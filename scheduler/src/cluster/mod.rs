@@ -22,7 +22,7 @@ use drover_store::{Kind, Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::mpsc;
 
 use crate::job::JobSpec;
-use crate::placement::{self, Plan};
+use crate::placement::{self, Plan, PlanConfig};
 use crate::state::{AllocRecord, JobRecord, JobStatus, NodeRecord};
 use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
@@ -90,6 +90,8 @@ pub struct Cluster {
     /// losses in this process; the store's revision guards protect against
     /// other processes.
     planning: tokio::sync::Mutex<()>,
+    /// The operator's placement settings, passed to every plan.
+    placement: PlanConfig,
 }
 
 impl Cluster {
@@ -99,7 +101,19 @@ impl Cluster {
             store,
             subnets,
             planning: tokio::sync::Mutex::new(()),
+            placement: PlanConfig::default(),
         }
+    }
+
+    /// The same cluster, planning with `placement` (the scheduler-wide
+    /// default algorithm).
+    pub fn with_placement(self, placement: PlanConfig) -> Cluster {
+        Cluster { placement, ..self }
+    }
+
+    /// The operator's placement settings.
+    pub fn placement(&self) -> &PlanConfig {
+        &self.placement
     }
 
     /// The store.
@@ -153,7 +167,7 @@ impl Cluster {
             .filter(|j| j.value.status == JobStatus::Running)
             .map(|j| &j.value.spec);
         Ok((
-            placement::plan(&nodes, &allocs, spec, previous),
+            placement::plan_with(&self.placement, &nodes, &allocs, spec, previous),
             job.is_some(),
         ))
     }

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use drover_proto::v1 as pb;
 use serde::Deserialize;
 
+mod spread;
+
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
 /// Default memory reservation when a task names none.
@@ -35,6 +37,11 @@ struct FileJob {
     kind: Option<String>,
     #[serde(default, rename = "group")]
     groups: Vec<FileGroup>,
+    /// `"binpack"` or `"spread"`; unset means the scheduler's default.
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default, rename = "spread")]
+    spreads: Vec<spread::FileSpread>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +58,8 @@ struct FileGroup {
     network: Option<String>,
     #[serde(default, rename = "service")]
     services: Vec<FileService>,
+    #[serde(default, rename = "spread")]
+    spreads: Vec<spread::FileSpread>,
 }
 
 /// `[[group.service]]`.
@@ -223,11 +232,14 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
     Ok(pb::Job {
         name: file.name,
         kind: file.kind.unwrap_or_else(|| "service".into()),
+        algorithm: file.algorithm.unwrap_or_default(),
+        spreads: spread::to_pb(file.spreads),
         groups: file
             .groups
             .into_iter()
             .map(|g| pb::Group {
                 network: g.network.unwrap_or_default(),
+                spreads: spread::to_pb(g.spreads),
                 services: g.services.into_iter().map(pb::Service::from).collect(),
                 name: g.name,
                 count: g.count.unwrap_or(1),

@@ -93,11 +93,10 @@ pub const MEMORY_FREE: Free = Free {
     of: |r| r.memory_mb,
 };
 
-/// Why instance `index` fits on none of `candidates`: how many nodes each
-/// filter turned away.
+/// Why an instance of the ask's group fits on none of `candidates`: how
+/// many nodes each filter turned away.
 pub fn explain<'a>(
     ask: &Ask<'_>,
-    index: u32,
     candidates: impl ExactSizeIterator<Item = Candidate<'a>>,
 ) -> String {
     let total = candidates.len();
@@ -113,9 +112,7 @@ pub fn explain<'a>(
         .map(|(f, n)| format!("{n} {}", f.refusal()))
         .collect();
     format!(
-        "group {:?} instance {index}: no node can take {} millicores and {} MiB \
-         ({total} nodes: {})",
-        ask.group.name,
+        "no node can take {} millicores and {} MiB ({total} nodes: {})",
         ask.need.cpu_millis,
         ask.need.memory_mb,
         counts.join(", ")

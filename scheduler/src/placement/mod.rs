@@ -11,17 +11,30 @@
 //! placed by a chain of feasibility filters ([`feasible`]: the node is
 //! ready, not draining, and has the group's CPU and memory free after
 //! counting every live allocation on it) and scorers ([`rank`]: bin-pack,
-//! minus a penalty per instance of the same group already there), ties
-//! broken by node id so that the same input always gives the same plan.
+//! minus a penalty per instance of the same group already there, plus the
+//! group's [`spread`]s), ties broken by node id so that the same input
+//! always gives the same plan. [`PlanConfig`] carries what the operator
+//! sets for every job (the default scoring algorithm).
 
 use std::collections::HashMap;
 
-use crate::job::{GroupSpec, JobSpec, Resources};
+use crate::job::{Algorithm, GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
 use crate::state::{AllocRecord, NodeRecord};
 
+mod failures;
 pub mod feasible;
 pub mod rank;
+pub mod spread;
+
+use spread::GroupSpread;
+
+/// What the operator sets for every plan (`drover scheduler --algorithm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// The scoring algorithm of jobs that name none.
+    pub algorithm: Algorithm,
+}
 
 /// What a submission would do.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +69,8 @@ pub struct Candidate<'a> {
     pub used: Resources,
     /// Instances of the group being placed already on it.
     pub instances: u32,
+    /// Its position in the node list (what per-node tables are indexed by).
+    pub position: usize,
 }
 
 /// What is being placed: one instance of a group.
@@ -67,14 +82,29 @@ pub struct Ask<'a> {
     pub group: &'a GroupSpec,
     /// What one instance reserves.
     pub need: Resources,
+    /// The scoring algorithm: the job's, or the scheduler's default.
+    pub algorithm: Algorithm,
+    /// The group's spreads, with what they count so far.
+    pub spread: &'a GroupSpread,
 }
 
 /// Computes what is needed to bring `job` to its desired state.
 ///
 /// `allocs` is every allocation in the cluster (for usage); `previous` is the
 /// job's spec as currently stored, if any: groups whose spec changed have
-/// their allocations replaced.
+/// their allocations replaced. Uses the default [`PlanConfig`].
 pub fn plan(
+    nodes: &[NodeRecord],
+    allocs: &[AllocRecord],
+    job: &JobSpec,
+    previous: Option<&JobSpec>,
+) -> Plan {
+    plan_with(&PlanConfig::default(), nodes, allocs, job, previous)
+}
+
+/// [`plan`] with the operator's settings.
+pub fn plan_with(
+    config: &PlanConfig,
     nodes: &[NodeRecord],
     allocs: &[AllocRecord],
     job: &JobSpec,
@@ -92,15 +122,27 @@ pub fn plan(
         out.stop.push(a.id.clone());
         usage.release(a);
     }
+    let algorithm = job.algorithm.unwrap_or(config.algorithm);
     for group in &wanted.groups {
-        place_group(&mut usage, job, group, &mut out);
+        place_group(&mut usage, job, algorithm, group, &mut out);
     }
     out
 }
 
 /// Stops a group's surplus, then places its wanted instances one by one,
-/// each seeing the usage of those placed before it.
-fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: &mut Plan) {
+/// each seeing the usage (and spread counts) of those placed before it.
+///
+/// Once one instance fits nowhere, the group's later instances do not
+/// either (placing only ever fills nodes), so they are not tried: the
+/// failure path costs one scan of the nodes per group, and the plan says
+/// once how many instances of the group are unplaceable and why.
+fn place_group(
+    usage: &mut Usage<'_>,
+    job: &JobSpec,
+    algorithm: Algorithm,
+    g: &GroupChanges<'_>,
+    out: &mut Plan,
+) {
     for a in &g.stop {
         out.stop.push(a.id.clone());
         usage.release(a);
@@ -111,12 +153,21 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
             instances[i] += 1;
         }
     }
-    let ask = Ask {
+    let none = GroupSpread::default();
+    let base = Ask {
         job,
         group: g.group,
         need: g.group.resources(),
+        algorithm,
+        spread: &none,
     };
+    let mut spread = group_spread(usage, job, g, &instances, &base);
+    let mut unplaced = failures::Unplaced::default();
     for want in &g.place {
+        let ask = Ask {
+            spread: &spread,
+            ..base
+        };
         match *want {
             Want::On(index, node_id) => {
                 let Some(i) = usage.position(node_id) else {
@@ -126,27 +177,55 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
                     usage.claim(i, ask.need);
                     out.place.push(placement(g.group, index, node_id, ask.need));
                 } else {
-                    out.failures.push(format!(
-                        "group {:?}: node {node_id} lacks {} millicores / {} MiB free",
-                        g.group.name, ask.need.cpu_millis, ask.need.memory_mb
-                    ));
+                    unplaced.node(node_id);
                 }
             }
-            Want::Any(index) => match best_node(usage, &instances, &ask) {
+            Want::Any(index) if !unplaced.any() => match best_node(usage, &instances, &ask) {
                 Some(i) => {
                     usage.claim(i, ask.need);
                     instances[i] += 1;
                     let node_id = &usage.nodes[i].id;
                     out.place.push(placement(g.group, index, node_id, ask.need));
+                    spread.placed(i);
                 }
-                None => out.failures.push(feasible::explain(
+                None => unplaced.instance(Some(feasible::explain(
                     &ask,
-                    index,
                     (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances)),
-                )),
+                ))),
             },
+            Want::Any(_) => unplaced.instance(None),
         }
     }
+    out.failures.extend(unplaced.lines(&g.group.name, base.need));
+}
+
+/// The spreads of `g` (the job's, then the group's), counting the group's
+/// kept allocations that are still wanted: not terminal (a failed one
+/// keeps its slot but runs nothing). Allocations stopped or replaced by
+/// this plan are not among the kept.
+fn group_spread(
+    usage: &Usage<'_>,
+    job: &JobSpec,
+    g: &GroupChanges<'_>,
+    instances: &[u32],
+    base: &Ask<'_>,
+) -> GroupSpread {
+    if job.spreads.is_empty() && g.group.spreads.is_empty() {
+        return GroupSpread::default();
+    }
+    let counted: Vec<usize> = g
+        .kept
+        .iter()
+        .filter(|a| a.is_live())
+        .filter_map(|a| usage.position(&a.node_id))
+        .collect();
+    GroupSpread::new(
+        usage.nodes,
+        job.spreads.iter().chain(&g.group.spreads),
+        g.group.count,
+        &counted,
+        |i| feasible::feasible(&usage.candidate(i, instances), base),
+    )
 }
 
 fn placement(group: &GroupSpec, index: u32, node_id: &str, need: Resources) -> Placement {
@@ -212,6 +291,7 @@ impl<'a> Usage<'a> {
             node: &self.nodes[i],
             used: self.by_node[i],
             instances: instances[i],
+            position: i,
         }
     }
 

@@ -7,6 +7,7 @@
 //! [`Scorer`] in [`SCORERS`].
 
 use super::{Ask, Candidate};
+use crate::job::Algorithm;
 
 /// One scoring rule; higher is better.
 pub trait Scorer: Sync {
@@ -15,7 +16,7 @@ pub trait Scorer: Sync {
 }
 
 /// The scorers whose sum ranks a node.
-pub const SCORERS: &[&dyn Scorer] = &[&BinPack, &AntiAffinity];
+pub const SCORERS: &[&dyn Scorer] = &[&BinPack, &AntiAffinity, &Spread];
 
 /// The candidate's total score.
 pub fn score(candidate: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
@@ -26,7 +27,8 @@ pub fn score(candidate: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
 
 /// Bin-packing: prefer the node that is fullest after placing, as the mean
 /// of its CPU and memory fill (0 to 1), so whole nodes stay free for large
-/// instances.
+/// instances. With [`Algorithm::Spread`] the score is inverted (1 - fill):
+/// the emptiest node wins, spreading load over the cluster.
 pub struct BinPack;
 
 impl Scorer for BinPack {
@@ -38,7 +40,7 @@ impl Scorer for BinPack {
                 used.saturating_add(need) as f64 / cap as f64
             }
         };
-        (frac(
+        let fill = (frac(
             c.used.cpu_millis,
             ask.need.cpu_millis,
             c.node.resources.cpu_millis,
@@ -46,7 +48,11 @@ impl Scorer for BinPack {
             c.used.memory_mb,
             ask.need.memory_mb,
             c.node.resources.memory_mb,
-        )) / 2.0
+        )) / 2.0;
+        match ask.algorithm {
+            Algorithm::BinPack => fill,
+            Algorithm::Spread => 1.0 - fill,
+        }
     }
 }
 
@@ -60,5 +66,16 @@ pub struct AntiAffinity;
 impl Scorer for AntiAffinity {
     fn score(&self, c: &Candidate<'_>, _: &Ask<'_>) -> f64 {
         -ANTI_AFFINITY_PENALTY * f64::from(c.instances)
+    }
+}
+
+/// The group's spreads over node properties ([`super::spread`]): from -1
+/// to 1 per spread at the default weight, so a spread counts as much as
+/// bin-packing.
+pub struct Spread;
+
+impl Scorer for Spread {
+    fn score(&self, c: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
+        ask.spread.score(c.position)
     }
 }
