@@ -694,6 +694,7 @@ async fn grpc_submit_of_invalid_job_lists_every_problem() {
                 ..Default::default()
             },
         ],
+        ..Default::default()
     };
     let expected = [
         r#"name "Bad_Job" contains 'B'"#,

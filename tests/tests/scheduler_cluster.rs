@@ -202,6 +202,7 @@ fn job(name: &str, count: i64) -> pb::Job {
             }],
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 

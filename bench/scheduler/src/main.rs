@@ -75,6 +75,7 @@ fn job(name: &str) -> pb::Job {
             }],
             ..Default::default()
         }],
+        ..Default::default()
     }
 }
 

@@ -29,6 +29,7 @@ use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 mod batch;
 mod commit;
 mod jobs;
+pub mod limits;
 mod nodes;
 
 pub use commit::{Step, Txn, Written, MAX_ATTEMPTS};
@@ -68,6 +69,16 @@ pub enum ClusterError {
         /// Its size in a request.
         bytes: usize,
         /// What a request may hold besides the rest of it.
+        max: usize,
+    },
+    /// A job whose record cannot fit in one store request.
+    #[error("job {job:?} is {}; the largest job the state store accepts is {} (etcd --max-request-bytes, 1.5 MiB by default, less 16 KiB for the rest of the request): split it into smaller jobs", limits::size(*bytes), limits::size(*max))]
+    JobTooLarge {
+        /// The job's name.
+        job: String,
+        /// What it takes.
+        bytes: usize,
+        /// What a store request may hold of it.
         max: usize,
     },
     /// Too many concurrent writers won the race.
@@ -154,6 +165,12 @@ impl Cluster {
     /// Watches every change to records of `kind` from now on.
     pub async fn watch(&self, kind: Kind) -> Result<mpsc::Receiver<WatchEvent>, ClusterError> {
         Ok(self.store.watch(kind, 0).await?)
+    }
+
+    /// Refuses `spec` if its record would not fit in one store request
+    /// ([`ClusterError::JobTooLarge`]).
+    pub fn check_job_size(&self, spec: &JobSpec) -> Result<(), ClusterError> {
+        limits::check_record_size(&self.store.key(Kind::Job, &spec.name), spec)
     }
 
     /// What submitting `spec` would do, changing nothing, and whether the

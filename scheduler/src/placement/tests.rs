@@ -374,3 +374,4 @@ fn failed_allocations_are_not_replaced_but_lost_ones_are() {
 }
 
 mod properties;
+mod bad_input;
