@@ -149,3 +149,24 @@ async fn thousands_of_problems_are_listed_up_to_fifty_then_counted() {
     assert_eq!(msg.lines().count(), 1 + 50 + 1, "{msg}");
     assert!(msg.ends_with("... and 1950 more"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_client_reads_listings_over_grpcs_default_4_mib() {
+    // Six records of 1 MiB: one listing of 6 MiB, as 10,000 allocations
+    // would be. (A scratch kind nothing else reads.)
+    let c = Cluster::start().await;
+    let big = "x".repeat(1024 * 1024);
+    for i in 0..6 {
+        c.store
+            .put(drover_store::Kind::Subnet, &format!("pad{i}"), &big)
+            .await
+            .unwrap();
+    }
+    let listing = c
+        .store
+        .list::<String>(drover_store::Kind::Subnet)
+        .await
+        .unwrap();
+    assert_eq!(listing.items.len(), 6);
+    assert!(drover_store::client::MAX_RESPONSE_BYTES > 6 * 1024 * 1024);
+}
