@@ -548,3 +548,33 @@ pub(crate) async fn resolve_alloc(
     };
     Ok(alloc_id)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn a_job_over_the_api_limit_is_refused_before_sending_naming_both_sizes() {
+        let mut job = pb::Job {
+            name: "big".into(),
+            ..Default::default()
+        };
+        assert!(check_request_size("big.toml", &job).is_ok());
+        job.groups = vec![pb::Group {
+            name: "x".repeat(drover_proto::MAX_MESSAGE_BYTES),
+            ..Default::default()
+        }];
+        let e = check_request_size("big.toml", &job)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("big.toml: job \"big\" is 16.0 MiB encoded, over the 16.0 MiB the scheduler reads in one request"),
+            "{e}"
+        );
+        let s = status_error(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 20000000 bytes, the limit is: 16777216 bytes",
+        ));
+        assert!(s.to_string().contains("at most 16.0 MiB"), "{s}");
+    }
+}

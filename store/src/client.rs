@@ -41,9 +41,7 @@ use tokio_util::sync::CancellationToken;
 mod skydns;
 mod streams;
 
-pub use skydns::{
-    RawKv, RawOp, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_TXN_OPS, SKYDNS_PREFIX,
-};
+pub use skydns::{RawKv, RawOp, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_TXN_OPS, SKYDNS_PREFIX};
 
 use streams::{keep_alive_loop, open_watch, watch_loop};
 

@@ -101,10 +101,23 @@ percent = 50
 
     #[test]
     fn spread_mistakes_are_named() {
-        let e = parse("web.toml", &RACKS.replace("percent = 50\n[[group.spread.target]]", "pct = 50\n[[group.spread.target]]"))
-            .unwrap_err();
+        let e = parse(
+            "web.toml",
+            &RACKS.replace(
+                "percent = 50\n[[group.spread.target]]",
+                "pct = 50\n[[group.spread.target]]",
+            ),
+        )
+        .unwrap_err();
         assert!(e.message.contains("unknown field `pct`"), "{}", e.message);
-        let j = parse("web.toml", &RACKS.replace("value = \"r2\"\npercent = 50", "value = \"r2\"\npercent = 60")).unwrap();
+        let j = parse(
+            "web.toml",
+            &RACKS.replace(
+                "value = \"r2\"\npercent = 50",
+                "value = \"r2\"\npercent = 60",
+            ),
+        )
+        .unwrap();
         let e = JobSpec::try_from(&j).unwrap_err().to_string();
         assert!(
             e.contains("group \"front\" spread #1: target percentages sum to 110, more than 100"),

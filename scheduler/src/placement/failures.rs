@@ -65,7 +65,11 @@ impl Unplaced {
             out.push(format!(
                 "group {group:?}: {} {} {} millicores / {} MiB free: {names}",
                 counted(self.node_count, "node", "nodes"),
-                if self.node_count == 1 { "lacks" } else { "lack" },
+                if self.node_count == 1 {
+                    "lacks"
+                } else {
+                    "lack"
+                },
                 need.cpu_millis,
                 need.memory_mb,
             ));

@@ -196,7 +196,8 @@ fn place_group(
             Want::Any(_) => unplaced.instance(None),
         }
     }
-    out.failures.extend(unplaced.lines(&g.group.name, base.need));
+    out.failures
+        .extend(unplaced.lines(&g.group.name, base.need));
 }
 
 /// The spreads of `g` (the job's, then the group's), counting the group's

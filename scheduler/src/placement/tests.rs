@@ -373,5 +373,5 @@ fn failed_allocations_are_not_replaced_but_lost_ones_are() {
     assert!(p.stop.is_empty());
 }
 
-mod properties;
 mod bad_input;
+mod properties;

@@ -40,7 +40,9 @@ async fn a_5_mb_job_is_refused_naming_its_size_and_the_store_limit() {
         let msg = err.message();
         assert!(
             msg.starts_with("job \"fat\" is 5.0 MiB (5,2")
-                && msg.contains("the largest job the state store accepts is 1.5 MiB (1,556,480 bytes)"),
+                && msg.contains(
+                    "the largest job the state store accepts is 1.5 MiB (1,556,480 bytes)"
+                ),
             "{call}: {msg}"
         );
     }
@@ -78,8 +80,10 @@ async fn a_job_over_the_grpc_limit_is_refused_naming_it_and_the_scheduler_serves
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
     assert!(
-        err.message()
-            .contains(&format!("the limit is: {} bytes", drover_proto::MAX_MESSAGE_BYTES)),
+        err.message().contains(&format!(
+            "the limit is: {} bytes",
+            drover_proto::MAX_MESSAGE_BYTES
+        )),
         "{}",
         err.message()
     );
@@ -104,7 +108,9 @@ async fn a_count_no_cluster_holds_is_accepted_and_reported_in_one_line() {
     let plan = c
         .jobs()
         .await
-        .plan(pb::PlanRequest { job: Some(j.clone()) })
+        .plan(pb::PlanRequest {
+            job: Some(j.clone()),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -145,7 +151,10 @@ async fn thousands_of_problems_are_listed_up_to_fifty_then_counted() {
         .await
         .unwrap_err();
     let msg = err.message();
-    assert!(msg.starts_with("job \"bad\" is invalid (2000 problems):"), "{msg}");
+    assert!(
+        msg.starts_with("job \"bad\" is invalid (2000 problems):"),
+        "{msg}"
+    );
     assert_eq!(msg.lines().count(), 1 + 50 + 1, "{msg}");
     assert!(msg.ends_with("... and 1950 more"), "{msg}");
 }

@@ -74,7 +74,12 @@ fn counts(v: &[(&str, usize)]) -> BTreeMap<String, usize> {
 #[test]
 fn targets_give_each_value_its_share_and_unlisted_values_none_when_they_sum_to_100() {
     let nodes = racks(&["r1", "r2", "r3"], 10);
-    let p = plan(&nodes, &[], &spread_job(10, &[("r1", 70), ("r2", 30)]), None);
+    let p = plan(
+        &nodes,
+        &[],
+        &spread_job(10, &[("r1", 70), ("r2", 30)]),
+        None,
+    );
     assert!(p.failures.is_empty(), "{:?}", p.failures);
     assert_eq!(per_rack(&nodes, &p), counts(&[("r1", 7), ("r2", 3)]));
 }
@@ -119,7 +124,13 @@ fn job_level_spreads_apply_to_every_group() {
     assert_eq!(per_rack(&nodes, &p), counts(&[("r1", 2), ("r2", 2)]));
 }
 
-fn alloc(id: &str, index: u32, node: &str, desired: DesiredState, status: AllocStatus) -> AllocRecord {
+fn alloc(
+    id: &str,
+    index: u32,
+    node: &str,
+    desired: DesiredState,
+    status: AllocStatus,
+) -> AllocRecord {
     AllocRecord {
         desired,
         ..testkit::alloc(id, index, node, status)
@@ -207,7 +218,12 @@ fn a_spread_over_10000_values_stays_linear_and_spreads() {
     assert!(racks.values().all(|n| *n == 1));
 
     // Targets on two of the 10,000 values; the rest share nothing.
-    let p = plan(&nodes, &[], &spread_job(8, &[("r00007", 50), ("r09999", 50)]), None);
+    let p = plan(
+        &nodes,
+        &[],
+        &spread_job(8, &[("r00007", 50), ("r09999", 50)]),
+        None,
+    );
     assert_eq!(
         per_rack(&nodes, &p),
         counts(&[("r00007", 4), ("r09999", 4)])
@@ -254,7 +270,11 @@ fn binpack_is_the_default_and_spread_prefers_the_emptiest_node() {
     assert_eq!(binpack.algorithm, Algorithm::BinPack);
     assert_eq!(fuller_or_emptier(binpack, None), "a");
     assert_eq!(fuller_or_emptier(binpack, Some(Algorithm::Spread)), "b");
-    assert_eq!(fuller_or_emptier(spread, None), "b", "the scheduler's default");
+    assert_eq!(
+        fuller_or_emptier(spread, None),
+        "b",
+        "the scheduler's default"
+    );
     assert_eq!(
         fuller_or_emptier(spread, Some(Algorithm::BinPack)),
         "a",

@@ -5,15 +5,27 @@ use super::*;
 use crate::job::{SpreadSpec, Target};
 
 fn cluster(n: usize, cpu: u64, mem: u64) -> Vec<NodeRecord> {
-    (0..n).map(|i| node(&format!("n{i:05}"), cpu, mem)).collect()
+    (0..n)
+        .map(|i| node(&format!("n{i:05}"), cpu, mem))
+        .collect()
 }
 
 #[test]
 fn ten_thousand_unplaceable_instances_are_one_line() {
     let nodes = cluster(10_000, 1000, 1024);
-    let p = plan(&nodes, &[], &job("big", JobKind::Service, 10_000, 100, 4096), None);
+    let p = plan(
+        &nodes,
+        &[],
+        &job("big", JobKind::Service, 10_000, 100, 4096),
+        None,
+    );
     assert!(p.place.is_empty());
-    assert_eq!(p.failures.len(), 1, "{:?}", &p.failures[..2.min(p.failures.len())]);
+    assert_eq!(
+        p.failures.len(),
+        1,
+        "{:?}",
+        &p.failures[..2.min(p.failures.len())]
+    );
     let line = &p.failures[0];
     assert!(
         line.starts_with("group \"g\": 10,000 instances unplaceable: no node can take 100 millicores and 4096 MiB (10000 nodes: 0 down, 0 draining, 0 short of CPU, 10000 short of memory)"),
@@ -22,7 +34,12 @@ fn ten_thousand_unplaceable_instances_are_one_line() {
 
     // Ten fit, one per node; the rest are counted.
     let nodes = cluster(10, 1000, 1024);
-    let p = plan(&nodes, &[], &job("big", JobKind::Service, 10_000, 1000, 64), None);
+    let p = plan(
+        &nodes,
+        &[],
+        &job("big", JobKind::Service, 10_000, 1000, 64),
+        None,
+    );
     assert_eq!(p.place.len(), 10);
     assert_eq!(p.failures.len(), 1);
     assert!(

@@ -244,7 +244,9 @@ fn check_accounting(nodes: &[NodeRecord], allocs: &[AllocRecord], job: &JobSpec,
             assert!(lines.len() <= 1, "{what} said twice: {lines:?}");
             lines.first().map_or(0, |l| {
                 let n = l[what.len()..].split(' ').next().unwrap_or("");
-                n.replace(',', "").parse().unwrap_or_else(|_| panic!("no count in {l}"))
+                n.replace(',', "")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no count in {l}"))
             })
         };
         if job.kind == JobKind::System {
