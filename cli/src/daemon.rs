@@ -341,13 +341,8 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         drover_store::client::DEFAULT_PREFIX,
     )
     .await?;
-    let core = Core::with_placement(
-        store,
-        Timing::default(),
-        subnets,
-        a.dns.discovery()?,
-        a.placement.config(),
-    );
+    let (zone, placing) = (a.dns.discovery()?, a.placement.config());
+    let core = Core::with_placement(store, Timing::default(), subnets, zone, placing);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;

@@ -7,6 +7,7 @@
 use super::batch::{OpSize, STORE_LIMITS};
 use super::ClusterError;
 use crate::job::JobSpec;
+use crate::placement::failures::thousands;
 use crate::transitions;
 
 /// Most bytes one record (key, value and framing) may take in a store
@@ -48,14 +49,7 @@ pub fn check_record_size(key: &str, spec: &JobSpec) -> Result<(), ClusterError> 
 
 /// `bytes` for people: "5.2 MiB (5,452,595 bytes)".
 pub fn size(bytes: usize) -> String {
-    let mut digits = String::new();
-    let s = bytes.to_string();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            digits.push(',');
-        }
-        digits.push(c);
-    }
+    let digits = thousands(bytes);
     if bytes >= 1024 * 1024 {
         format!("{:.1} MiB ({digits} bytes)", bytes as f64 / 1024.0 / 1024.0)
     } else if bytes >= 1024 {
@@ -66,6 +60,7 @@ pub fn size(bytes: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -22,7 +22,7 @@ use crate::job::{Algorithm, GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
 use crate::state::{AllocRecord, NodeRecord};
 
-mod failures;
+pub(crate) mod failures;
 pub mod feasible;
 pub mod rank;
 pub mod spread;
