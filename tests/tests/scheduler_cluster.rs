@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
+use drover_scheduler::placement::PlanConfig;
 use drover_scheduler::{Core, Timing};
 use drover_store::embedded::EmbeddedEtcd;
 use drover_store::Store;
@@ -39,6 +40,11 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_placing(PlanConfig::default()).await
+    }
+
+    /// A cluster whose scheduler places with `placement`.
+    async fn start_placing(placement: PlanConfig) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let stop = CancellationToken::new();
         let etcd = EmbeddedEtcd::open(dir.path()).unwrap();
@@ -48,12 +54,27 @@ impl Cluster {
         let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
             .await
             .unwrap();
-        Cluster::over(store, dir, stop).await
+        Cluster::over_placing(store, dir, stop, placement).await
     }
 
     /// A scheduler over `store`, stopped with `stop`.
     async fn over(store: Store, dir: tempfile::TempDir, stop: CancellationToken) -> Cluster {
-        let core = Core::new(store.clone(), TIMING);
+        Cluster::over_placing(store, dir, stop, PlanConfig::default()).await
+    }
+
+    async fn over_placing(
+        store: Store,
+        dir: tempfile::TempDir,
+        stop: CancellationToken,
+        placement: PlanConfig,
+    ) -> Cluster {
+        let core = Core::with_placement(
+            store.clone(),
+            TIMING,
+            Default::default(),
+            Default::default(),
+            placement,
+        );
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());
         tokio::spawn(drover_scheduler::serve(core, l, stop.clone(), None));
@@ -504,3 +525,5 @@ async fn a_silent_agent_is_told_its_session_ended() {
 mod batches;
 #[path = "scheduler_cluster/limits.rs"]
 mod limits;
+#[path = "scheduler_cluster/placement.rs"]
+mod placement;
