@@ -173,6 +173,22 @@ mod tests {
             }
         );
         assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
+        // As stored: the algorithm by name, and a job stored before
+        // spreads existed still reads.
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["algorithm"], "spread");
+        assert_eq!(json["groups"][0]["spreads"][0]["attribute"], "${meta.rack}");
+        assert_eq!(serde_json::from_value::<JobSpec>(json).unwrap(), spec);
+        let mut old = spec.clone();
+        old.algorithm = None;
+        old.spreads.clear();
+        old.groups[0].spreads.clear();
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(
+            !json.contains("spread") && !json.contains("algorithm"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), old);
         // No algorithm is the scheduler's default, kept as none.
         j.algorithm.clear();
         assert_eq!(JobSpec::try_from(&j).unwrap().algorithm, None);
