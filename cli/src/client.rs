@@ -64,6 +64,12 @@ pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
             anyhow!("{}", s.message())
         }
         Code::Unavailable => anyhow!("scheduler unavailable: {}", s.message()),
+        Code::OutOfRange if s.message().contains("message length too large") => anyhow!(
+            "{}: a gRPC message over the limit (Drover's API carries messages of at most {}; \
+             a job is stored only up to 1.5 MiB)",
+            s.message(),
+            mib(drover_proto::MAX_MESSAGE_BYTES)
+        ),
         Code::Internal if s.message().contains("h2 protocol error") => anyhow!(
             "the scheduler did not answer plaintext gRPC ({}); it probably requires mutual TLS: \
              use an https:// --addr with --tls-ca, --tls-cert and --tls-key",
@@ -98,7 +104,31 @@ fn read_job(file: &Path) -> Result<pb::Job> {
             .map_err(|e| anyhow!("cannot read job file {}: {e}", file.display()))?;
         (file.display().to_string(), text)
     };
-    drover_scheduler::jobfile::parse(&name, &text).map_err(|e| anyhow!("{e}"))
+    let job = drover_scheduler::jobfile::parse(&name, &text).map_err(|e| anyhow!("{e}"))?;
+    check_request_size(&name, &job)?;
+    Ok(job)
+}
+
+/// Refuses, before sending it, a job larger than the scheduler reads in
+/// one request (the scheduler refuses anything over the store's limit,
+/// 1.5 MiB, itself, naming it).
+fn check_request_size(file: &str, job: &pb::Job) -> Result<()> {
+    let bytes = prost::Message::encoded_len(job);
+    if bytes > drover_proto::MAX_MESSAGE_BYTES {
+        bail!(
+            "{file}: job {:?} is {} encoded, over the {} the scheduler reads in one request \
+             (and the state store keeps jobs of at most 1.5 MiB): split it into smaller jobs",
+            job.name,
+            mib(bytes),
+            mib(drover_proto::MAX_MESSAGE_BYTES)
+        );
+    }
+    Ok(())
+}
+
+/// A size in MiB, one decimal.
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 async fn get_job(
@@ -131,7 +161,8 @@ pub async fn job_run(
     // A batch job's outcome is its allocations' end: wait for that, so
     // that a failed run fails the command.
     let batch = job.kind == "batch";
-    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     // Followed from before the submission, so that no change is missed.
     let mut follow = if detach {
         JobFollow::Poll
@@ -283,7 +314,8 @@ fn print_job(opts: &ClientOpts, got: &pb::GetJobResponse, warnings: &[String]) -
 
 pub async fn job_plan(opts: &ClientOpts, file: &Path) -> Result<()> {
     let job = read_job(file)?;
-    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let plan = client
         .plan(pb::PlanRequest { job: Some(job) })
         .await
@@ -297,13 +329,15 @@ pub async fn job_plan(opts: &ClientOpts, file: &Path) -> Result<()> {
 }
 
 pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
-    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let got = get_job(&mut client, name).await?;
     print_job(opts, &got, &[])
 }
 
 pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) -> Result<()> {
-    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let mut follow = if detach {
         JobFollow::Poll
     } else {
@@ -357,7 +391,8 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
 }
 
 pub async fn job_list(opts: &ClientOpts) -> Result<()> {
-    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?);
+    let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let resp = client
         .list(pb::ListJobsRequest {})
         .await
@@ -371,7 +406,8 @@ pub async fn job_list(opts: &ClientOpts) -> Result<()> {
 }
 
 pub async fn node_list(opts: &ClientOpts) -> Result<()> {
-    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?);
+    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let resp = client
         .list(pb::ListNodesRequest {})
         .await
@@ -392,7 +428,8 @@ fn print_node(opts: &ClientOpts, node: pb::Node) {
 }
 
 pub async fn node_status(opts: &ClientOpts, id: &str) -> Result<()> {
-    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?);
+    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let node = client
         .get(pb::GetNodeRequest { id: id.to_string() })
         .await
@@ -405,7 +442,8 @@ pub async fn node_status(opts: &ClientOpts, id: &str) -> Result<()> {
 }
 
 pub async fn node_drain(opts: &ClientOpts, id: &str, enable: bool) -> Result<()> {
-    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?);
+    let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let node = client
         .drain(pb::DrainNodeRequest {
             id: id.to_string(),
@@ -425,7 +463,8 @@ pub async fn alloc_list(
     job: Option<String>,
     node: Option<String>,
 ) -> Result<()> {
-    let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?);
+    let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let resp = client
         .list(pb::ListAllocsRequest {
             job: job.unwrap_or_default(),
@@ -442,7 +481,8 @@ pub async fn alloc_list(
 }
 
 pub async fn alloc_status(opts: &ClientOpts, id: &str) -> Result<()> {
-    let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?);
+    let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let a = client
         .get(pb::GetAllocRequest { id: id.to_string() })
         .await
@@ -465,7 +505,8 @@ pub async fn logs(
     follow: bool,
 ) -> Result<()> {
     let ch = channel(opts).await?;
-    let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch.clone());
+    let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch.clone())
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let alloc_id = resolve_alloc(&mut allocs, target).await?;
     let mut stream = allocs
         .logs(pb::LogsRequest {
@@ -539,4 +580,34 @@ pub(crate) async fn resolve_alloc(
         }
     };
     Ok(alloc_id)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn a_job_over_the_api_limit_is_refused_before_sending_naming_both_sizes() {
+        let mut job = pb::Job {
+            name: "big".into(),
+            ..Default::default()
+        };
+        assert!(check_request_size("big.toml", &job).is_ok());
+        job.groups = vec![pb::Group {
+            name: "x".repeat(drover_proto::MAX_MESSAGE_BYTES),
+            ..Default::default()
+        }];
+        let e = check_request_size("big.toml", &job)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("big.toml: job \"big\" is 16.0 MiB encoded, over the 16.0 MiB the scheduler reads in one request"),
+            "{e}"
+        );
+        let s = status_error(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 20000000 bytes, the limit is: 16777216 bytes",
+        ));
+        assert!(s.to_string().contains("at most 16.0 MiB"), "{s}");
+    }
 }

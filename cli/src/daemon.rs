@@ -48,6 +48,8 @@ pub struct DevArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = drover_agent::DEFAULT_KEEP_FINISHED.as_secs())]
     keep_finished: u64,
     #[command(flatten)]
+    placement: PlacementArgs,
+    #[command(flatten)]
     subnets: SubnetArgs,
     #[command(flatten)]
     net: NodeNetArgs,
@@ -85,6 +87,8 @@ pub struct SchedulerArgs {
     #[arg(long, requires = "tls_cert")]
     require_node_certs: bool,
     #[command(flatten)]
+    placement: PlacementArgs,
+    #[command(flatten)]
     subnets: SubnetArgs,
     #[command(flatten)]
     discovery: crate::dns::DiscoveryArgs,
@@ -93,6 +97,25 @@ pub struct SchedulerArgs {
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
+}
+
+/// How the scheduler places jobs that do not say (`drover scheduler`,
+/// `drover dev`).
+#[derive(Args, Debug)]
+pub struct PlacementArgs {
+    /// Scoring of jobs whose file names no `algorithm`: `binpack` fills
+    /// nodes (keeps whole nodes free for large instances), `spread`
+    /// prefers the emptiest node.
+    #[arg(long, value_name = "binpack|spread", default_value = "binpack")]
+    algorithm: drover_scheduler::job::Algorithm,
+}
+
+impl PlacementArgs {
+    fn config(&self) -> drover_scheduler::placement::PlanConfig {
+        drover_scheduler::placement::PlanConfig {
+            algorithm: self.algorithm,
+        }
+    }
 }
 
 /// How often agents heartbeat, how long a silent node stays up, and how
@@ -336,7 +359,8 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         drover_store::client::DEFAULT_PREFIX,
     )
     .await?;
-    let core = Core::with_discovery(store, a.timing.timing()?, subnets, a.dns.discovery()?);
+    let (zone, placing) = (a.dns.discovery()?, a.placement.config());
+    let core = Core::with_placement(store, a.timing.timing()?, subnets, zone, placing);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
@@ -400,7 +424,13 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let discovery = a.discovery.discovery()?;
     let etcd_tls = a.etcd_tls.load(&a.etcd)?;
     let store = Store::connect_with(&a.etcd, &a.prefix, etcd_tls).await?;
-    let core = Core::with_discovery(store, a.timing.timing()?, subnets, discovery);
+    let core = Core::with_placement(
+        store,
+        a.timing.timing()?,
+        subnets,
+        discovery,
+        a.placement.config(),
+    );
     core.require_node_certs(a.require_node_certs);
     let listener = bind("--listen", a.listen).await?;
     if let Some(path) = &a.addr_file {

@@ -22,6 +22,7 @@ use crate::cluster::{Cluster, ClusterError, Submitted};
 pub use crate::discovery::Discovery;
 use crate::job::JobSpec;
 use crate::peers::Peers;
+use crate::placement::PlanConfig;
 use crate::queue::{trigger, Capacity, Trigger};
 use crate::registrar::Registrar;
 use crate::registry::{Outbound, Registry, Session};
@@ -102,7 +103,19 @@ impl Core {
         subnets: SubnetConfig,
         discovery: Discovery,
     ) -> Arc<Core> {
-        let cluster = Arc::new(Cluster::new(store, subnets));
+        Core::with_placement(store, timing, subnets, discovery, PlanConfig::default())
+    }
+
+    /// A core that also places every job with the operator's `placement`
+    /// settings (`drover scheduler --algorithm`).
+    pub fn with_placement(
+        store: Store,
+        timing: Timing,
+        subnets: SubnetConfig,
+        discovery: Discovery,
+        placement: PlanConfig,
+    ) -> Arc<Core> {
+        let cluster = Arc::new(Cluster::new(store, subnets).with_placement(placement));
         let registrar = Registrar::new(cluster.clone(), discovery.clone(), timing.node_grace);
         Arc::new(Core {
             cluster,

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 mod skydns;
 mod streams;
 
-pub use skydns::{RawKv, RawOp, MAX_REQUEST_BYTES, MAX_TXN_OPS, SKYDNS_PREFIX};
+pub use skydns::{RawKv, RawOp, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_TXN_OPS, SKYDNS_PREFIX};
 
 use streams::{keep_alive_loop, open_watch, watch_loop};
 
@@ -387,7 +387,10 @@ impl Store {
     /// Lists every record of a kind, in one consistent read.
     pub async fn list<T: DeserializeOwned>(&self, kind: Kind) -> Result<Listing<T>, StoreError> {
         let dir = self.dir(kind);
-        let mut kv = self.client.kv_client();
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let resp = kv
             .get(dir.as_bytes(), Some(GetOptions::new().with_prefix()))
             .await

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
+use drover_scheduler::placement::PlanConfig;
 use drover_scheduler::{Core, Timing};
 use drover_store::embedded::EmbeddedEtcd;
 use drover_store::Store;
@@ -42,11 +43,20 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
-        Cluster::start_timed(TIMING).await
+        Cluster::start_with(TIMING, PlanConfig::default()).await
     }
 
     /// Like [`Cluster::start`], with the scheduler's timings given.
     async fn start_timed(timing: Timing) -> Cluster {
+        Cluster::start_with(timing, PlanConfig::default()).await
+    }
+
+    /// A cluster whose scheduler places with `placement`.
+    async fn start_placing(placement: PlanConfig) -> Cluster {
+        Cluster::start_with(TIMING, placement).await
+    }
+
+    async fn start_with(timing: Timing, placement: PlanConfig) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let stop = CancellationToken::new();
         let etcd = EmbeddedEtcd::open(dir.path()).unwrap();
@@ -56,22 +66,28 @@ impl Cluster {
         let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
             .await
             .unwrap();
-        Cluster::over_timed(store, dir, stop, timing).await
+        Cluster::over_with(store, dir, stop, timing, placement).await
     }
 
     /// A scheduler over `store`, stopped with `stop`.
     async fn over(store: Store, dir: tempfile::TempDir, stop: CancellationToken) -> Cluster {
-        Cluster::over_timed(store, dir, stop, TIMING).await
+        Cluster::over_with(store, dir, stop, TIMING, PlanConfig::default()).await
     }
 
-    /// Like [`Cluster::over`], with the scheduler's timings given.
-    async fn over_timed(
+    async fn over_with(
         store: Store,
         dir: tempfile::TempDir,
         stop: CancellationToken,
         timing: Timing,
+        placement: PlanConfig,
     ) -> Cluster {
-        let core = Core::new(store.clone(), timing);
+        let core = Core::with_placement(
+            store.clone(),
+            timing,
+            Default::default(),
+            Default::default(),
+            placement,
+        );
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", l.local_addr().unwrap());
         tokio::spawn(drover_scheduler::serve(core.clone(), l, stop.clone(), None));
@@ -521,5 +537,9 @@ async fn a_silent_agent_is_told_its_session_ended() {
 
 #[path = "scheduler_cluster/batches.rs"]
 mod batches;
+#[path = "scheduler_cluster/limits.rs"]
+mod limits;
+#[path = "scheduler_cluster/placement.rs"]
+mod placement;
 #[path = "scheduler_cluster/queue.rs"]
 mod queue;

@@ -252,7 +252,10 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let channel = connect(config).await?;
-    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    // Assignments carry each allocation's group: a node with many
+    // allocations of a large group gets more than gRPC's default 4 MiB.
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     // Two queues up: control (register, heartbeats, allocation status) and
     // bulk (log and exec output), taken in turn, so that a busy log or exec
     // reader never queues more than one chunk ahead of a heartbeat.

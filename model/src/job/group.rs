@@ -3,7 +3,9 @@
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::{Affinity, Constraint, JobKind, ReschedulePolicy, Resources, ServiceSpec, TaskSpec};
+use super::{
+    Affinity, Constraint, JobKind, ReschedulePolicy, Resources, ServiceSpec, SpreadSpec, TaskSpec,
+};
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
 pub const MAX_COUNT: i64 = 10_000;
@@ -45,6 +47,9 @@ pub struct GroupSpec {
     /// never (system jobs, and jobs stored before rescheduling existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reschedule: Option<ReschedulePolicy>,
+    /// Spreads of its instances over node properties (the job's apply too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spreads: Vec<SpreadSpec>,
 }
 
 impl GroupSpec {
@@ -97,6 +102,7 @@ impl From<&GroupSpec> for pb::Group {
             constraints: g.constraints.iter().map(pb::Constraint::from).collect(),
             affinities: g.affinities.iter().map(pb::Affinity::from).collect(),
             reschedule: g.reschedule.as_ref().map(pb::ReschedulePolicy::from),
+            spreads: g.spreads.iter().map(pb::Spread::from).collect(),
         }
     }
 }

@@ -26,6 +26,7 @@ mod group;
 mod periodic;
 mod reschedule;
 mod service;
+mod spread;
 mod target;
 mod task;
 #[cfg(test)]
@@ -50,6 +51,10 @@ pub use reschedule::{
 pub use service::{
     CheckSpec, ServiceSpec, MAX_CHECKS, MAX_CHECK_INTERVAL_MS, MAX_CHECK_THRESHOLD, MAX_SERVICES,
     MAX_TAGS, MIN_CHECK_INTERVAL_MS, MIN_CHECK_TIMEOUT_MS,
+};
+pub use spread::{
+    Algorithm, SpreadSpec, SpreadTarget, DEFAULT_SPREAD_WEIGHT, MAX_SPREADS, MAX_SPREAD_TARGETS,
+    MAX_SPREAD_VALUE, MAX_SPREAD_WEIGHT,
 };
 pub use target::{
     check_meta, check_property_name, Target, TargetError, MAX_META_VALUE, MAX_TARGET_NAME,
@@ -80,6 +85,12 @@ pub struct JobSpec {
     /// of placing the job itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub periodic: Option<PeriodicSpec>,
+    /// How nodes are scored; `None` means the scheduler's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// Spreads applied to every group (before the group's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spreads: Vec<SpreadSpec>,
 }
 
 impl JobSpec {
@@ -136,6 +147,11 @@ impl From<&JobSpec> for pb::Job {
                 time_zone: p.time_zone.clone(),
                 prohibit_overlap: p.prohibit_overlap,
             }),
+            algorithm: j
+                .algorithm
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default(),
+            spreads: j.spreads.iter().map(pb::Spread::from).collect(),
         }
     }
 }

@@ -145,7 +145,7 @@ impl Cluster {
             .filter(|j| j.status == JobStatus::Running)
             .map(|j| &j.spec);
         let now = now_ms();
-        let planned = reschedule::plan(&nodes, &alloc_vals, &spec, previous, now);
+        let planned = reschedule::plan(&self.placement, &nodes, &alloc_vals, &spec, previous, now);
         let plan = &planned.plan;
         let (mut record, changed) = transitions::submit(current, &spec, now);
         record.pending = queue::pending_after(plan, &record.pending, now);

@@ -22,13 +22,14 @@ use drover_store::{Kind, Store, StoreError, Versioned, WatchEvent};
 use tokio::sync::mpsc;
 
 use crate::job::JobSpec;
-use crate::placement::Plan;
+use crate::placement::{Plan, PlanConfig};
 use crate::state::{AllocRecord, JobRecord, JobStatus, NodeRecord};
 use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
 mod batch;
 mod commit;
 mod jobs;
+pub mod limits;
 mod nodes;
 
 pub use commit::{Step, Txn, Written, MAX_ATTEMPTS};
@@ -70,6 +71,16 @@ pub enum ClusterError {
         /// What a request may hold besides the rest of it.
         max: usize,
     },
+    /// A job whose record cannot fit in one store request.
+    #[error("job {job:?} is {}; the largest job the state store accepts is {} (etcd --max-request-bytes, 1.5 MiB by default, less 16 KiB for the rest of the request): split it into smaller jobs", limits::size(*bytes), limits::size(*max))]
+    JobTooLarge {
+        /// The job's name.
+        job: String,
+        /// What it takes.
+        bytes: usize,
+        /// What a store request may hold of it.
+        max: usize,
+    },
     /// Too many concurrent writers won the race.
     #[error("gave up after {attempts} conflicting writes to {what}; retry")]
     Contended {
@@ -90,6 +101,8 @@ pub struct Cluster {
     /// losses in this process; the store's revision guards protect against
     /// other processes.
     planning: tokio::sync::Mutex<()>,
+    /// The operator's placement settings, passed to every plan.
+    placement: PlanConfig,
 }
 
 impl Cluster {
@@ -99,7 +112,19 @@ impl Cluster {
             store,
             subnets,
             planning: tokio::sync::Mutex::new(()),
+            placement: PlanConfig::default(),
         }
+    }
+
+    /// The same cluster, planning with `placement` (the scheduler-wide
+    /// default algorithm).
+    pub fn with_placement(self, placement: PlanConfig) -> Cluster {
+        Cluster { placement, ..self }
+    }
+
+    /// The operator's placement settings.
+    pub fn placement(&self) -> &PlanConfig {
+        &self.placement
     }
 
     /// The store.
@@ -142,6 +167,12 @@ impl Cluster {
         Ok(self.store.watch(kind, 0).await?)
     }
 
+    /// Refuses `spec` if its record would not fit in one store request
+    /// ([`ClusterError::JobTooLarge`]).
+    pub fn check_job_size(&self, spec: &JobSpec) -> Result<(), ClusterError> {
+        limits::check_record_size(&self.store.key(Kind::Job, &spec.name), spec)
+    }
+
     /// What submitting `spec` would do, changing nothing, and whether the
     /// job exists.
     pub async fn plan(&self, spec: &JobSpec) -> Result<(Plan, bool), ClusterError> {
@@ -152,7 +183,8 @@ impl Cluster {
             .as_ref()
             .filter(|j| j.value.status == JobStatus::Running)
             .map(|j| &j.value.spec);
-        let planned = crate::reschedule::plan(&nodes, &allocs, spec, previous, now_ms());
+        let planned =
+            crate::reschedule::plan(&self.placement, &nodes, &allocs, spec, previous, now_ms());
         Ok((planned.plan, job.is_some()))
     }
 }

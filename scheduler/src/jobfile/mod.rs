@@ -14,6 +14,7 @@ mod placement;
 use placement::{wire, FileAffinity, FileConstraint};
 mod periodic;
 mod reschedule;
+mod spread;
 
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
@@ -46,6 +47,11 @@ struct FileJob {
     affinities: Vec<FileAffinity>,
     #[serde(default)]
     periodic: Option<periodic::FilePeriodic>,
+    /// `"binpack"` or `"spread"`; unset means the scheduler's default.
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default, rename = "spread")]
+    spreads: Vec<spread::FileSpread>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +74,8 @@ struct FileGroup {
     affinities: Vec<FileAffinity>,
     #[serde(default)]
     reschedule: Option<reschedule::FileReschedule>,
+    #[serde(default, rename = "spread")]
+    spreads: Vec<spread::FileSpread>,
 }
 
 /// `[[group.service]]`.
@@ -245,6 +253,8 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
         constraints: wire(file.constraints),
         affinities: wire(file.affinities),
         periodic: file.periodic.map(pb::Periodic::from),
+        algorithm: file.algorithm.unwrap_or_default(),
+        spreads: spread::to_pb(file.spreads),
         groups: file
             .groups
             .into_iter()
@@ -252,6 +262,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                 network: g.network.unwrap_or_default(),
                 constraints: wire(g.constraints),
                 affinities: wire(g.affinities),
+                spreads: spread::to_pb(g.spreads),
                 services: g.services.into_iter().map(pb::Service::from).collect(),
                 reschedule: g.reschedule.map(pb::ReschedulePolicy::from),
                 name: g.name,

@@ -8,6 +8,7 @@
 //! `refusal` names the nodes it turns away in explanations. A check of one
 //! more resource is one more [`Free`].
 
+use super::failures::thousands;
 use super::{Ask, Candidate};
 use crate::job::Resources;
 use crate::state::{NodeRecord, NodeStatus};
@@ -142,14 +143,13 @@ pub const MEMORY_FREE: Free = Free {
     of: |r| r.memory_mb,
 };
 
-/// Why instance `index` fits on none of `candidates`, stage by stage:
-/// each node is counted under the first filter (and, for constraints, the
-/// first constraint) that turns it away, largest count first:
-/// `group "web" instance 3: 10 nodes evaluated: 6 filtered by constraint
-/// ${attr.arch} = arm64, 3 short of memory (need 512 MiB), 1 draining`.
+/// Why an instance of the ask's group fits on none of `candidates`, stage
+/// by stage: each node is counted under the first filter (and, for
+/// constraints, the first constraint) that turns it away, largest count
+/// first: `10 nodes evaluated: 6 filtered by constraint ${attr.arch} =
+/// arm64, 3 short of memory (need 512 MiB), 1 draining`.
 pub fn explain<'a>(
     ask: &Ask<'_>,
-    index: u32,
     candidates: impl ExactSizeIterator<Item = Candidate<'a>>,
 ) -> String {
     let total = candidates.len();
@@ -166,16 +166,16 @@ pub fn explain<'a>(
         }
     }
     stages.sort_by(|a, b| b.2.cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
-    let what = format!("group {:?} instance {index}", ask.group.name);
     if total == 0 {
-        return format!("{what}: no nodes in the cluster");
+        return "no nodes in the cluster".to_string();
     }
     let counts: Vec<String> = stages
         .iter()
-        .map(|&(f, part, n)| format!("{n} {}", FILTERS[f].describe(ask, part)))
+        .map(|&(f, part, n)| format!("{} {}", thousands(n), FILTERS[f].describe(ask, part)))
         .collect();
     format!(
-        "{what}: {total} node{} evaluated: {}",
+        "{} node{} evaluated: {}",
+        thousands(total),
         if total == 1 { "" } else { "s" },
         counts.join(", ")
     )

@@ -13,20 +13,33 @@
 //! ([`constrain`]), and has the group's CPU and memory free after
 //! counting every live allocation on it) and scorers ([`rank`]: bin-pack,
 //! minus a penalty per instance of the same group already there, plus
-//! the affinities a node matches, and one per earlier failure of the
-//! instance on the node: [`failed`]), ties
+//! the affinities a node matches and the group's [`spread`]s, and one per
+//! earlier failure of the instance on the node: [`failed`]), ties
 //! broken by node id so that the same input always gives the same plan.
+//! [`PlanConfig`] carries what the operator sets for every job (the
+//! default scoring algorithm).
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::job::{GroupSpec, JobSpec, Resources};
+use crate::job::{Algorithm, GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
 use crate::state::{AllocRecord, NodeRecord};
 
 pub mod constrain;
 pub mod failed;
+pub(crate) mod failures;
 pub mod feasible;
 pub mod rank;
+pub mod spread;
+
+use spread::GroupSpread;
+
+/// What the operator sets for every plan (`drover scheduler --algorithm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// The scoring algorithm of jobs that name none.
+    pub algorithm: Algorithm,
+}
 
 use constrain::{GroupRules, JobTally};
 
@@ -80,6 +93,8 @@ pub struct Candidate<'a> {
     pub instances: u32,
     /// Allocations of the job (any group) already on it.
     pub job_instances: u32,
+    /// Its position in the node list (what per-node tables are indexed by).
+    pub position: usize,
 }
 
 /// What is being placed: one instance of a group.
@@ -96,14 +111,29 @@ pub struct Ask<'a> {
     /// Nodes where this instance failed before, once per failure
     /// ([`failed`]); empty for a group-wide ask.
     pub failed_on: &'a [&'a str],
+    /// The scoring algorithm: the job's, or the scheduler's default.
+    pub algorithm: Algorithm,
+    /// The group's spreads, with what they count so far.
+    pub spread: &'a GroupSpread,
 }
 
 /// Computes what is needed to bring `job` to its desired state.
 ///
 /// `allocs` is every allocation in the cluster (for usage); `previous` is the
 /// job's spec as currently stored, if any: groups whose spec changed have
-/// their allocations replaced.
+/// their allocations replaced. Uses the default [`PlanConfig`].
 pub fn plan(
+    nodes: &[NodeRecord],
+    allocs: &[AllocRecord],
+    job: &JobSpec,
+    previous: Option<&JobSpec>,
+) -> Plan {
+    plan_with(&PlanConfig::default(), nodes, allocs, job, previous)
+}
+
+/// [`plan`] with the operator's settings.
+pub fn plan_with(
+    config: &PlanConfig,
     nodes: &[NodeRecord],
     allocs: &[AllocRecord],
     job: &JobSpec,
@@ -128,24 +158,35 @@ pub fn plan(
             tally.placed(i);
         }
     }
+    let algorithm = job.algorithm.unwrap_or(config.algorithm);
     for group in &wanted.groups {
         let failed_on = failed::of_group(&failures, &group.group.name);
-        place_group(&mut usage, &mut tally, job, group, &failed_on, &mut out);
+        let ctx = GroupCtx {
+            job,
+            algorithm,
+            failed_on: &failed_on,
+        };
+        place_group(&mut usage, &mut tally, &ctx, group, &mut out);
     }
     out
 }
 
 /// Stops a group's surplus, then places its wanted instances one by one,
-/// each seeing the usage of those placed before it.
+/// each seeing the usage (and spread counts) of those placed before it.
+///
+/// Once one instance fits nowhere, the group's later instances do not
+/// either (placing only ever fills nodes), so they are not tried: the
+/// failure path costs one scan of the nodes per group, and the plan says
+/// once how many instances of the group are unplaceable and why.
 fn place_group<'a>(
     usage: &mut Usage<'a>,
     tally: &mut JobTally,
-    job: &'a JobSpec,
+    ctx: &GroupCtx<'a, '_>,
     g: &GroupChanges<'a>,
-    failed_on: &BTreeMap<u32, Vec<&str>>,
     out: &mut Plan,
 ) {
     let (placed_before, failed_before) = (out.place.len(), out.failures.len());
+    let job = ctx.job;
     for a in &g.stop {
         out.stop.push(a.id.clone());
         usage.release(a);
@@ -158,6 +199,23 @@ fn place_group<'a>(
     }
     let need = g.group.resources();
     let mut rules = GroupRules::new(job, g.group, usage.nodes, &instances, tally);
+    let none = GroupSpread::default();
+    let mut spread = group_spread(
+        usage,
+        tally,
+        g,
+        &instances,
+        &Ask {
+            job,
+            group: g.group,
+            need,
+            rules: &rules,
+            failed_on: &[],
+            algorithm: ctx.algorithm,
+            spread: &none,
+        },
+    );
+    let mut unplaced = failures::Unplaced::default();
     for want in &g.place {
         let ask = Ask {
             job,
@@ -165,6 +223,8 @@ fn place_group<'a>(
             need,
             rules: &rules,
             failed_on: &[],
+            algorithm: ctx.algorithm,
+            spread: &spread,
         };
         let chosen = match *want {
             Want::On(index, node_id) => {
@@ -180,15 +240,12 @@ fn place_group<'a>(
                     out.place.push(placement(g.group, index, node_id, ask.need));
                     Some(i)
                 } else {
-                    out.failures.push(format!(
-                        "group {:?}: node {node_id} lacks {} millicores / {} MiB free",
-                        g.group.name, ask.need.cpu_millis, ask.need.memory_mb
-                    ));
+                    unplaced.node(node_id);
                     None
                 }
             }
-            Want::Any(index) => {
-                let this = failed::ask_for(&ask, failed_on, index);
+            Want::Any(index) if !unplaced.any() => {
+                let this = failed::ask_for(&ask, ctx.failed_on, index);
                 match best_node(usage, &instances, tally, &this) {
                     Some(i) => {
                         let node_id = &usage.nodes[i].id;
@@ -196,14 +253,17 @@ fn place_group<'a>(
                         Some(i)
                     }
                     None => {
-                        out.failures.push(feasible::explain(
+                        unplaced.instance(Some(feasible::explain(
                             &ask,
-                            index,
                             (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances, tally)),
-                        ));
+                        )));
                         None
                     }
                 }
+            }
+            Want::Any(_) => {
+                unplaced.instance(None);
+                None
             }
         };
         if let Some(i) = chosen {
@@ -211,8 +271,10 @@ fn place_group<'a>(
             instances[i] += 1;
             tally.placed(i);
             rules.placed(&usage.nodes[i]);
+            spread.placed(i);
         }
     }
+    out.failures.extend(unplaced.lines(&g.group.name, need));
     let missing = g
         .place
         .len()
@@ -224,6 +286,43 @@ fn place_group<'a>(
             failures: failed_before..out.failures.len(),
         });
     }
+}
+
+/// What placing one group of a plan needs besides the usage.
+struct GroupCtx<'a, 'f> {
+    job: &'a JobSpec,
+    algorithm: Algorithm,
+    failed_on: &'f BTreeMap<u32, Vec<&'a str>>,
+}
+
+/// The spreads of `g` (the job's, then the group's), counting the group's
+/// kept allocations that are still wanted: not terminal (a failed one
+/// keeps its slot but runs nothing). Allocations stopped or replaced by
+/// this plan are not among the kept.
+fn group_spread(
+    usage: &Usage<'_>,
+    tally: &JobTally,
+    g: &GroupChanges<'_>,
+    instances: &[u32],
+    base: &Ask<'_>,
+) -> GroupSpread {
+    let job = base.job;
+    if job.spreads.is_empty() && g.group.spreads.is_empty() {
+        return GroupSpread::default();
+    }
+    let counted: Vec<usize> = g
+        .kept
+        .iter()
+        .filter(|a| a.is_live())
+        .filter_map(|a| usage.position(&a.node_id))
+        .collect();
+    GroupSpread::new(
+        usage.nodes,
+        job.spreads.iter().chain(&g.group.spreads),
+        g.group.count,
+        &counted,
+        |i| feasible::feasible(&usage.candidate(i, instances, tally), base),
+    )
 }
 
 fn placement(group: &GroupSpec, index: u32, node_id: &str, need: Resources) -> Placement {
@@ -295,6 +394,7 @@ impl<'a> Usage<'a> {
             used: self.by_node[i],
             instances: instances[i],
             job_instances: tally.on(i),
+            position: i,
         }
     }
 

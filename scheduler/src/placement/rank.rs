@@ -7,6 +7,7 @@
 //! [`Scorer`] in [`SCORERS`].
 
 use super::{Ask, Candidate};
+use crate::job::Algorithm;
 
 /// One scoring rule; higher is better.
 pub trait Scorer: Sync {
@@ -19,6 +20,7 @@ pub const SCORERS: &[&dyn Scorer] = &[
     &BinPack,
     &AntiAffinity,
     &Affinities,
+    &Spread,
     &super::failed::FailedBefore,
 ];
 
@@ -31,7 +33,8 @@ pub fn score(candidate: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
 
 /// Bin-packing: prefer the node that is fullest after placing, as the mean
 /// of its CPU and memory fill (0 to 1), so whole nodes stay free for large
-/// instances.
+/// instances. With [`Algorithm::Spread`] the score is inverted (1 - fill):
+/// the emptiest node wins, spreading load over the cluster.
 pub struct BinPack;
 
 impl Scorer for BinPack {
@@ -43,7 +46,7 @@ impl Scorer for BinPack {
                 used.saturating_add(need) as f64 / cap as f64
             }
         };
-        (frac(
+        let fill = (frac(
             c.used.cpu_millis,
             ask.need.cpu_millis,
             c.node.resources.cpu_millis,
@@ -51,7 +54,11 @@ impl Scorer for BinPack {
             c.used.memory_mb,
             ask.need.memory_mb,
             c.node.resources.memory_mb,
-        )) / 2.0
+        )) / 2.0;
+        match ask.algorithm {
+            Algorithm::BinPack => fill,
+            Algorithm::Spread => 1.0 - fill,
+        }
     }
 }
 
@@ -79,5 +86,16 @@ pub struct Affinities;
 impl Scorer for Affinities {
     fn score(&self, c: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
         ask.rules.affinity(c.node)
+    }
+}
+
+/// The group's spreads over node properties ([`super::spread`]): from -1
+/// to 1 per spread at the default weight, so a spread counts as much as
+/// bin-packing.
+pub struct Spread;
+
+impl Scorer for Spread {
+    fn score(&self, c: &Candidate<'_>, ask: &Ask<'_>) -> f64 {
+        ask.spread.score(c.position)
     }
 }

@@ -38,6 +38,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             constraints: Vec::new(),
             affinities: Vec::new(),
             reschedule: None,
+            spreads: Vec::new(),
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],
@@ -54,6 +55,8 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
         constraints: Vec::new(),
         affinities: Vec::new(),
         periodic: None,
+        algorithm: None,
+        spreads: Vec::new(),
     }
 }
 
@@ -378,5 +381,6 @@ fn failed_allocations_are_not_replaced_but_lost_ones_are() {
     assert!(p.stop.is_empty());
 }
 
+mod bad_input;
 mod constraints;
 mod properties;

@@ -20,7 +20,7 @@ fn one_pending_record_per_group_with_the_count_and_the_first_reason() {
     ];
     let p = plan(&nodes, &[], &big(5), None);
     assert_eq!(p.place.len(), 2);
-    assert_eq!(p.failures.len(), 3);
+    assert_eq!(p.failures.len(), 1);
     let pending = pending_after(&p, &[], 1_000);
     assert_eq!(pending.len(), 1, "{pending:?}");
     let g = &pending[0];

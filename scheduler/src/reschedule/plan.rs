@@ -104,6 +104,7 @@ pub fn view<'a>(allocs: &'a [AllocRecord], free: &BTreeSet<&str>) -> Cow<'a, [Al
 /// [`placement::plan`] at `now`: failed allocations that are due free
 /// their slot, and the placement of that slot replaces them.
 pub fn plan(
+    config: &placement::PlanConfig,
     nodes: &[NodeRecord],
     allocs: &[AllocRecord],
     job: &JobSpec,
@@ -117,7 +118,7 @@ pub fn plan(
         .chain(unmarked.iter().map(|(a, _)| a.id.as_str()))
         .collect();
     let seen = view(allocs, &free);
-    let plan = placement::plan(nodes, &seen, job, previous);
+    let plan = placement::plan_with(config, nodes, &seen, job, previous);
     let replacing = due
         .into_iter()
         .map(|(a, lineage)| {

@@ -160,7 +160,14 @@ fn the_placement_pass_waits_for_the_delay_then_replaces_elsewhere() {
     held.resources.memory_mb = 512;
     let allocs = vec![failed("a0", "n1", 0, 1_000, None), held];
     let due = 31_000;
-    let before = plan(&nodes(), &allocs, &spec, Some(&spec), due - 1);
+    let before = plan(
+        &Default::default(),
+        &nodes(),
+        &allocs,
+        &spec,
+        Some(&spec),
+        due - 1,
+    );
     assert_eq!(
         before.plan,
         crate::placement::Plan::default(),
@@ -168,7 +175,14 @@ fn the_placement_pass_waits_for_the_delay_then_replaces_elsewhere() {
     );
     assert_eq!(next_due_after(&spec, &allocs, due - 1), Some(due));
 
-    let at = plan(&nodes(), &allocs, &spec, Some(&spec), due);
+    let at = plan(
+        &Default::default(),
+        &nodes(),
+        &allocs,
+        &spec,
+        Some(&spec),
+        due,
+    );
     assert_eq!(at.plan.place.len(), 1, "{:?}", at.plan);
     let p = &at.plan.place[0];
     // Bin-packing alone would choose n1, the fuller node.
@@ -195,7 +209,14 @@ fn with_one_node_the_replacement_goes_where_it_failed() {
     let spec = job("service", 1, "false");
     let one = vec![node("n1", "192.0.2.1", NodeStatus::Ready)];
     let allocs = vec![failed("a0", "n1", 0, 1_000, None)];
-    let at = plan(&one, &allocs, &spec, Some(&spec), 31_000);
+    let at = plan(
+        &Default::default(),
+        &one,
+        &allocs,
+        &spec,
+        Some(&spec),
+        31_000,
+    );
     assert_eq!(at.plan.place[0].node_id, "n1");
 }
 
@@ -209,7 +230,14 @@ fn a_replacement_written_without_its_mark_is_completed_not_doubled() {
     let mut new = alloc("a1", 0, "n2", AllocStatus::Running);
     new.reschedule.lineage = Some(Box::new(l));
     let allocs = vec![old, new];
-    let p = plan(&nodes(), &allocs, &spec, Some(&spec), 99_000);
+    let p = plan(
+        &Default::default(),
+        &nodes(),
+        &allocs,
+        &spec,
+        Some(&spec),
+        99_000,
+    );
     assert!(
         p.plan.place.is_empty() && p.plan.stop.is_empty(),
         "{:?}",

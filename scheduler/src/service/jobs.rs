@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Api, Reply};
+use crate::cluster::limits;
 use crate::discovery::desired::service_counts;
 use crate::job::{check_job_name, parent_of, JobSpec};
 use crate::periodic::{children_of, ForceError, LaunchRecord};
@@ -18,9 +19,15 @@ use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
 
-/// The job a request carries, validated; every problem is listed.
+/// Most validation problems an answer lists; the rest are counted.
+const MAX_PROBLEMS_LISTED: usize = 50;
+
+/// The job a request carries, validated; every problem is listed (up to
+/// [`MAX_PROBLEMS_LISTED`], then counted). A job too large for the state
+/// store is refused first, by its size alone.
 fn validate(job: Option<&pb::Job>) -> Result<JobSpec, Status> {
     let job = job.ok_or_else(|| Status::invalid_argument("request has no job"))?;
+    limits::check_wire_size(&job.name, prost::Message::encoded_len(job))?;
     JobSpec::try_from(job).map_err(|e| {
         let name = if job.name.is_empty() {
             String::new()
@@ -32,9 +39,12 @@ fn validate(job: Option<&pb::Job>) -> Result<JobSpec, Status> {
             "job{name} is invalid ({n} problem{}):",
             if n == 1 { "" } else { "s" }
         );
-        for p in &e.problems {
+        for p in e.problems.iter().take(MAX_PROBLEMS_LISTED) {
             msg.push_str("\n  ");
             msg.push_str(p);
+        }
+        if n > MAX_PROBLEMS_LISTED {
+            msg.push_str(&format!("\n  ... and {} more", n - MAX_PROBLEMS_LISTED));
         }
         Status::invalid_argument(msg)
     })
@@ -113,6 +123,7 @@ fn job_event(
 impl pb::job_service_server::JobService for Api {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Reply<pb::SubmitResponse> {
         let spec = validate(req.get_ref().job.as_ref())?;
+        self.core.cluster().check_job_size(&spec)?;
         let done = self.core.submit(&spec).await?;
         Ok(Response::new(pb::SubmitResponse {
             version: done.version,
@@ -124,6 +135,7 @@ impl pb::job_service_server::JobService for Api {
 
     async fn plan(&self, req: Request<pb::PlanRequest>) -> Reply<pb::PlanResponse> {
         let spec = validate(req.get_ref().job.as_ref())?;
+        self.core.cluster().check_job_size(&spec)?;
         let (plan, exists) = self.core.cluster().plan(&spec).await?;
         let allocs = self.core.cluster().allocs().await?;
         Ok(Response::new(pb::PlanResponse {

@@ -47,7 +47,9 @@ impl From<ClusterError> for Status {
         match e {
             ClusterError::Store(e) => Status::unavailable(format!("state store: {e}")),
             ClusterError::Contended { .. } => Status::aborted(e.to_string()),
-            ClusterError::TooLarge { .. } => Status::invalid_argument(e.to_string()),
+            ClusterError::TooLarge { .. } | ClusterError::JobTooLarge { .. } => {
+                Status::invalid_argument(e.to_string())
+            }
             ClusterError::Subnet { .. } => Status::resource_exhausted(e.to_string()),
             ClusterError::SubnetRefused { .. } => Status::failed_precondition(e.to_string()),
         }
@@ -150,8 +152,11 @@ pub async fn serve(
     builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(pb::job_service_server::JobServiceServer::with_interceptor(
-            api.clone(),
+        // Jobs up to MAX_MESSAGE_BYTES are read, so that one too large for
+        // the store is refused naming its size and the store's limit.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            pb::job_service_server::JobServiceServer::new(api.clone())
+                .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES),
             cli(),
         ))
         .add_service(

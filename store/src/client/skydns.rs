@@ -24,6 +24,13 @@ pub const MAX_TXN_OPS: usize = 128;
 /// transaction's keys and values must fit in it.
 pub const MAX_REQUEST_BYTES: usize = 1_572_864;
 
+/// Largest answer the store client reads: a listing of every allocation
+/// (10,000 of them are about 5 MB as JSON) is over gRPC's default of 4 MiB,
+/// which would fail the read with "decoded message length too large".
+/// etcd itself sends answers of any size by default
+/// (`--max-send-bytes` is unset).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
 /// A key and value as stored, with the lease it is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawKv {
@@ -81,7 +88,10 @@ impl Store {
     /// ordered by key, in one consistent read.
     pub async fn list_skydns(&self, prefix: &str) -> Result<Vec<RawKv>, StoreError> {
         check_key(prefix)?;
-        let mut kv = self.client.kv_client();
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let resp = kv
             .get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
             .await

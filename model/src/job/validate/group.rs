@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use drover_proto::v1 as pb;
 
-use super::{clamp_u64, constraint, reschedule, service, task, Problems};
+use super::{clamp_u64, constraint, reschedule, service, spread, task, Problems};
 use crate::job::{
     GroupSpec, JobKind, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
 };
@@ -70,6 +70,7 @@ pub(super) fn group(
         );
     }
     let reschedule = reschedule::reschedule(p, &gpath, kind, g.reschedule.as_ref());
+    let spreads = spread::spreads(p, &gpath, &g.spreads);
     GroupSpec {
         name: g.name.clone(),
         count: u32::try_from(g.count).unwrap_or(0),
@@ -80,5 +81,6 @@ pub(super) fn group(
         constraints: constraint::constraints(p, &gpath, &g.constraints),
         affinities: constraint::affinities(p, &gpath, &g.affinities),
         reschedule,
+        spreads,
     }
 }

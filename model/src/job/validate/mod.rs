@@ -13,13 +13,14 @@ use std::fmt;
 
 use drover_proto::v1 as pb;
 
-use super::{check_dns_label, InvalidJob, JobKind, JobSpec};
+use super::{check_dns_label, Algorithm, InvalidJob, JobKind, JobSpec};
 
 mod constraint;
 mod group;
 mod periodic;
 mod reschedule;
 mod service;
+mod spread;
 mod task;
 mod volume;
 
@@ -120,6 +121,17 @@ impl TryFrom<&pb::Job> for JobSpec {
             .periodic
             .as_ref()
             .and_then(|pe| periodic::periodic(&mut p, kind, pe));
+        let algorithm = match job.algorithm.as_str() {
+            "" => None,
+            other => Algorithm::parse(other).or_else(|| {
+                p.push(
+                    "",
+                    format!("algorithm {other:?} is not one of \"binpack\", \"spread\""),
+                );
+                None
+            }),
+        };
+        let spreads = spread::spreads(&mut p, "", &job.spreads);
         if !p.list.is_empty() {
             return Err(InvalidJob { problems: p.list });
         }
@@ -130,6 +142,8 @@ impl TryFrom<&pb::Job> for JobSpec {
             constraints,
             affinities,
             periodic,
+            algorithm,
+            spreads,
         })
     }
 }
