@@ -370,6 +370,7 @@ impl SimNode {
         let register = pb::Register {
             node: Some(self.node()),
             running,
+            partial_assignments: true,
         };
         send(&tx, pb::agent_message::Msg::Register(register)).await?;
         let mut inbound = client

@@ -13,6 +13,11 @@ use crate::job::Resources;
 use crate::state::{NodeRecord, NodeStatus};
 
 /// One feasibility check.
+///
+/// Filters must be monotone within one group's placement: usage and the
+/// group's instance counts only grow while it is placed, and a node a
+/// filter turned away for one instance is not looked at again for the
+/// next ([`super::select`]).
 pub trait Filter: Sync {
     /// How explanations count the nodes this filter turns away, after the
     /// count: "down", "short of CPU".
@@ -100,24 +105,49 @@ pub fn explain<'a>(
     index: u32,
     candidates: impl ExactSizeIterator<Item = Candidate<'a>>,
 ) -> String {
-    let total = candidates.len();
-    let mut refused = [0usize; FILTERS.len()];
-    for c in candidates {
-        if let Some(i) = FILTERS.iter().position(|f| !f.feasible(&c, ask)) {
-            refused[i] += 1;
+    Refusals::count(ask, candidates).describe(ask, index)
+}
+
+/// How many nodes each filter turned away, of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusals {
+    total: usize,
+    refused: [usize; FILTERS.len()],
+}
+
+impl Refusals {
+    /// Counts every candidate under the first filter that refuses it.
+    pub fn count<'a>(
+        ask: &Ask<'_>,
+        candidates: impl ExactSizeIterator<Item = Candidate<'a>>,
+    ) -> Refusals {
+        let mut out = Refusals {
+            total: candidates.len(),
+            refused: [0; FILTERS.len()],
+        };
+        for c in candidates {
+            if let Some(i) = FILTERS.iter().position(|f| !f.feasible(&c, ask)) {
+                out.refused[i] += 1;
+            }
         }
+        out
     }
-    let counts: Vec<String> = FILTERS
-        .iter()
-        .zip(refused)
-        .map(|(f, n)| format!("{n} {}", f.refusal()))
-        .collect();
-    format!(
-        "group {:?} instance {index}: no node can take {} millicores and {} MiB \
-         ({total} nodes: {})",
-        ask.group.name,
-        ask.need.cpu_millis,
-        ask.need.memory_mb,
-        counts.join(", ")
-    )
+
+    /// The explanation for instance `index`.
+    pub fn describe(&self, ask: &Ask<'_>, index: u32) -> String {
+        let counts: Vec<String> = FILTERS
+            .iter()
+            .zip(self.refused)
+            .map(|(f, n)| format!("{n} {}", f.refusal()))
+            .collect();
+        format!(
+            "group {:?} instance {index}: no node can take {} millicores and {} MiB \
+             ({} nodes: {})",
+            ask.group.name,
+            ask.need.cpu_millis,
+            ask.need.memory_mb,
+            self.total,
+            counts.join(", ")
+        )
+    }
 }

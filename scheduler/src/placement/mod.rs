@@ -13,6 +13,11 @@
 //! counting every live allocation on it) and scorers ([`rank`]: bin-pack,
 //! minus a penalty per instance of the same group already there), ties
 //! broken by node id so that the same input always gives the same plan.
+//! Each instance is scored on a bounded number of feasible nodes, not all
+//! of them ([`select`]: the best of `max(16, log2 N)` candidates, walking
+//! the nodes from a start fixed by the job and group), which keeps a plan
+//! O(N + K·log N) for K instances on N nodes; an instance is refused only
+//! when no node at all can take it, and its explanation counts every node.
 
 use std::collections::HashMap;
 
@@ -22,6 +27,7 @@ use crate::state::{AllocRecord, NodeRecord};
 
 pub mod feasible;
 pub mod rank;
+pub mod select;
 
 /// What a submission would do.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -116,6 +122,8 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
         group: g.group,
         need: g.group.resources(),
     };
+    let mut selector = select::Selector::new(usage.nodes.len(), &job.name, &g.group.name);
+    let mut refused: Option<feasible::Refusals> = None;
     for want in &g.place {
         match *want {
             Want::On(index, node_id) => {
@@ -124,6 +132,7 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
                 };
                 if feasible::feasible(&usage.candidate(i, &instances), &ask) {
                     usage.claim(i, ask.need);
+                    refused = None;
                     out.place.push(placement(g.group, index, node_id, ask.need));
                 } else {
                     out.failures.push(format!(
@@ -132,18 +141,24 @@ fn place_group(usage: &mut Usage<'_>, job: &JobSpec, g: &GroupChanges<'_>, out: 
                     ));
                 }
             }
-            Want::Any(index) => match best_node(usage, &instances, &ask) {
+            Want::Any(index) => match selector.select(usage, &instances, &ask) {
                 Some(i) => {
                     usage.claim(i, ask.need);
                     instances[i] += 1;
                     let node_id = &usage.nodes[i].id;
                     out.place.push(placement(g.group, index, node_id, ask.need));
                 }
-                None => out.failures.push(feasible::explain(
-                    &ask,
-                    index,
-                    (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances)),
-                )),
+                // Nothing fits, and until this group places something
+                // nothing changes: the nodes are counted once.
+                None => {
+                    let why = refused.get_or_insert_with(|| {
+                        feasible::Refusals::count(
+                            &ask,
+                            (0..usage.nodes.len()).map(|i| usage.candidate(i, &instances)),
+                        )
+                    });
+                    out.failures.push(why.describe(&ask, index));
+                }
             },
         }
     }
@@ -156,24 +171,6 @@ fn placement(group: &GroupSpec, index: u32, node_id: &str, need: Resources) -> P
         node_id: node_id.to_string(),
         resources: need,
     }
-}
-
-/// The feasible node with the best score, by position. Nodes are scanned in
-/// order and only a strictly better score wins, so ties go to the earlier
-/// node: callers pass nodes sorted by id for a deterministic plan.
-fn best_node(usage: &Usage<'_>, instances: &[u32], ask: &Ask<'_>) -> Option<usize> {
-    let mut best: Option<(f64, usize)> = None;
-    for i in 0..usage.nodes.len() {
-        let c = usage.candidate(i, instances);
-        if !feasible::feasible(&c, ask) {
-            continue;
-        }
-        let score = rank::score(&c, ask);
-        if best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, i));
-        }
-    }
-    best.map(|(_, i)| i)
 }
 
 /// Resources claimed on each node, by position in the node list.

@@ -21,6 +21,7 @@ use crate::job::check_dns_label;
 
 mod agent;
 mod allocs;
+mod assign;
 mod jobs;
 mod nodes;
 mod session;
