@@ -1,6 +1,9 @@
 //! `scheduler-bench core [--runs N]`: the placement core's placements per
 //! second on simulated snapshots (see `core.rs`).
 //!
+//! `scheduler-bench e2e [--nodes N] [--instances N]`: one job through a
+//! real scheduler and etcd onto simulated nodes (see `e2e.rs`).
+//!
 //! `scheduler-bench [--jobs N] [--drover PATH] [--cli]`: submit -> running latency
 //! on a warm `drover dev` node. Starts `drover dev` (the binary given, or
 //! `DROVER_BIN`), then, one job at a time, opens `JobService.Watch` on a
@@ -170,11 +173,13 @@ fn quantile<T: Copy>(v: &[T], q: f64) -> T {
 }
 
 mod core;
+mod e2e;
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     match argv.first().map(String::as_str) {
         Some("core") => core::run(&argv[1..]),
+        Some("e2e") => tokio::runtime::Runtime::new()?.block_on(e2e::run(&argv[1..])),
         _ => tokio::runtime::Runtime::new()?.block_on(latency()),
     }
 }
