@@ -114,6 +114,7 @@ impl PlacementArgs {
     fn config(&self) -> drover_scheduler::placement::PlanConfig {
         drover_scheduler::placement::PlanConfig {
             algorithm: self.algorithm,
+            ..Default::default()
         }
     }
 }

@@ -276,9 +276,18 @@ pub fn assigned<'a>(
     allocs: &'a [AllocRecord],
     jobs: &'a BTreeMap<String, JobRecord>,
 ) -> Vec<Assigned<'a>> {
+    assigned_anywhere(allocs.iter().filter(|a| a.node_id == node_id), jobs).collect()
+}
+
+/// [`assigned`] for every node at once: each allocation some node should
+/// hold (its `node_id` says which).
+pub fn assigned_anywhere<'a>(
+    allocs: impl IntoIterator<Item = &'a AllocRecord>,
+    jobs: &'a BTreeMap<String, JobRecord>,
+) -> impl Iterator<Item = Assigned<'a>> {
     allocs
-        .iter()
-        .filter(|a| a.node_id == node_id && (a.desired == DesiredState::Run || a.is_live()))
+        .into_iter()
+        .filter(|a| a.desired == DesiredState::Run || a.is_live())
         .filter_map(|a| {
             let job = jobs.get(&a.job)?;
             Some(Assigned {
@@ -287,7 +296,6 @@ pub fn assigned<'a>(
                 kind: job.spec.kind,
             })
         })
-        .collect()
 }
 
 #[cfg(test)]

@@ -33,16 +33,18 @@
 
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TlsOptions, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, TlsOptions, Txn, TxnOp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod range;
 mod skydns;
 mod streams;
+
+pub(crate) use range::range_prefix;
+pub use range::LIST_PAGE;
 
 pub use skydns::{RawKv, RawOp, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_TXN_OPS, SKYDNS_PREFIX};
 
@@ -316,6 +318,8 @@ pub async fn connect_client(
 pub struct Store {
     client: Client,
     prefix: String,
+    /// Keys per request of a prefix read ([`LIST_PAGE`]).
+    page: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -346,7 +350,18 @@ impl Store {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        Ok(Store { client, prefix })
+        Ok(Store {
+            client,
+            prefix,
+            page: LIST_PAGE,
+        })
+    }
+
+    /// The same store, reading prefixes `page` keys per request (at least
+    /// 1) instead of [`LIST_PAGE`]: lets tests list many pages cheaply.
+    pub fn with_list_page(mut self, page: i64) -> Store {
+        self.page = page.max(1);
+        self
     }
 
     /// The full etcd key of a record.
@@ -384,24 +399,23 @@ impl Store {
         }
     }
 
-    /// Lists every record of a kind, in one consistent read.
+    /// Lists every record of a kind, as of one revision (read in pages of
+    /// at most [`LIST_PAGE`] keys, so no response outgrows the gRPC limit).
     pub async fn list<T: DeserializeOwned>(&self, kind: Kind) -> Result<Listing<T>, StoreError> {
         let dir = self.dir(kind);
         let mut kv = self
             .client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let resp = kv
-            .get(dir.as_bytes(), Some(GetOptions::new().with_prefix()))
+        let (kvs, revision) = range_prefix(&mut kv, dir.as_bytes(), self.page)
             .await
             .map_err(|source| StoreError::Etcd {
                 op: "range",
                 key: dir.clone(),
                 source,
             })?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let mut items = Vec::with_capacity(resp.kvs().len());
-        for kv in resp.kvs() {
+        let mut items = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let name = key.strip_prefix(&dir).unwrap_or(&key).to_string();
             items.push(Versioned {

@@ -2,7 +2,8 @@
 //! server's index (`drover_dns::watch`) and the scheduler's relay of the
 //! service-discovery records to agents both run, written once here.
 //!
-//! [`Mirror`] loads the prefix with one range read and hands it whole to
+//! [`Mirror`] loads the prefix with one (paged) range read at one revision
+//! and hands it whole to
 //! its [`Sink`] ([`Sink::load`]), then watches from the revision after
 //! that read and hands over each watch response's events as one batch
 //! ([`Sink::apply`]), so a sink can apply a response under one lock or
@@ -32,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
+use etcd_client::{Client, EventType, WatchOptions, WatchResponse};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -274,15 +275,12 @@ impl<S: Sink> Mirror<S> {
     /// Reads the whole prefix and hands it to the sink; returns the read's
     /// revision.
     async fn load(&mut self) -> Result<i64, MirrorError> {
-        let options = GetOptions::new().with_prefix();
-        let mut response = self
-            .client
-            .get(self.prefix.as_str(), Some(options))
-            .await
-            .map_err(|source| self.etcd_error("range", source))?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let kvs: Vec<(Vec<u8>, Vec<u8>)> = response
-            .take_kvs()
+        let mut kv = self.client.kv_client();
+        let (kvs, revision) =
+            crate::client::range_prefix(&mut kv, self.prefix.as_bytes(), crate::client::LIST_PAGE)
+                .await
+                .map_err(|source| self.etcd_error("range", source))?;
+        let kvs: Vec<(Vec<u8>, Vec<u8>)> = kvs
             .into_iter()
             .map(|kv| {
                 let (key, value) = kv.into_key_value();

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod hosts;
 pub mod procs;
 pub mod runtime;
+pub mod sim;
 pub mod skydns;
 pub mod util;
 

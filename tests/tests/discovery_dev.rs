@@ -189,6 +189,7 @@ fn a_rogue_node_cannot_make_dns_serve_its_address() {
                 ..Default::default()
             }),
             running: vec![],
+            partial_assignments: false,
         })))
         .await
         .unwrap();

@@ -729,6 +729,7 @@ fn another_nodes_agent_cannot_inject_into_an_exec_session() {
                     ..Default::default()
                 }),
                 running: vec![],
+                partial_assignments: false,
             })),
         })
         .await

@@ -211,6 +211,7 @@ fn register(id: &str) -> pb::AgentMessage {
                 ..Default::default()
             }),
             running: vec![],
+            partial_assignments: false,
         })),
     }
 }

@@ -135,6 +135,7 @@ async fn a_checked_service_follows_its_check_and_a_silent_node_loses_its_records
             ..Default::default()
         }),
         running: vec![],
+        partial_assignments: false,
     })))
     .await
     .unwrap();

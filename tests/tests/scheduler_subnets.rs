@@ -91,6 +91,7 @@ fn register(id: &str, address: &str, subnet: &str) -> pb::AgentMessage {
                 ..Default::default()
             }),
             running: vec![],
+            partial_assignments: false,
         })),
     }
 }

@@ -675,8 +675,11 @@ async fn maintenance_status(ep: &[String]) -> Result<()> {
     Ok(())
 }
 
+#[path = "store_conformance/paged.rs"]
+mod paged;
 #[path = "store_conformance/typed.rs"]
 mod typed;
+use paged::*;
 use typed::*;
 
 // ----------------------------------------------------------- runner
@@ -727,6 +730,7 @@ conformance!(
     typed_leases,
     typed_skydns_raw_keys,
     election_campaign_observe_resign_fence,
+    typed_list_reads_many_pages_at_one_revision,
 );
 
 /// Not a conformance case (it reads the embedded server's own counter):

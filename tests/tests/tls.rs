@@ -277,6 +277,7 @@ fn register_as(https: &str, pki: &Path, cert: &str, id: &str) -> Result<(), toni
                         ..Default::default()
                     }),
                     running: vec![],
+                    partial_assignments: false,
                 },
             )),
         };

@@ -22,7 +22,7 @@
 
 mod bootstrap;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,6 +239,9 @@ struct Session<'a> {
     /// The scheduler has said what this node holds: until then every
     /// allocation on disk may be one it wants, and nothing is collected.
     converged: bool,
+    /// The assignments as last sent, by allocation id: partial updates
+    /// apply to them.
+    assigned: BTreeMap<String, pb::Assignment>,
 }
 
 /// One connection to the scheduler; returns Ok on shutdown, Err when the
@@ -270,6 +273,7 @@ async fn session(
     let register = pb::Register {
         node: Some(node.clone()),
         running: running.iter().map(pb::AllocStatus::from).collect(),
+        partial_assignments: true,
     };
     send(&tx, pb::agent_message::Msg::Register(register)).await?;
     let mut inbound = client
@@ -307,6 +311,7 @@ async fn session(
         gc_running: None,
         state_watch: StateWatch::new(),
         converged: false,
+        assigned: BTreeMap::new(),
     };
     let mut poll = tokio::time::interval(POLL);
     // Finished allocations' files, swept at most every GC_EVERY (and at
@@ -357,7 +362,8 @@ impl Session<'_> {
         match msg.msg {
             Some(Msg::Registered(r)) => self.on_registered(allocs, &r).await,
             Some(Msg::Assignments(a)) => {
-                let (assignments, refused) = assignment::decode_all(&a.allocations);
+                let all = self.merge(a);
+                let (assignments, refused) = assignment::decode_all(&all);
                 allocs.converge(&assignments, &refused).await;
                 self.converged = true;
                 self.poll_and_report(allocs, checks).await?;
@@ -374,6 +380,29 @@ impl Session<'_> {
             None => {}
         }
         Ok(())
+    }
+
+    /// The full set of assignments after `a`: `a` itself, or when partial,
+    /// what was assigned with its changes.
+    fn merge(&mut self, a: pb::Assignments) -> Vec<pb::Assignment> {
+        let id = |x: &pb::Assignment| x.allocation.as_ref().map(|a| a.id.clone());
+        if !a.partial {
+            self.assigned = a
+                .allocations
+                .iter()
+                .filter_map(|x| Some((id(x)?, x.clone())))
+                .collect();
+            return a.allocations;
+        }
+        for x in a.allocations {
+            if let Some(key) = id(&x) {
+                self.assigned.insert(key, x);
+            }
+        }
+        for gone in &a.removed {
+            self.assigned.remove(gone);
+        }
+        self.assigned.values().cloned().collect()
     }
 
     async fn on_registered(&mut self, allocs: &mut Allocs, r: &pb::Registered) {

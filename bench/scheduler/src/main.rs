@@ -1,3 +1,9 @@
+//! `scheduler-bench core [--runs N]`: the placement core's placements per
+//! second on simulated snapshots (see `core.rs`).
+//!
+//! `scheduler-bench e2e [--nodes N] [--instances N]`: one job through a
+//! real scheduler and etcd onto simulated nodes (see `e2e.rs`).
+//!
 //! `scheduler-bench [--jobs N] [--drover PATH] [--cli]`: submit -> running latency
 //! on a warm `drover dev` node. Starts `drover dev` (the binary given, or
 //! `DROVER_BIN`), then, one job at a time, opens `JobService.Watch` on a
@@ -162,13 +168,25 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The `q` quantile (nearest rank) of sorted `v`.
-fn quantile(v: &[Duration], q: f64) -> Duration {
+fn quantile<T: Copy>(v: &[T], q: f64) -> T {
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+mod core;
+mod e2e;
+
+fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    match argv.first().map(String::as_str) {
+        Some("core") => core::run(&argv[1..]),
+        Some("e2e") => tokio::runtime::Runtime::new()?.block_on(e2e::run(&argv[1..])),
+        _ => tokio::runtime::Runtime::new()?.block_on(latency()),
+    }
+}
+
+/// The submit -> running latency on `drover dev` (the default mode).
+async fn latency() -> Result<()> {
     let args = args()?;
     if let Some(bin) = &args.drover {
         std::env::set_var("DROVER_BIN", bin);

@@ -14,6 +14,11 @@ use crate::job::Resources;
 use crate::state::{NodeRecord, NodeStatus};
 
 /// One feasibility check.
+///
+/// Filters must be monotone within one group's placement: usage and the
+/// group's instance counts only grow while it is placed, and a node a
+/// filter turned away for one instance is not looked at again for the
+/// next ([`super::select`]).
 pub trait Filter: Sync {
     /// How explanations count the nodes this filter turns away, after the
     /// count: "down", "short of CPU".

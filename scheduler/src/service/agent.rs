@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::assign::{Sent, Snapshots};
 use super::{session, Reply};
 use crate::auth;
 use crate::core::Core;
@@ -30,12 +31,17 @@ use crate::transitions::StatusReport;
 #[derive(Clone)]
 pub struct AgentApi {
     core: Arc<Core>,
+    /// One store read serves every session woken at once.
+    snapshots: Arc<Snapshots>,
 }
 
 impl AgentApi {
     /// Service over `core`.
     pub fn new(core: Arc<Core>) -> AgentApi {
-        AgentApi { core }
+        AgentApi {
+            core,
+            snapshots: Arc::default(),
+        }
     }
 }
 
@@ -199,7 +205,15 @@ impl pb::agent_service_server::AgentService for AgentApi {
         };
         let _ = tx.send(Ok(hello)).await;
         session.dirty.notify_one();
-        session::run(self.core.clone(), node, session, tx, inbound);
+        let sent = Sent::new(reg.partial_assignments);
+        session::run(
+            self.core.clone(),
+            node,
+            session,
+            tx,
+            inbound,
+            (self.snapshots.clone(), sent),
+        );
         // Jobs waiting for capacity may fit now, and system jobs want an
         // instance on the node: a full pass, soon.
         self.core.node_joined();

@@ -20,6 +20,7 @@ use crate::core::Core;
 
 mod agent;
 mod allocs;
+mod assign;
 mod jobs;
 mod nodes;
 mod session;

@@ -11,13 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::agent::status_report;
-use crate::cluster::ClusterError;
+use super::assign::{Sent, Snapshots};
 use crate::core::Core;
 use crate::peers;
 use crate::registry::{Outbound, Session};
 use crate::relay;
 use crate::state::NodeRecord;
-use crate::transitions;
 
 /// Starts the session's tasks. They end when the agent's stream does; the
 /// agent is told when the scheduler ends the session.
@@ -27,6 +26,7 @@ pub(super) fn run(
     session: Session,
     tx: Outbound,
     inbound: Streaming<pb::AgentMessage>,
+    assignments: (Arc<Snapshots>, Sent),
 ) {
     let ended = CancellationToken::new();
     tokio::spawn(peers::push(
@@ -48,22 +48,9 @@ pub(super) fn run(
         tx,
         session.dirty,
         ended.clone(),
+        assignments,
     ));
     tokio::spawn(receive(core, node.id, session.id, inbound, ended));
-}
-
-/// The assignments node `node_id` should hold right now.
-async fn assignments(core: &Core, node_id: &str) -> Result<pb::Assignments, ClusterError> {
-    let (allocs, jobs) = core.cluster().allocs_and_jobs().await?;
-    let allocations = transitions::assigned(node_id, &allocs, &jobs)
-        .into_iter()
-        .map(|a| pb::Assignment {
-            allocation: Some(pb::Allocation::from(a.alloc)),
-            group: Some(pb::Group::from(a.group)),
-            job_kind: a.kind.as_str().into(),
-        })
-        .collect();
-    Ok(pb::Assignments { allocations })
 }
 
 /// Sends the node its assignments each time they may have changed.
@@ -73,6 +60,7 @@ async fn push_assignments(
     tx: Outbound,
     dirty: Arc<Notify>,
     ended: CancellationToken,
+    (snapshots, mut sent): (Arc<Snapshots>, Sent),
 ) {
     loop {
         tokio::select! {
@@ -89,8 +77,12 @@ async fn push_assignments(
                 return;
             }
         }
-        match assignments(&core, &node_id).await {
-            Ok(a) => {
+        let woken = tokio::time::Instant::now();
+        match snapshots.for_node(&core, &node_id, woken).await {
+            Ok(current) => {
+                let Some(a) = sent.next(current) else {
+                    continue;
+                };
                 let msg = pb::SchedulerMessage {
                     msg: Some(pb::scheduler_message::Msg::Assignments(a)),
                 };

@@ -8,7 +8,7 @@
 //! the lease it is bound to. [`Store::apply_skydns`] writes at most
 //! [`MAX_TXN_OPS`] operations in one transaction: the caller batches.
 
-use etcd_client::{GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{PutOptions, Txn, TxnOp};
 
 use super::{lease_error, Store, StoreError};
 
@@ -85,23 +85,21 @@ fn check_key(key: &str) -> Result<(), StoreError> {
 
 impl Store {
     /// Every key under `prefix` (which must lie under [`SKYDNS_PREFIX`]),
-    /// ordered by key, in one consistent read.
+    /// ordered by key, as of one revision (read in pages).
     pub async fn list_skydns(&self, prefix: &str) -> Result<Vec<RawKv>, StoreError> {
         check_key(prefix)?;
         let mut kv = self
             .client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let resp = kv
-            .get(prefix.as_bytes(), Some(GetOptions::new().with_prefix()))
+        let (kvs, _) = super::range_prefix(&mut kv, prefix.as_bytes(), self.page)
             .await
             .map_err(|source| StoreError::Etcd {
                 op: "range",
                 key: prefix.to_owned(),
                 source,
             })?;
-        Ok(resp
-            .kvs()
+        Ok(kvs
             .iter()
             .map(|kv| RawKv {
                 key: String::from_utf8_lossy(kv.key()).into_owned(),

@@ -61,6 +61,7 @@ async fn next_to_first(placement: PlanConfig, algorithm: &str) -> String {
 async fn the_scheduler_default_and_the_jobs_own_algorithm_choose_the_node() {
     let spread = PlanConfig {
         algorithm: Algorithm::Spread,
+        ..Default::default()
     };
     assert_eq!(
         next_to_first(PlanConfig::default(), "").await,

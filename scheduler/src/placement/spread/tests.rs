@@ -108,8 +108,13 @@ fn without_targets_instances_even_out_over_the_values_present() {
     );
     let mut plain = j.clone();
     plain.groups[0].spreads.clear();
+    // Scoring every node (no candidate sample), as the spread does.
+    let every_node = PlanConfig {
+        max_candidates: Some(usize::MAX),
+        ..Default::default()
+    };
     assert_eq!(
-        per_rack(&nodes, &plan(&nodes, &[], &plain, None)),
+        per_rack(&nodes, &plan_with(&every_node, &nodes, &[], &plain, None)),
         counts(&[("r1", 9)]),
         "the spread is what moved them"
     );
@@ -266,6 +271,7 @@ fn binpack_is_the_default_and_spread_prefers_the_emptiest_node() {
     let binpack = PlanConfig::default();
     let spread = PlanConfig {
         algorithm: Algorithm::Spread,
+        ..Default::default()
     };
     assert_eq!(binpack.algorithm, Algorithm::BinPack);
     assert_eq!(fuller_or_emptier(binpack, None), "a");

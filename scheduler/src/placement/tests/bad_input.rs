@@ -43,7 +43,9 @@ fn ten_thousand_unplaceable_instances_are_one_line() {
     assert_eq!(p.place.len(), 10);
     assert_eq!(p.failures.len(), 1);
     assert!(
-        p.failures[0].starts_with("group \"g\": 9,990 instances unplaceable: 10 nodes evaluated: 10 short of CPU"),
+        p.failures[0].starts_with(
+            "group \"g\": 9,990 instances unplaceable: 10 nodes evaluated: 10 short of CPU"
+        ),
         "{}",
         p.failures[0]
     );

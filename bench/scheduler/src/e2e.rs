@@ -1,0 +1,177 @@
+//! `scheduler-bench e2e [--nodes 1000] [--instances 10000] [--drover PATH]`:
+//! one job of `instances` onto `nodes` simulated nodes (`drover_tests::sim`)
+//! through a real `drover scheduler` process and a real etcd (Debian's, on
+//! loopback ports with a temporary data directory). Times from the
+//! `Submit` RPC until every instance has been acknowledged running by its
+//! simulated agent and prints `persisted allocs/s: N`; then what each node
+//! was sent (bytes, assignment messages and entries) and the scheduler's
+//! RSS. With `--nodes 10000 --instances 100000` the RSS is the memory
+//! figure of issue #13.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use drover_proto::v1 as pb;
+use drover_tests::etcd::RealEtcd;
+use drover_tests::sim::{NodeSpec, Sim};
+
+/// Longest wait for registration or for every instance to run.
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The scheduler process, killed on drop.
+struct Scheduler(Child);
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `e2e` arguments.
+pub async fn run(args: &[String]) -> Result<()> {
+    let (mut nodes, mut instances, mut drover) = (1000usize, 10_000u32, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
+        match a.as_str() {
+            "--nodes" => nodes = value()?.parse().context("--nodes")?,
+            "--instances" => instances = value()?.parse().context("--instances")?,
+            "--drover" => drover = Some(PathBuf::from(value()?)),
+            other => {
+                bail!("unknown argument {other:?} (e2e: --nodes N --instances N --drover PATH)")
+            }
+        }
+    }
+    let bin = match drover {
+        Some(b) => b,
+        None => drover_tests::drover_bin(),
+    };
+    let etcd = RealEtcd::start().await?;
+    let dir = tempfile::tempdir()?;
+    let addr_file = dir.path().join("scheduler.addr");
+    let log = std::fs::File::create(dir.path().join("scheduler.log"))?;
+    let child = Command::new(&bin)
+        .args([
+            "scheduler",
+            "--etcd",
+            etcd.endpoint(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .args(["--cluster-cidr", "10.0.0.0/8", "--log", "warn"])
+        .args(["--heartbeat-ms", "5000", "--node-grace-ms", "60000"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let sched = Scheduler(child);
+    let url = format!(
+        "http://{}",
+        wait_for(|| std::fs::read_to_string(&addr_file).ok())
+            .await?
+            .trim()
+    );
+    let spec = NodeSpec {
+        cpu_millis: 64_000,
+        memory_mb: 131_072,
+        nodes_per_connection: 50,
+        ..NodeSpec::default()
+    };
+    let t0 = Instant::now();
+    let sim = Sim::start(&url, nodes, spec).await?;
+    wait_for(|| (sim.counts().registered == nodes).then_some(())).await?;
+    println!(
+        "e2e: {nodes} simulated nodes registered in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let mut jobs = pb::job_service_client::JobServiceClient::new(
+        tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect()
+            .await?,
+    );
+    let t0 = Instant::now();
+    jobs.submit(pb::SubmitRequest {
+        job: Some(job(instances)),
+    })
+    .await?;
+    let submitted = t0.elapsed();
+    wait_for(|| (sim.counts().running >= instances as usize).then_some(())).await?;
+    let took = t0.elapsed();
+    println!(
+        "e2e: {instances} instances on {nodes} nodes: submit RPC {:.2} s, all acknowledged running after {:.2} s",
+        submitted.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    let mut received = sim.received();
+    received.sort_by_key(|r| r.bytes);
+    let per = |f: fn(&drover_tests::sim::Received) -> u64| {
+        let v: Vec<u64> = received.iter().map(f).collect();
+        (crate::quantile(&v, 0.5), v.last().copied().unwrap_or(0))
+    };
+    let (bytes_med, bytes_max) = per(|r| r.bytes);
+    let (msgs_med, msgs_max) = per(|r| r.assignment_messages);
+    let (entries_med, entries_max) = per(|r| r.assignment_entries);
+    println!(
+        "e2e: sent per node (median / max): {bytes_med} / {bytes_max} bytes, {msgs_med} / {msgs_max} assignment messages, {entries_med} / {entries_max} assignment entries (allocations per node: {:.1})",
+        f64::from(instances) / nodes as f64
+    );
+    println!("e2e: scheduler RSS {} MiB", rss_kib(sched.0.id())? / 1024);
+    println!(
+        "persisted allocs/s: {:.0}",
+        f64::from(instances) / took.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn job(count: u32) -> pb::Job {
+    pb::Job {
+        name: "e2e".into(),
+        kind: "service".into(),
+        groups: vec![pb::Group {
+            name: "g".into(),
+            count: i64::from(count),
+            tasks: vec![pb::Task {
+                name: "t".into(),
+                command: vec!["/bin/true".into()],
+                resources: Some(pb::Resources {
+                    cpu_millis: 100,
+                    memory_mb: 64,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Polls `check` every 10 ms until it gives a value, for [`TIMEOUT`].
+async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let end = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            bail!("gave up after {TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `VmRSS` of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
