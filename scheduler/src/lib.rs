@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod core;
+pub mod deploy;
 pub mod discovery;
 pub mod job;
 pub mod jobfile;

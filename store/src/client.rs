@@ -60,6 +60,11 @@ pub enum Kind {
     /// `subnets/<cidr>`: which node holds a task subnet (the scheduler
     /// creates it with the node's record, so no two nodes share one).
     Subnet,
+    /// `deployments/<job>/<version>`: the roll-out of one job version.
+    Deployment,
+    /// `versions/<job>/<version>`: every kept version of a job's spec
+    /// (history, revert, and which allocations are of the current spec).
+    JobVersion,
 }
 
 impl Kind {
@@ -69,6 +74,8 @@ impl Kind {
             Kind::Alloc => "allocs/",
             Kind::Node => "nodes/",
             Kind::Subnet => "subnets/",
+            Kind::Deployment => "deployments/",
+            Kind::JobVersion => "versions/",
         }
     }
 }
@@ -354,14 +361,26 @@ impl Store {
 
     /// Lists every record of a kind, in one consistent read.
     pub async fn list<T: DeserializeOwned>(&self, kind: Kind) -> Result<Listing<T>, StoreError> {
+        self.list_prefix(kind, "").await
+    }
+
+    /// Lists the records of a kind whose names start with `name_prefix`
+    /// (`web/` for the deployments of job `web`), in one consistent read;
+    /// names are given whole, as [`Store::list`] gives them.
+    pub async fn list_prefix<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        name_prefix: &str,
+    ) -> Result<Listing<T>, StoreError> {
         let dir = self.dir(kind);
+        let wanted = format!("{dir}{name_prefix}");
         let mut kv = self.client.kv_client();
         let resp = kv
-            .get(dir.as_bytes(), Some(GetOptions::new().with_prefix()))
+            .get(wanted.as_bytes(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(|source| StoreError::Etcd {
                 op: "range",
-                key: dir.clone(),
+                key: wanted.clone(),
                 source,
             })?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);

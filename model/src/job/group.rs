@@ -3,7 +3,7 @@
 use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::{JobKind, Resources, ServiceSpec, TaskSpec};
+use super::{JobKind, Resources, ServiceSpec, TaskSpec, UpdateSpec};
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
 pub const MAX_COUNT: i64 = 10_000;
@@ -34,6 +34,10 @@ pub struct GroupSpec {
     /// Services its allocations offer, names unique within the job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceSpec>,
+    /// How a change of its instances is rolled out; `None`: all at once,
+    /// without a deployment (see [`UpdateSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
 }
 
 impl GroupSpec {
@@ -83,6 +87,7 @@ impl From<&GroupSpec> for pb::Group {
             }),
             network: g.network.clone(),
             services: g.services.iter().map(pb::Service::from).collect(),
+            update: g.update.as_ref().map(pb::UpdateStrategy::from),
         }
     }
 }

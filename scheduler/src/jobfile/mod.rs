@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 use drover_proto::v1 as pb;
 use serde::Deserialize;
 
+mod update;
+
+use update::FileUpdate;
+
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
 /// Default memory reservation when a task names none.
@@ -51,6 +55,9 @@ struct FileGroup {
     network: Option<String>,
     #[serde(default, rename = "service")]
     services: Vec<FileService>,
+    /// `update = { max_parallel = 2, ... }`: rolled out as a deployment.
+    #[serde(default)]
+    update: Option<FileUpdate>,
 }
 
 /// `[[group.service]]`.
@@ -229,6 +236,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
             .map(|g| pb::Group {
                 network: g.network.unwrap_or_default(),
                 services: g.services.into_iter().map(pb::Service::from).collect(),
+                update: g.update.map(pb::UpdateStrategy::from),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {

@@ -35,6 +35,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             restart: RestartPolicy::default_for(kind),
             network: String::new(),
             services: Vec::new(),
+            update: None,
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],
