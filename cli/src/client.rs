@@ -166,7 +166,9 @@ pub async fn job_run(opts: &ClientOpts, file: &Path, detach: bool, wait: u64) ->
                 if waiting {
                     bail!("allocations of job {name:?} still pending after {wait} s");
                 }
-                return Ok(());
+                // A changed group with an update strategy rolls out as a
+                // deployment: follow it to its end.
+                return crate::deploy::follow(opts, &name, resp.version).await;
             }
             follow.next_change(deadline).await;
         }

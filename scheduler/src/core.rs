@@ -29,6 +29,7 @@ use crate::relay::exec::ExecRelay;
 use crate::relay::logs::LogRelay;
 use crate::state::{DesiredState, JobStatus, NodeRecord, NodeStatus};
 use crate::subnet::SubnetConfig;
+use crate::timers::DeployTimers;
 use crate::transitions::StatusReport;
 
 /// How often agents heartbeat, and how long silence is tolerated.
@@ -66,6 +67,8 @@ pub struct Core {
     /// Refuse agent certificates not bound to one node
     /// ([`Core::require_node_certs`]).
     node_certs_required: AtomicBool,
+    /// When running deployments want another look.
+    deploy_timers: DeployTimers,
 }
 
 impl Core {
@@ -100,6 +103,7 @@ impl Core {
             discovery,
             registrar: Arc::new(registrar),
             node_certs_required: AtomicBool::new(false),
+            deploy_timers: DeployTimers::default(),
         })
     }
 
@@ -177,6 +181,7 @@ impl Core {
             }
         };
         self.registry.wake(&done.touched);
+        self.deploy_later(&spec.name, &done);
         // Its services may have changed (port, tags, protocol, checks).
         let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
         self.sync_records(&ids).await;
@@ -225,6 +230,9 @@ impl Core {
             return Ok(());
         };
         self.sync_records(std::slice::from_ref(&r.id)).await;
+        if self.cluster.is_deploying(&r.job) {
+            self.step_deployment(&r.job).await;
+        }
         if r.status.is_terminal() {
             // It no longer needs to be in the node's assignments.
             self.registry.wake(&[node_id.to_string()].into());
@@ -284,6 +292,12 @@ impl Core {
             if j.value.status != JobStatus::Running {
                 continue;
             }
+            if j.value.spec.groups.iter().any(|g| g.update.is_some()) {
+                // Deployments are stepped on status reports and timers;
+                // this is the backstop (and a restarted scheduler's start).
+                self.step_deployment(&j.name).await;
+                continue;
+            }
             let (plan, _) = self.cluster.plan(&j.value.spec).await?;
             if !plan.place.is_empty() || !plan.stop.is_empty() {
                 tracing::info!(job = %j.name, place = plan.place.len(), stop = plan.stop.len(), "reconcile");
@@ -297,6 +311,50 @@ impl Core {
             tracing::warn!(%error, "discovery records resync failed");
         }
         Ok(())
+    }
+
+    /// Submits job `name`'s kept version `version` again (a revert: no
+    /// canary phase) and tells the nodes.
+    pub async fn revert(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Submitted, crate::cluster::DeployError> {
+        let done = self.cluster.revert(name, version).await?;
+        self.registry.wake(&done.touched);
+        self.deploy_later(name, &done);
+        let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
+        self.sync_records(&ids).await;
+        Ok(done)
+    }
+
+    /// When running deployments want another look.
+    pub(crate) fn deploy_timers(&self) -> &DeployTimers {
+        &self.deploy_timers
+    }
+
+    /// Asks for another pass over job `name` when `done` says its
+    /// deployment wants one.
+    fn deploy_later(&self, name: &str, done: &Submitted) {
+        if let Some(at) = done.wake_at {
+            self.deploy_timers.at(name, at);
+        }
+    }
+
+    /// Steps job `name`'s deployment: a placement pass of the job as
+    /// stored, which places and stops what the deployment now allows. A
+    /// failure is logged (the next report, timer or reconcile pass tries
+    /// again).
+    pub(crate) async fn step_deployment(&self, name: &str) {
+        match self.cluster.replace(name).await {
+            Ok(done) => {
+                self.registry.wake(&done.touched);
+                self.deploy_later(name, &done);
+                let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
+                self.sync_records(&ids).await;
+            }
+            Err(error) => tracing::warn!(job = %name, %error, "deployment step failed"),
+        }
     }
 
     /// Runs [`Core::reconcile`] every [`Timing::reconcile`] until

@@ -38,6 +38,7 @@ pub mod subnet;
 mod sync;
 #[cfg(test)]
 mod testkit;
+mod timers;
 pub mod transitions;
 
 pub use crate::core::{Core, Discovery, Timing};

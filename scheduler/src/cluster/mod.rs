@@ -28,10 +28,12 @@ use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
 mod batch;
 mod commit;
+mod deploy;
 mod jobs;
 mod nodes;
 
 pub use commit::{Step, Txn, Written, MAX_ATTEMPTS};
+pub use deploy::DeployError;
 pub use jobs::Submitted;
 
 /// Errors of the cluster state, mapped to gRPC statuses at the edge.
@@ -90,6 +92,9 @@ pub struct Cluster {
     /// losses in this process; the store's revision guards protect against
     /// other processes.
     planning: tokio::sync::Mutex<()>,
+    /// Jobs whose deployment was running when last placed (see
+    /// `deploy.rs`): their allocations' status reports step it.
+    deploying: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Cluster {
@@ -99,6 +104,7 @@ impl Cluster {
             store,
             subnets,
             planning: tokio::sync::Mutex::new(()),
+            deploying: std::sync::Mutex::default(),
         }
     }
 
@@ -148,12 +154,25 @@ impl Cluster {
         let job = self.job(&spec.name).await?;
         let nodes = values(self.nodes().await?);
         let allocs = values(self.allocs().await?);
-        let previous = job
-            .as_ref()
-            .filter(|j| j.value.status == JobStatus::Running)
-            .map(|j| &j.value.spec);
+        let current = job.as_ref().map(|j| &j.value);
+        let previous = current
+            .filter(|j| j.status == JobStatus::Running)
+            .map(|j| &j.spec);
+        // As a submission would: under the job's deployment.
+        let now = now_ms();
+        let (record, changed) = crate::transitions::submit(current, spec, now);
+        let mine: Vec<AllocRecord> = allocs
+            .iter()
+            .filter(|a| a.job == spec.name)
+            .cloned()
+            .collect();
+        let outcome = self
+            .history(&spec.name)
+            .await?
+            .outcome(&record, changed, false, &mine, now);
+        let managed = deploy::managed(&outcome);
         Ok((
-            placement::plan(&nodes, &allocs, spec, previous),
+            placement::plan_managed(&nodes, &allocs, spec, previous, &managed),
             job.is_some(),
         ))
     }

@@ -14,11 +14,11 @@
 //! minus a penalty per instance of the same group already there), ties
 //! broken by node id so that the same input always gives the same plan.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::job::{GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
-use crate::state::{AllocRecord, NodeRecord};
+use crate::state::{AllocRecord, AllocStatus, DesiredState, NodeRecord};
 
 pub mod feasible;
 pub mod rank;
@@ -80,12 +80,45 @@ pub fn plan(
     job: &JobSpec,
     previous: Option<&JobSpec>,
 ) -> Plan {
+    plan_managed(nodes, allocs, job, previous, &BTreeMap::new())
+}
+
+/// A group whose instances another rule decides (a deployment, see
+/// [`crate::deploy`]) instead of [`reconcile`]: which indexes to place and
+/// which allocations to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Managed<'a> {
+    /// Instance indexes to place.
+    pub place: &'a [u32],
+    /// Ids of the group's allocations to stop.
+    pub stop: &'a [String],
+}
+
+/// [`plan`], with the groups named in `managed` placed and stopped as it
+/// says; their other wanted allocations are kept as they are.
+pub fn plan_managed(
+    nodes: &[NodeRecord],
+    allocs: &[AllocRecord],
+    job: &JobSpec,
+    previous: Option<&JobSpec>,
+    managed: &BTreeMap<&str, Managed<'_>>,
+) -> Plan {
     let eligible: Vec<&str> = nodes
         .iter()
         .filter(|n| feasible::eligible(n))
         .map(|n| n.id.as_str())
         .collect();
-    let wanted = reconcile(job, previous, allocs, &eligible);
+    let mut wanted = reconcile(job, previous, allocs, &eligible);
+    if !managed.is_empty() {
+        wanted
+            .replaced
+            .retain(|a| !managed.contains_key(a.group.as_str()));
+        for g in wanted.groups.iter_mut() {
+            if let Some(m) = managed.get(g.group.name.as_str()) {
+                *g = managed_group(g.group, job, allocs, m);
+            }
+        }
+    }
     let mut usage = Usage::new(nodes, allocs);
     let mut out = Plan::default();
     for a in wanted.replaced {
@@ -96,6 +129,26 @@ pub fn plan(
         place_group(&mut usage, job, group, &mut out);
     }
     out
+}
+
+/// The changes of a group another rule decides.
+fn managed_group<'a>(
+    group: &'a GroupSpec,
+    job: &JobSpec,
+    allocs: &'a [AllocRecord],
+    m: &Managed<'_>,
+) -> GroupChanges<'a> {
+    let (stop, kept) = allocs
+        .iter()
+        .filter(|a| a.job == job.name && a.group == group.name)
+        .filter(|a| a.desired == DesiredState::Run && a.status != AllocStatus::Lost)
+        .partition(|a| m.stop.contains(&a.id));
+    GroupChanges {
+        group,
+        kept,
+        stop,
+        place: m.place.iter().map(|&i| Want::Any(i)).collect(),
+    }
 }
 
 /// Stops a group's surplus, then places its wanted instances one by one,

@@ -21,6 +21,7 @@ use crate::job::check_dns_label;
 
 mod agent;
 mod allocs;
+mod deployments;
 mod jobs;
 mod nodes;
 mod session;
@@ -130,6 +131,10 @@ pub async fn serve(
     let api = Api::new(core.clone());
     tokio::spawn(core.clone().reconcile_every_period(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
+    tokio::spawn(crate::timers::DeployTimers::run(
+        core.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();
@@ -158,6 +163,12 @@ pub async fn serve(
         ))
         .add_service(
             pb::node_service_server::NodeServiceServer::with_interceptor(api.clone(), cli()),
+        )
+        .add_service(
+            pb::deployment_service_server::DeploymentServiceServer::with_interceptor(
+                api.clone(),
+                cli(),
+            ),
         )
         .add_service(pb::alloc_service_server::AllocServiceServer::with_interceptor(api, cli()))
         .add_service(
