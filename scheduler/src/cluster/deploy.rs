@@ -192,6 +192,34 @@ impl History {
         Ok(())
     }
 
+    /// When the pass's deployment fails asking for auto-revert, names in
+    /// it the version it goes back to (written with the failure, so that
+    /// whoever sees it failed sees where it went).
+    pub(super) fn mark_revert(&self, outcome: &mut Outcome) {
+        let before = self.latest.as_ref().map(|l| &l.value);
+        let Some(d) = outcome.decision.as_mut() else {
+            return;
+        };
+        let wanted =
+            before.is_some_and(|b| b.version == d.deployment.version && d.revert_wanted(b));
+        if !wanted || outcome.created {
+            return;
+        }
+        match self.stable_before(d.deployment.version) {
+            Some(stable) => {
+                d.deployment.reverted_to = Some(stable.version);
+                d.deployment.description = format!(
+                    "{}; reverted to version {}",
+                    d.deployment.description, stable.version
+                );
+            }
+            None => d
+                .deployment
+                .description
+                .push_str("; no stable version to revert to"),
+        }
+    }
+
     /// The last stable version before `failed`, if any.
     pub(super) fn stable_before(&self, failed: u64) -> Option<&JobVersion> {
         self.versions
@@ -214,15 +242,24 @@ impl Cluster {
     ) -> Result<Option<super::Submitted>, ClusterError> {
         let name = &failed.job;
         let history = self.history(name).await?;
-        let Some(stable) = history.stable_before(failed.version).cloned() else {
-            tracing::warn!(job = %name, version = failed.version, "deployment failed; no stable version to revert to");
+        let to = match failed.reverted_to {
+            Some(to) => to,
+            None => match history.stable_before(failed.version) {
+                Some(stable) => stable.version,
+                None => {
+                    tracing::warn!(job = %name, version = failed.version, "deployment failed; no stable version to revert to");
+                    return Ok(None);
+                }
+            },
+        };
+        let Some(stable) = history.versions.get(&to).map(|v| v.value.clone()) else {
+            tracing::warn!(job = %name, version = to, "the version to revert to is no longer kept");
             return Ok(None);
         };
-        tracing::info!(job = %name, failed = failed.version, to = stable.version, "deployment failed; reverting to the last stable version");
+        tracing::info!(job = %name, failed = failed.version, to, "deployment failed; reverting to the last stable version");
         let key = version_key(name, failed.version);
-        let to = stable.version;
         self.update::<Deployment>(Kind::Deployment, "deployment", &key, |d| {
-            (d.reverted_to.is_none()).then(|| Deployment {
+            d.reverted_to.is_none().then(|| Deployment {
                 reverted_to: Some(to),
                 description: format!("{}; reverted to version {to}", d.description),
                 ..d.clone()

@@ -190,7 +190,8 @@ impl Cluster {
             .filter(|a| a.job == name)
             .cloned()
             .collect();
-        let outcome = history.outcome(&record, changed, revert, &mine, now);
+        let mut outcome = history.outcome(&record, changed, revert, &mine, now);
+        history.mark_revert(&mut outcome);
         let plan = placement::plan_managed(
             &nodes,
             &alloc_vals,
