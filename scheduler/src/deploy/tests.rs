@@ -95,7 +95,7 @@ impl World {
         });
         if let Some(d) = &out.decision {
             self.deployment = Some(d.deployment.clone());
-            for (_, actions) in &d.groups {
+            for actions in d.groups.values() {
                 for id in &actions.stop {
                     let a = self.allocs.iter_mut().find(|a| &a.id == id).unwrap();
                     a.desired = DesiredState::Stop;
