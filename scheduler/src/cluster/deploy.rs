@@ -27,6 +27,9 @@ pub(super) struct History {
     pub latest: Option<Versioned<Deployment>>,
     /// Every kept version, by version.
     pub versions: BTreeMap<u64, Versioned<JobVersion>>,
+    /// The version [`History::write`] saw succeed in the same pass as its
+    /// creation, for [`History::write_version`].
+    pending_stable: bool,
 }
 
 /// Errors of the deployment operations, beside the store's.
@@ -72,6 +75,7 @@ impl Cluster {
         Ok(History {
             latest: by_version(name, deployments).into_values().next_back(),
             versions: by_version(name, versions),
+            pending_stable: false,
         })
     }
 
@@ -131,23 +135,18 @@ impl History {
     }
 
     /// Adds to `txn` what the pass writes of versions and deployments: the
-    /// new version's record, the superseded and the current deployment,
-    /// and, when the deployment succeeds, its versions marked stable.
+    /// superseded and the current deployment and, when the deployment
+    /// succeeds, its versions marked stable. The new version's record is
+    /// [`History::write_version`]'s, after the job.
     pub(super) fn write(
-        &self,
+        &mut self,
         txn: &mut Txn<'_>,
         record: &JobRecord,
         changed: bool,
         outcome: &Outcome,
     ) -> Result<(), ClusterError> {
         let job = &record.spec.name;
-        let rev_of = |v: u64| self.versions.get(&v).map_or(0, |r| r.mod_revision);
-        let mut version = changed.then(|| JobVersion {
-            version: record.version,
-            spec: record.spec.clone(),
-            submitted_unix_ms: record.submitted_unix_ms,
-            stable: false,
-        });
+        let mut version = self.new_version(record, changed);
         if let Some(old) = &outcome.superseded {
             let rev = self.latest.as_ref().map_or(0, |d| d.mod_revision);
             txn.update(Kind::Deployment, &version_key(job, old.version), rev, old)?;
@@ -185,9 +184,39 @@ impl History {
                 }
             }
         }
-        if let Some(v) = &version {
-            let key = version_key(job, v.version);
-            txn.update(Kind::JobVersion, &key, rev_of(v.version), v)?;
+        self.pending_stable = version.is_some_and(|v| v.stable);
+        Ok(())
+    }
+
+    /// The record of the version a pass writes, if it writes one.
+    fn new_version(&self, record: &JobRecord, changed: bool) -> Option<JobVersion> {
+        changed.then(|| JobVersion {
+            version: record.version,
+            spec: record.spec.clone(),
+            submitted_unix_ms: record.submitted_unix_ms,
+            stable: false,
+        })
+    }
+
+    /// Adds the new version's record to `txn`, after the job: it is as
+    /// large as the job, which is the record a too-large write must name,
+    /// and a version record cut off is only history lost (allocations of
+    /// an unkept version count as current when it is the job's).
+    pub(super) fn write_version(
+        &self,
+        txn: &mut Txn<'_>,
+        record: &JobRecord,
+        changed: bool,
+    ) -> Result<(), ClusterError> {
+        if let Some(mut v) = self.new_version(record, changed) {
+            v.stable = self.pending_stable;
+            let rev = self.versions.get(&v.version).map_or(0, |r| r.mod_revision);
+            txn.update(
+                Kind::JobVersion,
+                &version_key(&record.spec.name, v.version),
+                rev,
+                &v,
+            )?;
         }
         Ok(())
     }

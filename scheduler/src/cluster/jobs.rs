@@ -184,7 +184,7 @@ impl Cluster {
             .map(|j| &j.spec);
         let now = now_ms();
         let (record, changed) = transitions::submit(current, &spec, now);
-        let history = self.history(name).await?;
+        let mut history = self.history(name).await?;
         let mine: Vec<AllocRecord> = alloc_vals
             .iter()
             .filter(|a| a.job == name)
@@ -222,6 +222,7 @@ impl Cluster {
             txn.expect(Kind::Job, name, job_rev);
         }
         txn.anchor();
+        history.write_version(&mut txn, &record, changed)?;
         for p in &plan.place {
             let rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
             txn.create(Kind::Alloc, &rec.id, &rec)?;
