@@ -219,6 +219,13 @@ impl Core {
         let Some((stopped, touched)) = stopped else {
             return Ok(None);
         };
+        if let Err(error) = self
+            .cluster
+            .cancel_deployment(name, "the job was stopped")
+            .await
+        {
+            tracing::warn!(job = %name, %error, "cannot cancel the stopped job's deployment");
+        }
         self.registry.wake(&touched);
         self.sync_records(&stopped).await;
         Ok(Some(stopped))

@@ -9,13 +9,14 @@
 //!   [`transitions`] what a stop, a status report, a lost node, a finished
 //!   batch job, a registration or a drain make of the records,
 //!   [`discovery`] what a node may report and which SkyDNS records the
-//!   state calls for;
+//!   state calls for, [`deploy`] how a changed group is rolled out (the
+//!   pure step of a deployment);
 //! - [`cluster`]: the state as stored, every write one guarded transaction
 //!   retried on conflict;
 //! - the process's memory: the registry of connected agents, the log and
 //!   exec relays between CLI and agent streams, the peer view, and the
 //!   [`registrar`] that writes the discovery records bound to each node's
-//!   lease;
+//!   lease, and the timers of running deployments;
 //! - [`core::Core`] composes them; the gRPC services ([`service`], with
 //!   [`auth`] deciding who may call what) are the edge.
 

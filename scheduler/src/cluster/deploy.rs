@@ -401,6 +401,29 @@ impl Cluster {
         .await
     }
 
+    /// Cancels job `name`'s running deployment, if it has one, saying
+    /// `why` (the job was stopped).
+    pub async fn cancel_deployment(&self, name: &str, why: &str) -> Result<(), ClusterError> {
+        let cancelled = self
+            .change_latest(name, |d| {
+                if d.status != DeploymentStatus::Running {
+                    return Err(String::new());
+                }
+                Ok(Deployment {
+                    status: DeploymentStatus::Cancelled,
+                    description: why.to_string(),
+                    modified_unix_ms: now_ms(),
+                    ..d.clone()
+                })
+            })
+            .await;
+        self.note_deploying(name, false);
+        match cancelled {
+            Ok(_) | Err(DeployError::NotFound(_) | DeployError::Refused(_)) => Ok(()),
+            Err(DeployError::Cluster(e)) => Err(e),
+        }
+    }
+
     /// Rewrites job `name`'s latest deployment with `change`.
     async fn change_latest(
         &self,

@@ -457,3 +457,42 @@ fn health_needs_every_declared_check_passing_for_min_healthy_time() {
     assert_eq!(s.deployment.groups["g"].allocs["a1"].healthy, Some(true));
     assert_eq!(s.deployment.status, DeploymentStatus::Successful);
 }
+
+/// Placement honours a deployment's decision for the groups it manages:
+/// the old and the new allocation at one index both stay (the reconciler
+/// alone would stop the later one as a duplicate), and only the indexes
+/// the deployment names are placed.
+#[test]
+fn placement_keeps_both_holders_of_an_index_under_a_deployment() {
+    use crate::placement::{plan, plan_managed, Managed};
+    use crate::state::NodeStatus;
+    use crate::testkit::node;
+
+    let nodes = [node("n1", "192.0.2.1", NodeStatus::Ready)];
+    let j = spec(3, "v2", update(1));
+    let mut allocs: Vec<AllocRecord> = (0..3)
+        .map(|i| alloc(&format!("old{i}"), i, "n1", AllocStatus::Running))
+        .collect();
+    let mut new0 = alloc("new0", 0, "n1", AllocStatus::Running);
+    new0.job_version = 2;
+    new0.created_unix_ms = 5;
+    allocs.push(new0);
+    let plain = plan(&nodes, &allocs, &j, Some(&j));
+    assert_eq!(
+        plain.stop,
+        ["new0"],
+        "the reconciler alone stops a second holder"
+    );
+    let stop = vec!["old0".to_string()];
+    let managed = std::collections::BTreeMap::from([(
+        "g",
+        Managed {
+            place: &[1],
+            stop: &stop,
+        },
+    )]);
+    let p = plan_managed(&nodes, &allocs, &j, Some(&j), &managed);
+    assert_eq!(p.stop, ["old0"]);
+    let placed: Vec<u32> = p.place.iter().map(|x| x.index).collect();
+    assert_eq!(placed, [1]);
+}
