@@ -68,6 +68,17 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Deletes the record read at `mod_revision`.
+    pub fn delete(&mut self, kind: Kind, name: &str, mod_revision: i64) {
+        self.ops.push(Op {
+            guard: guard(kind, name, mod_revision),
+            write: Some(Write::Delete {
+                kind,
+                name: name.to_string(),
+            }),
+        });
+    }
+
     /// Creates the record, only if it does not exist.
     pub fn create<T: Serialize>(
         &mut self,

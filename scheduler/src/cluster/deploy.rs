@@ -15,11 +15,11 @@ use drover_store::{Kind, Versioned};
 
 use super::{now_ms, Cluster, ClusterError, Step, Txn};
 use crate::deploy::plan::{self as deploy_plan, Input, Outcome};
-use crate::deploy::record::{job_prefix, version_key};
+use crate::deploy::record::{job_prefix, prune, version_key};
 use crate::deploy::{promote, Deployment, DeploymentStatus, JobVersion};
 use crate::job::JobSpec;
 use crate::placement::Managed;
-use crate::state::{AllocRecord, JobRecord};
+use crate::state::{AllocRecord, DesiredState, JobRecord};
 
 /// What a placement pass reads of a job's deployments and versions.
 pub(super) struct History {
@@ -202,21 +202,38 @@ impl History {
     /// large as the job, which is the record a too-large write must name,
     /// and a version record cut off is only history lost (allocations of
     /// an unkept version count as current when it is the job's).
+    ///
+    /// Old versions no wanted allocation runs are dropped with it (see
+    /// [`prune`]), a few at a time.
     pub(super) fn write_version(
         &self,
         txn: &mut Txn<'_>,
         record: &JobRecord,
         changed: bool,
+        allocs: &[AllocRecord],
     ) -> Result<(), ClusterError> {
-        if let Some(mut v) = self.new_version(record, changed) {
-            v.stable = self.pending_stable;
-            let rev = self.versions.get(&v.version).map_or(0, |r| r.mod_revision);
-            txn.update(
-                Kind::JobVersion,
-                &version_key(&record.spec.name, v.version),
-                rev,
-                &v,
-            )?;
+        let Some(mut v) = self.new_version(record, changed) else {
+            return Ok(());
+        };
+        let job = &record.spec.name;
+        v.stable = self.pending_stable;
+        let rev = self.versions.get(&v.version).map_or(0, |r| r.mod_revision);
+        txn.update(Kind::JobVersion, &version_key(job, v.version), rev, &v)?;
+        let kept: Vec<(u64, bool)> = self
+            .versions
+            .iter()
+            .map(|(n, r)| (*n, r.value.stable))
+            .chain([(v.version, v.stable)])
+            .collect();
+        let in_use: BTreeSet<u64> = allocs
+            .iter()
+            .filter(|a| a.desired == DesiredState::Run)
+            .map(|a| a.job_version)
+            .collect();
+        for old in prune(&kept, &in_use, 8) {
+            if let Some(r) = self.versions.get(&old) {
+                txn.delete(Kind::JobVersion, &version_key(job, old), r.mod_revision);
+            }
         }
         Ok(())
     }

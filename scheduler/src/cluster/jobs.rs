@@ -222,7 +222,7 @@ impl Cluster {
             txn.expect(Kind::Job, name, job_rev);
         }
         txn.anchor();
-        history.write_version(&mut txn, &record, changed)?;
+        history.write_version(&mut txn, &record, changed, &mine)?;
         for p in &plan.place {
             let rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
             txn.create(Kind::Alloc, &rec.id, &rec)?;

@@ -4,7 +4,7 @@
 //! per job version whose groups' instances changed), each version of a
 //! job's spec under `versions/<job>/<version>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +145,26 @@ pub struct JobVersion {
     pub stable: bool,
 }
 
+/// Versions of a job kept at least: the newest ones.
+pub const KEEP_VERSIONS: usize = 32;
+
+/// Versions to drop from `kept` (version, stable), oldest first: all but
+/// the newest [`KEEP_VERSIONS`], the newest stable one (auto-revert's
+/// target) and those in `in_use` (versions of wanted allocations, whose
+/// spec tells whether they are current), at most `max` at a time.
+pub fn prune(kept: &[(u64, bool)], in_use: &BTreeSet<u64>, max: usize) -> Vec<u64> {
+    let newest_stable = kept.iter().filter(|(_, s)| *s).map(|(v, _)| *v).max();
+    let mut sorted: Vec<u64> = kept.iter().map(|(v, _)| *v).collect();
+    sorted.sort_unstable();
+    let old = sorted.len().saturating_sub(KEEP_VERSIONS);
+    sorted[..old]
+        .iter()
+        .copied()
+        .filter(|v| Some(*v) != newest_stable && !in_use.contains(v))
+        .take(max)
+        .collect()
+}
+
 /// The store name of `job`'s record at `version` (deployments and
 /// versions alike).
 pub fn version_key(job: &str, version: u64) -> String {
@@ -154,4 +174,18 @@ pub fn version_key(job: &str, version: u64) -> String {
 /// The store name prefix of every record of `job`.
 pub fn job_prefix(job: &str) -> String {
     format!("{job}/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_keeps_the_newest_the_stable_target_and_versions_in_use() {
+        let kept: Vec<(u64, bool)> = (1..=40).map(|v| (v, v == 3)).collect();
+        let in_use = BTreeSet::from([5]);
+        assert_eq!(prune(&kept, &in_use, 100), [1, 2, 4, 6, 7, 8]);
+        assert_eq!(prune(&kept, &in_use, 2), [1, 2]);
+        assert!(prune(&kept[..KEEP_VERSIONS], &in_use, 100).is_empty());
+    }
 }
