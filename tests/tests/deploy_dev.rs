@@ -172,37 +172,7 @@ fn rolling_canary_and_auto_revert() {
         [3; 6]
     );
 
-    // A version whose check never passes: fails at its progress deadline
-    // and goes back to v3 at once, without canaries, keeping the healthy
-    // v3 instances until their replacements are healthy.
-    let bad = format!(
-        "{}, canary = 1, auto_promote = true, auto_revert = true",
-        "max_parallel = 2, min_healthy_time_ms = 500, healthy_deadline_ms = 3000, progress_deadline_ms = 4000"
-    );
-    let v4 = c.write_file("v4.toml", &job(&name, "four", 8081, &bad));
-    let (out, low) = sampling(&c, &name, || c.cli(&["job", "run", v4.to_str().unwrap()]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a failed deployment must fail job run"
-    );
-    assert!(stderr.contains("reverted to version 3"), "{stderr}");
-    assert!(
-        low >= 5,
-        "healthy instances dropped to {low} while the canary failed"
-    );
-    let d = wait_deployment(&c, &name, "successful");
-    assert_eq!(
-        (d["version"].as_u64(), d["revert"].as_bool()),
-        (Some(5), Some(true))
-    );
-    let status = c.cli_json(&["job", "status", &name]);
-    assert_eq!(
-        live_versions(&status),
-        [3; 6],
-        "the v3 instances stayed: {status}"
-    );
-    assert_eq!(healthy(&status), 6);
+    fails_and_reverts(&c, &name);
 
     let history = c.cli_json(&["job", "history", &name]);
     let versions: Vec<(u64, bool)> = arr(&history)
@@ -220,4 +190,38 @@ fn rolling_canary_and_auto_revert() {
     );
     assert!(str_of(&arr(&history)[1], "summary").contains("command changed"));
     c.cli_ok(&["job", "stop", &name]);
+}
+
+/// Version 4, whose check never passes: fails at its progress deadline
+/// and goes back to v3 at once, without canaries, keeping the healthy v3
+/// instances until their replacements are healthy.
+fn fails_and_reverts(c: &DevCluster, name: &str) {
+    let bad = format!(
+        "{}, canary = 1, auto_promote = true, auto_revert = true",
+        "max_parallel = 2, min_healthy_time_ms = 500, healthy_deadline_ms = 3000, progress_deadline_ms = 4000"
+    );
+    let v4 = c.write_file("v4.toml", &job(name, "four", 8081, &bad));
+    let (out, low) = sampling(c, name, || c.cli(&["job", "run", v4.to_str().unwrap()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a failed deployment must fail job run"
+    );
+    assert!(stderr.contains("reverted to version 3"), "{stderr}");
+    assert!(
+        low >= 5,
+        "healthy instances dropped to {low} while the canary failed"
+    );
+    let d = wait_deployment(c, name, "successful");
+    assert_eq!(
+        (d["version"].as_u64(), d["revert"].as_bool()),
+        (Some(5), Some(true))
+    );
+    let status = c.cli_json(&["job", "status", name]);
+    assert_eq!(
+        live_versions(&status),
+        [3; 6],
+        "the v3 instances stayed: {status}"
+    );
+    assert_eq!(healthy(&status), 6);
 }
