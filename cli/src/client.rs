@@ -221,7 +221,9 @@ pub async fn job_run(
                     }
                     bail!("{msg}");
                 }
-                return Ok(());
+                // A changed group with an update strategy rolls out as a
+                // deployment: follow it to its end.
+                return crate::deploy::follow(opts, &name, resp.version).await;
             }
             follow.next_change(deadline).await;
         }

@@ -8,6 +8,7 @@
 mod stdout;
 mod client;
 mod daemon;
+mod deploy;
 mod dns;
 mod etcd_tls;
 mod exec;
@@ -52,6 +53,9 @@ enum Command {
     /// Submit, inspect and stop jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// A job's deployment: status, promote its canaries, fail it.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
     /// Inspect and drain nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -160,6 +164,26 @@ enum JobCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// A job's kept versions, newest first, with what each changed.
+    History {
+        /// Job name.
+        name: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Submit an earlier version's spec again (no canary phase) and follow
+    /// its deployment.
+    Revert {
+        /// Job name.
+        name: String,
+        /// The version to go back to (see `drover job history`).
+        version: u64,
+        /// Return once the revert is accepted, without following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Periodic jobs.
     #[command(subcommand)]
     Periodic(PeriodicCommand),
@@ -171,6 +195,31 @@ enum PeriodicCommand {
     Force {
         /// The periodic job's name.
         name: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentCommand {
+    /// The job's latest deployment, per group.
+    Status {
+        /// Job name.
+        job: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// End the canary phase: roll the rest of the new version.
+    Promote {
+        /// Job name.
+        job: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Fail the running deployment (auto_revert then applies).
+    Fail {
+        /// Job name.
+        job: String,
         #[command(flatten)]
         opts: ClientOpts,
     },
@@ -358,6 +407,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Job(JobCommand::List { opts }) => client::job_list(&opts).await,
         Command::Job(JobCommand::Periodic(PeriodicCommand::Force { name, opts })) => {
             periodic::force(&opts, &name).await
+        }
+        Command::Job(JobCommand::History { name, opts }) => deploy::history(&opts, &name).await,
+        Command::Job(JobCommand::Revert {
+            name,
+            version,
+            detach,
+            opts,
+        }) => deploy::revert(&opts, &name, version, detach).await,
+        Command::Deployment(DeploymentCommand::Status { job, opts }) => {
+            deploy::status(&opts, &job).await
+        }
+        Command::Deployment(DeploymentCommand::Promote { job, opts }) => {
+            deploy::promote(&opts, &job).await
+        }
+        Command::Deployment(DeploymentCommand::Fail { job, opts }) => {
+            deploy::fail(&opts, &job).await
         }
         Command::Node(NodeCommand::List { opts }) => client::node_list(&opts).await,
         Command::Node(NodeCommand::Status { id, opts }) => client::node_status(&opts, &id).await,

@@ -31,6 +31,7 @@ use crate::relay::exec::ExecRelay;
 use crate::relay::logs::LogRelay;
 use crate::state::{DesiredState, NodeRecord, NodeStatus};
 use crate::subnet::SubnetConfig;
+use crate::timers::DeployTimers;
 use crate::transitions::StatusReport;
 use wake::Alarm;
 
@@ -80,6 +81,8 @@ pub struct Core {
     waiting_passes: AtomicU64,
     /// When due reschedules should be looked for ([`wake`]).
     alarm: Alarm,
+    /// When running deployments want another look.
+    deploy_timers: DeployTimers,
 }
 
 mod passes;
@@ -136,6 +139,7 @@ impl Core {
             nudge: tokio::sync::Notify::new(),
             waiting_passes: AtomicU64::new(0),
             alarm: Alarm::default(),
+            deploy_timers: DeployTimers::default(),
         })
     }
 
@@ -221,6 +225,7 @@ impl Core {
         if done.stopped > 0 {
             self.capacity(Capacity::Stopped);
         }
+        self.deploy_later(&spec.name, &done);
         // Its services may have changed (port, tags, protocol, checks).
         let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
         self.sync_records(&ids).await;
@@ -258,6 +263,13 @@ impl Core {
         let Some((stopped, touched)) = stopped else {
             return Ok(None);
         };
+        if let Err(error) = self
+            .cluster
+            .cancel_deployment(name, "the job was stopped")
+            .await
+        {
+            tracing::warn!(job = %name, %error, "cannot cancel the stopped job's deployment");
+        }
         self.registry.wake(&touched);
         self.planned(name, &[]);
         self.capacity(Capacity::Stopped);
@@ -272,6 +284,9 @@ impl Core {
         };
         self.sync_records(std::slice::from_ref(&r.id)).await;
         self.reported_for_reschedule(&r).await;
+        if self.cluster.is_deploying(&r.job) {
+            self.step_deployment(&r.job).await;
+        }
         if r.status.is_terminal() {
             // It no longer needs to be in the node's assignments.
             self.registry.wake(&[node_id.to_string()].into());
@@ -336,6 +351,50 @@ impl Core {
             tracing::warn!(%error, "discovery records resync failed");
         }
         Ok(())
+    }
+
+    /// Submits job `name`'s kept version `version` again (a revert: no
+    /// canary phase) and tells the nodes.
+    pub async fn revert(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Submitted, crate::cluster::DeployError> {
+        let done = self.cluster.revert(name, version).await?;
+        self.registry.wake(&done.touched);
+        self.deploy_later(name, &done);
+        let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
+        self.sync_records(&ids).await;
+        Ok(done)
+    }
+
+    /// When running deployments want another look.
+    pub(crate) fn deploy_timers(&self) -> &DeployTimers {
+        &self.deploy_timers
+    }
+
+    /// Asks for another pass over job `name` when `done` says its
+    /// deployment wants one.
+    fn deploy_later(&self, name: &str, done: &Submitted) {
+        if let Some(at) = done.wake_at {
+            self.deploy_timers.at(name, at);
+        }
+    }
+
+    /// Steps job `name`'s deployment: a placement pass of the job as
+    /// stored, which places and stops what the deployment now allows. A
+    /// failure is logged (the next report, timer or reconcile pass tries
+    /// again).
+    pub(crate) async fn step_deployment(&self, name: &str) {
+        match self.cluster.replace(name).await {
+            Ok(done) => {
+                self.registry.wake(&done.touched);
+                self.deploy_later(name, &done);
+                let ids: Vec<String> = done.allocations.iter().map(|a| a.id.clone()).collect();
+                self.sync_records(&ids).await;
+            }
+            Err(error) => tracing::warn!(job = %name, %error, "deployment step failed"),
+        }
     }
 
     /// Registers an agent: links it first, then records its node (so that

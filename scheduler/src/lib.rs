@@ -10,7 +10,8 @@
 //!   [`transitions`] what a stop, a status report, a lost node, a finished
 //!   batch job, a registration or a drain make of the records,
 //!   [`discovery`] what a node may report and which SkyDNS records the
-//!   state calls for;
+//!   state calls for, [`deploy`] how a changed group is rolled out (the
+//!   pure step of a deployment);
 //! - [`queue`]: placements that wait, pure too: what a plan leaves
 //!   pending per group, and when capacity events call for planning the
 //!   waiting jobs again;
@@ -19,7 +20,7 @@
 //! - the process's memory: the registry of connected agents, the log and
 //!   exec relays between CLI and agent streams, the peer view, and the
 //!   [`registrar`] that writes the discovery records bound to each node's
-//!   lease;
+//!   lease, and the timers of running deployments;
 //! - [`core::Core`] composes them; [`periodic`] launches periodic jobs'
 //!   children on it (pure rules, their store writes, the leader's timer);
 //!   the gRPC services ([`service`], with [`auth`] deciding who may call
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod core;
+pub mod deploy;
 pub mod discovery;
 pub mod job;
 pub mod jobfile;
@@ -46,6 +48,7 @@ pub mod subnet;
 mod sync;
 #[cfg(test)]
 mod testkit;
+mod timers;
 pub mod transitions;
 
 pub use crate::core::{Core, Discovery, Timing};

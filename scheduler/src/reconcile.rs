@@ -107,7 +107,7 @@ pub fn reconcile<'a>(
 
 /// Whether instances of `a` and `b` are interchangeable: the same tasks and
 /// restart policy. A different `count` alone only scales.
-fn same_instances(a: Option<&GroupSpec>, b: Option<&GroupSpec>) -> bool {
+pub fn same_instances(a: Option<&GroupSpec>, b: Option<&GroupSpec>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.tasks == b.tasks && a.restart == b.restart,
         _ => false,

@@ -69,6 +69,11 @@ pub enum Kind {
     /// a restarted scheduler neither launches a tick twice nor replays
     /// missed ones.
     Periodic,
+    /// `deployments/<job>/<version>`: the roll-out of one job version.
+    Deployment,
+    /// `versions/<job>/<version>`: every kept version of a job's spec
+    /// (history, revert, and which allocations are of the current spec).
+    JobVersion,
 }
 
 impl Kind {
@@ -79,6 +84,8 @@ impl Kind {
             Kind::Node => "nodes/",
             Kind::Subnet => "subnets/",
             Kind::Periodic => "periodic/",
+            Kind::Deployment => "deployments/",
+            Kind::JobVersion => "versions/",
         }
     }
 }
@@ -402,16 +409,28 @@ impl Store {
     /// Lists every record of a kind, as of one revision (read in pages of
     /// at most [`LIST_PAGE`] keys, so no response outgrows the gRPC limit).
     pub async fn list<T: DeserializeOwned>(&self, kind: Kind) -> Result<Listing<T>, StoreError> {
+        self.list_prefix(kind, "").await
+    }
+
+    /// Lists the records of a kind whose names start with `name_prefix`
+    /// (`web/` for the deployments of job `web`), in one consistent read;
+    /// names are given whole, as [`Store::list`] gives them.
+    pub async fn list_prefix<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        name_prefix: &str,
+    ) -> Result<Listing<T>, StoreError> {
         let dir = self.dir(kind);
+        let wanted = format!("{dir}{name_prefix}");
         let mut kv = self
             .client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let (kvs, revision) = range_prefix(&mut kv, dir.as_bytes(), self.page)
+        let (kvs, revision) = range_prefix(&mut kv, wanted.as_bytes(), self.page)
             .await
             .map_err(|source| StoreError::Etcd {
                 op: "range",
-                key: dir.clone(),
+                key: wanted.clone(),
                 source,
             })?;
         let mut items = Vec::with_capacity(kvs.len());

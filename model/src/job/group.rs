@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Affinity, Constraint, JobKind, ReschedulePolicy, Resources, ServiceSpec, SpreadSpec, TaskSpec,
+    UpdateSpec,
 };
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
@@ -50,6 +51,10 @@ pub struct GroupSpec {
     /// Spreads of its instances over node properties (the job's apply too).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spreads: Vec<SpreadSpec>,
+    /// How a change of its instances is rolled out; `None`: all at once,
+    /// without a deployment (see [`UpdateSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateSpec>,
 }
 
 impl GroupSpec {
@@ -103,6 +108,7 @@ impl From<&GroupSpec> for pb::Group {
             affinities: g.affinities.iter().map(pb::Affinity::from).collect(),
             reschedule: g.reschedule.as_ref().map(pb::ReschedulePolicy::from),
             spreads: g.spreads.iter().map(pb::Spread::from).collect(),
+            update: g.update.as_ref().map(pb::UpdateStrategy::from),
         }
     }
 }

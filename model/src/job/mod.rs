@@ -31,6 +31,7 @@ mod target;
 mod task;
 #[cfg(test)]
 mod tests;
+mod update;
 mod validate;
 mod version;
 
@@ -63,6 +64,10 @@ pub use task::{
     LogSpec, Resources, RootfsSpec, TaskSpec, VolumeSpec, MAX_ARGS, MAX_CPU_MILLIS,
     MAX_KILL_TIMEOUT_MS, MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_TMPFS_MB,
     RESERVED_VOLUME_TARGETS,
+};
+pub use update::{
+    UpdateSpec, DEFAULT_HEALTHY_DEADLINE_MS, DEFAULT_MAX_PARALLEL, DEFAULT_MIN_HEALTHY_TIME_MS,
+    DEFAULT_PROGRESS_DEADLINE_MS, MAX_UPDATE_DURATION_MS,
 };
 pub use version::{Version, VersionReq, MAX_VERSION_CLAUSES, MAX_VERSION_PARTS};
 

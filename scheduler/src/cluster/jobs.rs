@@ -33,6 +33,11 @@ pub struct Submitted {
     pub placed: usize,
     /// Allocations this write asked to stop.
     pub stopped: usize,
+    /// When the job's running deployment wants to be stepped again if no
+    /// status report comes first (ms since the Unix epoch).
+    pub wake_at: Option<i64>,
+    /// The version a failed deployment went back to, if it did.
+    pub reverted_to: Option<u64>,
 }
 
 /// Ids of the allocations a stop asked to stop and the nodes whose
@@ -60,6 +65,18 @@ struct Placed {
     pending: Vec<PendingGroup>,
     /// The allocations as read, for the answer when nothing is written.
     allocs: Vec<AllocRecord>,
+    /// What the pass did about the job's deployment.
+    deploy: Deployed,
+}
+
+/// What a placement pass did about the job's deployment.
+#[derive(Debug, Default)]
+struct Deployed {
+    /// The deployment is running after the pass.
+    running: bool,
+    wake_at: Option<i64>,
+    /// It failed in this pass and asks to go back to a stable version.
+    revert: Option<crate::deploy::Deployment>,
 }
 
 impl Cluster {
@@ -67,7 +84,7 @@ impl Cluster {
     /// same spec twice changes nothing the second time.
     pub async fn submit(&self, spec: &JobSpec) -> Result<Submitted, ClusterError> {
         let _planning = self.planning.lock().await;
-        self.place(Some(spec), &spec.name).await
+        self.place(Some(spec), &spec.name, false).await
     }
 
     /// Places job `name` again as stored, but only while it is still
@@ -75,19 +92,46 @@ impl Cluster {
     /// submission).
     pub async fn replace(&self, name: &str) -> Result<Submitted, ClusterError> {
         let _planning = self.planning.lock().await;
-        self.place(None, name).await
+        self.place(None, name, false).await
     }
 
-    /// Plans and commits job `name`, with `spec` submitted or as stored.
-    /// Callers hold the planning lock.
-    async fn place(&self, spec: Option<&JobSpec>, name: &str) -> Result<Submitted, ClusterError> {
+    /// Plans and commits job `name`, with `spec` submitted or as stored
+    /// (`revert`: an earlier version's spec, rolled out without canaries),
+    /// then, when its deployment failed and asks for it, reverts to the
+    /// last stable version. Callers hold the planning lock.
+    pub(super) async fn place(
+        &self,
+        spec: Option<&JobSpec>,
+        name: &str,
+        revert: bool,
+    ) -> Result<Submitted, ClusterError> {
+        let (done, failed) = self.place_once(spec, name, revert).await?;
+        if let Some(failed) = failed {
+            if let Some(back) = self.revert_failed(&failed).await? {
+                let mut touched = done.touched;
+                touched.extend(back.touched.iter().cloned());
+                return Ok(Submitted { touched, ..back });
+            }
+        }
+        Ok(done)
+    }
+
+    /// One plan and commit of job `name`; also returns its deployment when
+    /// it failed in this pass and asks to be reverted.
+    pub(super) async fn place_once(
+        &self,
+        spec: Option<&JobSpec>,
+        name: &str,
+        revert: bool,
+    ) -> Result<(Submitted, Option<crate::deploy::Deployment>), ClusterError> {
         let done = self
             .write(
                 || format!("job {name:?}"),
-                move || async move { self.place_attempt(spec, name).await },
+                move || async move { self.place_attempt(spec, name, revert).await },
             )
             .await?;
         let mut placed = done.value;
+        self.note_deploying(name, placed.deploy.running);
         let allocations = match done.revision {
             None => job_allocs(&placed.allocs, name),
             Some(rev) => {
@@ -105,7 +149,12 @@ impl Cluster {
                 allocations
             }
         };
-        Ok(Submitted {
+        let failed = placed
+            .deploy
+            .revert
+            .take()
+            .filter(|_| done.revision.is_some());
+        let submitted = Submitted {
             version: placed.version,
             allocations,
             warnings: placed.warnings,
@@ -113,13 +162,17 @@ impl Cluster {
             pending: placed.pending,
             placed: placed.placed,
             stopped: placed.stopped,
-        })
+            wake_at: placed.deploy.wake_at,
+            reverted_to: None,
+        };
+        Ok((submitted, failed))
     }
 
     async fn place_attempt<'s>(
         &'s self,
         spec: Option<&JobSpec>,
         name: &str,
+        revert: bool,
     ) -> Result<Step<'s, Placed>, ClusterError> {
         let job = self.job(name).await?;
         let spec = match (spec, &job) {
@@ -134,6 +187,7 @@ impl Cluster {
                     touched: BTreeSet::new(),
                     pending: Vec::new(),
                     allocs: Vec::new(),
+                    deploy: Deployed::default(),
                 }))
             }
         };
@@ -145,11 +199,29 @@ impl Cluster {
             .filter(|j| j.status == JobStatus::Running)
             .map(|j| &j.spec);
         let now = now_ms();
-        let planned = reschedule::plan(&self.placement, &nodes, &alloc_vals, &spec, previous, now);
-        let plan = &planned.plan;
         let (mut record, changed) = transitions::submit(current, &spec, now);
+        let mut history = self.history(name).await?;
+        let mine: Vec<AllocRecord> = alloc_vals
+            .iter()
+            .filter(|a| a.job == name)
+            .cloned()
+            .collect();
+        let mut outcome = history.outcome(&record, changed, revert, &mine, now);
+        history.mark_revert(&mut outcome);
+        let planned = reschedule::plan(
+            &self.placement,
+            &nodes,
+            &alloc_vals,
+            &spec,
+            previous,
+            now,
+            &super::deploy::managed(&outcome),
+        );
+        let plan = &planned.plan;
         record.pending = queue::pending_after(plan, &record.pending, now);
-        let changed = changed || current.is_none_or(|j| j.pending != record.pending);
+        // The spec is unchanged but what waits is not: the record is
+        // rewritten (the version stays).
+        let rewrite = changed || current.is_none_or(|j| j.pending != record.pending);
         // Stops first, then the job, then new allocations: when the write
         // takes several transactions, stops of instances the new spec
         // replaces are written while the stored job still says so, and the
@@ -165,13 +237,15 @@ impl Cluster {
             txn.update(Kind::Alloc, id, a.mod_revision, &rec)?;
             touched.insert(rec.node_id);
         }
+        history.write(&mut txn, &record, changed, &outcome)?;
         let job_rev = job.as_ref().map(|j| j.mod_revision).unwrap_or(0);
-        if changed {
+        if rewrite {
             txn.update(Kind::Job, name, job_rev, &record)?;
         } else {
             txn.expect(Kind::Job, name, job_rev);
         }
         txn.anchor();
+        history.write_version(&mut txn, &record, changed, &mine)?;
         for p in &plan.place {
             let mut rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
             let replacing = planned.replacing(p);
@@ -199,6 +273,7 @@ impl Cluster {
                 touched,
                 pending: record.pending,
                 allocs: alloc_vals,
+                deploy: deployed(&history, &outcome),
             },
         ))
     }
@@ -377,6 +452,26 @@ impl Cluster {
             .map(|j| (j.name, j.value))
             .collect();
         Ok((allocs, jobs))
+    }
+}
+
+/// What a pass's outcome leaves of its deployment.
+fn deployed(history: &super::deploy::History, outcome: &crate::deploy::plan::Outcome) -> Deployed {
+    let Some(d) = &outcome.decision else {
+        return Deployed::default();
+    };
+    let before = history
+        .latest
+        .as_ref()
+        .map(|l| &l.value)
+        .filter(|l| l.version == d.deployment.version && !outcome.created);
+    let revert = before
+        .filter(|b| d.revert_wanted(b))
+        .map(|_| d.deployment.clone());
+    Deployed {
+        running: d.deployment.status == crate::deploy::DeploymentStatus::Running,
+        wake_at: d.wake_at,
+        revert,
     }
 }
 

@@ -28,11 +28,13 @@ use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
 mod batch;
 mod commit;
+mod deploy;
 mod jobs;
 pub mod limits;
 mod nodes;
 
 pub use commit::{Step, Txn, Written, MAX_ATTEMPTS};
+pub use deploy::DeployError;
 pub use jobs::Submitted;
 
 /// Errors of the cluster state, mapped to gRPC statuses at the edge.
@@ -103,6 +105,9 @@ pub struct Cluster {
     planning: tokio::sync::Mutex<()>,
     /// The operator's placement settings, passed to every plan.
     placement: PlanConfig,
+    /// Jobs whose deployment was running when last placed (see
+    /// `deploy.rs`): their allocations' status reports step it.
+    deploying: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Cluster {
@@ -113,6 +118,7 @@ impl Cluster {
             subnets,
             planning: tokio::sync::Mutex::new(()),
             placement: PlanConfig::default(),
+            deploying: std::sync::Mutex::default(),
         }
     }
 
@@ -179,12 +185,32 @@ impl Cluster {
         let job = self.job(&spec.name).await?;
         let nodes = values(self.nodes().await?);
         let allocs = values(self.allocs().await?);
-        let previous = job
-            .as_ref()
-            .filter(|j| j.value.status == JobStatus::Running)
-            .map(|j| &j.value.spec);
-        let planned =
-            crate::reschedule::plan(&self.placement, &nodes, &allocs, spec, previous, now_ms());
+        let current = job.as_ref().map(|j| &j.value);
+        let previous = current
+            .filter(|j| j.status == JobStatus::Running)
+            .map(|j| &j.spec);
+        // As a submission would: under the job's deployment.
+        let now = now_ms();
+        let (record, changed) = crate::transitions::submit(current, spec, now);
+        let mine: Vec<AllocRecord> = allocs
+            .iter()
+            .filter(|a| a.job == spec.name)
+            .cloned()
+            .collect();
+        let outcome = self
+            .history(&spec.name)
+            .await?
+            .outcome(&record, changed, false, &mine, now);
+        let managed = deploy::managed(&outcome);
+        let planned = crate::reschedule::plan(
+            &self.placement,
+            &nodes,
+            &allocs,
+            spec,
+            previous,
+            now,
+            &managed,
+        );
         Ok((planned.plan, job.is_some()))
     }
 }

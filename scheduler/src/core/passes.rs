@@ -123,6 +123,12 @@ impl Core {
                 self.planned(&j.name, &[]);
                 continue;
             }
+            if j.value.spec.groups.iter().any(|g| g.update.is_some()) {
+                // Deployments are stepped on status reports and timers;
+                // this is the backstop (and a restarted scheduler's start).
+                self.step_deployment(&j.name).await;
+                continue;
+            }
             let (plan, _) = self.cluster.plan(&j.value.spec).await?;
             let stale = queue::changes(&plan, &j.value.pending);
             if plan.place.is_empty() && plan.stop.is_empty() && !stale {

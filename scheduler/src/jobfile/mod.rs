@@ -15,6 +15,9 @@ use placement::{wire, FileAffinity, FileConstraint};
 mod periodic;
 mod reschedule;
 mod spread;
+mod update;
+
+use update::FileUpdate;
 
 /// Default CPU reservation when a task names none.
 pub const DEFAULT_CPU_MILLIS: i64 = 100;
@@ -76,6 +79,9 @@ struct FileGroup {
     reschedule: Option<reschedule::FileReschedule>,
     #[serde(default, rename = "spread")]
     spreads: Vec<spread::FileSpread>,
+    /// `update = { max_parallel = 2, ... }`: rolled out as a deployment.
+    #[serde(default)]
+    update: Option<FileUpdate>,
 }
 
 /// `[[group.service]]`.
@@ -265,6 +271,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                 spreads: spread::to_pb(g.spreads),
                 services: g.services.into_iter().map(pb::Service::from).collect(),
                 reschedule: g.reschedule.map(pb::ReschedulePolicy::from),
+                update: g.update.map(pb::UpdateStrategy::from),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {

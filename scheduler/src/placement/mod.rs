@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::job::{Algorithm, GroupSpec, JobSpec, Resources};
 use crate::reconcile::{reconcile, GroupChanges, Want};
-use crate::state::{AllocRecord, NodeRecord};
+use crate::state::{AllocRecord, AllocStatus, DesiredState, NodeRecord};
 
 pub mod constrain;
 pub mod failed;
@@ -151,12 +151,46 @@ pub fn plan_with(
     job: &JobSpec,
     previous: Option<&JobSpec>,
 ) -> Plan {
+    plan_managed(config, nodes, allocs, job, previous, &BTreeMap::new())
+}
+
+/// A group whose instances another rule decides (a deployment, see
+/// [`crate::deploy`]) instead of [`reconcile`]: which indexes to place and
+/// which allocations to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Managed<'a> {
+    /// Instance indexes to place.
+    pub place: &'a [u32],
+    /// Ids of the group's allocations to stop.
+    pub stop: &'a [String],
+}
+
+/// [`plan_with`], with the groups named in `managed` placed and stopped as
+/// it says; their other wanted allocations are kept as they are.
+pub fn plan_managed(
+    config: &PlanConfig,
+    nodes: &[NodeRecord],
+    allocs: &[AllocRecord],
+    job: &JobSpec,
+    previous: Option<&JobSpec>,
+    managed: &BTreeMap<&str, Managed<'_>>,
+) -> Plan {
     let eligible: Vec<&str> = nodes
         .iter()
         .filter(|n| feasible::eligible(n))
         .map(|n| n.id.as_str())
         .collect();
-    let wanted = reconcile(job, previous, allocs, &eligible);
+    let mut wanted = reconcile(job, previous, allocs, &eligible);
+    if !managed.is_empty() {
+        wanted
+            .replaced
+            .retain(|a| !managed.contains_key(a.group.as_str()));
+        for g in wanted.groups.iter_mut() {
+            if let Some(m) = managed.get(g.group.name.as_str()) {
+                *g = managed_group(g.group, job, allocs, m);
+            }
+        }
+    }
     let failures = failed::by_instance(&job.name, allocs);
     let mut usage = Usage::new(nodes, allocs);
     let mut out = Plan::default();
@@ -182,6 +216,26 @@ pub fn plan_with(
         place_group(&mut usage, &mut tally, &ctx, group, &mut out);
     }
     out
+}
+
+/// The changes of a group another rule decides.
+fn managed_group<'a>(
+    group: &'a GroupSpec,
+    job: &JobSpec,
+    allocs: &'a [AllocRecord],
+    m: &Managed<'_>,
+) -> GroupChanges<'a> {
+    let (stop, kept) = allocs
+        .iter()
+        .filter(|a| a.job == job.name && a.group == group.name)
+        .filter(|a| a.desired == DesiredState::Run && a.status != AllocStatus::Lost)
+        .partition(|a| m.stop.contains(&a.id));
+    GroupChanges {
+        group,
+        kept,
+        stop,
+        place: m.place.iter().map(|&i| Want::Any(i)).collect(),
+    }
 }
 
 /// Stops a group's surplus, then places its wanted instances one by one,

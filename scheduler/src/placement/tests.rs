@@ -39,6 +39,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             affinities: Vec::new(),
             reschedule: None,
             spreads: Vec::new(),
+            update: None,
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],

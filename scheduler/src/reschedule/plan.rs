@@ -110,6 +110,7 @@ pub fn plan(
     job: &JobSpec,
     previous: Option<&JobSpec>,
     now: i64,
+    managed: &std::collections::BTreeMap<&str, placement::Managed<'_>>,
 ) -> Planned {
     let Due { due, unmarked } = due(job, allocs, now);
     let free: BTreeSet<&str> = due
@@ -118,7 +119,7 @@ pub fn plan(
         .chain(unmarked.iter().map(|(a, _)| a.id.as_str()))
         .collect();
     let seen = view(allocs, &free);
-    let plan = placement::plan_with(config, nodes, &seen, job, previous);
+    let plan = placement::plan_managed(config, nodes, &seen, job, previous, managed);
     let replacing = due
         .into_iter()
         .map(|(a, lineage)| {

@@ -167,6 +167,7 @@ fn the_placement_pass_waits_for_the_delay_then_replaces_elsewhere() {
         &spec,
         Some(&spec),
         due - 1,
+        &Default::default(),
     );
     assert_eq!(
         before.plan,
@@ -182,6 +183,7 @@ fn the_placement_pass_waits_for_the_delay_then_replaces_elsewhere() {
         &spec,
         Some(&spec),
         due,
+        &Default::default(),
     );
     assert_eq!(at.plan.place.len(), 1, "{:?}", at.plan);
     let p = &at.plan.place[0];
@@ -216,6 +218,7 @@ fn with_one_node_the_replacement_goes_where_it_failed() {
         &spec,
         Some(&spec),
         31_000,
+        &Default::default(),
     );
     assert_eq!(at.plan.place[0].node_id, "n1");
 }
@@ -237,6 +240,7 @@ fn a_replacement_written_without_its_mark_is_completed_not_doubled() {
         &spec,
         Some(&spec),
         99_000,
+        &Default::default(),
     );
     assert!(
         p.plan.place.is_empty() && p.plan.stop.is_empty(),

@@ -51,7 +51,7 @@ fn validate(job: Option<&pb::Job>) -> Result<JobSpec, Status> {
 }
 
 /// Checks a job name a client gave: a DNS label or a periodic child's.
-fn check_job(name: &str) -> Result<(), Status> {
+pub(super) fn check_job(name: &str) -> Result<(), Status> {
     check_job_name(name).map_err(|e| Status::invalid_argument(format!("job name {e}")))
 }
 

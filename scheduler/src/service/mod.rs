@@ -21,6 +21,7 @@ use crate::core::Core;
 mod agent;
 mod allocs;
 mod assign;
+mod deployments;
 mod jobs;
 mod nodes;
 mod session;
@@ -131,6 +132,10 @@ pub async fn serve(
     tokio::spawn(core.clone().reschedule_when_due(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
     tokio::spawn(core.clone().launch_periodic(shutdown.clone()));
+    tokio::spawn(crate::timers::DeployTimers::run(
+        core.clone(),
+        shutdown.clone(),
+    ));
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();
@@ -162,6 +167,12 @@ pub async fn serve(
         ))
         .add_service(
             pb::node_service_server::NodeServiceServer::with_interceptor(api.clone(), cli()),
+        )
+        .add_service(
+            pb::deployment_service_server::DeploymentServiceServer::with_interceptor(
+                api.clone(),
+                cli(),
+            ),
         )
         .add_service(pb::alloc_service_server::AllocServiceServer::with_interceptor(api, cli()))
         .add_service(

@@ -71,8 +71,13 @@ pub(super) fn group(
     }
     let reschedule = reschedule::reschedule(p, &gpath, kind, g.reschedule.as_ref());
     let spreads = spread::spreads(p, &gpath, &g.spreads);
+    let update = g
+        .update
+        .as_ref()
+        .map(|u| crate::job::update::validate(p, &gpath, kind, g.count, u));
     GroupSpec {
         name: g.name.clone(),
+        update,
         count: u32::try_from(g.count).unwrap_or(0),
         tasks,
         restart,
