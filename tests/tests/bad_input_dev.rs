@@ -60,7 +60,9 @@ fn job_files_too_large_are_refused_naming_the_limit_and_unplaceable_counts_are_o
     assert_eq!(failures.len(), 1, "{plan}");
     let line = failures[0].as_str().unwrap();
     assert!(
-        line.starts_with("group \"main\": 10,000 instances unplaceable: no node can take"),
+        line.starts_with(
+            "group \"main\": 10,000 instances unplaceable: 1 node evaluated: 1 short of memory"
+        ),
         "{line}"
     );
 

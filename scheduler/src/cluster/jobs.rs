@@ -246,23 +246,12 @@ impl Cluster {
         }
         txn.anchor();
         history.write_version(&mut txn, &record, changed, &mine)?;
-        for p in &plan.place {
-            let mut rec = transitions::new_alloc(new_alloc_id(), name, record.version, p, now);
-            let replacing = planned.replacing(p);
-            rec.reschedule.lineage = replacing.map(|r| Box::new(r.lineage.clone()));
-            txn.create(Kind::Alloc, &rec.id, &rec)?;
-            touched.insert(p.node_id.clone());
-            // After its replacement: a write cut short between the two
-            // leaves a failed allocation its replacement names, which the
-            // next pass marks (`Planned::unmarked`), never an instance
-            // without either.
-            if let Some(r) = replacing {
-                mark_replaced(&mut txn, &allocs, &r.old, &rec.id, now)?;
-            }
-        }
-        for (old, by) in &planned.unmarked {
-            mark_replaced(&mut txn, &allocs, old, by, now)?;
-        }
+        let new = NewAllocs {
+            job: name,
+            version: record.version,
+            now,
+        };
+        touched.extend(new.write(&mut txn, &allocs, &planned)?);
         Ok(Step::Commit(
             txn,
             Placed {
@@ -472,6 +461,47 @@ fn deployed(history: &super::deploy::History, outcome: &crate::deploy::plan::Out
         running: d.deployment.status == crate::deploy::DeploymentStatus::Running,
         wake_at: d.wake_at,
         revert,
+    }
+}
+
+/// The allocations a plan creates: of job `job` at `version`, at `now`.
+struct NewAllocs<'a> {
+    job: &'a str,
+    version: u64,
+    now: i64,
+}
+
+impl NewAllocs<'_> {
+    /// Adds the plan's new allocations to `txn`, each with its lineage
+    /// when it replaces a failed one (marked replaced right after it), and
+    /// marks the failed allocations an earlier write left unmarked.
+    /// Returns the nodes they go to.
+    fn write(
+        &self,
+        txn: &mut Txn<'_>,
+        allocs: &[Versioned<AllocRecord>],
+        planned: &reschedule::Planned,
+    ) -> Result<BTreeSet<String>, ClusterError> {
+        let mut touched = BTreeSet::new();
+        for p in &planned.plan.place {
+            let mut rec =
+                transitions::new_alloc(new_alloc_id(), self.job, self.version, p, self.now);
+            let replacing = planned.replacing(p);
+            rec.reschedule.lineage = replacing.map(|r| Box::new(r.lineage.clone()));
+            txn.create(Kind::Alloc, &rec.id, &rec)?;
+            touched.insert(p.node_id.clone());
+            // After its replacement: a write cut short between the two
+            // leaves a failed allocation its replacement names, which the
+            // next pass marks (`Planned::unmarked`), never an instance
+            // without either.
+            if let Some(r) = replacing {
+                mark_replaced(txn, allocs, &r.old, &rec.id, self.now)?;
+            }
+        }
+        for (old, by) in &planned.unmarked {
+            mark_replaced(txn, allocs, old, by, self.now)?;
+        }
+        Ok(touched)
     }
 }
 

@@ -254,48 +254,13 @@ fn place_group<'a>(
 ) {
     let (placed_before, failed_before) = (out.place.len(), out.failures.len());
     let job = ctx.job;
-    for a in &g.stop {
-        out.stop.push(a.id.clone());
-        usage.release(a);
-    }
-    let mut instances: Vec<u32> = vec![0; usage.nodes.len()];
-    for a in &g.kept {
-        if let Some(i) = usage.position(&a.node_id) {
-            instances[i] += 1;
-        }
-    }
+    let mut instances = stop_and_count(usage, g, out);
     let need = g.group.resources();
     let mut rules = GroupRules::new(job, g.group, usage.nodes, &instances, tally);
-    let none = GroupSpread::default();
-    let mut spread = group_spread(
-        usage,
-        tally,
-        g,
-        &instances,
-        &Ask {
-            job,
-            group: g.group,
-            need,
-            rules: &rules,
-            failed_on: &[],
-            algorithm: ctx.algorithm,
-            spread: &none,
-        },
-    );
+    let mut spread = group_spread(usage, tally, ctx, g, &instances, &rules);
     let mut unplaced = failures::Unplaced::default();
-    // Spreads and affinities compare nodes across the whole cluster: like
-    // Nomad, score every feasible node for them rather than a sample.
-    let preferences = !(job.spreads.is_empty()
-        && g.group.spreads.is_empty()
-        && job.affinities.is_empty()
-        && g.group.affinities.is_empty());
-    let limit = if preferences {
-        Some(usize::MAX)
-    } else {
-        ctx.max_candidates
-    };
-    let mut selector =
-        select::Selector::new(usage.nodes.len(), &job.name, &g.group.name).with_limit(limit);
+    let mut selector = select::Selector::new(usage.nodes.len(), &job.name, &g.group.name)
+        .with_limit(candidate_limit(ctx, g.group));
     for want in &g.place {
         let ask = Ask {
             job,
@@ -368,6 +333,38 @@ fn place_group<'a>(
     }
 }
 
+/// Stops the group's surplus (releasing what it held) and counts its
+/// kept instances per node.
+fn stop_and_count(usage: &mut Usage<'_>, g: &GroupChanges<'_>, out: &mut Plan) -> Vec<u32> {
+    for a in &g.stop {
+        out.stop.push(a.id.clone());
+        usage.release(a);
+    }
+    let mut instances: Vec<u32> = vec![0; usage.nodes.len()];
+    for a in &g.kept {
+        if let Some(i) = usage.position(&a.node_id) {
+            instances[i] += 1;
+        }
+    }
+    instances
+}
+
+/// Feasible nodes scored per instance of `group`. Spreads and affinities
+/// compare nodes across the whole cluster: like Nomad, they score every
+/// feasible node rather than a sample.
+fn candidate_limit(ctx: &GroupCtx<'_, '_>, group: &GroupSpec) -> Option<usize> {
+    let job = ctx.job;
+    let preferences = !(job.spreads.is_empty()
+        && group.spreads.is_empty()
+        && job.affinities.is_empty()
+        && group.affinities.is_empty());
+    if preferences {
+        Some(usize::MAX)
+    } else {
+        ctx.max_candidates
+    }
+}
+
 /// What placing one group of a plan needs besides the usage.
 struct GroupCtx<'a, 'f> {
     job: &'a JobSpec,
@@ -383,14 +380,25 @@ struct GroupCtx<'a, 'f> {
 fn group_spread(
     usage: &Usage<'_>,
     tally: &JobTally,
+    ctx: &GroupCtx<'_, '_>,
     g: &GroupChanges<'_>,
     instances: &[u32],
-    base: &Ask<'_>,
+    rules: &GroupRules<'_>,
 ) -> GroupSpread {
-    let job = base.job;
+    let job = ctx.job;
     if job.spreads.is_empty() && g.group.spreads.is_empty() {
         return GroupSpread::default();
     }
+    let none = GroupSpread::default();
+    let base = &Ask {
+        job,
+        group: g.group,
+        need: g.group.resources(),
+        rules,
+        failed_on: &[],
+        algorithm: ctx.algorithm,
+        spread: &none,
+    };
     let counted: Vec<usize> = g
         .kept
         .iter()
