@@ -46,7 +46,7 @@ fn a_job_on_ssd_waits_explained_and_runs_once_an_ssd_node_joins() {
     let failures = plan["failures"].as_array().unwrap();
     assert_eq!(
         failures[0].as_str().unwrap(),
-        "group \"db\" instance 0: 2 nodes evaluated: 2 filtered by constraint ${meta.ssd} = true",
+        "group \"db\": 1 instance unplaceable: 2 nodes evaluated: 2 filtered by constraint ${meta.ssd} = true",
         "{plan}"
     );
     let run = mh.cli_ok(&[

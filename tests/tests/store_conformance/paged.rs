@@ -15,7 +15,7 @@ const RECORDS: usize = 2345;
 pub(crate) async fn typed_list_reads_many_pages_at_one_revision(ep: &[String]) -> Result<()> {
     let mut c = client(ep).await?;
     let pad = "x".repeat(3000);
-    for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(100) {
+    for chunk in (0..RECORDS).collect::<Vec<_>>().chunks(60) {
         let ops: Vec<TxnOp> = chunk
             .iter()
             .flat_map(|&i| {
