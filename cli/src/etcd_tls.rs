@@ -21,11 +21,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use etcd_client::{Certificate, Identity, TlsOptions};
-use rcgen::{
-    BasicConstraints, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{ExtendedKeyUsagePurpose, KeyPair};
 
-use crate::tls::{check_hosts, params, read, write};
+use crate::tls::{check_hosts, new_ca, params, read, write};
 
 /// TLS flags towards etcd.
 #[derive(Args, Debug, Clone, Default)]
@@ -109,13 +107,7 @@ pub fn etcd_certs(a: &EtcdCertArgs) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&a.dir)
         .map_err(|e| anyhow!("cannot create {}: {e}", a.dir.display()))?;
     let gen = || KeyPair::generate().map_err(|e| anyhow!("generating a key: {e}"));
-    let mut ca_params = params("drover etcd CA", Vec::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = gen()?;
-    let ca_key_pem = ca_key.serialize_pem();
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)
-        .map_err(|e| anyhow!("signing the etcd CA: {e}"))?;
+    let (ca, ca_key_pem) = new_ca("drover etcd CA")?;
 
     let mut files = Vec::new();
     let mut out = |dir: &Path, name: String, pem: &str, private: bool| -> Result<()> {

@@ -205,6 +205,18 @@ pub(crate) fn write(dir: &Path, name: &str, pem: &str, private: bool, force: boo
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// A new self-signed CA named `cn`, and its private key in PEM.
+pub(crate) fn new_ca(cn: &str) -> Result<(CertifiedIssuer<'static, KeyPair>, String)> {
+    let mut ca_params = params(cn, Vec::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().map_err(|e| anyhow!("generating a key: {e}"))?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)
+        .map_err(|e| anyhow!("signing the CA {cn:?}: {e}"))?;
+    Ok((ca, ca_key_pem))
+}
+
 /// Refuses a `--host` that is neither an IP address nor a DNS name.
 pub(crate) fn check_hosts(hosts: &[String]) -> Result<()> {
     for h in hosts {
@@ -226,14 +238,7 @@ pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&a.dir)
         .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let gen = || KeyPair::generate().map_err(|e| anyhow!("generating a key: {e}"));
-
-    let mut ca_params = params("drover cluster CA", Vec::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = gen()?;
-    let ca_key_pem = ca_key.serialize_pem();
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)
-        .map_err(|e| anyhow!("signing the CA: {e}"))?;
+    let (ca, ca_key_pem) = new_ca("drover cluster CA")?;
 
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     sans.extend(a.hosts.iter().cloned());
