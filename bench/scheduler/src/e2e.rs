@@ -95,6 +95,9 @@ pub async fn run(args: &[String]) -> Result<()> {
             .connect()
             .await?,
     );
+    // What registration sent (the peer view, which every node gets when
+    // one joins) is not the job's: count from here.
+    let before = sim.received();
     let t0 = Instant::now();
     jobs.submit(pb::SubmitRequest {
         job: Some(job(instances)),
@@ -108,7 +111,16 @@ pub async fn run(args: &[String]) -> Result<()> {
         submitted.as_secs_f64(),
         took.as_secs_f64()
     );
-    let mut received = sim.received();
+    let mut received: Vec<drover_tests::sim::Received> = sim
+        .received()
+        .iter()
+        .zip(&before)
+        .map(|(after, was)| drover_tests::sim::Received {
+            bytes: after.bytes - was.bytes,
+            assignment_messages: after.assignment_messages - was.assignment_messages,
+            assignment_entries: after.assignment_entries - was.assignment_entries,
+        })
+        .collect();
     received.sort_by_key(|r| r.bytes);
     let per = |f: fn(&drover_tests::sim::Received) -> u64| {
         let v: Vec<u64> = received.iter().map(f).collect();
@@ -118,7 +130,7 @@ pub async fn run(args: &[String]) -> Result<()> {
     let (msgs_med, msgs_max) = per(|r| r.assignment_messages);
     let (entries_med, entries_max) = per(|r| r.assignment_entries);
     println!(
-        "e2e: sent per node (median / max): {bytes_med} / {bytes_max} bytes, {msgs_med} / {msgs_max} assignment messages, {entries_med} / {entries_max} assignment entries (allocations per node: {:.1})",
+        "e2e: sent per node for the job (median / max): {bytes_med} / {bytes_max} bytes, {msgs_med} / {msgs_max} assignment messages, {entries_med} / {entries_max} assignment entries (allocations per node: {:.1})",
         f64::from(instances) / nodes as f64
     );
     println!("e2e: scheduler RSS {} MiB", rss_kib(sched.0.id())? / 1024);
