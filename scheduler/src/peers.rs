@@ -19,6 +19,13 @@ use crate::cluster::Cluster;
 use crate::registry::Outbound;
 use crate::state::{NodeRecord, NodeStatus};
 
+/// How long a change of the nodes waits for more before the view is read
+/// again: a burst of registrations (a cluster starting, a partition
+/// healing) then gives a few views instead of one per node, and every
+/// view goes to every connected node, so without it the cost of N nodes
+/// joining grows with N³.
+pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(200);
+
 /// Every ready node with a subnet, as last read; `None` before the first
 /// read.
 pub type View = Option<Arc<Vec<pb::Peer>>>;
@@ -115,8 +122,9 @@ impl Peers {
     }
 }
 
-/// Re-reads the nodes each time they may have changed and publishes the
-/// peer view when it differs. Ends when the cluster is dropped.
+/// Re-reads the nodes each time they may have changed (at most once per
+/// [`REFRESH_DEBOUNCE`]) and publishes the peer view when it differs.
+/// Ends when the cluster is dropped.
 async fn refresh(
     cluster: Weak<Cluster>,
     mut dirty: watch::Receiver<u64>,
@@ -149,6 +157,8 @@ async fn refresh(
         if dirty.changed().await.is_err() {
             return;
         }
+        // Let a burst of changes settle; they are all in the next read.
+        tokio::time::sleep(REFRESH_DEBOUNCE).await;
     }
 }
 

@@ -96,7 +96,9 @@ pub async fn run(args: &[String]) -> Result<()> {
             .await?,
     );
     // What registration sent (the peer view, which every node gets when
-    // one joins) is not the job's: count from here.
+    // one joins, published at most every 200 ms) is not the job's: let the
+    // last view go out, then count from here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let before = sim.received();
     let t0 = Instant::now();
     jobs.submit(pb::SubmitRequest {
