@@ -44,7 +44,7 @@ pub fn pending_after(plan: &Plan, before: &[PendingGroup], now_ms: i64) -> Vec<P
                 .and_then(<[String]>::first)
                 .map_or_else(
                     || "no eligible node to place it on".to_string(),
-                    |f| bounded(f),
+                    |f| bounded(without_group(f)),
                 );
             PendingGroup {
                 group: u.group.clone(),
@@ -61,6 +61,15 @@ pub fn pending_after(plan: &Plan, before: &[PendingGroup], now_ms: i64) -> Vec<P
 pub fn changes(plan: &Plan, recorded: &[PendingGroup]) -> bool {
     // A group new to `recorded` differs by its name whatever its `since`.
     pending_after(plan, recorded, 0) != recorded
+}
+
+/// A failure line without its `group "web": 3 instances unplaceable: `
+/// head, which the pending record says in its own fields.
+fn without_group(line: &str) -> &str {
+    match line.split_once(" unplaceable: ") {
+        Some((head, why)) if head.starts_with("group ") => why,
+        _ => line,
+    }
 }
 
 /// `text` cut to at most [`MAX_REASON_BYTES`] on a character boundary,
