@@ -334,7 +334,17 @@ pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
         .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let got = get_job(&mut client, name).await?;
-    print_job(opts, &got, &[])
+    print_job(opts, &got, &[])?;
+    if opts.output == Output::Table {
+        if let Some(lines) = crate::deploy::latest_lines(opts, name).await {
+            outln!();
+            outln!("Latest deployment");
+            for l in lines {
+                outln!("{l}");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) -> Result<()> {

@@ -95,6 +95,17 @@ fn print(opts: &ClientOpts, d: &pb::Deployment) {
     }
 }
 
+/// `drover job status`'s view of the job's latest deployment: its
+/// headline and one line per group, `None` when it has none (or the
+/// scheduler cannot say: the job's own status is what was asked for).
+pub async fn latest_lines(opts: &ClientOpts, job: &str) -> Option<Vec<String>> {
+    let mut c = client(opts).await.ok()?;
+    let d = get(&mut c, job, 0).await.ok()??;
+    let mut lines = vec![headline(&d)];
+    lines.extend(group_lines(&d));
+    Some(lines)
+}
+
 /// Follows job `job`'s deployment of `version` until it ends, if there is
 /// one; fails when it does not succeed.
 pub async fn follow(opts: &ClientOpts, job: &str, version: u64) -> Result<()> {

@@ -145,6 +145,11 @@ fn rolling_canary_and_auto_revert() {
     );
     let status = c.cli_json(&["job", "status", &name]);
     assert_eq!(live_versions(&status), [2; 6]);
+    let text = c.cli_ok(&["job", "status", &name]);
+    assert!(
+        text.contains("Latest deployment") && text.contains("version 2: successful"),
+        "job status shows the deployment:\n{text}"
+    );
 
     // Canary: one v3 beside the six v2, until promoted.
     let canary = format!("{ROLLING}, canary = 1");
