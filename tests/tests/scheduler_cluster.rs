@@ -538,6 +538,8 @@ async fn a_silent_agent_is_told_its_session_ended() {
 
 #[path = "scheduler_cluster/batches.rs"]
 mod batches;
+#[path = "scheduler_cluster/history.rs"]
+mod history;
 #[path = "scheduler_cluster/limits.rs"]
 mod limits;
 #[path = "scheduler_cluster/placement.rs"]

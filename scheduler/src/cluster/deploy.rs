@@ -27,6 +27,9 @@ pub(super) struct History {
     pub latest: Option<Versioned<Deployment>>,
     /// Every kept version, by version.
     pub versions: BTreeMap<u64, Versioned<JobVersion>>,
+    /// The store revision of every deployment record but the latest, by
+    /// version: what pruning may delete.
+    older_deployments: BTreeMap<u64, i64>,
     /// The version [`History::write`] saw succeed in the same pass as its
     /// creation, for [`History::write_version`].
     pending_stable: bool,
@@ -72,9 +75,15 @@ impl Cluster {
             .list_prefix::<JobVersion>(Kind::JobVersion, &prefix)
             .await?
             .items;
+        let mut deployments = by_version(name, deployments);
+        let latest = deployments.pop_last().map(|(_, d)| d);
         Ok(History {
-            latest: by_version(name, deployments).into_values().next_back(),
+            latest,
             versions: by_version(name, versions),
+            older_deployments: deployments
+                .into_iter()
+                .map(|(v, d)| (v, d.mod_revision))
+                .collect(),
             pending_stable: false,
         })
     }
@@ -230,10 +239,27 @@ impl History {
             .filter(|a| a.desired == DesiredState::Run)
             .map(|a| a.job_version)
             .collect();
-        for old in prune(&kept, &in_use, 8) {
-            if let Some(r) = self.versions.get(&old) {
-                txn.delete(Kind::JobVersion, &version_key(job, old), r.mod_revision);
+        let pruned = prune(&kept, &in_use, 8);
+        for old in &pruned {
+            if let Some(r) = self.versions.get(old) {
+                txn.delete(Kind::JobVersion, &version_key(job, *old), r.mod_revision);
             }
+        }
+        // A deployment goes with its version: one whose version is no
+        // longer kept is history nobody can revert to (the latest stays,
+        // whatever its version).
+        let kept_after: BTreeSet<u64> = kept
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !pruned.contains(n))
+            .collect();
+        let gone = self
+            .older_deployments
+            .iter()
+            .filter(|(n, _)| !kept_after.contains(n))
+            .take(8);
+        for (n, rev) in gone {
+            txn.delete(Kind::Deployment, &version_key(job, *n), *rev);
         }
         Ok(())
     }
