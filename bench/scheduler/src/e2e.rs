@@ -94,7 +94,8 @@ pub async fn run(args: &[String]) -> Result<()> {
         tonic::transport::Endpoint::from_shared(url.clone())?
             .connect()
             .await?,
-    );
+    )
+    .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     // What registration sent (the peer view, which every node gets when
     // one joins, published at most every 200 ms) is not the job's: let the
     // last view go out, then count from here.
@@ -144,12 +145,11 @@ pub async fn run(args: &[String]) -> Result<()> {
 }
 
 fn job(count: u32) -> pb::Job {
-    pb::Job {
-        name: "e2e".into(),
-        kind: "service".into(),
-        groups: vec![pb::Group {
-            name: "g".into(),
-            count: i64::from(count),
+    // A group holds at most 10,000 instances: larger counts take several.
+    let groups = (0..count.div_ceil(10_000))
+        .map(|g| pb::Group {
+            name: format!("g{g}"),
+            count: i64::from((count - g * 10_000).min(10_000)),
             tasks: vec![pb::Task {
                 name: "t".into(),
                 command: vec!["/bin/true".into()],
@@ -160,7 +160,12 @@ fn job(count: u32) -> pb::Job {
                 ..Default::default()
             }],
             ..Default::default()
-        }],
+        })
+        .collect();
+    pb::Job {
+        name: "e2e".into(),
+        kind: "service".into(),
+        groups,
         ..Default::default()
     }
 }
