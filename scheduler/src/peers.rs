@@ -6,6 +6,7 @@
 //! agent session; each session sends its node the view minus itself when
 //! it differs from what it sent last.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -56,6 +57,7 @@ pub fn peers_for(node_id: &str, all: &[pb::Peer]) -> pb::Peers {
             .filter(|p| p.node_id != node_id)
             .cloned()
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -162,28 +164,71 @@ async fn refresh(
     }
 }
 
+/// What to send a node whose last message left it with `last` (by node
+/// id; `None` before the first), now that its peers are `now`: the whole
+/// list first or when `partial` is off, then only what changed; `None`
+/// when nothing did. With N nodes joining, whole lists would cost every
+/// node N entries per change, N² bytes per node in all.
+pub fn update_for(
+    last: Option<&BTreeMap<String, pb::Peer>>,
+    now: &pb::Peers,
+    partial: bool,
+) -> Option<pb::Peers> {
+    let Some(last) = last.filter(|_| partial) else {
+        let same = last.is_some_and(|l| {
+            l.len() == now.peers.len() && now.peers.iter().all(|p| l.get(&p.node_id) == Some(p))
+        });
+        return (!same).then(|| now.clone());
+    };
+    let changed: Vec<pb::Peer> = now
+        .peers
+        .iter()
+        .filter(|p| last.get(&p.node_id) != Some(*p))
+        .cloned()
+        .collect();
+    let ids: BTreeSet<&str> = now.peers.iter().map(|p| p.node_id.as_str()).collect();
+    let removed: Vec<String> = last
+        .keys()
+        .filter(|id| !ids.contains(id.as_str()))
+        .cloned()
+        .collect();
+    (!changed.is_empty() || !removed.is_empty()).then_some(pb::Peers {
+        peers: changed,
+        partial: true,
+        removed,
+    })
+}
+
 /// Sends the node its peers when the session starts and again each time
-/// the set changes, until the session ends.
+/// the set changes (only the changes to an agent that takes `partial`
+/// ones), until the session ends.
 pub async fn push(
     mut view: watch::Receiver<View>,
     node_id: String,
     tx: Outbound,
     ended: CancellationToken,
+    partial: bool,
 ) {
-    let mut last: Option<pb::Peers> = None;
+    let mut last: Option<BTreeMap<String, pb::Peer>> = None;
     loop {
         let current = view.borrow_and_update().clone();
         if let Some(all) = current {
             let peers = peers_for(&node_id, &all);
-            if last.as_ref() != Some(&peers) {
-                tracing::debug!(node_id = %node_id, peers = peers.peers.len(), "sending peers");
+            if let Some(update) = update_for(last.as_ref(), &peers, partial) {
+                tracing::debug!(node_id = %node_id, peers = update.peers.len(), removed = update.removed.len(), partial = update.partial, "sending peers");
                 let msg = pb::SchedulerMessage {
-                    msg: Some(pb::scheduler_message::Msg::Peers(peers.clone())),
+                    msg: Some(pb::scheduler_message::Msg::Peers(update)),
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     return;
                 }
-                last = Some(peers);
+                last = Some(
+                    peers
+                        .peers
+                        .into_iter()
+                        .map(|p| (p.node_id.clone(), p))
+                        .collect(),
+                );
             }
         }
         tokio::select! {
@@ -197,6 +242,57 @@ pub async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(id: &str, subnet: &str) -> pb::Peer {
+        pb::Peer {
+            node_id: id.into(),
+            address: "192.0.2.1".into(),
+            subnet: subnet.into(),
+        }
+    }
+
+    fn list(peers: &[pb::Peer]) -> pb::Peers {
+        pb::Peers {
+            peers: peers.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn by_id(peers: &[pb::Peer]) -> BTreeMap<String, pb::Peer> {
+        peers
+            .iter()
+            .map(|p| (p.node_id.clone(), p.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_agent_taking_changes_gets_the_whole_list_once_then_only_changes() {
+        let (a, b, c) = (
+            peer("a", "10.0.1.0/24"),
+            peer("b", "10.0.2.0/24"),
+            peer("c", "10.0.3.0/24"),
+        );
+        let first = update_for(None, &list(&[a.clone(), b.clone()]), true).expect("an update");
+        assert!(!first.partial);
+        assert_eq!(first.peers.len(), 2);
+        // c joins, b leaves: one entry and one id, not the list.
+        let now = list(&[a.clone(), c.clone()]);
+        let next =
+            update_for(Some(&by_id(&[a.clone(), b.clone()])), &now, true).expect("an update");
+        assert!(next.partial);
+        assert_eq!(next.peers, std::slice::from_ref(&c));
+        assert_eq!(next.removed, ["b"]);
+        // Nothing changed: nothing sent.
+        assert_eq!(
+            update_for(Some(&by_id(&[a.clone(), c.clone()])), &now, true),
+            None
+        );
+        // An agent that does not take changes gets whole lists.
+        let whole = update_for(Some(&by_id(&[a.clone(), b])), &now, false).expect("an update");
+        assert!(!whole.partial);
+        assert_eq!(whole.peers, [a.clone(), c.clone()]);
+        assert_eq!(update_for(Some(&by_id(&[a, c])), &now, false), None);
+    }
 
     fn node(id: &str, address: &str, status: NodeStatus, subnet: Option<&str>) -> NodeRecord {
         NodeRecord {

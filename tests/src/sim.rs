@@ -371,6 +371,7 @@ impl SimNode {
             node: Some(self.node()),
             running,
             partial_assignments: true,
+            partial_peers: true,
         };
         send(&tx, pb::agent_message::Msg::Register(register)).await?;
         let mut inbound = client

@@ -190,6 +190,7 @@ fn a_rogue_node_cannot_make_dns_serve_its_address() {
             }),
             running: vec![],
             partial_assignments: false,
+            partial_peers: false,
         })))
         .await
         .unwrap();

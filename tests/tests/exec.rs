@@ -730,6 +730,7 @@ fn another_nodes_agent_cannot_inject_into_an_exec_session() {
                 }),
                 running: vec![],
                 partial_assignments: false,
+                partial_peers: false,
             })),
         })
         .await

@@ -212,6 +212,7 @@ fn register(id: &str) -> pb::AgentMessage {
             }),
             running: vec![],
             partial_assignments: false,
+            partial_peers: false,
         })),
     }
 }

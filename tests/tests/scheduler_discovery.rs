@@ -136,6 +136,7 @@ async fn a_checked_service_follows_its_check_and_a_silent_node_loses_its_records
         }),
         running: vec![],
         partial_assignments: false,
+        partial_peers: false,
     })))
     .await
     .unwrap();

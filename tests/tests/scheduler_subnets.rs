@@ -92,6 +92,7 @@ fn register(id: &str, address: &str, subnet: &str) -> pb::AgentMessage {
             }),
             running: vec![],
             partial_assignments: false,
+            partial_peers: false,
         })),
     }
 }

@@ -278,6 +278,7 @@ fn register_as(https: &str, pki: &Path, cert: &str, id: &str) -> Result<(), toni
                     }),
                     running: vec![],
                     partial_assignments: false,
+                    partial_peers: false,
                 },
             )),
         };

@@ -1,6 +1,7 @@
 //! Host-gw routes to the other nodes: the scheduler sends the full list of
-//! every other ready node's task subnet and host address (`Peers`) when it
-//! changes, and the agent makes the Drover routes in the node's main table
+//! every other ready node's task subnet and host address (`Peers`), then
+//! only what changes (`partial`: peers added or changed, ids removed), and
+//! the agent keeps the whole list ([`known`](Peers::known)) and makes the Drover routes in the node's main table
 //! exactly that list (`<peer subnet> via <peer address>`), with
 //! [`Netlink::sync_routes`]. Routes Drover did not add are never touched.
 //!
@@ -8,6 +9,7 @@
 //! and keep talking to each other. A node that goes down is left out of the
 //! next list, and its route goes.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,6 +143,8 @@ pub fn ensure_forwarding(path: &Path) -> std::io::Result<bool> {
 /// Keeps the node's host-gw routes in line with the scheduler's peer list.
 #[derive(Debug)]
 pub struct Peers {
+    /// The whole list as the scheduler last described it, by node id.
+    known: BTreeMap<String, pb::Peer>,
     net: Option<Netlink>,
     ip_forward: PathBuf,
     own_subnet: Option<Ipv4Net>,
@@ -170,6 +174,7 @@ impl Peers {
             net: None,
             ip_forward,
             own_subnet: None,
+            known: BTreeMap::new(),
             pending: None,
             next_try: tokio::time::Instant::now(),
             backoff: MIN_BACKOFF,
@@ -191,10 +196,30 @@ impl Peers {
         };
     }
 
-    /// Makes the node's Drover routes exactly those `peers` asks for.
-    /// Failures are logged and the list is kept for [`Peers::retry`].
-    pub async fn apply(&mut self, peers: &pb::Peers) {
-        let (routes, bad) = desired_routes(peers, self.own_subnet);
+    /// The whole peer list after `update`: the list itself, or when
+    /// partial, the known list with its peers put and its ids removed.
+    pub fn known(&mut self, update: &pb::Peers) -> pb::Peers {
+        if !update.partial {
+            self.known.clear();
+        }
+        for id in &update.removed {
+            self.known.remove(id);
+        }
+        for p in &update.peers {
+            self.known.insert(p.node_id.clone(), p.clone());
+        }
+        pb::Peers {
+            peers: self.known.values().cloned().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Makes the node's Drover routes exactly those the peer list after
+    /// `update` asks for. Failures are logged and the list is kept for
+    /// [`Peers::retry`].
+    pub async fn apply(&mut self, update: &pb::Peers) {
+        let peers = self.known(update);
+        let (routes, bad) = desired_routes(&peers, self.own_subnet);
         for e in &bad {
             tracing::warn!(error = %e, "peer left without a route");
         }
@@ -298,6 +323,7 @@ mod tests {
                 peer("e", "198.18.0.14", "10.89.0.0/24"),
                 peer("f", "127.0.0.1", "10.89.5.0/24"),
             ],
+            ..Default::default()
         };
         let own = "10.89.0.0/24".parse().ok();
         let (routes, bad) = desired_routes(&peers, own);
@@ -312,6 +338,41 @@ mod tests {
         assert!(bad[0].to_string().contains("node-c.example"), "{}", bad[0]);
         assert!(bad[1].to_string().contains("10.89.3.7/24"), "{}", bad[1]);
         assert!(bad[2].to_string().contains("--address"), "{}", bad[2]);
+    }
+
+    #[test]
+    fn partial_updates_are_merged_into_the_known_list() {
+        let mut p = Peers::default();
+        let full = p.known(&pb::Peers {
+            peers: vec![
+                peer("b", "198.18.0.11", "10.89.1.0/24"),
+                peer("c", "198.18.0.12", "10.89.2.0/24"),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(full.peers.len(), 2);
+        // c leaves, d joins, b moves.
+        let merged = p.known(&pb::Peers {
+            peers: vec![
+                peer("d", "198.18.0.13", "10.89.3.0/24"),
+                peer("b", "198.18.0.21", "10.89.1.0/24"),
+            ],
+            partial: true,
+            removed: vec!["c".into()],
+        });
+        let ids: Vec<(&str, &str)> = merged
+            .peers
+            .iter()
+            .map(|x| (x.node_id.as_str(), x.address.as_str()))
+            .collect();
+        assert_eq!(ids, [("b", "198.18.0.21"), ("d", "198.18.0.13")]);
+        // A whole list replaces what was known.
+        let again = p.known(&pb::Peers {
+            peers: vec![peer("e", "198.18.0.14", "10.89.4.0/24")],
+            ..Default::default()
+        });
+        assert_eq!(again.peers.len(), 1);
+        assert_eq!(again.peers[0].node_id, "e");
     }
 
     #[test]

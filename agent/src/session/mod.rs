@@ -274,6 +274,7 @@ async fn session(
         node: Some(node.clone()),
         running: running.iter().map(pb::AllocStatus::from).collect(),
         partial_assignments: true,
+        partial_peers: true,
     };
     send(&tx, pb::agent_message::Msg::Register(register)).await?;
     let mut inbound = client

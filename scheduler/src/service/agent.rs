@@ -213,6 +213,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
             tx,
             inbound,
             (self.snapshots.clone(), sent),
+            reg.partial_peers,
         );
         // Jobs waiting for capacity may fit now, and system jobs want an
         // instance on the node: a full pass, soon.

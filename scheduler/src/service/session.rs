@@ -27,6 +27,7 @@ pub(super) fn run(
     tx: Outbound,
     inbound: Streaming<pb::AgentMessage>,
     assignments: (Arc<Snapshots>, Sent),
+    partial_peers: bool,
 ) {
     let ended = CancellationToken::new();
     tokio::spawn(peers::push(
@@ -34,6 +35,7 @@ pub(super) fn run(
         node.id.clone(),
         tx.clone(),
         ended.clone(),
+        partial_peers,
     ));
     // The DNS records: right after `Registered`, which the caller sent.
     tokio::spawn(relay::dns::feed(
