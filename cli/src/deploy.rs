@@ -11,7 +11,7 @@ use drover_proto::v1 as pb;
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::client::{channel, status_error};
+use crate::connect::{channel, status_error};
 use crate::{ClientOpts, Output};
 
 /// How often `job run` looks at a deployment it follows.

@@ -21,7 +21,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::{channel, resolve_alloc, status_error};
+use crate::client::resolve_alloc;
+use crate::connect::{channel, status_error};
 use crate::ClientOpts;
 
 /// Exit code when Drover itself failed, before or around the command.

@@ -7,6 +7,8 @@
 #[macro_use]
 mod stdout;
 mod client;
+mod columns;
+mod connect;
 mod daemon;
 mod deploy;
 mod dns;

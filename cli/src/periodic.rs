@@ -5,7 +5,7 @@ use anyhow::Result;
 use drover_proto::v1 as pb;
 use serde_json::{json, Value};
 
-use crate::client::{channel, status_error};
+use crate::connect::{channel, status_error};
 use crate::{output, ClientOpts, Output};
 
 /// Launches a child of periodic job `name` now and prints it.

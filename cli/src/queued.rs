@@ -12,7 +12,7 @@ pub fn pending_table(pending: &[pb::PendingPlacement], now_ms: i64) {
         return;
     }
     outln!("Pending (placed as soon as capacity appears)");
-    crate::output::table(
+    crate::columns::table(
         &["GROUP", "COUNT", "SINCE", "REASON"],
         pending
             .iter()
@@ -20,7 +20,7 @@ pub fn pending_table(pending: &[pb::PendingPlacement], now_ms: i64) {
                 vec![
                     p.group.clone(),
                     p.count.to_string(),
-                    crate::output::age(now_ms, p.since_unix_ms),
+                    crate::columns::age(now_ms, p.since_unix_ms),
                     p.reason.clone(),
                 ]
             })

@@ -6,13 +6,12 @@
 //! polls.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use crate::core::Core;
 
 /// Where placement passes ask for a later look at a job.
 pub(crate) struct DeployTimers {
@@ -38,15 +37,15 @@ impl DeployTimers {
         let _ = self.tx.send((job.to_string(), at_ms));
     }
 
-    /// Runs the timers for `core` until `shutdown` (once per process: a
-    /// second call returns at once).
-    pub(crate) async fn run(core: Arc<Core>, shutdown: CancellationToken) {
-        let rx = core
-            .deploy_timers()
-            .rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    /// Runs the timers until `shutdown`, calling `step` with each job
+    /// whose time has come (once per process: a second call returns at
+    /// once).
+    pub(crate) async fn run<F, Fut>(&self, shutdown: CancellationToken, mut step: F)
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(mut rx) = rx else {
             return;
         };
@@ -70,7 +69,7 @@ impl DeployTimers {
                     let ready: Vec<String> = due.iter().filter(|(_, t)| **t <= now).map(|(j, _)| j.clone()).collect();
                     for job in ready {
                         due.remove(&job);
-                        core.step_deployment(&job).await;
+                        step(job).await;
                     }
                 }
             }

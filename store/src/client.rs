@@ -39,12 +39,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-mod range;
 mod skydns;
 mod streams;
 
-pub(crate) use range::range_prefix;
-pub use range::LIST_PAGE;
+pub(crate) use crate::range::range_prefix;
+pub use crate::range::LIST_PAGE;
 
 pub use skydns::{RawKv, RawOp, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_TXN_OPS, SKYDNS_PREFIX};
 

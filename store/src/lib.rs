@@ -13,6 +13,7 @@ pub mod election;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod mirror;
+mod range;
 
 pub use client::{
     Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, RawKv, RawOp, Store, StoreError,

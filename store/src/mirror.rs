@@ -277,7 +277,7 @@ impl<S: Sink> Mirror<S> {
     async fn load(&mut self) -> Result<i64, MirrorError> {
         let mut kv = self.client.kv_client();
         let (kvs, revision) =
-            crate::client::range_prefix(&mut kv, self.prefix.as_bytes(), crate::client::LIST_PAGE)
+            crate::range::range_prefix(&mut kv, self.prefix.as_bytes(), crate::range::LIST_PAGE)
                 .await
                 .map_err(|source| self.etcd_error("range", source))?;
         let kvs: Vec<(Vec<u8>, Vec<u8>)> = kvs

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use drover_proto::v1 as pb;
 use drover_tests::etcd::RealEtcd;
-use drover_tests::sim::{NodeSpec, Sim};
+use drover_tests::sim::{NodeSpec, Received, Sim};
 
 /// Longest wait for registration or for every instance to run.
 const TIMEOUT: Duration = Duration::from_secs(900);
@@ -114,28 +114,7 @@ pub async fn run(args: &[String]) -> Result<()> {
         submitted.as_secs_f64(),
         took.as_secs_f64()
     );
-    let mut received: Vec<drover_tests::sim::Received> = sim
-        .received()
-        .iter()
-        .zip(&before)
-        .map(|(after, was)| drover_tests::sim::Received {
-            bytes: after.bytes - was.bytes,
-            assignment_messages: after.assignment_messages - was.assignment_messages,
-            assignment_entries: after.assignment_entries - was.assignment_entries,
-        })
-        .collect();
-    received.sort_by_key(|r| r.bytes);
-    let per = |f: fn(&drover_tests::sim::Received) -> u64| {
-        let v: Vec<u64> = received.iter().map(f).collect();
-        (crate::quantile(&v, 0.5), v.last().copied().unwrap_or(0))
-    };
-    let (bytes_med, bytes_max) = per(|r| r.bytes);
-    let (msgs_med, msgs_max) = per(|r| r.assignment_messages);
-    let (entries_med, entries_max) = per(|r| r.assignment_entries);
-    println!(
-        "e2e: sent per node for the job (median / max): {bytes_med} / {bytes_max} bytes, {msgs_med} / {msgs_max} assignment messages, {entries_med} / {entries_max} assignment entries (allocations per node: {:.1})",
-        f64::from(instances) / nodes as f64
-    );
+    report_sent(&sim.received(), &before, instances, nodes);
     println!("e2e: scheduler RSS {} MiB", rss_kib(sched.0.id())? / 1024);
     println!(
         "persisted allocs/s: {:.0}",
@@ -193,4 +172,30 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Prints what each node was sent between `before` and `after`, median and
+/// max over the nodes.
+fn report_sent(after: &[Received], before: &[Received], instances: u32, nodes: usize) {
+    let mut received: Vec<Received> = after
+        .iter()
+        .zip(before)
+        .map(|(after, was)| Received {
+            bytes: after.bytes - was.bytes,
+            assignment_messages: after.assignment_messages - was.assignment_messages,
+            assignment_entries: after.assignment_entries - was.assignment_entries,
+        })
+        .collect();
+    received.sort_by_key(|r| r.bytes);
+    let per = |f: fn(&Received) -> u64| {
+        let v: Vec<u64> = received.iter().map(f).collect();
+        (crate::quantile(&v, 0.5), v.last().copied().unwrap_or(0))
+    };
+    let (bytes_med, bytes_max) = per(|r| r.bytes);
+    let (msgs_med, msgs_max) = per(|r| r.assignment_messages);
+    let (entries_med, entries_max) = per(|r| r.assignment_entries);
+    println!(
+        "e2e: sent per node for the job (median / max): {bytes_med} / {bytes_max} bytes, {msgs_med} / {msgs_max} assignment messages, {entries_med} / {entries_max} assignment entries (allocations per node: {:.1})",
+        f64::from(instances) / nodes as f64
+    );
 }

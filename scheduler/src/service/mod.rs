@@ -132,10 +132,16 @@ pub async fn serve(
     tokio::spawn(core.clone().reschedule_when_due(shutdown.clone()));
     tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
     tokio::spawn(core.clone().launch_periodic(shutdown.clone()));
-    tokio::spawn(crate::timers::DeployTimers::run(
-        core.clone(),
-        shutdown.clone(),
-    ));
+    let (deploys, stop) = (core.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let timers = deploys.deploy_timers();
+        timers
+            .run(stop, |job| {
+                let core = deploys.clone();
+                async move { core.step_deployment(&job).await }
+            })
+            .await;
+    });
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();
