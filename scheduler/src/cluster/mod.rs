@@ -108,6 +108,9 @@ pub struct Cluster {
     /// Jobs whose deployment was running when last placed (see
     /// `deploy.rs`): their allocations' status reports step it.
     deploying: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The subnet claims as this process last read or wrote them (see
+    /// `nodes.rs`); `None` until the first registration reads them.
+    claims: std::sync::Mutex<Option<nodes::Claims>>,
 }
 
 impl Cluster {
@@ -119,6 +122,7 @@ impl Cluster {
             planning: tokio::sync::Mutex::new(()),
             placement: PlanConfig::default(),
             deploying: std::sync::Mutex::default(),
+            claims: std::sync::Mutex::default(),
         }
     }
 

@@ -5,11 +5,14 @@
 //! guarded transaction as the node record that names it, and only if the
 //! claim is absent: two schedulers racing for one subnet cannot both win.
 
-use drover_store::Kind;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use drover_store::{Kind, Versioned};
 
 use super::{now_ms, Cluster, ClusterError, Step};
 use crate::state::{NodeRecord, SubnetClaim};
-use crate::subnet::{self, Claim, ClaimOp, Refusal};
+use crate::subnet::{self, Claim, ClaimOp, Ipv4Net, Refusal};
+use crate::sync::lock;
 use crate::transitions;
 
 impl Cluster {
@@ -20,26 +23,26 @@ impl Cluster {
     pub async fn register_node(&self, reported: &NodeRecord) -> Result<NodeRecord, ClusterError> {
         let _planning = self.planning.lock().await;
         let id = &reported.id;
+        let tries = AtomicU32::new(0);
+        let tries = &tries;
         let done = self
             .write(
                 || format!("node {id}"),
                 move || async move {
                     let old = self.store.get::<NodeRecord>(Kind::Node, id).await?;
-                    let stored = self.store.list::<SubnetClaim>(Kind::Subnet).await?.items;
-                    let claims: Vec<Claim<'_>> = stored
-                        .iter()
-                        .filter_map(|c| {
-                            Some(Claim {
-                                subnet: c.name.parse().ok()?,
-                                node_id: &c.value.node_id,
-                                mod_revision: c.mod_revision,
-                            })
-                        })
-                        .collect();
+                    // The claims cached from earlier registrations, read
+                    // again after a conflict (another scheduler claimed).
+                    if tries.fetch_add(1, Ordering::Relaxed) > 0 || lock(&self.claims).is_none() {
+                        let stored = self.store.list::<SubnetClaim>(Kind::Subnet).await?.items;
+                        *lock(&self.claims) = Some(Claims::read(&stored));
+                    }
                     let held = old.as_ref().and_then(|o| o.value.subnet);
-                    let assigned =
+                    let assigned = {
+                        let cached = lock(&self.claims);
+                        let claims = cached.as_ref().map(Claims::borrowed).unwrap_or_default();
                         subnet::assign(&self.subnets, id, held, reported.subnet, &claims)
-                            .map_err(|refusal| refused(id, refusal))?;
+                            .map_err(|refusal| refused(id, refusal))?
+                    };
                     match (&assigned.lost, held) {
                         (Some((s, holder)), _) => {
                             tracing::error!(node_id = %id, subnet = %s, holder = %holder, "node's subnet is claimed by another node; giving it a new one");
@@ -56,6 +59,7 @@ impl Cluster {
                         now_ms(),
                     );
                     let mut txn = self.txn();
+                    let mut created = Vec::new();
                     for op in &assigned.claims {
                         match *op {
                             ClaimOp::Keep {
@@ -67,16 +71,23 @@ impl Cluster {
                                     node_id: id.clone(),
                                 };
                                 txn.create(Kind::Subnet, &subnet.to_string(), &claim)?;
+                                created.push(subnet);
                             }
                         }
                     }
                     let rev = old.as_ref().map(|o| o.mod_revision).unwrap_or(0);
                     txn.update(Kind::Node, id, rev, &node)?;
-                    Ok(Step::Commit(txn, (node, held.is_none())))
+                    Ok(Step::Commit(txn, (node, held.is_none(), created)))
                 },
             )
-            .await?;
-        let (node, new_subnet) = done.value;
+            .await
+            .inspect_err(|_| *lock(&self.claims) = None)?;
+        let (node, new_subnet, created) = done.value;
+        if let (Some(revision), Some(claims)) = (done.revision, lock(&self.claims).as_mut()) {
+            for subnet in created {
+                claims.insert(subnet, id, revision);
+            }
+        }
         let subnet = node.subnet.map(|s| s.to_string()).unwrap_or_default();
         tracing::info!(node_id = %node.id, %subnet, new_subnet, revision = done.revision.unwrap_or(0), "node recorded");
         Ok(node)
@@ -156,5 +167,49 @@ fn refused(node_id: &str, refusal: Refusal) -> ClusterError {
             node_id: node_id.to_string(),
             source,
         },
+    }
+}
+
+/// The subnet claims of the store, kept between registrations so that one
+/// does not read every claim (N reads each, N² for N nodes joining). Claims
+/// are only ever created, so what this process read or wrote stays true;
+/// one another scheduler created makes a registration's create-if-absent
+/// guard fail, and the retry reads them all again.
+#[derive(Debug, Default)]
+pub(super) struct Claims(Vec<(Ipv4Net, String, i64)>);
+
+impl Claims {
+    /// The claims as read from the store.
+    fn read(stored: &[Versioned<SubnetClaim>]) -> Claims {
+        Claims(
+            stored
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.name.parse().ok()?,
+                        c.value.node_id.clone(),
+                        c.mod_revision,
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    /// The claims as [`subnet::assign`] takes them.
+    fn borrowed(&self) -> Vec<Claim<'_>> {
+        self.0
+            .iter()
+            .map(|(subnet, node_id, mod_revision)| Claim {
+                subnet: *subnet,
+                node_id,
+                mod_revision: *mod_revision,
+            })
+            .collect()
+    }
+
+    /// A claim this process created at `revision`.
+    fn insert(&mut self, subnet: Ipv4Net, node_id: &str, revision: i64) {
+        self.0.retain(|(s, _, _)| *s != subnet);
+        self.0.push((subnet, node_id.to_owned(), revision));
     }
 }
