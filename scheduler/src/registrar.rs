@@ -252,7 +252,7 @@ impl Registrar {
         self.apply_then_repair(&mut held, p).await
     }
 
-    /// Allocations `ids` (those that exist), their jobs and every node.
+    /// Allocations `ids` (those that exist), their jobs and nodes.
     async fn load(
         &self,
         ids: &[String],
@@ -264,22 +264,20 @@ impl Registrar {
         ),
         RegistrarError,
     > {
-        let nodes: BTreeMap<String, NodeRecord> = self
-            .cluster
-            .nodes()
-            .await?
-            .into_iter()
-            .map(|n| (n.name, n.value))
-            .collect();
         if ids.len() > GETS_PER_PASS {
+            let nodes = self.all_nodes().await?;
             let (mut allocs, jobs) = self.cluster.allocs_and_jobs().await?;
             let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
             allocs.retain(|a| ids.contains(a.id.as_str()));
             return Ok((allocs, jobs, nodes));
         }
+        // A few allocations: their own records, jobs and nodes, not every
+        // node of the cluster (one status report at 10,000 nodes would
+        // otherwise read them all).
         let store = self.store();
         let mut allocs = Vec::new();
         let mut jobs = BTreeMap::new();
+        let mut nodes = BTreeMap::new();
         for id in ids {
             let Some(a) = store.get::<AllocRecord>(Kind::Alloc, id).await? else {
                 continue;
@@ -289,9 +287,25 @@ impl Registrar {
                     jobs.insert(j.name, j.value);
                 }
             }
+            if !nodes.contains_key(&a.value.node_id) {
+                if let Some(n) = store.get::<NodeRecord>(Kind::Node, &a.value.node_id).await? {
+                    nodes.insert(n.name, n.value);
+                }
+            }
             allocs.push(a.value);
         }
         Ok((allocs, jobs, nodes))
+    }
+
+    /// Every node, by id.
+    async fn all_nodes(&self) -> Result<BTreeMap<String, NodeRecord>, RegistrarError> {
+        Ok(self
+            .cluster
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| (n.name, n.value))
+            .collect())
     }
 
     /// The full pass: every key Drover owns in the zone, re-read from the
