@@ -26,7 +26,7 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 cleanup() {
     set +e
     if [ -n "${addr:-}" ]; then
-        "$DROVER" --addr "$addr" job stop memory-bench --wait 60 >/dev/null 2>&1
+        DROVER_ADDR="$addr" "$DROVER" job stop memory-bench --wait 60 >/dev/null 2>&1
     fi
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         kill "${pids[$i]}" 2>/dev/null
@@ -37,6 +37,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 client_port="$(free_port)"
 peer_port="$(free_port)"
@@ -63,7 +64,7 @@ agent_pid=$!
 pids+=("$agent_pid")
 
 for _ in $(seq 100); do
-    "$DROVER" --addr "$addr" node status 2>/dev/null | grep -q ready && break
+    DROVER_ADDR="$addr" "$DROVER" node status 2>/dev/null | grep -q ready && break
     sleep 0.2
 done
 sleep 3
@@ -83,9 +84,9 @@ name = "sleep"
 command = ["/bin/sleep", "1000000"]
 resources = { cpu_millis = 10, memory_mb = 8 }
 JOB
-"$DROVER" --addr "$addr" job run "$work/job.toml" >/dev/null
+DROVER_ADDR="$addr" "$DROVER" job run "$work/job.toml" >/dev/null
 for _ in $(seq 600); do
-    running="$("$DROVER" --addr "$addr" -o json job list 2>/dev/null | python3 -c '
+    running="$(DROVER_ADDR="$addr" "$DROVER" job list -o json 2>/dev/null | python3 -c '
 import json, sys
 print(next((j["running"] for j in json.load(sys.stdin) if j["name"] == "memory-bench"), 0))' || echo 0)"
     [ "$running" -ge "$ALLOCS" ] && break
@@ -95,7 +96,7 @@ echo "allocations running: $running"
 sleep 5
 sum=0
 count=0
-for pid in $(ps -eo pid=,args= | awk -v d="$work/agent" 'index($0, d) && /__supervise/ {print $1}'); do
+for pid in $(ps -eo pid=,comm=,args= | awk -v d="$work/agent" '$2 == "drover" && $4 == "__supervise" && index($0, d) {print $1}'); do
     kib="$(rss_kib "$pid" 2>/dev/null || echo 0)"
     sum=$((sum + kib))
     count=$((count + 1))
