@@ -177,7 +177,10 @@ impl Maintenance for MaintenanceService {
         let (image, rev) = {
             let store = self.shared.lock();
             let body = store.encode_snapshot();
-            (super::snapshot::encode(0, &body), store.revision())
+            (
+                super::snapshot::backup_image(super::snapshot::encode(0, &body)),
+                store.revision(),
+            )
         };
         tracing::info!(
             revision = rev,

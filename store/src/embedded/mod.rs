@@ -1,7 +1,8 @@
 //! An in-process server for the subset of etcd's v3 gRPC API that Drover,
 //! `etcd-client` and `etcdctl` 3.4 use, in the manner of k3s's kine: KV
 //! (Range, Put, DeleteRange, Txn, Compact), Watch, Lease, Maintenance.Status
-//! and Cluster.MemberList, over one durable local file.
+//! and Snapshot, and Cluster.MemberList, over a durable local log and
+//! snapshot.
 //!
 //! # Layout
 //!
@@ -35,8 +36,9 @@
 //! | 2 | lease grant | `id: i64, ttl_secs: i64` |
 //! | 3 | lease revoke/expiry | `id: i64, rev: i64 (0 = no keys), muts` |
 //! | 4 | compaction | `rev: i64` |
+//! | 5 | log start | `gen: u64` (first record of a log after snapshot `gen`) |
 //!
-//! On open the log is replayed in order. A final record whose header or
+//! On open the log is replayed in order (after the snapshot, below). A final record whose header or
 //! payload runs past the end of the file, or whose CRC fails while it ends
 //! exactly at the end of the file, is a torn write, and so is a tail of
 //! zero bytes (a power cut kept the file's new size but not its data): it
@@ -47,9 +49,27 @@
 //! Leases persist with their granted TTL; after a restart each one starts
 //! a fresh full TTL. The event history is rebuilt by the replay.
 //!
-//! Not done yet: log compaction/snapshots (the log grows without bound and
-//! replay reads it whole), auth, and the Maintenance methods other than
-//! Status (they answer UNIMPLEMENTED).
+//! # Snapshots, `<data_dir>/store.snap`
+//!
+//! When the log has grown past [`StoreOptions`]' thresholds the writer
+//! installs a snapshot of the live state (format in `snapshot` and
+//! `mvcc::snapshot`) and replaces the log by one starting with
+//! `LogStart { gen }` (see `writer`). On open: the snapshot is loaded,
+//! then the log is replayed if it carries the snapshot's generation; a log
+//! of an older generation (or none: written before snapshots existed) is
+//! wholly covered by the snapshot and replaced; a newer one is refused.
+//! After a restart, history older than the snapshot's carried revisions
+//! is compacted.
+//!
+//! # The directory
+//!
+//! Mode 0700, files 0600; `store.lock` is `flock`ed by the one server
+//! using it and holds its pid (see `dir`).
+//!
+//! Not done yet: auth, and the Maintenance methods other than Status and
+//! Snapshot (they answer UNIMPLEMENTED). Snapshot streams Drover's
+//! snapshot format: `etcdctl snapshot save` stores it, [`restore`]
+//! installs it.
 
 mod dir;
 mod kv;

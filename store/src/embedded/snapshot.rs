@@ -9,6 +9,11 @@
 //! record. A backup (Maintenance.Snapshot, `etcdctl snapshot save`) is
 //! the same format with generation 0.
 //!
+//! A backup (see [`backup_image`]) is padded with zeros to a multiple of
+//! 512 bytes and followed by the SHA-256 of everything before it, as
+//! etcd's snapshot stream is: `etcdctl snapshot save` refuses a stream
+//! whose length is not 32 more than a multiple of 512.
+//!
 //! A snapshot replaces the previous one atomically: written to
 //! `store.snap.tmp`, fsynced, renamed over `store.snap`, then the directory
 //! fsynced. A crash leaves either the old or the new file whole.
@@ -35,6 +40,9 @@ pub enum SnapshotFileError {
         /// Bytes the header announces.
         want: u64,
     },
+    /// The backup's trailing SHA-256 does not match.
+    #[error("SHA-256 mismatch: the backup is damaged")]
+    Sha256,
     /// The body fails its CRC.
     #[error("CRC mismatch on the {len}-byte body")]
     Crc {
@@ -68,6 +76,7 @@ pub(crate) fn decode(image: &[u8]) -> Result<(u64, &[u8]), SnapshotFileError> {
     let mut c = [0u8; 4];
     c.copy_from_slice(&image[24..28]);
     let crc = u32::from_le_bytes(c);
+    let image = strip_backup_trailer(image, len)?;
     let have = (image.len() - HEADER) as u64;
     if have != len {
         return Err(SnapshotFileError::Truncated {
@@ -80,6 +89,37 @@ pub(crate) fn decode(image: &[u8]) -> Result<(u64, &[u8]), SnapshotFileError> {
         return Err(SnapshotFileError::Crc { len });
     }
     Ok((gen, body))
+}
+
+/// `image` (a snapshot file's) as a backup stream: zero padding to a
+/// multiple of 512 bytes, then the SHA-256 of the image and padding.
+pub(crate) fn backup_image(mut image: Vec<u8>) -> Vec<u8> {
+    use sha2::Digest;
+    image.resize(image.len().div_ceil(512) * 512, 0);
+    let sum = sha2::Sha256::digest(&image);
+    image.extend_from_slice(&sum);
+    image
+}
+
+/// The snapshot inside a backup (checking its SHA-256), or `image` itself
+/// when it is a plain snapshot file of body length `len`.
+fn strip_backup_trailer(image: &[u8], len: u64) -> Result<&[u8], SnapshotFileError> {
+    use sha2::Digest;
+    let exact = (HEADER as u64).saturating_add(len);
+    if image.len() as u64 <= exact || image.len() % 512 != 32 {
+        return Ok(image);
+    }
+    let (padded, sum) = image.split_at(image.len() - 32);
+    if sha2::Sha256::digest(padded).as_slice() != sum {
+        return Err(SnapshotFileError::Sha256);
+    }
+    let end = usize::try_from(exact)
+        .unwrap_or(usize::MAX)
+        .min(padded.len());
+    if padded[end..].iter().any(|&b| b != 0) {
+        return Err(SnapshotFileError::Sha256);
+    }
+    Ok(&padded[..end])
 }
 
 /// Replaces `path` by a file holding `bytes`, atomically and durably:
