@@ -240,3 +240,84 @@ async fn etcdctl_snapshot_save_is_a_backup_that_restore_installs() -> Result<()>
     restored.stop().await?;
     Ok(())
 }
+
+/// After a restart from a snapshot, revisions carry on, a watch from a
+/// recent revision replays it from the history the snapshot carried, and
+/// older revisions answer "compacted" as after an etcd compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_and_watches_carry_on_across_a_snapshot_restart() -> Result<()> {
+    use etcd_client::WatchOptions;
+
+    permissive_umask();
+    let dir = tempfile::tempdir()?;
+    let opts = StoreOptions {
+        snapshot_after_records: 200,
+        ..StoreOptions::default()
+    };
+    let mut served = Served::start(dir.path(), opts).await?;
+    let mut last = 0;
+    // Enough revisions that the last snapshot carries only the newest 1,000.
+    for i in 0..3000 {
+        let r = served
+            .client
+            .put(format!("w/{}", i % 5), format!("v{i}"), None)
+            .await?;
+        last = r.header().unwrap().revision();
+    }
+    let want = served
+        .client
+        .get("w/", Some(GetOptions::new().with_prefix()))
+        .await?;
+    served.stop().await?;
+    ensure!(dir.path().join("store.snap").exists(), "no snapshot");
+
+    let mut served = Served::start(dir.path(), StoreOptions::default()).await?;
+    let c = &mut served.client;
+    let got = c.get("w/", Some(GetOptions::new().with_prefix())).await?;
+    assert_eq!(got.header().unwrap().revision(), last);
+    let view = |r: &etcd_client::GetResponse| {
+        r.kvs()
+            .iter()
+            .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision(), kv.version()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(view(&got), view(&want));
+
+    let from = last - 5;
+    let opts = WatchOptions::new().with_prefix().with_start_revision(from);
+    let mut stream = c.watch("w/", Some(opts)).await?;
+    let mut revs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while revs.len() < 6 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, stream.message())
+            .await
+            .context("watch replay")??
+            .context("watch ended")?;
+        revs.extend(msg.events().iter().map(|e| e.kv().unwrap().mod_revision()));
+    }
+    assert_eq!(revs, (from..=last).collect::<Vec<_>>());
+
+    let opts = WatchOptions::new().with_prefix().with_start_revision(2);
+    let mut old = c.watch("w/", Some(opts)).await?;
+    let compacted = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), old.message())
+            .await
+            .context("compacted watch")??
+            .context("watch ended")?;
+        if msg.compact_revision() > 0 {
+            break msg.compact_revision();
+        }
+        ensure!(msg.events().is_empty(), "revision 2 was replayed after the restart");
+    };
+    ensure!(compacted > 2 && compacted <= last, "compact revision {compacted}");
+    let err = c
+        .get("w/0", Some(GetOptions::new().with_revision(2)))
+        .await
+        .unwrap_err()
+        .to_string();
+    ensure!(err.contains("compacted"), "{err}");
+    let next = c.put("w/after", "1", None).await?;
+    assert_eq!(next.header().unwrap().revision(), last + 1);
+    served.stop().await
+}
