@@ -278,7 +278,14 @@ async fn revisions_and_watches_carry_on_across_a_snapshot_restart() -> Result<()
     let view = |r: &etcd_client::GetResponse| {
         r.kvs()
             .iter()
-            .map(|kv| (kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision(), kv.version()))
+            .map(|kv| {
+                (
+                    kv.key().to_vec(),
+                    kv.value().to_vec(),
+                    kv.mod_revision(),
+                    kv.version(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(view(&got), view(&want));
@@ -308,9 +315,15 @@ async fn revisions_and_watches_carry_on_across_a_snapshot_restart() -> Result<()
         if msg.compact_revision() > 0 {
             break msg.compact_revision();
         }
-        ensure!(msg.events().is_empty(), "revision 2 was replayed after the restart");
+        ensure!(
+            msg.events().is_empty(),
+            "revision 2 was replayed after the restart"
+        );
     };
-    ensure!(compacted > 2 && compacted <= last, "compact revision {compacted}");
+    ensure!(
+        compacted > 2 && compacted <= last,
+        "compact revision {compacted}"
+    );
     let err = c
         .get("w/0", Some(GetOptions::new().with_revision(2)))
         .await

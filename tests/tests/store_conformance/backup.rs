@@ -21,7 +21,10 @@ pub(crate) async fn snapshot_stream_is_checksummed(ep: &[String]) -> Result<()> 
         image.extend_from_slice(msg.blob());
         last = Some(msg.remaining_bytes());
     }
-    ensure!(last == Some(0), "stream ended with remaining_bytes {last:?}");
+    ensure!(
+        last == Some(0),
+        "stream ended with remaining_bytes {last:?}"
+    );
     ensure!(
         image.len() % 512 == 32,
         "{} bytes: not a multiple of 512 plus a SHA-256",
@@ -32,7 +35,11 @@ pub(crate) async fn snapshot_stream_is_checksummed(ep: &[String]) -> Result<()> 
         sha2::Sha256::digest(data).as_slice() == sum,
         "trailing SHA-256 does not match"
     );
-    ensure!(data.len() > 50 * 100, "a {}-byte backup of 5,000 bytes", data.len());
+    ensure!(
+        data.len() > 50 * 100,
+        "a {}-byte backup of 5,000 bytes",
+        data.len()
+    );
     // The server still serves after streaming it.
     let got = c.get("backup/49", None).await?;
     got.kvs().first().context("backup/49 gone")?;
