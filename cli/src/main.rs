@@ -20,6 +20,7 @@ mod periodic;
 mod process;
 mod queued;
 mod resched;
+mod store_cmd;
 mod tls;
 
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ enum Command {
     /// Mutual TLS material.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Back up and restore the embedded store.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -392,6 +396,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Scheduler(a) => daemon::scheduler(a).await,
         Command::Agent(a) => daemon::agent(a).await,
         Command::Dns(a) => dns::dns(a).await,
+        Command::Store(c) => store_cmd::run(c).await,
         Command::Job(JobCommand::Run {
             file,
             detach,

@@ -189,6 +189,16 @@ impl RealEtcd {
         }
     }
 
+    /// The etcd process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// etcd's `--data-dir`.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Kills etcd (SIGKILL, by pid) and waits for it to end; its data
     /// stays for [`RealEtcd::restart`].
     pub fn kill(&mut self) -> Result<()> {
@@ -339,9 +349,21 @@ impl EmbeddedChild {
     /// where its clients expect it), retrying while the port is still
     /// held by the process being replaced.
     pub async fn start_on(bin: &Path, data_dir: &Path, addr: Option<SocketAddr>) -> Result<Self> {
+        Self::start_with_env(bin, data_dir, addr, &[]).await
+    }
+
+    /// [`EmbeddedChild::start_on`] with extra environment variables for
+    /// the child (the `embedded_store` binary reads its snapshot options
+    /// from some).
+    pub async fn start_with_env(
+        bin: &Path,
+        data_dir: &Path,
+        addr: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let end = Instant::now() + START_DEADLINE;
         loop {
-            match Self::spawn(bin, data_dir, addr).await {
+            match Self::spawn(bin, data_dir, addr, env).await {
                 Ok(c) => return Ok(c),
                 // The old process may still hold the port for a moment.
                 Err(_) if addr.is_some() && Instant::now() < end => {
@@ -352,9 +374,14 @@ impl EmbeddedChild {
         }
     }
 
-    async fn spawn(bin: &Path, data_dir: &Path, addr: Option<SocketAddr>) -> Result<Self> {
+    async fn spawn(
+        bin: &Path,
+        data_dir: &Path,
+        addr: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut cmd = Command::new(bin);
-        cmd.arg(data_dir);
+        cmd.arg(data_dir).envs(env.iter().copied());
         if let Some(a) = addr {
             cmd.arg(a.to_string());
         }
@@ -428,6 +455,20 @@ impl EmbeddedChild {
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits (polling, up to `within`) for the child to exit on its own.
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().context("polling the child")? {
+                return Ok(status);
+            }
+            if Instant::now() >= end {
+                bail!("pid {} still running after {within:?}", self.child.id());
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// `kill -9` and reap.

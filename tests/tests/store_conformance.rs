@@ -675,10 +675,13 @@ async fn maintenance_status(ep: &[String]) -> Result<()> {
     Ok(())
 }
 
+#[path = "store_conformance/backup.rs"]
+mod backup;
 #[path = "store_conformance/paged.rs"]
 mod paged;
 #[path = "store_conformance/typed.rs"]
 mod typed;
+use backup::*;
 use paged::*;
 use typed::*;
 
@@ -724,6 +727,7 @@ conformance!(
     lease_minimum_ttl,
     unknown_lease_is_not_found,
     maintenance_status,
+    snapshot_stream_is_checksummed,
     typed_guarded_commit_conflict,
     typed_watch_from_revision_exactly_once,
     typed_watch_compacted_is_reported,

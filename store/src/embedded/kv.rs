@@ -15,6 +15,8 @@ use tonic::{Request, Response, Status};
 use super::mvcc::{Applied, StoreError};
 use super::{check_grpc_size, check_size, header, to_status, Shared, MEMBER_ID};
 
+/// Bytes per Maintenance.Snapshot message (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
 /// Version string reported by Maintenance.Status.
 const VERSION: &str = "3.4.0-drover";
 
@@ -136,7 +138,8 @@ impl Maintenance for MaintenanceService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let rev = self.shared.lock().revision();
-        let size = self.shared.durable.size.load(Ordering::SeqCst) as i64;
+        let d = &self.shared.durable;
+        let size = (d.size.load(Ordering::SeqCst) + d.snap_size.load(Ordering::SeqCst)) as i64;
         Ok(Response::new(StatusResponse {
             header: header(rev),
             version: VERSION.to_string(),
@@ -164,11 +167,39 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
+    /// The live state in the store's snapshot format (a backup that
+    /// `drover store restore` installs; not a bbolt file), streamed in
+    /// chunks as etcd does.
     async fn snapshot(
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        let (image, rev) = {
+            let store = self.shared.lock();
+            let body = store.encode_snapshot();
+            (
+                super::snapshot::backup_image(super::snapshot::encode(0, &body)),
+                store.revision(),
+            )
+        };
+        tracing::info!(
+            revision = rev,
+            bytes = image.len(),
+            "streaming a store backup"
+        );
+        let total = image.len();
+        let chunks: Vec<Result<SnapshotResponse, Status>> = image
+            .chunks(SNAPSHOT_CHUNK)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(SnapshotResponse {
+                    header: header(rev),
+                    remaining_bytes: (total - (i * SNAPSHOT_CHUNK + c.len())) as u64,
+                    blob: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 }
 

@@ -1,7 +1,8 @@
 //! An in-process server for the subset of etcd's v3 gRPC API that Drover,
 //! `etcd-client` and `etcdctl` 3.4 use, in the manner of k3s's kine: KV
 //! (Range, Put, DeleteRange, Txn, Compact), Watch, Lease, Maintenance.Status
-//! and Cluster.MemberList, over one durable local file.
+//! and Snapshot, and Cluster.MemberList, over a durable local log and
+//! snapshot.
 //!
 //! # Layout
 //!
@@ -35,8 +36,9 @@
 //! | 2 | lease grant | `id: i64, ttl_secs: i64` |
 //! | 3 | lease revoke/expiry | `id: i64, rev: i64 (0 = no keys), muts` |
 //! | 4 | compaction | `rev: i64` |
+//! | 5 | log start | `gen: u64` (first record of a log after snapshot `gen`) |
 //!
-//! On open the log is replayed in order. A final record whose header or
+//! On open the log is replayed in order (after the snapshot, below). A final record whose header or
 //! payload runs past the end of the file, or whose CRC fails while it ends
 //! exactly at the end of the file, is a torn write, and so is a tail of
 //! zero bytes (a power cut kept the file's new size but not its data): it
@@ -47,22 +49,44 @@
 //! Leases persist with their granted TTL; after a restart each one starts
 //! a fresh full TTL. The event history is rebuilt by the replay.
 //!
-//! Not done yet: log compaction/snapshots (the log grows without bound and
-//! replay reads it whole), auth, and the Maintenance methods other than
-//! Status (they answer UNIMPLEMENTED).
+//! # Snapshots, `<data_dir>/store.snap`
+//!
+//! When the log has grown past [`StoreOptions`]' thresholds the writer
+//! installs a snapshot of the live state (format in `snapshot` and
+//! `mvcc::snapshot`) and replaces the log by one starting with
+//! `LogStart { gen }` (see `writer`). On open: the snapshot is loaded,
+//! then the log is replayed if it carries the snapshot's generation; a log
+//! of an older generation (or none: written before snapshots existed) is
+//! wholly covered by the snapshot and replaced; a newer one is refused.
+//! After a restart, history older than the snapshot's carried revisions
+//! is compacted.
+//!
+//! # The directory
+//!
+//! Mode 0700, files 0600; `store.lock` is `flock`ed by the one server
+//! using it and holds its pid (see `dir`).
+//!
+//! Not done yet: auth, and the Maintenance methods other than Status and
+//! Snapshot (they answer UNIMPLEMENTED). Snapshot streams Drover's
+//! snapshot format: `etcdctl snapshot save` stores it, [`restore`]
+//! installs it.
 
+mod dir;
 mod kv;
 mod lease;
 mod mvcc;
+mod open;
 mod record;
+mod snapshot;
 mod wal;
 mod watch;
+mod writer;
 
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -70,18 +94,23 @@ use drover_proto::etcd::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer, ResponseHeader,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 /// The shutdown token [`EmbeddedEtcd::serve`] takes, re-exported for callers.
 pub use tokio_util::sync::CancellationToken;
 
+pub use dir::{DIR_MODE, FILE_MODE, LOCK_FILE};
+pub use mvcc::snapshot::SnapshotError;
 pub use mvcc::ReplayError;
+pub use open::{restore, Restored};
 pub use record::DecodeError;
-pub use wal::Corruption;
+pub use snapshot::SnapshotFileError;
+pub use wal::{Corruption, LOG_FILE, SNAPSHOT_FILE};
+pub use writer::{CrashPoint, StoreOptions};
 
 use mvcc::{Applied, Store, StoreError};
-use wal::{Durable, LogFile, WalJob};
+use writer::{Durable, WalJob, WriteJob};
 
 /// Cluster id reported in every response header.
 const CLUSTER_ID: u64 = 0x6472_6f76_6572_0001;
@@ -126,6 +155,38 @@ pub enum EmbeddedError {
         #[source]
         reason: Corruption,
     },
+    /// Another server holds the directory's lock.
+    #[error("store directory {} is in use by another server ({}); stop it or use another data directory", dir.display(), dir::holder(pid))]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The pid written in its lock file, when readable.
+        pid: Option<u32>,
+    },
+    /// The snapshot file is damaged; the files were left untouched.
+    #[error("store snapshot {} is unreadable: {reason}", path.display())]
+    SnapshotFile {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        reason: SnapshotFileError,
+    },
+    /// The snapshot's contents do not make a store.
+    #[error("store snapshot {} is invalid: {reason}", path.display())]
+    Snapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        reason: SnapshotError,
+    },
+    /// A restore found a store already in place.
+    #[error("{} already holds a store; restore only into an empty data directory", path.display())]
+    NotEmpty {
+        /// The file found.
+        path: PathBuf,
+    },
     /// The listener's local address could not be read.
     #[error("reading the listener address: {0}")]
     Listener(#[source] std::io::Error),
@@ -145,6 +206,16 @@ pub(crate) struct Shared {
     watchers: Arc<AtomicUsize>,
     client_url: OnceLock<String>,
     shutdown: CancellationToken,
+    /// The writer thread, joined by [`Shared::stop_writer`].
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The data directory's lock, released after the writer stopped.
+    dir_lock: Mutex<Option<dir::DirLock>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop_writer();
+    }
 }
 
 impl Shared {
@@ -172,14 +243,18 @@ impl Shared {
             let done = match applied.record {
                 Some(rec) => {
                     let (tx, rx) = oneshot::channel();
-                    let job = WalJob {
+                    let job = WalJob::Write(WriteJob {
                         payload: rec.encode(),
                         published: applied.published,
                         done: tx,
-                    };
-                    self.wal
-                        .send(job)
-                        .map_err(|_| Status::unavailable("etcdserver: store log writer stopped"))?;
+                    });
+                    let stopped = |_| Status::unavailable("etcdserver: store log writer stopped");
+                    self.wal.send(job).map_err(stopped)?;
+                    // Right behind the record that made this state.
+                    if self.durable.snapshot_due.swap(false, Ordering::SeqCst) {
+                        let body = store.encode_snapshot();
+                        self.wal.send(WalJob::Snapshot(body)).map_err(stopped)?;
+                    }
                     Some(rx)
                 }
                 None => None,
@@ -194,6 +269,22 @@ impl Shared {
             }
         }
         Ok((out, rev))
+    }
+
+    /// Lets the writer finish the jobs queued so far, waits for it to close
+    /// the log, then releases the directory's lock. Later writes fail as
+    /// the writer is gone.
+    fn stop_writer(&self) {
+        let thread = self.writer.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = self.wal.send(WalJob::Stop);
+            if thread.join().is_err() {
+                tracing::error!("the store log writer panicked");
+            }
+        }
+        if let Ok(mut lock) = self.dir_lock.lock() {
+            lock.take();
+        }
     }
 
     fn durable_rev(&self) -> i64 {
@@ -270,52 +361,22 @@ impl EmbeddedHandle {
     pub fn revision(&self) -> i64 {
         self.durable.rev.load(Ordering::SeqCst)
     }
+
+    /// Snapshots installed since the store was opened.
+    pub fn snapshots(&self) -> u64 {
+        self.durable.snapshots.load(Ordering::SeqCst)
+    }
+
+    /// Bytes in the log and in the snapshot file.
+    pub fn disk_bytes(&self) -> (u64, u64) {
+        (
+            self.durable.size.load(Ordering::SeqCst),
+            self.durable.snap_size.load(Ordering::SeqCst),
+        )
+    }
 }
 
 impl EmbeddedEtcd {
-    /// Opens (creating if absent) the data file in `data_dir`, replays it. Errors name the file and byte offset of corruption.
-    pub fn open(data_dir: &Path) -> Result<Self, EmbeddedError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| EmbeddedError::Io {
-            path: data_dir.to_path_buf(),
-            op: "create directory",
-            source,
-        })?;
-        let path = data_dir.join("store.wal");
-        let file = wal::open(&path)?;
-        Self::with_log(path, file)
-    }
-
-    /// Replays `file` and starts its writer thread; `path` names the file in
-    /// errors and logs. Unit tests pass a fake disk here.
-    pub(crate) fn with_log(path: PathBuf, mut file: impl LogFile) -> Result<Self, EmbeddedError> {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| (d.as_micros() as i64) & 0x3fff_ffff_ffff_ffff);
-        let mut store = Store::new(seed);
-        let now = tokio::time::Instant::now();
-        let size = wal::replay(&mut file, &path, |rec| store.replay(rec, now))?;
-        tracing::info!(path = %path.display(), revision = store.revision(), bytes = size, "opened embedded store");
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let durable = Arc::new(Durable {
-            events,
-            rev: AtomicI64::new(store.revision()),
-            size: AtomicU64::new(size),
-            failed: AtomicBool::new(false),
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
-        wal::spawn_writer(path, file, Arc::clone(&durable), rx)?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                store: Mutex::new(store),
-                wal: tx,
-                durable,
-                watchers: Arc::new(AtomicUsize::new(0)),
-                client_url: OnceLock::new(),
-                shutdown: CancellationToken::new(),
-            }),
-        })
-    }
-
     /// A handle that reports live watchers and the durable revision.
     pub fn handle(&self) -> EmbeddedHandle {
         EmbeddedHandle {
@@ -337,7 +398,10 @@ impl EmbeddedEtcd {
     ) -> Result<(), EmbeddedError> {
         let addr = listener.local_addr().map_err(EmbeddedError::Listener)?;
         let _ = self.shared.client_url.set(format!("http://{addr}"));
-        let shared = self.shared;
+        let shared = Arc::clone(&self.shared);
+        // However serve ends (even dropped mid-flight), the log is closed
+        // and the directory unlocked when it does.
+        let _writer = StopWriter(self.shared);
         // Streams and background tasks stop with the server.
         let inner = shared.shutdown.clone();
         let _stop_inner = inner.clone().drop_guard();
@@ -398,5 +462,15 @@ impl EmbeddedEtcd {
         let _ = expiry.await;
         tracing::info!(%addr, "embedded etcd API stopped");
         result
+    }
+}
+
+/// Stops the writer thread when dropped.
+struct StopWriter(Arc<Shared>);
+
+impl Drop for StopWriter {
+    fn drop(&mut self) {
+        self.0.shutdown.cancel();
+        self.0.stop_writer();
     }
 }

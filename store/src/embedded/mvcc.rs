@@ -18,6 +18,7 @@ use tokio::time::{Duration, Instant};
 
 use super::record::{Mutation, Record, Revision};
 
+pub(crate) mod snapshot;
 mod txn;
 
 /// How many revisions of events are kept for historical reads and watches.
@@ -110,6 +111,17 @@ pub enum ReplayError {
         /// The record's revision.
         rev: i64,
     },
+    /// A log that follows a newer snapshot than the one present.
+    #[error("log follows snapshot generation {log} but the snapshot is generation {snapshot}")]
+    LogAhead {
+        /// The log's generation.
+        log: u64,
+        /// The snapshot's generation (0: none).
+        snapshot: u64,
+    },
+    /// A log-start record after the first record.
+    #[error("log-start record inside the log")]
+    MisplacedLogStart,
     /// A revision that deletes a key that does not exist.
     #[error("revision {rev} deletes absent key")]
     DeleteOfAbsentKey {
@@ -194,6 +206,11 @@ impl Store {
     /// Number of live keys.
     #[cfg(test)]
     pub fn len(&self) -> usize {
+        self.kvs.len()
+    }
+
+    /// Number of live keys.
+    pub fn key_count(&self) -> usize {
         self.kvs.len()
     }
 
@@ -591,6 +608,8 @@ impl Store {
                 }
                 self.replay_muts(rev, muts)
             }
+            // Placed and checked by the opener, which reads it first.
+            Record::LogStart { .. } => Ok(()),
             Record::Compact { rev } => {
                 if rev > self.rev {
                     return Err(ReplayError::FutureCompaction { rev });

@@ -20,6 +20,9 @@ pub(crate) enum Record {
     },
     /// History below `rev` was dropped.
     Compact { rev: i64 },
+    /// The first record of a log that follows snapshot generation `gen`
+    /// (logs written before snapshots existed have none: generation 0).
+    LogStart { gen: u64 },
 }
 
 /// One key change inside a revision.
@@ -99,6 +102,10 @@ impl Record {
                 b.push(4);
                 b.extend_from_slice(&rev.to_le_bytes());
             }
+            Record::LogStart { gen } => {
+                b.push(5);
+                b.extend_from_slice(&gen.to_le_bytes());
+            }
         }
         b
     }
@@ -121,6 +128,7 @@ impl Record {
                 muts: r.muts()?,
             },
             4 => Record::Compact { rev: r.i64()? },
+            5 => Record::LogStart { gen: r.u64()? },
             t => return Err(DecodeError::UnknownRecordTag(t)),
         };
         if r.pos != buf.len() {
@@ -130,7 +138,7 @@ impl Record {
     }
 }
 
-fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+pub(crate) fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
     // Keys and values are bounded by the 1.5 MiB request limit.
     b.extend_from_slice(&(v.len() as u32).to_le_bytes());
     b.extend_from_slice(v);
@@ -154,28 +162,44 @@ fn put_muts(b: &mut Vec<u8>, muts: &[Mutation]) {
     }
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// A cursor over an encoded payload; every read names the offset of a
+/// field that runs past the end.
+pub(crate) struct Reader<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    /// A length-prefixed byte string, borrowed.
+    pub(crate) fn slice(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
         let end = end.ok_or(DecodeError::Truncated { offset: self.pos })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a))
     }
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(i64::from_le_bytes(a))

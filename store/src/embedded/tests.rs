@@ -5,6 +5,7 @@
 
 mod durability;
 mod fake_disk;
+mod snapshots;
 
 use drover_proto::etcd::etcdserverpb::{
     compare, range_request, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
@@ -427,7 +428,7 @@ fn replay_truncates_torn_tail_and_refuses_mid_corruption() {
     bytes.extend_from_slice(&b[..5]);
     std::fs::write(&path, &bytes).unwrap();
     let mut n = 0;
-    let len = wal::replay(&mut wal::open(&path).unwrap(), &path, |_| {
+    let len = wal::replay(&mut wal::open(dir.path()).unwrap(), &path, |_| {
         n += 1;
         Ok(())
     })
@@ -441,7 +442,7 @@ fn replay_truncates_torn_tail_and_refuses_mid_corruption() {
     let mut bad = [a.clone(), b.clone(), a.clone()].concat();
     bad[a.len() + 9] ^= 0xff;
     std::fs::write(&path, &bad).unwrap();
-    let err = wal::replay(&mut wal::open(&path).unwrap(), &path, |_| Ok(()))
+    let err = wal::replay(&mut wal::open(dir.path()).unwrap(), &path, |_| Ok(()))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&format!("offset {}", a.len())), "{err}");
@@ -483,7 +484,7 @@ fn log_errors_name_what_is_wrong() {
     ] {
         std::fs::write(&path, [good.clone(), second].concat()).unwrap();
         let mut s = Store::new(1);
-        let err = wal::replay(&mut wal::open(&path).unwrap(), &path, |rec| {
+        let err = wal::replay(&mut wal::open(dir.path()).unwrap(), &path, |rec| {
             s.replay(rec, Instant::now())
         })
         .unwrap_err();

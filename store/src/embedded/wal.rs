@@ -1,20 +1,20 @@
-//! The write-ahead log: record encoding, replay, and the group-commit
-//! writer thread. The on-disk format is described in the parent module.
+//! The write-ahead log: framing, the files, and replay (the writer thread
+//! is in `writer`). The on-disk format is described in the parent module.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
-
 use super::mvcc::ReplayError;
-use super::record::{DecodeError, Record, Revision};
-use super::EmbeddedError;
+use super::record::{DecodeError, Record};
+use super::{dir, snapshot, EmbeddedError};
 
-/// Most records one fsync covers; bounds the latency of the first writer.
-const MAX_BATCH: usize = 1024;
+/// The log's file name in the data directory.
+pub const LOG_FILE: &str = "store.wal";
+/// The snapshot's file name in the data directory.
+pub const SNAPSHOT_FILE: &str = "store.snap";
+
 const HEADER: usize = 8;
 
 /// Why replay refused a record before the end of the log: the reason of
@@ -77,9 +77,10 @@ fn io_err<'a>(
     }
 }
 
-/// The log file as replay and the writer use it. The real one is a
-/// [`File`]; unit tests pass a fake disk that keeps synced bytes apart
-/// from unsynced ones, so they can check what a power cut would leave.
+/// The log (and the snapshot beside it) as replay and the writer use
+/// them. The real one is a [`DiskLog`]; unit tests pass a fake disk that
+/// keeps synced bytes apart from unsynced ones, so they can check what a
+/// power cut would leave.
 pub(crate) trait LogFile: Send + 'static {
     /// Reads the whole file from its start.
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
@@ -90,49 +91,85 @@ pub(crate) trait LogFile: Send + 'static {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes and makes that durable.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// The snapshot file's bytes, `None` when there is none.
+    fn read_snapshot(&mut self) -> io::Result<Option<Vec<u8>>>;
+    /// Replaces the snapshot file by `image`, atomically and durably.
+    fn install_snapshot(&mut self, image: &[u8]) -> io::Result<()>;
+    /// Replaces the log by a new one holding `first`, atomically and
+    /// durably; later appends go to the new log.
+    fn rotate(&mut self, first: &[u8]) -> io::Result<()>;
 }
 
-impl LogFile for File {
+/// The log `store.wal` and snapshot `store.snap` of a data directory.
+pub(crate) struct DiskLog {
+    file: File,
+    path: PathBuf,
+    snap: PathBuf,
+}
+
+impl LogFile for DiskLog {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
         let mut data = Vec::new();
-        self.seek(SeekFrom::Start(0))?;
-        self.read_to_end(&mut data)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_end(&mut data)?;
         Ok(data)
     }
 
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         // Opened with O_APPEND: every write lands at the end.
-        self.write_all(buf)
+        self.file.write_all(buf)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        File::sync_data(self)
+        self.file.sync_data()
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.set_len(len)?;
-        self.sync_all()
+        self.file.set_len(len)?;
+        self.file.sync_all()
+    }
+
+    fn read_snapshot(&mut self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(&self.snap) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn install_snapshot(&mut self, image: &[u8]) -> io::Result<()> {
+        snapshot::write_atomic(&self.snap, image)
+    }
+
+    fn rotate(&mut self, first: &[u8]) -> io::Result<()> {
+        snapshot::write_atomic(&self.path, first)?;
+        self.file = dir::append_options().open(&self.path)?;
+        Ok(())
     }
 }
 
-/// Opens (creating) the log file at `path` for reading and appending; a
-/// new file's directory entry is made durable too.
-pub(crate) fn open(path: &Path) -> Result<File, EmbeddedError> {
-    let created = !path.exists();
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(io_err(path, "open"))?;
-    if created {
-        if let Some(dir) = path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir, "fsync directory"))?;
+/// Opens (creating, mode 0600) the log `store.wal` in `data_dir`, beside
+/// its snapshot `store.snap`; a new file's directory entry is made durable
+/// too. Leftover temp files of an interrupted snapshot are removed.
+pub(crate) fn open(data_dir: &Path) -> Result<DiskLog, EmbeddedError> {
+    let path = data_dir.join(LOG_FILE);
+    let snap = data_dir.join(SNAPSHOT_FILE);
+    for tmp in [snapshot::tmp_path(&path), snapshot::tmp_path(&snap)] {
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err(&tmp, "remove")(e));
+            }
+            _ => {}
         }
     }
-    Ok(file)
+    let created = !path.exists();
+    let file = dir::append_options()
+        .open(&path)
+        .map_err(io_err(&path, "open"))?;
+    if created {
+        snapshot::sync_dir(&path).map_err(io_err(data_dir, "fsync directory"))?;
+    }
+    Ok(DiskLog { file, path, snap })
 }
 
 /// Feeds every intact record of `file` to `apply` and truncates a torn
@@ -192,82 +229,4 @@ pub(crate) fn replay(
             .map_err(io_err(path, "truncate"))?;
     }
     Ok(off as u64)
-}
-
-/// One write waiting for durability.
-pub(crate) struct WalJob {
-    pub payload: Vec<u8>,
-    pub published: Option<Arc<Revision>>,
-    pub done: oneshot::Sender<Result<(), WriteError>>,
-}
-
-/// State the writer thread publishes after each fsync.
-#[derive(Debug)]
-pub(crate) struct Durable {
-    /// Every durable revision, in order, for watchers.
-    pub events: broadcast::Sender<Arc<Revision>>,
-    /// Highest revision known durable.
-    pub rev: AtomicI64,
-    /// Log size in bytes.
-    pub size: AtomicU64,
-    /// Set once a write or fsync failed: the log no longer matches memory.
-    pub failed: AtomicBool,
-}
-
-/// Runs the group-commit loop on a dedicated thread until every sender is
-/// dropped: take all queued jobs, append them, `fdatasync` once, publish
-/// their revisions, then acknowledge them.
-pub(crate) fn spawn_writer(
-    path: PathBuf,
-    mut file: impl LogFile,
-    durable: Arc<Durable>,
-    mut rx: mpsc::UnboundedReceiver<WalJob>,
-) -> Result<std::thread::JoinHandle<()>, EmbeddedError> {
-    std::thread::Builder::new()
-        .name("drover-store-wal".into())
-        .spawn(move || {
-            let mut batch = Vec::new();
-            let mut buf = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                buf.clear();
-                for job in &batch {
-                    buf.extend_from_slice(&frame(&job.payload));
-                }
-                let result = if durable.failed.load(Ordering::SeqCst) {
-                    Err(WriteError::FailedEarlier)
-                } else {
-                    file.append(&buf).and_then(|()| file.sync_data()).map_err(|e| {
-                        durable.failed.store(true, Ordering::SeqCst);
-                        tracing::error!(path = %path.display(), error = %e, "store log write failed");
-                        WriteError::Write {
-                            path: path.clone(),
-                            source: Arc::new(e),
-                        }
-                    })
-                };
-                if result.is_ok() {
-                    durable.size.fetch_add(buf.len() as u64, Ordering::SeqCst);
-                }
-                for job in batch.drain(..) {
-                    if let (Ok(()), Some(rev)) = (&result, &job.published) {
-                        durable.rev.store(rev.rev, Ordering::SeqCst);
-                        // No receivers is fine: nobody is watching.
-                        let _ = durable.events.send(Arc::clone(rev));
-                    }
-                    let _ = job.done.send(result.clone());
-                }
-            }
-        })
-        .map_err(|source| EmbeddedError::Io {
-            path: PathBuf::from("drover-store-wal thread"),
-            op: "spawn",
-            source,
-        })
 }

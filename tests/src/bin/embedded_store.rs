@@ -3,12 +3,39 @@
 //! and prints the bound address as the first line of stdout. The crash
 //! test runs it as a child so it can `kill -9` it and restart it on the
 //! same address.
+//!
+//! Crash tests tune snapshots through the environment:
+//! `DROVER_TEST_SNAPSHOT_RECORDS=N` snapshots every N log records,
+//! `DROVER_TEST_SNAPSHOT_BYTES=N` every N bytes of log, and
+//! `DROVER_TEST_CRASH_AT=after-snapshot|after-rotate` aborts the process
+//! at that step of the first snapshot.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use drover_store::embedded::{CancellationToken, EmbeddedEtcd};
+use drover_store::embedded::{CancellationToken, CrashPoint, EmbeddedEtcd, StoreOptions};
+
+fn options() -> Result<StoreOptions> {
+    let mut opts = StoreOptions::default();
+    if let Ok(n) = std::env::var("DROVER_TEST_SNAPSHOT_RECORDS") {
+        opts.snapshot_after_records = n
+            .parse()
+            .with_context(|| format!("DROVER_TEST_SNAPSHOT_RECORDS={n:?} is not a count"))?;
+    }
+    if let Ok(n) = std::env::var("DROVER_TEST_SNAPSHOT_BYTES") {
+        opts.snapshot_after_bytes = n
+            .parse()
+            .with_context(|| format!("DROVER_TEST_SNAPSHOT_BYTES={n:?} is not a size"))?;
+    }
+    opts.crash_at = match std::env::var("DROVER_TEST_CRASH_AT").as_deref() {
+        Ok("after-snapshot") => Some(CrashPoint::AfterSnapshot),
+        Ok("after-rotate") => Some(CrashPoint::AfterRotate),
+        Ok(other) => bail!("DROVER_TEST_CRASH_AT={other:?}: after-snapshot or after-rotate"),
+        Err(_) => None,
+    };
+    Ok(opts)
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -24,7 +51,7 @@ async fn main() -> Result<()> {
             .with_context(|| format!("{a:?} is not an address like 127.0.0.1:2379"))?,
         None => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     };
-    let etcd = EmbeddedEtcd::open(&dir)
+    let etcd = EmbeddedEtcd::open_with(&dir, options()?)
         .with_context(|| format!("opening the embedded store in {}", dir.display()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -16,7 +16,7 @@ use futures::FutureExt;
 use tonic::{Code, Request, Response, Status};
 
 use super::super::kv::KvService;
-use super::super::EmbeddedEtcd;
+use super::super::{EmbeddedEtcd, StoreOptions};
 use super::fake_disk::FakeDisk;
 
 /// How long the writer thread may take to reach a sync. Only a broken
@@ -28,7 +28,7 @@ type PutFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Response<PutResponse>, Status>> + Send + 'a>>;
 
 fn open(disk: &FakeDisk) -> EmbeddedEtcd {
-    EmbeddedEtcd::with_log(PathBuf::from(PATH), disk.clone()).unwrap()
+    EmbeddedEtcd::with_log(PathBuf::from(PATH), disk.clone(), StoreOptions::default()).unwrap()
 }
 
 fn kv_service(etcd: &EmbeddedEtcd) -> KvService {

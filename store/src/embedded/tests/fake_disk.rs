@@ -33,6 +33,11 @@ struct State {
     fail_next_sync: bool,
     /// Set by a power cut: every later operation fails.
     dead: bool,
+    /// The snapshot file (installed atomically and durably, or not at all).
+    snapshot: Option<Vec<u8>>,
+    /// Snapshot installs and log rotations done.
+    installs: u64,
+    rotations: u64,
 }
 
 impl FakeDisk {
@@ -41,6 +46,24 @@ impl FakeDisk {
         let disk = Self::default();
         disk.state().synced = bytes;
         disk
+    }
+
+    /// A disk holding a durable log and snapshot, as a power cut left them.
+    pub(super) fn with_files(log: Vec<u8>, snapshot: Option<Vec<u8>>) -> Self {
+        let disk = Self::with_contents(log);
+        disk.state().snapshot = snapshot;
+        disk
+    }
+
+    /// The snapshot file's bytes.
+    pub(super) fn snapshot(&self) -> Option<Vec<u8>> {
+        self.state().snapshot.clone()
+    }
+
+    /// Snapshot installs and log rotations done so far.
+    pub(super) fn snapshot_steps(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.installs, s.rotations)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -163,6 +186,35 @@ impl LogFile for FakeDisk {
         all.truncate(usize::try_from(len).unwrap());
         s.synced = all;
         s.unsynced.clear();
+        Ok(())
+    }
+
+    fn read_snapshot(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let s = self.state();
+        if s.dead {
+            return Err(power_lost());
+        }
+        Ok(s.snapshot.clone())
+    }
+
+    fn install_snapshot(&mut self, image: &[u8]) -> io::Result<()> {
+        let mut s = self.state();
+        if s.dead {
+            return Err(power_lost());
+        }
+        s.snapshot = Some(image.to_vec());
+        s.installs += 1;
+        Ok(())
+    }
+
+    fn rotate(&mut self, first: &[u8]) -> io::Result<()> {
+        let mut s = self.state();
+        if s.dead {
+            return Err(power_lost());
+        }
+        s.synced = first.to_vec();
+        s.unsynced.clear();
+        s.rotations += 1;
         Ok(())
     }
 }
