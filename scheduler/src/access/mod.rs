@@ -21,7 +21,8 @@
 //! existed keep working unchanged; any other certificate without a role is
 //! refused. Agents (common name `drover-agent`) may only hold their
 //! stream. Without mutual TLS the scheduler serves loopback only (`drover
-//! dev`), and the caller is `loopback`, an admin.
+//! dev`), and every caller is `loopback`, who may call anything (people as
+//! admins, and the local agent), as before roles existed.
 //!
 //! Every method the scheduler serves has a rule in [`rules::RULES`]; a
 //! method without one is refused (and the table test fails).
@@ -92,6 +93,10 @@ pub enum Kind {
     Person(Role),
     /// A node agent.
     Agent,
+    /// Any caller of a scheduler serving loopback without mutual TLS
+    /// (`drover dev`): people with the admin role and the local agent
+    /// alike, as before roles existed.
+    Loopback,
 }
 
 /// Who is calling: put into each request's extensions by the
@@ -109,15 +114,16 @@ impl Caller {
     pub fn loopback() -> Caller {
         Caller {
             name: "loopback".into(),
-            kind: Kind::Person(Role::Admin),
+            kind: Kind::Loopback,
         }
     }
 
-    /// The role's name, or `agent`.
+    /// The role's name, or `agent` (`admin` on loopback).
     pub fn role_name(&self) -> &'static str {
         match self.kind {
             Kind::Person(r) => r.as_str(),
             Kind::Agent => "agent",
+            Kind::Loopback => "admin",
         }
     }
 }
@@ -186,7 +192,7 @@ pub fn authorize(path: &str, caller: &Caller) -> Result<&'static Rule, Status> {
         )));
     };
     let allowed = match (rule.need, caller.kind) {
-        (Need::Anyone, _) => true,
+        (Need::Anyone, _) | (_, Kind::Loopback) => true,
         (Need::Role(need), Kind::Person(has)) => has >= need,
         (Need::Agent, Kind::Agent) => true,
         (Need::Role(_), Kind::Agent) | (Need::Agent, Kind::Person(_)) => false,
@@ -205,6 +211,7 @@ pub fn authorize(path: &str, caller: &Caller) -> Result<&'static Rule, Status> {
             "{} is an agent certificate, which may only hold an agent's stream",
             caller.name
         ),
+        Kind::Loopback => format!("{} may call anything", caller.name),
     };
     Err(Status::permission_denied(format!(
         "{method} needs {needed}; {has}"
