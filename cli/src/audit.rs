@@ -105,6 +105,7 @@ pub async fn audit(opts: &ClientOpts, since: Option<&str>, limit: u32) -> Result
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::parse_since;
 

@@ -123,7 +123,7 @@ fn at(time_unix_ms: i64, n: usize) -> AuditEntry {
 fn pruning_keeps_the_trail_within_its_count_and_age() {
     let s = test_store();
     s.rt.block_on(async {
-        let store = Store::connect(&[s.url.clone()], "/audit-test/")
+        let store = Store::connect(std::slice::from_ref(&s.url), "/audit-test/")
             .await
             .unwrap();
         let log = AuditLog::new(

@@ -81,7 +81,31 @@ impl TlsCluster {
                 "tls", "issue", "--dir", pki_s, "--role", role, "--name", name,
             ]);
             assert!(files.contains(&format!("user-{name}.pem")), "{files}");
+            use std::os::unix::fs::PermissionsExt;
+            let key = pki.join(format!("user-{name}-key.pem"));
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", key.display());
         }
+        // A second issue refuses to replace the files; a component's name
+        // is refused.
+        let again = run_drover(&[
+            "tls", "issue", "--dir", pki_s, "--role", "admin", "--name", "vera",
+        ]);
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("--force"),
+            "{again:?}"
+        );
+        let own = run_drover(&[
+            "tls",
+            "issue",
+            "--dir",
+            pki_s,
+            "--role",
+            "admin",
+            "--name",
+            "drover-cli",
+        ]);
+        assert!(!own.status.success());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

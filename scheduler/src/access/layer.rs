@@ -18,7 +18,7 @@ use tonic::codegen::{http, Service};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
-use super::{authorize, identify, rule_of, Caller};
+use super::{authorize, identify, needed, rule_of, Caller};
 use crate::audit::{AuditEntry, AuditLog, Note};
 
 /// How long an audit write may hold up the answer to the call it records.
@@ -116,7 +116,13 @@ where
         let caller = self.layer.caller(&req);
         let verdict = match &caller {
             Ok(c) => authorize(&path, c).map(|_| ()),
-            Err(s) => Err(Status::new(s.code(), format!("{method}: {}", s.message()))),
+            Err(s) => {
+                let need = rule_of(&path).map_or("a rule".to_owned(), |r| needed(r.need));
+                Err(Status::new(
+                    s.code(),
+                    format!("{method} needs {need}: {}", s.message()),
+                ))
+            }
         };
         let mut entry = AuditEntry {
             caller: caller

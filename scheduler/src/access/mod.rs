@@ -200,11 +200,7 @@ pub fn authorize(path: &str, caller: &Caller) -> Result<&'static Rule, Status> {
     if allowed {
         return Ok(rule);
     }
-    let needed = match rule.need {
-        Need::Role(r) => format!("the {r} role"),
-        Need::Agent => "an agent certificate".to_owned(),
-        Need::Anyone => "nothing".to_owned(),
-    };
+    let needed = needed(rule.need);
     let has = match caller.kind {
         Kind::Person(r) => format!("{} has the {r} role", caller.name),
         Kind::Agent => format!(
@@ -216,6 +212,15 @@ pub fn authorize(path: &str, caller: &Caller) -> Result<&'static Rule, Status> {
     Err(Status::permission_denied(format!(
         "{method} needs {needed}; {has}"
     )))
+}
+
+/// What `need` asks of a caller, for refusals: `the operator role`.
+pub fn needed(need: Need) -> String {
+    match need {
+        Need::Role(r) => format!("the {r} role"),
+        Need::Agent => "an agent certificate".to_owned(),
+        Need::Anyone => "any certificate of the cluster".to_owned(),
+    }
 }
 
 #[cfg(test)]
