@@ -672,9 +672,7 @@ fn exec_under_mutual_tls_needs_a_cli_certificate() {
     let out = exec_as("agent");
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        stderr(&out).contains(
-            "AllocService/Exec needs the admin role; drover-agent is an agent certificate"
-        ),
+        stderr(&out).contains("needs the viewer role; drover-agent is an agent certificate"),
         "{}",
         stderr(&out)
     );
