@@ -5,7 +5,9 @@
 //! `NodeService` in `nodes`, `AllocService` in `allocs`); [`AgentApi`]
 //! serves the agents' `Connect` streams (`agent`, with each session's
 //! tasks in `session`). [`serve`] puts them on a listener behind the
-//! role checks of [`crate::auth`].
+//! access layer of [`crate::access`] (each method checked against the
+//! caller's role, changes recorded in [`crate::audit`]'s trail) and the
+//! certificate-kind checks of [`crate::auth`].
 
 use std::sync::Arc;
 
