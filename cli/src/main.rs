@@ -6,6 +6,7 @@
 /// `println!` for command output: a closed stdout ends the command quietly.
 #[macro_use]
 mod stdout;
+mod audit;
 mod client;
 mod columns;
 mod connect;
@@ -21,6 +22,7 @@ mod process;
 mod queued;
 mod resched;
 mod store_cmd;
+mod roles;
 mod tls;
 
 use std::path::PathBuf;
@@ -79,6 +81,17 @@ enum Command {
     /// Back up and restore the embedded store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// Who changed what in the cluster, and who ran which command (admin).
+    Audit {
+        /// Only entries this recent: 90s, 15m, 2h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// At most this many, the newest (0: all kept).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +101,10 @@ enum TlsCommand {
     /// Issue an agent certificate bound to one node: the scheduler accepts
     /// it only from that node (see `drover scheduler --require-node-certs`).
     Agent(tls::AgentCertArgs),
+    /// Issue a certificate for a person with a role: viewer (read status
+    /// and logs), operator (also run, stop, revert jobs, promote and fail
+    /// deployments), admin (also exec, drain and manage nodes).
+    Issue(roles::IssueArgs),
     /// Create an etcd CA, a certificate for the etcd members and client
     /// certificates whose common names are the etcd users of Drover's roles
     /// (`drover-scheduler`, `drover-dns`, `root`); see deploy/etcd-rbac.sh.
@@ -452,6 +469,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 outln!("{}", f.display());
             }
         }),
+        Command::Tls(TlsCommand::Issue(a)) => roles::issue(&a).map(|files| {
+            for f in files {
+                outln!("{}", f.display());
+            }
+        }),
+        Command::Audit { since, limit, opts } => audit::audit(&opts, since.as_deref(), limit).await,
         Command::Tls(TlsCommand::Etcd(a)) => etcd_tls::etcd_certs(&a).map(|files| {
             for f in files {
                 outln!("{}", f.display());

@@ -261,6 +261,12 @@ pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
     out("scheduler-key.pem", &server_key.serialize_pem(), true)?;
     for role in ["agent", "cli"] {
         let mut p = params(&format!("drover-{role}"), Vec::new())?;
+        if role == "cli" {
+            // The bootstrap credential: an admin (drover tls issue makes
+            // certificates of lesser roles for people).
+            let admin = drover_scheduler::access::Role::Admin;
+            p.subject_alt_names.push(crate::roles::role_san(admin)?);
+        }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = gen()?;
         let cert = p

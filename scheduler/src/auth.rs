@@ -1,10 +1,10 @@
 //! Who may call what, once mutual TLS has said who is calling.
 //!
-//! `drover tls init` issues client certificates whose common name names a
-//! role: `drover-cli` for people and automation (jobs, nodes, allocations),
-//! `drover-agent` for node agents (the agent stream). A certificate of one
-//! role cannot use the other's services: an agent's key, stolen from a node,
-//! cannot submit jobs to every other node.
+//! Client certificates are of people (and automation: `drover-cli` of
+//! `drover tls init`, or `drover tls issue` with a role, see
+//! [`crate::access`]) or of node agents (`drover-agent`, the agent
+//! stream). A certificate of one kind cannot use the other's services: an
+//! agent's key, stolen from a node, cannot submit jobs to every other node.
 //!
 //! An agent certificate may also be bound to one node (`drover tls agent
 //! --node ID`: a DNS name `<ID>.node.drover` among its subject alternative
@@ -35,8 +35,10 @@ impl Role {
     }
 }
 
-/// An interceptor admitting only clients whose certificate carries `role`.
-/// With `tls` off (loopback only) every caller is admitted.
+/// An interceptor admitting only clients whose certificate is of `role`'s
+/// kind: a person's certificate of any role (see [`crate::access`], which
+/// checks each method against the role) for [`Role::Cli`], an agent's for
+/// [`Role::Agent`]. With `tls` off (loopback only) every caller is admitted.
 pub fn require(
     role: Role,
     tls: bool,
@@ -48,26 +50,20 @@ pub fn require(
         let certs = req
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
-        let cn = certs
+        let der = certs
             .first()
-            .and_then(|der| common_name(der.as_ref()))
-            .ok_or_else(|| Status::unauthenticated("client certificate has no common name"))?;
-        if cn == role.common_name() {
-            Ok(req)
-        } else {
-            Err(Status::permission_denied(format!(
-                "certificate {cn:?} may not call this service; it needs a {:?} certificate",
+            .ok_or_else(|| Status::unauthenticated("no client certificate presented"))?;
+        let caller = crate::access::identify(der.as_ref())?;
+        match (role, caller.kind) {
+            (Role::Cli, crate::access::Kind::Person(_))
+            | (Role::Agent, crate::access::Kind::Agent) => Ok(req),
+            _ => Err(Status::permission_denied(format!(
+                "certificate {:?} may not call this service; it needs a {:?} certificate",
+                caller.name,
                 role.common_name()
-            )))
+            ))),
         }
     }
-}
-
-/// The subject common name of a DER certificate.
-fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_string)
 }
 
 /// Suffix of the DNS name that binds an agent certificate to one node:

@@ -23,9 +23,12 @@
 //!   lease, and the timers of running deployments;
 //! - [`core::Core`] composes them; [`periodic`] launches periodic jobs'
 //!   children on it (pure rules, their store writes, the leader's timer);
-//!   the gRPC services ([`service`], with [`auth`] deciding who may call
-//!   what) are the edge.
+//!   the gRPC services ([`service`], with [`auth`] and [`access`] deciding
+//!   who may call what, and [`audit`] recording who changed what) are the
+//!   edge.
 
+pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod core;

@@ -8,6 +8,7 @@
 //! | `<prefix>allocs/<id>`     | JSON allocation record       |
 //! | `<prefix>nodes/<id>`      | JSON node record             |
 //! | `<prefix>periodic/<job>`  | JSON launch state of a periodic job |
+//! | `<prefix>audit/<time>-<id>` | JSON audit record (see `trail`) |
 //!
 //! Values are JSON (serde), one object per key; the record types belong to
 //! the scheduler. Writes that depend on what was read go through
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 mod skydns;
 mod streams;
+mod trail;
 
 pub(crate) use crate::range::range_prefix;
 pub use crate::range::LIST_PAGE;
@@ -73,6 +75,9 @@ pub enum Kind {
     /// `versions/<job>/<version>`: every kept version of a job's spec
     /// (history, revert, and which allocations are of the current spec).
     JobVersion,
+    /// `audit/<unix ms, 16 digits>-<random>`: the audit trail, in time
+    /// order, pruned by age and count (see [`Store::append_trail`]).
+    Audit,
 }
 
 impl Kind {
@@ -85,6 +90,7 @@ impl Kind {
             Kind::Periodic => "periodic/",
             Kind::Deployment => "deployments/",
             Kind::JobVersion => "versions/",
+            Kind::Audit => "audit/",
         }
     }
 }

@@ -81,7 +81,7 @@ async fn read_pages(
 /// `WithPrefix` computes it: the prefix with its last byte below 0xff
 /// incremented and what follows dropped (`\0`, every key, when there is
 /// none).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(&b) = end.last() {
         if b < 0xff {

@@ -672,7 +672,7 @@ fn exec_under_mutual_tls_needs_a_cli_certificate() {
     let out = exec_as("agent");
     assert_eq!(out.status.code(), Some(125));
     assert!(
-        stderr(&out).contains("\"drover-agent\" may not call this service"),
+        stderr(&out).contains("needs the viewer role; drover-agent is an agent certificate"),
         "{}",
         stderr(&out)
     );

@@ -211,7 +211,9 @@ fn scheduler_requires_mutual_tls_off_loopback_and_checks_client_certs() {
         "an agent certificate listed nodes"
     );
     assert!(
-        stderr(&as_agent).contains("\"drover-agent\" may not call this service"),
+        stderr(&as_agent).contains(
+            "NodeService/List needs the viewer role; drover-agent is an agent certificate"
+        ),
         "{}",
         stderr(&as_agent)
     );

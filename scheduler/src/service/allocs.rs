@@ -9,6 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{check_id, only_match, Api, Reply};
+use crate::audit;
 use crate::core::Core;
 use crate::relay::exec::read_start;
 use crate::reschedule::show;
@@ -64,8 +65,12 @@ impl pb::alloc_service_server::AllocService for Api {
         &self,
         req: Request<tonic::Streaming<pb::ExecRequest>>,
     ) -> Reply<Self::ExecStream> {
+        let note = req.extensions().get::<audit::Note>().cloned();
         let mut inbound = req.into_inner();
         let (first, start) = read_start(&mut inbound).await?;
+        if let Some(note) = note {
+            note.exec(&start.alloc_id, &start.task, &start.user, &start.command);
+        }
         let core = &self.core;
         let alloc = find_alloc(core, &start.alloc_id).await?;
         let execs = core.execs();

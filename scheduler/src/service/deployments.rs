@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::jobs::check_job;
 use super::{Api, Reply};
+use crate::audit;
 use crate::cluster::DeployError;
 use crate::deploy::summary::summary;
 
@@ -44,6 +45,7 @@ impl pb::deployment_service_server::DeploymentService for Api {
     }
 
     async fn promote(&self, req: Request<pb::PromoteRequest>) -> Reply<pb::PromoteResponse> {
+        audit::note(&req, format!("job {}", req.get_ref().job), "");
         let req = req.into_inner();
         check_job(&req.job)?;
         let d = self.core.cluster().promote(&req.job).await?;
@@ -64,6 +66,7 @@ impl pb::deployment_service_server::DeploymentService for Api {
         &self,
         req: Request<pb::FailDeploymentRequest>,
     ) -> Reply<pb::FailDeploymentResponse> {
+        audit::note(&req, format!("job {}", req.get_ref().job), "");
         let req = req.into_inner();
         check_job(&req.job)?;
         let cluster = self.core.cluster();
@@ -113,6 +116,8 @@ impl pb::deployment_service_server::DeploymentService for Api {
     }
 
     async fn revert(&self, req: Request<pb::RevertJobRequest>) -> Reply<pb::RevertJobResponse> {
+        let to = format!("to version {}", req.get_ref().version);
+        audit::note(&req, format!("job {}", req.get_ref().job), to);
         let req = req.into_inner();
         check_job(&req.job)?;
         let done = self.core.revert(&req.job, req.version).await?;

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Api, Reply};
+use crate::audit;
 use crate::cluster::limits;
 use crate::discovery::desired::service_counts;
 use crate::job::{check_job_name, parent_of, JobSpec};
@@ -122,6 +123,8 @@ fn job_event(
 #[tonic::async_trait]
 impl pb::job_service_server::JobService for Api {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Reply<pb::SubmitResponse> {
+        let name = req.get_ref().job.as_ref().map(|j| j.name.as_str());
+        audit::note(&req, format!("job {}", name.unwrap_or_default()), "");
         let spec = validate(req.get_ref().job.as_ref())?;
         self.core.cluster().check_job_size(&spec)?;
         let done = self.core.submit(&spec).await?;
@@ -233,6 +236,7 @@ impl pb::job_service_server::JobService for Api {
 
     async fn stop(&self, req: Request<pb::StopJobRequest>) -> Reply<pb::StopJobResponse> {
         let name = &req.get_ref().name;
+        audit::note(&req, format!("job {name}"), "");
         check_job(name)?;
         let Some(stopped) = self.core.stop(name).await? else {
             return Err(Status::not_found(format!("no job named {name:?}")));
@@ -255,6 +259,7 @@ impl pb::job_service_server::JobService for Api {
         req: Request<pb::ForcePeriodicRequest>,
     ) -> Reply<pb::ForcePeriodicResponse> {
         let name = &req.get_ref().name;
+        audit::note(&req, format!("job {name}"), "");
         crate::job::check_dns_label(name)
             .map_err(|e| Status::invalid_argument(format!("job name {e}")))?;
         let (child, done) = self.core.force_periodic(name).await?;

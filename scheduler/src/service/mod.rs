@@ -5,7 +5,9 @@
 //! `NodeService` in `nodes`, `AllocService` in `allocs`); [`AgentApi`]
 //! serves the agents' `Connect` streams (`agent`, with each session's
 //! tasks in `session`). [`serve`] puts them on a listener behind the
-//! role checks of [`crate::auth`].
+//! access layer of [`crate::access`] (each method checked against the
+//! caller's role, changes recorded in [`crate::audit`]'s trail) and the
+//! certificate-kind checks of [`crate::auth`].
 
 use std::sync::Arc;
 
@@ -14,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::access::AccessLayer;
+use crate::audit::{AuditApi, AuditLimits, AuditLog};
 use crate::auth;
 use crate::cluster::ClusterError;
 use crate::core::Core;
@@ -105,7 +109,9 @@ pub enum ServeError {
 /// children.
 ///
 /// With `tls`, every connection must present a client certificate signed
-/// by the configured CA (mutual TLS).
+/// by the configured CA (mutual TLS), and each call is checked against the
+/// role it carries ([`crate::access`]); calls that change the cluster are
+/// recorded in the audit trail ([`crate::audit`]).
 pub async fn serve(
     core: Arc<Core>,
     listener: TcpListener,
@@ -145,7 +151,12 @@ pub async fn serve(
 
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();
-    let mut builder = tonic::transport::Server::builder();
+    let audit = Arc::new(AuditLog::new(core.store().clone(), AuditLimits::default()));
+    // Every call passes the access layer: its caller named, its method
+    // checked against the caller's role, and the calls that change the
+    // cluster recorded in the audit trail.
+    let mut builder =
+        tonic::transport::Server::builder().layer(AccessLayer::new(mtls, Some(audit.clone())));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -181,6 +192,12 @@ pub async fn serve(
             ),
         )
         .add_service(pb::alloc_service_server::AllocServiceServer::with_interceptor(api, cli()))
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::with_interceptor(
+                AuditApi::new(audit),
+                cli(),
+            ),
+        )
         .add_service(
             pb::agent_service_server::AgentServiceServer::with_interceptor(
                 AgentApi::new(core),

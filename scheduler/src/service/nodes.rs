@@ -7,6 +7,7 @@ use drover_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{check_id, only_match, Api, Reply};
+use crate::audit;
 use crate::core::Core;
 use crate::job::Resources;
 use crate::state::NodeRecord;
@@ -69,6 +70,12 @@ impl pb::node_service_server::NodeService for Api {
     }
 
     async fn drain(&self, req: Request<pb::DrainNodeRequest>) -> Reply<pb::DrainNodeResponse> {
+        let what = if req.get_ref().enable {
+            "drain"
+        } else {
+            "undo drain"
+        };
+        audit::note(&req, format!("node {}", req.get_ref().id), what);
         let req = req.into_inner();
         let node = find_node(&self.core, &req.id).await?;
         let rec = self
