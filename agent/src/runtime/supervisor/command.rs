@@ -145,6 +145,8 @@ impl ChildSteps {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                // The task gets the usual umask, not the supervisor's 0077.
+                libc::umask(crate::private_fs::TASK_UMASK);
                 // The supervisor made `/` private and prepared the root.
                 if let Some(root) = &root {
                     root.enter_in_child()?;
