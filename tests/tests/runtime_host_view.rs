@@ -2,7 +2,8 @@
 //! directories and `/etc` (without its secrets), the task's own `/tmp` and
 //! `/run`, what the node policy adds (read-only unless writable) and
 //! nothing else of the host: no `/root`, `/home`, `/srv`, `/var`, no
-//! directory the policy does not add.
+//! directory the policy does not add. The task starts with umask 0022,
+//! not the supervisor's 0077.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -63,7 +64,8 @@ async fn the_host_view_shows_programs_etc_and_additions_only() -> Result<()> {
          echo shadow:$(cat /etc/shadow 2>/dev/null | wc -c); \
          echo private:$(ls -A /etc/ssl/private 2>/dev/null | wc -l); \
          mkdir /new 2>/dev/null && echo root-writable; \
-         test -x /usr/bin/env && grep -q '^root:' /etc/passwd && echo programs-ok"
+         test -x /usr/bin/env && grep -q '^root:' /etc/passwd && echo programs-ok; \
+         echo umask:$(umask)"
     );
     let mut spec = task_spec("view", &["sh", "-c", &script]);
     spec.rootfs = Some(Rootfs::Host);
@@ -82,7 +84,7 @@ async fn the_host_view_shows_programs_etc_and_additions_only() -> Result<()> {
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     let expected = format!(
-        "{} \n{name}\nfrom the host\nrw-ok\nsecret:0\nshadow:0\nprivate:0\nprograms-ok\n",
+        "{} \n{name}\nfrom the host\nrw-ok\nsecret:0\nshadow:0\nprivate:0\nprograms-ok\numask:0022\n",
         top.join(" ")
     );
     assert_eq!(out, expected);
