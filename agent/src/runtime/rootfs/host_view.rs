@@ -176,7 +176,7 @@ fn show(merged: &Path, path: &Path) -> Result<Option<PathBuf>, RootfsError> {
     Ok(Some(path.to_path_buf()))
 }
 
-/// Mounts `source` (a host path, or `None` with a tmpfs in `data`) over
+/// Bind-mounts the host path `source` (with `flags`) over
 /// `target` resolved inside `merged`, through `/proc/self/fd`: no path is
 /// resolved twice and no symlink leads out of the view.
 fn bind_at(merged: &Path, target: &Path, source: &Path, flags: MsFlags) -> Result<(), RootfsError> {

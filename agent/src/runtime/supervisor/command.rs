@@ -116,7 +116,7 @@ impl ChildSteps {
             identity,
         } = self;
         // SAFETY: the closure runs in the forked child before exec. It only calls
-        // async-signal-safe syscalls (write, sigaction, unshare, chdir,
+        // async-signal-safe syscalls (write, sigaction, umask, unshare, chdir,
         // pivot_root, umount2, mount, stat, sethostname, setsid, setrlimit, prctl,
         // close_range, and raw setgroups, setns, setresgid, setresuid) on
         // memory prepared before the fork (the closure owns its copy of the
