@@ -11,7 +11,12 @@ cargo build --release --locked -p drover-cli
 bin=target/release/drover
 data=${DROVER_DATA_DIR:-/var/lib/drover/dev}
 log=${DROVER_LOG_FILE:-/var/log/drover-dev.log}
+# The data directory (every job's spec and environment, task logs, the
+# store) and the log are root's alone.
+umask 077
 mkdir -p "$data" "$(dirname "$log")"
+chmod 700 "$data"
+touch "$log" && chmod 600 "$log"
 export DROVER_ADDR=${DROVER_ADDR:-http://127.0.0.1:4680}
 
 if ! "$bin" node list >/dev/null 2>&1; then

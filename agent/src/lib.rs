@@ -31,6 +31,7 @@ pub mod log_stream;
 pub mod net;
 pub mod node;
 pub mod policy;
+pub mod private_fs;
 pub mod runtime;
 pub mod session;
 

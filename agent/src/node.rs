@@ -53,6 +53,7 @@ pub enum NodeIdError {
 /// start from the host name and a random suffix. The id is a DNS label
 /// (it becomes `<id>.node.drover.internal`) and never changes afterwards.
 pub fn node_id(data_dir: &Path, hostname: &str) -> Result<String, NodeIdError> {
+    secure_data_dir(data_dir)?;
     let path = data_dir.join("node-id");
     match fs::read_to_string(&path) {
         Ok(s) => {
@@ -93,6 +94,7 @@ pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, NodeIdError>
             id: want.to_owned(),
         });
     }
+    secure_data_dir(data_dir)?;
     let path = data_dir.join("node-id");
     match fs::read_to_string(&path) {
         Ok(s) if s.trim() == want => Ok(want.to_owned()),
@@ -115,15 +117,28 @@ pub fn claim_node_id(data_dir: &Path, want: &str) -> Result<String, NodeIdError>
 
 /// Writes `<data_dir>/node-id`.
 fn write_node_id(data_dir: &Path, id: &str) -> Result<(), NodeIdError> {
-    fs::create_dir_all(data_dir).map_err(|source| NodeIdError::Io {
-        op: "create directory",
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
+    secure_data_dir(data_dir)?;
     let path = data_dir.join("node-id");
-    fs::write(&path, format!("{id}\n")).map_err(|source| NodeIdError::Io {
-        op: "write",
-        path,
+    fs::write(&path, format!("{id}\n"))
+        .and_then(|()| {
+            fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(crate::private_fs::PRIVATE_FILE_MODE),
+            )
+        })
+        .map_err(|source| NodeIdError::Io {
+            op: "write",
+            path,
+            source,
+        })
+}
+
+/// Creates the agent's data directory `0700` (or makes an existing one
+/// so): it holds every task's spec, environment and logs.
+fn secure_data_dir(data_dir: &Path) -> Result<(), NodeIdError> {
+    crate::private_fs::private_dir(data_dir).map_err(|source| NodeIdError::Io {
+        op: "create directory (0700)",
+        path: data_dir.to_path_buf(),
         source,
     })
 }

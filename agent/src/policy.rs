@@ -20,6 +20,11 @@
 //! allowed_images = ["/var/lib/drover/images"]
 //! # Whether a group may ask for `network = "host"`.
 //! allow_host_network = false
+//! # What the `host` root shows besides /bin, /sbin, /usr, /lib*, /etc
+//! # (see `host_root`): added read-only unless writable; more to hide.
+//! [host_root]
+//! add = ["/opt/tools", { path = "/srv/shared", writable = true }]
+//! hide = ["/etc/myapp/token"]
 //! # User namespaces: container uids/gids 0..size map to host_base..
 //! [user_namespace]
 //! enabled = true
@@ -30,6 +35,9 @@
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
+
+pub mod host_root;
+pub use host_root::{HostRootPath, HostRootPolicy};
 
 /// The node's bounds on assignments.
 ///
@@ -55,6 +63,8 @@ pub struct NodePolicy {
     pub allow_host_network: bool,
     /// The user namespace every task gets.
     pub user_namespace: UserNamespacePolicy,
+    /// What the `host` root filesystem shows besides its minimal default.
+    pub host_root: HostRootPolicy,
     /// An empty `allowed_rootfs_dirs` or `allowed_images` allows any
     /// directory (but `/`) or image instead of none. Never read from a
     /// policy file.
@@ -70,6 +80,7 @@ impl Default for NodePolicy {
             allowed_images: Vec::new(),
             allow_host_network: false,
             user_namespace: UserNamespacePolicy::default(),
+            host_root: HostRootPolicy::default(),
             any_rootfs: true,
         }
     }
@@ -179,6 +190,7 @@ impl NodePolicy {
                 }
             }
         }
+        self.host_root.check()?;
         let ns = &self.user_namespace;
         if ns.enabled {
             if ns.size == 0 {

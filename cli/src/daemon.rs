@@ -331,8 +331,8 @@ pub async fn dev(a: DevArgs) -> Result<()> {
                 .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
         }
     }
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("cannot create data dir {}", a.data_dir.display()))?;
+    drover_agent::private_fs::private_dir(&a.data_dir)
+        .with_context(|| format!("cannot create data dir {} (0700)", a.data_dir.display()))?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
 

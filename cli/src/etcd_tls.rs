@@ -104,8 +104,9 @@ pub const ETCD_CLIENTS: &[(&str, &str)] = &[
 /// [`ETCD_CLIENTS`].
 pub fn etcd_certs(a: &EtcdCertArgs) -> Result<Vec<PathBuf>> {
     check_hosts(&a.hosts)?;
-    std::fs::create_dir_all(&a.dir)
-        .map_err(|e| anyhow!("cannot create {}: {e}", a.dir.display()))?;
+    // 0700: it holds the etcd CA's key.
+    drover_agent::private_fs::private_dir(&a.dir)
+        .map_err(|e| anyhow!("cannot create {} (0700): {e}", a.dir.display()))?;
     let gen = || KeyPair::generate().map_err(|e| anyhow!("generating a key: {e}"));
     let (ca, ca_key_pem) = new_ca("drover etcd CA")?;
 

@@ -341,6 +341,10 @@ struct ExecArgs {
 }
 
 fn main() -> ExitCode {
+    // Nothing any role writes (state, keys, logs, addresses) is for other
+    // users, whatever umask we were started with; what must be readable
+    // says so with an explicit mode, and tasks get 0022 back.
+    drover_agent::private_fs::restrict_umask();
     // The supervisor entry point is dispatched before any runtime or thread
     // exists: it unshares a mount namespace, which a threaded process cannot.
     let mut raw = std::env::args_os().skip(1);

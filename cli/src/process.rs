@@ -26,8 +26,19 @@ pub(crate) fn init_logging(filter: &str) {
 /// Writes `addr` to `path` atomically (a temporary file renamed over it),
 /// so a reader never sees half an address.
 pub(crate) fn write_addr(path: &Path, addr: SocketAddr) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{addr}\n"))
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(drover_agent::private_fs::PRIVATE_FILE_MODE)
+        .open(&tmp)
+        .and_then(|mut f| {
+            drover_agent::private_fs::make_private(&f)?;
+            f.write_all(format!("{addr}\n").as_bytes())
+        })
         .and_then(|_| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -200,7 +200,10 @@ pub(crate) fn write(dir: &Path, name: &str, pem: &str, private: bool, force: boo
             anyhow!("cannot write {}: {e}", path.display())
         }
     })?;
-    f.write_all(pem.as_bytes())
+    // The mode whatever the umask, and for a file replaced with --force.
+    let mode = if private { 0o600 } else { 0o644 };
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .and_then(|_| f.write_all(pem.as_bytes()))
         .and_then(|_| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -235,8 +238,9 @@ pub(crate) fn check_hosts(hosts: &[String]) -> Result<()> {
 /// certificates for agents and the CLI.
 pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
     check_hosts(&a.hosts)?;
-    std::fs::create_dir_all(&a.dir)
-        .with_context(|| format!("cannot create {}", a.dir.display()))?;
+    // 0700: it holds the CA's key.
+    drover_agent::private_fs::private_dir(&a.dir)
+        .with_context(|| format!("cannot create {} (0700)", a.dir.display()))?;
     let gen = || KeyPair::generate().map_err(|e| anyhow!("generating a key: {e}"));
     let (ca, ca_key_pem) = new_ca("drover cluster CA")?;
 

@@ -9,6 +9,7 @@
 
 use std::ffi::OsStr;
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -81,6 +82,11 @@ impl DevCluster {
             .prefix("drover-e2e-")
             .tempdir()
             .expect("creating a temporary data dir");
+        DevCluster::start_on(tmp, extra)
+    }
+
+    /// Starts `drover dev` on the data directory `tmp` (removed on drop).
+    pub(crate) fn start_on(tmp: TempDir, extra: &[&str]) -> DevCluster {
         let data_dir = tmp.path().to_path_buf();
         let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let given = |flag: &str| {
@@ -684,9 +690,11 @@ fn remove_cgroups(data_dir: &Path) {
 /// Spawns `drover dev` on `data_dir` with free loopback ports, appending its
 /// output to the dev log.
 fn spawn_dev(data_dir: &Path, args: &[String]) -> Child {
+    // 0600 as every log of the node (it may show jobs' commands).
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(data_dir.join(DEV_LOG))
         .expect("opening the dev log file");
     let mut cmd = Command::new(drover_bin());

@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod dev;
+mod dev_in;
 pub mod hosts;
 pub mod procs;
 pub mod runtime;

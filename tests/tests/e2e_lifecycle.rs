@@ -129,7 +129,23 @@ kill_timeout_ms = 200
 
 #[test]
 fn agent_killed_with_sigkill_re_adopts_tasks_and_reports_exits() {
-    let mut c = DevCluster::start();
+    // The task's /tmp is its own and the host view shows none of the
+    // host's data: the node policy adds the directory where the test
+    // releases the task (read-only, which is enough to see the flag).
+    let flag_dir = tempfile::Builder::new()
+        .prefix("drover-e2e-flag-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let policy = flag_dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[host_root]\nadd = [{:?}]\n",
+            flag_dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut c = DevCluster::start_with(&["--policy", policy.to_str().unwrap()]);
     let keep = unique_name("keep");
     let file = c.write_file(
         "keep.toml",
@@ -140,12 +156,6 @@ fn agent_killed_with_sigkill_re_adopts_tasks_and_reports_exits() {
 
     // A task that ends while the agent is down.
     let short = unique_name("short");
-    // The task's /tmp is its own: the flag lives where the read-only host
-    // view still shows the test's writes.
-    let flag_dir = tempfile::Builder::new()
-        .prefix("drover-e2e-flag-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
     let flag = flag_dir.path().join("release");
     let script = format!(
         "while [ ! -e {} ]; do sleep 0.05; done; exit 7",

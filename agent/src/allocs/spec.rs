@@ -68,5 +68,6 @@ pub fn task_spec(a: &Allocation, t: &Task, network: Option<TaskNetwork>) -> Task
         // Set by the runtime from the node policy.
         user_namespace: None,
         run_as: None,
+        host_root: None,
     }
 }

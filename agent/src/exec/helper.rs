@@ -513,6 +513,8 @@ fn child(
                 }
             }
         }
+        // The task's usual umask, not the agent's 0077.
+        libc::umask(crate::private_fs::TASK_UMASK);
         // Rust ignores SIGPIPE; exec keeps ignored signals ignored.
         for sig in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {

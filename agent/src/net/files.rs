@@ -112,6 +112,10 @@ pub fn write_atomic(path: &Path, content: &str, create_dir: bool) -> Result<(), 
     tmp_name.push(".drover-tmp");
     let tmp = dir.join(tmp_name);
     fs::write(&tmp, content).map_err(|e| NetError::sys("write", tmp.display().to_string(), e))?;
+    // The task reads them (as its own root, an unprivileged host uid):
+    // 0644 whatever the agent's umask (0077).
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| NetError::sys("chmod 0644", tmp.display().to_string(), e))?;
     fs::rename(&tmp, path)
         .map_err(|e| NetError::sys("rename into place", path.display().to_string(), e))
 }

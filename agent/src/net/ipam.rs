@@ -504,7 +504,17 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<fs::File, IpamError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    let mut file = fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::private_fs::PRIVATE_FILE_MODE)
+            .open(&tmp)
+            .and_then(|f| crate::private_fs::make_private(&f).map(|()| f))
+            .map_err(io("create", &tmp))?
+    };
     file.write_all(bytes).map_err(io("write", &tmp))?;
     fs::rename(&tmp, path).map_err(io("rename into place", path))?;
     Ok(file)

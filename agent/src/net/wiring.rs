@@ -626,6 +626,11 @@ fn on_netns_thread<A: Send, B>(
 fn write_file(path: &Path, content: &str) -> Result<(), NetError> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, content).map_err(|e| NetError::sys("write", tmp.display().to_string(), e))?;
+    fs::set_permissions(
+        &tmp,
+        std::os::unix::fs::PermissionsExt::from_mode(crate::private_fs::PRIVATE_FILE_MODE),
+    )
+    .map_err(|e| NetError::sys("chmod 0600", tmp.display().to_string(), e))?;
     fs::rename(&tmp, path).map_err(|e| NetError::sys("rename", path.display().to_string(), e))
 }
 

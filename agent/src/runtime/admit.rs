@@ -13,10 +13,14 @@ use std::path::{Path, PathBuf};
 
 use super::identity::{check_mapped, IdMap, RunAs, UserSpec};
 use super::oci::read_in_layers;
-use super::rootfs::{is_dir_in, open_in_root, read_in_root, Rootfs};
-use super::volume::{Volume, HOST_WRITABLE_DIRS};
+use super::rootfs::{read_in_root, Rootfs};
+use super::volume::Volume;
 use super::{RuntimeError, SpecProblem, TaskSpec};
 use crate::policy::NodePolicy;
+
+mod host_view;
+pub(super) use host_view::check_host_root;
+use host_view::check_in_host_view;
 
 fn refused(spec: &TaskSpec, problem: impl Into<SpecProblem>) -> RuntimeError {
     RuntimeError::PolicyRefused {
@@ -154,41 +158,10 @@ pub(super) fn admit(
             })?;
         }
     }
-    // The host view is read-only: what does not exist there cannot be
-    // created, except below its private tmpfs mounts.
+    out.host_root = None;
     if matches!(spec.rootfs, Some(Rootfs::Host)) {
-        let under_tmpfs = |p: &Path| {
-            HOST_WRITABLE_DIRS
-                .iter()
-                .any(|d| p.starts_with(Path::new(d)))
-        };
-        for volume in &spec.volumes {
-            let target = volume.target();
-            if open_in_root(Path::new("/"), target).is_none() && !under_tmpfs(target) {
-                return Err(invalid(
-                    spec,
-                    format!(
-                        "volume target {} does not exist in the host view, which is \
-                         read-only; use an existing path or one under {}",
-                        target.display(),
-                        HOST_WRITABLE_DIRS.join(" or ")
-                    ),
-                ));
-            }
-        }
-        if let Some(w) = &spec.workdir {
-            if !is_dir_in(Path::new("/"), w) && !under_tmpfs(w) {
-                return Err(invalid(
-                    spec,
-                    format!(
-                        "workdir {} is not a directory in the host view, which is read-only; \
-                         use an existing directory or one under {}",
-                        w.display(),
-                        HOST_WRITABLE_DIRS.join(" or ")
-                    ),
-                ));
-            }
-        }
+        out.host_root = Some(policy.host_root.clone());
+        check_in_host_view(&policy.host_root, spec)?;
     }
     if spec.rootfs.is_none() {
         if let Some(w) = spec.workdir.as_ref().filter(|w| !w.is_dir()) {

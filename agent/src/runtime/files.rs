@@ -12,6 +12,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,7 @@ use serde::Serialize;
 
 use super::{RuntimeError, TaskSpec, TaskState};
 use crate::io_error::IoError;
+use crate::private_fs::{make_private, PRIVATE_FILE_MODE};
 
 /// File name of the task specification written by the agent.
 pub const SPEC_FILE: &str = "spec.json";
@@ -98,7 +100,16 @@ pub fn write_atomic_with(
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    let mut file = File::create(&tmp).map_err(IoError::on("create", &tmp))?;
+    // 0600: specs hold the task's environment; a temporary file left by
+    // a crash may have another mode.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(&tmp)
+        .and_then(|f| make_private(&f).map(|()| f))
+        .map_err(IoError::on("create", &tmp))?;
     file.write_all(bytes).map_err(IoError::on("write", &tmp))?;
     if durability == Durability::PowerLoss {
         file.sync_all().map_err(IoError::on("fsync", &tmp))?;
@@ -184,11 +195,12 @@ pub fn read_pid(path: &Path) -> Result<Option<i32>, RuntimeError> {
     }
 }
 
-/// Opens a log file for appending, creating it if needed.
+/// Opens a log file for appending, creating it (mode 0600) if needed.
 pub fn open_append(path: &Path) -> Result<File, RuntimeError> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(PRIVATE_FILE_MODE)
         .open(path)
         .map_err(|source| IoError::new("open", path, source).into())
 }

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -180,8 +180,13 @@ impl RotatingLog {
     }
 }
 
+/// Task logs are the node's: mode 0600, whatever the umask.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::private_fs::PRIVATE_FILE_MODE)
+        .open(path)
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {

@@ -210,6 +210,7 @@ impl Runtime {
         let dir = TaskDir::new(self.task_dir(alloc_id, task)?);
         spec.validate()?;
         admit::check_rootfs(&self.policy, spec)?;
+        admit::check_host_root(&self.policy, spec, &self.state_root)?;
         // Held until image.json is written: no garbage collection of the
         // image cache can remove the layers this task is about to use.
         let _pin = match &spec.rootfs {

@@ -6,8 +6,9 @@
 //!
 //! - [`prepare`] runs in the supervisor, after its `unshare(CLONE_NEWNS)`
 //!   and after `/` was made recursively private there: it assembles the new
-//!   root under `<task_dir>/rootfs/merged` (a read-only recursive bind of
-//!   `/`, or an overlay over the rootfs directory with a per-task upper dir),
+//!   root under `<task_dir>/rootfs/merged` (the minimal host view of
+//!   `host_view.rs`, or an overlay over the rootfs directory with a
+//!   per-task upper dir),
 //!   then mounts a minimal `/dev`, a read-only `/sys`, tmpfs `/tmp` (and
 //!   `/run` for [`Rootfs::Host`]) in it. None of this is visible on the host:
 //!   the supervisor's mount namespace is private and dies with it.
@@ -31,8 +32,10 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use serde::{Deserialize, Serialize};
 
 use crate::io_error::IoError;
+use crate::policy::HostRootPolicy;
 
 mod error;
+mod host_view;
 mod in_root;
 mod mount;
 pub use error::{MountError, RootfsError};
@@ -47,9 +50,12 @@ pub(crate) use mount::{set_mount_attr, MountAttr};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Rootfs {
-    /// A read-only view of the host's `/` (recursive bind, every submount
-    /// read-only), with private writable tmpfs `/tmp` and `/run`, a fresh
-    /// `/proc` and a minimal `/dev`.
+    /// A minimal read-only view of the host: its program directories
+    /// (`/bin`, `/sbin`, `/usr`, `/lib*`), `/etc` without the node's
+    /// secrets, a read-only `/sys`, what the node policy adds
+    /// (`[host_root]`), and private writable tmpfs `/tmp` and `/run`, a
+    /// fresh `/proc` and a minimal `/dev`; never the node's data, state or
+    /// home directories (see `host_view.rs`).
     Host,
     /// A root filesystem directory on the node (as LXC's
     /// `/var/lib/lxc/NAME/rootfs`). It is never written to: an overlay with
@@ -96,7 +102,7 @@ pub const DEV_ENTRIES: [&str; 13] = [
     "urandom", "zero",
 ];
 
-/// `<task_dir>/rootfs/{upper,work,merged,lower}`.
+/// `<task_dir>/rootfs/{upper,work,merged,lower,empty}`.
 #[derive(Debug, Clone)]
 pub(super) struct RootfsDirs {
     /// Mount points of the idmapped views of the lower directories
@@ -108,6 +114,8 @@ pub(super) struct RootfsDirs {
     pub work: PathBuf,
     /// The assembled root the task pivots into.
     pub merged: PathBuf,
+    /// The empty file bound over the secrets a host view hides.
+    pub empty: PathBuf,
 }
 
 impl RootfsDirs {
@@ -118,6 +126,7 @@ impl RootfsDirs {
             upper: base.join("upper"),
             work: base.join("work"),
             merged: base.join("merged"),
+            empty: base.join("empty"),
         }
     }
 }
@@ -165,8 +174,8 @@ impl Rootfs {
 /// What [`prepare`] builds the root from.
 #[derive(Debug, Clone)]
 pub(super) enum RootBase {
-    /// A read-only recursive bind of the host's `/`.
-    Host,
+    /// The minimal host view, with the node policy's additions.
+    Host(HostRootPolicy),
     /// An overlay over these lower directories (top first), with the
     /// task's upper and work dirs.
     Overlay(Vec<PathBuf>),
@@ -269,7 +278,9 @@ pub(super) fn prepare(
     let (root_uid, root_gid) = ids.root;
     let owned = format!("uid={root_uid},gid={root_gid}");
     match base {
-        RootBase::Host => mount_host_base(merged, &owned)?,
+        RootBase::Host(view) => {
+            host_view::mount_host_view(merged, view, &dirs.empty, host_sys, &owned)?
+        }
         RootBase::Overlay(lower) => mount_overlay_base(lower, dirs, host_sys, ids)?,
     }
     do_mount(
@@ -286,35 +297,6 @@ pub(super) fn prepare(
         dot: cstring(Path::new("."))?,
         cwd: cstring(cwd)?,
     })
-}
-
-/// The host's `/` as the task's root: a read-only recursive bind, with a
-/// private tmpfs `/run` owned by root inside (`owned`).
-fn mount_host_base(merged: &Path, owned: &str) -> Result<(), RootfsError> {
-    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    do_mount(
-        Some(Path::new("/")),
-        merged,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )?;
-    make_readonly_recursive(merged)?;
-    for dir in ["proc", "dev", "sys", "tmp", "run"] {
-        // Read-only now: these must exist on the host already.
-        let target = merged.join(dir);
-        if !fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-            return Err(RootfsError::HostDirMissing { dir });
-        }
-    }
-    do_mount(
-        Some(Path::new("tmpfs")),
-        &merged.join("run"),
-        Some("tmpfs"),
-        nosuid_nodev,
-        Some(&format!("mode=755,{owned}")),
-    )?;
-    Ok(())
 }
 
 /// An overlay over the `lower` directories (idmapped into the task's user
@@ -343,7 +325,10 @@ fn mount_overlay_base(
     }
     create_dir_all(&dirs.upper)?;
     create_dir_all(&dirs.work)?;
-    // `/` of the task is the upper dir: root inside owns it.
+    // `/` of the task is the upper dir: root inside owns it, everyone may
+    // enter it (the supervisor's umask is 0077).
+    fs::set_permissions(&dirs.upper, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod 0755", &dirs.upper))?;
     std::os::unix::fs::chown(&dirs.upper, Some(root_uid), Some(root_gid)).map_err(|source| {
         RootfsError::Chown {
             path: dirs.upper.clone(),

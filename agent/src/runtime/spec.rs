@@ -15,6 +15,7 @@ use super::oci::{is_executable_in_layers, ImageDefaults};
 use super::rootfs::{is_executable_in, Rootfs};
 use super::volume::Volume;
 use super::{RuntimeError, SpecProblem, DEFAULT_PATH};
+use crate::policy::HostRootPolicy;
 
 /// What to run: written by the agent to `<task_dir>/spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +82,11 @@ pub struct TaskSpec {
     /// `None` is root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<RunAs>,
+    /// What a [`Rootfs::Host`] root shows besides its defaults, set by
+    /// `Runtime::start` from the node policy (whatever the caller gave is
+    /// replaced); `None` shows the defaults only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_root: Option<HostRootPolicy>,
 }
 
 impl Default for TaskSpec {
@@ -106,6 +112,7 @@ impl Default for TaskSpec {
             volumes: Vec::new(),
             user_namespace: None,
             run_as: None,
+            host_root: None,
         }
     }
 }

@@ -466,7 +466,10 @@ fn prepare_root(
         .validate()
         .map_err(|e| fail(format!("rootfs: {e}")))?;
     let (base, image_cwd) = match rootfs {
-        Rootfs::Host => (RootBase::Host, None),
+        Rootfs::Host => (
+            RootBase::Host(spec.host_root.clone().unwrap_or_default()),
+            None,
+        ),
         Rootfs::Dir { path } => (RootBase::Overlay(vec![path.clone()]), None),
         Rootfs::Oci { image } => {
             let resolved: ResolvedImage = read_json(&dir.image())?.ok_or_else(|| {
@@ -496,7 +499,7 @@ fn prepare_root(
     };
     let prepared = rootfs::prepare(&base, &dirs, Path::new("/sys"), &cwd, &root_ids)
         .map_err(|e| fail(format!("preparing the root filesystem: {e}")))?;
-    let host = matches!(base, RootBase::Host);
+    let host = matches!(base, RootBase::Host(_));
     let may_create = |target: &Path| {
         !host
             || HOST_WRITABLE_DIRS

@@ -129,9 +129,19 @@ fn ensure_parents(
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                    fs::create_dir(&path).map_err(|e| {
-                        UnpackError::new(raw, format!("mkdir {}: {e}", path.display()))
-                    })?;
+                    // A parent the tar does not list: 0755 as under the
+                    // usual umask (the agent's is 0077), so that the
+                    // task's users may enter it.
+                    fs::create_dir(&path)
+                        .and_then(|()| {
+                            fs::set_permissions(
+                                &path,
+                                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                            )
+                        })
+                        .map_err(|e| {
+                            UnpackError::new(raw, format!("mkdir {}: {e}", path.display()))
+                        })?;
                 }
                 Err(e) => {
                     return Err(UnpackError::new(

@@ -56,6 +56,14 @@ pub(crate) fn mkdir_p_in(
             // SAFETY: `parent` is an open descriptor and `c_name` a
             // NUL-terminated single component; both outlive the call.
             let rc = unsafe { libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o755) };
+            // 0755 whatever the umask (the supervisor's is 0077): the
+            // task's users must enter it.
+            let rc = if rc == 0 {
+                // SAFETY: as for mkdirat.
+                unsafe { libc::fchmodat(parent.as_raw_fd(), c_name.as_ptr(), 0o755, 0) }
+            } else {
+                rc
+            };
             if rc != 0 {
                 return Err(RootfsError::MkdirInRoot {
                     path: next,

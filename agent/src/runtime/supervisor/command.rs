@@ -116,7 +116,7 @@ impl ChildSteps {
             identity,
         } = self;
         // SAFETY: the closure runs in the forked child before exec. It only calls
-        // async-signal-safe syscalls (write, sigaction, unshare, chdir,
+        // async-signal-safe syscalls (write, sigaction, umask, unshare, chdir,
         // pivot_root, umount2, mount, stat, sethostname, setsid, setrlimit, prctl,
         // close_range, and raw setgroups, setns, setresgid, setresuid) on
         // memory prepared before the fork (the closure owns its copy of the
@@ -145,6 +145,8 @@ impl ChildSteps {
                         return Err(io::Error::last_os_error());
                     }
                 }
+                // The task gets the usual umask, not the supervisor's 0077.
+                libc::umask(crate::private_fs::TASK_UMASK);
                 // The supervisor made `/` private and prepared the root.
                 if let Some(root) = &root {
                     root.enter_in_child()?;
