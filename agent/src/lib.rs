@@ -32,6 +32,7 @@ pub mod net;
 pub mod node;
 pub mod policy;
 pub mod runtime;
+pub mod seccomp;
 pub mod session;
 
 pub use cleanup::cleanup;

@@ -25,11 +25,18 @@
 //! enabled = true
 //! host_base = 1000000
 //! size = 65536
+//! # Seccomp (see `crate::seccomp`): an OCI profile instead of the
+//! # built-in one, and whether a task may ask for `seccomp = "unconfined"`.
+//! [seccomp]
+//! profile = "/etc/drover/seccomp.json"
+//! allow_unconfined = false
 //! ```
 
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::seccomp::SeccompPolicy;
 
 /// The node's bounds on assignments.
 ///
@@ -55,6 +62,9 @@ pub struct NodePolicy {
     pub allow_host_network: bool,
     /// The user namespace every task gets.
     pub user_namespace: UserNamespacePolicy,
+    /// The seccomp profile every task gets, and whether a task may ask
+    /// for none.
+    pub seccomp: SeccompPolicy,
     /// An empty `allowed_rootfs_dirs` or `allowed_images` allows any
     /// directory (but `/`) or image instead of none. Never read from a
     /// policy file.
@@ -70,6 +80,7 @@ impl Default for NodePolicy {
             allowed_images: Vec::new(),
             allow_host_network: false,
             user_namespace: UserNamespacePolicy::default(),
+            seccomp: SeccompPolicy::default(),
             any_rootfs: true,
         }
     }
@@ -149,6 +160,13 @@ impl NodePolicy {
             path: path.to_owned(),
             message,
         })?;
+        policy
+            .seccomp
+            .load()
+            .map_err(|message| PolicyError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(policy)
     }
 

@@ -15,6 +15,7 @@ use super::oci::{is_executable_in_layers, ImageDefaults};
 use super::rootfs::{is_executable_in, Rootfs};
 use super::volume::Volume;
 use super::{RuntimeError, SpecProblem, DEFAULT_PATH};
+use crate::seccomp::Seccomp;
 
 /// What to run: written by the agent to `<task_dir>/spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +82,12 @@ pub struct TaskSpec {
     /// `None` is root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<RunAs>,
+    /// The seccomp filter installed right before the task's `exec` (and
+    /// every `drover exec` command's): the job asks for the default or
+    /// none, `Runtime::start` applies the node policy (its profile; none
+    /// only where allowed).
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
+    pub seccomp: Seccomp,
 }
 
 impl Default for TaskSpec {
@@ -106,6 +113,7 @@ impl Default for TaskSpec {
             volumes: Vec::new(),
             user_namespace: None,
             run_as: None,
+            seccomp: Seccomp::Default,
         }
     }
 }
