@@ -49,244 +49,231 @@ for name, nr, args in json.loads(sys.argv[1]):
     print(name, os.waitstatus_to_exitcode(status), flush=True)
 "#;
 
-/// An argument: a number or a string (passed as a pointer to it).
-fn n(v: i64) -> Value {
-    json!(v)
+/// An argument of a probe: a number, or a string passed as a pointer.
+#[derive(Debug, Clone, Copy)]
+enum Arg {
+    N(i64),
+    S(&'static str),
 }
+use Arg::{N, S};
+
+/// `(name, syscall number, arguments)`.
+type Probe = (&'static str, libc::c_long, &'static [Arg]);
+
+const BAD_PID: Arg = N(0x3fff_fff0);
+const NEWUSER: i64 = libc::CLONE_NEWUSER as i64;
 
 /// Arguments that make each refused call fail harmlessly (or do nothing)
 /// for root outside a task: bad pointers, flags, descriptors or pids.
-fn refused_probes() -> Vec<(&'static str, libc::c_long, Vec<Value>)> {
-    let bad_pid = n(0x3fff_fff0);
-    let mut p: Vec<(&'static str, libc::c_long, Vec<Value>)> = vec![
-        ("init_module", libc::SYS_init_module, vec![n(0), n(0), n(0)]),
-        (
-            "finit_module",
-            libc::SYS_finit_module,
-            vec![n(-1), n(0), n(0)],
-        ),
-        (
-            "delete_module",
-            libc::SYS_delete_module,
-            vec![json!("drover_no_such_module"), n(0)],
-        ),
-        (
-            "kexec_load",
-            libc::SYS_kexec_load,
-            vec![n(0), n(0), n(0), n(0x7fff_0000)],
-        ),
-        (
-            "kexec_file_load",
-            libc::SYS_kexec_file_load,
-            vec![n(-1), n(-1), n(0), n(0), n(0x7fff_ffff)],
-        ),
-        ("bpf", libc::SYS_bpf, vec![n(0xdead), n(0), n(0)]),
-        (
-            "add_key",
-            libc::SYS_add_key,
-            vec![n(0), n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "request_key",
-            libc::SYS_request_key,
-            vec![n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "keyctl",
-            libc::SYS_keyctl,
-            vec![n(0xdead), n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "perf_event_open",
-            libc::SYS_perf_event_open,
-            vec![n(0), n(0), n(-1), n(-1), n(0)],
-        ),
-        ("userfaultfd", libc::SYS_userfaultfd, vec![n(0xffff)]),
-        (
-            "lookup_dcookie",
-            libc::SYS_lookup_dcookie,
-            vec![n(0), n(0), n(0)],
-        ),
-        // SYSLOG_ACTION_SIZE_BUFFER: reads nothing.
-        ("syslog", libc::SYS_syslog, vec![n(10), n(0), n(0)]),
-        (
-            "fanotify_init",
-            libc::SYS_fanotify_init,
-            vec![n(0xffff_ffff), n(0)],
-        ),
-        ("io_uring_setup", libc::SYS_io_uring_setup, vec![n(0), n(0)]),
-        (
-            "io_uring_enter",
-            libc::SYS_io_uring_enter,
-            vec![n(-1), n(0), n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "io_uring_register",
-            libc::SYS_io_uring_register,
-            vec![n(-1), n(0), n(0), n(0)],
-        ),
-        // PTRACE_ATTACH to a pid that does not exist.
-        (
-            "ptrace",
-            libc::SYS_ptrace,
-            vec![n(16), bad_pid.clone(), n(0), n(0)],
-        ),
-        (
-            "process_vm_readv",
-            libc::SYS_process_vm_readv,
-            vec![bad_pid.clone(), n(0), n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "process_vm_writev",
-            libc::SYS_process_vm_writev,
-            vec![bad_pid.clone(), n(0), n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "process_madvise",
-            libc::SYS_process_madvise,
-            vec![n(-1), n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "kcmp",
-            libc::SYS_kcmp,
-            vec![bad_pid.clone(), bad_pid, n(0), n(0), n(0)],
-        ),
-        (
-            "pidfd_getfd",
-            libc::SYS_pidfd_getfd,
-            vec![n(-1), n(0), n(0)],
-        ),
-        (
-            "open_by_handle_at",
-            libc::SYS_open_by_handle_at,
-            vec![n(-1), n(0), n(0)],
-        ),
-        (
-            "name_to_handle_at",
-            libc::SYS_name_to_handle_at,
-            vec![n(-1), n(0), n(0), n(0), n(0xffff)],
-        ),
-        ("mount", libc::SYS_mount, vec![n(0), n(0), n(0), n(0), n(0)]),
-        ("umount2", libc::SYS_umount2, vec![n(0), n(0)]),
-        ("pivot_root", libc::SYS_pivot_root, vec![n(0), n(0)]),
-        (
-            "mount_setattr",
-            libc::SYS_mount_setattr,
-            vec![n(-1), n(0), n(0), n(0), n(0)],
-        ),
-        (
-            "move_mount",
-            libc::SYS_move_mount,
-            vec![n(-1), n(0), n(-1), n(0), n(0)],
-        ),
-        ("open_tree", libc::SYS_open_tree, vec![n(-1), n(0), n(0)]),
-        ("fsopen", libc::SYS_fsopen, vec![n(0), n(0)]),
-        (
-            "fsconfig",
-            libc::SYS_fsconfig,
-            vec![n(-1), n(0), n(0), n(0), n(0)],
-        ),
-        ("fsmount", libc::SYS_fsmount, vec![n(-1), n(0), n(0)]),
-        ("fspick", libc::SYS_fspick, vec![n(-1), n(0), n(0)]),
-        ("setns", libc::SYS_setns, vec![n(-1), n(0)]),
-        // Both pointers NULL: sets nothing.
-        ("settimeofday", libc::SYS_settimeofday, vec![n(0), n(0)]),
-        (
-            "clock_settime",
-            libc::SYS_clock_settime,
-            vec![n(0x7fff), n(0)],
-        ),
-        (
-            "clock_adjtime",
-            libc::SYS_clock_adjtime,
-            vec![n(0x7fff), n(0)],
-        ),
-        ("adjtimex", libc::SYS_adjtimex, vec![n(0)]),
-        ("swapon", libc::SYS_swapon, vec![n(0), n(0)]),
-        ("swapoff", libc::SYS_swapoff, vec![n(0)]),
-        ("quotactl", libc::SYS_quotactl, vec![n(0), n(0), n(0), n(0)]),
-        (
-            "quotactl_fd",
-            libc::SYS_quotactl_fd,
-            vec![n(-1), n(0), n(0), n(0)],
-        ),
-        (
-            "acct",
-            libc::SYS_acct,
-            vec![json!("/nonexistent/drover-acct")],
-        ),
-        // No magic numbers: refused before anything happens.
-        ("reboot", libc::SYS_reboot, vec![n(0), n(0), n(0), n(0)]),
-        // In a session without a terminal: hangs up nothing.
-        ("vhangup", libc::SYS_vhangup, vec![]),
-        ("nfsservctl", libc::SYS_nfsservctl, vec![n(0), n(0), n(0)]),
-        // ADDR_NO_RANDOMIZE.
-        (
-            "personality_no_aslr",
-            libc::SYS_personality,
-            vec![n(0x0040000)],
-        ),
-        (
-            "unshare_newuser",
-            libc::SYS_unshare,
-            vec![n(libc::CLONE_NEWUSER.into())],
-        ),
-        (
-            "unshare_newnet",
-            libc::SYS_unshare,
-            vec![n(libc::CLONE_NEWNET.into())],
-        ),
-        (
-            "clone_newuser",
-            libc::SYS_clone,
-            vec![
-                n(i64::from(libc::CLONE_NEWUSER | libc::SIGCHLD)),
-                n(0),
-                n(0),
-                n(0),
-                n(0),
-            ],
-        ),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    p.extend([
-        ("uselib", libc::SYS_uselib, vec![n(0)]),
-        ("ustat", libc::SYS_ustat, vec![n(0), n(0)]),
-        ("sysfs", libc::SYS_sysfs, vec![n(99)]),
-        ("_sysctl", libc::SYS__sysctl, vec![n(0)]),
-        ("iopl", libc::SYS_iopl, vec![n(99)]),
-        ("ioperm", libc::SYS_ioperm, vec![n(0x10000), n(1), n(1)]),
-        ("modify_ldt", libc::SYS_modify_ldt, vec![n(99), n(0), n(0)]),
-    ]);
-    p
-}
+const REFUSED: &[Probe] = &[
+    ("init_module", libc::SYS_init_module, &[N(0), N(0), N(0)]),
+    ("finit_module", libc::SYS_finit_module, &[N(-1), N(0), N(0)]),
+    (
+        "delete_module",
+        libc::SYS_delete_module,
+        &[S("drover_no_such_module"), N(0)],
+    ),
+    (
+        "kexec_load",
+        libc::SYS_kexec_load,
+        &[N(0), N(0), N(0), N(0x7fff_0000)],
+    ),
+    (
+        "kexec_file_load",
+        libc::SYS_kexec_file_load,
+        &[N(-1), N(-1), N(0), N(0), N(0x7fff_ffff)],
+    ),
+    ("bpf", libc::SYS_bpf, &[N(0xdead), N(0), N(0)]),
+    (
+        "add_key",
+        libc::SYS_add_key,
+        &[N(0), N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "request_key",
+        libc::SYS_request_key,
+        &[N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "keyctl",
+        libc::SYS_keyctl,
+        &[N(0xdead), N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "perf_event_open",
+        libc::SYS_perf_event_open,
+        &[N(0), N(0), N(-1), N(-1), N(0)],
+    ),
+    ("userfaultfd", libc::SYS_userfaultfd, &[N(0xffff)]),
+    (
+        "lookup_dcookie",
+        libc::SYS_lookup_dcookie,
+        &[N(0), N(0), N(0)],
+    ),
+    // SYSLOG_ACTION_SIZE_BUFFER: reads nothing.
+    ("syslog", libc::SYS_syslog, &[N(10), N(0), N(0)]),
+    (
+        "fanotify_init",
+        libc::SYS_fanotify_init,
+        &[N(0xffff_ffff), N(0)],
+    ),
+    ("io_uring_setup", libc::SYS_io_uring_setup, &[N(0), N(0)]),
+    (
+        "io_uring_enter",
+        libc::SYS_io_uring_enter,
+        &[N(-1), N(0), N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "io_uring_register",
+        libc::SYS_io_uring_register,
+        &[N(-1), N(0), N(0), N(0)],
+    ),
+    // PTRACE_ATTACH to a pid that does not exist.
+    ("ptrace", libc::SYS_ptrace, &[N(16), BAD_PID, N(0), N(0)]),
+    (
+        "process_vm_readv",
+        libc::SYS_process_vm_readv,
+        &[BAD_PID, N(0), N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "process_vm_writev",
+        libc::SYS_process_vm_writev,
+        &[BAD_PID, N(0), N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "process_madvise",
+        libc::SYS_process_madvise,
+        &[N(-1), N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "kcmp",
+        libc::SYS_kcmp,
+        &[BAD_PID, BAD_PID, N(0), N(0), N(0)],
+    ),
+    ("pidfd_getfd", libc::SYS_pidfd_getfd, &[N(-1), N(0), N(0)]),
+    (
+        "open_by_handle_at",
+        libc::SYS_open_by_handle_at,
+        &[N(-1), N(0), N(0)],
+    ),
+    (
+        "name_to_handle_at",
+        libc::SYS_name_to_handle_at,
+        &[N(-1), N(0), N(0), N(0), N(0xffff)],
+    ),
+    ("mount", libc::SYS_mount, &[N(0), N(0), N(0), N(0), N(0)]),
+    ("umount2", libc::SYS_umount2, &[N(0), N(0)]),
+    ("pivot_root", libc::SYS_pivot_root, &[N(0), N(0)]),
+    (
+        "mount_setattr",
+        libc::SYS_mount_setattr,
+        &[N(-1), N(0), N(0), N(0), N(0)],
+    ),
+    (
+        "move_mount",
+        libc::SYS_move_mount,
+        &[N(-1), N(0), N(-1), N(0), N(0)],
+    ),
+    ("open_tree", libc::SYS_open_tree, &[N(-1), N(0), N(0)]),
+    ("fsopen", libc::SYS_fsopen, &[N(0), N(0)]),
+    (
+        "fsconfig",
+        libc::SYS_fsconfig,
+        &[N(-1), N(0), N(0), N(0), N(0)],
+    ),
+    ("fsmount", libc::SYS_fsmount, &[N(-1), N(0), N(0)]),
+    ("fspick", libc::SYS_fspick, &[N(-1), N(0), N(0)]),
+    ("setns", libc::SYS_setns, &[N(-1), N(0)]),
+    // Both pointers NULL: sets nothing.
+    ("settimeofday", libc::SYS_settimeofday, &[N(0), N(0)]),
+    ("clock_settime", libc::SYS_clock_settime, &[N(0x7fff), N(0)]),
+    ("clock_adjtime", libc::SYS_clock_adjtime, &[N(0x7fff), N(0)]),
+    ("adjtimex", libc::SYS_adjtimex, &[N(0)]),
+    ("swapon", libc::SYS_swapon, &[N(0), N(0)]),
+    ("swapoff", libc::SYS_swapoff, &[N(0)]),
+    ("quotactl", libc::SYS_quotactl, &[N(0), N(0), N(0), N(0)]),
+    (
+        "quotactl_fd",
+        libc::SYS_quotactl_fd,
+        &[N(-1), N(0), N(0), N(0)],
+    ),
+    ("acct", libc::SYS_acct, &[S("/nonexistent/drover-acct")]),
+    // No magic numbers: refused before anything happens.
+    ("reboot", libc::SYS_reboot, &[N(0), N(0), N(0), N(0)]),
+    // In a session without a terminal: hangs up nothing.
+    ("vhangup", libc::SYS_vhangup, &[]),
+    ("nfsservctl", libc::SYS_nfsservctl, &[N(0), N(0), N(0)]),
+    // ADDR_NO_RANDOMIZE.
+    (
+        "personality_no_aslr",
+        libc::SYS_personality,
+        &[N(0x0040000)],
+    ),
+    ("unshare_newuser", libc::SYS_unshare, &[N(NEWUSER)]),
+    (
+        "unshare_newnet",
+        libc::SYS_unshare,
+        &[N(libc::CLONE_NEWNET as i64)],
+    ),
+    (
+        "clone_newuser",
+        libc::SYS_clone,
+        &[N(NEWUSER | libc::SIGCHLD as i64), N(0), N(0), N(0), N(0)],
+    ),
+];
+
+/// The x86-only refused calls.
+#[cfg(target_arch = "x86_64")]
+const REFUSED_ARCH: &[Probe] = &[
+    ("uselib", libc::SYS_uselib, &[N(0)]),
+    ("ustat", libc::SYS_ustat, &[N(0), N(0)]),
+    ("sysfs", libc::SYS_sysfs, &[N(99)]),
+    ("_sysctl", libc::SYS__sysctl, &[N(0)]),
+    ("iopl", libc::SYS_iopl, &[N(99)]),
+    ("ioperm", libc::SYS_ioperm, &[N(0x10000), N(1), N(1)]),
+    ("modify_ldt", libc::SYS_modify_ldt, &[N(99), N(0), N(0)]),
+];
+#[cfg(not(target_arch = "x86_64"))]
+const REFUSED_ARCH: &[Probe] = &[];
 
 /// Calls the filter allows, which must succeed inside a task.
-fn allowed_probes() -> Vec<(&'static str, libc::c_long, Vec<Value>)> {
-    vec![
-        ("getpid", libc::SYS_getpid, vec![]),
-        (
-            "personality_query",
-            libc::SYS_personality,
-            vec![n(0xffff_ffff)],
-        ),
-        (
-            "unshare_files",
-            libc::SYS_unshare,
-            vec![n(libc::CLONE_FILES.into())],
-        ),
-        (
-            "clone_fork",
-            libc::SYS_clone,
-            vec![n(libc::SIGCHLD.into()), n(0), n(0), n(0), n(0)],
-        ),
-    ]
+const ALLOWED: &[Probe] = &[
+    ("getpid", libc::SYS_getpid, &[]),
+    (
+        "personality_query",
+        libc::SYS_personality,
+        &[N(0xffff_ffff)],
+    ),
+    (
+        "unshare_files",
+        libc::SYS_unshare,
+        &[N(libc::CLONE_FILES as i64)],
+    ),
+    (
+        "clone_fork",
+        libc::SYS_clone,
+        &[N(libc::SIGCHLD as i64), N(0), N(0), N(0), N(0)],
+    ),
+];
+
+fn refused_probes() -> Vec<Probe> {
+    REFUSED.iter().chain(REFUSED_ARCH).copied().collect()
 }
 
-fn probe_arg(probes: &[(&str, libc::c_long, Vec<Value>)]) -> String {
+/// The probes as the script's JSON argument.
+fn probe_arg(probes: &[Probe]) -> String {
     let list: Vec<Value> = probes
         .iter()
-        .map(|(name, nr, args)| json!([name, nr, args]))
+        .map(|(name, nr, args)| {
+            let args: Vec<Value> = args
+                .iter()
+                .map(|a| match a {
+                    N(v) => json!(v),
+                    S(s) => json!(s),
+                })
+                .collect();
+            json!([name, nr, args])
+        })
         .collect();
     Value::Array(list).to_string()
 }
@@ -324,8 +311,8 @@ async fn each_refused_call_fails_with_eperm_in_a_task_and_not_outside() -> Resul
         );
     }
     let mut all = refused.clone();
-    all.extend(allowed_probes());
-    all.push(("clone3", libc::SYS_clone3, vec![n(0), n(0)]));
+    all.extend_from_slice(ALLOWED);
+    all.push(("clone3", libc::SYS_clone3, &[N(0), N(0)]));
     let arg = probe_arg(&all);
 
     let h = Harness::new()?;
@@ -347,7 +334,7 @@ async fn each_refused_call_fails_with_eperm_in_a_task_and_not_outside() -> Resul
             wrong.push(format!("{name}: inside {i:?}, outside {o:?}"));
         }
     }
-    for (name, _, _) in allowed_probes() {
+    for &(name, _, _) in ALLOWED {
         if inside.get(name) != Some(&0) {
             wrong.push(format!("{name} (allowed): inside {:?}", inside.get(name)));
         }
@@ -365,6 +352,52 @@ async fn each_refused_call_fails_with_eperm_in_a_task_and_not_outside() -> Resul
         "EPERM is {}:\n{}",
         libc::EPERM,
         wrong.join("\n")
+    );
+    Ok(())
+}
+
+/// Refused probes that only the filter refuses: in a task without one,
+/// no capability check makes them fail with `EPERM` (they fail on their
+/// arguments, or succeed: a task could make a user namespace).
+const ONLY_THE_FILTER_REFUSES: [&str; 12] = [
+    "unshare_newuser",
+    "clone_newuser",
+    "perf_event_open",
+    "add_key",
+    "request_key",
+    "keyctl",
+    "io_uring_setup",
+    "ptrace",
+    "kcmp",
+    "pidfd_getfd",
+    "setns",
+    "personality_no_aslr",
+];
+
+#[tokio::test]
+async fn without_the_filter_a_task_gets_past_what_only_the_filter_refuses() -> Result<()> {
+    let arg = probe_arg(&refused_probes());
+    let allowing = NodePolicy {
+        seccomp: SeccompPolicy {
+            allow_unconfined: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let h = Harness::builder().policy(allowing).build()?;
+    let spec = TaskSpec {
+        seccomp: Seccomp::Unconfined,
+        ..host_view("sc-unconfined-probe", &[PYTHON, "-c", PROBE_SCRIPT, &arg])
+    };
+    let got = results(&h.probe_and_remove(&spec).await?)?;
+    let wrong: Vec<String> = ONLY_THE_FILTER_REFUSES
+        .iter()
+        .filter(|name| matches!(got.get(**name), None | Some(&libc::EPERM)))
+        .map(|name| format!("{name}: {:?}", got.get(*name)))
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "refused without a filter: {wrong:?} (all: {got:?})"
     );
     Ok(())
 }
