@@ -16,7 +16,7 @@
 //! it must be kept in step with every kernel. The cost: a dangerous system
 //! call added to a future kernel is allowed until it is listed here; the
 //! capabilities a task lacks still guard most of them, as they guard
-//! these. The filter stays short (about 130 instructions) and every
+//! these. The filter stays short (under 200 instructions) and every
 //! unlisted call is in the kernel's allow cache.
 //!
 //! Beyond plain refusals: `clone` and `unshare` are refused only with
