@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use drover_model::job::ServiceSpec;
+use drover_model::job::{SeccompMode, ServiceSpec};
 pub use drover_model::{
     AllocStatus, DesiredState, JobKind, NetworkMode, RootfsKind, TaskStatus, VolumeKind,
 };
@@ -174,6 +174,8 @@ pub struct Task {
     pub volumes: Vec<Volume>,
     /// Rotation of its output files; `None`: the node's defaults.
     pub logs: Option<LogLimits>,
+    /// Its seccomp setting (the node's policy decides what it gets).
+    pub seccomp: SeccompMode,
 }
 
 /// A task's root filesystem.
@@ -357,6 +359,11 @@ impl TryFrom<&pb::Task> for Task {
             workdir: (!t.workdir.is_empty()).then(|| PathBuf::from(&t.workdir)),
             volumes,
             logs,
+            seccomp: SeccompMode::parse(&t.seccomp).ok_or_else(|| InvalidAssignment::Unknown {
+                field: at("seccomp"),
+                value: t.seccomp.clone(),
+                expected: "\"\", \"default\" or \"unconfined\"",
+            })?,
         })
     }
 }

@@ -345,6 +345,7 @@ pub fn helper_request(runtime: &Runtime, what: &ExecCommand<'_>) -> Result<Helpe
         tty: what.tty,
         control_fd: -1,
         report_fd: -1,
+        seccomp: spec.seccomp.clone(),
     })
 }
 

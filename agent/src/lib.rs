@@ -10,7 +10,8 @@
 //! service-discovery zone on the node's bridge ([`dns`], from records the
 //! scheduler relays). Every
 //! task runs under its own supervisor process ([`runtime`], with
-//! [`cgroup`] limits and the node [`policy`]), so the agent can die and
+//! [`cgroup`] limits, the node [`policy`] and a [`seccomp`] filter), so
+//! the agent can die and
 //! come back without losing one. [`net`] wires allocations to the node
 //! bridge and the node to its peers; [`cleanup`](mod@cleanup) removes it all when the
 //! node leaves. [`config`] and [`error`] hold the agent's setup and what
@@ -33,6 +34,7 @@ pub mod node;
 pub mod policy;
 pub mod private_fs;
 pub mod runtime;
+pub mod seccomp;
 pub mod session;
 
 pub use cleanup::cleanup;

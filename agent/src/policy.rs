@@ -30,6 +30,11 @@
 //! enabled = true
 //! host_base = 1000000
 //! size = 65536
+//! # Seccomp (see `crate::seccomp`): an OCI profile instead of the
+//! # built-in one, and whether a task may ask for `seccomp = "unconfined"`.
+//! [seccomp]
+//! profile = "/etc/drover/seccomp.json"
+//! allow_unconfined = false
 //! ```
 
 use std::path::{Component, Path, PathBuf};
@@ -38,6 +43,7 @@ use serde::Deserialize;
 
 pub mod host_root;
 pub use host_root::{HostRootPath, HostRootPolicy};
+use crate::seccomp::SeccompPolicy;
 
 /// The node's bounds on assignments.
 ///
@@ -65,6 +71,9 @@ pub struct NodePolicy {
     pub user_namespace: UserNamespacePolicy,
     /// What the `host` root filesystem shows besides its minimal default.
     pub host_root: HostRootPolicy,
+    /// The seccomp profile every task gets, and whether a task may ask
+    /// for none.
+    pub seccomp: SeccompPolicy,
     /// An empty `allowed_rootfs_dirs` or `allowed_images` allows any
     /// directory (but `/`) or image instead of none. Never read from a
     /// policy file.
@@ -81,6 +90,7 @@ impl Default for NodePolicy {
             allow_host_network: false,
             user_namespace: UserNamespacePolicy::default(),
             host_root: HostRootPolicy::default(),
+            seccomp: SeccompPolicy::default(),
             any_rootfs: true,
         }
     }
@@ -160,6 +170,13 @@ impl NodePolicy {
             path: path.to_owned(),
             message,
         })?;
+        policy
+            .seccomp
+            .load()
+            .map_err(|message| PolicyError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(policy)
     }
 

@@ -22,6 +22,7 @@ fn task(name: &str) -> Task {
         workdir: None,
         volumes: Vec::new(),
         logs: None,
+        seccomp: Default::default(),
     }
 }
 

@@ -1,10 +1,12 @@
 //! From an assignment's task to the runtime's [`TaskSpec`]: the job's
 //! environment plus Drover's `DROVER_*` variables, limits, root
-//! filesystem, user, working directory and volumes.
+//! filesystem, user, working directory, volumes and seccomp request.
 
 use crate::assignment::{self, Allocation, Task};
 use crate::runtime::logs::LogLimits;
 use crate::runtime::{Rootfs, TaskNetwork, TaskSpec, Volume, DEFAULT_PIDS_MAX};
+use crate::seccomp::Seccomp;
+use drover_model::job::SeccompMode;
 
 /// The spec of task `t` of allocation `a`, joining `network`.
 pub fn task_spec(a: &Allocation, t: &Task, network: Option<TaskNetwork>) -> TaskSpec {
@@ -69,5 +71,10 @@ pub fn task_spec(a: &Allocation, t: &Task, network: Option<TaskNetwork>) -> Task
         user_namespace: None,
         run_as: None,
         host_root: None,
+        // The runtime applies the node policy to the request.
+        seccomp: match t.seccomp {
+            SeccompMode::Default => Seccomp::Default,
+            SeccompMode::Unconfined => Seccomp::Unconfined,
+        },
     }
 }

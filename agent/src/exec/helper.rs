@@ -21,7 +21,7 @@
 //!    terminal as its controlling tty, hardens itself as the task was
 //!    (rlimits, bounding set), becomes the task's user (or the one asked
 //!    for), dies with the helper (`PR_SET_PDEATHSIG`), sets
-//!    `no_new_privs` and execs;
+//!    `no_new_privs`, installs the task's seccomp filter and execs;
 //! 6. waits for it, relaying the terminal when there is one, and writes one
 //!    [`HelperReport`] line on the report descriptor.
 //!
@@ -50,6 +50,7 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Hardening, PidFd, RunAs, DEFAULT_PATH};
+use crate::seccomp::{Filter, Seccomp};
 
 mod relay;
 use relay::wait_relaying;
@@ -91,6 +92,9 @@ pub struct HelperRequest {
     pub control_fd: RawFd,
     /// Descriptor the helper writes its [`HelperReport`] to.
     pub report_fd: RawFd,
+    /// The task's seccomp setting: the command runs under the same filter.
+    #[serde(default)]
+    pub seccomp: Seccomp,
 }
 
 /// How the session ended, one JSON line on the report descriptor.
@@ -253,6 +257,8 @@ struct Prepared {
     program: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    /// Installed right before exec; `None`: unconfined.
+    seccomp: Option<Filter>,
 }
 
 impl Prepared {
@@ -271,10 +277,15 @@ impl Prepared {
             .iter()
             .map(|(k, v)| c("the environment", format!("{k}={v}").as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
+        let seccomp = request
+            .seccomp
+            .filter()
+            .map_err(|e| fail(format!("the task's seccomp filter: {e}")))?;
         Ok(Self {
             program,
             argv,
             envp,
+            seccomp,
         })
     }
 }
@@ -553,6 +564,17 @@ fn child(
     if let Err(e) = hardening.set_no_new_privs_in_child() {
         return e.raw_os_error().unwrap_or(libc::EPERM);
     }
+    exec_prepared(prepared)
+}
+
+/// The last steps of [`child`]: descriptors closed on exec, the seccomp
+/// filter, exec. Returns the errno when exec failed.
+fn exec_prepared(prepared: &Prepared) -> i32 {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
     let mut argv: [*const libc::c_char; 256] = [std::ptr::null(); 256];
     let mut envp: [*const libc::c_char; 512] = [std::ptr::null(); 512];
     if prepared.argv.len() >= argv.len() || prepared.envp.len() >= envp.len() {
@@ -577,6 +599,12 @@ fn child(
     } != 0
     {
         return errno();
+    }
+    // Last, as for the task: the command may do only what the task may.
+    if let Some(filter) = &prepared.seccomp {
+        if let Err(e) = filter.install_in_child() {
+            return e.raw_os_error().unwrap_or(libc::EPERM);
+        }
     }
     // SAFETY: NUL-terminated strings and NULL-terminated pointer arrays,
     // all alive for the call.

@@ -3,7 +3,8 @@
 //!
 //! - [`check_rootfs`]: the node policy's `allowed_rootfs_dirs` and
 //!   `allowed_images` (before an image is even read);
-//! - [`admit`]: the user namespace from the policy, the task's user
+//! - [`admit`]: the seccomp filter from the policy (`unconfined` only
+//!   where it allows it), the user namespace from the policy, the task's user
 //!   looked up in its own `/etc/passwd` and `/etc/group` and checked
 //!   against the mapped range, bind volume sources canonicalized and
 //!   checked against `allowed_host_paths`, and targets and working
@@ -17,6 +18,7 @@ use super::rootfs::{read_in_root, Rootfs};
 use super::volume::Volume;
 use super::{RuntimeError, SpecProblem, TaskSpec};
 use crate::policy::NodePolicy;
+use crate::seccomp;
 
 mod host_view;
 pub(super) use host_view::check_host_root;
@@ -121,6 +123,7 @@ pub(super) fn admit(
     layers: Option<&[PathBuf]>,
 ) -> Result<TaskSpec, RuntimeError> {
     let mut out = spec.clone();
+    out.seccomp = seccomp::admit(&policy.seccomp, &spec.seccomp).map_err(|e| refused(spec, e))?;
     let ns = &policy.user_namespace;
     out.user_namespace = ns.enabled.then_some(IdMap {
         host_base: ns.host_base,

@@ -16,6 +16,7 @@ use super::rootfs::{is_executable_in, Rootfs};
 use super::volume::Volume;
 use super::{RuntimeError, SpecProblem, DEFAULT_PATH};
 use crate::policy::HostRootPolicy;
+use crate::seccomp::Seccomp;
 
 /// What to run: written by the agent to `<task_dir>/spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,6 +88,12 @@ pub struct TaskSpec {
     /// replaced); `None` shows the defaults only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_root: Option<HostRootPolicy>,
+    /// The seccomp filter installed right before the task's `exec` (and
+    /// every `drover exec` command's): the job asks for the default or
+    /// none, `Runtime::start` applies the node policy (its profile; none
+    /// only where allowed).
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
+    pub seccomp: Seccomp,
 }
 
 impl Default for TaskSpec {
@@ -113,6 +120,7 @@ impl Default for TaskSpec {
             user_namespace: None,
             run_as: None,
             host_root: None,
+            seccomp: Seccomp::Default,
         }
     }
 }

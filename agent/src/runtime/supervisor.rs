@@ -8,7 +8,8 @@
 //! there when the spec has one (see [`super::rootfs`],
 //! [`super::volume`]), spawns the task (which joins the cgroup, unshares
 //! its cgroup namespace, is hardened, joins the user namespace and takes
-//! its uid/gid before it execs, and becomes PID 1 of the new PID
+//! its uid/gid, sets `no_new_privs` and installs its seccomp filter
+//! ([`crate::seccomp`]) before it execs, and becomes PID 1 of the new PID
 //! namespace), records every transition in
 //! `state.json` (an OOM kill as such), reaps the task, removes the cgroup
 //! and exits. It ignores the usual termination signals: the agent
@@ -331,7 +332,7 @@ fn spawn_task(mut command: Command, spec: &TaskSpec) -> Result<std::process::Chi
         Err(e) => Err(fail(format!(
             "spawning {program:?} (fork; in the child: join the cgroup, with a rootfs \
              unshare(CLONE_NEWNS) and pivot_root into it, mount /proc, sethostname, setsid, \
-             setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), exec): {e}"
+             setrlimit, prctl(PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS), seccomp, exec): {e}"
         ))),
     }
 }

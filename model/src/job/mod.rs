@@ -61,7 +61,7 @@ pub use target::{
     check_meta, check_property_name, Target, TargetError, MAX_META_VALUE, MAX_TARGET_NAME,
 };
 pub use task::{
-    LogSpec, Resources, RootfsSpec, TaskSpec, VolumeSpec, MAX_ARGS, MAX_CPU_MILLIS,
+    LogSpec, Resources, RootfsSpec, SeccompMode, TaskSpec, VolumeSpec, MAX_ARGS, MAX_CPU_MILLIS,
     MAX_KILL_TIMEOUT_MS, MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB, MAX_TMPFS_MB,
     RESERVED_VOLUME_TARGETS,
 };

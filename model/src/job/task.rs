@@ -54,6 +54,45 @@ pub struct TaskSpec {
     /// Placement rules of the allocation that runs it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<super::Constraint>,
+    /// Its seccomp filter: the node's, or none where the node allows it.
+    #[serde(default, skip_serializing_if = "SeccompMode::is_default")]
+    pub seccomp: SeccompMode,
+}
+
+/// A task's seccomp setting (`seccomp = "unconfined"` in a job file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompMode {
+    /// The node's profile (Drover's built-in one unless its policy names
+    /// another).
+    #[default]
+    Default,
+    /// No filter; refused by a node whose policy does not allow it.
+    Unconfined,
+}
+
+impl SeccompMode {
+    /// Reads the wire form: `""` or `"default"`, or `"unconfined"`.
+    pub fn parse(s: &str) -> Option<SeccompMode> {
+        match s {
+            "" | "default" => Some(SeccompMode::Default),
+            "unconfined" => Some(SeccompMode::Unconfined),
+            _ => None,
+        }
+    }
+
+    /// The wire form (`""` for the default).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeccompMode::Default => "",
+            SeccompMode::Unconfined => "unconfined",
+        }
+    }
+
+    /// Whether this is [`SeccompMode::Default`].
+    pub fn is_default(&self) -> bool {
+        *self == SeccompMode::Default
+    }
 }
 
 /// Validated log rotation limits of a task.
@@ -192,6 +231,7 @@ impl From<&TaskSpec> for pb::Task {
             }),
             user: t.user.clone(),
             workdir: t.workdir.clone(),
+            seccomp: t.seccomp.as_str().into(),
             constraints: t.constraints.iter().map(pb::Constraint::from).collect(),
             volumes: t.volumes.iter().map(pb::Volume::from).collect(),
         }

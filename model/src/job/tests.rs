@@ -399,3 +399,26 @@ fn constraints_survive_the_wire_and_the_store() {
         .constraints
         .is_empty());
 }
+
+#[test]
+fn seccomp_is_default_or_unconfined() {
+    let mut j = good();
+    let spec = JobSpec::try_from(&j).unwrap();
+    assert_eq!(spec.groups[0].tasks[0].seccomp, SeccompMode::Default);
+    j.groups[0].tasks[0].seccomp = "unconfined".into();
+    let spec = JobSpec::try_from(&j).unwrap();
+    assert_eq!(spec.groups[0].tasks[0].seccomp, SeccompMode::Unconfined);
+    assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
+    j.groups[0].tasks[0].seccomp = "default".into();
+    assert_eq!(
+        JobSpec::try_from(&j).unwrap().groups[0].tasks[0].seccomp,
+        SeccompMode::Default
+    );
+    j.groups[0].tasks[0].seccomp = "off".into();
+    let p = problems(&j);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("task \"app\"") && m.contains("seccomp \"off\"")),
+        "{p:?}"
+    );
+}

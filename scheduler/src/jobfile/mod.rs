@@ -196,6 +196,9 @@ struct FileTask {
     logs: Option<FileLogs>,
     #[serde(default, rename = "constraint")]
     constraints: Vec<FileConstraint>,
+    /// `"default"` (the node's profile) or `"unconfined"`.
+    #[serde(default)]
+    seccomp: Option<String>,
 }
 
 /// Log rotation of one task; an unset field takes the node's default.
@@ -306,6 +309,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                             }),
                             user: t.user.unwrap_or_default(),
                             workdir: t.workdir.unwrap_or_default(),
+                            seccomp: t.seccomp.unwrap_or_default(),
                             volumes: t
                                 .volumes
                                 .into_iter()
@@ -428,6 +432,23 @@ command = ["/bin/check"]
         let e = parse("x.toml", &text).unwrap_err();
         assert!(e.message.contains("unknown field `cuont`"), "{}", e.message);
         assert!(e.message.contains("line 7"), "{}", e.message);
+    }
+
+    #[test]
+    fn seccomp_unconfined() {
+        let text = HELLO.replace(
+            "resources = { cpu_millis = 100, memory_mb = 32 }",
+            "seccomp = \"unconfined\"",
+        );
+        let j = parse("s.toml", &text).unwrap();
+        assert_eq!(j.groups[0].tasks[0].seccomp, "unconfined");
+        let spec = crate::job::JobSpec::try_from(&j).unwrap();
+        assert_eq!(
+            spec.groups[0].tasks[0].seccomp,
+            crate::job::SeccompMode::Unconfined
+        );
+        let j = parse("d.toml", HELLO).unwrap();
+        assert_eq!(j.groups[0].tasks[0].seccomp, "");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The task's command: program, arguments, environment, stdio, and the
 //! steps its forked child takes before exec (cgroup, namespaces, root,
-//! `/proc`, hostname, rlimits, identity, capabilities).
+//! `/proc`, hostname, rlimits, identity, capabilities, seccomp).
 
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -15,6 +15,7 @@ use crate::runtime::limits::Hardening;
 use crate::runtime::mask::ProcMasks;
 use crate::runtime::rootfs::PreparedRoot;
 use crate::runtime::{TaskSpec, DEFAULT_PATH};
+use crate::seccomp::Filter;
 
 pub(super) fn cstring(what: &str, bytes: &[u8]) -> Result<CString, Failure> {
     CString::new(bytes).map_err(|_| fail(format!("{what} contains a NUL byte")))
@@ -46,6 +47,10 @@ pub(super) fn build_command(
         root: root.map(|(prepared, _)| prepared.clone()),
         hardening,
         identity,
+        seccomp: spec
+            .seccomp
+            .filter()
+            .map_err(|e| fail(format!("seccomp: {e}")))?,
     };
     child.install(&mut command);
     Ok(command)
@@ -101,6 +106,8 @@ struct ChildSteps {
     root: Option<PreparedRoot>,
     hardening: Hardening,
     identity: Identity,
+    /// `None`: unconfined.
+    seccomp: Option<Filter>,
 }
 
 impl ChildSteps {
@@ -114,11 +121,12 @@ impl ChildSteps {
             root,
             hardening,
             identity,
+            seccomp,
         } = self;
         // SAFETY: the closure runs in the forked child before exec. It only calls
         // async-signal-safe syscalls (write, sigaction, umask, unshare, chdir,
         // pivot_root, umount2, mount, stat, sethostname, setsid, setrlimit, prctl,
-        // close_range, and raw setgroups, setns, setresgid, setresuid) on
+        // close_range, seccomp, and raw setgroups, setns, setresgid, setresuid) on
         // memory prepared before the fork (the closure owns its copy of the
         // prepared root's strings), and
         // allocates nothing: errors are reported through
@@ -194,7 +202,13 @@ impl ChildSteps {
                 {
                     return Err(io::Error::last_os_error());
                 }
-                hardening.set_no_new_privs_in_child()
+                hardening.set_no_new_privs_in_child()?;
+                // Last: from here on only what the task may do, and the
+                // exec, which the filter allows.
+                match &seccomp {
+                    Some(filter) => filter.install_in_child(),
+                    None => Ok(()),
+                }
             });
         }
     }

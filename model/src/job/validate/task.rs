@@ -1,5 +1,5 @@
 //! A task's fields: name, command, env, resources, rootfs, user, workdir,
-//! logs; its volumes are checked in [`super::volume`].
+//! logs, seccomp; its volumes are checked in [`super::volume`].
 
 use std::collections::BTreeSet;
 
@@ -7,8 +7,8 @@ use drover_proto::v1 as pb;
 
 use super::{clamp_u64, constraint, volume, Problems};
 use crate::job::{
-    LogSpec, Resources, RootfsSpec, TaskSpec, MAX_ARGS, MAX_CPU_MILLIS, MAX_KILL_TIMEOUT_MS,
-    MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB,
+    LogSpec, Resources, RootfsSpec, SeccompMode, TaskSpec, MAX_ARGS, MAX_CPU_MILLIS,
+    MAX_KILL_TIMEOUT_MS, MAX_LOG_FILES, MAX_LOG_SIZE_MB, MAX_MEMORY_MB,
 };
 use crate::wire::RootfsKind;
 
@@ -63,6 +63,16 @@ pub(super) fn task(
         }
     }
     let volumes = volume::check_volumes(p, &tpath, &t.volumes);
+    let seccomp = SeccompMode::parse(&t.seccomp).unwrap_or_else(|| {
+        p.push(
+            &tpath,
+            format!(
+                "seccomp {:?} must be \"default\" or \"unconfined\"",
+                t.seccomp
+            ),
+        );
+        SeccompMode::Default
+    });
     let logs = t.logs.as_ref().map(|l| {
         p.range(
             &tpath,
@@ -92,6 +102,7 @@ pub(super) fn task(
         kill_timeout_ms: clamp_u64(t.kill_timeout_ms),
         rootfs,
         constraints: constraint::constraints(p, &tpath, &t.constraints),
+        seccomp,
     }
 }
 
