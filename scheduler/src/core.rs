@@ -51,8 +51,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat: Duration::from_secs(2),
-            node_grace: Duration::from_secs(10),
+            // See the README, "Node failures", for why these.
+            heartbeat: Duration::from_secs(1),
+            node_grace: Duration::from_secs(5),
             reconcile: Duration::from_secs(5),
         }
     }
