@@ -138,6 +138,9 @@ pub struct Group {
     pub network: NetworkMode,
     /// The services its allocations offer, with their health checks.
     pub services: Vec<ServiceSpec>,
+    /// How long the node may be without its scheduler before it stops the
+    /// group's allocations itself; `None`: never.
+    pub stop_after_disconnect: Option<Duration>,
 }
 
 /// A group's restart policy (unset: no restarts).
@@ -290,7 +293,15 @@ impl TryFrom<&pb::Group> for Group {
             .iter()
             .map(Task::try_from)
             .collect::<Result<_, _>>()?;
+        let stop_after_disconnect = match &g.disconnect {
+            None => None,
+            Some(d) => Some(Duration::from_millis(non_negative(
+                || "group.disconnect.stop_after_ms".into(),
+                d.stop_after_ms,
+            )?)),
+        };
         Ok(Group {
+            stop_after_disconnect,
             name: g.name.clone(),
             services: services::decode(g, &tasks)?,
             tasks,

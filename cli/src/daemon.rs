@@ -123,13 +123,14 @@ impl PlacementArgs {
 /// often every job is planned again (`drover scheduler`, `drover dev`).
 #[derive(Args, Debug)]
 pub struct TimingArgs {
-    /// Interval agents are told to heartbeat at, in milliseconds.
-    #[arg(long = "heartbeat-ms", value_name = "MS", default_value_t = 2_000)]
+    /// Interval agents are told to heartbeat at, in milliseconds (the
+    /// README's "Node failures" says why 1 s).
+    #[arg(long = "heartbeat-ms", value_name = "MS", default_value_t = 1_000)]
     heartbeat_ms: u64,
     /// Silence after which a node is down: its allocations are replaced
     /// and its DNS records (bound to a lease of this length) vanish. At
     /// least twice the heartbeat interval.
-    #[arg(long = "node-grace-ms", value_name = "MS", default_value_t = 10_000)]
+    #[arg(long = "node-grace-ms", value_name = "MS", default_value_t = 5_000)]
     node_grace_ms: u64,
     /// Period of the full reconcile pass, in milliseconds: the backstop
     /// that plans every job again. Jobs waiting for capacity do not wait

@@ -51,8 +51,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat: Duration::from_secs(2),
-            node_grace: Duration::from_secs(10),
+            // See the README, "Node failures", for why these.
+            heartbeat: Duration::from_secs(1),
+            node_grace: Duration::from_secs(5),
             reconcile: Duration::from_secs(5),
         }
     }
@@ -446,18 +447,22 @@ impl Core {
         self.peers.subscribe(&self.cluster, self.timing.heartbeat)
     }
 
-    /// The end of an agent session: if it was the node's current one, the
-    /// log and exec streams it carried fail, and the node gets its grace
-    /// period to come back before it is declared down and its work
-    /// replaced.
-    pub(crate) async fn session_ended(&self, node_id: &str, session: u64) {
-        if !self.registry.disconnect(node_id, session) {
+    /// The end of an agent session, whose node was last heard `silent_for`
+    /// ago: if it was the node's current one, the log and exec streams it
+    /// carried fail, and the node gets what is left of its grace period
+    /// (counted from when it was last heard, so a stream closed for
+    /// silence does not wait a second grace) to come back before it is
+    /// declared down and its work replaced.
+    pub(crate) async fn session_ended(&self, node_id: &str, session: u64, silent_for: Duration) {
+        if !self.registry.disconnect(node_id, session, silent_for) {
             return;
         }
         self.execs.node_gone(node_id);
         self.logs.node_gone(node_id);
-        tokio::time::sleep(self.timing.node_grace).await;
-        if !self.registry.is_connected(node_id) {
+        tokio::time::sleep(self.timing.node_grace.saturating_sub(silent_for)).await;
+        // Down only if no later session came and went: each end waits a
+        // whole grace period of its own.
+        if self.registry.gone_for(node_id, self.timing.node_grace) {
             if let Err(error) = self.node_down(node_id).await {
                 tracing::warn!(node_id = %node_id, %error, "cannot mark node down");
             }

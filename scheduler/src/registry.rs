@@ -98,13 +98,16 @@ impl Registry {
     }
 
     /// Removes the link of a session whose stream ended, if it is still the
-    /// node's, and starts the node's grace period. Returns whether it was.
-    pub fn disconnect(&self, node_id: &str, session: u64) -> bool {
+    /// node's, and starts the node's grace period, counted from when the
+    /// node was last heard (`silent_for` ago). Returns whether it was.
+    pub fn disconnect(&self, node_id: &str, session: u64, silent_for: Duration) -> bool {
         let mut links = lock(&self.links);
         let current = links.get(node_id).is_some_and(|l| l.session == session);
         if current {
             links.remove(node_id);
-            lock(&self.disconnected).insert(node_id.to_string(), Instant::now());
+            let now = Instant::now();
+            let heard = now.checked_sub(silent_for).unwrap_or(now);
+            lock(&self.disconnected).insert(node_id.to_string(), heard);
         }
         current
     }
@@ -129,6 +132,17 @@ impl Registry {
         }
     }
 
+    /// Whether `node_id`'s agent is not connected and its latest stream
+    /// ended (counted from when it was last heard) at least `grace` ago. A
+    /// node that came back and dropped again since an earlier end is not:
+    /// its latest end starts a grace period of its own.
+    pub fn gone_for(&self, node_id: &str, grace: Duration) -> bool {
+        !self.is_connected(node_id)
+            && lock(&self.disconnected)
+                .get(node_id)
+                .is_some_and(|t| t.elapsed() >= grace)
+    }
+
     /// Whether `node_id` has had no stream for longer than `grace`:
     /// disconnected long enough ago, or never connected to this process
     /// (which has run for longer than `grace`).
@@ -139,5 +153,34 @@ impl Registry {
         lock(&self.disconnected)
             .get(node_id)
             .is_none_or(|t| t.elapsed() > grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(4);
+
+    #[test]
+    fn a_node_that_came_back_and_dropped_again_gets_a_new_grace_period() {
+        let r = Registry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let first = r.connect("n1", tx.clone());
+        // Closed for silence: last heard a whole grace period ago.
+        assert!(r.disconnect("n1", first.id, GRACE));
+        assert!(r.gone_for("n1", GRACE));
+        // Back, then a stream that just broke: not gone, whatever the
+        // first end's timer says.
+        let second = r.connect("n1", tx.clone());
+        assert!(!r.gone_for("n1", GRACE));
+        assert!(r.disconnect("n1", second.id, Duration::ZERO));
+        assert!(!r.gone_for("n1", GRACE));
+        // An old session ending late changes nothing.
+        let third = r.connect("n1", tx);
+        assert!(!r.disconnect("n1", second.id, GRACE));
+        assert!(r.is_connected("n1") && !r.gone_for("n1", GRACE));
+        assert!(r.disconnect("n1", third.id, Duration::ZERO));
+        assert!(r.gone_for("n1", Duration::ZERO));
     }
 }

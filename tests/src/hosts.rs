@@ -48,6 +48,7 @@
 //! ```
 
 mod cli;
+mod partition;
 mod procs;
 mod teardown;
 mod topology;

@@ -18,6 +18,7 @@
 //! [`Allocs::poll`] refreshes task states, plans, executes and returns the
 //! reports that changed.
 
+pub mod disconnect;
 mod executor;
 pub mod gc;
 pub mod plan;

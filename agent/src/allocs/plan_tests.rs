@@ -46,6 +46,7 @@ fn assignment(id: &str, desired: DesiredState, kind: JobKind, attempts: u32) -> 
             },
             network: NetworkMode::Bridge,
             services: Vec::new(),
+            stop_after_disconnect: None,
         },
         job_kind: kind,
     }

@@ -19,6 +19,7 @@ fn group(network: NetworkMode) -> Group {
         restart: RestartPolicy::default(),
         network,
         services: Vec::new(),
+        stop_after_disconnect: None,
     }
 }
 

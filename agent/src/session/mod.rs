@@ -20,7 +20,10 @@
 //! supervisor replaces a `state.json`, and the session polls at once; the
 //! timed poll stays as the fallback and drives restart delays.
 
+mod away;
 mod bootstrap;
+
+use away::Away;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -136,32 +139,47 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let mut dns = NodeDns::new(config.dns.clone(), shutdown.clone());
     tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
     let mut backoff = Duration::from_millis(100);
+    let mut away = Away::new();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(
-            &config,
-            &node,
-            &mut allocs,
-            &mut checks,
-            &mut dns,
-            &shutdown,
-        )
-        .await
-        {
+        let mut link = Link {
+            allocs: &mut allocs,
+            checks: &mut checks,
+            dns: &mut dns,
+            away: &mut away,
+        };
+        match session(&config, &node, &mut link, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(error) => {
                 dns.scheduler_lost();
+                away.lost();
                 tracing::warn!(scheduler = %config.scheduler, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => return Ok(()),
+        // Disconnect policies keep being applied while waiting to retry.
+        let retry = tokio::time::sleep(backoff);
+        tokio::pin!(retry);
+        let mut check = tokio::time::interval(away::CHECK_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut retry => break,
+                _ = check.tick() => away.enforce(&mut allocs).await,
+                _ = shutdown.cancelled() => return Ok(()),
+            }
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// What outlives a session: the allocations, their checks, the node's DNS
+/// and how long the scheduler has been away.
+struct Link<'a> {
+    allocs: &'a mut Allocs,
+    checks: &'a mut Checks,
+    dns: &'a mut NodeDns,
+    away: &'a mut Away,
 }
 
 /// What the node registers as: identity, capacity, attributes, operator
@@ -191,6 +209,23 @@ fn registration(config: &AgentConfig, id: String, hostname: String) -> pb::Node 
     }
 }
 
+/// [`connect`], which may take its whole timeout on a partitioned link,
+/// applying the disconnect policies meanwhile.
+async fn connect_while_away(
+    config: &AgentConfig,
+    link: &mut Link<'_>,
+) -> Result<Channel, SessionError> {
+    let connecting = connect(config);
+    tokio::pin!(connecting);
+    let mut check = tokio::time::interval(away::CHECK_EVERY);
+    loop {
+        tokio::select! {
+            c = &mut connecting => return c,
+            _ = check.tick() => link.away.enforce(link.allocs).await,
+        }
+    }
+}
+
 /// Opens the channel to the scheduler.
 async fn connect(config: &AgentConfig) -> Result<Channel, SessionError> {
     let address = || config.scheduler.clone();
@@ -199,7 +234,12 @@ async fn connect(config: &AgentConfig) -> Result<Channel, SessionError> {
             address: address(),
             source,
         })?
-        .connect_timeout(Duration::from_secs(3));
+        .connect_timeout(Duration::from_secs(3))
+        // A partition is noticed within a few seconds, not when TCP gives
+        // up: disconnect policies count from then.
+        .http2_keep_alive_interval(away::KEEPALIVE_EVERY)
+        .keep_alive_timeout(away::KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     if let Some(tls) = &config.tls {
         endpoint = endpoint
             .tls_config(tls.clone())
@@ -232,6 +272,8 @@ struct Session<'a> {
     execs: ExecSessions,
     /// The node's DNS, and the chunks of a relayed batch not yet whole.
     dns: &'a mut NodeDns,
+    /// How long the scheduler has been away (until `Registered`).
+    away: &'a mut Away,
     dns_feed: dns::Feed,
     gc_running: Option<JoinHandle<BTreeSet<String>>>,
     /// Wakes the session when a task's `state.json` is replaced.
@@ -249,12 +291,12 @@ struct Session<'a> {
 async fn session(
     config: &AgentConfig,
     node: &pb::Node,
-    allocs: &mut Allocs,
-    checks: &mut Checks,
-    dns: &mut NodeDns,
+    link: &mut Link<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let channel = connect(config).await?;
+    let channel = connect_while_away(config, link).await?;
+    let (allocs, checks) = (&mut *link.allocs, &mut *link.checks);
+    let (dns, away) = (&mut *link.dns, &mut *link.away);
     // Assignments carry each allocation's group: a node with many
     // allocations of a large group gets more than gRPC's default 4 MiB.
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
@@ -308,6 +350,7 @@ async fn session(
         peer_routes: Peers::default(),
         execs,
         dns,
+        away,
         dns_feed: dns::Feed::default(),
         gc_running: None,
         state_watch: StateWatch::new(),
@@ -327,6 +370,8 @@ async fn session(
             }
             _ = gc.tick(), if s.converged => s.collect_garbage(allocs).await,
             _ = poll.tick() => {
+                // Until `Registered`, the scheduler is still away.
+                s.away.enforce(allocs).await;
                 s.peer_routes.retry().await;
                 s.poll_and_report(allocs, checks).await?;
             }
@@ -407,6 +452,7 @@ impl Session<'_> {
     }
 
     async fn on_registered(&mut self, allocs: &mut Allocs, r: &pb::Registered) {
+        self.away.back();
         self.peer_routes.set_own_subnet(&r.subnet);
         if r.heartbeat_interval_ms > 0 {
             let every = u64::try_from(r.heartbeat_interval_ms).unwrap_or(2000);

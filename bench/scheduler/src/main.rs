@@ -175,12 +175,14 @@ fn quantile<T: Copy>(v: &[T], q: f64) -> T {
 
 mod core;
 mod e2e;
+mod liveness;
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     match argv.first().map(String::as_str) {
         Some("core") => core::run(&argv[1..]),
         Some("e2e") => tokio::runtime::Runtime::new()?.block_on(e2e::run(&argv[1..])),
+        Some("liveness") => tokio::runtime::Runtime::new()?.block_on(liveness::run(&argv[1..])),
         _ => tokio::runtime::Runtime::new()?.block_on(latency()),
     }
 }

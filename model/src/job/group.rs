@@ -4,8 +4,8 @@ use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Affinity, Constraint, JobKind, ReschedulePolicy, Resources, ServiceSpec, SpreadSpec, TaskSpec,
-    UpdateSpec,
+    Affinity, Constraint, DisconnectPolicy, JobKind, ReschedulePolicy, Resources, ServiceSpec,
+    SpreadSpec, TaskSpec, UpdateSpec,
 };
 
 /// Upper bound on a group's `count`; more is almost surely a typo.
@@ -55,6 +55,10 @@ pub struct GroupSpec {
     /// without a deployment (see [`UpdateSpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateSpec>,
+    /// What a node cut off from its scheduler does with the group's
+    /// allocations; `None`: they keep running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect: Option<DisconnectPolicy>,
 }
 
 impl GroupSpec {
@@ -109,6 +113,7 @@ impl From<&GroupSpec> for pb::Group {
             reschedule: g.reschedule.as_ref().map(pb::ReschedulePolicy::from),
             spreads: g.spreads.iter().map(pb::Spread::from).collect(),
             update: g.update.as_ref().map(pb::UpdateStrategy::from),
+            disconnect: g.disconnect.as_ref().map(pb::DisconnectPolicy::from),
         }
     }
 }

@@ -22,6 +22,7 @@ use drover_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 mod constraint;
+mod disconnect;
 mod group;
 mod periodic;
 mod reschedule;
@@ -39,6 +40,9 @@ pub use constraint::{
     Affinity, AffinityFields, Constraint, ConstraintError, ConstraintFields, Operator, Rule, Test,
     MAX_AFFINITY_WEIGHT, MAX_CONSTRAINTS, MAX_CONSTRAINT_VALUE, MAX_DISTINCT_PER_VALUE,
     MAX_REGEX_SIZE,
+};
+pub use disconnect::{
+    DisconnectPolicy, MAX_DISCONNECT_STOP_AFTER_MS, MIN_DISCONNECT_STOP_AFTER_MS,
 };
 pub use group::{GroupSpec, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS};
 pub use periodic::{

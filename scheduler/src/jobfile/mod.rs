@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 mod placement;
 use placement::{wire, FileAffinity, FileConstraint};
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod disconnect_tests;
 mod periodic;
 mod reschedule;
 mod spread;
@@ -82,6 +85,17 @@ struct FileGroup {
     /// `update = { max_parallel = 2, ... }`: rolled out as a deployment.
     #[serde(default)]
     update: Option<FileUpdate>,
+    /// `disconnect = { stop_after_ms = N }`: a node cut off from the
+    /// scheduler that long stops its copies.
+    #[serde(default)]
+    disconnect: Option<FileDisconnect>,
+}
+
+/// A group's `disconnect` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDisconnect {
+    stop_after_ms: i64,
 }
 
 /// `[[group.service]]`.
@@ -275,6 +289,9 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                 services: g.services.into_iter().map(pb::Service::from).collect(),
                 reschedule: g.reschedule.map(pb::ReschedulePolicy::from),
                 update: g.update.map(pb::UpdateStrategy::from),
+                disconnect: g.disconnect.map(|d| pb::DisconnectPolicy {
+                    stop_after_ms: d.stop_after_ms,
+                }),
                 name: g.name,
                 count: g.count.unwrap_or(1),
                 restart: g.restart.map(|r| pb::RestartPolicy {

@@ -40,6 +40,7 @@ fn job(name: &str, kind: JobKind, count: u32, cpu: u64, mem: u64) -> JobSpec {
             reschedule: None,
             spreads: Vec::new(),
             update: None,
+            disconnect: None,
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 command: vec!["true".into()],

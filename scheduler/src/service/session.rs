@@ -112,10 +112,13 @@ async fn receive(
 ) {
     let _end_session = ended.drop_guard();
     let grace = core.timing().node_grace;
+    // How long the node had been silent when the stream ended.
+    let mut silent_for = std::time::Duration::ZERO;
     loop {
         let msg = match tokio::time::timeout(grace, inbound.next()).await {
             Err(_) => {
                 tracing::warn!(node_id = %node_id, "agent silent past the grace period; closing its stream");
+                silent_for = grace;
                 break;
             }
             Ok(None) => {
@@ -154,5 +157,5 @@ async fn receive(
             }
         }
     }
-    core.session_ended(&node_id, session).await;
+    core.session_ended(&node_id, session, silent_for).await;
 }

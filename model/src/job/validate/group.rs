@@ -7,7 +7,8 @@ use drover_proto::v1 as pb;
 
 use super::{clamp_u64, constraint, reschedule, service, spread, task, Problems};
 use crate::job::{
-    GroupSpec, JobKind, RestartPolicy, MAX_COUNT, MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS,
+    DisconnectPolicy, GroupSpec, JobKind, RestartPolicy, MAX_COUNT, MAX_DISCONNECT_STOP_AFTER_MS,
+    MAX_RESTART_ATTEMPTS, MAX_RESTART_DELAY_MS, MIN_DISCONNECT_STOP_AFTER_MS,
 };
 use crate::wire::NetworkMode;
 
@@ -75,7 +76,20 @@ pub(super) fn group(
         .update
         .as_ref()
         .map(|u| crate::job::update::validate(p, &gpath, kind, g.count, u));
+    let disconnect = g.disconnect.as_ref().map(|d| {
+        p.range(
+            &gpath,
+            "disconnect.stop_after_ms",
+            d.stop_after_ms,
+            MIN_DISCONNECT_STOP_AFTER_MS,
+            MAX_DISCONNECT_STOP_AFTER_MS,
+        );
+        DisconnectPolicy {
+            stop_after_ms: clamp_u64(d.stop_after_ms),
+        }
+    });
     GroupSpec {
+        disconnect,
         name: g.name.clone(),
         update,
         count: u32::try_from(g.count).unwrap_or(0),
