@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod dev;
+pub mod etcd_cluster;
 pub mod hosts;
 pub mod procs;
 pub mod runtime;

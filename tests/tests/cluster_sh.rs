@@ -8,6 +8,8 @@
 //! Root only. The cluster gets a name, a /24 and ports of its own, so it
 //! cannot collide with another test or a cluster someone runs by hand.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
