@@ -45,6 +45,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/drover-cluster}
+case $CLUSTER_DIR in
+    /*) ;;
+    *) CLUSTER_DIR=$PWD/$CLUSTER_DIR ;;
+esac
 if [ -r "$CLUSTER_DIR/env" ]; then
     # shellcheck source=/dev/null
     . "$CLUSTER_DIR/env"
@@ -278,7 +282,7 @@ etcd_health() {
     esac
 }
 
-sched_health() { cli --addr "$(sched_addr "$1")" node list -o json >/dev/null && echo "serving $(sched_addr "$1")"; }
+sched_health() { cli node list -o json --addr "$(sched_addr "$1")" >/dev/null && echo "serving $(sched_addr "$1")"; }
 
 agent_health() {
     local node table status
@@ -331,9 +335,27 @@ leftover_pids() {
         find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null
     fi
     for p in /proc/[0-9]*; do
-        tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$dir/" && echo "${p#/proc/}"
+        tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$dir/" && echo "${p#/proc/}"
     done
     true
+}
+
+# The agent's run directory for data dir $1, as drover_agent::net::wiring::
+# netns_dir_for names it: /run/drover/<FNV-1a 64 of the path, hex>.
+agent_run_dir() {
+    local s=$1 h=$((0xcbf29ce484222325)) i c
+    for ((i = 0; i < ${#s}; i++)); do
+        printf -v c '%d' "'${s:i:1}"
+        h=$(((h ^ c) * 0x100000001b3))
+    done
+    printf '/run/drover/%016x\n' "$h"
+}
+
+# Unmounts everything mounted under directory $1, deepest first.
+umount_under() {
+    findmnt -rn -o TARGET | grep -F "$1/" | sort -r | while read -r m; do
+        umount -l "$m"
+    done
 }
 
 down_agent() {
@@ -359,22 +381,28 @@ down_agent() {
     fi
     ip netns del "$ns" 2>/dev/null || true
     ip link del "$(veth_of "$i")" 2>/dev/null || true
+    local run
+    run=$(agent_run_dir "$CLUSTER_DIR/agents/h$i")
+    if [ -d "$run" ]; then
+        umount_under "$run"
+        rm -rf "$run"
+    fi
 }
 
 cmd_down() {
     set +e
     [ "$(id -u)" = 0 ] || die "needs root"
     local i
-    for ((i = 0; i < AGENTS; i++)); do down_agent "$i"; done
+    # Agents one by one would take their stop grace each.
+    for ((i = 0; i < AGENTS; i++)); do down_agent "$i" & done
+    wait
     stop_pid dns
     for ((i = 0; i < SCHEDULERS; i++)); do stop_pid "scheduler-$i"; done
     for ((i = 0; i < ETCD_MEMBERS; i++)); do stop_pid "etcd-$i"; done
     ip link del "$bridge" 2>/dev/null
     # Anything the agents mounted under the state dir.
     if [ -d "$CLUSTER_DIR" ]; then
-        findmnt -rn -o TARGET | grep -F "$CLUSTER_DIR/" | sort -r | while read -r m; do
-            umount -l "$m"
-        done
+        umount_under "$CLUSTER_DIR"
     fi
     rm -rf "$CLUSTER_DIR"
     echo "cluster $CLUSTER_NAME removed" >&2

@@ -389,6 +389,12 @@ fn check_nothing_left(c: &Cluster, before: &Snapshot, pids: &[i32], dir: &Path) 
     let naming = processes_naming(dir);
     assert!(naming.is_empty(), "processes naming {}: {naming:?}", dir.display());
     assert!(!dir.exists(), "down left {}", dir.display());
+    for i in 0..AGENTS {
+        let netns_dir =
+            drover_agent::net::wiring::netns_dir_for(&dir.join("agents").join(format!("h{i}")));
+        let run = netns_dir.parent().expect("a run dir");
+        assert!(!run.exists(), "down left agent {i}'s {}", run.display());
+    }
     let route = lines("ip", &["route", "show"]);
     assert!(
         !route.iter().any(|r| r.contains(&format!("{}.", c.net))),
