@@ -56,8 +56,7 @@ impl EtcdCluster {
                 None => (usize::from(free_port()?), usize::from(free_port()?)),
             };
             let dir = root.join(format!("etcd-m{i}"));
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             members.push(Member {
                 name: format!("m{i}"),
                 client: format!("http://127.0.0.1:{c}"),

@@ -107,8 +107,15 @@ impl Cluster {
     }
 
     fn dns(&self) -> SocketAddr {
-        let port = &self.env.iter().find(|(k, _)| k == "DNS_PORT").expect("DNS_PORT").1;
-        format!("{}.1:{port}", self.net).parse().expect("dns address")
+        let port = &self
+            .env
+            .iter()
+            .find(|(k, _)| k == "DNS_PORT")
+            .expect("DNS_PORT")
+            .1;
+        format!("{}.1:{port}", self.net)
+            .parse()
+            .expect("dns address")
     }
 
     fn logs(&self) -> String {
@@ -316,9 +323,17 @@ fn cluster_sh_up_runs_a_job_and_down_leaves_nothing() {
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
         .collect();
-    assert_eq!(pids.len(), 3 + SCHEDULERS.parse::<usize>().unwrap_or(1) + AGENTS + 1);
+    assert_eq!(
+        pids.len(),
+        3 + SCHEDULERS.parse::<usize>().unwrap_or(1) + AGENTS + 1
+    );
     let env = exports(&String::from_utf8_lossy(&up.stdout));
-    for k in ["DROVER_ADDR", "DROVER_TLS_CA", "DROVER_TLS_CERT", "DROVER_TLS_KEY"] {
+    for k in [
+        "DROVER_ADDR",
+        "DROVER_TLS_CA",
+        "DROVER_TLS_CERT",
+        "DROVER_TLS_KEY",
+    ] {
         assert!(env.contains_key(k), "up printed no {k}: {env:?}");
     }
     check_status(&c);
@@ -338,7 +353,9 @@ fn cluster_sh_up_runs_a_job_and_down_leaves_nothing() {
     let want: BTreeSet<String> = allocs.iter().map(|a| a.2.clone()).collect();
     let nodes: BTreeSet<&str> = allocs.iter().map(|a| a.1.as_str()).collect();
     assert!(
-        nodes.iter().all(|n| n.starts_with(&format!("{}-h", c.name))),
+        nodes
+            .iter()
+            .all(|n| n.starts_with(&format!("{}-h", c.name))),
         "{allocs:?}"
     );
     poll_until(
@@ -387,7 +404,11 @@ fn check_nothing_left(c: &Cluster, before: &Snapshot, pids: &[i32], dir: &Path) 
         .collect();
     assert!(alive.is_empty(), "down left processes {alive:?}");
     let naming = processes_naming(dir);
-    assert!(naming.is_empty(), "processes naming {}: {naming:?}", dir.display());
+    assert!(
+        naming.is_empty(),
+        "processes naming {}: {naming:?}",
+        dir.display()
+    );
     assert!(!dir.exists(), "down left {}", dir.display());
     for i in 0..AGENTS {
         let netns_dir =

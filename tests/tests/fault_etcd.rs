@@ -103,7 +103,12 @@ fn node_answers(mh: &MultiHost, i: usize, bridge: Ipv4Addr) -> BTreeSet<Ipv4Addr
 /// Runs `web` and waits until every node's DNS answers its two addresses.
 fn run_web(mh: &MultiHost) -> BTreeSet<Ipv4Addr> {
     let file = mh.write_file("web.toml", WEB_JOB);
-    mh.cli_ok(&["job".as_ref(), "run".as_ref(), "--detach".as_ref(), file.as_os_str()]);
+    mh.cli_ok(&[
+        "job".as_ref(),
+        "run".as_ref(),
+        "--detach".as_ref(),
+        file.as_os_str(),
+    ]);
     let ips: BTreeSet<Ipv4Addr> = mh
         .running_with_ips("web", 2)
         .values()
@@ -115,9 +120,11 @@ fn run_web(mh: &MultiHost) -> BTreeSet<Ipv4Addr> {
 
 fn wait_dns(mh: &MultiHost, ips: &BTreeSet<Ipv4Addr>) {
     for (i, b) in bridges(mh).iter().enumerate() {
-        poll_until(&format!("host {i}'s DNS to answer {ips:?}"), RUN_TIMEOUT, || {
-            (node_answers(mh, i, *b) == *ips).then_some(())
-        });
+        poll_until(
+            &format!("host {i}'s DNS to answer {ips:?}"),
+            RUN_TIMEOUT,
+            || (node_answers(mh, i, *b) == *ips).then_some(()),
+        );
     }
 }
 
@@ -144,7 +151,12 @@ fn task_pids(mh: &MultiHost) -> BTreeSet<String> {
 /// Submits a parked job; whether the CLI acknowledged it, and its stderr.
 fn submit(mh: &MultiHost, name: &str) -> (bool, String) {
     let file = mh.write_file(&format!("{name}.toml"), &parked_job(name));
-    let out = mh.cli(&["job".as_ref(), "run".as_ref(), "--detach".as_ref(), file.as_os_str()]);
+    let out = mh.cli(&[
+        "job".as_ref(),
+        "run".as_ref(),
+        "--detach".as_ref(),
+        file.as_os_str(),
+    ]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -171,7 +183,10 @@ fn one_etcd_member_stopped_has_no_visible_effect() {
     let t = Instant::now();
     let ips = run_web(&mh);
     let (ok, err) = submit(&mh, "after-stop");
-    assert!(ok, "a submission with one etcd member stopped failed: {err}");
+    assert!(
+        ok,
+        "a submission with one etcd member stopped failed: {err}"
+    );
     assert!(job_names(&mh).contains("after-stop"));
     eprintln!(
         "one etcd member stopped: job placed, running and in DNS ({ips:?}) in {:?}",
@@ -265,14 +280,19 @@ fn all_etcd_members_stopped_then_back_everything_recovers() {
     });
     let nodes_ready = poll_until("every node ready again", RUN_TIMEOUT, || {
         let nodes = mh.nodes();
-        let ready = mh
-            .hosts()
-            .iter()
-            .all(|h| nodes.get(&h.node_id).is_some_and(|n| n["status"] == "ready"));
+        let ready = mh.hosts().iter().all(|h| {
+            nodes
+                .get(&h.node_id)
+                .is_some_and(|n| n["status"] == "ready")
+        });
         ready.then(|| back.elapsed())
     });
     wait_dns(&mh, &ips);
-    assert_eq!(task_pids(&mh), pids, "tasks restarted after the etcd outage");
+    assert_eq!(
+        task_pids(&mh),
+        pids,
+        "tasks restarted after the etcd outage"
+    );
     eprintln!(
         "all etcd members stopped for {OUTAGE:?}: etcd leader again after {etcd_back:?}, first write after {write_ok:?}, nodes ready after {nodes_ready:?}, DNS and tasks unchanged"
     );
