@@ -327,13 +327,23 @@ stop_pid() {
     rm -f "$CLUSTER_DIR/pids/$name"
 }
 
+# Host $1's cgroup parent in cgroup v2 or in every v1 hierarchy.
+cgroup_dirs() {
+    local parent d
+    parent=$(cgroup_of "$1")
+    for d in "/sys/fs/cgroup/$parent" /sys/fs/cgroup/*/"$parent"; do
+        [ -d "$d" ] && echo "$d"
+    done
+    true
+}
+
 # Pids of processes still using host I's data dir or cgroup parent (its
 # supervisors and tasks once the agent is gone).
 leftover_pids() {
-    local dir=$CLUSTER_DIR/agents/h$1 cg=/sys/fs/cgroup/$(cgroup_of "$1") p
-    if [ -d "$cg" ]; then
+    local dir=$CLUSTER_DIR/agents/h$1 cg p
+    for cg in $(cgroup_dirs "$1"); do
         find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null
-    fi
+    done
     for p in /proc/[0-9]*; do
         tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "$dir/" && echo "${p#/proc/}"
     done
@@ -375,10 +385,10 @@ down_agent() {
         kill -KILL $pids 2>/dev/null || true
         sleep 0.5
     fi
-    local cg=/sys/fs/cgroup/$(cgroup_of "$i")
-    if [ -d "$cg" ]; then
+    local cg
+    for cg in $(cgroup_dirs "$i"); do
         find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-    fi
+    done
     ip netns del "$ns" 2>/dev/null || true
     ip link del "$(veth_of "$i")" 2>/dev/null || true
     local run

@@ -168,13 +168,24 @@ fn snapshot() -> Snapshot {
         .filter_map(|l| l.split(':').nth(1))
         .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
         .collect();
-    let cgroups = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    // cgroup v2 at the top, or one directory per v1 hierarchy.
+    let mut cgroups = BTreeSet::new();
+    for top in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        cgroups.insert(top.path().display().to_string());
+        for e in std::fs::read_dir(top.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().is_dir() {
+                cgroups.insert(e.path().display().to_string());
+            }
+        }
+    }
     let netns = lines("ip", &["netns", "list"])
         .iter()
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))

@@ -19,7 +19,7 @@ use drover_tests::{dig, poll_until, MultiHost};
 const HOSTS: usize = 2;
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// Submissions while the etcd leader is killed.
-const SUBMISSIONS: usize = 300;
+const SUBMISSIONS: usize = 1_000;
 /// How long every etcd member stays stopped.
 const OUTAGE: Duration = Duration::from_secs(30);
 
@@ -128,12 +128,23 @@ fn wait_dns(mh: &MultiHost, ips: &BTreeSet<Ipv4Addr>) {
     }
 }
 
-/// Pids in every host's task cgroups.
+/// Pids in every host's task cgroups (cgroup v2, or every v1 hierarchy).
 fn task_pids(mh: &MultiHost) -> BTreeSet<String> {
+    let cg = std::path::Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![cg.to_path_buf()];
+    hierarchies.extend(
+        std::fs::read_dir(cg)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
     let mut out = BTreeSet::new();
     for h in mh.hosts() {
-        let root = std::path::Path::new("/sys/fs/cgroup").join(&h.cgroup_parent);
-        let mut dirs = vec![root];
+        let mut dirs: Vec<_> = hierarchies
+            .iter()
+            .map(|d| d.join(&h.cgroup_parent))
+            .collect();
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 if e.path().is_dir() {
