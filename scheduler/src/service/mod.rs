@@ -25,6 +25,7 @@ mod deployments;
 mod jobs;
 mod nodes;
 mod session;
+mod store_status;
 
 pub use agent::AgentApi;
 
@@ -47,7 +48,7 @@ impl Api {
 impl From<ClusterError> for Status {
     fn from(e: ClusterError) -> Status {
         match e {
-            ClusterError::Store(e) => Status::unavailable(format!("state store: {e}")),
+            ClusterError::Store(e) => store_status::store_unavailable(&e),
             ClusterError::Contended { .. } => Status::aborted(e.to_string()),
             ClusterError::TooLarge { .. } | ClusterError::JobTooLarge { .. } => {
                 Status::invalid_argument(e.to_string())
