@@ -282,7 +282,21 @@ etcd_health() {
     esac
 }
 
-sched_health() { cli node list -o json --addr "$(sched_addr "$1")" >/dev/null && echo "serving $(sched_addr "$1")"; }
+# A follower may refuse the API and name the leader (scheduler HA): that
+# is health too. The row says which replica the leader key names.
+sched_health() {
+    local addr out role=
+    addr=$(sched_addr "$1")
+    case $LEADER in *"$addr"*) role=", leader" ;; esac
+    if out=$(cli node list -o json --addr "$addr" 2>&1); then
+        echo "serving $addr$role"
+    elif echo "$out" | grep -qi leader; then
+        echo "standby $addr: $(echo "$out" | head -n1)"
+    else
+        echo "$out" | head -n1
+        return 1
+    fi
+}
 
 agent_health() {
     local node table status
@@ -297,6 +311,7 @@ dns_health() { dig +short +time=1 +tries=1 @"$gateway" -p "$DNS_PORT" drover.int
 cmd_status() {
     [ -r "$CLUSTER_DIR/env" ] || die "no cluster in $CLUSTER_DIR"
     local i leader
+    LEADER=$(ctl get /drover/leader --print-value-only 2>/dev/null || true)
     printf '%-12s %-8s %s\n' COMPONENT PID HEALTH
     for ((i = 0; i < ETCD_MEMBERS; i++)); do row "etcd-$i" etcd_health "$i"; done
     for ((i = 0; i < SCHEDULERS; i++)); do row "scheduler-$i" sched_health "$i"; done
