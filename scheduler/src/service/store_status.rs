@@ -47,7 +47,10 @@ mod tests {
         assert_eq!(s.code(), tonic::Code::Unavailable);
         let m = s.message();
         assert!(m.starts_with("etcd, which holds the cluster state"), "{m}");
-        assert!(m.contains("get on \"/drover/jobs/web\": no etcd member reachable"), "{m}");
+        assert!(
+            m.contains("get on \"/drover/jobs/web\": no etcd member reachable"),
+            "{m}"
+        );
         assert!(!m.contains("source:"), "{m}");
     }
 }
