@@ -132,7 +132,7 @@ check_settings() {
     [ "$(id -u)" = 0 ] || die "needs root (network namespaces, cgroups, agents)"
     [[ $CLUSTER_NAME =~ ^[a-z0-9]{1,6}$ ]] || die "CLUSTER_NAME=$CLUSTER_NAME: 1 to 6 of a-z 0-9"
     [[ $CLUSTER_NET =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "CLUSTER_NET=$CLUSTER_NET: three octets, e.g. 198.18.250"
-    [ "$AGENTS" -ge 1 ] && [ "$AGENTS" -le 200 ] || die "AGENTS=$AGENTS: 1 to 200"
+    if [ "$AGENTS" -lt 1 ] || [ "$AGENTS" -gt 200 ]; then die "AGENTS=$AGENTS: 1 to 200"; fi
     [ "$SCHEDULERS" -ge 1 ] || die "SCHEDULERS=$SCHEDULERS: at least 1"
     command -v "$DROVER" >/dev/null || die "no drover binary at '$DROVER'; set DROVER=path/to/drover"
     [ -x "$ETCD" ] || die "no etcd at $ETCD; install etcd-server (deploy/deps.sh) or set ETCD"
