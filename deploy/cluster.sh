@@ -184,6 +184,7 @@ up_network() {
 
 up_schedulers() {
     local i extra
+    LEADER=
     for ((i = 0; i < SCHEDULERS; i++)); do
         extra=()
         # Scheduler HA: each replica advertises the address the leader key
@@ -198,7 +199,9 @@ up_schedulers() {
             --etcd-ca "$etcd_pki/etcd-ca.pem" --etcd-cert "$etcd_pki/etcd-scheduler.pem" \
             --etcd-key "$etcd_pki/etcd-scheduler-key.pem" --cluster-cidr "$TASK_CIDR"
     done
-    wait_for 60 "scheduler" cli node list
+    for ((i = 0; i < SCHEDULERS; i++)); do
+        wait_for 60 "scheduler $i" sched_health "$i"
+    done
 }
 
 up_agents() {
@@ -419,8 +422,14 @@ cmd_down() {
     [ "$(id -u)" = 0 ] || die "needs root"
     local i
     # Agents one by one would take their stop grace each.
-    for ((i = 0; i < AGENTS; i++)); do down_agent "$i" & done
-    wait
+    # (`wait` names them: after a failed `up`, this shell's other children
+    # are the cluster's processes.)
+    local jobs=()
+    for ((i = 0; i < AGENTS; i++)); do
+        down_agent "$i" &
+        jobs+=($!)
+    done
+    wait "${jobs[@]}"
     stop_pid dns
     for ((i = 0; i < SCHEDULERS; i++)); do stop_pid "scheduler-$i"; done
     for ((i = 0; i < ETCD_MEMBERS; i++)); do stop_pid "etcd-$i"; done
