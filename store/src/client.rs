@@ -49,6 +49,7 @@ pub use crate::range::LIST_PAGE;
 
 pub use skydns::{RawKv, RawOp, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_TXN_OPS, SKYDNS_PREFIX};
 
+use crate::retry::unsent;
 use streams::{keep_alive_loop, open_watch, watch_loop};
 
 /// The default key prefix.
@@ -392,15 +393,18 @@ impl Store {
         name: &str,
     ) -> Result<Option<Versioned<T>>, StoreError> {
         let key = self.key(kind, name);
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .get(key.as_bytes(), None)
-            .await
-            .map_err(|source| StoreError::Etcd {
-                op: "get",
-                key: key.clone(),
-                source,
-            })?;
+        let kv = self.client.kv_client();
+        let resp = unsent("get", || {
+            let mut kv = kv.clone();
+            let key = key.clone();
+            async move { kv.get(key.as_bytes(), None).await }
+        })
+        .await
+        .map_err(|source| StoreError::Etcd {
+            op: "get",
+            key: key.clone(),
+            source,
+        })?;
         match resp.kvs().first() {
             None => Ok(None),
             Some(kv) => Ok(Some(Versioned {
@@ -460,15 +464,17 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let key = self.key(kind, name);
         let bytes = encode(&key, value)?;
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .put(key.as_bytes(), bytes, None)
-            .await
-            .map_err(|source| StoreError::Etcd {
-                op: "put",
-                key: key.clone(),
-                source,
-            })?;
+        let kv = self.client.kv_client();
+        let resp = unsent("put", || {
+            let (mut kv, key, bytes) = (kv.clone(), key.clone(), bytes.clone());
+            async move { kv.put(key.as_bytes(), bytes, None).await }
+        })
+        .await
+        .map_err(|source| StoreError::Etcd {
+            op: "put",
+            key: key.clone(),
+            source,
+        })?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
@@ -507,8 +513,13 @@ impl Store {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
-        let mut kv = self.client.kv_client();
-        let resp = kv.txn(txn).await.map_err(|source| StoreError::Etcd {
+        let kv = self.client.kv_client();
+        let resp = unsent("txn", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|source| StoreError::Etcd {
             op: "txn",
             key: self.prefix.clone(),
             source,
@@ -533,29 +544,36 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let key = self.key(kind, name);
         let bytes = encode(&key, value)?;
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .put(
-                key.as_bytes(),
-                bytes,
-                Some(PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .map_err(|source| lease_error(source, lease, Some(&key), "put"))?;
+        let kv = self.client.kv_client();
+        let resp = unsent("put", || {
+            let (mut kv, key, bytes) = (kv.clone(), key.clone(), bytes.clone());
+            async move {
+                kv.put(
+                    key.as_bytes(),
+                    bytes,
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await
+            }
+        })
+        .await
+        .map_err(|source| lease_error(source, lease, Some(&key), "put"))?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     /// Grants a lease of `ttl_secs`.
     pub async fn grant(&self, ttl_secs: i64) -> Result<Lease, StoreError> {
-        let mut lc = self.client.lease_client();
-        let resp = lc
-            .grant(ttl_secs, None)
-            .await
-            .map_err(|source| StoreError::Etcd {
-                op: "lease grant",
-                key: format!("ttl {ttl_secs}s"),
-                source,
-            })?;
+        let lc = self.client.lease_client();
+        let resp = unsent("lease grant", || {
+            let mut lc = lc.clone();
+            async move { lc.grant(ttl_secs, None).await }
+        })
+        .await
+        .map_err(|source| StoreError::Etcd {
+            op: "lease grant",
+            key: format!("ttl {ttl_secs}s"),
+            source,
+        })?;
         Ok(Lease {
             id: resp.id(),
             ttl: resp.ttl(),
@@ -564,10 +582,13 @@ impl Store {
 
     /// Revokes a lease, deleting every key attached to it.
     pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        let mut lc = self.client.lease_client();
-        lc.revoke(lease)
-            .await
-            .map_err(|source| lease_error(source, lease, None, "lease revoke"))?;
+        let lc = self.client.lease_client();
+        unsent("lease revoke", || {
+            let mut lc = lc.clone();
+            async move { lc.revoke(lease).await }
+        })
+        .await
+        .map_err(|source| lease_error(source, lease, None, "lease revoke"))?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod election;
 pub mod embedded;
 pub mod mirror;
 mod range;
+mod retry;
 
 pub use client::{
     Change, Committed, Guard, KeepAlive, Kind, Lease, Listing, RawKv, RawOp, Store, StoreError,

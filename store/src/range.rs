@@ -51,7 +51,12 @@ async fn read_pages(
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
-        let mut resp = match kv.get(from.clone(), Some(opts)).await {
+        let got = crate::retry::unsent("range", || {
+            let (mut kv, from, opts) = (kv.clone(), from.clone(), opts.clone());
+            async move { kv.get(from, Some(opts)).await }
+        })
+        .await;
+        let mut resp = match got {
             Ok(r) => r,
             Err(e) if too_large(&e) && page > 1 => {
                 page /= 2;

@@ -48,8 +48,9 @@
 //! ```
 
 mod cli;
+mod etcd;
 mod partition;
-mod procs;
+pub(crate) mod procs;
 mod teardown;
 mod topology;
 
@@ -96,6 +97,9 @@ pub struct Options {
     pub agent_args: Vec<String>,
     /// Extra flags for the scheduler.
     pub scheduler_args: Vec<String>,
+    /// Members of a real etcd cluster to use instead of the embedded
+    /// store (0: the embedded store). See [`MultiHost::etcd`].
+    pub etcd_members: usize,
 }
 
 impl Default for Options {
@@ -106,6 +110,7 @@ impl Default for Options {
             node_prefix: 24,
             agent_args: Vec::new(),
             scheduler_args: Vec::new(),
+            etcd_members: 0,
         }
     }
 }
@@ -163,6 +168,7 @@ pub struct MultiHost {
     scheduler: Option<Child>,
     scheduler_addr: String,
     store_url: String,
+    etcd: Option<crate::etcd_cluster::EtcdCluster>,
     history: Mutex<Vec<String>>,
 }
 
@@ -246,6 +252,7 @@ impl MultiHost {
             scheduler: None,
             scheduler_addr: String::new(),
             store_url: String::new(),
+            etcd: None,
             history: Mutex::new(Vec::new()),
         };
         mh.build_network();
@@ -361,6 +368,9 @@ impl MultiHost {
     }
 
     fn start_store(&mut self) {
+        if self.opts.etcd_members > 0 {
+            return self.start_etcd_cluster();
+        }
         let etcd =
             EmbeddedEtcd::open(&self.root.join("store")).expect("opening the embedded store");
         // The socket is made inside the control namespace and stays there;

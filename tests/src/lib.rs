@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod dev;
 mod dev_in;
+pub mod etcd_cluster;
 pub mod hosts;
 pub mod procs;
 pub mod runtime;

@@ -29,6 +29,7 @@ mod deployments;
 mod jobs;
 mod nodes;
 mod session;
+mod store_status;
 
 pub use agent::AgentApi;
 
@@ -51,7 +52,7 @@ impl Api {
 impl From<ClusterError> for Status {
     fn from(e: ClusterError) -> Status {
         match e {
-            ClusterError::Store(e) => Status::unavailable(format!("state store: {e}")),
+            ClusterError::Store(e) => store_status::store_unavailable(&e),
             ClusterError::Contended { .. } => Status::aborted(e.to_string()),
             ClusterError::TooLarge { .. } | ClusterError::JobTooLarge { .. } => {
                 Status::invalid_argument(e.to_string())

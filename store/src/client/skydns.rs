@@ -140,18 +140,21 @@ impl Store {
         if txn_ops.is_empty() {
             return Ok(0);
         }
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .txn(Txn::new().and_then(txn_ops))
-            .await
-            .map_err(|source| match leased {
-                Some((lease, key)) => lease_error(source, lease, Some(key), "txn"),
-                None => StoreError::Etcd {
-                    op: "txn",
-                    key: SKYDNS_PREFIX.to_owned(),
-                    source,
-                },
-            })?;
+        let kv = self.client.kv_client();
+        let txn = Txn::new().and_then(txn_ops);
+        let resp = crate::retry::unsent("txn", || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|source| match leased {
+            Some((lease, key)) => lease_error(source, lease, Some(key), "txn"),
+            None => StoreError::Etcd {
+                op: "txn",
+                key: SKYDNS_PREFIX.to_owned(),
+                source,
+            },
+        })?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
