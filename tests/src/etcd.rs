@@ -249,11 +249,6 @@ impl RealEtcd {
         vec![self.endpoint.clone()]
     }
 
-    /// The etcd process's pid (for CPU and I/O figures).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The temporary directory holding the data and `etcd.log`.
     pub fn dir(&self) -> &Path {
         self.dir.path()
