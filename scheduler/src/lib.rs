@@ -24,15 +24,19 @@
 //! - [`core::Core`] composes them; [`periodic`] launches periodic jobs'
 //!   children on it (pure rules, their store writes, the leader's timer);
 //!   the gRPC services ([`service`], with [`auth`] deciding who may call
-//!   what) are the edge.
+//!   what and [`gate`] whether this replica serves at all) are the edge;
+//!   [`leader`] runs a replica in the election, serving only while it
+//!   leads.
 
 pub mod auth;
 pub mod cluster;
 pub mod core;
 pub mod deploy;
 pub mod discovery;
+pub mod gate;
 pub mod job;
 pub mod jobfile;
+pub mod leader;
 mod peers;
 pub mod periodic;
 pub mod placement;

@@ -403,7 +403,7 @@ impl Registrar {
                 .iter()
                 .map(|key| RawOp::Delete { key: key.clone() })
                 .collect();
-            self.store().apply_skydns(&ops).await?;
+            self.cluster.apply_skydns(&ops).await?;
             for key in batch {
                 held.remove(key);
                 tracing::info!(%key, "discovery record deleted");
@@ -451,7 +451,7 @@ impl Registrar {
                 lease,
             })
             .collect();
-        self.store().apply_skydns(&ops).await?;
+        self.cluster.apply_skydns(&ops).await?;
         for (key, value) in batch {
             tracing::info!(%key, value = %String::from_utf8_lossy(value), lease_id = lease, "discovery record written");
             let h = Held {

@@ -396,3 +396,40 @@ impl Store {
         self.commit_when(vec![term], guards, writes).await
     }
 }
+
+impl Store {
+    /// Whether `fence`'s term still lasts: the leader key exists and was
+    /// created at the fence's revision. Tells a write refused by the fence
+    /// apart from one refused by its own guards.
+    pub async fn fence_holds(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let mut kv = self.client().kv_client();
+        let resp = kv
+            .get(fence.key.as_bytes(), None)
+            .await
+            .map_err(|source| StoreError::Etcd {
+                op: "get",
+                key: fence.key.clone(),
+                source,
+            })?;
+        Ok(resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == fence.revision))
+    }
+
+    /// [`Store::apply_skydns`] that succeeds only while `fence`'s term
+    /// lasts: a deposed leader gets [`StoreError::Deposed`].
+    pub async fn apply_skydns_fenced(
+        &self,
+        fence: &Fence,
+        ops: &[crate::RawOp],
+    ) -> Result<i64, StoreError> {
+        let term = Compare::create_revision(fence.key.as_bytes(), CompareOp::Equal, fence.revision);
+        self.apply_skydns_when(vec![term], ops)
+            .await?
+            .ok_or_else(|| StoreError::Deposed {
+                key: fence.key.clone(),
+                revision: fence.revision,
+            })
+    }
+}

@@ -21,6 +21,7 @@
 //! timed poll stays as the fallback and drives restart delays.
 
 mod bootstrap;
+mod leader;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -91,6 +92,16 @@ pub enum SessionError {
     /// The scheduler refused the stream.
     #[error("Connect refused: {0}")]
     Refused(String),
+    /// A follower replica refused the stream, naming the leader or not.
+    #[error("{address} is not the leader ({message})")]
+    NotLeader {
+        /// The follower's address.
+        address: String,
+        /// Its refusal.
+        message: String,
+        /// The leader it named.
+        leader: Option<String>,
+    },
     /// The scheduler ended the stream.
     #[error("scheduler closed the stream")]
     Closed,
@@ -135,13 +146,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // scheduler is away.
     let mut dns = NodeDns::new(config.dns.clone(), shutdown.clone());
     tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
-    let mut backoff = Duration::from_millis(100);
+    let mut schedulers = leader::Schedulers::new(&config.scheduler);
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(
+        let address = schedulers.pick();
+        let backoff = match session(
             &config,
+            &address,
             &node,
             &mut allocs,
             &mut checks,
@@ -153,14 +166,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             Ok(()) => return Ok(()),
             Err(error) => {
                 dns.scheduler_lost();
-                tracing::warn!(scheduler = %config.scheduler, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
+                let how = match &error {
+                    SessionError::NotLeader { leader, .. } => {
+                        leader::Ended::Follower(leader.clone())
+                    }
+                    SessionError::Closed | SessionError::Stream(_) => leader::Ended::AfterRegister,
+                    _ => leader::Ended::Failed,
+                };
+                let backoff = schedulers.ended(&address, &how);
+                tracing::warn!(scheduler = %address, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
+                backoff
             }
-        }
+        };
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -191,10 +212,10 @@ fn registration(config: &AgentConfig, id: String, hostname: String) -> pb::Node 
     }
 }
 
-/// Opens the channel to the scheduler.
-async fn connect(config: &AgentConfig) -> Result<Channel, SessionError> {
-    let address = || config.scheduler.clone();
-    let mut endpoint = Endpoint::from_shared(config.scheduler.clone())
+/// Opens the channel to the scheduler at `addr`.
+async fn connect(config: &AgentConfig, addr: &str) -> Result<Channel, SessionError> {
+    let address = || addr.to_string();
+    let mut endpoint = Endpoint::from_shared(addr.to_string())
         .map_err(|source| SessionError::Address {
             address: address(),
             source,
@@ -248,13 +269,14 @@ struct Session<'a> {
 /// stream breaks (the caller reconnects).
 async fn session(
     config: &AgentConfig,
+    address: &str,
     node: &pb::Node,
     allocs: &mut Allocs,
     checks: &mut Checks,
     dns: &mut NodeDns,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let channel = connect(config).await?;
+    let channel = connect(config, address).await?;
     // Assignments carry each allocation's group: a node with many
     // allocations of a large group gets more than gRPC's default 4 MiB.
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
@@ -283,7 +305,14 @@ async fn session(
             ReceiverStream::new(bulk_rx),
         ))
         .await
-        .map_err(|s| SessionError::Refused(s.message().to_string()))?
+        .map_err(|s| match leader::follower_refusal(&s) {
+            Some(leader) => SessionError::NotLeader {
+                address: address.to_string(),
+                message: s.message().to_string(),
+                leader,
+            },
+            None => SessionError::Refused(s.message().to_string()),
+        })?
         .into_inner();
     // Heartbeats run in their own task: a slow stop or start in this loop
     // must never make a healthy node look dead.

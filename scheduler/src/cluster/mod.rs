@@ -29,6 +29,7 @@ use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 mod batch;
 mod commit;
 mod deploy;
+mod fence;
 mod jobs;
 pub mod limits;
 mod nodes;
@@ -108,6 +109,9 @@ pub struct Cluster {
     /// Jobs whose deployment was running when last placed (see
     /// `deploy.rs`): their allocations' status reports step it.
     deploying: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The leader term every write is fenced on (`fence.rs`); `None`:
+    /// unfenced (one scheduler, tests).
+    fence: std::sync::RwLock<Option<drover_store::election::Fence>>,
 }
 
 impl Cluster {
@@ -119,6 +123,7 @@ impl Cluster {
             planning: tokio::sync::Mutex::new(()),
             placement: PlanConfig::default(),
             deploying: std::sync::Mutex::default(),
+            fence: std::sync::RwLock::new(None),
         }
     }
 
