@@ -370,17 +370,9 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
     // One replica: it campaigns and wins at once.
-    let candidacy = drover_scheduler::leader::Candidacy {
-        advertise: addr.to_string(),
-        ttl: drover_scheduler::leader::DEFAULT_LEADER_TTL,
-    };
-    let sched_task = tokio::spawn(drover_scheduler::leader::serve_elected(
-        core,
-        candidacy,
-        listener,
-        shutdown.clone(),
-        None,
-    ));
+    let candidacy = drover_scheduler::leader::Candidacy::single(addr);
+    let elected = drover_scheduler::leader::serve_elected;
+    let sched_task = tokio::spawn(elected(core, candidacy, listener, shutdown.clone(), None));
 
     let agent = AgentConfig {
         scheduler: format!("http://{addr}"),

@@ -56,6 +56,15 @@ pub struct Candidacy {
 }
 
 impl Candidacy {
+    /// The candidacy of a lone scheduler (`drover dev`) bound to `addr`,
+    /// with the default TTL.
+    pub fn single(addr: std::net::SocketAddr) -> Candidacy {
+        Candidacy {
+            advertise: addr.to_string(),
+            ttl: DEFAULT_LEADER_TTL,
+        }
+    }
+
     /// The lease TTL in whole seconds, rounded up, at least 1.
     pub fn ttl_secs(&self) -> i64 {
         let secs = self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0);

@@ -234,7 +234,9 @@ async fn followers_refuse_naming_the_leader(endpoints: Vec<String>) {
         .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await;
     drop(tx);
-    let status = stream.err().expect("a follower refuses the agent stream");
+    let Err(status) = stream else {
+        panic!("a follower must refuse the agent stream");
+    };
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert_eq!(
         status

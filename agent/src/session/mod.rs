@@ -238,6 +238,19 @@ async fn connect(config: &AgentConfig, addr: &str) -> Result<Channel, SessionErr
         })
 }
 
+/// Why the scheduler at `address` refused the stream: a follower (naming
+/// the leader or not), or otherwise.
+fn refused(address: &str, s: &tonic::Status) -> SessionError {
+    match leader::follower_refusal(s) {
+        Some(leader) => SessionError::NotLeader {
+            address: address.to_string(),
+            message: s.message().to_string(),
+            leader,
+        },
+        None => SessionError::Refused(s.message().to_string()),
+    }
+}
+
 /// What one connection holds besides the allocations.
 struct Session<'a> {
     config: &'a AgentConfig,
@@ -305,14 +318,7 @@ async fn session(
             ReceiverStream::new(bulk_rx),
         ))
         .await
-        .map_err(|s| match leader::follower_refusal(&s) {
-            Some(leader) => SessionError::NotLeader {
-                address: address.to_string(),
-                message: s.message().to_string(),
-                leader,
-            },
-            None => SessionError::Refused(s.message().to_string()),
-        })?
+        .map_err(|s| refused(address, &s))?
         .into_inner();
     // Heartbeats run in their own task: a slow stop or start in this loop
     // must never make a healthy node look dead.

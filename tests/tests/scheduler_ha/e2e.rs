@@ -92,6 +92,61 @@ fn kill_leader(mh: &mut MultiHost, leader: usize) -> (Duration, Duration) {
     (takeover, killed.elapsed())
 }
 
+/// The ids of job `job`'s running allocations.
+fn running_ids(all: &[Value], job: &str) -> BTreeSet<String> {
+    all.iter()
+        .filter(|a| str_of(a, "job") == job && str_of(a, "status") == "running")
+        .map(|a| str_of(a, "id").to_string())
+        .collect()
+}
+
+/// Submits `jobs` one after the other (`job run --detach`) from a thread
+/// and SIGKILLs replica `leader` once 10 are sent. Returns the jobs
+/// acknowledged, how long after the kill the other replica led, and when
+/// the burst was done.
+fn burst_and_kill(
+    mh: &MultiHost,
+    leader: usize,
+    jobs: &[(String, std::path::PathBuf)],
+) -> (Vec<String>, Duration, Duration) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (sent, acked) = (AtomicUsize::new(0), std::sync::Mutex::new(Vec::new()));
+    let (takeover, done) = std::thread::scope(|s| {
+        let burst = s.spawn(|| {
+            for (name, file) in jobs {
+                let out = mh.cli(&["job", "run", "--detach", file.to_str().unwrap()]);
+                sent.fetch_add(1, Ordering::SeqCst);
+                if out.status.success() {
+                    acked.lock().unwrap().push(name.clone());
+                } else {
+                    println!(
+                        "{name} not acknowledged: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+        });
+        poll_until("10 submissions sent", TAKEOVER_WAIT, || {
+            (sent.load(Ordering::SeqCst) >= 10).then_some(())
+        });
+        // The harness is shared with the burst: kill by pid (reaped later).
+        let pid = mh.scheduler_pid(leader).unwrap();
+        let killed = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        poll_until("the other replica to lead", TAKEOVER_WAIT, || {
+            (mh.ask_scheduler(1 - leader) == Answer::Leader).then_some(())
+        });
+        let takeover = killed.elapsed();
+        burst.join().unwrap();
+        (takeover, killed.elapsed())
+    });
+    (acked.into_inner().unwrap(), takeover, done)
+}
+
 #[test]
 fn leader_killed_during_a_burst_of_submissions() {
     let mut mh = two_schedulers();
@@ -110,11 +165,7 @@ fn leader_killed_during_a_burst_of_submissions() {
     let steady = unique_name("steady");
     let file = mh.write_file("steady.toml", &service(&steady, 2, "1", ""));
     mh.cli_ok(&["job", "run", file.to_str().unwrap()]);
-    let before: BTreeSet<String> = allocs(&mh)
-        .iter()
-        .filter(|a| str_of(a, "job") == steady && str_of(a, "status") == "running")
-        .map(|a| str_of(a, "id").to_string())
-        .collect();
+    let before = running_ids(&allocs(&mh), &steady);
     assert_eq!(before.len(), 2);
 
     const BURST: usize = 50;
@@ -126,49 +177,11 @@ fn leader_killed_during_a_burst_of_submissions() {
             (name, file)
         })
         .collect();
-    let (sent, acked) = (
-        std::sync::atomic::AtomicUsize::new(0),
-        std::sync::Mutex::new(Vec::new()),
-    );
-    let (takeover, rejoined) = std::thread::scope(|s| {
-        let mh_ref = &mh;
-        let burst = s.spawn(|| {
-            for (name, file) in &files {
-                let out = mh_ref.cli(&["job", "run", "--detach", file.to_str().unwrap()]);
-                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if out.status.success() {
-                    acked.lock().unwrap().push(name.clone());
-                } else {
-                    println!(
-                        "{name} not acknowledged: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
-            }
-        });
-        poll_until("10 submissions sent", TAKEOVER_WAIT, || {
-            (sent.load(std::sync::atomic::Ordering::SeqCst) >= 10).then_some(())
-        });
-        // The harness is borrowed by the burst; kill through a raw pid.
-        let pid = mh_ref.scheduler_pid(leader).unwrap();
-        let killed = Instant::now();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        poll_until("the other replica to lead", TAKEOVER_WAIT, || {
-            (mh_ref.ask_scheduler(follower) == Answer::Leader).then_some(())
-        });
-        let takeover = killed.elapsed();
-        burst.join().unwrap();
-        (takeover, killed.elapsed())
-    });
+    let (acked, takeover, done) = burst_and_kill(&mh, leader, &files);
     mh.kill_scheduler(leader); // reaps it
-    let acked = acked.into_inner().unwrap();
     println!(
         "leader SIGKILLed during a burst of {BURST} submissions: takeover after {takeover:?} \
-         (leader TTL {TTL_MS} ms); burst done {rejoined:?} after the kill; {} of {BURST} acknowledged",
+         (leader TTL {TTL_MS} ms); burst done {done:?} after the kill; {} of {BURST} acknowledged",
         acked.len()
     );
     assert!(
@@ -199,13 +212,9 @@ fn leader_killed_during_a_burst_of_submissions() {
         assert_eq!(job["name"], name.as_str(), "acknowledged job {name} lost");
     }
     // The agent kept the tasks it ran before the kill.
-    let after: BTreeSet<String> = settled
-        .iter()
-        .filter(|a| str_of(a, "job") == steady && str_of(a, "status") == "running")
-        .map(|a| str_of(a, "id").to_string())
-        .collect();
     assert_eq!(
-        after, before,
+        running_ids(&settled, &steady),
+        before,
         "allocations placed before the kill were replaced"
     );
     let node = mh.host(0).node_id.clone();
