@@ -217,3 +217,18 @@ pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
 pub(crate) fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_lists_become_urls() {
+        assert_eq!(
+            urls("a:1, https://b:2,,http://c:3", false),
+            ["http://a:1", "https://b:2", "http://c:3"]
+        );
+        assert_eq!(urls("a:1,b:2", true), ["https://a:1", "https://b:2"]);
+        assert!(urls(" , ", false).is_empty());
+    }
+}

@@ -311,3 +311,39 @@ async fn followers_refuse_naming_the_leader_on_the_embedded_store() {
     let store = drover_tests::etcd::Embedded::start().await.unwrap();
     followers_refuse_naming_the_leader(store.endpoints()).await;
 }
+
+/// A leader whose term ends behind its back (its key deleted, as an
+/// operator or a lapsed lease would) stops: `serve_elected` ends with
+/// `Lost` (the process exits), it answers no more, and the other replica
+/// takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_term_stops_acting() {
+    let store = drover_tests::etcd::Embedded::start().await.unwrap();
+    let endpoints = store.endpoints();
+    let prefix = format!("/{}/", unique_name("ha-lost"));
+    let first = replica(&endpoints, &prefix).await;
+    let second = replica(&endpoints, &prefix).await;
+    let both = [first, second];
+    let l = one_leader(&[&both[0], &both[1]]).await;
+    let [a, b] = both;
+    let (leader, follower) = if l == 0 { (a, b) } else { (b, a) };
+
+    let mut etcd = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    etcd.delete(format!("{prefix}leader"), None).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), leader.task)
+        .await
+        .expect("the deposed leader stops")
+        .unwrap();
+    match ended {
+        Err(drover_scheduler::leader::LeaderError::Lost { advertise, .. }) => {
+            assert_eq!(advertise, leader.addr)
+        }
+        other => panic!("a deposed leader must end with Lost, got {other:?}"),
+    }
+    assert_ne!(ask(&leader.addr).await, Answer::Leader);
+    poll_async(|| async { (ask(&follower.addr).await == Answer::Leader).then_some(()) }).await;
+    follower.stop.cancel();
+    follower.task.await.unwrap().unwrap();
+}
