@@ -205,8 +205,10 @@ pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
                 None => s.message().to_string(),
             };
             anyhow!(
-                "the scheduler closed the connection ({why}); if it uses mutual TLS, check that \
-                 --tls-cert is a client certificate signed by the cluster CA"
+                "the scheduler closed the connection ({why}); it may have stopped (with \
+                 replicas another takes over: retry, and check whether the request took effect), \
+                 or, if it uses mutual TLS, check that --tls-cert is a client certificate signed \
+                 by the cluster CA"
             )
         }
         _ => anyhow!("{:?}: {}", s.code(), s.message()),

@@ -31,6 +31,11 @@ pub struct Schedulers {
     /// The address that last failed to answer: a follower naming it is
     /// most likely naming a dead leader whose key has not lapsed yet.
     failed: Option<String>,
+    /// Failures in a row since a replica last answered: while replicas
+    /// answer (an election, a dead leader's key not lapsed yet) a failed
+    /// address is tried again soon; once every address has failed twice
+    /// in a row, the backoff grows to [`MAX_BACKOFF`].
+    quiet: usize,
     https: bool,
     backoff: Duration,
 }
@@ -65,6 +70,7 @@ impl Schedulers {
             next: 0,
             hint: None,
             failed: None,
+            quiet: 0,
             https,
             backoff: MIN_BACKOFF,
         }
@@ -83,6 +89,11 @@ impl Schedulers {
     /// Learns from how a session with `addr` ended; returns how long to
     /// wait before the next attempt.
     pub fn ended(&mut self, addr: &str, how: &Ended) -> Duration {
+        if *how == Ended::Failed {
+            self.quiet += 1;
+        } else {
+            self.quiet = 0;
+        }
         match how {
             Ended::Follower(Some(leader)) => {
                 let url = self.url(leader);
@@ -104,7 +115,11 @@ impl Schedulers {
             }
             Ended::Failed => {
                 self.failed = Some(addr.to_string());
-                self.wait(MAX_BACKOFF)
+                if self.quiet <= 2 * self.addrs.len() {
+                    self.wait(ELECTION_BACKOFF)
+                } else {
+                    self.wait(MAX_BACKOFF)
+                }
             }
         }
     }
@@ -190,11 +205,27 @@ mod tests {
         }
         assert!(waits.iter().all(|w| *w <= ELECTION_BACKOFF), "{waits:?}");
         let mut last = Duration::ZERO;
-        for _ in 0..8 {
+        for _ in 0..10 {
             last = s.ended("http://a:1", &Ended::Failed);
         }
-        assert_eq!(last, MAX_BACKOFF);
+        assert_eq!(last, MAX_BACKOFF, "nobody answers: the backoff grows");
         assert_eq!(s.ended("http://a:1", &Ended::AfterRegister), MIN_BACKOFF);
+    }
+
+    #[test]
+    fn a_dead_leader_is_retried_soon_while_a_follower_answers() {
+        let mut s = Schedulers::new("http://a:1,http://b:2");
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            let addr = s.pick();
+            let how = if addr.ends_with(":1") {
+                Ended::Failed
+            } else {
+                Ended::Follower(Some("a:1".into()))
+            };
+            waits.push(s.ended(&addr, &how));
+        }
+        assert!(waits.iter().all(|w| *w <= ELECTION_BACKOFF), "{waits:?}");
     }
 
     #[test]
