@@ -20,7 +20,10 @@
 //! leader still attempts before it notices is refused by the fence.
 //!
 //! Shutting down while leading resigns (revokes the lease), so another
-//! replica takes over at once rather than after the lease's TTL.
+//! replica takes over at once rather than after the lease's TTL; a
+//! replica restarted after a crash removes the key its earlier run left
+//! (the same advertised address) instead of waiting for it to lapse.
+//! Advertised addresses must therefore be unique among the replicas.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +117,11 @@ pub async fn serve_elected(
         &candidacy.advertise,
         candidacy.ttl_secs(),
     );
+    // A key holding this replica's own address was left by an earlier run
+    // of it (killed, restarted within the lease's TTL): no need to wait.
+    if let Err(error) = election.clear_own_stale().await {
+        tracing::warn!(%error, "cannot check the leader key for one of an earlier run");
+    }
     let observed = election
         .observe()
         .await

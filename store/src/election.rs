@@ -132,6 +132,27 @@ impl Election {
         }
     }
 
+    /// Deletes the leader key if it holds this candidate's id: it was put
+    /// by an earlier run of this same candidate (ids are unique: a
+    /// scheduler's advertised address) that died before its lease lapsed,
+    /// so a restarted candidate need not wait the lease out. Returns
+    /// whether it did.
+    pub async fn clear_own_stale(&self) -> Result<bool, ElectionError> {
+        let txn = Txn::new()
+            .when([Compare::value(
+                self.key.as_bytes(),
+                CompareOp::Equal,
+                self.id.as_bytes(),
+            )])
+            .and_then([TxnOp::delete(self.key.as_bytes(), None)]);
+        let mut kv = self.store.client().kv_client();
+        let resp = kv.txn(txn).await.map_err(self.etcd_err("txn"))?;
+        if resp.succeeded() {
+            tracing::info!(key = %self.key, id = %self.id, "removed the leader key of an earlier run of this candidate");
+        }
+        Ok(resp.succeeded())
+    }
+
     /// Waits until this candidate leads. Cancel-safe only in that a dropped
     /// campaign leaves its lease to expire.
     pub async fn campaign(&self) -> Result<Leadership, ElectionError> {

@@ -347,3 +347,32 @@ async fn a_leader_that_loses_its_term_stops_acting() {
     follower.stop.cancel();
     follower.task.await.unwrap().unwrap();
 }
+
+/// A replica restarted after a crash, before its lease lapsed, removes the
+/// key its earlier run left (its own address) and leads again at once; a
+/// replica of another address leaves it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_clears_its_own_stale_key_only() {
+    let server = drover_tests::etcd::Embedded::start().await.unwrap();
+    let prefix = format!("/{}/", unique_name("ha-stale"));
+    let store = Store::connect(&server.endpoints(), &prefix).await.unwrap();
+    let crashed = Election::new(store.clone(), "10.0.0.1:4680", 60)
+        .campaign()
+        .await
+        .unwrap();
+    // A crash: no more keep-alives, but the 60 s lease still holds the key.
+    drop(crashed);
+    let other = Election::new(store.clone(), "10.0.0.2:4680", 60);
+    assert!(!other.clear_own_stale().await.unwrap());
+    let again = Election::new(store.clone(), "10.0.0.1:4680", 60);
+    assert!(again.clear_own_stale().await.unwrap());
+    let term = tokio::time::timeout(Duration::from_secs(10), again.campaign())
+        .await
+        .expect("the restarted replica leads without waiting for the lease")
+        .unwrap();
+    assert_eq!(
+        other.leader().await.unwrap().map(|l| l.id),
+        Some("10.0.0.1:4680".to_string())
+    );
+    term.resign().await.unwrap();
+}
