@@ -42,8 +42,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 pub mod host_root;
-pub use host_root::{HostRootPath, HostRootPolicy};
 use crate::seccomp::SeccompPolicy;
+pub use host_root::{HostRootPath, HostRootPolicy};
 
 /// The node's bounds on assignments.
 ///

@@ -94,6 +94,8 @@ pub struct SchedulerArgs {
     discovery: crate::dns::DiscoveryArgs,
     #[command(flatten)]
     timing: TimingArgs,
+    #[command(flatten)]
+    ha: crate::ha::HaArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -212,7 +214,9 @@ const DEV_SUBNET: &str = "10.89.0.0/24";
 /// Flags of `drover agent`.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// Scheduler gRPC address.
+    /// Scheduler gRPC addresses, comma separated (the replicas): the
+    /// agent holds its stream with the one that leads, follows a
+    /// follower's hint to it and moves to the next leader by itself.
     #[arg(long, env = "DROVER_ADDR", default_value = crate::DEFAULT_ADDR)]
     scheduler: String,
     /// Node identity and task state.
@@ -366,12 +370,10 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
-    let sched_task = tokio::spawn(drover_scheduler::serve(
-        core,
-        listener,
-        shutdown.clone(),
-        None,
-    ));
+    // One replica: it campaigns and wins at once.
+    let candidacy = drover_scheduler::leader::Candidacy::single(addr);
+    let elected = drover_scheduler::leader::serve_elected;
+    let sched_task = tokio::spawn(elected(core, candidacy, listener, shutdown.clone(), None));
 
     let agent = AgentConfig {
         scheduler: format!("http://{addr}"),
@@ -435,10 +437,12 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     );
     core.require_node_certs(a.require_node_certs);
     let listener = bind("--listen", a.listen).await?;
+    let bound = listener.local_addr()?;
+    let candidacy = a.ha.candidacy(bound)?;
     if let Some(path) = &a.addr_file {
-        write_addr(path, listener.local_addr()?)?;
+        write_addr(path, bound)?;
     }
-    drover_scheduler::serve(core, listener, shutdown, tls).await?;
+    drover_scheduler::leader::serve_elected(core, candidacy, listener, shutdown, tls).await?;
     Ok(())
 }
 
@@ -450,13 +454,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
     let tls = a.tls.load()?;
-    let scheduler = if a.scheduler.contains("://") {
-        a.scheduler
-    } else if tls.is_some() {
-        format!("https://{}", a.scheduler)
-    } else {
-        format!("http://{}", a.scheduler)
-    };
+    let scheduler = crate::connect::urls(&a.scheduler, tls.is_some()).join(",");
     let config = AgentConfig {
         scheduler,
         data_dir: a.data_dir,

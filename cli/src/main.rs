@@ -15,14 +15,15 @@ mod deploy;
 mod dns;
 mod etcd_tls;
 mod exec;
+mod ha;
 mod meta;
 mod output;
 mod periodic;
 mod process;
 mod queued;
 mod resched;
-mod store_cmd;
 mod roles;
+mod store_cmd;
 mod tls;
 
 use std::path::PathBuf;
@@ -114,7 +115,8 @@ enum TlsCommand {
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
 pub struct ClientOpts {
-    /// Scheduler gRPC address.
+    /// Scheduler gRPC address; several, comma separated, for replicas: the
+    /// one that leads is found (a follower names it) and used.
     #[arg(long, env = "DROVER_ADDR", default_value = DEFAULT_ADDR, global = true)]
     pub addr: String,
     /// Output format.

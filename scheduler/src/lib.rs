@@ -24,8 +24,9 @@
 //! - [`core::Core`] composes them; [`periodic`] launches periodic jobs'
 //!   children on it (pure rules, their store writes, the leader's timer);
 //!   the gRPC services ([`service`], with [`auth`] and [`access`] deciding
-//!   who may call what, and [`audit`] recording who changed what) are the
-//!   edge.
+//!   who may call what, [`audit`] recording who changed what, and [`gate`]
+//!   whether this replica serves at all) are the edge; [`leader`] runs a
+//!   replica in the election, serving only while it leads.
 
 pub mod access;
 pub mod audit;
@@ -34,8 +35,10 @@ pub mod cluster;
 pub mod core;
 pub mod deploy;
 pub mod discovery;
+pub mod gate;
 pub mod job;
 pub mod jobfile;
+pub mod leader;
 mod peers;
 pub mod periodic;
 pub mod placement;

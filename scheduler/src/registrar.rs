@@ -288,7 +288,10 @@ impl Registrar {
                 }
             }
             if !nodes.contains_key(&a.value.node_id) {
-                if let Some(n) = store.get::<NodeRecord>(Kind::Node, &a.value.node_id).await? {
+                if let Some(n) = store
+                    .get::<NodeRecord>(Kind::Node, &a.value.node_id)
+                    .await?
+                {
                     nodes.insert(n.name, n.value);
                 }
             }
@@ -417,7 +420,7 @@ impl Registrar {
                 .iter()
                 .map(|key| RawOp::Delete { key: key.clone() })
                 .collect();
-            self.store().apply_skydns(&ops).await?;
+            self.cluster.apply_skydns(&ops).await?;
             for key in batch {
                 held.remove(key);
                 tracing::info!(%key, "discovery record deleted");
@@ -465,7 +468,7 @@ impl Registrar {
                 lease,
             })
             .collect();
-        self.store().apply_skydns(&ops).await?;
+        self.cluster.apply_skydns(&ops).await?;
         for (key, value) in batch {
             tracing::info!(%key, value = %String::from_utf8_lossy(value), lease_id = lease, "discovery record written");
             let h = Held {

@@ -45,9 +45,10 @@ pub struct Registry {
     sessions: AtomicU64,
     /// When each node's stream last ended, for its grace period.
     disconnected: Mutex<HashMap<String, Instant>>,
-    /// When this process started: a node with no stream to it is only
-    /// declared down once it has had a full grace period to connect.
-    started: Instant,
+    /// When this process started (or began leading: [`Registry::restart`]):
+    /// a node with no stream to it is only declared down once it has had a
+    /// full grace period to connect.
+    started: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Link {
@@ -64,7 +65,7 @@ impl Default for Registry {
             links: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(1),
             disconnected: Mutex::new(HashMap::new()),
-            started: Instant::now(),
+            started: Mutex::new(Instant::now()),
         }
     }
 }
@@ -143,11 +144,18 @@ impl Registry {
                 .is_some_and(|t| t.elapsed() >= grace)
     }
 
+    /// Starts the grace period of every node not connected anew: a
+    /// scheduler that begins leading gives agents that served its
+    /// predecessor a full grace period to reconnect.
+    pub fn restart(&self) {
+        *lock(&self.started) = Instant::now();
+    }
+
     /// Whether `node_id` has had no stream for longer than `grace`:
     /// disconnected long enough ago, or never connected to this process
     /// (which has run for longer than `grace`).
     pub fn silent(&self, node_id: &str, grace: Duration) -> bool {
-        if self.started.elapsed() <= grace || self.is_connected(node_id) {
+        if lock(&self.started).elapsed() <= grace || self.is_connected(node_id) {
             return false;
         }
         lock(&self.disconnected)

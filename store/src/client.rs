@@ -162,6 +162,15 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// A write fenced on a leader term was refused: the term is over
+    /// (another scheduler leads, or none), so this one must stop writing.
+    #[error("this scheduler is no longer the leader (its term, {key:?} created at revision {revision}, is over); its write was refused")]
+    Deposed {
+        /// The leader key.
+        key: String,
+        /// The fencing token of the term that ended.
+        revision: i64,
+    },
     /// A value could not be encoded.
     #[error("cannot encode value for {key:?}: {source}")]
     Encode {

@@ -132,6 +132,27 @@ impl Election {
         }
     }
 
+    /// Deletes the leader key if it holds this candidate's id: it was put
+    /// by an earlier run of this same candidate (ids are unique: a
+    /// scheduler's advertised address) that died before its lease lapsed,
+    /// so a restarted candidate need not wait the lease out. Returns
+    /// whether it did.
+    pub async fn clear_own_stale(&self) -> Result<bool, ElectionError> {
+        let txn = Txn::new()
+            .when([Compare::value(
+                self.key.as_bytes(),
+                CompareOp::Equal,
+                self.id.as_bytes(),
+            )])
+            .and_then([TxnOp::delete(self.key.as_bytes(), None)]);
+        let mut kv = self.store.client().kv_client();
+        let resp = kv.txn(txn).await.map_err(self.etcd_err("txn"))?;
+        if resp.succeeded() {
+            tracing::info!(key = %self.key, id = %self.id, "removed the leader key of an earlier run of this candidate");
+        }
+        Ok(resp.succeeded())
+    }
+
     /// Waits until this candidate leads. Cancel-safe only in that a dropped
     /// campaign leaves its lease to expire.
     pub async fn campaign(&self) -> Result<Leadership, ElectionError> {
@@ -394,5 +415,42 @@ impl Store {
     ) -> Result<Committed, StoreError> {
         let term = Compare::create_revision(fence.key.as_bytes(), CompareOp::Equal, fence.revision);
         self.commit_when(vec![term], guards, writes).await
+    }
+}
+
+impl Store {
+    /// Whether `fence`'s term still lasts: the leader key exists and was
+    /// created at the fence's revision. Tells a write refused by the fence
+    /// apart from one refused by its own guards.
+    pub async fn fence_holds(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let mut kv = self.client().kv_client();
+        let resp = kv
+            .get(fence.key.as_bytes(), None)
+            .await
+            .map_err(|source| StoreError::Etcd {
+                op: "get",
+                key: fence.key.clone(),
+                source,
+            })?;
+        Ok(resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == fence.revision))
+    }
+
+    /// [`Store::apply_skydns`] that succeeds only while `fence`'s term
+    /// lasts: a deposed leader gets [`StoreError::Deposed`].
+    pub async fn apply_skydns_fenced(
+        &self,
+        fence: &Fence,
+        ops: &[crate::RawOp],
+    ) -> Result<i64, StoreError> {
+        let term = Compare::create_revision(fence.key.as_bytes(), CompareOp::Equal, fence.revision);
+        self.apply_skydns_when(vec![term], ops)
+            .await?
+            .ok_or_else(|| StoreError::Deposed {
+                key: fence.key.clone(),
+                revision: fence.revision,
+            })
     }
 }

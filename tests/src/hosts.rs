@@ -49,8 +49,10 @@
 
 mod cli;
 mod etcd;
+mod ha;
 mod partition;
 pub(crate) mod procs;
+pub use ha::Answer;
 mod teardown;
 mod topology;
 
@@ -100,6 +102,8 @@ pub struct Options {
     /// Members of a real etcd cluster to use instead of the embedded
     /// store (0: the embedded store). See [`MultiHost::etcd`].
     pub etcd_members: usize,
+    /// How many scheduler replicas (one leads; see `hosts/ha.rs`).
+    pub schedulers: usize,
 }
 
 impl Default for Options {
@@ -111,6 +115,7 @@ impl Default for Options {
             agent_args: Vec::new(),
             scheduler_args: Vec::new(),
             etcd_members: 0,
+            schedulers: 1,
         }
     }
 }
@@ -167,6 +172,8 @@ pub struct MultiHost {
     hosts: Vec<Host>,
     scheduler: Option<Child>,
     scheduler_addr: String,
+    /// Scheduler replicas past the first (`hosts/ha.rs`).
+    replicas: Vec<ha::Replica>,
     store_url: String,
     etcd: Option<crate::etcd_cluster::EtcdCluster>,
     history: Mutex<Vec<String>>,
@@ -251,6 +258,7 @@ impl MultiHost {
             hosts: Vec::new(),
             scheduler: None,
             scheduler_addr: String::new(),
+            replicas: Vec::new(),
             store_url: String::new(),
             etcd: None,
             history: Mutex::new(Vec::new()),
@@ -259,6 +267,7 @@ impl MultiHost {
         mh.init_pki();
         mh.start_store();
         mh.start_scheduler();
+        mh.start_replicas();
         for i in 0..mh.hosts.len() {
             mh.start_agent(i);
         }
@@ -396,8 +405,16 @@ impl MultiHost {
     }
 
     fn start_scheduler(&mut self) {
-        let addr_file = self.root.join("scheduler.addr");
-        let log = self.log_file("scheduler.log");
+        let (child, addr) = self.spawn_scheduler("scheduler");
+        self.scheduler = Some(child);
+        self.scheduler_addr = addr;
+    }
+
+    /// Starts a scheduler logging to `<name>.log`; waits until it has
+    /// written its address to `<name>.addr` and returns it.
+    fn spawn_scheduler(&self, name: &str) -> (Child, String) {
+        let addr_file = self.root.join(format!("{name}.addr"));
+        let log = self.log_file(&format!("{name}.log"));
         let mut cmd = Command::new(drover_bin());
         for k in CLEARED_ENV {
             cmd.env_remove(k);
@@ -419,22 +436,21 @@ impl MultiHost {
             .stdout(log.try_clone().expect("duplicating a log handle"))
             .stderr(log);
         in_netns(&mut cmd, self.control());
-        self.scheduler = Some(cmd.spawn().expect("spawning drover scheduler"));
+        let mut child = cmd.spawn().expect("spawning drover scheduler");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(Ok(Some(status))) = self.scheduler.as_mut().map(Child::try_wait) {
-                panic!("drover scheduler exited at start: {status}");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("drover scheduler ({name}) exited at start: {status}");
             }
             if let Ok(s) = std::fs::read_to_string(&addr_file) {
                 if s.ends_with('\n') {
-                    self.scheduler_addr = s.trim().to_string();
-                    return;
+                    return (child, s.trim().to_string());
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "drover scheduler wrote no address in {START_TIMEOUT:?}"
-            );
+            if Instant::now() >= deadline {
+                kill_child(&mut child);
+                panic!("drover scheduler ({name}) wrote no address in {START_TIMEOUT:?}");
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -452,9 +468,14 @@ impl MultiHost {
         &self.root
     }
 
-    /// The scheduler's URL as agents and the CLI dial it.
+    /// The scheduler's URL as agents and the CLI dial it; with replicas,
+    /// every replica's, comma separated.
     pub fn scheduler_url(&self) -> String {
-        format!("https://{}", self.scheduler_addr)
+        std::iter::once(self.scheduler_addr.as_str())
+            .chain(self.replicas.iter().map(|r| r.addr.as_str()))
+            .map(|a| format!("https://{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The hosts.

@@ -179,13 +179,12 @@ fn scheduler_and_dns_reach_etcd_over_tls_each_within_its_prefixes() {
         text(&stored)
     );
 
-    // A scheduler holding the DNS certificate cannot touch Drover's state.
-    let (_wrong, wrong_addr) = start(
-        "scheduler",
-        &etcd_flags(&url, &certs, "etcd-dns"),
-        dir.path(),
-    );
-    let out = submit(&wrong_addr, &job_file(dir.path(), "denied"));
+    // A scheduler holding the DNS certificate cannot touch Drover's state:
+    // it cannot even read the leader key, and stops at once saying so.
+    let mut wrong: Vec<String> = vec!["scheduler".into()];
+    wrong.extend(etcd_flags(&url, &certs, "etcd-dns"));
+    wrong.extend(["--listen".into(), "127.0.0.1:0".into()]);
+    let out = run_drover(&wrong);
     assert!(!out.status.success());
     assert!(text(&out).contains("permission denied"), "{}", text(&out));
 

@@ -384,8 +384,14 @@ fn agent_certificates_bound_to_a_node_register_only_as_that_node() {
     // The shared certificate of `tls init` still registers anywhere here.
     register_as(&https, &pki, "agent", "node-c").unwrap();
 
-    // With --require-node-certs it does not.
-    let (_strict, strict) = tls_scheduler(dir.path(), &store.url, &pki, &["--require-node-certs"]);
+    // With --require-node-certs it does not. (A cluster of its own: on the
+    // same prefix it would be a follower of the first scheduler.)
+    let (_strict, strict) = tls_scheduler(
+        dir.path(),
+        &store.url,
+        &pki,
+        &["--require-node-certs", "--prefix", "/drover-strict/"],
+    );
     let err = register_as(&strict, &pki, "agent", "node-c").unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     assert!(err.message().contains("--require-node-certs"), "{err}");

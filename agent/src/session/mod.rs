@@ -22,6 +22,7 @@
 
 mod away;
 mod bootstrap;
+mod leader;
 
 use away::Away;
 
@@ -94,6 +95,16 @@ pub enum SessionError {
     /// The scheduler refused the stream.
     #[error("Connect refused: {0}")]
     Refused(String),
+    /// A follower replica refused the stream, naming the leader or not.
+    #[error("{address} is not the leader ({message})")]
+    NotLeader {
+        /// The follower's address.
+        address: String,
+        /// Its refusal.
+        message: String,
+        /// The leader it named.
+        leader: Option<String>,
+    },
     /// The scheduler ended the stream.
     #[error("scheduler closed the stream")]
     Closed,
@@ -138,26 +149,36 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // scheduler is away.
     let mut dns = NodeDns::new(config.dns.clone(), shutdown.clone());
     tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
-    let mut backoff = Duration::from_millis(100);
     let mut away = Away::new();
+    let mut schedulers = leader::Schedulers::new(&config.scheduler);
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
+        let address = schedulers.pick();
         let mut link = Link {
             allocs: &mut allocs,
             checks: &mut checks,
             dns: &mut dns,
             away: &mut away,
         };
-        match session(&config, &node, &mut link, &shutdown).await {
+        let backoff = match session(&config, &address, &node, &mut link, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(error) => {
                 dns.scheduler_lost();
                 away.lost();
-                tracing::warn!(scheduler = %config.scheduler, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
+                let how = match &error {
+                    SessionError::NotLeader { leader, .. } => {
+                        leader::Ended::Follower(leader.clone())
+                    }
+                    SessionError::Closed | SessionError::Stream(_) => leader::Ended::AfterRegister,
+                    _ => leader::Ended::Failed,
+                };
+                let backoff = schedulers.ended(&address, &how);
+                tracing::warn!(scheduler = %address, %error, retry_in_ms = backoff.as_millis() as u64, "scheduler session ended");
+                backoff
             }
-        }
+        };
         // Disconnect policies keep being applied while waiting to retry.
         let retry = tokio::time::sleep(backoff);
         tokio::pin!(retry);
@@ -169,7 +190,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -213,9 +233,10 @@ fn registration(config: &AgentConfig, id: String, hostname: String) -> pb::Node 
 /// applying the disconnect policies meanwhile.
 async fn connect_while_away(
     config: &AgentConfig,
+    addr: &str,
     link: &mut Link<'_>,
 ) -> Result<Channel, SessionError> {
-    let connecting = connect(config);
+    let connecting = connect(config, addr);
     tokio::pin!(connecting);
     let mut check = tokio::time::interval(away::CHECK_EVERY);
     loop {
@@ -226,10 +247,10 @@ async fn connect_while_away(
     }
 }
 
-/// Opens the channel to the scheduler.
-async fn connect(config: &AgentConfig) -> Result<Channel, SessionError> {
-    let address = || config.scheduler.clone();
-    let mut endpoint = Endpoint::from_shared(config.scheduler.clone())
+/// Opens the channel to the scheduler at `addr`.
+async fn connect(config: &AgentConfig, addr: &str) -> Result<Channel, SessionError> {
+    let address = || addr.to_string();
+    let mut endpoint = Endpoint::from_shared(addr.to_string())
         .map_err(|source| SessionError::Address {
             address: address(),
             source,
@@ -255,6 +276,19 @@ async fn connect(config: &AgentConfig) -> Result<Channel, SessionError> {
             address: address(),
             source,
         })
+}
+
+/// Why the scheduler at `address` refused the stream: a follower (naming
+/// the leader or not), or otherwise.
+fn refused(address: &str, s: &tonic::Status) -> SessionError {
+    match leader::follower_refusal(s) {
+        Some(leader) => SessionError::NotLeader {
+            address: address.to_string(),
+            message: s.message().to_string(),
+            leader,
+        },
+        None => SessionError::Refused(s.message().to_string()),
+    }
 }
 
 /// What one connection holds besides the allocations.
@@ -290,11 +324,12 @@ struct Session<'a> {
 /// stream breaks (the caller reconnects).
 async fn session(
     config: &AgentConfig,
+    address: &str,
     node: &pb::Node,
     link: &mut Link<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let channel = connect_while_away(config, link).await?;
+    let channel = connect_while_away(config, address, link).await?;
     let (allocs, checks) = (&mut *link.allocs, &mut *link.checks);
     let (dns, away) = (&mut *link.dns, &mut *link.away);
     // Assignments carry each allocation's group: a node with many
@@ -325,7 +360,7 @@ async fn session(
             ReceiverStream::new(bulk_rx),
         ))
         .await
-        .map_err(|s| SessionError::Refused(s.message().to_string()))?
+        .map_err(|s| refused(address, &s))?
         .into_inner();
     // Heartbeats run in their own task: a slow stop or start in this loop
     // must never make a healthy node look dead.

@@ -221,7 +221,7 @@ impl Cluster {
             if let (false, Some(a)) = (holds_anchor, &anchor) {
                 guards.push(a.clone());
             }
-            match self.store.commit(&guards, &writes).await? {
+            match self.commit_fenced(&guards, &writes).await? {
                 Committed::Yes(revision) => {
                     let anchor_written = txn
                         .anchor

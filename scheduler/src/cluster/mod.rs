@@ -29,6 +29,7 @@ use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 mod batch;
 mod commit;
 mod deploy;
+mod fence;
 mod jobs;
 pub mod limits;
 mod nodes;
@@ -111,6 +112,9 @@ pub struct Cluster {
     /// The subnet claims as this process last read or wrote them (see
     /// `nodes.rs`); `None` until the first registration reads them.
     claims: std::sync::Mutex<Option<nodes::Claims>>,
+    /// The leader term every write is fenced on (`fence.rs`); `None`:
+    /// unfenced (one scheduler, tests).
+    fence: std::sync::RwLock<Option<drover_store::election::Fence>>,
 }
 
 impl Cluster {
@@ -123,6 +127,7 @@ impl Cluster {
             placement: PlanConfig::default(),
             deploying: std::sync::Mutex::default(),
             claims: std::sync::Mutex::default(),
+            fence: std::sync::RwLock::new(None),
         }
     }
 

@@ -21,6 +21,7 @@ use crate::audit::{AuditApi, AuditLimits, AuditLog};
 use crate::auth;
 use crate::cluster::ClusterError;
 use crate::core::Core;
+use crate::gate::{self, Gate, Role};
 
 mod agent;
 mod allocs;
@@ -104,10 +105,9 @@ pub enum ServeError {
 
 /// Serves the scheduler's gRPC API (jobs, nodes, allocations, agents, plus
 /// the standard health and reflection services) on an already-bound
-/// listener until `shutdown` is cancelled. Also runs the periodic reconcile
-/// with the prompt passes over jobs waiting for capacity, the watch of the
-/// DNS records relayed to agents and the launcher of periodic jobs'
-/// children.
+/// listener until `shutdown` is cancelled, with the core's background
+/// loops ([`spawn_loops`]). One scheduler, no election: see
+/// [`crate::leader::serve_elected`] for replicas.
 ///
 /// With `tls`, every connection must present a client certificate signed
 /// by the configured CA (mutual TLS), and each call is checked against the
@@ -119,27 +119,21 @@ pub async fn serve(
     shutdown: CancellationToken,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(), ServeError> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::job_service_server::JobServiceServer<Api>>()
-        .await;
-    health
-        .set_serving::<pb::agent_service_server::AgentServiceServer<AgentApi>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let api = Api::new(core.clone());
-    tokio::spawn(core.clone().run_passes(shutdown.clone()));
-    tokio::spawn(core.clone().reschedule_when_due(shutdown.clone()));
-    tokio::spawn(core.clone().relay_dns_records(shutdown.clone()));
-    tokio::spawn(core.clone().launch_periodic(shutdown.clone()));
-    let (deploys, stop) = (core.clone(), shutdown.clone());
+    spawn_loops(&core, &shutdown);
+    serve_api(core, listener, shutdown, tls, Gate::open()).await
+}
+
+/// Starts what only the leader runs besides answering calls, until `stop`
+/// is cancelled: the periodic reconcile with the prompt passes over jobs
+/// waiting for capacity, the reschedule alarm, the watch of the DNS
+/// records relayed to agents, the launcher of periodic jobs' children and
+/// the deployments' timers.
+pub fn spawn_loops(core: &Arc<Core>, stop: &CancellationToken) {
+    tokio::spawn(core.clone().run_passes(stop.clone()));
+    tokio::spawn(core.clone().reschedule_when_due(stop.clone()));
+    tokio::spawn(core.clone().relay_dns_records(stop.clone()));
+    tokio::spawn(core.clone().launch_periodic(stop.clone()));
+    let (deploys, stop) = (core.clone(), stop.clone());
     tokio::spawn(async move {
         let timers = deploys.deploy_timers();
         timers
@@ -149,7 +143,31 @@ pub async fn serve(
             })
             .await;
     });
+}
 
+/// Serves the gRPC API on `listener` until `shutdown`, admitting calls to
+/// the Drover services only through `gate` (a follower refuses them,
+/// naming the leader); health and reflection always answer, the health of
+/// `drover.v1.JobService` and `drover.v1.AgentService` being `SERVING`
+/// only while the gate admits.
+pub async fn serve_api(
+    core: Arc<Core>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    gate: Gate,
+) -> Result<(), ServeError> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(health, gate.watch(), shutdown.clone()));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let api = Api::new(core.clone());
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();
     let audit = Arc::new(AuditLog::new(core.store().clone(), AuditLimits::default()));
@@ -166,7 +184,7 @@ pub async fn serve(
                 source,
             })?;
     }
-    let cli = || auth::require(auth::Role::Cli, mtls);
+    let cli = || gate::guard(gate.clone(), auth::require(auth::Role::Cli, mtls));
     // tonic sets TCP_NODELAY only on sockets it accepts itself
     // (`serve`), not on an incoming stream it is given. Without it, Nagle
     // holds a small message (a DNS record relayed to an agent, an
@@ -202,10 +220,41 @@ pub async fn serve(
         .add_service(
             pb::agent_service_server::AgentServiceServer::with_interceptor(
                 AgentApi::new(core),
-                auth::require(auth::Role::Agent, mtls),
+                gate::guard(gate.clone(), auth::require(auth::Role::Agent, mtls)),
             ),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| ServeError::Transport { addr, source })
+}
+
+/// Keeps the health of the Drover services in step with the role: serving
+/// while leading, not serving while following.
+async fn report_health(
+    health: tonic_health::server::HealthReporter,
+    mut role: tokio::sync::watch::Receiver<Role>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let leading = *role.borrow_and_update() == Role::Leading;
+        if leading {
+            health
+                .set_serving::<pb::job_service_server::JobServiceServer<Api>>()
+                .await;
+            health
+                .set_serving::<pb::agent_service_server::AgentServiceServer<AgentApi>>()
+                .await;
+        } else {
+            health
+                .set_not_serving::<pb::job_service_server::JobServiceServer<Api>>()
+                .await;
+            health
+                .set_not_serving::<pb::agent_service_server::AgentServiceServer<AgentApi>>()
+                .await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = role.changed() => if changed.is_err() { return },
+        }
+    }
 }

@@ -116,6 +116,18 @@ impl Store {
     /// transaction with [`StoreError::LeaseNotFound`] naming the first
     /// leased key.
     pub async fn apply_skydns(&self, ops: &[RawOp]) -> Result<i64, StoreError> {
+        self.apply_skydns_when(Vec::new(), ops)
+            .await
+            .map(|r| r.unwrap_or(0))
+    }
+
+    /// [`Store::apply_skydns`] only if every compare holds; `None` when one
+    /// does not (nothing written).
+    pub(crate) async fn apply_skydns_when(
+        &self,
+        compares: Vec<etcd_client::Compare>,
+        ops: &[RawOp],
+    ) -> Result<Option<i64>, StoreError> {
         if ops.len() > MAX_TXN_OPS {
             return Err(StoreError::TooManyOps {
                 ops: ops.len(),
@@ -138,10 +150,10 @@ impl Store {
             });
         }
         if txn_ops.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let kv = self.client.kv_client();
-        let txn = Txn::new().and_then(txn_ops);
+        let txn = Txn::new().when(compares).and_then(txn_ops);
         let resp = crate::retry::unsent("txn", || {
             let (mut kv, txn) = (kv.clone(), txn.clone());
             async move { kv.txn(txn).await }
@@ -155,7 +167,10 @@ impl Store {
                 source,
             },
         })?;
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        Ok(Some(resp.header().map(|h| h.revision()).unwrap_or(0)))
     }
 
     /// Renews `lease` once (one keep-alive, answered before this returns);

@@ -17,6 +17,11 @@ impl Drop for MultiHost {
         if let Some(mut c) = self.scheduler.take() {
             stop_child(&mut c, TERM_GRACE);
         }
+        for r in &mut self.replicas {
+            if let Some(mut c) = r.child.take() {
+                stop_child(&mut c, TERM_GRACE);
+            }
+        }
         let cgroups = self.cgroup_parents();
         let survivors = procs::kill_leftovers(&self.root, &cgroups, self.since, KILL_WAIT);
         if !survivors.is_empty() {
@@ -36,6 +41,7 @@ impl Drop for MultiHost {
                     tail(&h.log, 40)
                 ));
             }
+            report.push_str(&self.replica_logs(60));
             report.push_str(&format!(
                 "--- scheduler log, last 60 lines:\n{}\n--- CLI commands run:\n{}\n---",
                 self.scheduler_log(60),
