@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use drover_scheduler::access::Role;
-use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair};
 
-use crate::tls::{params, read, write};
+use crate::tls::{params, read, role_san, write};
 
 /// The roles `--role` takes.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +103,6 @@ pub fn issue(a: &IssueArgs) -> Result<Vec<PathBuf>> {
     write(&a.dir, &cert_name, &cert.pem(), false, a.force)?;
     write(&a.dir, &key_name, &key.serialize_pem(), true, a.force)?;
     Ok(vec![a.dir.join(cert_name), a.dir.join(key_name)])
-}
-
-/// The subject alternative name that grants `role`.
-pub(crate) fn role_san(role: Role) -> Result<SanType> {
-    let uri = rcgen::string::Ia5String::try_from(role.uri())
-        .map_err(|e| anyhow!("role URI {}: {e}", role.uri()))?;
-    Ok(SanType::URI(uri))
 }
 
 #[cfg(test)]

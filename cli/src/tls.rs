@@ -269,7 +269,7 @@ pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
             // The bootstrap credential: an admin (drover tls issue makes
             // certificates of lesser roles for people).
             let admin = drover_scheduler::access::Role::Admin;
-            p.subject_alt_names.push(crate::roles::role_san(admin)?);
+            p.subject_alt_names.push(role_san(admin)?);
         }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = gen()?;
@@ -280,4 +280,11 @@ pub fn init(a: &InitArgs) -> Result<Vec<PathBuf>> {
         out(&format!("{role}-key.pem"), &key.serialize_pem(), true)?;
     }
     Ok(files)
+}
+
+/// The subject alternative name that grants `role`.
+pub(crate) fn role_san(role: drover_scheduler::access::Role) -> Result<rcgen::SanType> {
+    let uri = rcgen::string::Ia5String::try_from(role.uri())
+        .map_err(|e| anyhow!("role URI {}: {e}", role.uri()))?;
+    Ok(rcgen::SanType::URI(uri))
 }

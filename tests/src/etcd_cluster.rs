@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use drover_agent::net::Netns;
 
 use crate::etcd::ETCD_BIN;
-use crate::hosts::procs::{in_netns, run_in};
+use crate::netns_exec::{in_netns, run_in};
 
 /// How long the cluster may take to elect a leader and serve.
 const START_DEADLINE: Duration = Duration::from_secs(60);

@@ -11,6 +11,7 @@ pub mod dev;
 mod dev_in;
 pub mod etcd_cluster;
 pub mod hosts;
+mod netns_exec;
 pub mod procs;
 pub mod runtime;
 pub mod sim;

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use drover_tests::{drover_bin, poll_until, skydns};
 
-/// Scheduler replicas. The script defaults to 2 (scheduler HA); until HA is
-/// merged this test runs one.
-const SCHEDULERS: &str = "1";
+/// Scheduler replicas (one leads, the other stands by), as the script's
+/// default.
+const SCHEDULERS: &str = "2";
 /// Agent hosts.
 const AGENTS: usize = 3;
 

@@ -128,10 +128,9 @@ impl ChildSteps {
         // pivot_root, umount2, mount, stat, sethostname, setsid, setrlimit, prctl,
         // close_range, seccomp, and raw setgroups, setns, setresgid, setresuid) on
         // memory prepared before the fork (the closure owns its copy of the
-        // prepared root's strings), and
-        // allocates nothing: errors are reported through
-        // `io::Error::last_os_error`, which does not allocate. The cgroup
-        // descriptors stay open in the supervisor until after the spawn.
+        // prepared root's strings), and allocates nothing: errors are reported
+        // through `io::Error::last_os_error`, which does not allocate. The
+        // cgroup descriptors stay open in the supervisor until after the spawn.
         unsafe {
             command.pre_exec(move || {
                 // First, so that everything below is already charged to, and
