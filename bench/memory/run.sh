@@ -96,7 +96,7 @@ echo "allocations running: $running"
 sleep 5
 sum=0
 count=0
-for pid in $(ps -eo pid=,comm=,args= | awk -v d="$work/agent" '$2 == "drover" && $4 == "__supervise" && index($0, d) {print $1}'); do
+for pid in $(ps -eo pid=,comm=,args= | awk -v d="$work/agent" '$4 == "__supervise" && index($0, d) {print $1}'); do
     kib="$(rss_kib "$pid" 2>/dev/null || echo 0)"
     sum=$((sum + kib))
     count=$((count + 1))
