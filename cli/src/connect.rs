@@ -84,7 +84,7 @@ pub(crate) async fn channel(opts: &ClientOpts) -> Result<Channel> {
             (None, Some(e)) => return Err(e),
             (None, None) => bail!("--addr {:?}: no scheduler answered", opts.addr),
             (Some(why), _) if tokio::time::Instant::now() >= deadline => bail!(
-                "no leading scheduler among {} after {}s ({why}); is a majority of etcd up,                  and is any scheduler running?",
+                "no leading scheduler among {} after {}s ({why}); is a majority of etcd up, and is any scheduler running?",
                 addrs.join(","),
                 LEADER_WAIT.as_secs()
             ),

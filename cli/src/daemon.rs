@@ -428,22 +428,63 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let discovery = a.discovery.discovery()?;
     let etcd_tls = a.etcd_tls.load(&a.etcd)?;
     let store = Store::connect_with(&a.etcd, &a.prefix, etcd_tls).await?;
-    let core = Core::with_placement(
-        store,
-        a.timing.timing()?,
-        subnets,
-        discovery,
-        a.placement.config(),
-    );
-    core.require_node_certs(a.require_node_certs);
-    let listener = bind("--listen", a.listen).await?;
+    let mut listener = bind("--listen", a.listen).await?;
     let bound = listener.local_addr()?;
     let candidacy = a.ha.candidacy(bound)?;
     if let Some(path) = &a.addr_file {
         write_addr(path, bound)?;
     }
-    drover_scheduler::leader::serve_elected(core, candidacy, listener, shutdown, tls).await?;
-    Ok(())
+    // One term per pass: a replica whose term ended (its lease lapsed,
+    // etcd unreachable, the key gone) starts again from a fresh core as a
+    // follower on the same address, and campaigns again; nothing of the
+    // lost term's memory is kept.
+    loop {
+        let core = Core::with_placement(
+            store.clone(),
+            a.timing.timing()?,
+            subnets,
+            discovery.clone(),
+            a.placement.config(),
+        );
+        core.require_node_certs(a.require_node_certs);
+        let term = shutdown.child_token();
+        let served = drover_scheduler::leader::serve_elected(
+            core,
+            candidacy.clone(),
+            listener,
+            term,
+            tls.clone(),
+        )
+        .await;
+        match served {
+            Err(error @ drover_scheduler::leader::LeaderError::Lost { .. })
+                if !shutdown.is_cancelled() =>
+            {
+                tracing::warn!(%error, "serving again as a follower");
+            }
+            other => return Ok(other?),
+        }
+        listener = rebind(bound).await?;
+    }
+}
+
+/// Binds `addr` again once the server of a lost term has let it go.
+async fn rebind(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(anyhow!(
+                    "--listen {addr}: binding again after a lost term: {e}"
+                ))
+            }
+        }
+    }
 }
 
 /// `drover agent`.

@@ -67,7 +67,7 @@ impl Gate {
 pub fn refusal(leader: Option<&str>) -> Status {
     let Some(addr) = leader else {
         return Status::unavailable(
-            "not the leader; no leader is elected yet (an election is under way): retry",
+            "not the leader; no leader is elected yet (an election is under way, or the replicas cannot reach etcd): retry, and check the etcd members (etcdctl endpoint health) if it lasts",
         );
     };
     let mut status = Status::unavailable(format!("not the leader; the leader is at {addr}"));

@@ -13,10 +13,12 @@
 //! Losing the term (the leader key deleted or replaced, the lease lapsed,
 //! or the watch on the key broken: in doubt, step down) closes the gate,
 //! stops the loops and ends [`serve_elected`] with
-//! [`LeaderError::Lost`]: the process exits, dropping every agent stream,
-//! and its supervisor (systemd, the harness) starts it again as a
-//! follower. A process leads at most one term: its in-memory state
-//! (connected agents, timers) belongs to that term. A write that a deposed
+//! [`LeaderError::Lost`], dropping every agent stream; `drover scheduler`
+//! then serves again as a follower with a fresh [`Core`] and campaigns
+//! again (so an etcd outage longer than the lease ends the term, and the
+//! replicas elect a leader again once etcd is back, with no supervisor).
+//! A core serves at most one term: its in-memory state (connected agents,
+//! timers) belongs to that term. A write that a deposed
 //! leader still attempts before it notices is refused by the fence.
 //!
 //! Shutting down while leading resigns (revokes the lease), so another
@@ -28,7 +30,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_store::election::{Election, ElectionError, Leadership};
+use drover_store::election::{Election, Leadership};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -79,21 +81,12 @@ impl Candidacy {
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
     /// The term ended while leading: the process must exit.
-    #[error("scheduler {advertise} lost the leadership (term {fence}); exiting so that its supervisor restarts it as a follower")]
+    #[error("scheduler {advertise} lost the leadership (term {fence}); it stopped acting")]
     Lost {
         /// This replica's address.
         advertise: String,
         /// The fencing token of the term that ended.
         fence: i64,
-    },
-    /// The election could not be observed.
-    #[error("scheduler {advertise}: {source}")]
-    Election {
-        /// This replica's address.
-        advertise: String,
-        /// Why.
-        #[source]
-        source: ElectionError,
     },
     /// The gRPC server failed.
     #[error(transparent)]
@@ -122,14 +115,6 @@ pub async fn serve_elected(
     if let Err(error) = election.clear_own_stale().await {
         tracing::warn!(%error, "cannot check the leader key for one of an earlier run");
     }
-    let observed = election
-        .observe()
-        .await
-        .map_err(|source| LeaderError::Election {
-            advertise: candidacy.advertise.clone(),
-            source,
-        })?;
-    tokio::spawn(follow_leader(observed, role.clone(), shutdown.clone()));
     let mut server = tokio::spawn(serve_api(
         core.clone(),
         listener,
@@ -137,6 +122,16 @@ pub async fn serve_elected(
         tls,
         Gate::new(gate),
     ));
+    // Until the store answers (etcd down at start, or after a lost term)
+    // the gate refuses with no leader named.
+    let observed = tokio::select! {
+        o = observe(&election, &shutdown) => o,
+        ended = &mut server => return server_ended(ended),
+    };
+    let Some(observed) = observed else {
+        return server_ended(server.await);
+    };
+    tokio::spawn(follow_leader(observed, role.clone(), shutdown.clone()));
     tracing::info!(advertise = %candidacy.advertise, ttl_s = candidacy.ttl_secs(), "campaigning for the scheduler leadership");
     let leadership = tokio::select! {
         won = campaign(&election, &shutdown) => won,
@@ -197,6 +192,27 @@ async fn campaign(election: &Election, shutdown: &CancellationToken) -> Option<L
             won = election.campaign() => match won {
                 Ok(leadership) => return Some(leadership),
                 Err(error) => tracing::warn!(%error, retry_in_ms = CAMPAIGN_RETRY.as_millis() as u64, "campaign failed"),
+            },
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(CAMPAIGN_RETRY) => {}
+        }
+    }
+}
+
+/// Watches the leader key, trying again while the store cannot be
+/// reached; `None` on shutdown.
+async fn observe(
+    election: &Election,
+    shutdown: &CancellationToken,
+) -> Option<watch::Receiver<Option<drover_store::election::Leader>>> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            observed = election.observe() => match observed {
+                Ok(observed) => return Some(observed),
+                Err(error) => tracing::warn!(%error, retry_in_ms = CAMPAIGN_RETRY.as_millis() as u64, "cannot watch the leader key"),
             },
         }
         tokio::select! {
