@@ -376,3 +376,47 @@ async fn a_restarted_replica_clears_its_own_stale_key_only() {
     );
     term.resign().await.unwrap();
 }
+
+/// A leader's writes carry its term's fence, one more compare in every
+/// store transaction: a job larger than one transaction must still be
+/// split within etcd's limit on compares (it was not: `too many operations
+/// in txn request` for any job of more than 127 instances).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_on_real_etcd_places_a_job_larger_than_one_transaction() {
+    let etcd = drover_tests::etcd::RealEtcd::start().await.unwrap();
+    let prefix = format!("/{}/", unique_name("ha-big"));
+    let leader = replica(&etcd.endpoints(), &prefix).await;
+    one_leader(&[&leader]).await;
+    let spec = drover_tests::sim::NodeSpec {
+        cpu_millis: 1_000_000,
+        memory_mb: 1_000_000,
+        ..Default::default()
+    };
+    let sim = drover_tests::sim::Sim::start(&format!("http://{}", leader.addr), 4, spec)
+        .await
+        .unwrap();
+    poll_async(|| async { (sim.counts().registered == 4).then_some(()) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    std::fs::write(
+        &path,
+        "name = \"big\"\n[[group]]\nname = \"g\"\ncount = 300\n[[group.task]]\nname = \"t\"\n\
+         command = [\"/bin/true\"]\nresources = { cpu_millis = 10, memory_mb = 8 }\n",
+    )
+    .unwrap();
+    let (addr, file) = (leader.addr.clone(), path.display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        run_drover(&["job", "run", "--detach", &file, "--addr", &addr])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "a 300-instance job on a fenced leader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll_async(|| async { (sim.allocs("running").len() == 300).then_some(()) }).await;
+    sim.stop();
+    leader.stop.cancel();
+    let _ = leader.task.await;
+}

@@ -316,6 +316,12 @@ fn txn_validation_is_all_or_nothing() {
         failure: vec![],
     };
     assert_eq!(s.txn(&many).unwrap_err(), StoreError::TooManyOps);
+    let many_compares = TxnRequest {
+        compare: vec![Compare::default(); MAX_TXN_OPS + 1],
+        success: vec![put_op(b"a", b"1")],
+        failure: vec![],
+    };
+    assert_eq!(s.txn(&many_compares).unwrap_err(), StoreError::TooManyOps);
     let nested = TxnRequest {
         compare: vec![],
         success: vec![RequestOp {

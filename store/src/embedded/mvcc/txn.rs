@@ -106,7 +106,11 @@ impl Store {
 }
 
 fn check_txn_shape(req: &TxnRequest) -> Result<(), StoreError> {
-    if req.success.len() > MAX_TXN_OPS || req.failure.len() > MAX_TXN_OPS {
+    // As etcd: compares count as well as each branch's operations.
+    if req.compare.len() > MAX_TXN_OPS
+        || req.success.len() > MAX_TXN_OPS
+        || req.failure.len() > MAX_TXN_OPS
+    {
         return Err(StoreError::TooManyOps);
     }
     for op in req.success.iter().chain(&req.failure) {
