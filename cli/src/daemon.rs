@@ -428,8 +428,11 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let discovery = a.discovery.discovery()?;
     let etcd_tls = a.etcd_tls.load(&a.etcd)?;
     let store = Store::connect_with(&a.etcd, &a.prefix, etcd_tls).await?;
-    let mut listener = bind("--listen", a.listen).await?;
+    let listener = bind("--listen", a.listen).await?;
     let bound = listener.local_addr()?;
+    // Kept open across terms: a client that connects between two terms
+    // waits in the backlog for the next term's server, not refused.
+    let socket = listener.into_std()?;
     let candidacy = a.ha.candidacy(bound)?;
     if let Some(path) = &a.addr_file {
         write_addr(path, bound)?;
@@ -448,6 +451,9 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
         );
         core.require_node_certs(a.require_node_certs);
         let term = shutdown.child_token();
+        let listener = socket.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let served = drover_scheduler::leader::serve_elected(
             core,
             candidacy.clone(),
@@ -463,26 +469,6 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
                 tracing::warn!(%error, "serving again as a follower");
             }
             other => return Ok(other?),
-        }
-        listener = rebind(bound).await?;
-    }
-}
-
-/// Binds `addr` again once the server of a lost term has let it go.
-async fn rebind(addr: std::net::SocketAddr) -> Result<TcpListener> {
-    let mut tries = 0;
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(listener) => return Ok(listener),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => {
-                return Err(anyhow!(
-                    "--listen {addr}: binding again after a lost term: {e}"
-                ))
-            }
         }
     }
 }

@@ -30,7 +30,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_store::election::{Election, Leadership};
+use drover_store::election::{Election, ElectionError, Leadership};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -88,6 +88,15 @@ pub enum LeaderError {
         /// The fencing token of the term that ended.
         fence: i64,
     },
+    /// etcd refused to let this replica watch the leader key.
+    #[error("scheduler {advertise}: {source}")]
+    Election {
+        /// This replica's address.
+        advertise: String,
+        /// Why.
+        #[source]
+        source: ElectionError,
+    },
     /// The gRPC server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -128,8 +137,16 @@ pub async fn serve_elected(
         o = observe(&election, &shutdown) => o,
         ended = &mut server => return server_ended(ended),
     };
-    let Some(observed) = observed else {
-        return server_ended(server.await);
+    let observed = match observed {
+        Some(Ok(observed)) => observed,
+        Some(Err(source)) => {
+            shutdown.cancel();
+            return Err(LeaderError::Election {
+                advertise: candidacy.advertise.clone(),
+                source,
+            });
+        }
+        None => return server_ended(server.await),
     };
     tokio::spawn(follow_leader(observed, role.clone(), shutdown.clone()));
     tracing::info!(advertise = %candidacy.advertise, ttl_s = candidacy.ttl_secs(), "campaigning for the scheduler leadership");
@@ -202,16 +219,18 @@ async fn campaign(election: &Election, shutdown: &CancellationToken) -> Option<L
 }
 
 /// Watches the leader key, trying again while the store cannot be
-/// reached; `None` on shutdown.
+/// reached; `None` on shutdown, an error when etcd refuses this replica
+/// (its credentials), which trying again does not mend.
 async fn observe(
     election: &Election,
     shutdown: &CancellationToken,
-) -> Option<watch::Receiver<Option<drover_store::election::Leader>>> {
+) -> Option<Result<watch::Receiver<Option<drover_store::election::Leader>>, ElectionError>> {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return None,
             observed = election.observe() => match observed {
-                Ok(observed) => return Some(observed),
+                Ok(observed) => return Some(Ok(observed)),
+                Err(error) if refused(&error) => return Some(Err(error)),
                 Err(error) => tracing::warn!(%error, retry_in_ms = CAMPAIGN_RETRY.as_millis() as u64, "cannot watch the leader key"),
             },
         }
@@ -220,6 +239,24 @@ async fn observe(
             () = tokio::time::sleep(CAMPAIGN_RETRY) => {}
         }
     }
+}
+
+/// Whether etcd refused the request (permissions, authentication) rather
+/// than failed to answer it.
+fn refused(error: &ElectionError) -> bool {
+    let source = match error {
+        ElectionError::Etcd { source, .. } => source,
+        ElectionError::Store {
+            source: drover_store::StoreError::Etcd { source, .. },
+            ..
+        } => source,
+        _ => return false,
+    };
+    matches!(
+        source,
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(s.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated)
+    )
 }
 
 /// Keeps a follower's role naming the leader the store shows.
