@@ -193,6 +193,12 @@ pub async fn serve_elected(
     role.send_replace(Role::Following { leader: None });
     term.cancel();
     shutdown.cancel();
+    // The agents' streams end now (a graceful drain would keep them on
+    // this term's core): they register with whoever leads next.
+    core.registry().close_all(&tonic::Status::unavailable(
+        "this scheduler's leader term ended; reconnect",
+    ));
+    server.abort();
     tracing::error!(advertise = %candidacy.advertise, fence = fence.revision, "leadership lost: stopped acting; exiting");
     Err(LeaderError::Lost {
         advertise: candidacy.advertise,

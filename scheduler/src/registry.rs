@@ -71,6 +71,23 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// Ends every agent's stream with `status` (this scheduler stopped
+    /// leading): each agent reconnects, to whoever leads now.
+    pub fn close_all(&self, status: &Status) {
+        let links: Vec<(String, Outbound)> = lock(&self.links)
+            .drain()
+            .map(|(node, link)| (node, link.tx))
+            .collect();
+        for (node_id, tx) in links {
+            let status = status.clone();
+            tokio::spawn(async move {
+                if tx.send(Err(status)).await.is_err() {
+                    tracing::debug!(node_id, "agent stream already closed");
+                }
+            });
+        }
+    }
+
     /// Links `node_id` to a new session sending on `tx`, replacing any
     /// older link of the node.
     pub fn connect(&self, node_id: &str, tx: Outbound) -> Session {
