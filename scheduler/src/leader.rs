@@ -199,7 +199,7 @@ pub async fn serve_elected(
         "this scheduler's leader term ended; reconnect",
     ));
     server.abort();
-    tracing::error!(advertise = %candidacy.advertise, fence = fence.revision, "leadership lost: stopped acting; exiting");
+    tracing::error!(advertise = %candidacy.advertise, fence = fence.revision, "leadership lost: stopped acting and ended the agents' streams");
     Err(LeaderError::Lost {
         advertise: candidacy.advertise,
         fence: fence.revision,
