@@ -8,7 +8,7 @@
 //! RSS. With `--nodes 10000 --instances 100000` the RSS is the memory
 //! figure of issue #13.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,78 @@ use drover_tests::sim::{NodeSpec, Received, Sim};
 const TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The scheduler process, killed on drop.
-struct Scheduler(Child);
+pub(crate) struct Scheduler(pub(crate) Child);
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A real etcd, a `drover scheduler` on it, and simulated nodes
+/// registered with it; dropped in that order reversed (nodes first).
+pub(crate) struct SimCluster {
+    pub(crate) sim: Sim,
+    pub(crate) sched: Scheduler,
+    pub(crate) url: String,
+    /// How long the nodes took to register.
+    pub(crate) registered_in: Duration,
+    _dir: tempfile::TempDir,
+    pub(crate) etcd: RealEtcd,
+}
+
+impl SimCluster {
+    /// Starts etcd and `bin scheduler` with `flags` (heartbeat, grace),
+    /// then `nodes` simulated nodes of 64 cores and 128 GiB, and waits
+    /// until all have registered.
+    pub(crate) async fn start(bin: &Path, nodes: usize, flags: &[&str]) -> Result<SimCluster> {
+        let etcd = RealEtcd::start().await?;
+        let dir = tempfile::tempdir()?;
+        let addr_file = dir.path().join("scheduler.addr");
+        let log = std::fs::File::create(dir.path().join("scheduler.log"))?;
+        let child = Command::new(bin)
+            .args([
+                "scheduler",
+                "--etcd",
+                etcd.endpoint(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .args(["--cluster-cidr", "10.0.0.0/8", "--log", "warn"])
+            .args(flags)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let sched = Scheduler(child);
+        let url = format!(
+            "http://{}",
+            wait_for(|| std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| s.ends_with('\n')))
+            .await?
+            .trim()
+        );
+        let spec = NodeSpec {
+            cpu_millis: 64_000,
+            memory_mb: 131_072,
+            nodes_per_connection: 50,
+            ..NodeSpec::default()
+        };
+        let t0 = Instant::now();
+        let sim = Sim::start(&url, nodes, spec).await?;
+        wait_for(|| (sim.counts().registered == nodes).then_some(())).await?;
+        Ok(SimCluster {
+            sim,
+            sched,
+            url,
+            registered_in: t0.elapsed(),
+            _dir: dir,
+            etcd,
+        })
     }
 }
 
@@ -49,45 +115,16 @@ pub async fn run(args: &[String]) -> Result<()> {
         Some(b) => b,
         None => drover_tests::drover_bin(),
     };
-    let etcd = RealEtcd::start().await?;
-    let dir = tempfile::tempdir()?;
-    let addr_file = dir.path().join("scheduler.addr");
-    let log = std::fs::File::create(dir.path().join("scheduler.log"))?;
-    let child = Command::new(&bin)
-        .args([
-            "scheduler",
-            "--etcd",
-            etcd.endpoint(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .args(["--cluster-cidr", "10.0.0.0/8", "--log", "warn"])
-        .args(["--heartbeat-ms", "5000", "--node-grace-ms", "60000"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let sched = Scheduler(child);
-    let url = format!(
-        "http://{}",
-        wait_for(|| std::fs::read_to_string(&addr_file).ok())
-            .await?
-            .trim()
-    );
-    let spec = NodeSpec {
-        cpu_millis: 64_000,
-        memory_mb: 131_072,
-        nodes_per_connection: 50,
-        ..NodeSpec::default()
-    };
-    let t0 = Instant::now();
-    let sim = Sim::start(&url, nodes, spec).await?;
-    wait_for(|| (sim.counts().registered == nodes).then_some(())).await?;
+    let cluster = SimCluster::start(
+        &bin,
+        nodes,
+        &["--heartbeat-ms", "5000", "--node-grace-ms", "60000"],
+    )
+    .await?;
+    let (sim, sched, url) = (&cluster.sim, &cluster.sched, &cluster.url);
     println!(
         "e2e: {nodes} simulated nodes registered in {:.1} s",
-        t0.elapsed().as_secs_f64()
+        cluster.registered_in.as_secs_f64()
     );
 
     let mut jobs = pb::job_service_client::JobServiceClient::new(
@@ -150,7 +187,7 @@ fn job(count: u32) -> pb::Job {
 }
 
 /// Polls `check` every 10 ms until it gives a value, for [`TIMEOUT`].
-async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Result<T> {
+pub(crate) async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Result<T> {
     let end = Instant::now() + TIMEOUT;
     loop {
         if let Some(v) = check() {

@@ -10,26 +10,16 @@
 //! scheduler lists every node down: the detection time of a loss.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use drover_proto::v1 as pb;
-use drover_tests::etcd::RealEtcd;
-use drover_tests::sim::{NodeSpec, Sim};
+use drover_tests::sim::Sim;
+
+use crate::e2e::SimCluster;
 
 /// Longest wait for registration or detection.
 const TIMEOUT: Duration = Duration::from_secs(900);
-
-/// The scheduler process, killed on drop.
-struct Scheduler(Child);
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What the run was asked for.
 struct Args {
@@ -100,49 +90,18 @@ const TICKS_PER_SEC: f64 = 100.0;
 pub async fn run(args: &[String]) -> Result<()> {
     let a = parse(args)?;
     let bin = a.drover.clone().unwrap_or_else(drover_tests::drover_bin);
-    let etcd = RealEtcd::start().await?;
-    let dir = tempfile::tempdir()?;
-    let addr_file = dir.path().join("scheduler.addr");
-    let log = std::fs::File::create(dir.path().join("scheduler.log"))?;
-    let child = Command::new(&bin)
-        .args([
-            "scheduler",
-            "--etcd",
-            etcd.endpoint(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .args(["--cluster-cidr", "10.0.0.0/8", "--log", "warn"])
-        .args(["--heartbeat-ms", &a.heartbeat_ms.to_string()])
-        .args(["--node-grace-ms", &a.grace_ms.to_string()])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let sched = Scheduler(child);
-    let url = format!(
-        "http://{}",
-        wait_for(|| std::fs::read_to_string(&addr_file)
-            .ok()
-            .filter(|s| s.ends_with('\n')))
-        .await?
-        .trim()
-    );
-    let spec = NodeSpec {
-        cpu_millis: 64_000,
-        memory_mb: 131_072,
-        nodes_per_connection: 50,
-        ..NodeSpec::default()
-    };
-    let t0 = Instant::now();
-    let sim = Sim::start(&url, a.nodes, spec).await?;
-    wait_for(|| (sim.counts().registered == a.nodes).then_some(())).await?;
+    let (heartbeat, grace) = (a.heartbeat_ms.to_string(), a.grace_ms.to_string());
+    let cluster = SimCluster::start(
+        &bin,
+        a.nodes,
+        &["--heartbeat-ms", &heartbeat, "--node-grace-ms", &grace],
+    )
+    .await?;
+    let (sim, sched, url, etcd) = (&cluster.sim, &cluster.sched, &cluster.url, &cluster.etcd);
     println!(
         "liveness: {} simulated nodes registered in {:.1} s (heartbeat {} ms, grace {} ms)",
         a.nodes,
-        t0.elapsed().as_secs_f64(),
+        cluster.registered_in.as_secs_f64(),
         a.heartbeat_ms,
         a.grace_ms
     );
@@ -163,7 +122,7 @@ pub async fn run(args: &[String]) -> Result<()> {
         bytes,
         bytes / a.nodes as f64
     );
-    let down = detection(&url, &sim, a.nodes).await?;
+    let down = detection(url, sim, a.nodes).await?;
     println!(
         "liveness: every stream ended at once: all {} nodes listed down after {:.1} s (grace {} ms)",
         a.nodes,
@@ -197,19 +156,5 @@ async fn detection(url: &str, sim: &Sim, nodes: usize) -> Result<Duration> {
             bail!("only {down} of {nodes} nodes down after {TIMEOUT:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls `check` every 10 ms until it gives a value, for [`TIMEOUT`].
-async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Result<T> {
-    let end = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() > end {
-            bail!("gave up after {TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
