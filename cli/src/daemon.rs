@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use drover_agent::AgentConfig;
+use drover_scheduler::gate::Role;
 use drover_scheduler::{Core, Timing};
 use drover_store::embedded::EmbeddedEtcd;
 use drover_store::Store;
@@ -369,11 +370,24 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let core = Core::with_placement(store, a.timing.timing()?, subnets, zone, placing);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
-    write_addr(&a.data_dir.join("scheduler.addr"), addr)?;
-    // One replica: it campaigns and wins at once.
+    // One replica: it campaigns and wins at once; `scheduler.addr`
+    // appears when it leads.
     let candidacy = drover_scheduler::leader::Candidacy::single(addr);
-    let elected = drover_scheduler::leader::serve_elected;
-    let sched_task = tokio::spawn(elected(core, candidacy, listener, shutdown.clone(), None));
+    let (role, settled) = tokio::sync::watch::channel(Role::Following { leader: None });
+    tokio::spawn(write_addr_when_settled(
+        settled,
+        a.data_dir.join("scheduler.addr"),
+        addr,
+    ));
+    let elected = drover_scheduler::leader::serve_elected_reporting;
+    let sched_task = tokio::spawn(elected(
+        core,
+        candidacy,
+        listener,
+        shutdown.clone(),
+        None,
+        std::sync::Arc::new(role),
+    ));
 
     let agent = AgentConfig {
         scheduler: format!("http://{addr}"),
@@ -434,8 +448,10 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     // waits in the backlog for the next term's server, not refused.
     let socket = listener.into_std()?;
     let candidacy = a.ha.candidacy(bound)?;
-    if let Some(path) = &a.addr_file {
-        write_addr(path, bound)?;
+    let (role, settled) = tokio::sync::watch::channel(Role::Following { leader: None });
+    let role = std::sync::Arc::new(role);
+    if let Some(path) = a.addr_file.clone() {
+        tokio::spawn(write_addr_when_settled(settled, path, bound));
     }
     // One term per pass: a replica whose term ended (its lease lapsed,
     // etcd unreachable, the key gone) starts again from a fresh core as a
@@ -454,12 +470,13 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
         let listener = socket.try_clone()?;
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
-        let served = drover_scheduler::leader::serve_elected(
+        let served = drover_scheduler::leader::serve_elected_reporting(
             core,
             candidacy.clone(),
             listener,
             term,
             tls.clone(),
+            role.clone(),
         )
         .await;
         match served {
@@ -470,6 +487,27 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
             }
             other => return Ok(other?),
         }
+    }
+}
+
+/// Writes `--addr-file` once the election has an outcome (this replica
+/// leads, or it knows the leader), so that whoever waits for the file
+/// finds a replica that answers rather than one refusing with "no leader
+/// is elected yet".
+async fn write_addr_when_settled(
+    mut role: tokio::sync::watch::Receiver<Role>,
+    path: PathBuf,
+    addr: std::net::SocketAddr,
+) {
+    let settled = role
+        .wait_for(|r| !matches!(r, Role::Following { leader: None }))
+        .await
+        .is_ok();
+    if !settled {
+        return;
+    }
+    if let Err(error) = write_addr(&path, addr) {
+        tracing::error!(path = %path.display(), error = %format!("{error:#}"), "cannot write the address file");
     }
 }
 

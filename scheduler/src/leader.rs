@@ -112,8 +112,25 @@ pub async fn serve_elected(
     shutdown: CancellationToken,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(), LeaderError> {
-    let (role, gate) = watch::channel(Role::Following { leader: None });
-    let role = Arc::new(role);
+    let (role, _) = watch::channel(Role::Following { leader: None });
+    serve_elected_reporting(core, candidacy, listener, shutdown, tls, Arc::new(role)).await
+}
+
+/// [`serve_elected`], publishing this replica's [`Role`] on `role` as it
+/// changes (it starts as a follower with no leader known), so that the
+/// caller can tell when the election has an outcome (e.g. to announce
+/// that the replica is ready only then). `role` may outlive one term and
+/// serve the next.
+pub async fn serve_elected_reporting(
+    core: Arc<Core>,
+    candidacy: Candidacy,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    role: Arc<watch::Sender<Role>>,
+) -> Result<(), LeaderError> {
+    role.send_replace(Role::Following { leader: None });
+    let gate = role.subscribe();
     let election = Election::new(
         core.store().clone(),
         &candidacy.advertise,
