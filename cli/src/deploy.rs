@@ -14,9 +14,6 @@ use tonic::transport::Channel;
 use crate::connect::{channel, status_error};
 use crate::{ClientOpts, Output};
 
-/// How often `job run` looks at a deployment it follows.
-const FOLLOW_EVERY: Duration = Duration::from_millis(250);
-
 async fn client(
     opts: &ClientOpts,
 ) -> Result<pb::deployment_service_client::DeploymentServiceClient<Channel>> {
@@ -106,51 +103,146 @@ pub async fn latest_lines(opts: &ClientOpts, job: &str) -> Option<Vec<String>> {
     Some(lines)
 }
 
-/// Follows job `job`'s deployment of `version` until it ends, if there is
-/// one; fails when it does not succeed.
-pub async fn follow(opts: &ClientOpts, job: &str, version: u64) -> Result<()> {
-    let mut c = client(opts).await?;
-    let live = opts.output == Output::Table && std::io::stdout().is_terminal();
-    let mut shown: Vec<String> = Vec::new();
-    loop {
-        let Some(d) = get(&mut c, job, version).await? else {
-            return Ok(());
-        };
-        let mut lines = vec![headline(&d)];
-        lines.extend(group_lines(&d));
-        if lines != shown && opts.output == Output::Table {
-            if live {
-                let mut out = std::io::stdout().lock();
-                if !shown.is_empty() {
-                    // Back to the first line of the view, then redraw it.
-                    let _ = write!(out, "\x1b[{}A", shown.len());
-                }
-                for l in &lines {
-                    let _ = writeln!(out, "\x1b[2K{l}");
-                }
-                let _ = out.flush();
-            } else {
-                for l in &lines {
-                    outln!("{l}");
-                }
+/// How long `job run` waits before watching a deployment again when the
+/// scheduler ended the watch early (a new leader), and how many times in
+/// a row it tries before giving up.
+const REWATCH_AFTER: Duration = Duration::from_millis(250);
+const REWATCH_TRIES: u32 = 40;
+
+/// What `job run` shows of a deployment it follows: a view redrawn in
+/// place on a terminal, a plain block of lines per change otherwise.
+struct View {
+    live: bool,
+    table: bool,
+    shown: Vec<String>,
+}
+
+impl View {
+    fn show(&mut self, d: &pb::Deployment) {
+        let mut lines = vec![headline(d)];
+        lines.extend(group_lines(d));
+        if lines == self.shown || !self.table {
+            return;
+        }
+        if self.live {
+            let mut out = std::io::stdout().lock();
+            if !self.shown.is_empty() {
+                // Back to the first line of the view, then redraw it.
+                let _ = write!(out, "\x1b[{}A", self.shown.len());
             }
-            shown = lines;
+            for l in &lines {
+                let _ = writeln!(out, "\x1b[2K{l}");
+            }
+            let _ = out.flush();
+        } else {
+            for l in &lines {
+                outln!("{l}");
+            }
         }
-        match d.status.as_str() {
-            "running" => tokio::time::sleep(FOLLOW_EVERY).await,
-            "successful" => return Ok(()),
-            _ if d.reverted_to > 0 => bail!(
-                "deployment of job {job:?} version {version} {}: {}; reverted to version {}",
-                d.status,
-                d.description,
-                d.reverted_to
-            ),
-            _ => bail!(
-                "deployment of job {job:?} version {version} {}: {}",
-                d.status,
-                d.description
-            ),
+        self.shown = lines;
+    }
+}
+
+/// How one watch of a deployment ended.
+enum Watched {
+    /// The deployment is over (or there is none): how it ended.
+    Over(Option<pb::Deployment>),
+    /// The scheduler ended the watch first (`progressed`: after at least
+    /// one message).
+    Broken { why: String, progressed: bool },
+}
+
+/// Follows job `job`'s deployment of `version` until it ends, if there is
+/// one, over the scheduler's watch stream (each change is shown as it
+/// happens); fails when it does not succeed.
+pub async fn follow(opts: &ClientOpts, job: &str, version: u64) -> Result<()> {
+    let mut view = View {
+        live: opts.output == Output::Table && std::io::stdout().is_terminal(),
+        table: opts.output == Output::Table,
+        shown: Vec::new(),
+    };
+    let mut tries = 0;
+    loop {
+        match watch_once(opts, job, version, &mut view).await? {
+            Watched::Over(None) => return Ok(()),
+            Watched::Over(Some(d)) => return outcome(job, version, &d),
+            Watched::Broken { why, progressed } => {
+                tries = if progressed { 1 } else { tries + 1 };
+                if tries > REWATCH_TRIES {
+                    bail!("lost the scheduler while following the deployment of job {job:?} version {version}: {why}");
+                }
+                tracing::debug!(%why, tries, "deployment watch ended early; watching again");
+                tokio::time::sleep(REWATCH_AFTER).await;
+            }
         }
+    }
+}
+
+/// One watch of the deployment, shown on `view` as it changes.
+async fn watch_once(
+    opts: &ClientOpts,
+    job: &str,
+    version: u64,
+    view: &mut View,
+) -> Result<Watched> {
+    let broken = |why: String, progressed| Ok(Watched::Broken { why, progressed });
+    let mut c = match client(opts).await {
+        Ok(c) => c,
+        Err(e) => return broken(format!("{e:#}"), false),
+    };
+    let request = pb::WatchDeploymentRequest {
+        job: job.to_string(),
+        version,
+    };
+    let mut stream = match c.watch(request).await {
+        Ok(s) => s.into_inner(),
+        Err(s) if transient(&s) => return broken(s.message().to_string(), false),
+        Err(s) => return Err(status_error(s)),
+    };
+    let mut progressed = false;
+    loop {
+        let got = match stream.message().await {
+            Ok(Some(got)) => got,
+            Ok(None) => return broken("the watch ended".into(), progressed),
+            Err(s) if transient(&s) => return broken(s.message().to_string(), progressed),
+            Err(s) => return Err(status_error(s)),
+        };
+        progressed = true;
+        let Some(d) = got.deployment else {
+            return Ok(Watched::Over(None));
+        };
+        view.show(&d);
+        if d.status != "running" {
+            return Ok(Watched::Over(Some(d)));
+        }
+    }
+}
+
+/// A refusal that watching again may mend (a leader change, a stream cut).
+fn transient(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    )
+}
+
+/// `Ok` for a successful deployment; the error `job run` ends with
+/// otherwise.
+fn outcome(job: &str, version: u64, d: &pb::Deployment) -> Result<()> {
+    match d.status.as_str() {
+        "successful" => Ok(()),
+        _ if d.reverted_to > 0 => bail!(
+            "deployment of job {job:?} version {version} {}: {}; reverted to version {}",
+            d.status,
+            d.description,
+            d.reverted_to
+        ),
+        _ => bail!(
+            "deployment of job {job:?} version {version} {}: {}",
+            d.status,
+            d.description
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Deployments end to end through `drover dev`: a rolling update of 6
 //! instances with `max_parallel = 2` whose healthy count, sampled from
-//! `drover job status -o json` the whole time, never drops below 4; a
+//! `drover job status -o json` the whole time, never drops below 4 (and
+//! which `drover job run` follows on a terminal, redrawing its view); a
 //! canary placed beside the old version and promoted; a deployment whose
 //! new version never passes its check, failed at its progress deadline
 //! and reverted to the last stable version, old allocations kept until
@@ -97,6 +98,28 @@ fn wait_deployment(c: &DevCluster, name: &str, status: &str) -> Value {
     )
 }
 
+/// Runs `drover ARGS --addr <cluster>` on a pseudo-terminal (util-linux
+/// `script`), as a person at a terminal would; its output as the terminal
+/// showed it.
+fn on_terminal(c: &DevCluster, args: &[&str]) -> std::process::Output {
+    let mut line = vec![drover_tests::drover_bin().display().to_string()];
+    line.extend(args.iter().map(|a| (*a).to_string()));
+    line.extend(["--addr".to_string(), c.addr().to_string()]);
+    let quoted: Vec<String> = line.iter().map(|a| format!("'{a}'")).collect();
+    std::process::Command::new("script")
+        .args([
+            "--quiet",
+            "--return",
+            "--command",
+            &quoted.join(" "),
+            "/dev/null",
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs `f` while a thread samples the job's healthy count; returns `f`'s
 /// result and the lowest count seen.
 fn sampling<T>(c: &DevCluster, name: &str, f: impl FnOnce() -> T) -> (T, u64) {
@@ -129,16 +152,25 @@ fn rolling_canary_and_auto_revert() {
     });
     assert_eq!(wait_deployment(&c, &name, "successful")["version"], 1);
 
-    // Rolling update: `job run` follows the deployment to its end.
+    // Rolling update: `job run`, on a terminal, follows the deployment to
+    // its end in a view redrawn in place.
     let v2 = c.write_file("v2.toml", &job(&name, "two", 8080, ROLLING));
-    let (out, low) = sampling(&c, &name, || c.cli(&["job", "run", v2.to_str().unwrap()]));
+    let (out, low) = sampling(&c, &name, || {
+        on_terminal(&c, &["job", "run", v2.to_str().unwrap()])
+    });
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "job run failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("successful"), "{stdout}");
+    assert!(stdout.contains("version 2: successful"), "{stdout}");
+    // Redrawn: the cursor goes back up over the view (2 lines) and each
+    // line is cleared before it is written again.
+    assert!(
+        stdout.contains("\x1b[2A") && stdout.contains("\x1b[2Kdeployment of"),
+        "no live view on a terminal: {stdout:?}"
+    );
     assert!(
         low >= 4,
         "healthy instances dropped to {low} during the rolling update"
@@ -208,9 +240,15 @@ fn fails_and_reverts(c: &DevCluster, name: &str) {
     let v4 = c.write_file("v4.toml", &job(name, "four", 8081, &bad));
     let (out, low) = sampling(c, name, || c.cli(&["job", "run", v4.to_str().unwrap()]));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         !out.status.success(),
         "a failed deployment must fail job run"
+    );
+    // Not on a terminal: plain lines, one block per change, no escapes.
+    assert!(
+        stdout.contains("version 4: running") && !stdout.contains('\x1b'),
+        "{stdout:?}"
     );
     assert!(stderr.contains("reverted to version 3"), "{stderr}");
     assert!(

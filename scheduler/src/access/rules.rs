@@ -56,6 +56,7 @@ pub const RULES: &[Rule] = &[
     ),
     // Deployments and versions.
     rule("/drover.v1.DeploymentService/Get", VIEWER, None),
+    rule("/drover.v1.DeploymentService/Watch", VIEWER, None),
     rule(
         "/drover.v1.DeploymentService/Promote",
         OPERATOR,

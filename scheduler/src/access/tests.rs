@@ -18,6 +18,7 @@ const EXPECTED: &[(&str, &str, bool)] = &[
     ("drover.v1.JobService/Watch", "viewer", false),
     ("drover.v1.JobService/ForcePeriodic", "operator", true),
     ("drover.v1.DeploymentService/Get", "viewer", false),
+    ("drover.v1.DeploymentService/Watch", "viewer", false),
     ("drover.v1.DeploymentService/Promote", "operator", true),
     ("drover.v1.DeploymentService/Fail", "operator", true),
     ("drover.v1.DeploymentService/History", "viewer", false),

@@ -1,13 +1,21 @@
 //! `DeploymentService`: a job's deployments (status, promote, fail) and
 //! its kept versions (history, revert).
 
+use std::pin::Pin;
+
 use drover_proto::v1 as pb;
+use drover_store::{Kind, WatchEvent};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::jobs::check_job;
 use super::{Api, Reply};
 use crate::audit;
 use crate::cluster::DeployError;
+use crate::core::Core;
+use crate::deploy::record::version_key;
 use crate::deploy::summary::summary;
 
 impl From<DeployError> for Status {
@@ -20,6 +28,73 @@ impl From<DeployError> for Status {
     }
 }
 
+/// Messages a deployment watch may hold for a slow client; each is the
+/// whole state, so a client that reads late still gets the latest.
+const WATCH_QUEUE: usize = 4;
+
+type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::GetDeploymentResponse, Status>> + Send + 'static>>;
+
+/// Job `job`'s deployment of `version` (0: the latest) as `Get` shows it.
+async fn view(core: &Core, job: &str, version: u64) -> Result<pb::GetDeploymentResponse, Status> {
+    let cluster = core.cluster();
+    let record = cluster.job(job).await.map_err(Status::from)?;
+    let Some(record) = record else {
+        return Err(Status::not_found(format!("no job named {job:?}")));
+    };
+    let d = cluster
+        .deployment(job, version)
+        .await
+        .map_err(Status::from)?;
+    Ok(pb::GetDeploymentResponse {
+        deployment: d.map(|d| d.to_pb(Some(&record.value.spec))),
+        job_version: record.value.version,
+        job_status: record.value.status.as_str().into(),
+    })
+}
+
+/// Whether a watch has nothing more to say after `v`: no deployment, or
+/// one that is no longer running.
+fn ended(v: &pb::GetDeploymentResponse) -> bool {
+    v.deployment.as_ref().is_none_or(|d| d.status != "running")
+}
+
+/// Sends job `job`'s deployment of `version` again each time its record
+/// changes, until it ends, the client goes, or the watch breaks (the
+/// stream then ends with `UNAVAILABLE` and the client watches again).
+async fn follow(
+    core: &Core,
+    job: &str,
+    version: u64,
+    mut changes: mpsc::Receiver<WatchEvent>,
+    tx: &mpsc::Sender<Result<pb::GetDeploymentResponse, Status>>,
+) {
+    let key = version_key(job, version);
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            () = tx.closed() => return,
+        };
+        match change {
+            Some(WatchEvent::Change(c)) if c.name == key => {}
+            Some(WatchEvent::Change(_)) => continue,
+            None | Some(WatchEvent::Compacted { .. }) => {
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "the deployment watch ended; watch again",
+                    )))
+                    .await;
+                return;
+            }
+        }
+        let now = view(core, job, version).await;
+        let last = now.as_ref().map_or(true, ended);
+        if tx.send(now).await.is_err() || last {
+            return;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::deployment_service_server::DeploymentService for Api {
     async fn get(
@@ -28,20 +103,32 @@ impl pb::deployment_service_server::DeploymentService for Api {
     ) -> Reply<pb::GetDeploymentResponse> {
         let req = req.into_inner();
         check_job(&req.job)?;
-        let cluster = self.core.cluster();
-        let job = cluster.job(&req.job).await.map_err(Status::from)?;
-        let Some(job) = job else {
-            return Err(Status::not_found(format!("no job named {:?}", req.job)));
+        Ok(Response::new(
+            view(&self.core, &req.job, req.version).await?,
+        ))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<pb::WatchDeploymentRequest>) -> Reply<WatchStream> {
+        let req = req.into_inner();
+        check_job(&req.job)?;
+        // Watching before the first read: no change falls between them.
+        let changes = self.core.cluster().watch(Kind::Deployment).await?;
+        let first = view(&self.core, &req.job, req.version).await?;
+        let version = match (req.version, &first.deployment) {
+            (0, Some(d)) => d.version,
+            (v, _) => v,
         };
-        let d = cluster
-            .deployment(&req.job, req.version)
-            .await
-            .map_err(Status::from)?;
-        Ok(Response::new(pb::GetDeploymentResponse {
-            deployment: d.map(|d| d.to_pb(Some(&job.value.spec))),
-            job_version: job.value.version,
-            job_status: job.value.status.as_str().into(),
-        }))
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            let done = ended(&first);
+            if tx.send(Ok(first)).await.is_ok() && !done {
+                follow(&core, &req.job, version, changes, &tx).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn promote(&self, req: Request<pb::PromoteRequest>) -> Reply<pb::PromoteResponse> {
