@@ -12,6 +12,7 @@ pub mod client;
 pub mod election;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod local_peer;
 pub mod mirror;
 mod range;
 mod retry;

@@ -12,6 +12,8 @@
 //! - the host user `nobody` (through `setpriv`) tries to list or read every
 //!   path below the data and certificate directories (walked as root) and
 //!   the environment of the `drover dev` process and of the service;
+//! - the host user `nobody` asks the scheduler and the embedded store on
+//!   loopback for the job and every key: both refuse, naming its uid;
 //! - every state file, log and key below them is 0600, the data directory
 //!   0700.
 
@@ -146,6 +148,21 @@ fn tasks_and_host_users_read_nothing_of_the_cluster() {
     let out = probe_as_nobody(&paths, &[c.pid(), victim_pid]);
     assert_eq!(findings(&out), Vec::<&str>::new(), "nobody could: {out}");
 
+    // Nor through the APIs on loopback: the scheduler and the embedded
+    // store refuse every user but root (and their own), naming the uid.
+    let out = api_as_nobody(&c, &victim);
+    assert!(
+        !out.contains(&secret),
+        "nobody read the secret through an API: {out}"
+    );
+    for api in ["SCHEDULER", "STORE"] {
+        assert!(
+            out.contains(&format!("{api}-REFUSED")) && !out.contains(&format!("{api}-ANSWERED")),
+            "the {api} answered nobody: {out}"
+        );
+    }
+    assert!(out.contains("the caller is uid 65534"), "{out}");
+
     // And the modes themselves, whatever umask drover was started with.
     assert_eq!(mode(&data), 0o700, "{}", data.display());
     assert_eq!(mode(&pki), 0o700, "{}", pki.display());
@@ -210,6 +227,34 @@ fn probe_as_nobody(paths: &[PathBuf], pids: &[i32]) -> String {
     let out = as_nobody(&probe, &list);
     assert!(out.contains("PROBE-DONE"), "{out}");
     out
+}
+
+/// As the host user nobody: asks the scheduler for `job`'s status (with a
+/// copy of the `drover` binary nobody may run) and the embedded store for
+/// every key (`etcdctl`); prints each answer and `<API>-ANSWERED` or
+/// `<API>-REFUSED`.
+fn api_as_nobody(c: &DevCluster, job: &str) -> String {
+    let bin = tempfile::Builder::new()
+        .prefix("drover-e2e-bin-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let drover = bin.path().join("drover");
+    std::fs::copy(drover_tests::drover_bin(), &drover).expect("copying drover");
+    let probe = format!(
+        "if {drover} job status {job} --addr {addr} 2>&1; then echo SCHEDULER-ANSWERED; \
+         else echo SCHEDULER-REFUSED; fi; \
+         if ETCDCTL_API=3 etcdctl --endpoints={store} --command-timeout=5s get --prefix / 2>&1; \
+         then echo STORE-ANSWERED; else echo STORE-REFUSED; fi",
+        drover = drover.display(),
+        addr = c.addr(),
+        store = c.store_addr(),
+    );
+    as_nobody(&probe, "")
 }
 
 fn mode(p: &Path) -> u32 {

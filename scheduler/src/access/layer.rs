@@ -34,13 +34,24 @@ pub struct AccessLayer {
 impl AccessLayer {
     /// With `mtls`, callers are named by their client certificates;
     /// without, every caller is [`Caller::loopback`] (the scheduler then
-    /// serves loopback only). Audited calls go to `audit`.
+    /// serves loopback only), admitted only from root and the scheduler's
+    /// own user. Audited calls go to `audit`.
     pub fn new(mtls: bool, audit: Option<Arc<AuditLog>>) -> AccessLayer {
         AccessLayer { mtls, audit }
     }
 
     fn caller(&self, req: &http::Request<Body>) -> Result<Caller, Status> {
         if !self.mtls {
+            // Loopback is shared by every user of the machine: only root
+            // and the scheduler's own user may call (see
+            // `drover_store::local_peer`).
+            let info = req.extensions().get::<TcpConnectInfo>();
+            drover_store::local_peer::check(
+                info.and_then(TcpConnectInfo::local_addr),
+                info.and_then(TcpConnectInfo::remote_addr),
+                "the scheduler",
+            )
+            .map_err(Status::permission_denied)?;
             return Ok(Caller::loopback());
         }
         let certs = req

@@ -22,7 +22,9 @@
 //! refused. Agents (common name `drover-agent`) may only hold their
 //! stream. Without mutual TLS the scheduler serves loopback only (`drover
 //! dev`), and every caller is `loopback`, who may call anything (people as
-//! admins, and the local agent), as before roles existed.
+//! admins, and the local agent), as before roles existed; but only root
+//! and the scheduler's own user may call at all (other users of the
+//! machine share loopback: see `drover_store::local_peer`).
 //!
 //! Every method the scheduler serves has a rule in [`rules::RULES`]; a
 //! method without one is refused (and the table test fails).

@@ -74,6 +74,7 @@
 mod dir;
 mod kv;
 mod lease;
+mod local_only;
 mod mvcc;
 mod open;
 mod record;
@@ -436,6 +437,7 @@ impl EmbeddedEtcd {
             .build_v1()
             .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
         let result = tonic::transport::Server::builder()
+            .layer(local_only::LocalUsersLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
