@@ -159,6 +159,37 @@ fn curl(pki: &Path, port: u16, cert: Option<&str>) -> Output {
         .expect("running curl")
 }
 
+/// Starts a `drover scheduler` replica under mutual TLS on the store at
+/// `store_url`, serving the page on `http`; its process, its gRPC address
+/// and the page's port, once both are known (`name` names its files).
+fn replica(dir: &Path, pki: &Path, store_url: &str, http: &str, name: &str) -> (Proc, String, u16) {
+    let addr_file = dir.join(format!("{name}.addr"));
+    let http_file = dir.join(format!("{name}.http.addr"));
+    let file = |n: &str| pki.join(n).display().to_string();
+    let child = Command::new(drover_bin())
+        .args(["scheduler", "--etcd", store_url, "--listen", "127.0.0.1:0"])
+        .args(["--addr-file", addr_file.to_str().unwrap()])
+        .args(["--http-listen", http])
+        .args(["--http-addr-file", http_file.to_str().unwrap()])
+        .args(["--tls-cert", &file("scheduler.pem")])
+        .args(["--tls-key", &file("scheduler-key.pem")])
+        .args(["--tls-client-ca", &file("ca.pem")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let read = |f: &Path| {
+        let s = std::fs::read_to_string(f).ok()?;
+        s.trim().parse::<std::net::SocketAddr>().ok()
+    };
+    let (grpc, http) = poll_until("the replica's addresses", Duration::from_secs(20), || {
+        Some((read(&addr_file)?, read(&http_file)?))
+    });
+    (proc, grpc.to_string(), http.port())
+}
+
 #[test]
 fn off_loopback_the_page_needs_mutual_tls_and_a_viewer() {
     // Without TLS, the scheduler refuses before it touches the store.
@@ -197,28 +228,9 @@ fn off_loopback_the_page_needs_mutual_tls_and_a_viewer() {
         tokio::spawn(etcd.serve(l, stop.clone()));
         url
     });
-    let http_file = dir.path().join("http.addr");
-    let file = |n: &str| pki.join(n).display().to_string();
-    // Listening on every address; the test only connects to loopback.
-    let _sched = Proc(
-        Command::new(drover_bin())
-            .args(["scheduler", "--etcd", &store_url, "--listen", "127.0.0.1:0"])
-            .args(["--http-listen", "0.0.0.0:0"])
-            .args(["--http-addr-file", http_file.to_str().unwrap()])
-            .args(["--tls-cert", &file("scheduler.pem")])
-            .args(["--tls-key", &file("scheduler-key.pem")])
-            .args(["--tls-client-ca", &file("ca.pem")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let port: u16 = poll_until("the status page's address", Duration::from_secs(20), || {
-        let s = std::fs::read_to_string(&http_file).ok()?;
-        let addr: std::net::SocketAddr = s.trim().parse().ok()?;
-        Some(addr.port())
-    });
+    // The first replica listens on every address; the test only
+    // connects to loopback.
+    let (_leader, grpc, port) = replica(dir.path(), &pki, &store_url, "0.0.0.0:0", "a");
 
     // No client certificate: the handshake fails, no page.
     let none = curl(&pki, port, None);
@@ -249,4 +261,17 @@ fn off_loopback_the_page_needs_mutual_tls_and_a_viewer() {
     assert!(out.ends_with("\n200"), "{admin:?}");
     assert!(out.contains("<section id=\"events\">"), "{out}");
     assert!(!out.contains("only admins may read"), "{out}");
+
+    // A second replica follows: its page shows no state, and names the
+    // leader.
+    let (_follower, _, port) = replica(dir.path(), &pki, &store_url, "127.0.0.1:0", "b");
+    let got = curl(&pki, port, Some("user-vera"));
+    let out = String::from_utf8_lossy(&got.stdout);
+    assert!(out.ends_with("\n200"), "{got:?}");
+    assert!(out.contains("id=\"role\">follower<"), "{out}");
+    assert!(
+        out.contains(&format!("<code id=\"leader\">{grpc}</code>")),
+        "{out}"
+    );
+    assert!(!out.contains("<section id=\"nodes\">"), "{out}");
 }
