@@ -60,18 +60,18 @@ pub fn age(now_unix_ms: i64, then_unix_ms: i64) -> String {
 /// leader instead (only the leader's view is current).
 pub fn page(info: &PageInfo<'_>, snap: Option<&Snapshot>, error: Option<&str>) -> String {
     let mut h = String::with_capacity(16 * 1024);
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"{}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Drover status</title><style>{STYLE}</style></head><body>\n",
+         <title>Drover status</title><style>{STYLE}</style></head><body>",
         info.refresh_secs
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<header><h1>Drover</h1><span class=\"role\" id=\"role\">{}</span>\
-         <span class=\"muted\">refreshes every {} s</span></header>\n<main>\n",
+         <span class=\"muted\">refreshes every {} s</span></header>\n<main>",
         role_text(info.role),
         info.refresh_secs
     );
@@ -79,9 +79,9 @@ pub fn page(info: &PageInfo<'_>, snap: Option<&Snapshot>, error: Option<&str>) -
         follower(&mut h, leader.as_deref());
     }
     if let Some(e) = error {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p class=\"error\" id=\"error\">The state store did not answer: {}</p>\n",
+            "<p class=\"error\" id=\"error\">The state store did not answer: {}</p>",
             escape(e)
         );
     }
@@ -138,9 +138,9 @@ fn table_start(h: &mut String, id: &str, title: &str, count: usize, columns: &[&
         "<section id=\"{id}\"><h2>{title} <span class=\"count\">{count}</span></h2>"
     );
     if count == 0 {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p class=\"muted\">No {}.</p></section>\n",
+            "<p class=\"muted\">No {}.</p></section>",
             title.to_lowercase()
         );
         return;
@@ -171,11 +171,10 @@ fn badge(status: &str) -> String {
 
 /// `used / total unit` with a bar.
 fn usage_cell(used: u64, total: u64, unit: &str) -> String {
-    let pct = if total == 0 {
-        0
-    } else {
-        (used.saturating_mul(100) / total).min(100)
-    };
+    let pct = used
+        .saturating_mul(100)
+        .checked_div(total)
+        .map_or(0, |p| p.min(100));
     format!("<div class=\"bar\"><span style=\"width:{pct}%\"></span></div>{used} / {total} {unit}")
 }
 
@@ -196,10 +195,10 @@ fn nodes(h: &mut String, now: i64, nodes: &[NodeView]) {
             .iter()
             .map(|(k, v)| format!("<code>{}={}</code>", escape(k), escape(v)))
             .collect();
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"node\"><td class=\"id\">{}</td><td>{}</td><td>{}</td><td>{status}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&n.id),
             escape(&n.hostname),
             escape(&n.address),
@@ -253,10 +252,10 @@ fn jobs(h: &mut String, jobs: &[JobRecord]) {
                 )
             })
             .collect();
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"job\"><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>\n",
+             <td>{}</td><td>{}</td></tr>",
             escape(&j.spec.name),
             escape(j.spec.kind.as_str()),
             badge(j.status.as_str()),
@@ -296,11 +295,11 @@ fn allocs(h: &mut String, now: i64, allocs: &[AllocRecord], left_off: usize) {
             })
             .collect();
         let short: String = a.id.chars().take(8).collect();
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"alloc\" data-id=\"{}\"><td class=\"id\" title=\"{}\">{}</td><td>{}</td>\
              <td class=\"id\">{}</td><td>{}</td><td>{}</td><td class=\"addr\">{}</td><td>{}</td>\
-             <td>{}</td></tr>\n",
+             <td>{}</td></tr>",
             escape(&a.id),
             escape(&a.id),
             escape(&short),
@@ -315,10 +314,10 @@ fn allocs(h: &mut String, now: i64, allocs: &[AllocRecord], left_off: usize) {
     }
     table_end(h, allocs.len());
     if left_off > 0 {
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<p class=\"muted\">{left_off} more allocations (finished ones first) are not \
-             listed: <code>drover alloc list</code> shows every one.</p>\n"
+             listed: <code>drover alloc list</code> shows every one.</p>"
         );
     }
 }
@@ -335,11 +334,11 @@ fn services(h: &mut String, services: &[(String, ServiceCount)]) {
     table_start(h, "services", "Services", services.len(), &cols);
     for (job, s) in services {
         let unhealthy = s.instances.saturating_sub(s.healthy);
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"service\"><td class=\"name\">{}</td><td>{}</td><td>{}</td>\
              <td class=\"healthy\">{}</td><td class=\"unhealthy{}\">{unhealthy}</td>\
-             <td>{}</td></tr>\n",
+             <td>{}</td></tr>",
             escape(&s.service),
             escape(job),
             escape(&s.group),
@@ -383,10 +382,10 @@ fn deployments(h: &mut String, jobs: &[JobRecord], deployments: &[Deployment]) {
                 s
             })
             .collect();
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"deployment\"><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td></tr>\n",
+             <td>{}</td></tr>",
             escape(&d.job),
             d.version,
             badge(d.status.as_str()),
@@ -406,10 +405,10 @@ fn events(h: &mut String, now: i64, events: &[Event]) {
         } else {
             format!("<span class=\"bad\">{}</span>", escape(&e.outcome))
         };
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<tr class=\"event\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{outcome}</td></tr>\n",
+             <td>{outcome}</td></tr>",
             age(now, e.time_unix_ms),
             escape(e.source),
             escape(&e.actor),

@@ -203,7 +203,7 @@ pub async fn recent_events(store: &Store, limit: usize) -> Result<Vec<Event>, St
         .into_iter()
         .map(Event::from)
         .collect();
-    events.sort_by(|a, b| b.time_unix_ms.cmp(&a.time_unix_ms));
+    events.sort_by_key(|e| std::cmp::Reverse(e.time_unix_ms));
     events.truncate(limit);
     Ok(events)
 }
