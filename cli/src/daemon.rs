@@ -35,6 +35,10 @@ pub struct DevArgs {
     dns_listen: SocketAddr,
     #[command(flatten)]
     dns: crate::dns::ZoneArgs,
+    /// Status page address (loopback only); port 0 picks a free one. The
+    /// bound address is written to `<data-dir>/http.addr`.
+    #[arg(long, default_value = crate::web::DEFAULT_HTTP_LISTEN)]
+    http_listen: SocketAddr,
     /// Cgroup directory (in every hierarchy) that holds the tasks' cgroups.
     #[arg(long, default_value = "drover")]
     cgroup_parent: PathBuf,
@@ -78,6 +82,14 @@ pub struct SchedulerArgs {
     /// Write the bound address to this file (useful with port 0).
     #[arg(long)]
     addr_file: Option<PathBuf>,
+    /// Serve the read-only status page on this address (none without
+    /// it). Off loopback it needs mutual TLS (--tls-*), and people a
+    /// certificate with at least the viewer role.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Write the status page's bound address to this file.
+    #[arg(long, requires = "http_listen")]
+    http_addr_file: Option<PathBuf>,
     #[command(flatten)]
     tls: crate::tls::ServerTls,
     #[command(flatten)]
@@ -325,6 +337,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
     require_loopback("--dns-listen", a.dns_listen, DEV_LOOPBACK)?;
+    require_loopback("--http-listen", a.http_listen, DEV_LOOPBACK)?;
     // The agent asks the scheduler for its --subnet; when that is not a
     // node subnet of the cluster CIDR (outside it, or another prefix), the
     // one node's subnet becomes the cluster CIDR, so that the scheduler
@@ -367,13 +380,16 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     )
     .await?;
     let (zone, placing) = (a.dns.discovery()?, a.placement.config());
+    let (role, settled) = tokio::sync::watch::channel(Role::Following { leader: None });
+    let page = drover_scheduler::web::StatusPage::new(store.clone(), zone.clone(), settled.clone());
     let core = Core::with_placement(store, a.timing.timing()?, subnets, zone, placing);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     // One replica: it campaigns and wins at once; `scheduler.addr`
     // appears when it leads.
     let candidacy = drover_scheduler::leader::Candidacy::single(addr);
-    let (role, settled) = tokio::sync::watch::channel(Role::Following { leader: None });
+    let web = crate::web::start_dev(a.http_listen, &a.data_dir, page, shutdown.clone());
+    let (http, web_task) = web.await?;
     tokio::spawn(write_addr_when_settled(
         settled,
         a.data_dir.join("scheduler.addr"),
@@ -414,13 +430,15 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         dns: a.dns.node_dns()?,
         meta,
     };
-    tracing::info!(%addr, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}");
+    tracing::info!(%addr, %http, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}, status page on http://{http}/");
     let agent_result = drover_agent::run(agent, shutdown.clone()).await;
     shutdown.cancel();
     let sched_result = sched_task.await;
     let store_result = store_task.await;
     let dns_result = dns.task.await;
+    let web_result = web_task.await;
     agent_result?;
+    web_result.context("status page task panicked")??;
     dns_result.context("DNS task panicked")??;
     sched_result.context("scheduler task panicked")??;
     store_result
@@ -435,6 +453,10 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let tls = a.tls.load()?;
     if tls.is_none() {
         require_loopback("--listen", a.listen, NEEDS_TLS)?;
+    }
+    if let Some(http) = a.http_listen {
+        drover_scheduler::web::check_listen(http, tls.is_some())
+            .map_err(|e| anyhow!("--http-listen: {e}"))?;
     }
     let subnets = a.subnets.config()?;
     let shutdown = CancellationToken::new();
@@ -452,6 +474,17 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let role = std::sync::Arc::new(role);
     if let Some(path) = a.addr_file.clone() {
         tokio::spawn(write_addr_when_settled(settled, path, bound));
+    }
+    // The status page outlives the terms: it follows the role.
+    if let Some(http) = a.http_listen {
+        let page = drover_scheduler::web::StatusPage::new(
+            store.clone(),
+            discovery.clone(),
+            role.subscribe(),
+        );
+        let file = a.http_addr_file.as_deref();
+        let (_, task) = crate::web::start(http, tls.clone(), page, shutdown.clone(), file).await?;
+        tokio::spawn(crate::web::log_end(task));
     }
     // One term per pass: a replica whose term ended (its lease lapsed,
     // etcd unreachable, the key gone) starts again from a fresh core as a

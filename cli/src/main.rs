@@ -25,6 +25,7 @@ mod resched;
 mod roles;
 mod store_cmd;
 mod tls;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

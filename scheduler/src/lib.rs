@@ -26,7 +26,8 @@
 //!   the gRPC services ([`service`], with [`auth`] and [`access`] deciding
 //!   who may call what, [`audit`] recording who changed what, and [`gate`]
 //!   whether this replica serves at all) are the edge; [`leader`] runs a
-//!   replica in the election, serving only while it leads.
+//!   replica in the election, serving only while it leads; [`web`] serves
+//!   the read-only status page.
 
 pub mod access;
 pub mod audit;
@@ -56,6 +57,7 @@ mod sync;
 mod testkit;
 mod timers;
 pub mod transitions;
+pub mod web;
 
 pub use crate::core::{Core, Discovery, Timing};
 pub use crate::service::{serve, ServeError};

@@ -193,7 +193,7 @@ impl DevCluster {
         let before = self.node_registered_ms();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for f in ["scheduler.addr", "store.addr"] {
+        for f in ["scheduler.addr", "store.addr", "http.addr"] {
             let _ = std::fs::remove_file(self.data_dir.join(f));
         }
         // `start_ticks` keeps the first process's start time, so cleanup
@@ -712,6 +712,8 @@ fn spawn_dev(data_dir: &Path, args: &[String]) -> Child {
             "--store-listen",
             "127.0.0.1:0",
             "--dns-listen",
+            "127.0.0.1:0",
+            "--http-listen",
             "127.0.0.1:0",
         ])
         .args(args)

@@ -4,8 +4,10 @@
 //! the root-only runtime tests ([`runtime::Harness`]), `dig` and the stored
 //! SkyDNS records ([`skydns`]), and
 //! [`hosts::MultiHost`] (several agent hosts in network namespaces on a test
-//! switch, with a scheduler and store).
+//! switch, with a scheduler and store); [`browser`] looks at the status
+//! page with headless Chromium.
 
+pub mod browser;
 pub mod checks;
 pub mod dev;
 mod dev_in;
