@@ -5,8 +5,9 @@
 //! boundary between the users of one machine, though: any of them could
 //! connect and submit a job (root on every node) or read every job's
 //! environment from the store. So a loopback call is admitted only from
-//! root and from the user the server runs as, as Docker's socket admits
-//! only root and its group.
+//! root, the user the server runs as and the one who started it with
+//! `sudo` ([`admitted_uids`]), as Docker's socket admits only root and its
+//! group.
 //!
 //! TCP carries no credentials; the kernel knows who owns the client's end
 //! of a loopback connection, though. [`peer_uid`] asks it through
@@ -50,10 +51,18 @@ pub fn peer_uid(server: SocketAddr, client: SocketAddr) -> io::Result<Option<u32
     }
 }
 
-/// The users a loopback call is admitted from: root, and the user this
-/// process runs as.
-pub fn admitted_uids() -> [u32; 2] {
-    [0, nix::unistd::geteuid().as_raw()]
+/// The users a loopback call is admitted from: root, the user this
+/// process runs as, and the one who started it with `sudo` (`SUDO_UID`:
+/// who could run anything as root anyway, e.g. the person at the laptop
+/// who ran `sudo drover dev` and opens the status page in a browser).
+pub fn admitted_uids() -> Vec<u32> {
+    let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
+    if let Some(sudo) = std::env::var("SUDO_UID").ok().and_then(|u| u.parse().ok()) {
+        uids.push(sudo);
+    }
+    uids.sort_unstable();
+    uids.dedup();
+    uids
 }
 
 /// Whether a call from `client` to `server` (the addresses of its
@@ -79,10 +88,15 @@ pub fn check(
     match peer_uid(server, client) {
         Ok(Some(uid)) if admitted.contains(&uid) => Ok(()),
         Ok(Some(uid)) => Err(format!(
-            "{what} on loopback without TLS admits only root and its own user (uid {}); \
-             the caller is uid {uid}: run the command as root (sudo), or set up mutual TLS \
-             (drover tls init) and give each person a certificate",
-            admitted[1]
+            "{what} on loopback without TLS admits only root, its own user and the one \
+             who started it with sudo (uids {}); the caller is uid {uid}: run the command \
+             as root (sudo), or set up mutual TLS (drover tls init) and give each person \
+             a certificate",
+            admitted
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
         Ok(None) => Err(format!(
             "{what} cannot tell which local user opened connection {client}; refused"

@@ -12,8 +12,9 @@
 //! - the host user `nobody` (through `setpriv`) tries to list or read every
 //!   path below the data and certificate directories (walked as root) and
 //!   the environment of the `drover dev` process and of the service;
-//! - the host user `nobody` asks the scheduler and the embedded store on
-//!   loopback for the job and every key: both refuse, naming its uid;
+//! - the host user `nobody` asks the scheduler, the embedded store and
+//!   the status page on loopback for the job, every key and the page: all
+//!   refuse, naming its uid;
 //! - every state file, log and key below them is 0600, the data directory
 //!   0700.
 
@@ -155,7 +156,7 @@ fn tasks_and_host_users_read_nothing_of_the_cluster() {
         !out.contains(&secret),
         "nobody read the secret through an API: {out}"
     );
-    for api in ["SCHEDULER", "STORE"] {
+    for api in ["SCHEDULER", "STORE", "PAGE"] {
         assert!(
             out.contains(&format!("{api}-REFUSED")) && !out.contains(&format!("{api}-ANSWERED")),
             "the {api} answered nobody: {out}"
@@ -230,9 +231,9 @@ fn probe_as_nobody(paths: &[PathBuf], pids: &[i32]) -> String {
 }
 
 /// As the host user nobody: asks the scheduler for `job`'s status (with a
-/// copy of the `drover` binary nobody may run) and the embedded store for
-/// every key (`etcdctl`); prints each answer and `<API>-ANSWERED` or
-/// `<API>-REFUSED`.
+/// copy of the `drover` binary nobody may run), the embedded store for
+/// every key (`etcdctl`) and the status page (`curl`); prints each answer
+/// and `<API>-ANSWERED` or `<API>-REFUSED`.
 fn api_as_nobody(c: &DevCluster, job: &str) -> String {
     let bin = tempfile::Builder::new()
         .prefix("drover-e2e-bin-")
@@ -249,10 +250,13 @@ fn api_as_nobody(c: &DevCluster, job: &str) -> String {
         "if {drover} job status {job} --addr {addr} 2>&1; then echo SCHEDULER-ANSWERED; \
          else echo SCHEDULER-REFUSED; fi; \
          if ETCDCTL_API=3 etcdctl --endpoints={store} --command-timeout=5s get --prefix / 2>&1; \
-         then echo STORE-ANSWERED; else echo STORE-REFUSED; fi",
+         then echo STORE-ANSWERED; else echo STORE-REFUSED; fi; \
+         if curl -sf http://{page}/ 2>&1; then echo PAGE-ANSWERED; \
+         else echo PAGE-REFUSED; curl -s http://{page}/; fi",
         drover = drover.display(),
         addr = c.addr(),
         store = c.store_addr(),
+        page = drover_tests::browser::http_addr(c),
     );
     as_nobody(&probe, "")
 }

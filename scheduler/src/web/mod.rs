@@ -7,8 +7,9 @@
 //! `Content-Security-Policy` allows none).
 //!
 //! Access is the API's: without mutual TLS the page is served on loopback
-//! only ([`check_listen`] refuses any other address), to anyone who can
-//! reach it, like the API of `drover dev`. With mutual TLS (the same
+//! only ([`check_listen`] refuses any other address), to root, the
+//! scheduler's user and whoever started it with sudo
+//! (`drover_store::local_peer`), like the API of `drover dev`. With mutual TLS (the same
 //! certificate, key and client CA as the API) every connection presents a
 //! client certificate of the cluster's CA, and the page answers only
 //! people with at least the viewer role (`urn:drover:role:viewer`, see
@@ -230,6 +231,21 @@ fn peer_addr(req: &Request) -> String {
 }
 
 async fn index(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    if !shared.mtls {
+        // Loopback is shared by the machine's users: as the API.
+        let info = req.extensions().get::<TcpConnectInfo>();
+        let (server, client) = (
+            info.and_then(TcpConnectInfo::local_addr),
+            info.and_then(TcpConnectInfo::remote_addr),
+        );
+        if let Err(why) = drover_store::local_peer::check(server, client, "the status page") {
+            tracing::warn!(peer = %peer_addr(&req), reason = %why, "status page refused");
+            return with_headers(
+                (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
+                "text/plain",
+            );
+        }
+    }
     let cert = peer_cert(&req);
     let caller = match admit(shared.mtls, cert.as_deref()) {
         Ok(caller) => caller,
