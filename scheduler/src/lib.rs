@@ -26,7 +26,8 @@
 //!   the gRPC services ([`service`], with [`auth`] and [`access`] deciding
 //!   who may call what, [`audit`] recording who changed what, and [`gate`]
 //!   whether this replica serves at all) are the edge; [`leader`] runs a
-//!   replica in the election, serving only while it leads.
+//!   replica in the election, serving only while it leads; [`metrics`]
+//!   counts placements and reads the cluster's gauges for Prometheus.
 
 pub mod access;
 pub mod audit;
@@ -39,6 +40,7 @@ pub mod gate;
 pub mod job;
 pub mod jobfile;
 pub mod leader;
+pub mod metrics;
 mod peers;
 pub mod periodic;
 pub mod placement;

@@ -713,6 +713,8 @@ fn spawn_dev(data_dir: &Path, args: &[String]) -> Child {
             "127.0.0.1:0",
             "--dns-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .args(args)
         .env("DROVER_LOG", "info")

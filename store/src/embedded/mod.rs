@@ -436,6 +436,7 @@ impl EmbeddedEtcd {
             .build_v1()
             .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
         let result = tonic::transport::Server::builder()
+            .layer(tower_layer::layer_fn(crate::metrics::CountRequests))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
