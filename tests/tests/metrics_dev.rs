@@ -187,10 +187,19 @@ fn dev_metrics_follow_a_job_and_pass_promtool() {
 
     // promtool on the live output, a job running.
     let (ok, printed) = promtool_check(&text);
-    eprintln!(
-        "promtool check metrics ({} lines scraped):\n{printed}",
-        text.lines().count()
-    );
+    let shown = [
+        "drover_scheduler_allocations",
+        "drover_agent_tasks",
+        "drover_dns_queries",
+    ];
+    for l in text
+        .lines()
+        .filter(|l| shown.iter().any(|s| l.starts_with(s)))
+    {
+        eprintln!("{l}");
+    }
+    let lines = text.lines().count();
+    eprintln!("promtool check metrics on {lines} lines: passed={ok}, printed {printed:?}");
     assert!(ok, "promtool check metrics failed:\n{printed}");
     assert!(printed.trim().is_empty(), "promtool complained:\n{printed}");
 
