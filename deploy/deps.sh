@@ -12,11 +12,13 @@
 #   python3            seccomp tests: system calls probed with ctypes, http.server
 #   chromium curl      the status page test: headless Chromium loads and
 #                      screenshots the page; curl presents client certificates
+#   prometheus         `promtool check metrics` on the live /metrics output
 # drover_install_bench_deps adds what only the benchmarks need:
 #   dnsperf knot       the DNS load generator and the anchor server (bench/dns)
 set -euo pipefail
 
 drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils nftables crun runc ca-certificates gcc python3 chromium curl)
+drover_packages+=(prometheus)
 
 drover_bench_packages=(dnsperf knot)
 

@@ -16,7 +16,7 @@
 //! bridge and the node to its peers; [`cleanup`](mod@cleanup) removes it all when the
 //! node leaves. [`config`] and [`error`] hold the agent's setup and what
 //! stops it; [`io_error`] the file operation that failed, which the
-//! cgroup and runtime errors wrap.
+//! cgroup and runtime errors wrap. [`metrics`] are what Prometheus scrapes.
 
 pub mod allocs;
 pub mod assignment;
@@ -29,6 +29,7 @@ pub mod error;
 pub mod exec;
 pub mod io_error;
 pub mod log_stream;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod policy;

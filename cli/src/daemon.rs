@@ -62,6 +62,8 @@ pub struct DevArgs {
     meta: crate::meta::MetaArgs,
     #[command(flatten)]
     timing: TimingArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -109,6 +111,8 @@ pub struct SchedulerArgs {
     timing: TimingArgs,
     #[command(flatten)]
     ha: crate::ha::HaArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -265,6 +269,8 @@ pub struct AgentArgs {
     meta: crate::meta::MetaArgs,
     #[command(flatten)]
     dns: crate::dns::NodeDnsArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
     /// Remove this node: stop every task, delete every allocation's network
     /// namespace and veth, the bridge, the routes and firewall table the
     /// agent made and its networking state, then exit.
@@ -296,14 +302,14 @@ fn nix_is_root() -> bool {
 /// Without mutual TLS, every Drover API that can start processes listens
 /// on loopback only: an unauthenticated root-equivalent API on the network
 /// is the mistake this project exists to avoid.
-fn require_loopback(flag: &str, addr: SocketAddr, why: &str) -> Result<()> {
+pub(crate) fn require_loopback(flag: &str, addr: SocketAddr, why: &str) -> Result<()> {
     if !addr.ip().is_loopback() {
         bail!("{flag} {addr}: {why}");
     }
     Ok(())
 }
 
-const DEV_LOOPBACK: &str = "drover dev serves on loopback only; use 127.0.0.1";
+pub(crate) const DEV_LOOPBACK: &str = "drover dev serves on loopback only; use 127.0.0.1";
 const NEEDS_TLS: &str = "serving off loopback needs mutual TLS: give --tls-cert, --tls-key and \
      --tls-client-ca (create them with `drover tls init`)";
 
@@ -362,6 +368,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let store_addr = store_listener.local_addr()?;
     write_addr(&a.data_dir.join("store.addr"), store_addr)?;
     tracing::info!(addr = %store_addr, "embedded etcd API on {store_addr} (etcdctl --endpoints={store_addr})");
+    let store_handle = embedded.handle();
     let store_task = tokio::spawn(embedded.serve(store_listener, shutdown.clone()));
     let dns = crate::dns::start(
         a.dns_listen,
@@ -390,6 +397,14 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let candidacy = drover_scheduler::leader::Candidacy::single(addr);
     let web = crate::web::start_dev(a.http_listen, &a.data_dir, page, shutdown.clone());
     let (http, web_task) = web.await?;
+    let roles = crate::metrics::DevRoles {
+        store: store_handle,
+        dns: dns.sampler.clone(),
+        core: &core,
+        role: settled.clone(),
+        cgroup_parent: &a.cgroup_parent,
+    };
+    crate::metrics::dev(&a.metrics, roles, &a.data_dir, shutdown.clone()).await?;
     tokio::spawn(write_addr_when_settled(
         settled,
         a.data_dir.join("scheduler.addr"),
@@ -472,6 +487,11 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
     let candidacy = a.ha.candidacy(bound)?;
     let (role, settled) = tokio::sync::watch::channel(Role::Following { leader: None });
     let role = std::sync::Arc::new(role);
+    let mut exporter = crate::metrics::exporter()?;
+    let scheduling = crate::metrics::scheduler(&mut exporter)?;
+    scheduling.set_role(settled.clone());
+    let port = crate::metrics::SCHEDULER_PORT;
+    crate::metrics::start(&a.metrics, port, exporter, shutdown.clone()).await?;
     if let Some(path) = a.addr_file.clone() {
         tokio::spawn(write_addr_when_settled(settled, path, bound));
     }
@@ -499,6 +519,7 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
             a.placement.config(),
         );
         core.require_node_certs(a.require_node_certs);
+        scheduling.set_core(&core);
         let term = shutdown.child_token();
         let listener = socket.try_clone()?;
         listener.set_nonblocking(true)?;
@@ -579,6 +600,10 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         tracing::info!(?report, "node cleaned up");
         return Ok(());
     }
+    let mut exporter = crate::metrics::exporter()?;
+    crate::metrics::agent(&mut exporter, &config.cgroup_parent, true)?;
+    let port = crate::metrics::AGENT_PORT;
+    crate::metrics::start(&a.metrics, port, exporter, shutdown.clone()).await?;
     drover_agent::run(config, shutdown).await?;
     Ok(())
 }

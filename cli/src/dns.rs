@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use drover_dns::config::ZoneConfig;
 use drover_dns::handler::Handler;
+use drover_dns::metrics::IndexSampler;
 use drover_dns::watch::Watch;
 use drover_dns::SharedIndex;
 use tokio::net::{TcpListener, UdpSocket};
@@ -36,6 +37,8 @@ pub struct DnsArgs {
     zone: ZoneArgs,
     #[command(flatten)]
     etcd_tls: crate::etcd_tls::EtcdTlsArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info,hickory_server=warn")]
     log: String,
@@ -182,6 +185,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Ends when the shutdown token fires or the server fails.
     pub task: JoinHandle<Result<()>>,
+    /// Reads its index for the metrics.
+    pub sampler: IndexSampler,
 }
 
 /// Binds `listen` (UDP and TCP on one port), starts the watch of the
@@ -209,7 +214,9 @@ pub async fn start(
                 etcd.join(",")
             )
         })?;
-    tokio::spawn(Watch::new(client, index.clone()).run(shutdown.clone()));
+    let watch = Watch::new(client, index.clone());
+    let sampler = IndexSampler::new("dns", index.clone(), Some(watch.status()));
+    tokio::spawn(watch.run(shutdown.clone()));
     let handler = Handler::new(checked, index, forwarder);
     tracing::info!(%addr, zone = %config.zone, zone_only = config.zone_only, "DNS serving");
     let task = tokio::spawn(async move {
@@ -217,7 +224,11 @@ pub async fn start(
             .await
             .map_err(|e| anyhow!("DNS server: {e}"))
     });
-    Ok(Running { addr, task })
+    Ok(Running {
+        addr,
+        task,
+        sampler,
+    })
 }
 
 /// [`drover_dns::server::bind_pair`], with a hint when the address is
@@ -237,7 +248,10 @@ pub async fn dns(a: DnsArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     crate::process::cancel_on_signal(shutdown.clone());
     let tls = a.etcd_tls.load(&a.etcd)?;
-    let running = start(a.listen, &a.etcd, tls, &a.zone, shutdown).await?;
+    let running = start(a.listen, &a.etcd, tls, &a.zone, shutdown.clone()).await?;
+    let mut exporter = crate::metrics::exporter()?;
+    crate::metrics::dns(&mut exporter, running.sampler.clone())?;
+    crate::metrics::start(&a.metrics, crate::metrics::DNS_PORT, exporter, shutdown).await?;
     if let Some(path) = &a.addr_file {
         crate::process::write_addr(path, running.addr)?;
     }

@@ -17,6 +17,7 @@ mod etcd_tls;
 mod exec;
 mod ha;
 mod meta;
+mod metrics;
 mod output;
 mod periodic;
 mod process;

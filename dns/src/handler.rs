@@ -202,6 +202,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let started = std::time::Instant::now();
         let edns = response_edns(request, self.zone.max_udp_payload);
         // A question that cannot be echoed is left out of the FORMERR.
         let bare;
@@ -223,6 +224,7 @@ impl RequestHandler for Handler {
             let limit = edns.as_ref().map_or(512, Edns::max_payload);
             metadata.truncation = fit(&mut reply, &metadata, queries, limit, edns.is_some());
         }
+        crate::metrics::answered(request, metadata.response_code, started);
         debug!(
             src = %request.src(),
             protocol = %request.protocol(),

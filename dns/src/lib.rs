@@ -27,6 +27,7 @@
 //! - [`server`]: UDP loops of our own (`udp`: the datagram answered in
 //!   the task that received it) and hickory's TCP loop, on sockets the
 //!   caller bound, until a cancellation token fires.
+//! - [`metrics`]: queries by type and rcode, latency, index size.
 //! - [`watch`]: the loop keeping the index equal to etcd's `/skydns/`
 //!   (load, watch, resume, reload after compaction); thin, as it only
 //!   moves events from the store.
@@ -64,6 +65,7 @@ pub mod fit;
 pub mod forward;
 pub mod handler;
 pub mod index;
+pub mod metrics;
 pub mod resolv;
 pub mod server;
 mod udp;

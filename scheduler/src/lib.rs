@@ -27,7 +27,8 @@
 //!   who may call what, [`audit`] recording who changed what, and [`gate`]
 //!   whether this replica serves at all) are the edge; [`leader`] runs a
 //!   replica in the election, serving only while it leads; [`web`] serves
-//!   the read-only status page.
+//!   the read-only status page; [`metrics`] counts placements and reads
+//!   the cluster's gauges for Prometheus.
 
 pub mod access;
 pub mod audit;
@@ -40,6 +41,7 @@ pub mod gate;
 pub mod job;
 pub mod jobfile;
 pub mod leader;
+pub mod metrics;
 mod peers;
 pub mod periodic;
 pub mod placement;

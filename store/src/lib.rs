@@ -7,12 +7,14 @@
 //! elects one scheduler leader and fences the writes of deposed ones.
 //! [`mirror`] keeps an in-memory copy of a key prefix current (the
 //! service-discovery records, for the DNS server and the scheduler's relay).
+//! [`metrics`] counts requests and times them for Prometheus.
 
 pub mod client;
 pub mod election;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod local_peer;
+pub mod metrics;
 pub mod mirror;
 mod range;
 mod retry;

@@ -32,10 +32,18 @@ pub(crate) fn never_sent(e: &etcd_client::Error) -> bool {
 
 /// Runs `op` until it succeeds, fails otherwise than [`never_sent`], or
 /// has been tried [`ATTEMPTS`] times.
-pub(crate) async fn unsent<T, F, Fut>(
-    what: &'static str,
-    mut op: F,
-) -> Result<T, etcd_client::Error>
+pub(crate) async fn unsent<T, F, Fut>(what: &'static str, op: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let started = std::time::Instant::now();
+    let result = send(what, op).await;
+    crate::metrics::client_request(what, started, result.is_ok());
+    result
+}
+
+async fn send<T, F, Fut>(what: &'static str, mut op: F) -> Result<T, etcd_client::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,

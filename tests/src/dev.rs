@@ -715,6 +715,8 @@ fn spawn_dev(data_dir: &Path, args: &[String]) -> Child {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ])
         .args(args)
         .env("DROVER_LOG", "info")

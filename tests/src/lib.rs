@@ -2,7 +2,8 @@
 //! [`dev::DevCluster`] (a real `drover dev` in a private data directory),
 //! checks shared by the tests that drive it, procfs helpers, the harness of
 //! the root-only runtime tests ([`runtime::Harness`]), `dig` and the stored
-//! SkyDNS records ([`skydns`]), and
+//! SkyDNS records ([`skydns`]), scraping and reading Prometheus metrics
+//! ([`metrics`]), and
 //! [`hosts::MultiHost`] (several agent hosts in network namespaces on a test
 //! switch, with a scheduler and store); [`browser`] looks at the status
 //! page with headless Chromium.
@@ -13,6 +14,7 @@ pub mod dev;
 mod dev_in;
 pub mod etcd_cluster;
 pub mod hosts;
+pub mod metrics;
 mod netns_exec;
 pub mod procs;
 pub mod runtime;

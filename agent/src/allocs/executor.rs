@@ -219,11 +219,12 @@ impl Allocs {
         };
         track.restart_at = None;
         track.restarts += 1;
+        crate::metrics::restarted();
         let Some(spec) = spec else {
             return;
         };
         tracing::info!(alloc_id = %alloc_id, task = %task, restarts = track.restarts, "restarting task");
-        track.state = match runtime.start(&spec).await {
+        track.state = match crate::metrics::timed_start(runtime.start(&spec)).await {
             Ok(s) => s,
             Err(e) => TaskState::Failed {
                 message: e.to_string(),
@@ -284,7 +285,7 @@ impl Allocs {
             return state;
         }
         let spec = task_spec(alloc, t, Some(net.task.clone()));
-        match self.runtime.start(&spec).await {
+        match crate::metrics::timed_start(self.runtime.start(&spec)).await {
             Ok(state) => {
                 tracing::info!(alloc_id = %alloc.id, alloc = %alloc.name, task = %t.name, ?state, "task started");
                 state

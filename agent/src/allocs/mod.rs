@@ -108,6 +108,11 @@ impl Allocs {
         self
     }
 
+    /// The allocations tracked here (for the metrics).
+    pub fn tracked(&self) -> impl Iterator<Item = &state::Tracked> {
+        self.state.allocs.values()
+    }
+
     /// The runtime the tasks run under.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime

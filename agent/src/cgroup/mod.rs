@@ -18,6 +18,7 @@
 //! allows, is `cgroupfs`, which both use.
 
 mod cgroupfs;
+mod usage;
 mod v1;
 mod v2;
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use crate::io_error::IoError;
 
+pub use usage::Usage;
 pub use v1::V1;
 pub use v2::V2;
 
@@ -151,6 +153,9 @@ pub trait Cgroups: std::fmt::Debug + Send + Sync {
 
     /// The number of processes the pids controller counts in the cgroup.
     fn pids_current(&self, path: &Path) -> Result<u64, CgroupError>;
+
+    /// CPU time and memory the cgroup (with its descendants) has used.
+    fn usage(&self, path: &Path) -> Result<Usage, CgroupError>;
 
     /// The pids listed in the cgroup's `cgroup.procs`, over all hierarchies.
     fn procs(&self, path: &Path) -> Result<Vec<i32>, CgroupError>;

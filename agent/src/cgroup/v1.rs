@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cgroupfs;
-use super::{check_path, CgroupError, Cgroups, Limits, Version, CPU_PERIOD_US};
+use super::{check_path, CgroupError, Cgroups, Limits, Usage, Version, CPU_PERIOD_US};
 
 /// Legacy hierarchies, each controller mounted at `<root>/<controller>`.
 #[derive(Debug, Clone)]
@@ -19,6 +19,21 @@ impl V1 {
     /// Hierarchies below `root`, e.g. `/sys/fs/cgroup`.
     pub fn new(root: PathBuf) -> Self {
         Self { root }
+    }
+
+    /// The hierarchies a cgroup is made in: [`V1::CONTROLLERS`], and
+    /// `cpuacct` (CPU time, for the metrics) where it is a hierarchy of
+    /// its own rather than mounted with `cpu`.
+    fn hierarchies(&self) -> Vec<&'static str> {
+        let mut all = Self::CONTROLLERS.to_vec();
+        let acct = self.root.join("cpuacct");
+        let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+        if acct.join("cgroup.procs").is_file()
+            && canonical(&acct) != canonical(&self.root.join("cpu"))
+        {
+            all.push("cpuacct");
+        }
+        all
     }
 
     fn dir(&self, controller: &str, path: &Path) -> PathBuf {
@@ -56,7 +71,8 @@ impl Cgroups for V1 {
 
     fn create(&self, path: &Path, limits: &Limits) -> Result<(), CgroupError> {
         check_path(path)?;
-        let result = Self::CONTROLLERS
+        let result = self
+            .hierarchies()
             .iter()
             .try_for_each(|c| cgroupfs::mkdir_all(&self.root.join(c), path).map(drop))
             .and_then(|()| self.apply(path, limits));
@@ -68,14 +84,14 @@ impl Cgroups for V1 {
     }
 
     fn procs_files(&self, path: &Path) -> Vec<PathBuf> {
-        Self::CONTROLLERS
+        self.hierarchies()
             .iter()
             .map(|c| self.dir(c, path).join("cgroup.procs"))
             .collect()
     }
 
     fn join_files(&self, path: &Path) -> Vec<PathBuf> {
-        Self::CONTROLLERS
+        self.hierarchies()
             .iter()
             .map(|c| self.dir(c, path).join("tasks"))
             .collect()
@@ -87,6 +103,11 @@ impl Cgroups for V1 {
             &self.dir("memory", path).join("memory.oom_control"),
             "oom_kill",
         )
+    }
+
+    fn usage(&self, path: &Path) -> Result<Usage, CgroupError> {
+        check_path(path)?;
+        super::usage::v1(&self.dir("cpuacct", path), &self.dir("memory", path))
     }
 
     fn pids_current(&self, path: &Path) -> Result<u64, CgroupError> {
@@ -107,7 +128,8 @@ impl Cgroups for V1 {
         check_path(path)?;
         let deadline = Instant::now() + timeout;
         let mut first_err = None;
-        for c in Self::CONTROLLERS {
+        let hierarchies = self.hierarchies();
+        for c in &hierarchies {
             if let Err(e) = cgroupfs::rmdir_retry(&self.dir(c, path), deadline, timeout) {
                 first_err.get_or_insert(e);
             }
@@ -117,7 +139,7 @@ impl Cgroups for V1 {
         }
         for ancestor in prune {
             check_path(ancestor)?;
-            for c in Self::CONTROLLERS {
+            for c in &hierarchies {
                 cgroupfs::rmdir_if_empty(&self.dir(c, ancestor))?;
             }
         }

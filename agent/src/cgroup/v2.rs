@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::cgroupfs;
-use super::{check_path, CgroupError, Cgroups, Limits, Version, CPU_PERIOD_US};
+use super::{check_path, CgroupError, Cgroups, Limits, Usage, Version, CPU_PERIOD_US};
 
 /// The unified hierarchy mounted at `root` (`/sys/fs/cgroup`, or
 /// `/sys/fs/cgroup/unified` on a hybrid host).
@@ -95,6 +95,11 @@ impl Cgroups for V2 {
 
     fn oom_kills(&self, path: &Path) -> Result<u64, CgroupError> {
         cgroupfs::read_keyed(&self.dir(path).join("memory.events"), "oom_kill")
+    }
+
+    fn usage(&self, path: &Path) -> Result<Usage, CgroupError> {
+        check_path(path)?;
+        super::usage::v2(&self.dir(path))
     }
 
     fn pids_current(&self, path: &Path) -> Result<u64, CgroupError> {

@@ -148,6 +148,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // Outlives every session: answers from the last records while the
     // scheduler is away.
     let mut dns = NodeDns::new(config.dns.clone(), shutdown.clone());
+    crate::metrics::node_dns(dns.index().clone());
     tracing::info!(node_id = %node_id, scheduler = %config.scheduler, data_dir = %config.data_dir.display(), "agent starting");
     let mut away = Away::new();
     let mut schedulers = leader::Schedulers::new(&config.scheduler);
@@ -544,6 +545,7 @@ impl Session<'_> {
         mut reports: Vec<AllocReport>,
     ) -> Result<(), SessionError> {
         checks.sync(allocs.check_targets());
+        crate::metrics::observe(allocs, checks);
         for id in checks.changes().take() {
             if !reports.iter().any(|r| r.alloc_id == id) {
                 reports.extend(allocs.report_of(&id));

@@ -208,6 +208,7 @@ impl Cluster {
             .collect();
         let mut outcome = history.outcome(&record, changed, revert, &mine, now);
         history.mark_revert(&mut outcome);
+        let started = std::time::Instant::now();
         let planned = reschedule::plan(
             &self.placement,
             &nodes,
@@ -217,6 +218,7 @@ impl Cluster {
             now,
             &super::deploy::managed(&outcome),
         );
+        crate::metrics::planned(&planned.plan, started);
         let plan = &planned.plan;
         record.pending = queue::pending_after(plan, &record.pending, now);
         // The spec is unchanged but what waits is not: the record is

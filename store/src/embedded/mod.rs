@@ -438,6 +438,7 @@ impl EmbeddedEtcd {
             .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
         let result = tonic::transport::Server::builder()
             .layer(local_only::LocalUsersLayer)
+            .layer(tower_layer::layer_fn(crate::metrics::CountRequests))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(

@@ -121,7 +121,10 @@ impl LogFile for DiskLog {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        let started = std::time::Instant::now();
+        let synced = self.file.sync_data();
+        crate::metrics::fsync_took(started.elapsed().as_secs_f64());
+        synced
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
