@@ -93,6 +93,10 @@ pub struct Received {
     pub assignment_messages: u64,
     /// Entries over all `Assignments` messages.
     pub assignment_entries: u64,
+    /// `DnsUpdate` messages (the relayed service-discovery records).
+    pub dns_messages: u64,
+    /// Records over all `DnsUpdate` messages.
+    pub dns_records: u64,
 }
 
 /// How an allocation is to be reported.
@@ -115,7 +119,7 @@ struct Reported {
 struct Shared {
     allocs: Mutex<HashMap<String, Reported>>,
     registered: AtomicU64,
-    received: Vec<[AtomicU64; 3]>,
+    received: Vec<[AtomicU64; 5]>,
 }
 
 /// A command to one node about one of its allocations.
@@ -248,6 +252,8 @@ impl Sim {
                 bytes: r[0].load(Ordering::Relaxed),
                 assignment_messages: r[1].load(Ordering::Relaxed),
                 assignment_entries: r[2].load(Ordering::Relaxed),
+                dns_messages: r[3].load(Ordering::Relaxed),
+                dns_records: r[4].load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -425,6 +431,10 @@ impl SimNode {
         if let Some(pb::scheduler_message::Msg::Assignments(a)) = &m.msg {
             r[1].fetch_add(1, Ordering::Relaxed);
             r[2].fetch_add(a.allocations.len() as u64, Ordering::Relaxed);
+        }
+        if let Some(pb::scheduler_message::Msg::DnsUpdate(u)) = &m.msg {
+            r[3].fetch_add(1, Ordering::Relaxed);
+            r[4].fetch_add(u.records.len() as u64, Ordering::Relaxed);
         }
     }
 

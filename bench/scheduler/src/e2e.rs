@@ -133,10 +133,17 @@ pub async fn run(args: &[String]) -> Result<()> {
             .await?,
     )
     .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+    report_registration(sim, sched.0.id())?;
     // What registration sent (the peer view, which every node gets when
-    // one joins, published at most every 200 ms) is not the job's: let the
-    // last view go out, then count from here.
+    // one joins, published at most every 200 ms, and every node's DNS
+    // record, relayed to every node) is not the job's: let the last of it
+    // go out, then count from here.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = settle(sim).await;
+    println!(
+        "e2e: DNS records settled {:.1} s after the last registration",
+        settled.as_secs_f64()
+    );
     let before = sim.received();
     let t0 = Instant::now();
     jobs.submit(pb::SubmitRequest {
@@ -152,7 +159,11 @@ pub async fn run(args: &[String]) -> Result<()> {
         took.as_secs_f64()
     );
     report_sent(&sim.received(), &before, instances, nodes);
-    println!("e2e: scheduler RSS {} MiB", rss_kib(sched.0.id())? / 1024);
+    println!(
+        "e2e: scheduler RSS {} MiB (peak {} MiB)",
+        rss_kib(sched.0.id(), "VmRSS")? / 1024,
+        rss_kib(sched.0.id(), "VmHWM")? / 1024
+    );
     println!(
         "persisted allocs/s: {:.0}",
         f64::from(instances) / took.as_secs_f64()
@@ -200,15 +211,55 @@ pub(crate) async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Result<
     }
 }
 
-/// `VmRSS` of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
+/// `field` (`VmRSS`, or `VmHWM`: the peak) of process `pid`, in KiB.
+fn rss_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))
+}
+
+/// Waits until no node has been sent a DNS update for 2 s (at most
+/// [`TIMEOUT`]); returns how long that took.
+async fn settle(sim: &Sim) -> Duration {
+    let t0 = Instant::now();
+    let total = || sim.received().iter().map(|r| r.dns_messages).sum::<u64>();
+    let (mut last, mut quiet_since) = (total(), Instant::now());
+    while t0.elapsed() < TIMEOUT && quiet_since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = total();
+        if now != last {
+            (last, quiet_since) = (now, Instant::now());
+        }
+    }
+    quiet_since.saturating_duration_since(t0)
+}
+
+/// Prints what registration sent each node (median / max), and the
+/// scheduler's memory then.
+fn report_registration(sim: &Sim, pid: u32) -> Result<()> {
+    let received = sim.received();
+    let per = |f: fn(&Received) -> u64| {
+        let mut v: Vec<u64> = received.iter().map(f).collect();
+        v.sort_unstable();
+        (crate::quantile(&v, 0.5), v.last().copied().unwrap_or(0))
+    };
+    let (b, bmax) = per(|r| r.bytes);
+    let (m, mmax) = per(|r| r.dns_messages);
+    let (r, rmax) = per(|r| r.dns_records);
+    println!(
+        "e2e: sent per node while registering (median / max): {b} / {bmax} bytes, {m} / {mmax} DNS messages, {r} / {rmax} DNS records ({} nodes)",
+        received.len()
+    );
+    println!(
+        "e2e: scheduler RSS after registration {} MiB (peak {} MiB)",
+        rss_kib(pid, "VmRSS")? / 1024,
+        rss_kib(pid, "VmHWM")? / 1024
+    );
+    Ok(())
 }
 
 /// Prints what each node was sent between `before` and `after`, median and
@@ -221,6 +272,8 @@ fn report_sent(after: &[Received], before: &[Received], instances: u32, nodes: u
             bytes: after.bytes - was.bytes,
             assignment_messages: after.assignment_messages - was.assignment_messages,
             assignment_entries: after.assignment_entries - was.assignment_entries,
+            dns_messages: after.dns_messages - was.dns_messages,
+            dns_records: after.dns_records - was.dns_records,
         })
         .collect();
     received.sort_by_key(|r| r.bytes);
@@ -231,8 +284,9 @@ fn report_sent(after: &[Received], before: &[Received], instances: u32, nodes: u
     let (bytes_med, bytes_max) = per(|r| r.bytes);
     let (msgs_med, msgs_max) = per(|r| r.assignment_messages);
     let (entries_med, entries_max) = per(|r| r.assignment_entries);
+    let (dns_med, dns_max) = per(|r| r.dns_messages);
     println!(
-        "e2e: sent per node for the job (median / max): {bytes_med} / {bytes_max} bytes, {msgs_med} / {msgs_max} assignment messages, {entries_med} / {entries_max} assignment entries (allocations per node: {:.1})",
+        "e2e: sent per node for the job (median / max): {bytes_med} / {bytes_max} bytes, {msgs_med} / {msgs_max} assignment messages, {entries_med} / {entries_max} assignment entries, {dns_med} / {dns_max} DNS messages (allocations per node: {:.1})",
         f64::from(instances) / nodes as f64
     );
 }

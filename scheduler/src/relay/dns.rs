@@ -23,39 +23,61 @@
 //!   batch as it arrives, in store order. A batch larger than
 //!   [`CHUNK_BYTES`] goes as consecutive chunks marked `more` but the last
 //!   ([`chunks`]); the agent applies a batch only once whole.
-//! - The watch loop never waits on an agent: it hands each batch (shared,
-//!   not copied) to every feed's queue of [`QUEUE`] batches with
-//!   `try_send`. A feed whose queue is full is marked for a resync and
-//!   gets no more batches; its task then drops what it had queued and
-//!   sends a fresh snapshot, taken under the same lock the batches are
-//!   made under, so nothing is lost or applied twice: everything queued
-//!   before the snapshot is in it, everything after is newer.
+//! - The watch loop never waits on an agent, and keeps no queue per agent:
+//!   it appends each batch to one bounded log ([`log::ChangeLog`], at most
+//!   [`LOG_BYTES`] in [`LOG_BATCHES`] batches), shared by every feed, and
+//!   bumps a counter the feeds watch. Each feed remembers only the last
+//!   batch it sent. When it may send (its agent's stream took its previous
+//!   DNS messages, [`pace`]), it sends every batch since then coalesced
+//!   (one record per key, at most [`CHUNK_BYTES`] per message), or, when
+//!   the log no longer goes back that far, a snapshot. A snapshot is built
+//!   once and shared by every feed that needs one while the log still
+//!   covers it (the feed then catches up from where it was taken), so a
+//!   thousand agents joining make a few snapshots, not a thousand. Nothing
+//!   is lost or applied twice: a snapshot holds every batch up to its
+//!   place in the log, and the feed goes on from there.
+//! - What a slow agent costs the scheduler is thus bounded: its place in
+//!   the log, and at most [`pace::IN_FLIGHT`] messages on its stream, not a
+//!   queue that grows with how long it has been slow; and what each agent
+//!   is sent grows with the records (a snapshot, then each change once, or
+//!   fewer when coalesced), not with the number of batches.
 //! - Before the first load (etcd unreachable since this scheduler started)
 //!   no snapshot is sent: an empty one would wipe the agent's last known
 //!   records. A re-list after a compaction is sent as the difference with
 //!   the previous copy, one plain batch, not as a reset to every agent.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use drover_proto::v1 as pb;
 use drover_store::mirror::{KeyChange, Sink};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::Outbound;
 use crate::sync::lock;
 
+mod log;
+pub mod pace;
+
+use log::{CatchUp, ChangeLog};
+use pace::Slot;
+pub use pace::{Pace, Paced};
+
 /// Where the SkyDNS layout lives in the store.
 pub const PREFIX: &str = "/skydns/";
 
-/// Batches queued per agent before it is resynchronised with a snapshot.
-pub const QUEUE: usize = 128;
+/// Most bytes of records the shared change log keeps (see [`log`]).
+pub const LOG_BYTES: usize = 1 << 20;
+
+/// Most batches the shared change log keeps.
+pub const LOG_BATCHES: usize = 4096;
 
 /// Largest sum of key and value bytes in one `DnsUpdate` message (a record
-/// larger than this goes alone): well under tonic's 4 MiB message limit.
-pub const CHUNK_BYTES: usize = 256 * 1024;
+/// larger than this goes alone): well under tonic's 4 MiB message limit,
+/// and small enough that [`pace::IN_FLIGHT`] of them per agent stream
+/// stays cheap with thousands of agents.
+pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Bytes a record adds to a message, roughly (key, value, framing).
 fn record_size(r: &pb::DnsRecord) -> usize {
@@ -115,24 +137,14 @@ fn deleted(key: &str) -> pb::DnsRecord {
     }
 }
 
-/// One batch of changes, shared by every feed's queue.
+/// A snapshot as sent: every record, chunked, and the log position it
+/// reflects. Shared by the feeds that need one while the log covers it.
 #[derive(Debug)]
-struct Batch {
-    revision: i64,
-    records: Vec<pb::DnsRecord>,
+struct Snapshot {
+    seq: u64,
+    chunks: Vec<pb::DnsUpdate>,
 }
 
-/// A connected agent's place in the fan-out.
-struct Feed {
-    node_id: String,
-    tx: mpsc::Sender<Arc<Batch>>,
-    /// The feed must send a snapshot before anything else; no batch is
-    /// queued for it meanwhile.
-    resync: bool,
-    wake: Arc<Notify>,
-}
-
-#[derive(Default)]
 struct State {
     /// Every record under [`PREFIX`], by key.
     records: BTreeMap<String, Vec<u8>>,
@@ -140,14 +152,36 @@ struct State {
     revision: i64,
     /// Whether the prefix has been read once.
     loaded: bool,
-    feeds: HashMap<u64, Feed>,
+    /// The recent batches, shared by every feed.
+    log: ChangeLog,
+    /// The last snapshot built, reused while the log covers it.
+    snapshot: Option<Arc<Snapshot>>,
+    /// How many snapshots were built.
+    snapshots_built: u64,
 }
 
 /// The relay's copy of the records and its feeds. See the module docs.
-#[derive(Default)]
 pub struct DnsRelay {
     state: Mutex<State>,
-    next_feed: AtomicU64,
+    /// Bumped (under the state's lock) whenever a feed may have something
+    /// new to send; every feed watches it.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for DnsRelay {
+    fn default() -> Self {
+        DnsRelay {
+            state: Mutex::new(State {
+                records: BTreeMap::new(),
+                revision: 0,
+                loaded: false,
+                log: ChangeLog::new(LOG_BYTES, LOG_BATCHES),
+                snapshot: None,
+                snapshots_built: 0,
+            }),
+            changed: watch::Sender::new(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for DnsRelay {
@@ -156,7 +190,9 @@ impl std::fmt::Debug for DnsRelay {
         f.debug_struct("DnsRelay")
             .field("records", &state.records.len())
             .field("revision", &state.revision)
-            .field("feeds", &state.feeds.len())
+            .field("log_head", &state.log.head())
+            .field("snapshots_built", &state.snapshots_built)
+            .field("feeds", &self.changed.receiver_count())
             .finish()
     }
 }
@@ -185,6 +221,21 @@ fn key_text(key: Vec<u8>) -> Option<String> {
         .ok()
 }
 
+/// What a feed sends next.
+#[derive(Debug)]
+enum Next {
+    /// Nothing yet: wait for a change.
+    Wait,
+    /// Every record, then catch up from its position.
+    Snapshot(Arc<Snapshot>),
+    /// The batches after the feed's position up to `upto`, coalesced.
+    Changes {
+        upto: u64,
+        revision: i64,
+        records: Vec<pb::DnsRecord>,
+    },
+}
+
 impl DnsRelay {
     /// How many records the relay holds, and the revision they reflect.
     #[cfg(test)]
@@ -205,9 +256,7 @@ impl DnsRelay {
         let old = std::mem::replace(&mut state.records, new);
         state.revision = revision;
         if !std::mem::replace(&mut state.loaded, true) {
-            for feed in state.feeds.values() {
-                feed.wake.notify_one();
-            }
+            self.changed.send_modify(|n| *n += 1);
             return;
         }
         let mut records: Vec<pb::DnsRecord> = old
@@ -222,10 +271,10 @@ impl DnsRelay {
                 .filter(|(k, v)| old.get(*k) != Some(*v))
                 .map(|(k, v)| put(k, v)),
         );
-        fan_out(&mut state, Batch { revision, records });
+        self.fan_out(&mut state, revision, records);
     }
 
-    /// One watch response: applied to the copy and queued for every feed.
+    /// One watch response: applied to the copy and logged for every feed.
     fn apply(&self, changes: Vec<KeyChange>, revision: i64) {
         let mut state = lock(&self.state);
         let mut records = Vec::with_capacity(changes.len());
@@ -244,96 +293,105 @@ impl DnsRelay {
             }
         }
         state.revision = state.revision.max(revision);
-        fan_out(&mut state, Batch { revision, records });
+        self.fan_out(&mut state, revision, records);
     }
 
-    /// Joins the fan-out; the feed starts with a snapshot.
-    fn subscribe(&self, node_id: &str) -> Subscription {
-        let id = self.next_feed.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let wake = Arc::new(Notify::new());
-        wake.notify_one();
-        lock(&self.state).feeds.insert(
-            id,
-            Feed {
-                node_id: node_id.to_owned(),
-                tx,
-                resync: true,
-                wake: wake.clone(),
-            },
-        );
-        Subscription { id, rx, wake }
-    }
-
-    /// If the feed needs one and the relay has read the store: the
-    /// snapshot (revision, every record), with the feed's queue emptied and
-    /// its resync cleared under the same lock.
-    fn snapshot(&self, sub: &mut Subscription) -> Option<(i64, Vec<pb::DnsRecord>)> {
-        let mut state = lock(&self.state);
-        if !state.loaded || !state.feeds.get(&sub.id).is_some_and(|f| f.resync) {
-            return None;
+    /// Logs a batch (nothing when empty) and wakes the feeds.
+    fn fan_out(&self, state: &mut State, revision: i64, records: Vec<pb::DnsRecord>) {
+        if records.is_empty() {
+            return;
         }
-        while sub.rx.try_recv().is_ok() {}
-        if let Some(feed) = state.feeds.get_mut(&sub.id) {
-            feed.resync = false;
+        state.log.push(revision, records);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// What a feed that has sent everything up to `at` (`None`: nothing
+    /// yet) sends next. Nothing before the store was read once: an empty
+    /// snapshot would wipe the agent's last known records.
+    fn next(&self, at: Option<u64>) -> Next {
+        let mut state = lock(&self.state);
+        if !state.loaded {
+            return Next::Wait;
+        }
+        if let Some(seq) = at {
+            match state.log.since(seq, CHUNK_BYTES) {
+                CatchUp::Current => return Next::Wait,
+                CatchUp::Changes {
+                    upto,
+                    revision,
+                    records,
+                } => {
+                    return Next::Changes {
+                        upto,
+                        revision,
+                        records,
+                    }
+                }
+                CatchUp::Behind => {}
+            }
+        }
+        let floor = state.log.floor();
+        if let Some(s) = state.snapshot.as_ref().filter(|s| s.seq >= floor) {
+            return Next::Snapshot(s.clone());
         }
         let records = state.records.iter().map(|(k, v)| put(k, v)).collect();
-        Some((state.revision, records))
-    }
-
-    fn unsubscribe(&self, id: u64) {
-        lock(&self.state).feeds.remove(&id);
-    }
-}
-
-/// Queues `batch` for every feed not waiting for a snapshot; a full queue
-/// marks its feed for one.
-fn fan_out(state: &mut State, batch: Batch) {
-    if batch.records.is_empty() {
-        return;
-    }
-    let batch = Arc::new(batch);
-    state.feeds.retain(|_, feed| {
-        if feed.resync {
-            return true;
-        }
-        match feed.tx.try_send(batch.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(node_id = %feed.node_id, queued = QUEUE, revision = batch.revision,
-                    "agent fell behind the DNS records; it will get a fresh snapshot");
-                feed.resync = true;
-                feed.wake.notify_one();
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    });
-}
-
-/// A feed's end of the fan-out.
-struct Subscription {
-    id: u64,
-    rx: mpsc::Receiver<Arc<Batch>>,
-    wake: Arc<Notify>,
-}
-
-/// Leaves the fan-out when the feed task ends, however it ends.
-struct Leave<'a>(&'a DnsRelay, u64);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.unsubscribe(self.1);
+        let snapshot = Arc::new(Snapshot {
+            seq: state.log.head(),
+            chunks: chunks(true, state.revision, records),
+        });
+        state.snapshot = Some(snapshot.clone());
+        state.snapshots_built += 1;
+        tracing::debug!(
+            seq = snapshot.seq,
+            revision = state.revision,
+            records = state.records.len(),
+            "built a DNS snapshot"
+        );
+        Next::Snapshot(snapshot)
     }
 }
 
-/// Sends `updates` down the agent's stream; false once it is closed.
-async fn send(tx: &Outbound, updates: Vec<pb::DnsUpdate>) -> bool {
+/// Queues one DNS message on the agent's stream in `slot`; false once the
+/// stream is closed.
+async fn send(tx: &Outbound, slot: Slot<'_>, update: pb::DnsUpdate) -> bool {
+    let msg = pb::SchedulerMessage {
+        msg: Some(pb::scheduler_message::Msg::DnsUpdate(update)),
+    };
+    if tx.send(Ok(msg)).await.is_err() {
+        return false;
+    }
+    slot.used();
+    true
+}
+
+/// Waits for a pace slot; `None` once the stream or session ended.
+async fn slot<'a>(pace: &'a Pace, tx: &Outbound, ended: &CancellationToken) -> Option<Slot<'a>> {
+    tokio::select! {
+        s = pace.slot() => Some(s),
+        () = tx.closed() => None,
+        () = ended.cancelled() => None,
+    }
+}
+
+/// Sends `updates` (one batch), the first in `first`, the others each in
+/// a slot of its own; false once the stream or session ended.
+async fn send_all(
+    tx: &Outbound,
+    pace: &Pace,
+    ended: &CancellationToken,
+    first: Slot<'_>,
+    updates: impl IntoIterator<Item = pb::DnsUpdate>,
+) -> bool {
+    let mut first = Some(first);
     for u in updates {
-        let msg = pb::SchedulerMessage {
-            msg: Some(pb::scheduler_message::Msg::DnsUpdate(u)),
+        let s = match first.take() {
+            Some(s) => s,
+            None => match slot(pace, tx, ended).await {
+                Some(s) => s,
+                None => return false,
+            },
         };
-        if tx.send(Ok(msg)).await.is_err() {
+        if !send(tx, s, u).await {
             return false;
         }
     }
@@ -341,33 +399,52 @@ async fn send(tx: &Outbound, updates: Vec<pb::DnsUpdate>) -> bool {
 }
 
 /// One agent's feed, from right after its `Registered` until its stream
-/// or session ends: a snapshot, then every batch; a new snapshot whenever
-/// it fell behind.
+/// or session ends: a snapshot, then what changed each time its stream
+/// has room ([`Pace`]); a snapshot again whenever the log no longer goes
+/// back to where it stands.
 pub(crate) async fn feed(
     relay: Arc<DnsRelay>,
     node_id: String,
     tx: Outbound,
+    pace: Arc<Pace>,
     ended: CancellationToken,
 ) {
-    let mut sub = relay.subscribe(&node_id);
-    let _leave = Leave(&relay, sub.id);
+    let mut changed = relay.changed.subscribe();
+    let mut at: Option<u64> = None;
     loop {
-        if let Some((revision, records)) = relay.snapshot(&mut sub) {
-            tracing::debug!(node_id = %node_id, revision, records = records.len(), "sending the DNS records");
-            if !send(&tx, chunks(true, revision, records)).await {
-                return;
-            }
-            continue;
-        }
-        let batch = tokio::select! {
-            b = sub.rx.recv() => b,
-            () = sub.wake.notified() => continue,
-            () = tx.closed() => return,
-            () = ended.cancelled() => return,
-        };
-        let Some(batch) = batch else { return };
-        if !send(&tx, chunks(false, batch.revision, batch.records.clone())).await {
+        // Room on the stream first: what changes meanwhile goes in the
+        // same message.
+        let Some(first) = slot(&pace, &tx, &ended).await else {
             return;
+        };
+        changed.borrow_and_update();
+        match relay.next(at) {
+            Next::Wait => {
+                drop(first);
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    () = tx.closed() => return,
+                    () = ended.cancelled() => return,
+                }
+            }
+            Next::Snapshot(s) => {
+                let records: usize = s.chunks.iter().map(|c| c.records.len()).sum();
+                tracing::debug!(node_id = %node_id, seq = s.seq, records, "sending the DNS records");
+                if !send_all(&tx, &pace, &ended, first, s.chunks.iter().cloned()).await {
+                    return;
+                }
+                at = Some(s.seq);
+            }
+            Next::Changes {
+                upto,
+                revision,
+                records,
+            } => {
+                if !send_all(&tx, &pace, &ended, first, chunks(false, revision, records)).await {
+                    return;
+                }
+                at = Some(upto);
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use super::{session, Reply};
 use crate::auth;
 use crate::core::Core;
 use crate::job::{check_dns_label, Resources};
+use crate::relay;
 use crate::state::{AllocStatus, NodeRecord, NodeStatus};
 use crate::transitions::StatusReport;
 
@@ -206,6 +207,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
         let _ = tx.send(Ok(hello)).await;
         session.dirty.notify_one();
         let sent = Sent::new(reg.partial_assignments);
+        let pace = Arc::new(relay::dns::Pace::default());
         session::run(
             self.core.clone(),
             node,
@@ -213,11 +215,14 @@ impl pb::agent_service_server::AgentService for AgentApi {
             tx,
             inbound,
             (self.snapshots.clone(), sent),
-            reg.partial_peers,
+            (reg.partial_peers, pace.clone()),
         );
         // Jobs waiting for capacity may fit now, and system jobs want an
         // instance on the node: a full pass, soon.
         self.core.node_joined();
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(relay::dns::Paced::new(
+            ReceiverStream::new(rx),
+            pace,
+        ))))
     }
 }

@@ -27,7 +27,7 @@ pub(super) fn run(
     tx: Outbound,
     inbound: Streaming<pb::AgentMessage>,
     assignments: (Arc<Snapshots>, Sent),
-    partial_peers: bool,
+    (partial_peers, dns_pace): (bool, Arc<relay::dns::Pace>),
 ) {
     let ended = CancellationToken::new();
     tokio::spawn(peers::push(
@@ -42,6 +42,7 @@ pub(super) fn run(
         core.dns_relay().clone(),
         node.id.clone(),
         tx.clone(),
+        dns_pace,
         ended.clone(),
     ));
     tokio::spawn(push_assignments(

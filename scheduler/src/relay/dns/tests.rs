@@ -1,8 +1,13 @@
 //! The relay without a store: chunking, the snapshot-then-batches order of
-//! one feed, a slow agent resynchronised with a snapshot while a fast one
-//! gets every batch, and a re-list sent as its difference.
+//! one feed, coalescing for a feed that fell behind, what a slow agent's
+//! stream may hold, a feed too far behind resynchronised with a shared
+//! snapshot, and a re-list sent as its difference.
 
 use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 
@@ -21,12 +26,32 @@ fn rec(key: &str, size: usize) -> pb::DnsRecord {
     put(key, &vec![b'x'; size])
 }
 
+type Rx = Paced<ReceiverStream<Result<pb::SchedulerMessage, tonic::Status>>>;
+
+/// A feed for `node` on a stream of `capacity` messages, read through
+/// [`Paced`] as the agent service does.
+fn start_feed(relay: &Arc<DnsRelay>, node: &str, capacity: usize, ended: &CancellationToken) -> Rx {
+    let (tx, rx) = mpsc::channel(capacity);
+    let pace = Arc::new(Pace::default());
+    tokio::spawn(feed(
+        relay.clone(),
+        node.into(),
+        tx,
+        pace.clone(),
+        ended.clone(),
+    ));
+    Paced::new(ReceiverStream::new(rx), pace)
+}
+
+/// The DNS updates an agent's stream holds now, unread.
+fn queued(rx: &Rx) -> usize {
+    rx.get_ref().as_ref().len()
+}
+
 /// The DNS updates an agent's stream carried so far.
-fn drain(
-    rx: &mut mpsc::Receiver<Result<pb::SchedulerMessage, tonic::Status>>,
-) -> Vec<pb::DnsUpdate> {
+async fn drain(rx: &mut Rx) -> Vec<pb::DnsUpdate> {
     let mut out = Vec::new();
-    while let Ok(Ok(m)) = rx.try_recv() {
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(20), rx.next()).await {
         if let Some(pb::scheduler_message::Msg::DnsUpdate(u)) = m.msg {
             out.push(u);
         }
@@ -35,13 +60,10 @@ fn drain(
 }
 
 /// Receives DNS updates until `n` arrived, or panics after 5 s.
-async fn take(
-    rx: &mut mpsc::Receiver<Result<pb::SchedulerMessage, tonic::Status>>,
-    n: usize,
-) -> Vec<pb::DnsUpdate> {
+async fn take(rx: &mut Rx, n: usize) -> Vec<pb::DnsUpdate> {
     let mut out = Vec::new();
     while out.len() < n {
-        let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.next())
             .await
             .expect("an update within 5 s")
             .expect("an open stream")
@@ -51,6 +73,68 @@ async fn take(
         }
     }
     out
+}
+
+/// An agent's copy of the records, as it applies whole batches.
+#[derive(Debug, Default)]
+struct Agent {
+    records: BTreeMap<String, Vec<u8>>,
+    staged: Vec<pb::DnsUpdate>,
+    revision: i64,
+    messages: usize,
+    resets: usize,
+}
+
+impl Agent {
+    fn take(&mut self, u: pb::DnsUpdate) {
+        self.messages += 1;
+        let more = u.more;
+        self.staged.push(u);
+        if more {
+            return;
+        }
+        let batch = std::mem::take(&mut self.staged);
+        if batch[0].reset {
+            self.records.clear();
+            self.resets += 1;
+        }
+        for u in batch {
+            self.revision = self.revision.max(u.revision);
+            for r in u.records {
+                if r.deleted {
+                    self.records.remove(&r.key);
+                } else {
+                    self.records.insert(r.key, r.value);
+                }
+            }
+        }
+    }
+
+    /// Reads `rx` until this copy is the relay's, or panics after 10 s.
+    async fn follow(&mut self, rx: &mut Rx, relay: &DnsRelay) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (want, revision) = {
+                let state = lock(&relay.state);
+                (state.records.clone(), state.revision)
+            };
+            if self.staged.is_empty() && self.records == want && self.revision == revision {
+                return;
+            }
+            let m = tokio::time::timeout_at(deadline, rx.next())
+                .await
+                .expect("the relay's records within 10 s")
+                .expect("an open stream")
+                .expect("no error");
+            if let Some(pb::scheduler_message::Msg::DnsUpdate(u)) = m.msg {
+                self.take(u);
+            }
+        }
+    }
+}
+
+fn built(relay: &DnsRelay) -> u64 {
+    lock(&relay.state).snapshots_built
 }
 
 fn keys(u: &pb::DnsUpdate) -> Vec<String> {
@@ -109,15 +193,14 @@ fn chunks_split_big_batches_and_mark_all_but_the_last() {
 }
 
 #[tokio::test]
-async fn a_feed_sends_a_snapshot_then_each_batch_and_nothing_before_the_first_load() {
+async fn a_feed_sends_a_snapshot_then_each_change_and_nothing_before_the_first_load() {
     let relay = Arc::new(DnsRelay::default());
-    let (tx, mut rx) = mpsc::channel(64);
     let ended = CancellationToken::new();
     let _stop = ended.clone().drop_guard();
-    tokio::spawn(feed(relay.clone(), "n1".into(), tx, ended.clone()));
+    let mut rx = start_feed(&relay, "n1", 64, &ended);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
-        drain(&mut rx).is_empty(),
+        drain(&mut rx).await.is_empty(),
         "a snapshot before the store was read"
     );
 
@@ -136,10 +219,7 @@ async fn a_feed_sends_a_snapshot_then_each_batch_and_nothing_before_the_first_lo
         ],
         12,
     );
-    // A progress notification carries nothing to send.
-    relay.apply(Vec::new(), 13);
-    relay.apply(vec![put_change("/skydns/x/y", "{}")], 14);
-    let next = take(&mut rx, 2).await;
+    let next = take(&mut rx, 1).await;
     assert!(!next[0].reset && next[0].revision == 12);
     assert_eq!(
         keys(&next[0]),
@@ -148,61 +228,152 @@ async fn a_feed_sends_a_snapshot_then_each_batch_and_nothing_before_the_first_lo
             "-/skydns/internal/drover/service/web/a1"
         ]
     );
+    // A progress notification carries nothing to send.
+    relay.apply(Vec::new(), 13);
+    relay.apply(vec![put_change("/skydns/x/y", "{}")], 14);
+    let next = take(&mut rx, 1).await;
     assert_eq!(
-        (next[1].revision, keys(&next[1])),
-        (14, vec!["/skydns/x/y".to_owned()])
+        (next[0].reset, next[0].revision, keys(&next[0])),
+        (false, 14, vec!["/skydns/x/y".to_owned()])
     );
     assert_eq!(relay.size(), (2, 14));
+    assert!(drain(&mut rx).await.is_empty());
 }
 
 #[tokio::test]
-async fn a_slow_agent_gets_a_fresh_snapshot_and_a_fast_one_every_batch() {
+async fn a_feed_that_fell_behind_sends_the_batches_since_coalesced() {
+    let relay = Arc::new(DnsRelay::default());
+    relay.load(vec![kv("/skydns/a", "0")], 1);
+    let ended = CancellationToken::new();
+    let _stop = ended.clone().drop_guard();
+    let mut rx = start_feed(&relay, "n1", 64, &ended);
+    let mut agent = Agent::default();
+    agent.follow(&mut rx, &relay).await;
+    assert_eq!((agent.messages, agent.resets), (1, 1));
+
+    // 200 batches while the agent reads nothing: 100 joins, and the same
+    // key changed 100 times.
+    for i in 0..100 {
+        let rev = 2 + 2 * i;
+        relay.apply(vec![put_change(&format!("/skydns/n/{i:03}"), "{}")], rev);
+        relay.apply(vec![put_change("/skydns/a", &i.to_string())], rev + 1);
+        tokio::task::yield_now().await;
+    }
+    agent.follow(&mut rx, &relay).await;
+    // The stream held at most IN_FLIGHT messages while nobody read, then
+    // the rest came as one: each key once.
+    assert!(
+        agent.messages <= 1 + pace::IN_FLIGHT + 1,
+        "{} messages for 200 batches",
+        agent.messages
+    );
+    assert_eq!(agent.resets, 1, "caught up from the log, not a snapshot");
+    assert_eq!(
+        agent.records.get("/skydns/a").map(Vec::as_slice),
+        Some(&b"99"[..])
+    );
+    assert_eq!(agent.records.len(), 101);
+}
+
+#[tokio::test]
+async fn a_slow_stream_holds_at_most_in_flight_messages() {
     let relay = Arc::new(DnsRelay::default());
     relay.load(Vec::new(), 1);
     let ended = CancellationToken::new();
     let _stop = ended.clone().drop_guard();
-    // The slow agent's stream holds one message and nobody reads it yet.
-    let (slow_tx, mut slow_rx) = mpsc::channel(1);
-    let (fast_tx, mut fast_rx) = mpsc::channel(1024);
-    tokio::spawn(feed(relay.clone(), "slow".into(), slow_tx, ended.clone()));
-    tokio::spawn(feed(relay.clone(), "fast".into(), fast_tx, ended.clone()));
-    let fast_reset = take(&mut fast_rx, 1).await;
-    assert!(fast_reset[0].reset);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Room for 64 messages; nobody reads.
+    let mut rx = start_feed(&relay, "slow", 64, &ended);
+    for i in 0..500 {
+        relay.apply(vec![put_change(&format!("/skydns/k/{i:04}"), "{}")], 2 + i);
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        queued(&rx) <= pace::IN_FLIGHT,
+        "{} DNS messages queued on a stream nobody reads",
+        queued(&rx)
+    );
+    let mut agent = Agent::default();
+    agent.follow(&mut rx, &relay).await;
+    assert_eq!(agent.records.len(), 500);
+}
 
-    // Far more batches than a queue holds, without ever waiting.
-    let n = QUEUE * 3;
+#[tokio::test]
+async fn a_feed_the_log_no_longer_covers_gets_a_snapshot_and_a_fast_one_every_change() {
+    let relay = Arc::new(DnsRelay::default());
+    relay.load(Vec::new(), 1);
+    let ended = CancellationToken::new();
+    let _stop = ended.clone().drop_guard();
+    let mut slow = start_feed(&relay, "slow", 64, &ended);
+    let mut fast = start_feed(&relay, "fast", 64, &ended);
+    let (mut slow_agent, mut fast_agent) = (Agent::default(), Agent::default());
+    slow_agent.follow(&mut slow, &relay).await;
+    fast_agent.follow(&mut fast, &relay).await;
+
+    // More batches than the log keeps; the fast agent reads as they come.
+    let n = LOG_BATCHES + 100;
     for i in 0..n {
-        let rev = 2 + i as i64;
-        relay.apply(vec![put_change(&format!("/skydns/k/{i:04}"), "{}")], rev);
-        // Let the fast feed keep up, as a reading agent does.
-        if i % 32 == 0 {
+        relay.apply(
+            vec![put_change(&format!("/skydns/k/{i:05}"), "{}")],
+            2 + i as i64,
+        );
+        if i % 64 == 0 {
             tokio::task::yield_now().await;
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout(Duration::from_millis(1), fast.next()).await
+            {
+                if let Some(pb::scheduler_message::Msg::DnsUpdate(u)) = m.msg {
+                    fast_agent.take(u);
+                }
+            }
         }
     }
-    let last = 1 + n as i64;
-    let fast = take(&mut fast_rx, n).await;
-    assert!(fast.iter().all(|u| !u.reset));
-    assert_eq!(fast.last().map(|u| u.revision), Some(last));
+    fast_agent.follow(&mut fast, &relay).await;
+    assert_eq!(fast_agent.resets, 1, "the fast agent was resynchronised");
+    assert_eq!(fast_agent.records.len(), n);
 
-    // The slow agent reads now: its first messages were queued before it
-    // fell behind; then a snapshot holding every record, then nothing
-    // older than it.
-    let mut got = Vec::new();
-    loop {
-        let u = take(&mut slow_rx, 1).await.remove(0);
-        let done = u.reset && u.revision == last && !u.more;
-        got.push(u);
-        if done {
-            break;
-        }
+    // The slow agent reads now: what it had queued, then a snapshot
+    // holding every record.
+    slow_agent.follow(&mut slow, &relay).await;
+    assert_eq!(slow_agent.resets, 2, "no resync snapshot");
+    assert_eq!(slow_agent.records.len(), n);
+    relay.apply(vec![put_change("/skydns/k/after", "{}")], 10 + n as i64);
+    let after = take(&mut slow, 1).await;
+    assert!(!after[0].reset);
+    assert_eq!(keys(&after[0]), ["/skydns/k/after"]);
+}
+
+#[tokio::test]
+async fn joining_feeds_share_a_snapshot_while_the_log_covers_it() {
+    let relay = Arc::new(DnsRelay::default());
+    relay.load(vec![kv("/skydns/a", "1")], 1);
+    let ended = CancellationToken::new();
+    let _stop = ended.clone().drop_guard();
+    let mut streams: Vec<Rx> = (0..20)
+        .map(|i| start_feed(&relay, &format!("n{i}"), 64, &ended))
+        .collect();
+    for rx in &mut streams {
+        Agent::default().follow(rx, &relay).await;
     }
-    let snapshot = got.last().expect("a snapshot");
-    assert_eq!(snapshot.records.len(), n, "the snapshot misses records");
-    assert!(got.iter().skip(1).any(|u| u.reset), "no resync snapshot");
-    relay.apply(vec![put_change("/skydns/k/after", "{}")], last + 1);
-    let after = take(&mut slow_rx, 1).await;
-    assert_eq!((after[0].reset, after[0].revision), (false, last + 1));
+    assert_eq!(built(&relay), 1, "one snapshot for 20 feeds");
+
+    // Joins the log still covers: the same snapshot, then the changes.
+    for i in 0..50 {
+        relay.apply(vec![put_change(&format!("/skydns/n/{i}"), "{}")], 2 + i);
+    }
+    let mut late = start_feed(&relay, "late", 64, &ended);
+    let mut agent = Agent::default();
+    agent.follow(&mut late, &relay).await;
+    assert_eq!(built(&relay), 1);
+    assert_eq!((agent.resets, agent.records.len()), (1, 51));
+
+    // Once the log has moved past it, a new one.
+    for i in 0..LOG_BATCHES as i64 {
+        relay.apply(vec![put_change(&format!("/skydns/m/{i}"), "{}")], 100 + i);
+    }
+    let mut later = start_feed(&relay, "later", 64, &ended);
+    Agent::default().follow(&mut later, &relay).await;
+    assert_eq!(built(&relay), 2);
 }
 
 #[tokio::test]
@@ -216,10 +387,9 @@ async fn a_reload_after_compaction_is_sent_as_its_difference() {
         ],
         5,
     );
-    let (tx, mut rx) = mpsc::channel(64);
     let ended = CancellationToken::new();
     let _stop = ended.clone().drop_guard();
-    tokio::spawn(feed(relay.clone(), "n1".into(), tx, ended.clone()));
+    let mut rx = start_feed(&relay, "n1", 64, &ended);
     assert!(take(&mut rx, 1).await[0].reset);
 
     // a unchanged, b changed, c deleted, d new.
@@ -246,5 +416,5 @@ async fn a_reload_after_compaction_is_sent_as_its_difference() {
         21,
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(drain(&mut rx).is_empty());
+    assert!(drain(&mut rx).await.is_empty());
 }
