@@ -51,6 +51,103 @@ pub fn peer_uid(server: SocketAddr, client: SocketAddr) -> io::Result<Option<u32
     }
 }
 
+/// Asks about connections in one network namespace: the one a listening
+/// socket was made in, which need not be the namespace of the threads
+/// serving it (a listener made in a namespace and served from outside it,
+/// as test harnesses do). `sock_diag` answers only about sockets of the
+/// namespace its own socket was made in.
+#[derive(Debug)]
+pub struct PeerLookup {
+    /// A `sock_diag` socket of the listener's namespace; `None`: make one
+    /// per query in the calling thread's namespace.
+    diag: Option<std::sync::Mutex<Socket>>,
+}
+
+impl PeerLookup {
+    /// Lookups in the calling thread's namespace.
+    pub fn current() -> PeerLookup {
+        PeerLookup { diag: None }
+    }
+
+    /// Lookups in the namespace `listener` was made in (through
+    /// `SIOCGSKNS`); in the calling thread's when that cannot be had.
+    pub fn for_socket(listener: std::os::fd::BorrowedFd<'_>) -> PeerLookup {
+        match diag_socket_in_namespace_of(listener) {
+            Ok(socket) => PeerLookup {
+                diag: Some(std::sync::Mutex::new(socket)),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot open sock_diag in the listener's network namespace; asking in this thread's");
+                PeerLookup::current()
+            }
+        }
+    }
+
+    /// [`check`], in this lookup's namespace.
+    ///
+    /// # Errors
+    ///
+    /// The refusal, for a permission-denied status.
+    pub fn check(
+        &self,
+        server: Option<SocketAddr>,
+        client: Option<SocketAddr>,
+        what: &str,
+    ) -> Result<(), String> {
+        check_with(server, client, what, |s, c| self.peer_uid(s, c))
+    }
+
+    /// [`peer_uid`], in this lookup's namespace.
+    ///
+    /// # Errors
+    ///
+    /// When `sock_diag` cannot be asked.
+    pub fn peer_uid(&self, server: SocketAddr, client: SocketAddr) -> io::Result<Option<u32>> {
+        let Some(diag) = &self.diag else {
+            return peer_uid(server, client);
+        };
+        let (server, client) = (unmapped(server), unmapped(client));
+        // One request, one reply: the lock keeps them paired.
+        let socket = diag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        socket.send(&diag_request(server, client), 0)?;
+        let (reply, _) = socket.recv_from_full()?;
+        parse_reply(&reply)
+    }
+}
+
+/// A `sock_diag` socket made in the network namespace of `socket`.
+fn diag_socket_in_namespace_of(socket: std::os::fd::BorrowedFd<'_>) -> io::Result<Socket> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `SIOCGSKNS` (linux/sockios.h): a socket's network namespace.
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and only reads the socket; on
+    // success it returns a new file descriptor we own.
+    let ns = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSKNS) };
+    if ns < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ns` was just returned to us by the kernel and nothing else
+    // owns it.
+    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
+    // A thread of its own enters the namespace, so no other work of this
+    // process ever runs there; the socket keeps the namespace it was made in.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(io::Error::from)?;
+                let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+                socket.bind_auto()?;
+                socket.connect(&NetlinkAddr::new(0, 0))?;
+                Ok(socket)
+            })
+            .join()
+            .map_err(|_| io::Error::other("the sock_diag thread panicked"))?
+    })
+}
+
 /// The users a loopback call is admitted from: root, the user this
 /// process runs as, and the one who started it with `sudo` (`SUDO_UID`:
 /// who could run anything as root anyway, e.g. the person at the laptop
@@ -77,6 +174,15 @@ pub fn check(
     server: Option<SocketAddr>,
     client: Option<SocketAddr>,
     what: &str,
+) -> Result<(), String> {
+    check_with(server, client, what, peer_uid)
+}
+
+fn check_with(
+    server: Option<SocketAddr>,
+    client: Option<SocketAddr>,
+    what: &str,
+    peer_uid: impl FnOnce(SocketAddr, SocketAddr) -> io::Result<Option<u32>>,
 ) -> Result<(), String> {
     let (Some(server), Some(client)) = (server, client) else {
         return Ok(());

@@ -440,7 +440,13 @@ impl MultiHost {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("drover scheduler ({name}) exited at start: {status}");
+                let log = std::fs::read_to_string(self.root.join(format!("{name}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                panic!(
+                    "drover scheduler ({name}) exited at start: {status}; its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             if let Ok(s) = std::fs::read_to_string(&addr_file) {
                 if s.ends_with('\n') {

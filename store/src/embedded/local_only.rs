@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
@@ -10,15 +11,31 @@ use tonic::codegen::{http, Service};
 use tonic::transport::server::TcpConnectInfo;
 use tonic::Status;
 
+use crate::local_peer::PeerLookup;
+
 /// See the module docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalUsersLayer;
+#[derive(Debug, Clone)]
+pub struct LocalUsersLayer {
+    lookup: Arc<PeerLookup>,
+}
+
+impl LocalUsersLayer {
+    /// Asking about connections with `lookup` (the listener's namespace).
+    pub fn new(lookup: PeerLookup) -> LocalUsersLayer {
+        LocalUsersLayer {
+            lookup: Arc::new(lookup),
+        }
+    }
+}
 
 impl<S> tower_layer::Layer<S> for LocalUsersLayer {
     type Service = LocalUsers<S>;
 
     fn layer(&self, inner: S) -> LocalUsers<S> {
-        LocalUsers { inner }
+        LocalUsers {
+            inner,
+            lookup: Arc::clone(&self.lookup),
+        }
     }
 }
 
@@ -26,6 +43,7 @@ impl<S> tower_layer::Layer<S> for LocalUsersLayer {
 #[derive(Debug, Clone)]
 pub struct LocalUsers<S> {
     inner: S,
+    lookup: Arc<PeerLookup>,
 }
 
 impl<S> Service<http::Request<Body>> for LocalUsers<S>
@@ -48,7 +66,7 @@ where
             info.and_then(TcpConnectInfo::local_addr),
             info.and_then(TcpConnectInfo::remote_addr),
         );
-        if let Err(why) = crate::local_peer::check(server, client, "the embedded store") {
+        if let Err(why) = self.lookup.check(server, client, "the embedded store") {
             tracing::warn!(path = %req.uri().path(), ?client, reason = %why, "store call refused");
             return Box::pin(async move { Ok(Status::permission_denied(why).into_http()) });
         }

@@ -101,6 +101,8 @@ use tonic::Status;
 /// The shutdown token [`EmbeddedEtcd::serve`] takes, re-exported for callers.
 pub use tokio_util::sync::CancellationToken;
 
+use crate::local_peer::PeerLookup;
+
 pub use dir::{DIR_MODE, FILE_MODE, LOCK_FILE};
 pub use mvcc::snapshot::SnapshotError;
 pub use mvcc::ReplayError;
@@ -398,6 +400,10 @@ impl EmbeddedEtcd {
         shutdown: CancellationToken,
     ) -> Result<(), EmbeddedError> {
         let addr = listener.local_addr().map_err(EmbeddedError::Listener)?;
+        // Callers are looked up in the listener's network namespace.
+        let local_users = local_only::LocalUsersLayer::new(PeerLookup::for_socket(
+            std::os::fd::AsFd::as_fd(&listener),
+        ));
         let _ = self.shared.client_url.set(format!("http://{addr}"));
         let shared = Arc::clone(&self.shared);
         // However serve ends (even dropped mid-flight), the log is closed
@@ -437,7 +443,7 @@ impl EmbeddedEtcd {
             .build_v1()
             .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
         let result = tonic::transport::Server::builder()
-            .layer(local_only::LocalUsersLayer)
+            .layer(local_users)
             .layer(tower_layer::layer_fn(crate::metrics::CountRequests))
             .add_service(health_service)
             .add_service(reflection)
