@@ -58,6 +58,8 @@ pub struct DevArgs {
     meta: crate::meta::MetaArgs,
     #[command(flatten)]
     timing: TimingArgs,
+    #[command(flatten)]
+    load: crate::load::LoadArgs,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -97,6 +99,8 @@ pub struct SchedulerArgs {
     timing: TimingArgs,
     #[command(flatten)]
     ha: crate::ha::HaArgs,
+    #[command(flatten)]
+    load: crate::load::LoadArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -368,6 +372,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     .await?;
     let (zone, placing) = (a.dns.discovery()?, a.placement.config());
     let core = Core::with_placement(store, a.timing.timing()?, subnets, zone, placing);
+    core.load().set_limits(a.load.limits()?);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     // One replica: it campaigns and wins at once; `scheduler.addr`
@@ -466,6 +471,7 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
             a.placement.config(),
         );
         core.require_node_certs(a.require_node_certs);
+        core.load().set_limits(a.load.limits()?);
         let term = shutdown.child_token();
         let listener = socket.try_clone()?;
         listener.set_nonblocking(true)?;

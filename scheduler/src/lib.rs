@@ -25,8 +25,9 @@
 //!   children on it (pure rules, their store writes, the leader's timer);
 //!   the gRPC services ([`service`], with [`auth`] and [`access`] deciding
 //!   who may call what, [`audit`] recording who changed what, and [`gate`]
-//!   whether this replica serves at all) are the edge; [`leader`] runs a
-//!   replica in the election, serving only while it leads.
+//!   whether this replica serves at all, [`load`] what one client may
+//!   hold open) are the edge; [`leader`] runs a replica in the election,
+//!   serving only while it leads.
 
 pub mod access;
 pub mod audit;
@@ -39,6 +40,7 @@ pub mod gate;
 pub mod job;
 pub mod jobfile;
 pub mod leader;
+pub mod load;
 mod peers;
 pub mod periodic;
 pub mod placement;
