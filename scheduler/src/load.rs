@@ -4,7 +4,11 @@
 //!
 //! - Per connection, HTTP/2's `SETTINGS_MAX_CONCURRENT_STREAMS`
 //!   ([`LoadLimits::streams_per_connection`]): calls beyond it wait in the
-//!   client until one ends (no refusal; gRPC clients queue them).
+//!   client until one ends (no refusal; gRPC clients queue them); and of
+//!   those, how many are handled at once
+//!   ([`LoadLimits::calls_per_connection`]; a streaming call counts until
+//!   its answer starts): the rest wait in the server, so that a burst on
+//!   a few connections leaves room for a probe on another.
 //! - Per client, the long-lived streams (`drover logs`, `drover exec`,
 //!   `JobService.Watch`): each holds a relay queue and a task here, and on
 //!   the node a file reader or a process; one more than
@@ -33,6 +37,10 @@ use crate::sync::lock;
 pub const DEFAULT_STREAMS_PER_CLIENT: usize = 256;
 /// Default of [`LoadLimits::streams_per_connection`].
 pub const DEFAULT_STREAMS_PER_CONNECTION: u32 = 256;
+/// Default of [`LoadLimits::calls_per_connection`]: with 1,000 status
+/// calls in flight over four connections, a probe on a fifth answered in
+/// ~0.4 s instead of ~3 s without it (debug build, `tests/tests/load_dev.rs`).
+pub const DEFAULT_CALLS_PER_CONNECTION: usize = 32;
 
 /// The scheduler's bounds on what clients hold open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +51,9 @@ pub struct LoadLimits {
     /// Concurrent calls on one HTTP/2 connection; more wait in the client
     /// (`--max-streams-per-connection`).
     pub streams_per_connection: u32,
+    /// Calls of one connection handled at once, a streaming call until its
+    /// answer starts; more wait in the server (`--max-calls-per-connection`).
+    pub calls_per_connection: usize,
 }
 
 impl Default for LoadLimits {
@@ -50,6 +61,7 @@ impl Default for LoadLimits {
         LoadLimits {
             streams_per_client: DEFAULT_STREAMS_PER_CLIENT,
             streams_per_connection: DEFAULT_STREAMS_PER_CONNECTION,
+            calls_per_connection: DEFAULT_CALLS_PER_CONNECTION,
         }
     }
 }
@@ -59,6 +71,7 @@ impl Default for LoadLimits {
 pub struct Load {
     streams_per_client: AtomicUsize,
     streams_per_connection: AtomicU32,
+    calls_per_connection: AtomicUsize,
     open: Arc<Mutex<HashMap<String, usize>>>,
 }
 
@@ -68,6 +81,7 @@ impl Default for Load {
         Load {
             streams_per_client: AtomicUsize::new(limits.streams_per_client),
             streams_per_connection: AtomicU32::new(limits.streams_per_connection),
+            calls_per_connection: AtomicUsize::new(limits.calls_per_connection),
             open: Arc::default(),
         }
     }
@@ -100,6 +114,8 @@ impl Load {
             .store(limits.streams_per_client, Ordering::Relaxed);
         self.streams_per_connection
             .store(limits.streams_per_connection, Ordering::Relaxed);
+        self.calls_per_connection
+            .store(limits.calls_per_connection, Ordering::Relaxed);
     }
 
     /// The limits in force.
@@ -107,6 +123,7 @@ impl Load {
         LoadLimits {
             streams_per_client: self.streams_per_client.load(Ordering::Relaxed),
             streams_per_connection: self.streams_per_connection.load(Ordering::Relaxed),
+            calls_per_connection: self.calls_per_connection.load(Ordering::Relaxed),
         }
     }
 

@@ -185,11 +185,14 @@ pub async fn serve_api(
     // Every call passes the access layer: its caller named, its method
     // checked against the caller's role, and the calls that change the
     // cluster recorded in the audit trail.
-    // Calls beyond the per-connection limit wait in their client; the
+    // Streams beyond the per-connection limit wait in their client, calls
+    // beyond the handled-at-once limit wait in the server (so that one
+    // client's burst leaves room for everyone else's calls); the
     // long-lived streams are bounded per client in the services.
     let limits = core.load().limits();
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.streams_per_connection)
+        .concurrency_limit_per_connection(limits.calls_per_connection)
         .layer(AccessLayer::new(mtls, Some(audit.clone())));
     if let Some(tls) = tls {
         builder = builder
