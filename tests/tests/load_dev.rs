@@ -5,7 +5,8 @@
 //! it; a client that opens a follow stream of a task writing fast and
 //! never reads does not grow the memory of the process that holds the
 //! scheduler and the agent (one process in `drover dev`); a client past
-//! `--max-streams-per-client` is refused naming the flag.
+//! `--max-streams-per-client`, and an exec session past the node's
+//! `[sessions] max_exec_sessions`, are refused naming the setting.
 //!
 //! Timings are printed, never asserted beyond generous deadlines; memory
 //! is `VmRSS` of the `drover dev` process, sampled while the load runs.
@@ -446,5 +447,68 @@ fn a_client_past_its_stream_limit_is_refused_naming_the_flag() {
                 Err(status) => panic!("{status:?}"),
             }
         }
+    });
+}
+
+/// Starts an exec session of `command` in `alloc`; its output stream once
+/// the scheduler has passed the start to the node.
+async fn exec_session(
+    ch: Channel,
+    alloc: &str,
+    command: &[&str],
+) -> (
+    tonic::Streaming<pb::ExecResponse>,
+    tokio::sync::mpsc::Sender<pb::ExecRequest>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::ExecRequest {
+        start: Some(pb::ExecStart {
+            alloc_id: alloc.to_owned(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch);
+    let out = allocs
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (out, tx)
+}
+
+#[test]
+fn an_exec_session_beyond_the_node_limit_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[sessions]\nmax_exec_sessions = 2\n").unwrap();
+    let c = DevCluster::start_with(&["--policy", policy.to_str().unwrap()]);
+    let alloc = ticking_job(&c);
+    let url = c.url();
+    runtime().block_on(async move {
+        let ch = channels(&url, 1).await.remove(0);
+        // Two sessions the node runs; the scheduler passed each start on
+        // before answering, in order, so the third start comes after them.
+        let _first = exec_session(ch.clone(), &alloc, &["sleep", "30"]).await;
+        let _second = exec_session(ch.clone(), &alloc, &["sleep", "30"]).await;
+        let (mut third, _input) = exec_session(ch.clone(), &alloc, &["true"]).await;
+        let refused = tokio::time::timeout(WAIT, third.message())
+            .await
+            .expect("no answer to a third exec session")
+            .map(drop)
+            .expect_err("a third exec session of a node limited to two was run");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains("2 exec sessions")
+                && refused.message().contains("max_exec_sessions"),
+            "{refused:?}"
+        );
     });
 }
