@@ -222,7 +222,7 @@ fn a_thousand_status_calls_are_answered_and_a_probe_too() {
         latencies.sort();
         let pct = |p: usize| latencies[(latencies.len() - 1) * p / 100];
         let peak = sampler.peak();
-        println!(
+        eprintln!(
             "{CALLS} status calls over {CHANNELS} connections: all answered in {total:?} \
              (p50 {:?}, p95 {:?}, max {:?}); probe during the burst: {probed:?}; \
              RSS {} KiB before, peak {} KiB",
@@ -311,7 +311,7 @@ fn a_hundred_log_followers_stream_and_the_next_is_refused() {
             }
         };
         let peak = sampler.peak();
-        println!(
+        eprintln!(
             "{FOLLOWERS} followers of one task over {CHANNELS} connections streaming after \
              {opened_in:?}; probe {probed:?}; RSS peak {peak} KiB"
         );
@@ -388,7 +388,7 @@ fn a_reader_that_never_reads_cannot_grow_memory() {
         let probed = probe(&url).await;
         let peak = sampler.peak();
         let growth = peak.saturating_sub(before);
-        println!(
+        eprintln!(
             "a reader that never reads, while the task wrote {} MiB in {:?}: RSS {before} KiB \
              before, peak {peak} KiB (growth {growth} KiB); probe {probed:?}",
             written_mib().saturating_sub(from),
