@@ -44,8 +44,6 @@ use crate::runtime::{
 
 /// The hidden subcommand the helper is started with.
 pub const EXEC_ARG: &str = "__exec";
-/// Sessions one agent runs at once.
-const MAX_SESSIONS: usize = 64;
 /// Input frames queued per session before it is ended as stuck.
 const INPUT_QUEUE: usize = 256;
 /// Bytes per output frame.
@@ -161,14 +159,19 @@ impl ExecSessions {
         if self.sessions.contains_key(&id) {
             return;
         }
-        if self.sessions.len() >= MAX_SESSIONS {
-            self.reply(
-                id,
-                error_response(
-                    &format!("this node already runs {MAX_SESSIONS} exec sessions; try later"),
-                    None,
-                ),
-            );
+        // The node policy's `[sessions] max_exec_sessions`.
+        let limits = self.runtime.policy().sessions;
+        if self.sessions.len() >= limits.max_exec_sessions {
+            let error = limits.exec_refusal();
+            warn!(request_id = id, %error, "exec session refused");
+            let tx = self.tx.clone();
+            let mut refusal = output(id, error_response(&error, None), true);
+            if let Some(pb::agent_message::Msg::ExecOutput(out)) = &mut refusal.msg {
+                out.limit_reached = true;
+            }
+            tokio::spawn(async move {
+                let _ = tx.send(refusal).await;
+            });
             return;
         }
         let task = match allocs.resolve_task(&start.alloc_id, &start.task) {
@@ -216,6 +219,7 @@ fn output(request_id: u64, response: pb::ExecResponse, done: bool) -> pb::AgentM
             request_id,
             response: Some(response),
             done,
+            limit_reached: false,
         })),
     }
 }

@@ -35,6 +35,11 @@
 //! [seccomp]
 //! profile = "/etc/drover/seccomp.json"
 //! allow_unconfined = false
+//! # How many log streams and exec sessions the node serves at once
+//! # (see `sessions`).
+//! [sessions]
+//! max_log_streams = 128
+//! max_exec_sessions = 64
 //! ```
 
 use std::path::{Component, Path, PathBuf};
@@ -42,8 +47,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 pub mod host_root;
+pub mod sessions;
 use crate::seccomp::SeccompPolicy;
 pub use host_root::{HostRootPath, HostRootPolicy};
+pub use sessions::SessionPolicy;
 
 /// The node's bounds on assignments.
 ///
@@ -74,6 +81,8 @@ pub struct NodePolicy {
     /// The seccomp profile every task gets, and whether a task may ask
     /// for none.
     pub seccomp: SeccompPolicy,
+    /// How many log streams and exec sessions the node serves at once.
+    pub sessions: SessionPolicy,
     /// An empty `allowed_rootfs_dirs` or `allowed_images` allows any
     /// directory (but `/`) or image instead of none. Never read from a
     /// policy file.
@@ -91,6 +100,7 @@ impl Default for NodePolicy {
             user_namespace: UserNamespacePolicy::default(),
             host_root: HostRootPolicy::default(),
             seccomp: SeccompPolicy::default(),
+            sessions: SessionPolicy::default(),
             any_rootfs: true,
         }
     }
@@ -208,6 +218,7 @@ impl NodePolicy {
             }
         }
         self.host_root.check()?;
+        self.sessions.check()?;
         let ns = &self.user_namespace;
         if ns.enabled {
             if ns.size == 0 {

@@ -70,7 +70,8 @@ pub async fn audit(opts: &ClientOpts, since: Option<&str>, limit: u32) -> Result
         None => 0,
     };
     let mut client = pb::audit_service_client::AuditServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let resp = client
         .list(pb::ListAuditRequest {
             since_unix_ms,

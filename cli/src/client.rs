@@ -79,7 +79,8 @@ pub async fn job_run(
     // that a failed run fails the command.
     let batch = job.kind == "batch";
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     // Followed from before the submission, so that no change is missed.
     let mut follow = if detach {
         JobFollow::Poll
@@ -234,7 +235,8 @@ fn print_job(opts: &ClientOpts, got: &pb::GetJobResponse, warnings: &[String]) -
 pub async fn job_plan(opts: &ClientOpts, file: &Path) -> Result<()> {
     let job = read_job(file)?;
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let plan = client
         .plan(pb::PlanRequest { job: Some(job) })
         .await
@@ -249,7 +251,8 @@ pub async fn job_plan(opts: &ClientOpts, file: &Path) -> Result<()> {
 
 pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let got = get_job(&mut client, name).await?;
     print_job(opts, &got, &[])?;
     if opts.output == Output::Table {
@@ -266,7 +269,8 @@ pub async fn job_status(opts: &ClientOpts, name: &str) -> Result<()> {
 
 pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let mut follow = if detach {
         JobFollow::Poll
     } else {
@@ -321,7 +325,8 @@ pub async fn job_stop(opts: &ClientOpts, name: &str, detach: bool, wait: u64) ->
 
 pub async fn job_list(opts: &ClientOpts) -> Result<()> {
     let mut client = pb::job_service_client::JobServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let resp = client
         .list(pb::ListJobsRequest {})
         .await
@@ -336,7 +341,8 @@ pub async fn job_list(opts: &ClientOpts) -> Result<()> {
 
 pub async fn node_list(opts: &ClientOpts) -> Result<()> {
     let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let resp = client
         .list(pb::ListNodesRequest {})
         .await
@@ -358,7 +364,8 @@ fn print_node(opts: &ClientOpts, node: pb::Node) {
 
 pub async fn node_status(opts: &ClientOpts, id: &str) -> Result<()> {
     let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let node = client
         .get(pb::GetNodeRequest { id: id.to_string() })
         .await
@@ -372,7 +379,8 @@ pub async fn node_status(opts: &ClientOpts, id: &str) -> Result<()> {
 
 pub async fn node_drain(opts: &ClientOpts, id: &str, enable: bool) -> Result<()> {
     let mut client = pb::node_service_client::NodeServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let node = client
         .drain(pb::DrainNodeRequest {
             id: id.to_string(),
@@ -393,7 +401,8 @@ pub async fn alloc_list(
     node: Option<String>,
 ) -> Result<()> {
     let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let resp = client
         .list(pb::ListAllocsRequest {
             job: job.unwrap_or_default(),
@@ -411,7 +420,8 @@ pub async fn alloc_list(
 
 pub async fn alloc_status(opts: &ClientOpts, id: &str) -> Result<()> {
     let mut client = pb::alloc_service_client::AllocServiceClient::new(channel(opts).await?)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let a = client
         .get(pb::GetAllocRequest { id: id.to_string() })
         .await
@@ -435,7 +445,8 @@ pub async fn logs(
 ) -> Result<()> {
     let ch = channel(opts).await?;
     let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch.clone())
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let alloc_id = resolve_alloc(&mut allocs, target).await?;
     let mut stream = allocs
         .logs(pb::LogsRequest {

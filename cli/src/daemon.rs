@@ -64,6 +64,8 @@ pub struct DevArgs {
     timing: TimingArgs,
     #[command(flatten)]
     metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
+    load: crate::load::LoadArgs,
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -113,6 +115,8 @@ pub struct SchedulerArgs {
     ha: crate::ha::HaArgs,
     #[command(flatten)]
     metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
+    load: crate::load::LoadArgs,
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
@@ -390,6 +394,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let (role, settled) = tokio::sync::watch::channel(Role::Following { leader: None });
     let page = drover_scheduler::web::StatusPage::new(store.clone(), zone.clone(), settled.clone());
     let core = Core::with_placement(store, a.timing.timing()?, subnets, zone, placing);
+    core.load().set_limits(a.load.limits()?);
     let listener = bind("--listen", a.listen).await?;
     let addr = listener.local_addr()?;
     // One replica: it campaigns and wins at once; `scheduler.addr`
@@ -520,6 +525,7 @@ pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
         );
         core.require_node_certs(a.require_node_certs);
         scheduling.set_core(&core);
+        core.load().set_limits(a.load.limits()?);
         let term = shutdown.child_token();
         let listener = socket.try_clone()?;
         listener.set_nonblocking(true)?;

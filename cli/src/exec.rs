@@ -131,7 +131,8 @@ async fn run(opts: &ClientOpts, exec: &ExecOptions) -> Result<u8> {
     let env = parse_env(&exec.env, tty)?;
     let ch = channel(opts).await?;
     let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     let alloc_id = resolve_alloc(&mut allocs, &exec.target).await?;
 
     let (req_tx, req_rx) = mpsc::channel::<pb::ExecRequest>(16);

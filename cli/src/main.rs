@@ -16,6 +16,7 @@ mod dns;
 mod etcd_tls;
 mod exec;
 mod ha;
+mod load;
 mod meta;
 mod metrics;
 mod output;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{Cluster, ClusterError, Submitted};
 pub use crate::discovery::Discovery;
 use crate::job::JobSpec;
+use crate::load::Load;
 use crate::peers::Peers;
 use crate::placement::PlanConfig;
 use crate::queue::{trigger, Capacity, Trigger};
@@ -84,6 +85,8 @@ pub struct Core {
     alarm: Alarm,
     /// When running deployments want another look.
     deploy_timers: DeployTimers,
+    /// What clients may hold open ([`crate::load`]).
+    load: Load,
 }
 
 mod passes;
@@ -141,6 +144,7 @@ impl Core {
             waiting_passes: AtomicU64::new(0),
             alarm: Alarm::default(),
             deploy_timers: DeployTimers::default(),
+            load: Load::default(),
         })
     }
 
@@ -155,6 +159,12 @@ impl Core {
     /// Whether agents must present a certificate bound to their node.
     pub(crate) fn node_certs_required(&self) -> bool {
         self.node_certs_required.load(Ordering::Relaxed)
+    }
+
+    /// What clients may hold open: streams per client and per connection
+    /// ([`crate::load`]); set before serving.
+    pub fn load(&self) -> &Load {
+        &self.load
     }
 
     /// The store.

@@ -25,10 +25,11 @@
 //!   children on it (pure rules, their store writes, the leader's timer);
 //!   the gRPC services ([`service`], with [`auth`] and [`access`] deciding
 //!   who may call what, [`audit`] recording who changed what, and [`gate`]
-//!   whether this replica serves at all) are the edge; [`leader`] runs a
-//!   replica in the election, serving only while it leads; [`web`] serves
-//!   the read-only status page; [`metrics`] counts placements and reads
-//!   the cluster's gauges for Prometheus.
+//!   whether this replica serves at all, [`load`] what one client may
+//!   hold open) are the edge; [`leader`] runs a replica in the election,
+//!   serving only while it leads; [`web`] serves the read-only status
+//!   page; [`metrics`] counts placements and reads the cluster's gauges
+//!   for Prometheus.
 
 pub mod access;
 pub mod audit;
@@ -41,6 +42,7 @@ pub mod gate;
 pub mod job;
 pub mod jobfile;
 pub mod leader;
+pub mod load;
 pub mod metrics;
 mod peers;
 pub mod periodic;

@@ -751,6 +751,7 @@ fn another_nodes_agent_cannot_inject_into_an_exec_session() {
                         ..Default::default()
                     }),
                     done: true,
+                    limit_reached: false,
                 })),
             })
             .await

@@ -26,7 +26,7 @@ mod leader;
 
 use away::Away;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +47,7 @@ use crate::config::AgentConfig;
 use crate::dns::{self, NodeDns};
 use crate::error::AgentError;
 use crate::exec::ExecSessions;
-use crate::log_stream::{log_msg, stream_log};
+use crate::log_stream::{limit_msg, log_msg, stream_log, LogStreams};
 use crate::net::peers::Peers;
 use crate::node;
 use crate::runtime::{Runtime, RuntimeError, StateWatch};
@@ -302,7 +302,7 @@ struct Session<'a> {
     /// Bulk messages up: log and exec output.
     bulk_tx: mpsc::Sender<pb::AgentMessage>,
     heartbeat_every: watch::Sender<Duration>,
-    log_streams: HashMap<u64, CancellationToken>,
+    log_streams: LogStreams,
     peer_routes: Peers,
     execs: ExecSessions,
     /// The node's DNS, and the chunks of a relayed batch not yet whole.
@@ -336,7 +336,8 @@ async fn session(
     // Assignments carry each allocation's group: a node with many
     // allocations of a large group gets more than gRPC's default 4 MiB.
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     // Two queues up: control (register, heartbeats, allocation status) and
     // bulk (log and exec output), taken in turn, so that a busy log or exec
     // reader never queues more than one chunk ahead of a heartbeat.
@@ -382,7 +383,7 @@ async fn session(
         tx,
         bulk_tx,
         heartbeat_every,
-        log_streams: HashMap::new(),
+        log_streams: LogStreams::new(allocs.runtime().policy().sessions),
         peer_routes: Peers::default(),
         execs,
         dns,
@@ -401,7 +402,7 @@ async fn session(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
-                for t in s.log_streams.values() { t.cancel(); }
+                s.log_streams.cancel_all();
                 return Ok(());
             }
             _ = gc.tick(), if s.converged => s.collect_garbage(allocs).await,
@@ -451,11 +452,7 @@ impl Session<'_> {
                 self.poll_and_report(allocs, checks).await?;
             }
             Some(Msg::LogRequest(req)) => self.on_log_request(allocs, req).await,
-            Some(Msg::LogCancel(c)) => {
-                if let Some(t) = self.log_streams.remove(&c.request_id) {
-                    t.cancel();
-                }
-            }
+            Some(Msg::LogCancel(c)) => self.log_streams.cancel(c.request_id),
             Some(Msg::Peers(p)) => self.peer_routes.apply(&p).await,
             Some(Msg::ExecInput(i)) => self.execs.handle(allocs, i),
             Some(Msg::DnsUpdate(u)) => self.dns.update(&mut self.dns_feed, u),
@@ -501,15 +498,21 @@ impl Session<'_> {
     }
 
     async fn on_log_request(&mut self, allocs: &Allocs, req: pb::LogRequest) {
-        let cancel = self.shutdown.child_token();
-        self.log_streams.retain(|_, t| !t.is_cancelled());
-        self.log_streams.insert(req.request_id, cancel.clone());
+        let admitted = match self.log_streams.admit(self.shutdown, req.request_id) {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::warn!(request_id = req.request_id, alloc_id = %req.alloc_id, %error, "log stream refused");
+                let _ = self.tx.send(limit_msg(req.request_id, error)).await;
+                return;
+            }
+        };
         match allocs.resolve_task(&req.alloc_id, &req.task) {
             Ok(task) => {
                 let rt = Arc::clone(allocs.runtime());
-                tokio::spawn(stream_log(rt, req, task, self.bulk_tx.clone(), cancel));
+                tokio::spawn(stream_log(rt, req, task, self.bulk_tx.clone(), admitted));
             }
             Err(error) => {
+                admitted.cancel.cancel();
                 let reply = log_msg(req.request_id, Vec::new(), true, error.to_string());
                 let _ = self.tx.send(reply).await;
             }

@@ -150,6 +150,15 @@ impl ExecRelay {
             tracing::warn!(node_id = %from, serving = %sink.node_id, request_id = out.request_id, "exec output from a node that does not serve the session; dropped");
             return;
         }
+        if out.limit_reached {
+            // The node refused to start it: a status, not an answer.
+            let error = out.response.map(|r| r.error).unwrap_or_default();
+            let _ = sink.tx.try_send(Err(Status::resource_exhausted(error)));
+            if let Some(sink) = open.remove(&out.request_id) {
+                sink.done.cancel();
+            }
+            return;
+        }
         if let Some(resp) = out.response {
             // The last free slot is kept for the error that ends the session.
             if sink.tx.capacity() <= 1 {

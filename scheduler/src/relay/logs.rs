@@ -121,7 +121,9 @@ impl LogRelay {
             let _ = tx.try_send(Ok(pb::LogChunk { data: d.data }));
         }
         if d.eof {
-            if !d.error.is_empty() {
+            if d.limit_reached {
+                let _ = tx.try_send(Err(Status::resource_exhausted(d.error)));
+            } else if !d.error.is_empty() {
                 let _ = tx.try_send(Err(Status::failed_precondition(d.error)));
             }
             self.open.remove(d.request_id);

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{check_id, only_match, Api, Reply};
 use crate::audit;
 use crate::core::Core;
+use crate::load;
 use crate::relay::exec::read_start;
 use crate::reschedule::show;
 use crate::state::AllocRecord;
@@ -52,11 +53,15 @@ impl pb::alloc_service_server::AllocService for Api {
     type LogsStream = BoxStream<pb::LogChunk>;
 
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Reply<Self::LogsStream> {
-        let req = req.into_inner();
         let core = &self.core;
+        let slot = core.load().admit(&load::client_of(&req), "log stream")?;
+        let req = req.into_inner();
         let alloc = find_alloc(core, &req.alloc_id).await?;
         let rx = core.logs().open(core.registry(), &alloc, &req).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(load::holding(
+            ReceiverStream::new(rx),
+            slot,
+        ))))
     }
 
     type ExecStream = BoxStream<pb::ExecResponse>;
@@ -65,6 +70,10 @@ impl pb::alloc_service_server::AllocService for Api {
         &self,
         req: Request<tonic::Streaming<pb::ExecRequest>>,
     ) -> Reply<Self::ExecStream> {
+        let slot = self
+            .core
+            .load()
+            .admit(&load::client_of(&req), "exec session")?;
         let note = req.extensions().get::<audit::Note>().cloned();
         let mut inbound = req.into_inner();
         let (first, start) = read_start(&mut inbound).await?;
@@ -77,6 +86,9 @@ impl pb::alloc_service_server::AllocService for Api {
         let rx = execs
             .start(core.registry(), &alloc, first, start, inbound)
             .await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(load::holding(
+            ReceiverStream::new(rx),
+            slot,
+        ))))
     }
 }

@@ -272,6 +272,7 @@ impl pb::job_service_server::JobService for Api {
     type WatchStream = WatchStream;
 
     async fn watch(&self, req: Request<pb::WatchJobRequest>) -> Reply<Self::WatchStream> {
+        let slot = (self.core.load()).admit(&crate::load::client_of(&req), "job watch")?;
         let name = req.into_inner().name;
         if !name.is_empty() {
             check_job(&name)?;
@@ -302,6 +303,9 @@ impl pb::job_service_server::JobService for Api {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(crate::load::holding(
+            ReceiverStream::new(rx),
+            slot,
+        ))))
     }
 }

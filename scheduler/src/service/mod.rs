@@ -34,6 +34,17 @@ mod store_status;
 
 pub use agent::AgentApi;
 
+/// A generated server with Drover's message limit both ways
+/// ([`drover_proto::MAX_MESSAGE_BYTES`]; tonic's default decodes 4 MiB and
+/// encodes without bound).
+macro_rules! bounded {
+    ($server:expr) => {
+        $server
+            .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
+    };
+}
+
 /// What a unary call answers.
 type Reply<T> = Result<tonic::Response<T>, Status>;
 
@@ -174,8 +185,15 @@ pub async fn serve_api(
     // Every call passes the access layer: its caller named, its method
     // checked against the caller's role, and the calls that change the
     // cluster recorded in the audit trail.
-    let mut builder =
-        tonic::transport::Server::builder().layer(AccessLayer::new(mtls, Some(audit.clone())));
+    // Streams beyond the per-connection limit wait in their client, calls
+    // beyond the handled-at-once limit wait in the server (so that one
+    // client's burst leaves room for everyone else's calls); the
+    // long-lived streams are bounded per client in the services.
+    let limits = core.load().limits();
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.streams_per_connection)
+        .concurrency_limit_per_connection(limits.calls_per_connection)
+        .layer(AccessLayer::new(mtls, Some(audit.clone())));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -197,32 +215,35 @@ pub async fn serve_api(
         // Jobs up to MAX_MESSAGE_BYTES are read, so that one too large for
         // the store is refused naming its size and the store's limit.
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            pb::job_service_server::JobServiceServer::new(api.clone())
-                .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES),
+            bounded!(pb::job_service_server::JobServiceServer::new(api.clone())),
             cli(),
         ))
-        .add_service(
-            pb::node_service_server::NodeServiceServer::with_interceptor(api.clone(), cli()),
-        )
-        .add_service(
-            pb::deployment_service_server::DeploymentServiceServer::with_interceptor(
-                api.clone(),
-                cli(),
-            ),
-        )
-        .add_service(pb::alloc_service_server::AllocServiceServer::with_interceptor(api, cli()))
-        .add_service(
-            pb::audit_service_server::AuditServiceServer::with_interceptor(
-                AuditApi::new(audit),
-                cli(),
-            ),
-        )
-        .add_service(
-            pb::agent_service_server::AgentServiceServer::with_interceptor(
-                AgentApi::new(core),
-                gate::guard(gate.clone(), auth::require(auth::Role::Agent, mtls)),
-            ),
-        )
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            bounded!(pb::node_service_server::NodeServiceServer::new(api.clone())),
+            cli(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            bounded!(pb::deployment_service_server::DeploymentServiceServer::new(
+                api.clone()
+            )),
+            cli(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            bounded!(pb::alloc_service_server::AllocServiceServer::new(api)),
+            cli(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            bounded!(pb::audit_service_server::AuditServiceServer::new(
+                AuditApi::new(audit)
+            )),
+            cli(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            bounded!(pb::agent_service_server::AgentServiceServer::new(
+                AgentApi::new(core)
+            )),
+            gate::guard(gate.clone(), auth::require(auth::Role::Agent, mtls)),
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| ServeError::Transport { addr, source })
