@@ -78,6 +78,8 @@ impl EtcdTlsArgs {
 /// Flags of `drover tls etcd`.
 #[derive(Args, Debug)]
 pub struct EtcdCertArgs {
+    #[command(flatten)]
+    pub out: crate::output::OutputOpt,
     /// Directory to write the etcd CA and certificates into.
     #[arg(long)]
     pub dir: PathBuf,
