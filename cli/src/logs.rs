@@ -281,7 +281,10 @@ mod tests {
         let mut p = Prefixer::new(&["web[0]".to_string(), "web[10]".to_string()]);
         assert_eq!(text(p.push(0, b"hel")), "");
         assert_eq!(text(p.push(1, b"one\ntw")), "web[10] | one\n");
-        assert_eq!(text(p.push(0, b"lo\nbye\n")), "web[0]  | hello\nweb[0]  | bye\n");
+        assert_eq!(
+            text(p.push(0, b"lo\nbye\n")),
+            "web[0]  | hello\nweb[0]  | bye\n"
+        );
         assert_eq!(text(p.finish(1)), "web[10] | tw\n");
         assert_eq!(text(p.finish(0)), "");
     }

@@ -15,8 +15,8 @@ mod deploy;
 mod dns;
 mod etcd_tls;
 mod exec;
-mod logs;
 mod ha;
+mod logs;
 mod meta;
 mod output;
 mod periodic;
@@ -500,6 +500,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { since, limit, opts } => audit::audit(&opts, since.as_deref(), limit).await,
-        Command::Tls(TlsCommand::Etcd(a)) => etcd_tls::etcd_certs(&a).map(|f| output::files(a.out, &f)),
+        Command::Tls(TlsCommand::Etcd(a)) => {
+            etcd_tls::etcd_certs(&a).map(|f| output::files(a.out, &f))
+        }
     }
 }

@@ -116,11 +116,7 @@ fn logs_of_a_job_interleave_every_allocation_with_its_name() {
     let c = DevCluster::start();
     let job = c.write_file(
         "hello.toml",
-        &service(
-            "hello",
-            2,
-            "echo hello from $DROVER_ALLOC_NAME; sleep 3600",
-        ),
+        &service("hello", 2, "echo hello from $DROVER_ALLOC_NAME; sleep 3600"),
     );
     c.cli_ok(&["job", "run", job.to_str().unwrap()]);
     let status = wait_running(&c, "hello", 2);
@@ -250,12 +246,8 @@ fn reflect_and_call(python: &std::path::Path, addr: &str, service: &str, method:
         "grpcio-reflection against {addr} ({service}/{method}) failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Python's grpcio-reflection (v1alpha) lists the services of both gRPC
@@ -294,7 +286,12 @@ fn python_grpcio_reflection_lists_services_and_calls_list() {
         "the running job is not in the List answer: {got}"
     );
 
-    let store = reflect_and_call(&python, c.store_addr(), "etcdserverpb.Maintenance", "Status");
+    let store = reflect_and_call(
+        &python,
+        c.store_addr(),
+        "etcdserverpb.Maintenance",
+        "Status",
+    );
     let services = store["services"].as_array().unwrap();
     assert!(
         services.iter().any(|s| s == "etcdserverpb.KV"),

@@ -74,7 +74,10 @@ fn version_prints_client_and_server_versions() {
     assert_eq!(v["server"]["api"], "v1", "{v}");
     let text = stdout_of(&["version", "--addr", c.addr()]);
     assert!(text.contains(&format!("Client: {VERSION}")), "{text}");
-    assert!(text.contains(&format!("Server: {VERSION} (scheduler")), "{text}");
+    assert!(
+        text.contains(&format!("Server: {VERSION} (scheduler")),
+        "{text}"
+    );
 
     let closed = closed_loopback_addr();
     let out = run_drover(&["version", "-o", "json", "--addr", &closed]);

@@ -48,7 +48,7 @@ fn job_stop_of_a_shell_wrapped_task_is_forwarded_not_timed_out() {
     let started = Instant::now();
     c.cli_ok(&["job", "stop", "stopme"]);
     let took = started.elapsed();
-    println!(
+    eprintln!(
         "job stop of /bin/sh -c 'sleep 1000' under the init: {:.1} ms (kill timeout {} s)",
         took.as_secs_f64() * 1000.0,
         KILL_TIMEOUT_MS / 1000
@@ -77,10 +77,18 @@ fn namespace_processes(pid: i32) -> Vec<(i32, char)> {
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        if std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() != Some(&ns) {
+        if std::fs::read_link(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .as_ref()
+            != Some(&ns)
+        {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
@@ -108,7 +116,11 @@ fn orphan_job(name: &str, init: bool) -> String {
     if init {
         spec
     } else {
-        edit(&spec, "kill_timeout_ms = 200", "kill_timeout_ms = 200\ninit = false")
+        edit(
+            &spec,
+            "kill_timeout_ms = 200",
+            "kill_timeout_ms = 200\ninit = false",
+        )
     }
 }
 
@@ -143,11 +155,19 @@ fn the_init_reaps_orphaned_zombies_and_init_false_does_not() {
     );
 
     let without = run_orphan_job(&c, "zombie", false);
-    assert_eq!(comm(without), "sleep", "with init = false the task is PID 1");
-    poll_until("the orphan's zombie under a PID 1 that never waits", WAIT, || {
-        namespace_processes(without)
-            .iter()
-            .any(|(_, s)| *s == 'Z')
-            .then_some(())
-    });
+    assert_eq!(
+        comm(without),
+        "sleep",
+        "with init = false the task is PID 1"
+    );
+    poll_until(
+        "the orphan's zombie under a PID 1 that never waits",
+        WAIT,
+        || {
+            namespace_processes(without)
+                .iter()
+                .any(|(_, s)| *s == 'Z')
+                .then_some(())
+        },
+    );
 }

@@ -15,7 +15,10 @@ pub struct VersionApi;
 
 #[tonic::async_trait]
 impl pb::version_service_server::VersionService for VersionApi {
-    async fn get(&self, _request: tonic::Request<pb::GetVersionRequest>) -> Reply<pb::GetVersionResponse> {
+    async fn get(
+        &self,
+        _request: tonic::Request<pb::GetVersionRequest>,
+    ) -> Reply<pb::GetVersionResponse> {
         Ok(tonic::Response::new(pb::GetVersionResponse {
             version: VERSION.to_string(),
             component: "scheduler".to_string(),

@@ -210,18 +210,31 @@ impl ChildSteps {
                     return Err(io::Error::last_os_error());
                 }
                 hardening.set_no_new_privs_in_child()?;
-                // Last: from here on only what the task may do, and the
-                // exec, which the filter allows.
-                if let Some(filter) = &seccomp {
-                    filter.install_in_child()?;
-                }
-                // Confined like the task: the init forks off the task and
-                // stays PID 1; only the task returns here, to exec.
-                match &init {
-                    Some(init) => init.fork_in_child(),
-                    None => Ok(()),
-                }
+                confine_and_fork_in_child(seccomp.as_ref(), init.as_ref())
             });
         }
+    }
+}
+
+/// The forked child's last steps: the seccomp filter (from here on only
+/// what the task may do, and the exec, which the filter allows), then,
+/// with an init, the fork that leaves the init as PID 1 (confined like the
+/// task); only the task returns, to exec.
+///
+/// # Safety
+///
+/// In the supervisor's forked child before exec (see
+/// [`InitSteps::fork_in_child`]).
+unsafe fn confine_and_fork_in_child(
+    seccomp: Option<&Filter>,
+    init: Option<&InitSteps>,
+) -> io::Result<()> {
+    if let Some(filter) = seccomp {
+        filter.install_in_child()?;
+    }
+    match init {
+        // SAFETY: the contract above is `fork_in_child`'s.
+        Some(init) => unsafe { init.fork_in_child() },
+        None => Ok(()),
     }
 }
