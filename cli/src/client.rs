@@ -140,13 +140,9 @@ pub async fn job_run(
                 }
                 // A changed group with an update strategy rolls out as a
                 // deployment: follow it to its end.
-                crate::deploy::follow(opts, &name, resp.version).await?;
-                // Followed silently in JSON: the one document is the
-                // job's status once the deployment has succeeded.
-                if opts.output == Output::Json {
-                    print_job(opts, &get_job(&mut client, &name).await?, &resp.warnings)?;
-                }
-                return Ok(());
+                // (In JSON, followed silently: the job's status printed
+                // above is the one document.)
+                return crate::deploy::follow(opts, &name, resp.version).await;
             }
             follow.next_change(deadline).await;
         }
