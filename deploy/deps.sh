@@ -13,11 +13,12 @@
 #   chromium curl      the status page test: headless Chromium loads and
 #                      screenshots the page; curl presents client certificates
 #   prometheus         `promtool check metrics` on the live /metrics output
+#   python3-venv       the reflection test installs grpcio-reflection from PyPI in a venv
 # drover_install_bench_deps adds what only the benchmarks need:
 #   dnsperf knot       the DNS load generator and the anchor server (bench/dns)
 set -euo pipefail
 
-drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils nftables crun runc ca-certificates gcc python3 chromium curl)
+drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils nftables crun runc ca-certificates gcc python3 chromium curl python3-venv)
 drover_packages+=(prometheus)
 
 drover_bench_packages=(dnsperf knot)

@@ -179,6 +179,8 @@ pub struct Task {
     pub logs: Option<LogLimits>,
     /// Its seccomp setting (the node's policy decides what it gets).
     pub seccomp: SeccompMode,
+    /// Whether a minimal init is its PID 1 (the job's `init`, default on).
+    pub init: bool,
 }
 
 /// A task's root filesystem.
@@ -375,6 +377,7 @@ impl TryFrom<&pb::Task> for Task {
                 value: t.seccomp.clone(),
                 expected: "\"\", \"default\" or \"unconfined\"",
             })?,
+            init: !t.no_init,
         })
     }
 }

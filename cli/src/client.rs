@@ -1,6 +1,6 @@
 //! Client commands: thin gRPC calls to the scheduler and their output.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,8 @@ pub async fn job_run(
                 }
                 // A changed group with an update strategy rolls out as a
                 // deployment: follow it to its end.
+                // (In JSON, followed silently: the job's status printed
+                // above is the one document.)
                 return crate::deploy::follow(opts, &name, resp.version).await;
             }
             follow.next_change(deadline).await;
@@ -432,37 +434,6 @@ pub async fn alloc_status(opts: &ClientOpts, id: &str) -> Result<()> {
     match opts.output {
         Output::Json => output::json(&output::alloc_detail_json(&a)),
         Output::Table => output::alloc_detail(&a),
-    }
-    Ok(())
-}
-
-pub async fn logs(
-    opts: &ClientOpts,
-    target: &str,
-    task: &str,
-    stderr: bool,
-    follow: bool,
-) -> Result<()> {
-    let ch = channel(opts).await?;
-    let mut allocs = pb::alloc_service_client::AllocServiceClient::new(ch.clone())
-        .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
-    let alloc_id = resolve_alloc(&mut allocs, target).await?;
-    let mut stream = allocs
-        .logs(pb::LogsRequest {
-            alloc_id,
-            task: task.to_string(),
-            stderr,
-            follow,
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let mut out = std::io::stdout().lock();
-    while let Some(chunk) = stream.message().await.map_err(status_error)? {
-        out.write_all(&chunk.data)
-            .and_then(|_| out.flush())
-            .context("writing to standard output")?;
     }
     Ok(())
 }

@@ -69,6 +69,8 @@ pub struct DevArgs {
     /// Log filter, e.g. `info` or `drover_scheduler=debug`.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    log_format: crate::process::LogFormatArgs,
 }
 
 /// Flags of `drover scheduler`.
@@ -120,6 +122,8 @@ pub struct SchedulerArgs {
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    log_format: crate::process::LogFormatArgs,
 }
 
 /// How the scheduler places jobs that do not say (`drover scheduler`,
@@ -283,6 +287,8 @@ pub struct AgentArgs {
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    log_format: crate::process::LogFormatArgs,
 }
 
 fn require_root(what: &str) -> Result<()> {
@@ -341,7 +347,7 @@ fn load_policy(
 /// `drover dev`: the embedded store, the scheduler and one agent in one
 /// process, all on loopback.
 pub async fn dev(a: DevArgs) -> Result<()> {
-    init_logging(&a.log);
+    init_logging(&a.log, a.log_format.log_format);
     let meta = a.meta.entries()?;
     require_root("drover dev")?;
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
@@ -469,7 +475,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
 
 /// `drover scheduler` against a real etcd cluster.
 pub async fn scheduler(a: SchedulerArgs) -> Result<()> {
-    init_logging(&a.log);
+    init_logging(&a.log, a.log_format.log_format);
     let tls = a.tls.load()?;
     if tls.is_none() {
         require_loopback("--listen", a.listen, NEEDS_TLS)?;
@@ -573,7 +579,7 @@ async fn write_addr_when_settled(
 
 /// `drover agent`.
 pub async fn agent(a: AgentArgs) -> Result<()> {
-    init_logging(&a.log);
+    init_logging(&a.log, a.log_format.log_format);
     let meta = a.meta.entries()?;
     require_root("drover agent")?;
     let shutdown = CancellationToken::new();

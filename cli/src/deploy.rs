@@ -282,8 +282,14 @@ pub async fn fail(opts: &ClientOpts, job: &str) -> Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    if let Some(d) = got.deployment {
-        print(opts, &d);
+    match (opts.output, &got.deployment) {
+        (Output::Table, Some(d)) => print(opts, d),
+        (Output::Table, None) => {}
+        (Output::Json, d) => crate::output::json(&json!({
+            "job": job,
+            "deployment": d.as_ref().map(deployment_json),
+            "reverted_to": got.reverted_to,
+        })),
     }
     if got.reverted_to > 0 && opts.output == Output::Table {
         outln!("reverted to version {}", got.reverted_to);
@@ -336,8 +342,15 @@ pub async fn revert(opts: &ClientOpts, job: &str, version: u64, detach: bool) ->
             got.version
         );
     }
-    if detach {
-        return Ok(());
+    if !detach {
+        follow(opts, job, got.version).await?;
     }
-    follow(opts, job, got.version).await
+    if opts.output == Output::Json {
+        crate::output::json(&json!({
+            "job": job,
+            "reverted_from_version": version,
+            "version": got.version,
+        }));
+    }
+    Ok(())
 }

@@ -42,6 +42,8 @@ pub struct DnsArgs {
     /// Log filter.
     #[arg(long, env = "DROVER_LOG", default_value = "info,hickory_server=warn")]
     log: String,
+    #[command(flatten)]
+    log_format: crate::process::LogFormatArgs,
 }
 
 /// The zone's settings, shared by `drover dns` and `drover dev`.
@@ -244,7 +246,7 @@ async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
 
 /// `drover dns`: the zone answered from an etcd cluster's records.
 pub async fn dns(a: DnsArgs) -> Result<()> {
-    crate::process::init_logging(&a.log);
+    crate::process::init_logging(&a.log, a.log_format.log_format);
     let shutdown = CancellationToken::new();
     crate::process::cancel_on_signal(shutdown.clone());
     let tls = a.etcd_tls.load(&a.etcd)?;

@@ -78,6 +78,8 @@ impl EtcdTlsArgs {
 /// Flags of `drover tls etcd`.
 #[derive(Args, Debug)]
 pub struct EtcdCertArgs {
+    #[command(flatten)]
+    pub out: crate::output::OutputOpt,
     /// Directory to write the etcd CA and certificates into.
     #[arg(long)]
     pub dir: PathBuf,
@@ -214,6 +216,9 @@ mod tests {
             dir: dir.path().to_path_buf(),
             hosts: vec!["10.0.0.1".into()],
             force: false,
+            out: crate::output::OutputOpt {
+                output: crate::Output::Table,
+            },
         };
         let files = etcd_certs(&a).unwrap();
         assert_eq!(files.len(), 4 + 2 * ETCD_CLIENTS.len());

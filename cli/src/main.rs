@@ -17,6 +17,7 @@ mod etcd_tls;
 mod exec;
 mod ha;
 mod load;
+mod logs;
 mod meta;
 mod metrics;
 mod output;
@@ -27,12 +28,13 @@ mod resched;
 mod roles;
 mod store_cmd;
 mod tls;
+mod tools;
 mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Where the CLI looks for the scheduler when neither `--addr` nor
 /// `DROVER_ADDR` says otherwise: the address `drover dev` listens on.
@@ -85,6 +87,17 @@ enum Command {
     /// Back up and restore the embedded store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// Print the client's version and the scheduler's.
+    Version {
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Print a shell completion script: `source <(drover completion bash)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: tools::CompletionShell,
+    },
     /// Who changed what in the cluster, and who ran which command (admin).
     Audit {
         /// Only entries this recent: 90s, 15m, 2h, 7d.
@@ -303,8 +316,12 @@ enum AllocCommand {
 
 #[derive(Args, Debug)]
 struct LogsArgs {
-    /// Allocation id (or unique prefix), or a job name with one allocation.
+    /// A job name (every live allocation's lines, each prefixed with its
+    /// `name[index]`), or an allocation id (or unique prefix).
     target: String,
+    /// One allocation of the job: its id (or unique prefix) or name.
+    #[arg(long, value_name = "ID")]
+    alloc: Option<String>,
     /// Keep printing as the task writes.
     #[arg(short, long)]
     follow: bool,
@@ -466,28 +483,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             client::alloc_list(&opts, job, node).await
         }
         Command::Alloc(AllocCommand::Status { id, opts }) => client::alloc_status(&opts, &id).await,
-        Command::Logs(a) => client::logs(&a.opts, &a.target, &a.task, a.stderr, a.follow).await,
+        Command::Logs(a) => {
+            let req = logs::LogsRequest {
+                target: &a.target,
+                alloc: a.alloc.as_deref(),
+                task: &a.task,
+                stderr: a.stderr,
+                follow: a.follow,
+            };
+            logs::logs(&a.opts, &req).await
+        }
         Command::Exec(_) => unreachable!("exec is dispatched above"),
-        Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|files| {
-            for f in files {
-                outln!("{}", f.display());
-            }
-        }),
-        Command::Tls(TlsCommand::Agent(a)) => tls::agent_cert(&a).map(|files| {
-            for f in files {
-                outln!("{}", f.display());
-            }
-        }),
-        Command::Tls(TlsCommand::Issue(a)) => roles::issue(&a).map(|files| {
-            for f in files {
-                outln!("{}", f.display());
-            }
-        }),
+        Command::Tls(TlsCommand::Init(a)) => tls::init(&a).map(|f| output::files(a.out, &f)),
+        Command::Tls(TlsCommand::Agent(a)) => tls::agent_cert(&a).map(|f| output::files(a.out, &f)),
+        Command::Tls(TlsCommand::Issue(a)) => roles::issue(&a).map(|f| output::files(a.out, &f)),
+        Command::Version { opts } => tools::version(&opts).await,
+        Command::Completion { shell } => {
+            tools::completion(shell, &mut Cli::command());
+            Ok(())
+        }
         Command::Audit { since, limit, opts } => audit::audit(&opts, since.as_deref(), limit).await,
-        Command::Tls(TlsCommand::Etcd(a)) => etcd_tls::etcd_certs(&a).map(|files| {
-            for f in files {
-                outln!("{}", f.display());
-            }
-        }),
+        Command::Tls(TlsCommand::Etcd(a)) => {
+            etcd_tls::etcd_certs(&a).map(|f| output::files(a.out, &f))
+        }
     }
 }

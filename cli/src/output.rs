@@ -6,6 +6,30 @@ use drover_proto::v1 as pb;
 pub(crate) use crate::columns::{age, table};
 use serde_json::{json, Value};
 
+/// `-o table|json` of the commands that take no scheduler address (`tls`,
+/// `store`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct OutputOpt {
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = crate::Output::Table)]
+    pub output: crate::Output,
+}
+
+/// Prints the files a command wrote: one path a line, or
+/// `{"files": [...]}`.
+pub fn files(out: OutputOpt, files: &[std::path::PathBuf]) {
+    match out.output {
+        crate::Output::Json => json(&json!({
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        })),
+        crate::Output::Table => {
+            for f in files {
+                outln!("{}", f.display());
+            }
+        }
+    }
+}
+
 /// Prints a JSON value on one line.
 pub fn json<T: serde::Serialize + ?Sized>(v: &T) {
     let v = serde_json::to_value(v).unwrap_or(Value::Null);

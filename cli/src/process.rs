@@ -7,8 +7,31 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-/// Sets up the one tracing subscriber, on stderr, with `filter`.
-pub(crate) fn init_logging(filter: &str) {
+/// How a long-running role writes its log lines on stderr.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`,
+    /// `spans`), for log shippers.
+    Json,
+}
+
+/// The log flags every long-running command (`dev`, `scheduler`, `agent`,
+/// `dns`) takes besides its `--log` filter.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct LogFormatArgs {
+    /// Log line format on stderr: `text` (colour only on a terminal) or
+    /// `json` (one object per line, for log shippers).
+    #[arg(long, value_enum, env = "DROVER_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Sets up the one tracing subscriber, on stderr, with `filter`, in
+/// `format`.
+pub(crate) fn init_logging(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     // hickory-server logs every DNS request at `info`.
     let filter = if filter.contains("hickory") {
         filter.to_string()
@@ -17,10 +40,28 @@ pub(crate) fn init_logging(filter: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let colour = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
+}
+
+/// Whether text log lines get colour escapes: only on a terminal (a log
+/// file, a pipe or journald gets none), and not when the user set
+/// `NO_COLOR` to anything non-empty (https://no-color.org).
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Writes `addr` to `path` atomically (a temporary file renamed over it),
@@ -61,4 +102,18 @@ pub(crate) fn cancel_on_signal(token: CancellationToken) {
         tracing::info!("shutting down; tasks keep running and are re-adopted on the next start");
         token.cancel();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+    }
 }

@@ -35,6 +35,8 @@ impl From<RoleArg> for Role {
 /// Flags of `drover tls issue`.
 #[derive(Args, Debug)]
 pub struct IssueArgs {
+    #[command(flatten)]
+    pub out: crate::output::OutputOpt,
     /// Directory of `drover tls init` (its `ca.pem` and `ca-key.pem` sign
     /// the certificate, which is written there too, as `user-NAME.pem`).
     #[arg(long)]

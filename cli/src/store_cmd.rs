@@ -10,6 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use drover_store::embedded::{restore, FILE_MODE};
 
+use crate::Output;
+
 /// The embedded store's backups.
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
@@ -22,6 +24,8 @@ pub enum StoreCommand {
         endpoint: String,
         /// Where to write the backup (mode 0600; replaced atomically).
         file: PathBuf,
+        #[command(flatten)]
+        out: crate::output::OutputOpt,
     },
     /// Install a backup as the store of a stopped `drover dev` data
     /// directory that holds no store yet (the store goes to <DIR>/store).
@@ -31,31 +35,56 @@ pub enum StoreCommand {
         /// drover dev's --data-dir.
         #[arg(long)]
         data_dir: PathBuf,
+        #[command(flatten)]
+        out: crate::output::OutputOpt,
     },
 }
 
 /// Runs a `drover store` command.
 pub async fn run(cmd: StoreCommand) -> Result<()> {
     match cmd {
-        StoreCommand::Backup { endpoint, file } => backup(&endpoint, &file).await,
-        StoreCommand::Restore { file, data_dir } => {
+        StoreCommand::Backup {
+            endpoint,
+            file,
+            out,
+        } => {
+            let bytes = backup(&endpoint, &file).await?;
+            match out.output {
+                Output::Json => crate::output::json(&serde_json::json!({
+                    "file": file.display().to_string(), "bytes": bytes,
+                })),
+                Output::Table => outln!("saved a {bytes}-byte backup to {}", file.display()),
+            }
+            Ok(())
+        }
+        StoreCommand::Restore {
+            file,
+            data_dir,
+            out,
+        } => {
             let image =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let dir = data_dir.join("store");
             let r = restore(&image, &file, &dir)
                 .with_context(|| format!("restoring {} into {}", file.display(), dir.display()))?;
-            println!(
-                "restored {} keys at revision {} into {}",
-                r.keys,
-                r.revision,
-                dir.display()
-            );
+            match out.output {
+                Output::Json => crate::output::json(&serde_json::json!({
+                    "keys": r.keys, "revision": r.revision, "dir": dir.display().to_string(),
+                })),
+                Output::Table => outln!(
+                    "restored {} keys at revision {} into {}",
+                    r.keys,
+                    r.revision,
+                    dir.display()
+                ),
+            }
             Ok(())
         }
     }
 }
 
-async fn backup(endpoint: &str, file: &Path) -> Result<()> {
+/// Saves the backup; returns its size in bytes.
+async fn backup(endpoint: &str, file: &Path) -> Result<usize> {
     let mut client = etcd_client::Client::connect([endpoint], None)
         .await
         .with_context(|| format!("connecting to the store at {endpoint}"))?;
@@ -91,6 +120,5 @@ async fn backup(endpoint: &str, file: &Path) -> Result<()> {
     out.sync_all()
         .with_context(|| format!("fsync {}", tmp.display()))?;
     std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))?;
-    println!("saved a {bytes}-byte backup to {}", file.display());
-    Ok(())
+    Ok(bytes)
 }

@@ -107,6 +107,8 @@ impl ClientTls {
 /// Flags of `drover tls agent`.
 #[derive(Args, Debug)]
 pub struct AgentCertArgs {
+    #[command(flatten)]
+    pub out: crate::output::OutputOpt,
     /// Directory of `drover tls init` (its `ca.pem` and `ca-key.pem` sign
     /// the certificate, which is written there too).
     #[arg(long)]
@@ -158,6 +160,8 @@ pub fn agent_cert(a: &AgentCertArgs) -> Result<Vec<PathBuf>> {
 /// Flags of `drover tls init`.
 #[derive(Args, Debug)]
 pub struct InitArgs {
+    #[command(flatten)]
+    pub out: crate::output::OutputOpt,
     /// Directory to write the CA and certificates into.
     #[arg(long)]
     pub dir: PathBuf,

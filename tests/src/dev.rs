@@ -720,7 +720,9 @@ fn spawn_dev(data_dir: &Path, args: &[String]) -> Child {
         ])
         .args(args)
         .env("DROVER_LOG", "info")
-        .env("NO_COLOR", "1")
+        // Not NO_COLOR: the log is a file, and `drover dev` must see that
+        // itself (tests/tests/cli_logs_dev.rs checks it writes no escapes).
+        .env_remove("NO_COLOR")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("duplicating the dev log handle"))
         .stderr(log)

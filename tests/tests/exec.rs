@@ -231,8 +231,11 @@ fn exec_runs_in_the_task_namespaces_with_its_environment_and_exit_status() {
     // UTS: the allocation's host name.
     let host = ok(&exec(&c, &alloc, &["hostname"]));
     assert_eq!(host.trim(), format!("{job}-main-0"));
-    // PID: the task is PID 1 of what the command sees.
-    let cmd = ok(&exec(&c, &alloc, &["cat", "/proc/1/cmdline"]));
+    // PID: Drover's init is PID 1 of what the command sees (showing no
+    // host path), the task its first child.
+    let init = ok(&exec(&c, &alloc, &["cat", "/proc/1/cmdline"]));
+    assert_eq!(init, "drover-init\u{0}");
+    let cmd = ok(&exec(&c, &alloc, &["cat", "/proc/2/cmdline"]));
     assert_eq!(cmd, "sleep\u{0}3600\u{0}");
     // Every namespace is the task's, as the host sees it.
     let kinds = ["mnt", "pid", "uts", "ipc", "net", "cgroup", "user"];

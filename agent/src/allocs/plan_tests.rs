@@ -23,6 +23,7 @@ fn task(name: &str) -> Task {
         volumes: Vec::new(),
         logs: None,
         seccomp: Default::default(),
+        init: true,
     }
 }
 

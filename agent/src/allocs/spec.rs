@@ -76,5 +76,6 @@ pub fn task_spec(a: &Allocation, t: &Task, network: Option<TaskNetwork>) -> Task
             SeccompMode::Default => Seccomp::Default,
             SeccompMode::Unconfined => Seccomp::Unconfined,
         },
+        init: t.init,
     }
 }

@@ -94,6 +94,12 @@ pub struct TaskSpec {
     /// only where allowed).
     #[serde(default, skip_serializing_if = "Seccomp::is_default")]
     pub seccomp: Seccomp,
+    /// A minimal init as PID 1 of the task's PID namespace, which forwards
+    /// signals to the task and reaps orphans (jobs have it unless a task
+    /// says `init = false`); `false` (the runtime's default, and specs
+    /// written before it existed) makes the task PID 1 itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 impl Default for TaskSpec {
@@ -121,6 +127,7 @@ impl Default for TaskSpec {
             run_as: None,
             host_root: None,
             seccomp: Seccomp::Default,
+            init: false,
         }
     }
 }

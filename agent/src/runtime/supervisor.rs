@@ -17,6 +17,7 @@
 //! record its exit status.
 
 mod command;
+mod init;
 mod memory;
 
 use std::fs::OpenOptions;
@@ -198,9 +199,19 @@ fn run_task(
         logs.push(log);
     }
     let identity = Identity { userns, run_as };
-    let command = build_command(spec, &procs, hardening, identity, root.as_ref())?;
+    let mut status_pipe = match spec.init {
+        true => Some(
+            init::StatusPipe::new().map_err(|e| fail(format!("pipe2 for the task's init: {e}")))?,
+        ),
+        false => None,
+    };
+    let init_steps = status_pipe.as_ref().map(init::StatusPipe::steps);
+    let command = build_command(spec, &procs, hardening, identity, root.as_ref(), init_steps)?;
     let mut child = spawn_task(command, spec)?;
     drop(procs);
+    if let Some(pipe) = status_pipe.as_mut() {
+        pipe.close_write();
+    }
     let pipes = [
         child.stdout.take().map(OwnedFd::from),
         child.stderr.take().map(OwnedFd::from),
@@ -225,6 +236,13 @@ fn run_task(
             0
         }
     };
+    // With an init, the task's own end (the init reports it) rather than
+    // the init's 128 + signal; the init's own when it reported none (it
+    // was SIGKILLed: so was everything in the namespace).
+    let status = status_pipe
+        .as_ref()
+        .and_then(|p| p.task_status(pid))
+        .unwrap_or(status);
     let exited = exit_record(pid, status, oom_kills, spec.memory_mb);
     write_json(&dir.state(), &exited)?;
     // Now reap it; the exit is already on disk.

@@ -57,6 +57,11 @@ pub struct TaskSpec {
     /// Its seccomp filter: the node's, or none where the node allows it.
     #[serde(default, skip_serializing_if = "SeccompMode::is_default")]
     pub seccomp: SeccompMode,
+    /// `init = false` in the job file: the task is PID 1 of its PID
+    /// namespace itself, without the minimal init that forwards signals
+    /// to it and reaps orphans.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_init: bool,
 }
 
 /// A task's seccomp setting (`seccomp = "unconfined"` in a job file).
@@ -232,6 +237,7 @@ impl From<&TaskSpec> for pb::Task {
             user: t.user.clone(),
             workdir: t.workdir.clone(),
             seccomp: t.seccomp.as_str().into(),
+            no_init: t.no_init,
             constraints: t.constraints.iter().map(pb::Constraint::from).collect(),
             volumes: t.volumes.iter().map(pb::Volume::from).collect(),
         }

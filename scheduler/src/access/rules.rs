@@ -87,10 +87,16 @@ pub const RULES: &[Rule] = &[
     // Agents.
     rule("/drover.v1.AgentService/Connect", Need::Agent, None),
     // Standard services: no cluster data.
+    rule("/drover.v1.VersionService/Get", Need::Anyone, None),
     rule("/grpc.health.v1.Health/Check", Need::Anyone, None),
     rule("/grpc.health.v1.Health/Watch", Need::Anyone, None),
     rule(
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        Need::Anyone,
+        None,
+    ),
+    rule(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         Need::Anyone,
         None,
     ),

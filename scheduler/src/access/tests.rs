@@ -32,10 +32,16 @@ const EXPECTED: &[(&str, &str, bool)] = &[
     ("drover.v1.AllocService/Exec", "admin", true),
     ("drover.v1.AuditService/List", "admin", false),
     ("drover.v1.AgentService/Connect", "agent", false),
+    ("drover.v1.VersionService/Get", "anyone", false),
     ("grpc.health.v1.Health/Check", "anyone", false),
     ("grpc.health.v1.Health/Watch", "anyone", false),
     (
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "anyone",
+        false,
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "anyone",
         false,
     ),
@@ -47,6 +53,7 @@ pub(crate) fn served_methods() -> Vec<String> {
         drover_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ];
     let mut out = Vec::new();
     for set in sets {

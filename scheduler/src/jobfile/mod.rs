@@ -213,6 +213,10 @@ struct FileTask {
     /// `"default"` (the node's profile) or `"unconfined"`.
     #[serde(default)]
     seccomp: Option<String>,
+    /// `false`: the task is PID 1 itself, without Drover's minimal init
+    /// (which forwards signals to it and reaps orphans).
+    #[serde(default)]
+    init: Option<bool>,
 }
 
 /// Log rotation of one task; an unset field takes the node's default.
@@ -327,6 +331,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                             user: t.user.unwrap_or_default(),
                             workdir: t.workdir.unwrap_or_default(),
                             seccomp: t.seccomp.unwrap_or_default(),
+                            no_init: !t.init.unwrap_or(true),
                             volumes: t
                                 .volumes
                                 .into_iter()
@@ -374,6 +379,25 @@ resources = { cpu_millis = 100, memory_mb = 32 }
             DEFAULT_KILL_TIMEOUT_MS
         );
         crate::job::JobSpec::try_from(&j).unwrap();
+    }
+
+    /// A task has the init unless it says `init = false`; the value must
+    /// be a boolean, and the error names the key.
+    #[test]
+    fn init_defaults_on_and_false_turns_it_off() {
+        let j = parse("hello.toml", HELLO).unwrap();
+        assert!(!j.groups[0].tasks[0].no_init);
+        let spec = crate::job::JobSpec::try_from(&j).unwrap();
+        assert!(!spec.groups[0].tasks[0].no_init);
+        let off = HELLO.replace("resources =", "init = false\nresources =");
+        let j = parse("hello.toml", &off).unwrap();
+        assert!(j.groups[0].tasks[0].no_init);
+        let spec = crate::job::JobSpec::try_from(&j).unwrap();
+        assert!(spec.groups[0].tasks[0].no_init);
+        assert!(pb::Task::from(&spec.groups[0].tasks[0]).no_init);
+        let bad = HELLO.replace("resources =", "init = \"no\"\nresources =");
+        let err = parse("hello.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("init") && err.contains("bool"), "{err}");
     }
 
     /// The shape issue #12 gives for services, verbatim.

@@ -31,6 +31,7 @@ mod jobs;
 mod nodes;
 mod session;
 mod store_status;
+mod version;
 
 pub use agent::AgentApi;
 
@@ -174,10 +175,15 @@ pub async fn serve_api(
         .unwrap_or_default();
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(health, gate.watch(), shutdown.clone()));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both forms: v1, and v1alpha that many tools (Python's
+    // grpcio-reflection among them) still speak.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let api = Api::new(core.clone());
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();
@@ -212,6 +218,10 @@ pub async fn serve_api(
     builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(pb::version_service_server::VersionServiceServer::new(
+            version::VersionApi,
+        ))
         // Jobs up to MAX_MESSAGE_BYTES are read, so that one too large for
         // the store is refused naming its size and the store's limit.
         .add_service(tonic::service::interceptor::InterceptedService::new(

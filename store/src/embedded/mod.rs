@@ -437,16 +437,25 @@ impl EmbeddedEtcd {
         // server reflection, so generic gRPC tools work against it.
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<KvServer<kv::KvService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(drover_proto::ETCD_FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection in both forms: v1, and v1alpha that many tools
+        // (Python's grpcio-reflection among them) still speak.
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(drover_proto::ETCD_FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection = reflection_builder()
             .build_v1()
+            .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection_builder()
+            .build_v1alpha()
             .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
         let result = tonic::transport::Server::builder()
             .layer(local_users)
             .layer(tower_layer::layer_fn(crate::metrics::CountRequests))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(
                 KvServer::new(kv::KvService::new(Arc::clone(&shared)))
                     .max_decoding_message_size(TRANSPORT_LIMIT),

@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use super::init::InitSteps;
 use super::{fail, Failure};
 use crate::runtime::identity::Identity;
 use crate::runtime::limits::Hardening;
@@ -29,6 +30,7 @@ pub(super) fn build_command(
     hardening: Hardening,
     identity: Identity,
     root: Option<&(PreparedRoot, PathBuf)>,
+    init: Option<InitSteps>,
 ) -> Result<Command, Failure> {
     let mut command = base_command(spec, root)?;
     // Formatted first: stderr is unbuffered, and `writeln!` on it makes a
@@ -51,6 +53,7 @@ pub(super) fn build_command(
             .seccomp
             .filter()
             .map_err(|e| fail(format!("seccomp: {e}")))?,
+        init,
     };
     child.install(&mut command);
     Ok(command)
@@ -108,6 +111,8 @@ struct ChildSteps {
     identity: Identity,
     /// `None`: unconfined.
     seccomp: Option<Filter>,
+    /// `None`: the task itself is PID 1 (`init = false`).
+    init: Option<InitSteps>,
 }
 
 impl ChildSteps {
@@ -122,6 +127,7 @@ impl ChildSteps {
             hardening,
             identity,
             seccomp,
+            init,
         } = self;
         // SAFETY: the closure runs in the forked child before exec. It only calls
         // async-signal-safe syscalls (write, sigaction, umask, unshare, chdir,
@@ -131,6 +137,8 @@ impl ChildSteps {
         // prepared root's strings), and allocates nothing: errors are reported
         // through `io::Error::last_os_error`, which does not allocate. The
         // cgroup descriptors stay open in the supervisor until after the spawn.
+        // With an init, the child forks once more as its last step (the
+        // supervisor is single-threaded, the contract of `fork_in_child`).
         unsafe {
             command.pre_exec(move || {
                 // First, so that everything below is already charged to, and
@@ -202,13 +210,31 @@ impl ChildSteps {
                     return Err(io::Error::last_os_error());
                 }
                 hardening.set_no_new_privs_in_child()?;
-                // Last: from here on only what the task may do, and the
-                // exec, which the filter allows.
-                match &seccomp {
-                    Some(filter) => filter.install_in_child(),
-                    None => Ok(()),
-                }
+                confine_and_fork_in_child(seccomp.as_ref(), init.as_ref())
             });
         }
+    }
+}
+
+/// The forked child's last steps: the seccomp filter (from here on only
+/// what the task may do, and the exec, which the filter allows), then,
+/// with an init, the fork that leaves the init as PID 1 (confined like the
+/// task); only the task returns, to exec.
+///
+/// # Safety
+///
+/// In the supervisor's forked child before exec (see
+/// [`InitSteps::fork_in_child`]).
+unsafe fn confine_and_fork_in_child(
+    seccomp: Option<&Filter>,
+    init: Option<&InitSteps>,
+) -> io::Result<()> {
+    if let Some(filter) = seccomp {
+        filter.install_in_child()?;
+    }
+    match init {
+        // SAFETY: the contract above is `fork_in_child`'s.
+        Some(init) => unsafe { init.fork_in_child() },
+        None => Ok(()),
     }
 }

@@ -103,6 +103,7 @@ pub(super) fn task(
         rootfs,
         constraints: constraint::constraints(p, &tpath, &t.constraints),
         seccomp,
+        no_init: t.no_init,
     }
 }
 
