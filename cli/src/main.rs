@@ -7,6 +7,7 @@
 #[macro_use]
 mod stdout;
 mod audit;
+mod events;
 mod client;
 mod columns;
 mod connect;
@@ -82,6 +83,25 @@ enum Command {
     /// Back up and restore the embedded store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// What happened to allocations: placed, started, exited, restarting,
+    /// checks, stops, refusals (`-f`: follow them as they happen).
+    Events {
+        /// Follow: print events as they are recorded, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only this job's events.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this allocation's events (its full id).
+        #[arg(long)]
+        alloc: Option<String>,
+        /// At most this many of the kept events, the newest (0: all; with
+        /// -f, how many kept ones to print before following).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Who changed what in the cluster, and who ran which command (admin).
     Audit {
         /// Only entries this recent: 90s, 15m, 2h, 7d.
@@ -480,6 +500,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 outln!("{}", f.display());
             }
         }),
+        Command::Events {
+            follow,
+            job,
+            alloc,
+            limit,
+            opts,
+        } => events::events(&opts, job, alloc, follow, limit).await,
         Command::Audit { since, limit, opts } => audit::audit(&opts, since.as_deref(), limit).await,
         Command::Tls(TlsCommand::Etcd(a)) => etcd_tls::etcd_certs(&a).map(|files| {
             for f in files {

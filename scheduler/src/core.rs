@@ -19,6 +19,7 @@ use drover_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError, Submitted};
+use crate::events::{EventLimits, EventLog};
 pub use crate::discovery::Discovery;
 use crate::job::JobSpec;
 use crate::peers::Peers;
@@ -84,6 +85,8 @@ pub struct Core {
     alarm: Alarm,
     /// When running deployments want another look.
     deploy_timers: DeployTimers,
+    /// The allocation events ([`crate::events`]).
+    events: Arc<EventLog>,
 }
 
 mod passes;
@@ -119,6 +122,7 @@ impl Core {
         discovery: Discovery,
         placement: PlanConfig,
     ) -> Arc<Core> {
+        let events = EventLog::new(store.clone(), EventLimits::default());
         let cluster = Arc::new(Cluster::new(store, subnets).with_placement(placement));
         let registrar = Registrar::new(cluster.clone(), discovery.clone(), timing.node_grace);
         Arc::new(Core {
@@ -141,6 +145,7 @@ impl Core {
             waiting_passes: AtomicU64::new(0),
             alarm: Alarm::default(),
             deploy_timers: DeployTimers::default(),
+            events,
         })
     }
 
@@ -160,6 +165,12 @@ impl Core {
     /// The store.
     pub fn store(&self) -> &Store {
         self.cluster.store()
+    }
+
+    /// The allocation events: [`EventLog::recent`] gives the newest of
+    /// the cluster (for the status page).
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
     }
 
     /// The cluster as stored.

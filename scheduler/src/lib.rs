@@ -35,8 +35,10 @@ pub mod cluster;
 pub mod core;
 pub mod deploy;
 pub mod discovery;
+pub mod events;
 pub mod gate;
 pub mod job;
+pub mod job_status;
 pub mod jobfile;
 pub mod leader;
 mod peers;
@@ -55,6 +57,7 @@ mod sync;
 #[cfg(test)]
 mod testkit;
 mod timers;
+mod trail;
 pub mod transitions;
 
 pub use crate::core::{Core, Discovery, Timing};

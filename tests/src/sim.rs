@@ -530,6 +530,7 @@ impl SimNode {
             }],
             ip: String::new(),
             checks,
+            events: Vec::new(),
         }
     }
 }
