@@ -194,7 +194,8 @@ pub fn task_events(
         }
         _ => {}
     }
-    if now.restart_at.is_some() && before.is_none_or(|b| b.restart_at.is_none()) {
+    // Due anew: not due before, or due again after a restart done since.
+    if now.restart_at.is_some() && (restarted || before.is_none_or(|b| b.restart_at.is_none())) {
         out.push(event(
             now_ms,
             name,

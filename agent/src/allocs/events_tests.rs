@@ -65,6 +65,11 @@ fn a_task_that_starts_exits_and_restarts_tells_each_step_once() {
     let quick = exited(12, 3, 2, false);
     let e = task_events("app", Some(&ended), &quick, RULES, 180);
     assert_eq!(kinds(&e), ["Started", "Exited"]);
+    // ... and its next restart already due: that too.
+    let due = exited(12, 3, 1, true);
+    let e = task_events("app", Some(&ended), &due, RULES, 190);
+    assert_eq!(kinds(&e), ["Started", "Exited", "Restarting"]);
+    assert_eq!(e[2].message, "task restarts in 1.5s (restart 2 of 3)");
 }
 
 #[test]

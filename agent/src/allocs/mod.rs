@@ -204,7 +204,18 @@ impl Allocs {
     pub async fn poll(&mut self) -> Vec<AllocReport> {
         self.refresh_states();
         let actions = plan::plan_tick(&self.state, Instant::now());
+        let restarted = actions
+            .iter()
+            .any(|a| matches!(a, plan::Action::Restart { .. }));
         self.execute(actions).await;
+        if restarted {
+            // A task restarted just now may have ended already (a command
+            // that fails at once): its restart policy applies before the
+            // report, or the allocation would be reported failed (all its
+            // tasks ended, no restart due) until the next tick.
+            let again = plan::plan_tick(&self.state, Instant::now());
+            self.execute(again).await;
+        }
         let mut changed = std::mem::take(&mut self.finished);
         for alloc in self.state.allocs.values_mut() {
             let report = alloc.report();

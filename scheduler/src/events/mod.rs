@@ -104,8 +104,10 @@ impl Event {
         }
     }
 
-    /// Its record name: its time, then a hash of what it says.
-    pub fn record_name(&self) -> String {
+    /// Its record name: its time, then `seq` (its place among the events
+    /// recorded together, which orders those of one millisecond) and a
+    /// hash of what it says.
+    pub fn record_name(&self, seq: usize) -> String {
         let time = self.time_unix_ms.to_le_bytes();
         let hash = stable_hash(&[
             &time,
@@ -114,7 +116,8 @@ impl Event {
             self.kind.as_bytes(),
             self.message.as_bytes(),
         ]);
-        time_name(self.time_unix_ms, hash)
+        let seq = u64::try_from(seq.min(255)).unwrap_or(255);
+        time_name(self.time_unix_ms, (seq << 56) | (hash & 0x00ff_ffff_ffff_ffff))
     }
 }
 
@@ -187,9 +190,9 @@ impl EventLog {
             Some(index) => index,
             None => self.read_index().await?,
         };
-        for mut e in events {
+        for (seq, mut e) in events.into_iter().enumerate() {
             e.message = clip(e.message, MAX_MESSAGE);
-            let name = e.record_name();
+            let name = e.record_name(seq);
             if !index.insert(&name, &e.alloc_id) {
                 continue;
             }
@@ -338,17 +341,19 @@ mod tests {
             message: "task started".into(),
             ..Event::default()
         };
-        assert_eq!(e.record_name(), e.clone().record_name());
+        assert_eq!(e.record_name(0), e.clone().record_name(0));
         let other = Event {
             message: "task started again".into(),
             ..e.clone()
         };
-        assert_ne!(e.record_name(), other.record_name());
+        assert_ne!(e.record_name(0), other.record_name(0));
+        // Of one millisecond, the one recorded first sorts first.
+        assert!(other.record_name(0) < e.record_name(1));
         let later = Event {
             time_unix_ms: 1_001,
             ..e.clone()
         };
-        assert!(e.record_name() < later.record_name());
+        assert!(e.record_name(9) < later.record_name(0));
     }
 
     #[test]
