@@ -14,7 +14,11 @@ const ALLOC_STATUS_EVENTS: u32 = 10;
 /// A time for people: RFC 3339 in UTC, to the millisecond.
 fn when(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.round(jiff::Unit::Millisecond).map_or(t, |r| r).to_string())
+        .map(|t| {
+            t.round(jiff::Unit::Millisecond)
+                .map_or(t, |r| r)
+                .to_string()
+        })
         .unwrap_or_else(|_| ms.to_string())
 }
 

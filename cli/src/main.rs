@@ -7,7 +7,6 @@
 #[macro_use]
 mod stdout;
 mod audit;
-mod events;
 mod client;
 mod columns;
 mod connect;
@@ -15,6 +14,7 @@ mod daemon;
 mod deploy;
 mod dns;
 mod etcd_tls;
+mod events;
 mod exec;
 mod ha;
 mod meta;

@@ -19,8 +19,8 @@ use drover_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError, Submitted};
-use crate::events::{EventLimits, EventLog};
 pub use crate::discovery::Discovery;
+use crate::events::{EventLimits, EventLog};
 use crate::job::JobSpec;
 use crate::peers::Peers;
 use crate::placement::PlanConfig;

@@ -168,10 +168,19 @@ mod tests {
     #[test]
     fn batch_instances_that_completed_count_and_lifecycle_ends_win() {
         let j = record("batch", 2, JobStatus::Running);
-        assert_eq!(job_health(&j, &allocs(&[Complete, Running])).status, "running");
-        assert_eq!(job_health(&j, &allocs(&[Complete, Failed])).status, "degraded");
+        assert_eq!(
+            job_health(&j, &allocs(&[Complete, Running])).status,
+            "running"
+        );
+        assert_eq!(
+            job_health(&j, &allocs(&[Complete, Failed])).status,
+            "degraded"
+        );
         let done = record("batch", 2, JobStatus::Complete);
-        assert_eq!(job_health(&done, &allocs(&[Complete, Complete])).status, "complete");
+        assert_eq!(
+            job_health(&done, &allocs(&[Complete, Complete])).status,
+            "complete"
+        );
         let stopped = record("service", 2, JobStatus::Stopped);
         assert_eq!(job_health(&stopped, &allocs(&[Running])).status, "stopped");
         let failed = record("batch", 1, JobStatus::Failed);

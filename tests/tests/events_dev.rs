@@ -68,7 +68,10 @@ fn events_of(c: &DevCluster, job: &str) -> Vec<Value> {
 }
 
 fn types(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| str_of(e, "type").to_string()).collect()
+    events
+        .iter()
+        .map(|e| str_of(e, "type").to_string())
+        .collect()
 }
 
 fn only_alloc(c: &DevCluster, job: &str) -> String {
@@ -143,11 +146,17 @@ fn a_failing_command_shows_its_exits_and_restarts_as_events() {
     );
     // Two restarts, then the allocation fails for good: the job with it.
     let row = wait_job_status(&c, &job, "failed");
-    assert_eq!((row["healthy"].as_i64(), row["desired"].as_i64()), (Some(0), Some(1)), "{row}");
+    assert_eq!(
+        (row["healthy"].as_i64(), row["desired"].as_i64()),
+        (Some(0), Some(1)),
+        "{row}"
+    );
     let alloc = only_alloc(&c, &job);
     // The allocation's end is recorded from its record's change.
     poll_until("the allocation's failure event", WAIT, || {
-        types(&events_of(&c, &job)).contains(&"Failed".to_string()).then_some(())
+        types(&events_of(&c, &job))
+            .contains(&"Failed".to_string())
+            .then_some(())
     });
 
     // `alloc status`: a Recent Events table, newest first.
@@ -171,9 +180,16 @@ fn a_failing_command_shows_its_exits_and_restarts_as_events() {
     // `drover events --job`: the whole story, oldest first.
     let events = events_of(&c, &job);
     let t = types(&events);
-    let pos = |ty: &str| t.iter().position(|x| x == ty).unwrap_or_else(|| panic!("no {ty} in {t:?}"));
+    let pos = |ty: &str| {
+        t.iter()
+            .position(|x| x == ty)
+            .unwrap_or_else(|| panic!("no {ty} in {t:?}"))
+    };
     assert!(pos("Placed") < pos("Started"), "{t:?}");
-    assert!(pos("Started") < pos("Exited") && pos("Exited") < pos("Restarting"), "{t:?}");
+    assert!(
+        pos("Started") < pos("Exited") && pos("Exited") < pos("Restarting"),
+        "{t:?}"
+    );
     let exits = events
         .iter()
         .filter(|e| e["type"] == "Exited" && str_of(e, "message") == "task exited with code 3")
@@ -193,9 +209,15 @@ fn a_failing_command_shows_its_exits_and_restarts_as_events() {
 fn events_follow_receives_what_happens_after_it_started() {
     let c = DevCluster::start();
     let job = unique_name("follow");
-    run_detached(&c, &job, &service(&job, 1, "exec sleep 600", "{ attempts = 0 }"));
+    run_detached(
+        &c,
+        &job,
+        &service(&job, 1, "exec sleep 600", "{ attempts = 0 }"),
+    );
     poll_until("the task to start", WAIT, || {
-        types(&events_of(&c, &job)).contains(&"Started".to_string()).then_some(())
+        types(&events_of(&c, &job))
+            .contains(&"Started".to_string())
+            .then_some(())
     });
     // The newest kept event comes first: once it is printed, the server
     // follows the store, so the stop below cannot be missed.
@@ -221,19 +243,32 @@ fn a_job_the_node_policy_refuses_fails_and_says_why() {
     );
     run_detached(&c, &job, &text);
     let row = wait_job_status(&c, &job, "failed");
-    assert_eq!((row["running"].as_i64(), row["healthy"].as_i64()), (Some(0), Some(0)), "{row}");
-    assert_eq!(str_of(&c.cli_json(&["job", "status", &job]), "status"), "failed");
+    assert_eq!(
+        (row["running"].as_i64(), row["healthy"].as_i64()),
+        (Some(0), Some(0)),
+        "{row}"
+    );
+    assert_eq!(
+        str_of(&c.cli_json(&["job", "status", &job]), "status"),
+        "failed"
+    );
     let refused = poll_until("the refusal event", WAIT, || {
-        events_of(&c, &job).into_iter().find(|e| e["type"] == "Refused")
+        events_of(&c, &job)
+            .into_iter()
+            .find(|e| e["type"] == "Refused")
     });
     let message = str_of(&refused, "message");
     assert!(
-        message.contains("refused by the node policy") && message.contains("seccomp.allow_unconfined"),
+        message.contains("refused by the node policy")
+            && message.contains("seccomp.allow_unconfined"),
         "{refused}"
     );
     assert_eq!(str_of(&refused, "task"), "app");
     let text = c.cli_ok(&["alloc", "status", &only_alloc(&c, &job)]);
-    assert!(text.contains("Refused") && text.contains("seccomp.allow_unconfined"), "{text}");
+    assert!(
+        text.contains("Refused") && text.contains("seccomp.allow_unconfined"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -252,18 +287,33 @@ fn job_statuses_follow_their_allocations() {
     });
     let row = listed(&c, &job);
     assert_eq!(str_of(&row, "status"), "degraded", "{row}");
-    assert_eq!((row["healthy"].as_i64(), row["desired"].as_i64()), (Some(1), Some(2)), "{row}");
+    assert_eq!(
+        (row["healthy"].as_i64(), row["desired"].as_i64()),
+        (Some(1), Some(2)),
+        "{row}"
+    );
     let table = c.cli_ok(&["job", "list"]);
-    let line = table.lines().find(|l| l.starts_with(&job)).unwrap_or_default();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&job))
+        .unwrap_or_default();
     assert!(line.contains("degraded") && line.contains("1/2"), "{table}");
     c.cli_ok(&["job", "stop", &job]);
     wait_job_status(&c, &job, "stopped");
 
     // All running: running, 1 of 1.
     let ok = unique_name("whole");
-    run_detached(&c, &ok, &service(&ok, 1, "exec sleep 600", "{ attempts = 0 }"));
+    run_detached(
+        &c,
+        &ok,
+        &service(&ok, 1, "exec sleep 600", "{ attempts = 0 }"),
+    );
     let row = wait_job_status(&c, &ok, "running");
-    assert_eq!((row["healthy"].as_i64(), row["desired"].as_i64()), (Some(1), Some(1)), "{row}");
+    assert_eq!(
+        (row["healthy"].as_i64(), row["desired"].as_i64()),
+        (Some(1), Some(1)),
+        "{row}"
+    );
 
     // A batch job that ends well: complete.
     let done = unique_name("done");

@@ -40,11 +40,7 @@ impl Seen {
 }
 
 /// The events of `alloc`'s tasks since they were `before`.
-fn alloc_events(
-    before: &BTreeMap<String, Track>,
-    alloc: &Tracked,
-    now_ms: i64,
-) -> Vec<TaskEvent> {
+fn alloc_events(before: &BTreeMap<String, Track>, alloc: &Tracked, now_ms: i64) -> Vec<TaskEvent> {
     let policy = alloc.assignment.group.restart;
     let rules = Rules {
         delay: policy.delay,
@@ -107,92 +103,12 @@ pub fn task_events(
     rules: Rules,
     now_ms: i64,
 ) -> Vec<TaskEvent> {
-    let mut out = Vec::new();
     let restarted = before.map_or(0, |b| b.restarts) < now.restarts;
     let changed = restarted || before.is_none_or(|b| b.state != now.state);
-    let restart_note = if now.restarts > 0 {
-        format!(", restart {} of {}", now.restarts, rules.attempts)
-    } else {
-        String::new()
-    };
-    // Started: running now with a pid not seen running, or ended already
-    // having run (both within one poll).
-    let ran_pid = match &now.state {
-        TaskState::Running {
-            pid,
-            started_unix_ms,
-        } => Some((*pid, *started_unix_ms)),
-        TaskState::Exited {
-            pid,
-            finished_unix_ms,
-            ..
-        } if *pid > 0 => Some((*pid, *finished_unix_ms)),
-        _ => None,
-    };
-    let seen_running = |pid: i32| {
-        before.is_some_and(|b| {
-            !restarted && matches!(b.state, TaskState::Running { pid: p, .. } if p == pid)
-        })
-    };
-    if let Some((pid, at)) = ran_pid {
-        let fresh = changed && !seen_running(pid);
-        let exited_before = before.is_some_and(|b| !restarted && b.state == now.state);
-        if fresh && !exited_before {
-            out.push(event(
-                at,
-                name,
-                EventType::Started,
-                format!("task started (pid {pid}{restart_note})"),
-            ));
-        }
-    }
-    match &now.state {
-        TaskState::Exited {
-            exit_code,
-            signal,
-            finished_unix_ms,
-            oom_killed,
-            ..
-        } if changed => {
-            let how = ending(*exit_code, *signal);
-            if *oom_killed {
-                out.push(event(
-                    *finished_unix_ms,
-                    name,
-                    EventType::OomKilled,
-                    format!("task killed by the OOM killer (over its memory limit): {how}"),
-                ));
-            } else {
-                out.push(event(
-                    *finished_unix_ms,
-                    name,
-                    EventType::Exited,
-                    format!("task {how}"),
-                ));
-            }
-            let clean = rules.batch && *exit_code == Some(0);
-            let exhausted = now.restarts >= rules.attempts;
-            if now.restart_at.is_none() && !rules.stopping && !clean && exhausted {
-                out.push(event(
-                    *finished_unix_ms,
-                    name,
-                    EventType::NotRestarting,
-                    format!(
-                        "restart attempts exhausted ({} of {}): the task is not started again",
-                        now.restarts, rules.attempts
-                    ),
-                ));
-            }
-        }
-        TaskState::Failed { message } if changed => {
-            let kind = if is_policy_refusal(message) {
-                EventType::Refused
-            } else {
-                EventType::Failed
-            };
-            out.push(event(now_ms, name, kind, message.clone()));
-        }
-        _ => {}
+    let mut out = Vec::new();
+    if changed {
+        out.extend(started(name, before, now, restarted, rules));
+        out.extend(ended(name, now, rules, now_ms));
     }
     // Due anew: not due before, or due again after a restart done since.
     if now.restart_at.is_some() && (restarted || before.is_none_or(|b| b.restart_at.is_none())) {
@@ -211,14 +127,108 @@ pub fn task_events(
     out
 }
 
+/// Started, when the task changed to running with a pid not seen running,
+/// or to ended having run (started and ended within one poll).
+fn started(
+    name: &str,
+    before: Option<&Track>,
+    now: &Track,
+    restarted: bool,
+    rules: Rules,
+) -> Option<TaskEvent> {
+    let (pid, at) = match &now.state {
+        TaskState::Running {
+            pid,
+            started_unix_ms,
+        } => (*pid, *started_unix_ms),
+        TaskState::Exited {
+            pid,
+            finished_unix_ms,
+            ..
+        } if *pid > 0 => (*pid, *finished_unix_ms),
+        _ => return None,
+    };
+    let seen_running = before.is_some_and(|b| {
+        !restarted && matches!(b.state, TaskState::Running { pid: p, .. } if p == pid)
+    });
+    if seen_running {
+        return None;
+    }
+    let note = if now.restarts > 0 {
+        format!(", restart {} of {}", now.restarts, rules.attempts)
+    } else {
+        String::new()
+    };
+    Some(event(
+        at,
+        name,
+        EventType::Started,
+        format!("task started (pid {pid}{note})"),
+    ))
+}
+
+/// The end of a task that changed to ended or failed: how it ended, and
+/// whether it is started no more.
+fn ended(name: &str, now: &Track, rules: Rules, now_ms: i64) -> Vec<TaskEvent> {
+    match &now.state {
+        TaskState::Exited {
+            exit_code,
+            signal,
+            finished_unix_ms,
+            oom_killed,
+            ..
+        } => {
+            let how = ending(*exit_code, *signal);
+            let mut out = vec![if *oom_killed {
+                event(
+                    *finished_unix_ms,
+                    name,
+                    EventType::OomKilled,
+                    format!("task killed by the OOM killer (over its memory limit): {how}"),
+                )
+            } else {
+                event(
+                    *finished_unix_ms,
+                    name,
+                    EventType::Exited,
+                    format!("task {how}"),
+                )
+            }];
+            let clean = rules.batch && *exit_code == Some(0);
+            let exhausted = now.restarts >= rules.attempts;
+            if now.restart_at.is_none() && !rules.stopping && !clean && exhausted {
+                out.push(event(
+                    *finished_unix_ms,
+                    name,
+                    EventType::NotRestarting,
+                    format!(
+                        "restart attempts exhausted ({} of {}): the task is not started again",
+                        now.restarts, rules.attempts
+                    ),
+                ));
+            }
+            out
+        }
+        TaskState::Failed { message } => {
+            let kind = if is_policy_refusal(message) {
+                EventType::Refused
+            } else {
+                EventType::Failed
+            };
+            vec![event(now_ms, name, kind, message.clone())]
+        }
+        TaskState::Pending | TaskState::Running { .. } => Vec::new(),
+    }
+}
+
 /// `1.5s`, `250ms`, `2m`.
 fn humanize(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", d.as_secs_f64())

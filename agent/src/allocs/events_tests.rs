@@ -44,7 +44,10 @@ fn a_task_that_starts_exits_and_restarts_tells_each_step_once() {
     let start = running(10, 0);
     let e = task_events("app", None, &start, RULES, 1);
     assert_eq!(kinds(&e), ["Started"]);
-    assert_eq!((e[0].time_unix_ms, e[0].message.as_str()), (100, "task started (pid 10)"));
+    assert_eq!(
+        (e[0].time_unix_ms, e[0].message.as_str()),
+        (100, "task started (pid 10)")
+    );
     assert!(task_events("app", Some(&start), &start, RULES, 1).is_empty());
 
     // Exits with 3; its restart is scheduled in the same poll.
@@ -77,7 +80,11 @@ fn the_last_attempt_is_not_restarted_and_says_so() {
     let last = running(13, 3);
     let e = task_events("app", Some(&last), &exited(13, 1, 3, false), RULES, 1);
     assert_eq!(kinds(&e), ["Exited", "Not Restarting"]);
-    assert!(e[1].message.contains("exhausted (3 of 3)"), "{}", e[1].message);
+    assert!(
+        e[1].message.contains("exhausted (3 of 3)"),
+        "{}",
+        e[1].message
+    );
     // Stopped on purpose, or a batch task done: nothing more to say.
     let stopping = Rules {
         stopping: true,
@@ -110,7 +117,11 @@ fn signals_and_oom_kills_are_told_apart() {
     }
     let e = task_events("app", Some(&start), &killed, RULES, 1);
     assert_eq!(kinds(&e), ["OOM Killed", "Not Restarting"]);
-    assert!(e[0].message.ends_with("killed by signal 9"), "{}", e[0].message);
+    assert!(
+        e[0].message.ends_with("killed by signal 9"),
+        "{}",
+        e[0].message
+    );
 }
 
 #[test]
@@ -128,7 +139,10 @@ fn a_start_the_node_policy_refuses_is_a_refusal_with_its_reason() {
     let other = Track::new(TaskState::Failed {
         message: "no such file: /bin/nope".into(),
     });
-    assert_eq!(kinds(&task_events("app", None, &other, RULES, 1)), ["Failed"]);
+    assert_eq!(
+        kinds(&task_events("app", None, &other, RULES, 1)),
+        ["Failed"]
+    );
     let e = refused_events();
     assert_eq!(kinds(&e), ["Refused", "Refused"]);
 }

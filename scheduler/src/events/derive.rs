@@ -23,7 +23,10 @@ pub struct StopContext<'a> {
 /// Why `a` (now desired stop) is asked to stop, as far as the records say.
 pub fn stop_reason(a: &AllocRecord, ctx: StopContext<'_>) -> String {
     if !a.reschedule.replaced_by.is_empty() {
-        return format!("rescheduled: replaced by {}", short(&a.reschedule.replaced_by));
+        return format!(
+            "rescheduled: replaced by {}",
+            short(&a.reschedule.replaced_by)
+        );
     }
     match ctx.job {
         None => return "its job was removed".into(),
@@ -91,7 +94,10 @@ pub fn alloc_events(
             t,
             "",
             EventType::Replaced,
-            format!("replaced by allocation {}", short(&new.reschedule.replaced_by)),
+            format!(
+                "replaced by allocation {}",
+                short(&new.reschedule.replaced_by)
+            ),
         ));
     }
     if old.status != new.status {
@@ -140,7 +146,12 @@ fn check_events(old: &[CheckState], new: &[CheckState], a: &AllocRecord, t: i64)
             if before == Some(c.status) {
                 return None;
             }
-            let what = format!("service {} check {} ({})", c.service, c.index, c.kind.as_str());
+            let what = format!(
+                "service {} check {} ({})",
+                c.service,
+                c.index,
+                c.kind.as_str()
+            );
             let (kind, message) = match c.status {
                 CheckStatus::Passing => (EventType::CheckPassing, format!("{what} passing")),
                 CheckStatus::Critical => (
@@ -149,7 +160,11 @@ fn check_events(old: &[CheckState], new: &[CheckState], a: &AllocRecord, t: i64)
                 ),
                 CheckStatus::Pending => return None,
             };
-            let when = if c.last_unix_ms > 0 { c.last_unix_ms } else { t };
+            let when = if c.last_unix_ms > 0 {
+                c.last_unix_ms
+            } else {
+                t
+            };
             Some(Event::of(a, when, "", kind, message))
         })
         .collect()

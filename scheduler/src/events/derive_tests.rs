@@ -35,7 +35,10 @@ fn a_new_allocation_is_placed_and_a_replacement_says_what_it_replaces() {
     let e = alloc_events(None, &a, StopContext::default());
     assert_eq!(kinds(&e), ["Placed"]);
     assert_eq!(e[0].message, "placed on node n1");
-    assert_eq!((e[0].job.as_str(), e[0].alloc_name.as_str()), ("j", "j.g[0]"));
+    assert_eq!(
+        (e[0].job.as_str(), e[0].alloc_name.as_str()),
+        ("j", "j.g[0]")
+    );
     let mut r = a.clone();
     r.reschedule.lineage = Some(Box::new(Lineage {
         previous: "bbbbbbbb-2".into(),
@@ -46,7 +49,11 @@ fn a_new_allocation_is_placed_and_a_replacement_says_what_it_replaces() {
     }));
     let e = alloc_events(None, &r, StopContext::default());
     assert_eq!(kinds(&e), ["Placed", "Rescheduled"]);
-    assert!(e[1].message.contains("bbbbbbbb (attempt 2"), "{}", e[1].message);
+    assert!(
+        e[1].message.contains("bbbbbbbb (attempt 2"),
+        "{}",
+        e[1].message
+    );
 }
 
 #[test]
@@ -61,11 +68,16 @@ fn ends_and_stops_are_events_with_their_reason() {
     }];
     let e = alloc_events(Some(&old), &new, StopContext::default());
     assert_eq!(kinds(&e), ["Failed"]);
-    assert!(e[0].message.contains("task app: refused by the node policy"));
+    assert!(e[0]
+        .message
+        .contains("task app: refused by the node policy"));
 
     let mut lost = old.clone();
     lost.status = AllocStatus::Lost;
-    assert_eq!(kinds(&alloc_events(Some(&old), &lost, StopContext::default())), ["Lost"]);
+    assert_eq!(
+        kinds(&alloc_events(Some(&old), &lost, StopContext::default())),
+        ["Lost"]
+    );
 
     // Asked to stop because the node drains, then stopped.
     let mut stop = old.clone();
@@ -91,7 +103,10 @@ fn ends_and_stops_are_events_with_their_reason() {
 fn stop_reasons_name_the_job_change() {
     let mut a = alloc("a1", 0, "n1", AllocStatus::Running);
     a.desired = DesiredState::Stop;
-    assert_eq!(stop_reason(&a, StopContext::default()), "its job was removed");
+    assert_eq!(
+        stop_reason(&a, StopContext::default()),
+        "its job was removed"
+    );
     let mut job = job_record();
     job.status = JobStatus::Stopped;
     let ctx = StopContext {
@@ -124,6 +139,9 @@ fn checks_turning_passing_or_critical_are_events() {
     bad.checks = vec![check(CheckStatus::Critical)];
     let e = alloc_events(Some(&new), &bad, StopContext::default());
     assert_eq!(kinds(&e), ["Check Failing"]);
-    assert_eq!(e[0].message, "service web check 0 (http) critical: HTTP 500");
+    assert_eq!(
+        e[0].message,
+        "service web check 0 (http) critical: HTTP 500"
+    );
     assert!(alloc_events(Some(&bad), &bad, StopContext::default()).is_empty());
 }

@@ -33,6 +33,11 @@ impl Index {
         self.all.len()
     }
 
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
     /// How many records of `alloc_id` it holds.
     pub fn len_of(&self, alloc_id: &str) -> usize {
         self.by_alloc.get(alloc_id).map_or(0, BTreeSet::len)

@@ -117,7 +117,10 @@ impl Event {
             self.message.as_bytes(),
         ]);
         let seq = u64::try_from(seq.min(255)).unwrap_or(255);
-        time_name(self.time_unix_ms, (seq << 56) | (hash & 0x00ff_ffff_ffff_ffff))
+        time_name(
+            self.time_unix_ms,
+            (seq << 56) | (hash & 0x00ff_ffff_ffff_ffff),
+        )
     }
 }
 
@@ -273,7 +276,11 @@ impl EventLog {
             .iter()
             .filter(|e| !e.r#type.is_empty())
             .map(|e| Event {
-                time_unix_ms: if e.time_unix_ms > 0 { e.time_unix_ms } else { now },
+                time_unix_ms: if e.time_unix_ms > 0 {
+                    e.time_unix_ms
+                } else {
+                    now
+                },
                 alloc_id: a.value.id.clone(),
                 alloc_name: a.value.name.clone(),
                 job: a.value.job.clone(),

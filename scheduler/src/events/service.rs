@@ -114,7 +114,9 @@ async fn follow(
             }
             None => {
                 let _ = tx
-                    .send(Err(Status::unavailable("the store's watch ended; follow again")))
+                    .send(Err(Status::unavailable(
+                        "the store's watch ended; follow again",
+                    )))
                     .await;
                 return;
             }

@@ -134,7 +134,10 @@ pub fn spawn_loops(core: &Arc<Core>, stop: &CancellationToken) {
     tokio::spawn(core.clone().reschedule_when_due(stop.clone()));
     tokio::spawn(core.clone().relay_dns_records(stop.clone()));
     tokio::spawn(core.clone().launch_periodic(stop.clone()));
-    tokio::spawn(crate::events::watch::run(core.events().clone(), stop.clone()));
+    tokio::spawn(crate::events::watch::run(
+        core.events().clone(),
+        stop.clone(),
+    ));
     let (deploys, stop) = (core.clone(), stop.clone());
     tokio::spawn(async move {
         let timers = deploys.deploy_timers();
