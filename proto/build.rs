@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "drover/v1/deployment.proto",
         "drover/v1/audit.proto",
         "drover/v1/version.proto",
+        "drover/v1/event.proto",
     ];
     // No generated `connect` constructors: `AgentService.Connect` would clash
     // with them, and callers build their own `Channel` anyway.

@@ -397,6 +397,36 @@ pub struct AllocReport {
     /// [`crate::allocs`]; the session fills it in from
     /// [`crate::checks`] as the report is sent.
     pub checks: Vec<CheckState>,
+    /// What happened to it since the last report, oldest first (see
+    /// [`crate::allocs::events`]); not part of its state: reports are
+    /// compared without them.
+    pub events: Vec<TaskEvent>,
+}
+
+/// One thing that happened to a task of an allocation (`AllocEvent` on
+/// the wire, the scheduler filling in what it knows of the allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// When, ms since the Unix epoch.
+    pub time_unix_ms: i64,
+    /// The task; empty for the allocation as a whole.
+    pub task: String,
+    /// What kind of thing.
+    pub kind: drover_model::EventType,
+    /// What happened, for people.
+    pub message: String,
+}
+
+impl From<&TaskEvent> for pb::AllocEvent {
+    fn from(e: &TaskEvent) -> pb::AllocEvent {
+        pb::AllocEvent {
+            time_unix_ms: e.time_unix_ms,
+            task: e.task.clone(),
+            r#type: e.kind.as_str().into(),
+            message: e.message.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// What the node reports of one task (`TaskState` on the wire).
@@ -440,6 +470,7 @@ impl From<&AllocReport> for pb::AllocStatus {
             tasks: r.tasks.iter().map(pb::TaskState::from).collect(),
             ip: r.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             checks: r.checks.iter().map(pb::CheckState::from).collect(),
+            events: r.events.iter().map(pb::AllocEvent::from).collect(),
         }
     }
 }

@@ -431,9 +431,17 @@ pub async fn alloc_status(opts: &ClientOpts, id: &str) -> Result<()> {
         .into_inner()
         .allocation
         .ok_or_else(|| anyhow!("scheduler returned no allocation"))?;
+    let events = crate::events::alloc_events(opts, &a.id).await?;
     match opts.output {
-        Output::Json => output::json(&output::alloc_detail_json(&a)),
-        Output::Table => output::alloc_detail(&a),
+        Output::Json => {
+            let mut v = output::alloc_detail_json(&a);
+            v["events"] = events.iter().map(crate::events::event_json).collect();
+            output::json(&v);
+        }
+        Output::Table => {
+            output::alloc_detail(&a);
+            crate::events::recent_events_table(&events);
+        }
     }
     Ok(())
 }

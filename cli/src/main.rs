@@ -14,6 +14,7 @@ mod daemon;
 mod deploy;
 mod dns;
 mod etcd_tls;
+mod events;
 mod exec;
 mod ha;
 mod load;
@@ -97,6 +98,25 @@ enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: tools::CompletionShell,
+    },
+    /// What happened to allocations: placed, started, exited, restarting,
+    /// checks, stops, refusals (`-f`: follow them as they happen).
+    Events {
+        /// Follow: print events as they are recorded, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only this job's events.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this allocation's events (its full id).
+        #[arg(long)]
+        alloc: Option<String>,
+        /// At most this many of the kept events, the newest (0: all; with
+        /// -f, how many kept ones to print before following).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[command(flatten)]
+        opts: ClientOpts,
     },
     /// Who changed what in the cluster, and who ran which command (admin).
     Audit {
@@ -502,6 +522,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tools::completion(shell, &mut Cli::command());
             Ok(())
         }
+        Command::Events {
+            follow,
+            job,
+            alloc,
+            limit,
+            opts,
+        } => events::events(&opts, job, alloc, follow, limit).await,
         Command::Audit { since, limit, opts } => audit::audit(&opts, since.as_deref(), limit).await,
         Command::Tls(TlsCommand::Etcd(a)) => {
             etcd_tls::etcd_certs(&a).map(|f| output::files(a.out, &f))

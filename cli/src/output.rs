@@ -294,7 +294,7 @@ pub fn submit_json(name: &str, r: &pb::SubmitResponse) -> Value {
 pub fn jobs_table(jobs: &[pb::JobSummary]) {
     table(
         &[
-            "NAME", "KIND", "STATUS", "RUNNING", "PENDING", "DESIRED", "PARENT",
+            "NAME", "KIND", "STATUS", "HEALTHY", "RUNNING", "PENDING", "DESIRED", "PARENT",
         ],
         jobs.iter()
             .map(|j| {
@@ -306,6 +306,7 @@ pub fn jobs_table(jobs: &[pb::JobSummary]) {
                         j.kind.clone()
                     },
                     j.status.clone(),
+                    format!("{}/{}", j.healthy, j.desired),
                     j.running.to_string(),
                     j.pending.to_string(),
                     j.desired.to_string(),
@@ -328,6 +329,7 @@ pub fn jobs_json(jobs: &[pb::JobSummary]) -> Value {
                 json!({
                     "name": j.name, "kind": j.kind, "status": j.status,
                     "running": j.running, "pending": j.pending, "desired": j.desired,
+                    "healthy": j.healthy,
                     "parent": j.parent, "periodic": j.periodic,
                 })
             })

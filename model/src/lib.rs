@@ -14,6 +14,7 @@
 //!   `job/validate/` (re-exported as `drover_scheduler::job`).
 //! - [`check`]: [`CheckState`], one health check's latest result as the
 //!   agent reports it and the allocation record keeps it.
+//! - [`event`]: [`EventType`], the types of allocation events.
 //! - [`skydns`]: service-discovery keys and values in the SkyDNS layout.
 //!
 //! Nothing here does I/O; protobuf types appear only in conversions.
@@ -22,6 +23,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod event;
 pub mod ipnet;
 pub mod job;
 pub mod skydns;
@@ -29,6 +31,7 @@ pub mod wire;
 
 pub use check::CheckState;
 pub use clock::now_ms;
+pub use event::EventType;
 pub use ipnet::{InvalidNet, Ipv4Net};
 pub use wire::{
     AllocStatus, CheckKind, CheckStatus, DesiredState, JobKind, NetworkMode, Protocol, RootfsKind,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError, Submitted};
 pub use crate::discovery::Discovery;
+use crate::events::{EventLimits, EventLog};
 use crate::job::JobSpec;
 use crate::load::Load;
 use crate::peers::Peers;
@@ -87,6 +88,8 @@ pub struct Core {
     deploy_timers: DeployTimers,
     /// What clients may hold open ([`crate::load`]).
     load: Load,
+    /// The allocation events ([`crate::events`]).
+    events: Arc<EventLog>,
 }
 
 mod passes;
@@ -122,6 +125,7 @@ impl Core {
         discovery: Discovery,
         placement: PlanConfig,
     ) -> Arc<Core> {
+        let events = EventLog::new(store.clone(), EventLimits::default());
         let cluster = Arc::new(Cluster::new(store, subnets).with_placement(placement));
         let registrar = Registrar::new(cluster.clone(), discovery.clone(), timing.node_grace);
         Arc::new(Core {
@@ -145,6 +149,7 @@ impl Core {
             alarm: Alarm::default(),
             deploy_timers: DeployTimers::default(),
             load: Load::default(),
+            events,
         })
     }
 
@@ -170,6 +175,12 @@ impl Core {
     /// The store.
     pub fn store(&self) -> &Store {
         self.cluster.store()
+    }
+
+    /// The allocation events: [`EventLog::recent`] gives the newest of
+    /// the cluster (for the status page).
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
     }
 
     /// The cluster as stored.

@@ -38,8 +38,10 @@ pub mod cluster;
 pub mod core;
 pub mod deploy;
 pub mod discovery;
+pub mod events;
 pub mod gate;
 pub mod job;
+pub mod job_status;
 pub mod jobfile;
 pub mod leader;
 pub mod load;
@@ -60,6 +62,7 @@ mod sync;
 #[cfg(test)]
 mod testkit;
 mod timers;
+mod trail;
 pub mod transitions;
 pub mod web;
 

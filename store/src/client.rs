@@ -9,6 +9,7 @@
 //! | `<prefix>nodes/<id>`      | JSON node record             |
 //! | `<prefix>periodic/<job>`  | JSON launch state of a periodic job |
 //! | `<prefix>audit/<time>-<id>` | JSON audit record (see `trail`) |
+//! | `<prefix>events/<time>-<hash>` | JSON allocation event (see `trail`) |
 //!
 //! Values are JSON (serde), one object per key; the record types belong to
 //! the scheduler. Writes that depend on what was read go through
@@ -79,6 +80,10 @@ pub enum Kind {
     /// `audit/<unix ms, 16 digits>-<random>`: the audit trail, in time
     /// order, pruned by age and count (see [`Store::append_trail`]).
     Audit,
+    /// `events/<unix ms, 16 digits>-<hash>`: allocation events, in time
+    /// order, bounded per allocation and cluster-wide (see the scheduler's
+    /// `events` module).
+    Event,
 }
 
 impl Kind {
@@ -92,6 +97,7 @@ impl Kind {
             Kind::Deployment => "deployments/",
             Kind::JobVersion => "versions/",
             Kind::Audit => "audit/",
+            Kind::Event => "events/",
         }
     }
 }

@@ -540,6 +540,7 @@ impl SimNode {
             }],
             ip: String::new(),
             checks,
+            events: Vec::new(),
         }
     }
 }

@@ -101,6 +101,12 @@ fn the_page_of_drover_dev_shows_the_running_job_and_escapes_what_users_wrote() {
     );
     let event = row(&dom, &format!("<td>job {job}</td>")).expect("the job run event");
     assert!(event.contains("<td>job run</td>"), "{event}");
+    // What happened to the allocation is there too (`drover events`).
+    let started = row(&dom, "<td>Started</td>").expect("the allocation's Started event");
+    assert!(
+        started.contains("<td>allocation</td>") && started.contains(&format!("{job}.main[0]")),
+        "{started}"
+    );
     // Nothing users wrote became markup: the title is the page's own.
     assert!(dom.contains("<title>Drover status</title>"), "{dom}");
 

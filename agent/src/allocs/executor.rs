@@ -41,6 +41,7 @@ impl Allocs {
                     tasks: Vec::new(),
                     ip: None,
                     checks: Vec::new(),
+                    events: Vec::new(),
                 }),
                 Action::Refuse(refused) => self.refuse(refused),
                 Action::Forget { alloc_id } => {
@@ -91,6 +92,7 @@ impl Allocs {
     /// reason, once per session.
     fn refuse(&mut self, refused: Refused) {
         let message = format!("assignment refused by the agent: {}", refused.error);
+        let events = super::events::refused(&refused.tasks, &message, drover_model::now_ms());
         self.finished.push(AllocReport {
             alloc_id: refused.alloc_id.clone(),
             status: AllocStatus::Failed,
@@ -109,6 +111,7 @@ impl Allocs {
                 .collect(),
             ip: None,
             checks: Vec::new(),
+            events,
         });
         self.state.refused.insert(refused.alloc_id);
     }

@@ -12,6 +12,8 @@
 //! - `executor`: performs them through the runtime and the node network;
 //! - `spec`: an assignment's task as the runtime's `TaskSpec`;
 //! - [`services`]: what the health checks need to know of each allocation;
+//! - [`events`]: what happened to its tasks since the last poll, sent with
+//!   its report;
 //! - [`gc`]: removal of finished allocations' files.
 //!
 //! [`Allocs::converge`] reads what is on disk, plans and executes;
@@ -19,6 +21,7 @@
 //! reports that changed.
 
 pub mod disconnect;
+pub mod events;
 mod executor;
 pub mod gc;
 pub mod plan;
@@ -84,6 +87,8 @@ pub struct Allocs {
     network_missing: String,
     /// Node policy: may a job ask for `network = "host"`?
     allow_host_network: bool,
+    /// The tasks as the last poll saw them, for their events.
+    seen: events::Seen,
 }
 
 impl Allocs {
@@ -98,6 +103,7 @@ impl Allocs {
                               scheduler, no --subnet)"
                 .into(),
             allow_host_network: false,
+            seen: events::Seen::default(),
         }
     }
 
@@ -203,13 +209,38 @@ impl Allocs {
     pub async fn poll(&mut self) -> Vec<AllocReport> {
         self.refresh_states();
         let actions = plan::plan_tick(&self.state, Instant::now());
+        let restarted = actions
+            .iter()
+            .any(|a| matches!(a, plan::Action::Restart { .. }));
         self.execute(actions).await;
+        if restarted {
+            // A task restarted just now may have ended already (a command
+            // that fails at once): its restart policy applies before the
+            // report, or the allocation would be reported failed (all its
+            // tasks ended, no restart due) until the next tick.
+            let again = plan::plan_tick(&self.state, Instant::now());
+            self.execute(again).await;
+        }
         let mut changed = std::mem::take(&mut self.finished);
         for alloc in self.state.allocs.values_mut() {
             let report = alloc.report();
             if alloc.reported.as_ref() != Some(&report) {
                 alloc.reported = Some(report.clone());
                 changed.push(report);
+            }
+        }
+        // Events ride on the allocation's report, sent for them if it did
+        // not change otherwise.
+        for (id, events) in self.seen.events(&self.state, drover_model::now_ms()) {
+            match changed.iter_mut().find(|r| r.alloc_id == id) {
+                Some(r) => r.events.extend(events),
+                None => {
+                    if let Some(alloc) = self.state.allocs.get(&id) {
+                        let mut r = alloc.report();
+                        r.events = events;
+                        changed.push(r);
+                    }
+                }
             }
         }
         changed

@@ -119,5 +119,6 @@ pub fn report(
         tasks: tasks.iter().map(|(n, t)| task_report(n, t)).collect(),
         ip,
         checks: Vec::new(),
+        events: Vec::new(),
     }
 }

@@ -84,6 +84,9 @@ pub const RULES: &[Rule] = &[
     rule("/drover.v1.AllocService/Exec", ADMIN, Some("exec")),
     // The audit trail holds exec command lines, which may carry secrets.
     rule("/drover.v1.AuditService/List", ADMIN, None),
+    // Allocation events: what `alloc status` shows, for viewers too.
+    rule("/drover.v1.EventService/List", VIEWER, None),
+    rule("/drover.v1.EventService/Follow", VIEWER, None),
     // Agents.
     rule("/drover.v1.AgentService/Connect", Need::Agent, None),
     // Standard services: no cluster data.

@@ -31,6 +31,8 @@ const EXPECTED: &[(&str, &str, bool)] = &[
     ("drover.v1.AllocService/Logs", "viewer", false),
     ("drover.v1.AllocService/Exec", "admin", true),
     ("drover.v1.AuditService/List", "admin", false),
+    ("drover.v1.EventService/List", "viewer", false),
+    ("drover.v1.EventService/Follow", "viewer", false),
     ("drover.v1.AgentService/Connect", "agent", false),
     ("drover.v1.VersionService/Get", "anyone", false),
     ("grpc.health.v1.Health/Check", "anyone", false),

@@ -134,22 +134,14 @@ pub struct AuditLog {
 /// Longest detail or outcome kept, in bytes (a command line can be long).
 const MAX_TEXT: usize = 4096;
 
-fn clip(mut s: String) -> String {
-    if s.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
+fn clip(s: String) -> String {
+    crate::trail::clip(s, MAX_TEXT)
 }
 
 /// The record name of an entry: its time, 16 digits, so that names sort in
 /// time order, and a random part so that two schedulers never collide.
 fn record_name(time_unix_ms: i64) -> String {
-    format!("{:016}-{:016x}", time_unix_ms.max(0), rand::random::<u64>())
+    crate::trail::time_name(time_unix_ms, rand::random::<u64>())
 }
 
 impl AuditLog {
@@ -189,7 +181,7 @@ impl AuditLog {
         let cutoff = now_unix_ms.saturating_sub(age).max(0);
         let old = self
             .store
-            .delete_before(Kind::Audit, &format!("{cutoff:016}"))
+            .delete_before(Kind::Audit, &crate::trail::time_bound(cutoff))
             .await?;
         let over = self
             .store
@@ -208,7 +200,7 @@ impl AuditLog {
         since_unix_ms: i64,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let from = format!("{:016}", since_unix_ms.max(0));
+        let from = crate::trail::time_bound(since_unix_ms);
         let listing = self
             .store
             .list_prefix::<AuditEntry>(Kind::Audit, "")

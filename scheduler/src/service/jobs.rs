@@ -14,6 +14,7 @@ use crate::audit;
 use crate::cluster::limits;
 use crate::discovery::desired::service_counts;
 use crate::job::{check_job_name, parent_of, JobSpec};
+use crate::job_status::job_health;
 use crate::periodic::{children_of, ForceError, LaunchRecord};
 use crate::reschedule::show;
 use crate::state::{job_allocs, AllocRecord, AllocStatus, DesiredState, JobRecord, NodeRecord};
@@ -81,21 +82,6 @@ fn periodic_times(job: &JobRecord, record: Option<&LaunchRecord>) -> (i64, i64) 
         .and_then(|s| s.next_after(drover_model::now_ms().div_euclid(1000)))
         .unwrap_or(0);
     (last, next)
-}
-
-/// Running and desired instance counts for `job list`.
-fn job_counts(spec: &JobSpec, allocs: &[AllocRecord]) -> (u32, u32) {
-    let running = allocs
-        .iter()
-        .filter(|a| a.job == spec.name && a.status == AllocStatus::Running)
-        .count();
-    // A periodic parent places nothing itself: its children do.
-    let desired: u32 = if spec.periodic.is_some() {
-        0
-    } else {
-        spec.groups.iter().map(|g| g.count).sum()
-    };
-    (u32::try_from(running).unwrap_or(u32::MAX), desired)
 }
 
 /// One store change as a job event, when it concerns job `name` (any job
@@ -195,6 +181,7 @@ impl pb::job_service_server::JobService for Api {
             Vec::new()
         };
         let mut info = job.value.to_pb();
+        info.status = job_health(&job.value, &allocs).status.into();
         if job.value.spec.periodic.is_some() {
             let record = cluster.launch_record(name).await?;
             (info.periodic_last_unix, info.periodic_next_unix) =
@@ -218,13 +205,14 @@ impl pb::job_service_server::JobService for Api {
             jobs: jobs
                 .iter()
                 .map(|j| {
-                    let (running, desired) = job_counts(&j.value.spec, &allocs);
+                    let h = job_health(&j.value, &allocs);
                     pb::JobSummary {
                         name: j.name.clone(),
                         kind: j.value.spec.kind.as_str().into(),
-                        status: j.value.status.as_str().into(),
-                        running,
-                        desired,
+                        status: h.status.into(),
+                        running: h.running,
+                        desired: h.desired,
+                        healthy: h.healthy,
                         parent: parent_of(&j.name).unwrap_or_default().to_string(),
                         periodic: j.value.spec.periodic.is_some(),
                         pending: crate::queue::total(&j.value.pending),

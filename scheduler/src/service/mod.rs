@@ -21,6 +21,7 @@ use crate::audit::{AuditApi, AuditLimits, AuditLog};
 use crate::auth;
 use crate::cluster::ClusterError;
 use crate::core::Core;
+use crate::events::EventApi;
 use crate::gate::{self, Gate, Role};
 
 mod agent;
@@ -145,6 +146,10 @@ pub fn spawn_loops(core: &Arc<Core>, stop: &CancellationToken) {
     tokio::spawn(core.clone().reschedule_when_due(stop.clone()));
     tokio::spawn(core.clone().relay_dns_records(stop.clone()));
     tokio::spawn(core.clone().launch_periodic(stop.clone()));
+    tokio::spawn(crate::events::watch::run(
+        core.events().clone(),
+        stop.clone(),
+    ));
     let (deploys, stop) = (core.clone(), stop.clone());
     tokio::spawn(async move {
         let timers = deploys.deploy_timers();
@@ -245,6 +250,12 @@ pub async fn serve_api(
         .add_service(tonic::service::interceptor::InterceptedService::new(
             bounded!(pb::audit_service_server::AuditServiceServer::new(
                 AuditApi::new(audit)
+            )),
+            cli(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            bounded!(pb::event_service_server::EventServiceServer::new(
+                EventApi::new(core.events().clone())
             )),
             cli(),
         ))

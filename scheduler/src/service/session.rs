@@ -143,6 +143,12 @@ async fn receive(
                 let Some(report) = status_report(&node_id, &st) else {
                     continue;
                 };
+                // The events first, so that a status once visible has its
+                // events in. They are a record, not state: one that cannot
+                // be written is logged, not retried.
+                if let Err(error) = core.events().record_reported(&node_id, &st).await {
+                    tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record the allocation's events");
+                }
                 if let Err(error) = core.report(&node_id, &report).await {
                     // The agent believes this was delivered; end the session
                     // so that it reconnects and sends every status again.

@@ -14,8 +14,9 @@
 //! client certificate of the cluster's CA, and the page answers only
 //! people with at least the viewer role (`urn:drover:role:viewer`, see
 //! [`crate::access`]); agents' certificates and certificates without a
-//! role get 403. The recent events come from the audit trail, which only
-//! admins may read: other people's pages leave them out.
+//! role get 403. The recent events are the allocations' events and the
+//! audit trail's entries; only admins may read the audit trail, so other
+//! people's pages leave those out.
 //!
 //! The page reads the state from the store on each request. Only the
 //! leader's view is current, so a follower shows no state: it says it is

@@ -91,13 +91,13 @@ pub fn page(info: &PageInfo<'_>, snap: Option<&Snapshot>, error: Option<&str>) -
         allocs(&mut h, info.now_unix_ms, &s.allocs, s.allocs_left_off);
         services(&mut h, &s.services);
         deployments(&mut h, &s.jobs, &s.deployments);
-        match &s.events {
-            Some(e) => events(&mut h, info.now_unix_ms, e),
-            None => h.push_str(
-                "<section id=\"events\"><h2>Recent events</h2><p class=\"muted\">The recent \
-                 events come from the audit trail, which only admins may read \
-                 (<code>drover audit</code>).</p></section>\n",
-            ),
+        events(&mut h, info.now_unix_ms, &s.events);
+        if !s.audit_shown {
+            h.push_str(
+                "<p class=\"muted\" id=\"audit-note\">Calls to the API (the audit \
+                 trail) are left out: only admins may read them \
+                 (<code>drover audit</code>).</p>\n",
+            );
         }
     }
     h.push_str("</main></body></html>\n");
@@ -400,7 +400,9 @@ fn events(h: &mut String, now: i64, events: &[Event]) {
     let cols = ["When", "Source", "Who", "What", "Target", "Outcome"];
     table_start(h, "events", "Recent events", events.len(), &cols);
     for e in events {
-        let outcome = if e.outcome == "ok" {
+        let outcome = if e.source != "audit" {
+            escape(&e.outcome)
+        } else if e.outcome == "ok" {
             badge("ok")
         } else {
             format!("<span class=\"bad\">{}</span>", escape(&e.outcome))

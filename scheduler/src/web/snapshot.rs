@@ -37,7 +37,7 @@ pub struct NodeView {
 pub struct Event {
     /// When, ms since the Unix epoch.
     pub time_unix_ms: i64,
-    /// Where it comes from (`audit` for now).
+    /// Where it comes from: `allocation` or `audit`.
     pub source: &'static str,
     /// Who did it (`ada (admin)`), when known.
     pub actor: String,
@@ -45,8 +45,33 @@ pub struct Event {
     pub action: String,
     /// What it happened to (`job web`).
     pub target: String,
-    /// How it ended (`ok`, or the refusal).
+    /// How it ended (`ok`, or the refusal), or for an allocation's event
+    /// what happened, in words.
     pub outcome: String,
+}
+
+impl From<crate::events::Event> for Event {
+    fn from(e: crate::events::Event) -> Event {
+        let mut target = e.alloc_name;
+        if target.is_empty() {
+            target = e.alloc_id;
+        }
+        if !e.task.is_empty() {
+            target = format!("{target} task {}", e.task);
+        }
+        Event {
+            time_unix_ms: e.time_unix_ms,
+            source: "allocation",
+            actor: if e.node_id.is_empty() {
+                String::new()
+            } else {
+                format!("node {}", e.node_id)
+            },
+            action: e.kind,
+            target,
+            outcome: e.message,
+        }
+    }
 }
 
 impl From<AuditEntry> for Event {
@@ -88,29 +113,28 @@ pub struct Snapshot {
     pub services: Vec<(String, ServiceCount)>,
     /// The latest deployment of each job that has one, by job.
     pub deployments: Vec<Deployment>,
-    /// Recent events, newest first; `None` when the caller may not read
-    /// them (they come from the audit trail, which only admins read).
-    pub events: Option<Vec<Event>>,
+    /// Recent events, newest first: what happened to allocations, and the
+    /// audit trail's entries when the caller may read them.
+    pub events: Vec<Event>,
+    /// Whether the audit trail's entries are among them (only admins read
+    /// the audit trail).
+    pub audit_shown: bool,
 }
 
 impl Snapshot {
     /// Reads the state from `store` and computes the views (service
-    /// health as `discovery` registers it), with the recent events when
-    /// `events`.
+    /// health as `discovery` registers it), with the recent events (the
+    /// audit trail's among them when `audit`).
     pub async fn load(
         store: &Store,
         discovery: &Discovery,
-        events: bool,
+        audit: bool,
     ) -> Result<Snapshot, StoreError> {
         let nodes: Vec<NodeRecord> = values(store.list(Kind::Node).await?.items);
         let jobs: Vec<JobRecord> = values(store.list(Kind::Job).await?.items);
         let allocs: Vec<AllocRecord> = values(store.list(Kind::Alloc).await?.items);
         let deployments: Vec<Deployment> = values(store.list(Kind::Deployment).await?.items);
-        let events = if events {
-            Some(recent_events(store, RECENT_EVENTS).await?)
-        } else {
-            None
-        };
+        let events = recent_events(store, RECENT_EVENTS, audit).await?;
         Ok(Snapshot::build(
             discovery,
             nodes,
@@ -118,6 +142,7 @@ impl Snapshot {
             allocs,
             deployments,
             events,
+            audit,
         ))
     }
 
@@ -128,7 +153,8 @@ impl Snapshot {
         jobs: Vec<JobRecord>,
         mut allocs: Vec<AllocRecord>,
         deployments: Vec<Deployment>,
-        events: Option<Vec<Event>>,
+        events: Vec<Event>,
+        audit_shown: bool,
     ) -> Snapshot {
         let mut usage: BTreeMap<&str, (Resources, u32)> = BTreeMap::new();
         for a in allocs.iter().filter(|a| a.is_live()) {
@@ -184,25 +210,30 @@ impl Snapshot {
             services,
             deployments: latest.into_values().collect(),
             events,
+            audit_shown,
         }
     }
 }
 
-/// The newest `limit` events of the cluster, newest first.
-///
-/// For now these are the entries of the audit trail ([`crate::audit`]):
-/// who ran, stopped, reverted or exec'd what. Allocation events (placed,
-/// started, exited, restarted, rescheduled) are to be merged in here by
-/// time once the store keeps them; the page needs no other change.
-pub async fn recent_events(store: &Store, limit: usize) -> Result<Vec<Event>, StoreError> {
-    // The limits only matter for writes (pruning); this log only reads.
-    let audit = AuditLog::new(store.clone(), AuditLimits::default());
-    let mut events: Vec<Event> = audit
-        .list(0, limit)
+/// The newest `limit` events of the cluster, newest first: what happened
+/// to allocations (placed, started, exited, restarted, rescheduled, see
+/// [`crate::events`]) and, with `audit`, the audit trail's entries (who
+/// ran, stopped, reverted or exec'd what).
+pub async fn recent_events(
+    store: &Store,
+    limit: usize,
+    audit: bool,
+) -> Result<Vec<Event>, StoreError> {
+    let mut events: Vec<Event> = crate::events::recent_events(store, limit)
         .await?
         .into_iter()
         .map(Event::from)
         .collect();
+    if audit {
+        // The limits only matter for writes (pruning); this log only reads.
+        let log = AuditLog::new(store.clone(), AuditLimits::default());
+        events.extend(log.list(0, limit).await?.into_iter().map(Event::from));
+    }
     events.sort_by_key(|e| std::cmp::Reverse(e.time_unix_ms));
     events.truncate(limit);
     Ok(events)
