@@ -10,11 +10,14 @@
 #   nftables           `nft`: the deploy/cluster.sh test checks `down` left no table
 #   crun runc          anchors for the container-start benchmark
 #   python3            seccomp tests: system calls probed with ctypes, http.server
+#   docker-registry    the distribution registry: image pull tests run one on loopback
+#   skopeo             fills that registry from OCI layouts the tests build
+#   apache2-utils      htpasswd: the registry's basic-auth file
 # drover_install_bench_deps adds what only the benchmarks need:
 #   dnsperf knot       the DNS load generator and the anchor server (bench/dns)
 set -euo pipefail
 
-drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils nftables crun runc ca-certificates gcc python3)
+drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils nftables crun runc ca-certificates gcc python3 docker-registry skopeo apache2-utils)
 
 drover_bench_packages=(dnsperf knot)
 

@@ -13,6 +13,7 @@ pub mod etcd_cluster;
 pub mod hosts;
 mod netns_exec;
 pub mod procs;
+pub mod registry;
 pub mod runtime;
 pub mod sim;
 pub mod skydns;

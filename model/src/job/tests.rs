@@ -169,6 +169,7 @@ fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
     j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
         kind: "dir".into(),
         path: "rootfs".into(),
+        image: String::new(),
     });
     assert_eq!(
         problems(&j),
@@ -177,6 +178,7 @@ fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
     j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
         kind: "image".into(),
         path: String::new(),
+        image: String::new(),
     });
     assert!(problems(&j)[0].contains("rootfs.type \"image\" is not one of"));
     // An OCI image may supply the command; nothing else may.
@@ -184,6 +186,7 @@ fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
     j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
         kind: "oci".into(),
         path: "/var/lib/images/web".into(),
+        image: String::new(),
     });
     let spec = JobSpec::try_from(&j).unwrap();
     assert_eq!(
