@@ -204,9 +204,8 @@ fn split_registry(name: &str) -> Result<(String, String), String> {
 }
 
 fn check_registry(r: &str) -> Result<(), String> {
-    let bad = || {
-        format!("registry {r:?} must be host[:port] (DNS name, IPv4 or [IPv6], port 1-65535)")
-    };
+    let bad =
+        || format!("registry {r:?} must be host[:port] (DNS name, IPv4 or [IPv6], port 1-65535)");
     let (host, port) = if let Some(rest) = r.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
         v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
@@ -311,7 +310,10 @@ mod tests {
         assert_eq!(norm("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(norm("nginx:1.25"), "docker.io/library/nginx:1.25");
         assert_eq!(norm("bitnami/redis:7"), "docker.io/bitnami/redis:7");
-        assert_eq!(norm("index.docker.io/nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(
+            norm("index.docker.io/nginx"),
+            "docker.io/library/nginx:latest"
+        );
         assert_eq!(norm("docker.io/nginx"), "docker.io/library/nginx:latest");
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("localhost:5000/a/b:v1"), "localhost:5000/a/b:v1");
@@ -327,12 +329,18 @@ mod tests {
             norm(&format!("web:1@{D}")),
             format!("docker.io/library/web:1@{D}")
         );
-        assert_eq!(norm("[::1]:5000/x_y__z.w-q--r"), "[::1]:5000/x_y__z.w-q--r:latest");
+        assert_eq!(
+            norm("[::1]:5000/x_y__z.w-q--r"),
+            "[::1]:5000/x_y__z.w-q--r:latest"
+        );
         let r = ImageRef::parse("127.0.0.1:5000/team/web:1").unwrap();
         assert!(r.registry_is_loopback());
         assert!(ImageRef::parse("[::1]:5/a").unwrap().registry_is_loopback());
         assert!(!ImageRef::parse("nginx").unwrap().registry_is_loopback());
-        assert_eq!(r.pinned(D).to_string(), format!("127.0.0.1:5000/team/web@{D}"));
+        assert_eq!(
+            r.pinned(D).to_string(),
+            format!("127.0.0.1:5000/team/web@{D}")
+        );
     }
 
     #[test]

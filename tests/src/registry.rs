@@ -223,7 +223,11 @@ impl Layer {
             .arg(".")
             .output()
             .context("running tar")?;
-        ensure!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+        ensure!(
+            out.status.success(),
+            "tar: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = Command::new("gzip").arg("-nf").arg(&tar).output()?;
         ensure!(out.status.success(), "gzip failed");
         let bytes = std::fs::read(tar.with_extension("tar.gz"))?;
@@ -298,6 +302,9 @@ pub fn write_layout(path: &Path, layers: &[&Layer]) -> Result<()> {
         }],
     });
     std::fs::write(path.join("index.json"), serde_json::to_vec(&index)?)?;
-    std::fs::write(path.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(
+        path.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     Ok(())
 }

@@ -139,7 +139,12 @@ fn images_by_tag_and_digest_run_and_share_their_base_layer() {
     let image = format!("{}/drover/app:v1", reg.addr());
     let (name, file) = image_job(&c, &image, "test \"$(cat /marker)\" = a");
     let (out, j) = run_to_end(&c, &name, &file);
-    assert_eq!(str_of(&j, "status"), "complete", "{j}\n{out:?}\n{}", c.log_tail(40));
+    assert_eq!(
+        str_of(&j, "status"),
+        "complete",
+        "{j}\n{out:?}\n{}",
+        c.log_tail(40)
+    );
     // The tag was resolved once and the digest recorded on the allocation.
     let t = task(&j);
     assert_eq!(
@@ -149,14 +154,22 @@ fn images_by_tag_and_digest_run_and_share_their_base_layer() {
     );
     let alloc = str_of(&arr(&j["allocations"])[0], "id").to_owned();
     let table = c.cli_ok(&["alloc", "status", &alloc]);
-    assert!(table.contains(&imgs.a), "alloc status shows no digest: {table}");
+    assert!(
+        table.contains(&imgs.a),
+        "alloc status shows no digest: {table}"
+    );
 
     // By digest (Docker v2 schema 2 media types): the same base layer is
     // not fetched or unpacked again.
     let image = format!("{}/drover/other@{}", reg.addr(), imgs.b);
     let (name, file) = image_job(&c, &image, "test \"$(cat /marker)\" = b");
     let (out, j) = run_to_end(&c, &name, &file);
-    assert_eq!(str_of(&j, "status"), "complete", "{j}\n{out:?}\n{}", c.log_tail(40));
+    assert_eq!(
+        str_of(&j, "status"),
+        "complete",
+        "{j}\n{out:?}\n{}",
+        c.log_tail(40)
+    );
     assert_eq!(
         gets(&reg, &format!("/blobs/{}", imgs.base.digest)),
         1,
@@ -165,7 +178,10 @@ fn images_by_tag_and_digest_run_and_share_their_base_layer() {
     );
     let layers = dir_names(&cache.join("layers"));
     assert_eq!(layers.len(), 3, "base + two markers: {layers:?}");
-    assert!(layers.iter().any(|l| l == hex(&imgs.base.digest)), "{layers:?}");
+    assert!(
+        layers.iter().any(|l| l == hex(&imgs.base.digest)),
+        "{layers:?}"
+    );
     assert!(dir_names(&cache.join("tmp")).is_empty(), "temporaries left");
 }
 
@@ -184,17 +200,22 @@ fn failed_pulls_name_the_image_and_cause_and_leave_nothing_half_written() {
         eprintln!("{image}: {message}");
         assert!(message.contains(image), "{message:?} does not name {image}");
         for cause in causes {
-            assert!(message.contains(cause), "{message:?} does not say {cause:?}");
+            assert!(
+                message.contains(cause),
+                "{message:?} does not say {cause:?}"
+            );
         }
         assert!(!out.status.success(), "job run succeeded: {out:?}");
         assert!(dir_names(&cache.join("tmp")).is_empty(), "temporaries left");
     };
 
     // Wrong credentials, then right ones.
-    reg.write_auth_file(&auth, "wrong-password").expect("auth file");
+    reg.write_auth_file(&auth, "wrong-password")
+        .expect("auth file");
     let image_c = format!("{}/drover/swapped:v1", reg.addr());
     expect_failed(&image_c, &["not authorized"]);
-    reg.write_auth_file(&auth, REGISTRY_PASSWORD).expect("auth file");
+    reg.write_auth_file(&auth, REGISTRY_PASSWORD)
+        .expect("auth file");
 
     // An unknown tag.
     expect_failed(&format!("{}/drover/app:nope", reg.addr()), &["not found"]);
@@ -232,4 +253,96 @@ fn failed_pulls_name_the_image_and_cause_and_leave_nothing_half_written() {
         "a request reached the registry:\n{}",
         reg.log()
     );
+}
+
+#[test]
+fn five_allocations_pull_once_and_restarts_keep_the_recorded_digest() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let reg = TestRegistry::start().expect("registry");
+    let imgs = push_images(&reg, work.path());
+    let (c, _auth) = cluster(&reg, work.path());
+
+    // Five allocations of an image new to the node, started side by side:
+    // each of its layers is downloaded once.
+    let many = Layer::marker(work.path(), "m", "m").expect("marker layer");
+    let layout = work.path().join("layout-m");
+    write_layout(&layout, &[&imgs.base, &many]).expect("layout");
+    reg.push(&layout, "drover/many:v1", false).expect("push");
+    let name = unique_name("many");
+    let file = c.write_file(
+        &format!("{name}.toml"),
+        &drover_tests::checks::service(&name, 5, "test \"$(cat /marker)\" = m && exec sleep 3600")
+            .replace(
+                "kill_timeout_ms = 200",
+                &format!(
+                    "kill_timeout_ms = 200\nrootfs = {{ type = \"oci\", image = \"{}/drover/many:v1\" }}",
+                    reg.addr()
+                ),
+            ),
+    );
+    c.cli_ok(&["job", "run", "--detach", file.to_str().expect("utf-8 path")]);
+    drover_tests::checks::wait_running(&c, &name, 5);
+    for layer in [&many.digest, &imgs.base.digest] {
+        assert_eq!(
+            gets(&reg, &format!("/blobs/{layer}")),
+            1,
+            "layer {layer} was downloaded more than once:\n{}",
+            reg.log()
+        );
+    }
+    c.cli_ok(&["job", "stop", &name]);
+
+    // A tag moved after the deployment: every restart runs the digest
+    // the first start resolved.
+    let moving = format!("{}/drover/moving:v1", reg.addr());
+    reg.push(&work.path().join("layout-a"), "drover/moving:v1", false)
+        .expect("push");
+    let name = unique_name("moving");
+    let file = c.write_file(
+        &format!("{name}.toml"),
+        &format!(
+            r#"name = "{name}"
+[[group]]
+name = "main"
+restart = {{ attempts = 2, delay_ms = 200 }}
+[[group.task]]
+name = "app"
+command = ["/bin/sh", "-c", "cat /marker; echo; sleep 3; exit 1"]
+kill_timeout_ms = 200
+rootfs = {{ type = "oci", image = "{moving}" }}
+"#
+        ),
+    );
+    c.cli_ok(&["job", "run", "--detach", file.to_str().expect("utf-8 path")]);
+    let pinned = format!("{}/drover/moving@{}", reg.addr(), imgs.a);
+    let alloc = poll_until("the first start to record its digest", WAIT, || {
+        let j = c.cli_json(&["job", "status", &name]);
+        let a = arr(&j["allocations"]).first()?.clone();
+        (a["tasks"][0]["image_digest"].as_str()? == pinned).then(|| str_of(&a, "id").to_owned())
+    });
+    reg.push(&work.path().join("layout-b"), "drover/moving:v1", false)
+        .expect("moving the tag");
+    let j = poll_until(
+        "the allocation to fail after its restarts",
+        WAIT * 3,
+        || {
+            let j = c.cli_json(&["job", "status", &name]);
+            let a = arr(&j["allocations"]).first()?.clone();
+            (str_of(&a, "status") == "failed").then_some(a)
+        },
+    );
+    let t = &arr(&j["tasks"])[0];
+    assert_eq!(t["restarts"], 2, "{j}");
+    assert_eq!(str_of(t, "image_digest"), pinned, "{j}");
+    let logs = c.cli_ok(&["logs", &alloc]);
+    assert_eq!(
+        logs.matches('a').count(),
+        3,
+        "every run saw image a: {logs:?}"
+    );
+    assert!(!logs.contains('b'), "a restart ran the moved tag: {logs:?}");
+    // A new deployment of the tag runs what it names now.
+    let (name, file) = image_job(&c, &moving, "test \"$(cat /marker)\" = b");
+    let (out, j) = run_to_end(&c, &name, &file);
+    assert_eq!(str_of(&j, "status"), "complete", "{j}\n{out:?}");
 }

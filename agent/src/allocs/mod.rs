@@ -216,7 +216,8 @@ impl Allocs {
             for (name, track) in &mut alloc.tasks {
                 let started = matches!(
                     track.state,
-                    crate::runtime::TaskState::Running { .. } | crate::runtime::TaskState::Exited { .. }
+                    crate::runtime::TaskState::Running { .. }
+                        | crate::runtime::TaskState::Exited { .. }
                 );
                 if track.image.is_none() && started {
                     track.image = Some(self.runtime.image_digest(id, name).unwrap_or_default());

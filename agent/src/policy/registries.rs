@@ -129,9 +129,16 @@ mod tests {
             any_rootfs: false,
             ..p
         };
-        assert!(p.check_image_ref(&img("reg.internal:5000/team/web:1")).is_ok());
-        let e = p.check_image_ref(&img("reg.internal:5000/other/web:1")).unwrap_err();
-        assert!(e.contains("reg.internal:5000/other/web:1") && e.contains("allowed_images"), "{e}");
+        assert!(p
+            .check_image_ref(&img("reg.internal:5000/team/web:1"))
+            .is_ok());
+        let e = p
+            .check_image_ref(&img("reg.internal:5000/other/web:1"))
+            .unwrap_err();
+        assert!(
+            e.contains("reg.internal:5000/other/web:1") && e.contains("allowed_images"),
+            "{e}"
+        );
         assert!(p.check_image_ref(&img("nginx")).is_err());
         let strict = NodePolicy {
             registries: RegistryPolicy {
@@ -140,13 +147,18 @@ mod tests {
             },
             ..p.clone()
         };
-        let e = strict.check_image_ref(&img("reg.internal:5000/team/web:1")).unwrap_err();
+        let e = strict
+            .check_image_ref(&img("reg.internal:5000/team/web:1"))
+            .unwrap_err();
         assert!(e.contains("require_digest"), "{e}");
         assert!(p.registries.allows_plain_http(&img("reg.lan:80/a")));
         assert!(p.registries.allows_plain_http(&img("127.0.0.1:5000/a")));
         assert!(!p.registries.allows_plain_http(&img("reg.internal:5000/a")));
         let none = NodePolicy::node_default();
-        assert!(none.check_image_ref(&img("nginx")).unwrap_err().contains("no registry"));
+        assert!(none
+            .check_image_ref(&img("nginx"))
+            .unwrap_err()
+            .contains("no registry"));
         assert!(NodePolicy::default().check_image_ref(&img("nginx")).is_ok());
     }
 }

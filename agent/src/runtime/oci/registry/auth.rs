@@ -121,9 +121,14 @@ mod tests {
         let c = lookup(&f, &ImageRef::parse("127.0.0.1:5000/a:1").unwrap())
             .unwrap()
             .unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("alice", "s3cret"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("alice", "s3cret")
+        );
         assert!(!format!("{c:?}").contains("s3cret"));
-        let c = lookup(&f, &ImageRef::parse("nginx").unwrap()).unwrap().unwrap();
+        let c = lookup(&f, &ImageRef::parse("nginx").unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(c.username, "bob");
         assert!(lookup(&f, &ImageRef::parse("other.io/a").unwrap())
             .unwrap()

@@ -124,7 +124,10 @@ async fn download(s: &Session, desc: &Desc, path: &Path) -> Result<(), String> {
         let mut stream = match stream {
             Ok(st) => st,
             Err(e) => {
-                let transient = matches!(&e, oci_client::errors::OciDistributionError::RequestError(_));
+                let transient = matches!(
+                    &e,
+                    oci_client::errors::OciDistributionError::RequestError(_)
+                );
                 last_error = super::describe(&e, "layer", digest);
                 if transient && attempt + 1 < ATTEMPTS {
                     warn!(image = %s.image, layer = %digest, error = %last_error, "retrying layer");

@@ -172,12 +172,8 @@ impl Session {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut extra = Vec::new();
         if let Some(ca) = registries.ca_files.get(&image.registry) {
-            let data = std::fs::read(ca).map_err(|e| {
-                format!(
-                    "CA file {} (registries.ca_files): {e}",
-                    ca.display()
-                )
-            })?;
+            let data = std::fs::read(ca)
+                .map_err(|e| format!("CA file {} (registries.ca_files): {e}", ca.display()))?;
             extra.push(Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,
@@ -413,7 +409,11 @@ fn describe(e: &oci_client::errors::OciDistributionError, what: &str, which: &st
         ),
         E::ImageManifestNotFoundError(m) => format!("{what}{which} not found: {m}"),
         E::RegistryError { envelope, url } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|x| format!("{:?}: {}", x.code, x.message)).collect();
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|x| format!("{:?}: {}", x.code, x.message))
+                .collect();
             let unknown = envelope.errors.iter().any(|x| {
                 matches!(
                     x.code,
@@ -437,9 +437,15 @@ fn describe(e: &oci_client::errors::OciDistributionError, what: &str, which: &st
             } else {
                 "refused"
             };
-            format!("{what}{which} {head} by the registry ({url}): {}", codes.join("; "))
+            format!(
+                "{what}{which} {head} by the registry ({url}): {}",
+                codes.join("; ")
+            )
         }
-        E::RequestError(r) => format!("fetching {what}{which}: cannot reach the registry: {}", error_chain(r)),
+        E::RequestError(r) => format!(
+            "fetching {what}{which}: cannot reach the registry: {}",
+            error_chain(r)
+        ),
         other => format!("fetching {what}{which}: {other}"),
     }
 }
@@ -480,12 +486,18 @@ mod tests {
                 os: os.into(),
             }),
         };
-        let entries = vec![d("windows", node_arch(), 'a'), d("linux", "s390x", 'b'), d("linux", node_arch(), 'c')];
+        let entries = vec![
+            d("windows", node_arch(), 'a'),
+            d("linux", "s390x", 'b'),
+            d("linux", node_arch(), 'c'),
+        ];
         assert!(pick_platform(&entries, "i").unwrap().digest.ends_with('c'));
         let e = pick_platform(&entries[..2], "sha256:i").unwrap_err();
         assert!(e.contains("linux/") && e.contains("s390x"), "{e}");
         let e = parse_document(br#"{"schemaVersion": 1}"#, "sha256:x").unwrap_err();
         assert!(e.contains("schemaVersion"), "{e}");
-        assert!(parse_document(b"{", "sha256:x").unwrap_err().contains("not valid JSON"));
+        assert!(parse_document(b"{", "sha256:x")
+            .unwrap_err()
+            .contains("not valid JSON"));
     }
 }
