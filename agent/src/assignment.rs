@@ -190,7 +190,8 @@ pub enum Rootfs {
     Host,
     /// A rootfs directory on the node.
     Dir(PathBuf),
-    /// A local OCI image (directory or archive).
+    /// A local OCI image (directory or archive), or a registry image
+    /// reference (not an absolute path).
     Oci(PathBuf),
 }
 
@@ -324,6 +325,11 @@ impl TryFrom<&pb::Task> for Task {
             Some(r) => match RootfsKind::parse(&at("rootfs.kind"), &r.kind)? {
                 RootfsKind::Host => Rootfs::Host,
                 RootfsKind::Dir => Rootfs::Dir(PathBuf::from(&r.path)),
+                // A registry image rides as a reference where a layout's
+                // path would be (the runtime tells them apart).
+                RootfsKind::Oci if r.path.is_empty() && !r.image.is_empty() => {
+                    Rootfs::Oci(PathBuf::from(&r.image))
+                }
                 RootfsKind::Oci => Rootfs::Oci(PathBuf::from(&r.path)),
             },
         };
@@ -446,6 +452,8 @@ pub struct TaskReport {
     pub message: String,
     /// How often it was restarted.
     pub restarts: u32,
+    /// The pinned reference of a registry image it runs, else empty.
+    pub image_digest: String,
 }
 
 impl From<&TaskReport> for pb::TaskState {
@@ -458,6 +466,7 @@ impl From<&TaskReport> for pb::TaskState {
             signal: t.signal,
             message: t.message.clone(),
             restarts: t.restarts,
+            image_digest: t.image_digest.clone(),
         }
     }
 }

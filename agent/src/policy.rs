@@ -16,8 +16,9 @@
 //! allowed_host_paths = ["/srv/data"]
 //! # Directories that `rootfs = { type = "dir" }` may name (or be under).
 //! allowed_rootfs_dirs = ["/var/lib/drover/rootfs"]
-//! # OCI image layouts (directories or tars) that tasks may name.
-//! allowed_images = ["/var/lib/drover/images"]
+//! # OCI image layouts (directories or tars) that tasks may name, and
+//! # registry/repository prefixes of images they may pull (`registries`).
+//! allowed_images = ["/var/lib/drover/images", "registry.internal:5000/team/"]
 //! # Whether a group may ask for `network = "host"`.
 //! allow_host_network = false
 //! # What the `host` root shows besides /bin, /sbin, /usr, /lib*, /etc
@@ -47,9 +48,11 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 pub mod host_root;
+pub mod registries;
 pub mod sessions;
 use crate::seccomp::SeccompPolicy;
 pub use host_root::{HostRootPath, HostRootPolicy};
+pub use registries::RegistryPolicy;
 pub use sessions::SessionPolicy;
 
 /// The node's bounds on assignments.
@@ -69,8 +72,10 @@ pub struct NodePolicy {
     /// Directories a `dir` rootfs may name, or be under; empty allows none
     /// (any with [`NodePolicy::any_rootfs`]).
     pub allowed_rootfs_dirs: Vec<PathBuf>,
-    /// OCI image layouts a task may name, or be under; empty allows none
-    /// (any with [`NodePolicy::any_rootfs`]).
+    /// OCI image layouts a task may name, or be under (absolute paths),
+    /// and registry/repository prefixes of images it may pull (the other
+    /// entries, see [`registries`]); empty allows none (any with
+    /// [`NodePolicy::any_rootfs`]).
     pub allowed_images: Vec<PathBuf>,
     /// Whether a group may use the node's own network namespace.
     pub allow_host_network: bool,
@@ -83,6 +88,8 @@ pub struct NodePolicy {
     pub seccomp: SeccompPolicy,
     /// How many log streams and exec sessions the node serves at once.
     pub sessions: SessionPolicy,
+    /// How images are pulled from registries.
+    pub registries: RegistryPolicy,
     /// An empty `allowed_rootfs_dirs` or `allowed_images` allows any
     /// directory (but `/`) or image instead of none. Never read from a
     /// policy file.
@@ -101,6 +108,7 @@ impl Default for NodePolicy {
             host_root: HostRootPolicy::default(),
             seccomp: SeccompPolicy::default(),
             sessions: SessionPolicy::default(),
+            registries: RegistryPolicy::default(),
             any_rootfs: true,
         }
     }
@@ -209,6 +217,13 @@ impl NodePolicy {
             ("allowed_images", &self.allowed_images),
         ] {
             for p in list {
+                if name == "allowed_images" && !p.is_absolute() {
+                    // A registry prefix: a valid reference name.
+                    let s = p.to_string_lossy();
+                    drover_model::image_ref::ImageRef::parse(s.trim_end_matches('/'))
+                        .map_err(|e| format!("allowed_images: {s:?} is neither an absolute path nor a registry prefix: {e}"))?;
+                    continue;
+                }
                 if !is_normal_absolute(p) {
                     return Err(format!(
                         "{name}: {} must be an absolute path without `..` or `.`",
@@ -219,6 +234,7 @@ impl NodePolicy {
         }
         self.host_root.check()?;
         self.sessions.check()?;
+        self.registries.check()?;
         let ns = &self.user_namespace;
         if ns.enabled {
             if ns.size == 0 {

@@ -111,6 +111,7 @@ pub fn allocs_json(allocs: &[pb::Allocation]) -> Vec<Value> {
                     "signal": t.signal,
                     "message": t.message,
                     "restarts": t.restarts,
+                    "image_digest": t.image_digest,
                 })).collect::<Vec<_>>(),
             });
             crate::resched::add_json(a, &mut v);
@@ -203,6 +204,10 @@ pub fn alloc_detail(a: &pb::Allocation) {
             })
             .collect(),
     );
+    // Images pulled from registries: the digest every restart runs.
+    for t in a.tasks.iter().filter(|t| !t.image_digest.is_empty()) {
+        outln!("Image    {}  {}", t.name, t.image_digest);
+    }
     if !a.checks.is_empty() {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -15,6 +15,8 @@
 //! - [`check`]: [`CheckState`], one health check's latest result as the
 //!   agent reports it and the allocation record keeps it.
 //! - [`event`]: [`EventType`], the types of allocation events.
+//! - [`image_ref`]: image references (`nginx:1.25`) parsed and
+//!   normalised as Docker does.
 //! - [`skydns`]: service-discovery keys and values in the SkyDNS layout.
 //!
 //! Nothing here does I/O; protobuf types appear only in conversions.
@@ -24,6 +26,7 @@
 pub mod check;
 pub mod clock;
 pub mod event;
+pub mod image_ref;
 pub mod ipnet;
 pub mod job;
 pub mod skydns;

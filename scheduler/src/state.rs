@@ -102,6 +102,10 @@ pub struct TaskStateRecord {
     pub message: String,
     /// Restarts so far.
     pub restarts: u32,
+    /// For an image pulled from a registry: the pinned reference the node
+    /// resolved (`reg/web@sha256:...`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_digest: String,
 }
 
 /// An instance of a group bound to a node.
@@ -319,6 +323,7 @@ macro_rules! copy_task_state {
             signal: $t.signal,
             message: $t.message.clone(),
             restarts: $t.restarts,
+            image_digest: $t.image_digest.clone(),
         }
     };
 }

@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod metrics;
 mod netns_exec;
 pub mod procs;
+pub mod registry;
 pub mod runtime;
 pub mod sim;
 pub mod skydns;

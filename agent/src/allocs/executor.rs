@@ -107,6 +107,7 @@ impl Allocs {
                     signal: None,
                     message: message.clone(),
                     restarts: 0,
+                    image_digest: String::new(),
                 })
                 .collect(),
             ip: None,

@@ -250,6 +250,14 @@ impl Allocs {
     fn refresh_states(&mut self) {
         for (id, alloc) in &mut self.state.allocs {
             for (name, track) in &mut alloc.tasks {
+                let started = matches!(
+                    track.state,
+                    crate::runtime::TaskState::Running { .. }
+                        | crate::runtime::TaskState::Exited { .. }
+                );
+                if track.image.is_none() && started {
+                    track.image = Some(self.runtime.image_digest(id, name).unwrap_or_default());
+                }
                 if track.state.is_terminal() {
                     continue;
                 }

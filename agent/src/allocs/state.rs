@@ -20,6 +20,9 @@ pub struct Track {
     pub restarts: u32,
     /// When a pending restart is due.
     pub restart_at: Option<Instant>,
+    /// The pinned registry image it runs (`Some("")`: none); `None` until
+    /// looked up once it started.
+    pub image: Option<String>,
 }
 
 impl Track {
@@ -29,6 +32,7 @@ impl Track {
             state,
             restarts: 0,
             restart_at: None,
+            image: None,
         }
     }
 }

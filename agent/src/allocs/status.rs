@@ -69,6 +69,7 @@ pub fn task_report(name: &str, t: &Track) -> TaskReport {
         signal: None,
         message: String::new(),
         restarts: t.restarts,
+        image_digest: t.image.clone().unwrap_or_default(),
     };
     match &t.state {
         TaskState::Pending => {}

@@ -28,6 +28,7 @@ fn wire() -> pb::Assignment {
                 rootfs: Some(pb::Rootfs {
                     kind: "dir".into(),
                     path: "/srv/rootfs".into(),
+                    image: String::new(),
                 }),
                 volumes: vec![pb::Volume {
                     kind: "tmpfs".into(),

@@ -72,6 +72,13 @@ fn allowed_path(allowed: &[PathBuf], path: &Path) -> Result<Option<PathBuf>, Str
 /// policy says so ([`NodePolicy::any_rootfs`]); `/` as a `dir` rootfs is
 /// always refused.
 pub(super) fn check_rootfs(policy: &NodePolicy, spec: &TaskSpec) -> Result<(), RuntimeError> {
+    // An image from a registry: its prefixes and digest rule, before any
+    // request is sent.
+    if let Some(Rootfs::Oci { image }) = &spec.rootfs {
+        if let Some(r) = super::rootfs::registry_ref(image) {
+            return policy.check_image_ref(&r).map_err(|m| refused(spec, m));
+        }
+    }
     let (setting, allowed, path, what) = match &spec.rootfs {
         Some(Rootfs::Dir { path }) => (
             "allowed_rootfs_dirs",

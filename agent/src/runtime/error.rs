@@ -135,6 +135,9 @@ pub enum RuntimeError {
     /// An OCI image could not be used (bad digest, escaping entry, ...).
     #[error(transparent)]
     Image(#[from] super::oci::OciError),
+    /// An image could not be pulled from its registry.
+    #[error(transparent)]
+    Pull(#[from] super::oci::registry::PullError),
 }
 
 /// What is wrong with a task spec ([`RuntimeError::InvalidSpec`]), or

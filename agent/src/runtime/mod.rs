@@ -47,6 +47,7 @@ pub mod logs;
 mod mask;
 mod oci;
 mod pidfd;
+mod pull;
 mod rootfs;
 mod spec;
 mod state_watch;
@@ -113,6 +114,7 @@ pub struct Runtime {
     cgroups: CgroupPlacement,
     images: ImageCache,
     policy: NodePolicy,
+    puller: oci::registry::Puller,
 }
 
 impl Runtime {
@@ -133,6 +135,7 @@ impl Runtime {
             cgroups: CgroupPlacement::default(),
             images,
             policy: NodePolicy::default(),
+            puller: oci::registry::Puller::default(),
         }
     }
 
@@ -227,7 +230,10 @@ impl Runtime {
         };
         let (spec, image) = match &spec.rootfs {
             Some(Rootfs::Oci { image }) => {
-                let resolved = self.resolve_image(image).await?;
+                let resolved = match rootfs::registry_ref(image) {
+                    Some(r) => self.pull_image(spec, &dir, &r).await?,
+                    None => self.resolve_image(image).await?,
+                };
                 let spec = spec.with_image_defaults(image, &resolved.defaults)?;
                 spec.validate()?;
                 resolve_command_in_layers(&spec, image, &resolved.layers)?;

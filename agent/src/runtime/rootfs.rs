@@ -78,9 +78,14 @@ pub enum Rootfs {
     /// the command when the spec's is empty, its `Env` lies under the
     /// spec's env, and its `WorkingDir` is the task's working directory.
     ///
+    /// An `image` that is not an absolute path is a registry reference
+    /// (`docker.io/library/nginx:1.25`, `reg:5000/web@sha256:...`): the
+    /// agent pulls it into the same cache (`oci::registry`).
+    ///
     /// JSON: `{"type":"oci","image":"/var/lib/drover/images/app.tar"}`.
     Oci {
-        /// Absolute path of the layout directory or tar file.
+        /// Absolute path of the layout directory or tar file, or an image
+        /// reference.
         image: PathBuf,
     },
 }
@@ -139,7 +144,7 @@ impl Rootfs {
         let path = match self {
             Rootfs::Host => return Ok(()),
             Rootfs::Oci { image } => {
-                return if image.is_absolute() {
+                return if image.is_absolute() || registry_ref(image).is_some() {
                     Ok(())
                 } else {
                     Err(RootfsError::ImageNotAbsolute {
@@ -598,4 +603,15 @@ fn create_file_in_root(root: &Path, path: &Path) -> Result<(), RootfsError> {
             source: io::Error::last_os_error(),
         }),
     }
+}
+
+/// The registry reference an [`Rootfs::Oci`] image names, when it is not
+/// an absolute path and parses as one.
+pub(crate) fn registry_ref(image: &Path) -> Option<drover_model::image_ref::ImageRef> {
+    if image.is_absolute() {
+        return None;
+    }
+    image
+        .to_str()
+        .and_then(|s| drover_model::image_ref::ImageRef::parse(s).ok())
 }

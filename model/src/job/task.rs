@@ -159,6 +159,12 @@ pub enum RootfsSpec {
         /// Absolute path on the node.
         path: String,
     },
+    /// An OCI or Docker image pulled from a registry by every node that
+    /// runs the task (`rootfs = { type = "oci", image = "..." }`).
+    Image {
+        /// The reference, normalised ([`crate::image_ref::ImageRef`]).
+        image: String,
+    },
 }
 
 /// Resources reserved on a node.
@@ -224,14 +230,22 @@ impl From<&TaskSpec> for pb::Task {
                 RootfsSpec::Host => pb::Rootfs {
                     kind: RootfsKind::Host.as_str().into(),
                     path: String::new(),
+                    image: String::new(),
                 },
                 RootfsSpec::Dir { path } => pb::Rootfs {
                     kind: RootfsKind::Dir.as_str().into(),
                     path: path.clone(),
+                    image: String::new(),
                 },
                 RootfsSpec::Oci { path } => pb::Rootfs {
                     kind: RootfsKind::Oci.as_str().into(),
                     path: path.clone(),
+                    image: String::new(),
+                },
+                RootfsSpec::Image { image } => pb::Rootfs {
+                    kind: RootfsKind::Oci.as_str().into(),
+                    path: String::new(),
+                    image: image.clone(),
                 },
             }),
             user: t.user.clone(),

@@ -169,6 +169,7 @@ fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
     j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
         kind: "dir".into(),
         path: "rootfs".into(),
+        image: String::new(),
     });
     assert_eq!(
         problems(&j),
@@ -177,6 +178,7 @@ fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
     j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
         kind: "image".into(),
         path: String::new(),
+        image: String::new(),
     });
     assert!(problems(&j)[0].contains("rootfs.type \"image\" is not one of"));
     // An OCI image may supply the command; nothing else may.
@@ -184,6 +186,7 @@ fn rootfs_is_host_by_default_and_dir_needs_an_absolute_path() {
     j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
         kind: "oci".into(),
         path: "/var/lib/images/web".into(),
+        image: String::new(),
     });
     let spec = JobSpec::try_from(&j).unwrap();
     assert_eq!(
@@ -419,6 +422,52 @@ fn seccomp_is_default_or_unconfined() {
     assert!(
         p.iter()
             .any(|m| m.contains("task \"app\"") && m.contains("seccomp \"off\"")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn oci_rootfs_may_name_a_registry_image_normalised_as_docker_does() {
+    let mut j = good();
+    j.groups[0].tasks[0].command.clear();
+    let rootfs = |path: &str, image: &str| {
+        Some(pb::Rootfs {
+            kind: "oci".into(),
+            path: path.into(),
+            image: image.into(),
+        })
+    };
+    j.groups[0].tasks[0].rootfs = rootfs("", "nginx:1.25");
+    let spec = JobSpec::try_from(&j).unwrap();
+    assert_eq!(
+        spec.groups[0].tasks[0].rootfs,
+        RootfsSpec::Image {
+            image: "docker.io/library/nginx:1.25".into()
+        }
+    );
+    // The stored form goes back on the wire as it was normalised.
+    let back = pb::Task::from(&spec.groups[0].tasks[0]);
+    assert_eq!(back.rootfs, rootfs("", "docker.io/library/nginx:1.25"));
+    j.groups[0].tasks[0].rootfs = rootfs("/var/lib/images/web", "nginx");
+    assert!(
+        problems(&j)[0].contains("either path"),
+        "{:?}",
+        problems(&j)
+    );
+    j.groups[0].tasks[0].rootfs = rootfs("", "Nginx");
+    let p = problems(&j);
+    assert!(
+        p[0].contains("rootfs.image") && p[0].contains("lowercase"),
+        "{p:?}"
+    );
+    j.groups[0].tasks[0].rootfs = Some(pb::Rootfs {
+        kind: "dir".into(),
+        path: "/srv/root".into(),
+        image: "nginx".into(),
+    });
+    let p = problems(&j);
+    assert!(
+        p.iter().any(|m| m.contains("only for type \"oci\"")),
         "{p:?}"
     );
 }

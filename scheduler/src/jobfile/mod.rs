@@ -255,6 +255,9 @@ struct FileRootfs {
     kind: String,
     #[serde(default)]
     path: String,
+    /// For `oci`: an image reference pulled from a registry.
+    #[serde(default)]
+    image: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +330,7 @@ pub fn parse(path: &str, text: &str) -> Result<pb::Job, JobFileError> {
                             rootfs: t.rootfs.map(|r| pb::Rootfs {
                                 kind: r.kind,
                                 path: r.path,
+                                image: r.image,
                             }),
                             user: t.user.unwrap_or_default(),
                             workdir: t.workdir.unwrap_or_default(),

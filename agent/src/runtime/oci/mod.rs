@@ -9,6 +9,7 @@
 
 mod layout;
 mod lookup;
+pub mod registry;
 mod unpack;
 
 use std::collections::BTreeMap;
@@ -146,7 +147,15 @@ pub struct ResolvedImage {
     pub layers: Vec<PathBuf>,
     /// The config's defaults.
     pub defaults: ImageDefaults,
+    /// For an image pulled from a registry: its reference pinned to the
+    /// digest the tag named when it was pulled (`reg/web@sha256:...`),
+    /// which every restart of the task pulls again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
+
+/// Logged when a restart runs the digest recorded at the first start.
+pub(crate) const IMAGE_RECORD_NOTE: &str = "running the image digest recorded at the first start";
 
 /// The on-disk cache of unpacked layers: `<root>/layers/<sha256 hex>/`,
 /// each unpacked once into `<root>/tmp/` and renamed into place.
@@ -218,7 +227,32 @@ impl ImageCache {
                 working_dir: c.working_dir.filter(|w| !w.is_empty()),
                 user: c.user.filter(|u| !u.is_empty()),
             },
+            reference: None,
         })
+    }
+
+    /// Before a pull writes to the cache: refuses a root overlayfs cannot
+    /// take, sweeps temporaries of dead processes and creates `tmp/` and
+    /// `layers/`.
+    pub(crate) fn prepare(&self) -> Result<(), String> {
+        if self
+            .root
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\'))
+        {
+            return Err(format!(
+                "image cache {} contains ',', ':' or '\\', which overlayfs cannot take in a \
+                 lowerdir; choose another cache directory",
+                self.root.display()
+            ));
+        }
+        self.sweep_tmp();
+        for dir in [self.root.join("tmp"), self.root.join("layers")] {
+            fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        Ok(())
     }
 
     /// Removes temporary unpack directories (`<hex>.<pid>.<random>`) of

@@ -39,11 +39,14 @@ fn oci_rootfs_json_shape_and_validation() {
     let json = serde_json::json!({"type": "oci", "image": "/srv/img.tar"});
     assert_eq!(serde_json::to_value(&oci).expect("serialize"), json);
     assert_eq!(serde_json::from_value::<Rootfs>(json).expect("parse"), oci);
-    // An empty command is left to the image; a relative image is refused.
+    // An empty command is left to the image; a relative path that is no
+    // registry reference is refused (`img` is docker.io/library/img).
     assert!(spec(&[], "/srv/img").validate().is_ok());
-    let err = spec(&[], "img").validate().expect_err("relative image");
+    assert!(spec(&[], "img").validate().is_ok());
+    let err = spec(&[], "../img").validate().expect_err("relative image");
     assert!(
-        err.to_string().contains("img must be an absolute path"),
+        err.to_string()
+            .contains("../img must be an absolute path or an image reference"),
         "{err}"
     );
 }

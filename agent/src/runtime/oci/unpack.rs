@@ -40,6 +40,12 @@ pub(super) struct UnpackError {
     reason: String,
 }
 
+impl std::fmt::Display for UnpackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "entry {:?} refused: {}", self.entry, self.reason)
+    }
+}
+
 impl UnpackError {
     fn new(entry: &str, reason: impl Into<String>) -> Self {
         Self {

@@ -13,8 +13,9 @@ use crate::io_error::IoError;
 /// the path and, for a failed call, the syscall with its arguments.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    /// A [`Rootfs::Oci`](super::Rootfs::Oci) image given as a relative path.
-    #[error("rootfs image {} must be an absolute path", image.display())]
+    /// A [`Rootfs::Oci`](super::Rootfs::Oci) image that is neither an
+    /// absolute path nor a registry reference.
+    #[error("rootfs image {} must be an absolute path or an image reference", image.display())]
     ImageNotAbsolute {
         /// The image as given.
         image: PathBuf,

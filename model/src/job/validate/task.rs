@@ -127,6 +127,31 @@ fn check_env(p: &mut Problems, tpath: &str, t: &pb::Task) {
 /// A task's `rootfs`: `host` (no path), or `dir`/`oci` with an absolute path.
 fn rootfs(p: &mut Problems, tpath: &str, r: &pb::Rootfs) -> RootfsSpec {
     match RootfsKind::parse("rootfs.type", &r.kind) {
+        Ok(RootfsKind::Host | RootfsKind::Dir) if !r.image.is_empty() => {
+            p.push(
+                tpath,
+                "rootfs.image is only for type \"oci\" (an image pulled from a registry)",
+            );
+            RootfsSpec::Host
+        }
+        Ok(RootfsKind::Oci) if !r.image.is_empty() => {
+            if !r.path.is_empty() {
+                p.push(
+                    tpath,
+                    "rootfs: give either path (a local OCI layout) or image (a registry \
+                     reference), not both",
+                );
+            }
+            match crate::image_ref::ImageRef::parse(&r.image) {
+                Ok(image) => RootfsSpec::Image {
+                    image: image.to_string(),
+                },
+                Err(e) => {
+                    p.push(tpath, format!("rootfs.image: {e}"));
+                    RootfsSpec::Host
+                }
+            }
+        }
         Ok(RootfsKind::Host) => {
             if !r.path.is_empty() {
                 p.push(tpath, "rootfs.path is only for type \"dir\"");
