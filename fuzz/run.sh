@@ -20,10 +20,13 @@ command -v cargo-fuzz >/dev/null || {
     exit 1
 }
 (cd .. && cargo test -p drover-tests --test fuzz_corpus -- --ignored --exact write_seed_corpus)
+# cargo-fuzz looks for the binaries in fuzz/target unless told.
+target_dir=${CARGO_TARGET_DIR:+--target-dir=$CARGO_TARGET_DIR/fuzz}
 for t in $targets; do
     dict=""
     [ -f "$t.dict" ] && dict="-dict=$t.dict"
-    cargo +nightly fuzz run "$t" "corpus/$t" -- \
+    # shellcheck disable=SC2086
+    cargo +nightly fuzz run $target_dir "$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=512 -malloc_limit_mb=512 \
         -max_len=16384 $dict -print_final_stats=1
 done
