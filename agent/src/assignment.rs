@@ -116,11 +116,17 @@ pub struct Allocation {
 
 impl Allocation {
     /// A DNS-safe host name for it: `<job>-<group>-<index>` (a periodic
-    /// child's `/` becomes `-`: `web-periodic-1700000000-main-0`).
+    /// child's `/` becomes `-`: `web-periodic-1700000000-main-0`), cut to
+    /// at most 63 bytes at a character boundary (names are the
+    /// scheduler's DNS labels, but a bad peer's must not panic the agent).
     pub fn hostname(&self) -> String {
         let job = self.job.replace('/', "-");
         let mut h = format!("{job}-{}-{}", self.group, self.index);
-        h.truncate(63);
+        let mut end = h.len().min(63);
+        while !h.is_char_boundary(end) {
+            end -= 1;
+        }
+        h.truncate(end);
         h.trim_end_matches('-').to_string()
     }
 }

@@ -26,7 +26,7 @@ mod executor;
 pub mod gc;
 pub mod plan;
 pub mod services;
-mod spec;
+pub mod spec;
 pub mod state;
 pub mod status;
 

@@ -44,6 +44,24 @@ fn wire() -> pb::Assignment {
     }
 }
 
+/// A name the scheduler would never send (not a DNS label) whose 63rd
+/// byte falls inside a character: cut before it, no panic (found with
+/// `fuzz/regressions/assignment/hostname-cut-inside-a-character`).
+#[test]
+fn a_host_name_is_cut_at_a_character_boundary() {
+    let mut a = Assignment::try_from(&wire()).expect("valid").alloc;
+    a.job = format!("{}é", "a".repeat(62));
+    assert_eq!(a.hostname(), "a".repeat(62));
+    a.job = "x".repeat(70);
+    assert_eq!(a.hostname().len(), 63);
+    a.job = "€".repeat(30);
+    assert_eq!(
+        a.hostname(),
+        "€".repeat(21),
+        "63 bytes of 3-byte characters"
+    );
+}
+
 #[test]
 fn a_wire_assignment_decodes_into_domain_types() {
     let a = Assignment::try_from(&wire()).expect("valid");

@@ -69,7 +69,14 @@ pub(super) fn reschedule(
         );
     }
     let policy = ReschedulePolicy {
-        attempts: u32::try_from(attempts).unwrap_or(0),
+        // Ignored when unlimited, and then 0: the wire form names it, and
+        // a batch job's default of 1 with `unlimited = true` would be
+        // refused when that form is validated again (found by fuzzing).
+        attempts: if unlimited {
+            0
+        } else {
+            u32::try_from(attempts).unwrap_or(0)
+        },
         interval_ms: clamp_u64(interval),
         delay_ms: clamp_u64(delay),
         max_delay_ms: clamp_u64(max_delay),
@@ -151,6 +158,21 @@ mod tests {
             );
             assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
         }
+    }
+
+    /// A batch job (default: 1 attempt) made unlimited validates again
+    /// from its wire form, as `job status` and agents get it.
+    #[test]
+    fn unlimited_on_a_batch_job_round_trips_through_the_wire() {
+        let unlimited = pb::ReschedulePolicy {
+            unlimited: Some(true),
+            ..Default::default()
+        };
+        let spec = JobSpec::try_from(&job("batch", Some(unlimited))).unwrap();
+        let p = spec.groups[0].reschedule.unwrap();
+        assert!(p.unlimited && p.enabled());
+        assert_eq!(p.attempts, 0, "ignored, so not the batch default");
+        assert_eq!(JobSpec::try_from(&pb::Job::from(&spec)).unwrap(), spec);
     }
 
     #[test]
