@@ -24,6 +24,7 @@ pub mod cgroup;
 pub mod checks;
 pub mod cleanup;
 pub mod config;
+mod counters;
 pub mod dns;
 pub mod error;
 pub mod exec;

@@ -1,20 +1,18 @@
 //! The agent's Prometheus metrics.
 //!
 //! Counted where they happen: task restarts and task start latency (by
-//! the executor), OOM kills (seen once per task end). Set each time the
+//! the executor, in [`crate::counters`]), OOM kills (seen once per task end). Set each time the
 //! session reports ([`observe`]): allocations and tasks by state, checks
 //! by status. Read at scrape time ([`AgentSampler`]): each live
 //! allocation's CPU time and memory from its cgroup, and the node DNS
 //! index.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
-use std::time::Instant;
 
-use drover_metrics::prometheus::{CounterVec, Histogram, IntCounter, IntGaugeVec, Registry};
-use drover_metrics::{MetricsError, Sampler, SLOW_BUCKETS};
+use drover_metrics::prometheus::{CounterVec, IntCounter, IntGaugeVec, Registry};
+use drover_metrics::{MetricsError, Sampler};
 use drover_model::{AllocStatus, CheckStatus, TaskStatus};
 
 use crate::allocs::Allocs;
@@ -22,9 +20,7 @@ use crate::checks::Checks;
 use crate::runtime::TaskState;
 
 struct Metrics {
-    restarts: IntCounter,
     oom_kills: IntCounter,
-    start_seconds: Histogram,
     allocations: IntGaugeVec,
     tasks: IntGaugeVec,
     checks: IntGaugeVec,
@@ -42,20 +38,10 @@ struct Metrics {
 /// its own.
 const ALLOC_LABELS: [&str; 3] = ["alloc_id", "drover_job", "group"];
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    Metrics {
-    restarts: drover_metrics::counter(
-        "drover_agent_task_restarts_total",
-        "Tasks the agent started again after they exited.",
-    ),
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     oom_kills: drover_metrics::counter(
         "drover_agent_oom_kills_total",
         "Tasks the kernel's OOM killer ended (their cgroup's memory limit).",
-    ),
-    start_seconds: drover_metrics::histogram(
-        "drover_agent_task_start_duration_seconds",
-        "Time from asking the runtime to start a task to its supervisor reporting it running (or failed).",
-        SLOW_BUCKETS,
     ),
     allocations: drover_metrics::gauge_vec(
         "drover_agent_allocations",
@@ -85,7 +71,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     live: Mutex::new(Vec::new()),
     ooms_seen: Mutex::new(BTreeSet::new()),
     node_dns: Mutex::new(None),
-}
 });
 
 /// Registers the agent's metrics; the sampler returned reads the cgroups
@@ -97,9 +82,9 @@ pub fn register(
     cgroup_parent: PathBuf,
 ) -> Result<AgentSampler, MetricsError> {
     let m = &*METRICS;
-    drover_metrics::register(registry, m.restarts.clone())?;
+    drover_metrics::register(registry, crate::counters::RESTARTS.clone())?;
     drover_metrics::register(registry, m.oom_kills.clone())?;
-    drover_metrics::register(registry, m.start_seconds.clone())?;
+    drover_metrics::register(registry, crate::counters::START_SECONDS.clone())?;
     drover_metrics::register(registry, m.allocations.clone())?;
     drover_metrics::register(registry, m.tasks.clone())?;
     drover_metrics::register(registry, m.checks.clone())?;
@@ -109,21 +94,6 @@ pub fn register(
         cgroup_root,
         cgroup_parent,
     })
-}
-
-/// A task was started again.
-pub(crate) fn restarted() {
-    METRICS.restarts.inc();
-}
-
-/// Awaits `start` (a task start) and records how long it took.
-pub(crate) async fn timed_start<F: Future>(start: F) -> F::Output {
-    let started = Instant::now();
-    let out = start.await;
-    METRICS
-        .start_seconds
-        .observe(started.elapsed().as_secs_f64());
-    out
 }
 
 /// The node DNS server answers from `index` (relayed records, no watch).

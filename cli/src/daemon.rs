@@ -13,7 +13,7 @@ use drover_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{cancel_on_signal, init_logging, write_addr};
+use crate::process::{cancel_on_signal, init_logging, require_loopback, write_addr, DEV_LOOPBACK};
 
 /// Flags of `drover dev`.
 #[derive(Args, Debug)]
@@ -312,14 +312,6 @@ fn nix_is_root() -> bool {
 /// Without mutual TLS, every Drover API that can start processes listens
 /// on loopback only: an unauthenticated root-equivalent API on the network
 /// is the mistake this project exists to avoid.
-pub(crate) fn require_loopback(flag: &str, addr: SocketAddr, why: &str) -> Result<()> {
-    if !addr.ip().is_loopback() {
-        bail!("{flag} {addr}: {why}");
-    }
-    Ok(())
-}
-
-pub(crate) const DEV_LOOPBACK: &str = "drover dev serves on loopback only; use 127.0.0.1";
 const NEEDS_TLS: &str = "serving off loopback needs mutual TLS: give --tls-cert, --tls-key and \
      --tls-client-ca (create them with `drover tls init`)";
 
@@ -354,18 +346,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
     require_loopback("--dns-listen", a.dns_listen, DEV_LOOPBACK)?;
     require_loopback("--http-listen", a.http_listen, DEV_LOOPBACK)?;
-    // The agent asks the scheduler for its --subnet; when that is not a
-    // node subnet of the cluster CIDR (outside it, or another prefix), the
-    // one node's subnet becomes the cluster CIDR, so that the scheduler
-    // grants exactly the subnet the agent uses.
-    let mut subnets = a.subnets.config()?;
-    if let Some(s) = a.net.subnet()? {
-        // One type on both sides (`drover_model::Ipv4Net`).
-        if !subnets.is_node_subnet(&s) {
-            subnets = drover_scheduler::subnet::SubnetConfig::new(s, s.prefix())
-                .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
-        }
-    }
+    let subnets = dev_subnets(&a)?;
     drover_agent::private_fs::private_dir(&a.data_dir)
         .with_context(|| format!("cannot create data dir {} (0700)", a.data_dir.display()))?;
     let shutdown = CancellationToken::new();
@@ -431,7 +412,47 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         std::sync::Arc::new(role),
     ));
 
-    let agent = AgentConfig {
+    let agent = dev_agent(&a, addr, meta)?;
+    tracing::info!(%addr, %http, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}, status page on http://{http}/");
+    let agent_result = drover_agent::run(agent, shutdown.clone()).await;
+    shutdown.cancel();
+    let sched_result = sched_task.await;
+    let store_result = store_task.await;
+    let dns_result = dns.task.await;
+    let web_result = web_task.await;
+    agent_result?;
+    web_result.context("status page task panicked")??;
+    dns_result.context("DNS task panicked")??;
+    sched_result.context("scheduler task panicked")??;
+    store_result
+        .context("store task panicked")?
+        .map_err(|e| anyhow!("embedded store: {e}"))?;
+    Ok(())
+}
+
+/// `drover dev`'s subnets. The agent asks the scheduler for its
+/// --subnet; when that is not a node subnet of the cluster CIDR (outside
+/// it, or another prefix), the one node's subnet becomes the cluster CIDR,
+/// so that the scheduler grants exactly the subnet the agent uses.
+fn dev_subnets(a: &DevArgs) -> Result<drover_scheduler::subnet::SubnetConfig> {
+    let mut subnets = a.subnets.config()?;
+    if let Some(s) = a.net.subnet()? {
+        // One type on both sides (`drover_model::Ipv4Net`).
+        if !subnets.is_node_subnet(&s) {
+            subnets = drover_scheduler::subnet::SubnetConfig::new(s, s.prefix())
+                .map_err(|e| anyhow!("--subnet {s}: {e}"))?;
+        }
+    }
+    Ok(subnets)
+}
+
+/// `drover dev`'s agent, of the scheduler at `addr`.
+fn dev_agent(
+    a: &DevArgs,
+    addr: SocketAddr,
+    meta: std::collections::BTreeMap<String, String>,
+) -> Result<AgentConfig> {
+    Ok(AgentConfig {
         scheduler: format!("http://{addr}"),
         data_dir: a.data_dir.join("agent"),
         exe: exe()?,
@@ -455,22 +476,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
         node_id: None,
         dns: a.dns.node_dns()?,
         meta,
-    };
-    tracing::info!(%addr, %http, data_dir = %a.data_dir.display(), "drover dev ready: scheduler on {addr}, status page on http://{http}/");
-    let agent_result = drover_agent::run(agent, shutdown.clone()).await;
-    shutdown.cancel();
-    let sched_result = sched_task.await;
-    let store_result = store_task.await;
-    let dns_result = dns.task.await;
-    let web_result = web_task.await;
-    agent_result?;
-    web_result.context("status page task panicked")??;
-    dns_result.context("DNS task panicked")??;
-    sched_result.context("scheduler task panicked")??;
-    store_result
-        .context("store task panicked")?
-        .map_err(|e| anyhow!("embedded store: {e}"))?;
-    Ok(())
+    })
 }
 
 /// `drover scheduler` against a real etcd cluster.

@@ -113,8 +113,8 @@ pub fn embedded_store(
     exporter: &mut Exporter,
     handle: drover_store::embedded::EmbeddedHandle,
 ) -> Result<()> {
-    let sampler =
-        drover_store::metrics::register_embedded(exporter.registry(), handle).map_err(reg)?;
+    let sampler = drover_store::embedded::metrics::register_embedded(exporter.registry(), handle)
+        .map_err(reg)?;
     exporter.add_sampler(Arc::new(sampler));
     Ok(())
 }
@@ -142,8 +142,8 @@ pub async fn dev(
     shutdown: CancellationToken,
 ) -> Result<()> {
     if let Some(addr) = args.metrics_listen {
-        let why = crate::daemon::DEV_LOOPBACK;
-        crate::daemon::require_loopback("--metrics-listen", addr, why)?;
+        let why = crate::process::DEV_LOOPBACK;
+        crate::process::require_loopback("--metrics-listen", addr, why)?;
     }
     let mut exporter = exporter()?;
     embedded_store(&mut exporter, roles.store)?;

@@ -104,6 +104,18 @@ pub(crate) fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Refuses `addr` given as `flag` unless it is a loopback address, saying
+/// `why`.
+pub(crate) fn require_loopback(flag: &str, addr: SocketAddr, why: &str) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        anyhow::bail!("{flag} {addr}: {why}");
+    }
+    Ok(())
+}
+
+/// Why `drover dev` refuses an address off loopback.
+pub(crate) const DEV_LOOPBACK: &str = "drover dev serves on loopback only; use 127.0.0.1";
+
 #[cfg(test)]
 mod tests {
     use super::*;

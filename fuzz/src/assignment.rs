@@ -200,6 +200,7 @@ fn refused_seeds() -> Vec<(&'static str, pb::SchedulerMessage)> {
                 t.rootfs = Some(pb::Rootfs {
                     kind: "dir".into(),
                     path: "/tmp".into(),
+                    ..Default::default()
                 })
             }),
         ),

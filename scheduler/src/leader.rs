@@ -210,17 +210,19 @@ pub async fn serve_elected_reporting(
     role.send_replace(Role::Following { leader: None });
     term.cancel();
     shutdown.cancel();
-    // The agents' streams end now (a graceful drain would keep them on
-    // this term's core): they register with whoever leads next.
+    server.abort();
+    Err(term_lost(&core, candidacy.advertise, fence.revision))
+}
+
+/// Ends a lost term's agent streams at once (a graceful drain would keep
+/// them on this term's core: they register with whoever leads next) and
+/// says so.
+fn term_lost(core: &Core, advertise: String, fence: i64) -> LeaderError {
     core.registry().close_all(&tonic::Status::unavailable(
         "this scheduler's leader term ended; reconnect",
     ));
-    server.abort();
-    tracing::error!(advertise = %candidacy.advertise, fence = fence.revision, "leadership lost: stopped acting and ended the agents' streams");
-    Err(LeaderError::Lost {
-        advertise: candidacy.advertise,
-        fence: fence.revision,
-    })
+    tracing::error!(%advertise, fence, "leadership lost: stopped acting and ended the agents' streams");
+    LeaderError::Lost { advertise, fence }
 }
 
 /// Campaigns until this replica leads; `None` on shutdown. A store that

@@ -36,6 +36,7 @@ pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod core;
+mod counters;
 pub mod deploy;
 pub mod discovery;
 pub mod events;

@@ -10,50 +10,16 @@
 //! client's (`drover_store_client_*`, see `drover_store::metrics`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
 
-use drover_metrics::prometheus::{Histogram, IntCounterVec, IntGauge, IntGaugeVec, Registry};
-use drover_metrics::{MetricsError, SLOW_BUCKETS};
+use drover_metrics::prometheus::{IntGauge, IntGaugeVec, Registry};
+use drover_metrics::MetricsError;
 use drover_model::{AllocStatus, JobKind};
 use tokio::sync::watch;
 
 use crate::core::Core;
+use crate::counters::METRICS;
 use crate::gate::Role;
-use crate::placement::Plan;
-
-struct Metrics {
-    placements: IntCounterVec,
-    placement_seconds: Histogram,
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    Metrics {
-    placements: drover_metrics::counter_vec(
-        "drover_scheduler_placements_total",
-        "Instances the placement passes placed (result=placed) or found no node for (result=unplaced).",
-        &["result"],
-    ),
-    placement_seconds: drover_metrics::histogram(
-        "drover_scheduler_placement_duration_seconds",
-        "Time of one placement pass over a job (reading the cluster excluded).",
-        SLOW_BUCKETS,
-    ),
-}
-});
-
-/// A placement pass that started at `started` produced `plan`.
-pub(crate) fn planned(plan: &Plan, started: Instant) {
-    let m = &*METRICS;
-    m.placement_seconds.observe(started.elapsed().as_secs_f64());
-    let unplaced: u64 = plan.unplaced.iter().map(|u| u64::from(u.count)).sum();
-    m.placements
-        .with_label_values(&["placed"])
-        .inc_by(plan.place.len() as u64);
-    m.placements
-        .with_label_values(&["unplaced"])
-        .inc_by(unplaced);
-}
 
 /// The gauges read from the cluster at scrape time, and where from.
 pub struct SchedulerSampler {

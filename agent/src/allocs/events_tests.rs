@@ -17,6 +17,7 @@ fn running(pid: i32, restarts: u32) -> Track {
         },
         restarts,
         restart_at: None,
+        image: None,
     }
 }
 
@@ -32,6 +33,7 @@ fn exited(pid: i32, code: i32, restarts: u32, restart: bool) -> Track {
         },
         restarts,
         restart_at: restart.then(Instant::now),
+        image: None,
     }
 }
 

@@ -223,12 +223,12 @@ impl Allocs {
         };
         track.restart_at = None;
         track.restarts += 1;
-        crate::metrics::restarted();
+        crate::counters::restarted();
         let Some(spec) = spec else {
             return;
         };
         tracing::info!(alloc_id = %alloc_id, task = %task, restarts = track.restarts, "restarting task");
-        track.state = match crate::metrics::timed_start(runtime.start(&spec)).await {
+        track.state = match crate::counters::timed_start(runtime.start(&spec)).await {
             Ok(s) => s,
             Err(e) => TaskState::Failed {
                 message: e.to_string(),
@@ -289,7 +289,7 @@ impl Allocs {
             return state;
         }
         let spec = task_spec(alloc, t, Some(net.task.clone()));
-        match crate::metrics::timed_start(self.runtime.start(&spec)).await {
+        match crate::counters::timed_start(self.runtime.start(&spec)).await {
             Ok(state) => {
                 tracing::info!(alloc_id = %alloc.id, alloc = %alloc.name, task = %t.name, ?state, "task started");
                 state

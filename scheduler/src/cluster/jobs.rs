@@ -218,7 +218,7 @@ impl Cluster {
             now,
             &super::deploy::managed(&outcome),
         );
-        crate::metrics::planned(&planned.plan, started);
+        crate::counters::planned(&planned.plan, started);
         let plan = &planned.plan;
         record.pending = queue::pending_after(plan, &record.pending, now);
         // The spec is unchanged but what waits is not: the record is

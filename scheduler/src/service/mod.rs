@@ -180,15 +180,7 @@ pub async fn serve_api(
         .unwrap_or_default();
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(health, gate.watch(), shutdown.clone()));
-    // Reflection in both forms: v1, and v1alpha that many tools (Python's
-    // grpcio-reflection among them) still speak.
-    let reflection_builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection = reflection_builder().build_v1()?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    let (reflection, reflection_v1alpha) = reflection()?;
     let api = Api::new(core.clone());
     tracing::info!(%addr, mtls = tls.is_some(), "scheduler gRPC API listening");
     let mtls = tls.is_some();
@@ -268,6 +260,28 @@ pub async fn serve_api(
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|source| ServeError::Transport { addr, source })
+}
+
+/// Server reflection in both forms: v1, and v1alpha that many tools
+/// (Python's grpcio-reflection among them) still speak.
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(drover_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// Keeps the health of the Drover services in step with the role: serving

@@ -75,6 +75,7 @@ mod dir;
 mod kv;
 mod lease;
 mod local_only;
+pub mod metrics;
 mod mvcc;
 mod open;
 mod record;
@@ -452,7 +453,7 @@ impl EmbeddedEtcd {
             .map_err(|e| EmbeddedError::Reflection(e.to_string()))?;
         let result = tonic::transport::Server::builder()
             .layer(local_users)
-            .layer(tower_layer::layer_fn(crate::metrics::CountRequests))
+            .layer(tower_layer::layer_fn(metrics::CountRequests))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)

@@ -123,7 +123,7 @@ impl LogFile for DiskLog {
     fn sync_data(&mut self) -> io::Result<()> {
         let started = std::time::Instant::now();
         let synced = self.file.sync_data();
-        crate::metrics::fsync_took(started.elapsed().as_secs_f64());
+        super::metrics::fsync_took(started.elapsed().as_secs_f64());
         synced
     }
 
