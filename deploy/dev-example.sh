@@ -59,6 +59,6 @@ echo "\$ drover logs client | tail -n 1"
 echo
 echo "drover dev keeps running. Try: $bin logs <alloc-id>, $bin job status web, $bin job stop hello"
 echo "Status page: http://$(cat "$data/http.addr" 2>/dev/null || echo 127.0.0.1:4681)/"
-[ -f "$data/dev.pid" ] && echo "Stop it with: kill $(cat "$data/dev.pid")"
+[ -f "$data/dev.pid" ] && echo "Stop it with: kill $(cat "$data/dev.pid"); then remove the tasks and networking it leaves with: $bin dev --cleanup --data-dir $data"
 echo "Tasks outlive drover dev; to remove them and the node's networking (bridge drover0, firewall table):"
 echo "  $bin job stop hello; $bin job stop web; $bin job stop client; kill \$(cat $data/dev.pid); $bin agent --cleanup --data-dir $data/agent"

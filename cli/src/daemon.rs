@@ -39,6 +39,11 @@ pub struct DevArgs {
     /// bound address is written to `<data-dir>/http.addr`.
     #[arg(long, default_value = crate::web::DEFAULT_HTTP_LISTEN)]
     http_listen: SocketAddr,
+    /// After `drover dev` was stopped: stop every task it left running and
+    /// delete every allocation's network namespace and veth, the bridge and
+    /// the firewall table, then exit (the store and logs stay).
+    #[arg(long)]
+    cleanup: bool,
     /// Cgroup directory (in every hierarchy) that holds the tasks' cgroups.
     #[arg(long, default_value = "drover")]
     cgroup_parent: PathBuf,
@@ -342,6 +347,11 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     init_logging(&a.log, a.log_format.log_format);
     let meta = a.meta.entries()?;
     require_root("drover dev")?;
+    if a.cleanup {
+        let report = drover_agent::cleanup(&dev_agent(&a, a.listen, meta)?).await?;
+        tracing::info!(?report, "drover dev's node cleaned up");
+        return Ok(());
+    }
     require_loopback("--listen", a.listen, DEV_LOOPBACK)?;
     require_loopback("--store-listen", a.store_listen, DEV_LOOPBACK)?;
     require_loopback("--dns-listen", a.dns_listen, DEV_LOOPBACK)?;
