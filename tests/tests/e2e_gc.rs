@@ -78,13 +78,17 @@ fn finished_allocations_are_kept_for_a_while_then_removed() {
     // any agent started it more than once.
     let batch_alloc = alloc_dir.file_name().unwrap().to_string_lossy().to_string();
     let log = std::fs::read_to_string(c.data_dir().join(DEV_LOG)).unwrap();
-    let starts = log
+    let starts: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("task started") && l.contains(&batch_alloc))
-        .count();
+        // The executor's line (the scheduler logs a Started event too).
+        .filter(|l| l.contains("executor: task started") && l.contains(&batch_alloc))
+        .collect();
     assert_eq!(
-        starts, 1,
-        "the collected batch {batch_alloc} started {starts} times"
+        starts.len(),
+        1,
+        "the collected batch {batch_alloc} started {} times:\n{}",
+        starts.len(),
+        starts.join("\n")
     );
     let j = c.cli_json(&["job", "status", &job]);
     assert_eq!(str_of(&j, "status"), "complete", "{j}");
