@@ -180,9 +180,17 @@ async fn two_schedulers_never_hand_out_one_subnet_twice() {
     for i in 0..24 {
         let addr = cluster.addrs[i % 2].clone();
         joins.spawn(async move {
-            let mut a = connect(&addr, &format!("n{i:02}"), "127.0.0.1")
-                .await
-                .unwrap();
+            // As `drover agent` does, a registration the scheduler gave up
+            // on (ABORTED: too many conflicting writes while 24 nodes and
+            // 2 schedulers race) is tried again.
+            let mut tries = 0;
+            let mut a = loop {
+                match connect(&addr, &format!("n{i:02}"), "127.0.0.1").await {
+                    Ok(a) => break a,
+                    Err(s) if s.code() == tonic::Code::Aborted && tries < 5 => tries += 1,
+                    Err(s) => panic!("n{i:02} could not register: {s}"),
+                }
+            };
             let r = a.registered().await;
             (a, r)
         });
