@@ -48,14 +48,12 @@ pub async fn logs(opts: &ClientOpts, req: &LogsRequest<'_>) -> Result<()> {
     }
 }
 
-/// The allocations of job `job` whose logs `drover logs JOB` shows: the
-/// live ones (desired `run`, `pending` or `running`), or every one when none
-/// is live (a finished batch job's), ordered by name.
-async fn job_allocs(
+/// Every allocation of job `job`.
+async fn list_allocs(
     allocs: &mut pb::alloc_service_client::AllocServiceClient<Channel>,
     job: &str,
 ) -> Result<Vec<pb::Allocation>> {
-    let list = allocs
+    Ok(allocs
         .list(pb::ListAllocsRequest {
             job: job.to_string(),
             node_id: String::new(),
@@ -63,7 +61,17 @@ async fn job_allocs(
         .await
         .map_err(status_error)?
         .into_inner()
-        .allocations;
+        .allocations)
+}
+
+/// The allocations of job `job` whose logs `drover logs JOB` shows: the
+/// live ones (desired `run`, `pending` or `running`), or every one when none
+/// is live (a finished batch job's), ordered by name.
+async fn job_allocs(
+    allocs: &mut pb::alloc_service_client::AllocServiceClient<Channel>,
+    job: &str,
+) -> Result<Vec<pb::Allocation>> {
+    let list = list_allocs(allocs, job).await?;
     let live: Vec<pb::Allocation> = list
         .iter()
         .filter(|a| a.desired == "run" && matches!(a.status.as_str(), "pending" | "running"))
@@ -81,15 +89,7 @@ async fn pick_alloc(
     job: &str,
     pick: &str,
 ) -> Result<String> {
-    let all = allocs
-        .list(pb::ListAllocsRequest {
-            job: job.to_string(),
-            node_id: String::new(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .allocations;
+    let all = list_allocs(allocs, job).await?;
     if all.is_empty() {
         bail!("job {job:?} has no allocations (--alloc picks one of a job's)");
     }
