@@ -30,6 +30,7 @@ pub mod error;
 pub mod exec;
 pub mod io_error;
 pub mod log_stream;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod node;

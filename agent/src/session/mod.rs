@@ -495,6 +495,7 @@ impl Session<'_> {
         bootstrap::network_ready(self.config, &self.node.id, r, allocs).await;
         let bridge = allocs.network().map(|up| up.bridge().ip);
         self.dns.ensure(bridge, dns::zone_of(r));
+        crate::memory::release_after_start();
     }
 
     async fn on_log_request(&mut self, allocs: &Allocs, req: pb::LogRequest) {
