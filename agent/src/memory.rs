@@ -17,39 +17,72 @@
 //! segment holding a copied page, such as the relocated `.data.rel.ro`, is
 //! never touched: dropping it would read the unrelocated bytes back from
 //! the file. The supervisor does the same once its task runs
-//! (`runtime::supervisor`), the agent once it has registered
+//! (`runtime::supervisor`), the agent once it has registered and again
+//! after each burst of work once the node is quiet
 //! ([`release_after_start`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long after its first registration the agent gives back its start-up
 /// pages: the first reconciliation, report and heartbeat are done by then.
 pub const RELEASE_AFTER_REGISTERED: Duration = Duration::from_secs(2);
 
-/// Set once the agent's release is scheduled: it is done once per process.
+/// How long the node must have been quiet (no assignment applied) after a
+/// burst of work before the agent gives back the pages the burst mapped
+/// (starting a hundred allocations maps megabytes of code that then idles).
+pub const QUIET_FOR: Duration = Duration::from_secs(10);
+
+/// Set once the agent's releases are scheduled: one loop per process.
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
 
-/// Once per process, [`RELEASE_AFTER_REGISTERED`] from now: gives back the
-/// binary's start-up pages and the heap freed since (on a blocking thread:
-/// it reads `/proc/self/smaps`).
+/// Assignments applied so far ([`busy`]).
+static WORK: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one piece of work (an assignment applied): the next release waits
+/// until the node has been quiet for [`QUIET_FOR`].
+pub fn busy() {
+    WORK.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Once per process: [`RELEASE_AFTER_REGISTERED`] from now, gives back the
+/// binary's start-up pages and the heap freed since; then, after each
+/// burst of work, once the node has been quiet for [`QUIET_FOR`], the pages
+/// the burst mapped. (On a blocking thread: it reads `/proc/self/smaps`.)
 pub fn release_after_start() {
     if SCHEDULED.swap(true, Ordering::Relaxed) {
         return;
     }
     tokio::spawn(async {
         tokio::time::sleep(RELEASE_AFTER_REGISTERED).await;
-        let released = tokio::task::spawn_blocking(|| {
-            let kib = release_binary_text();
-            trim_heap();
-            kib
-        })
-        .await;
-        match released {
-            Ok(kib) => tracing::debug!(released_kib = kib, "gave back the start-up code's pages"),
-            Err(error) => tracing::debug!(%error, "the page release task ended early"),
+        release_now().await;
+        let mut released_at = WORK.load(Ordering::Relaxed);
+        let mut seen = released_at;
+        loop {
+            tokio::time::sleep(QUIET_FOR).await;
+            let now = WORK.load(Ordering::Relaxed);
+            if now != released_at && now == seen {
+                release_now().await;
+                released_at = now;
+            }
+            seen = now;
         }
     });
+}
+
+/// Gives back the binary's clean pages and the freed heap, on a blocking
+/// thread.
+async fn release_now() {
+    let released = tokio::task::spawn_blocking(|| {
+        let kib = release_binary_text();
+        trim_heap();
+        kib
+    })
+    .await;
+    match released {
+        Ok(kib) => tracing::debug!(released_kib = kib, "gave back the pages of code run once"),
+        Err(error) => tracing::debug!(%error, "the page release task ended early"),
+    }
 }
 
 /// Drops this process's page-table entries for its executable's read-only,

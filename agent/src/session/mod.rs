@@ -445,6 +445,7 @@ impl Session<'_> {
         match msg.msg {
             Some(Msg::Registered(r)) => self.on_registered(allocs, &r).await,
             Some(Msg::Assignments(a)) => {
+                crate::memory::busy();
                 let all = self.merge(a);
                 let (assignments, refused) = assignment::decode_all(&all);
                 allocs.converge(&assignments, &refused).await;
