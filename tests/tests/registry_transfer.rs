@@ -22,6 +22,7 @@ use serde_json::Value;
 
 const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZSTD_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Size of the layer file a cut transfer carries.
 const BIG: usize = 24 << 20;
 /// Where the proxy cuts it.
@@ -354,30 +355,41 @@ fn a_multi_arch_index_runs_the_node_platform_and_records_its_manifest() {
     let index_digest = reg
         .push(&source, "drover/multi:v1", None, &["--all"])
         .expect("push");
+    // The same as a Docker manifest list of Docker v2 schema 2 manifests.
+    reg.push(
+        &source,
+        "drover/multi-docker:v1",
+        None,
+        &["--all", "--format", "v2s2"],
+    )
+    .expect("push");
     // Only foreign platforms.
     let foreign = layout.index(&entries[..3]).expect("index");
     let source = layout.tag(&foreign, "foreign").expect("tag");
     reg.push(&source, "drover/foreign:v1", None, &["--all"])
         .expect("push");
 
-    let served = reg.raw_manifest("drover/multi:v1", None).expect("index");
-    assert_eq!(str_of(&served, "mediaType"), OCI_INDEX, "{served}");
-    let native = arr(&served["manifests"])
-        .iter()
-        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
-        .map(|m| str_of(m, "digest").to_owned())
-        .expect("the native manifest in the index");
-    assert_ne!(native, index_digest);
-
     let c = cluster(work.path(), reg.addr(), "");
-    let image = format!("{}/drover/multi:v1", reg.addr());
-    let (out, j) = run_job(&c, &image, "test \"$(cat /marker)\" = native");
-    assert_complete(&c, &out, &j);
-    assert_eq!(
-        str_of(&task(&j), "image_digest"),
-        format!("{}/drover/multi@{native}", reg.addr()),
-        "the recorded digest is not linux/{arch}'s manifest"
-    );
+    for (repo, list_type) in [("multi", OCI_INDEX), ("multi-docker", DOCKER_LIST)] {
+        let served = reg
+            .raw_manifest(&format!("drover/{repo}:v1"), None)
+            .expect("index");
+        assert_eq!(str_of(&served, "mediaType"), list_type, "{served}");
+        let native = arr(&served["manifests"])
+            .iter()
+            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+            .map(|m| str_of(m, "digest").to_owned())
+            .expect("the native manifest in the index");
+        assert_ne!(native, index_digest);
+        let image = format!("{}/drover/{repo}:v1", reg.addr());
+        let (out, j) = run_job(&c, &image, "test \"$(cat /marker)\" = native");
+        assert_complete(&c, &out, &j);
+        assert_eq!(
+            str_of(&task(&j), "image_digest"),
+            format!("{}/drover/{repo}@{native}", reg.addr()),
+            "the recorded digest is not linux/{arch}'s manifest"
+        );
+    }
 
     // No manifest for the node: refused naming the image and what it has.
     let image = format!("{}/drover/foreign:v1", reg.addr());
