@@ -17,12 +17,14 @@
 #   docker-registry    the distribution registry: image pull tests run one on loopback
 #   skopeo             fills that registry from OCI layouts the tests build
 #   apache2-utils      htpasswd: the registry's basic-auth file
+#   zstd               compresses the zstd image layers the transfer tests push
 # drover_install_bench_deps adds what only the benchmarks need:
 #   dnsperf knot       the DNS load generator and the anchor server (bench/dns)
 set -euo pipefail
 
 drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils nftables crun runc ca-certificates gcc python3 chromium curl python3-venv)
 drover_packages+=(prometheus docker-registry skopeo apache2-utils)
+drover_packages+=(zstd)
 
 drover_bench_packages=(dnsperf knot)
 

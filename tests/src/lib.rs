@@ -18,6 +18,8 @@ pub mod metrics;
 mod netns_exec;
 pub mod procs;
 pub mod registry;
+pub mod registry_lab;
+pub mod registry_token;
 pub mod runtime;
 pub mod sim;
 pub mod skydns;

@@ -279,18 +279,17 @@ impl ImageCache {
     /// unpacking it first when the cache does not hold it.
     fn ensure_layer(&self, layout: &Layout, desc: &Descriptor) -> Result<PathBuf, OciError> {
         let hex = layout.hex(desc)?;
-        let compression = match desc.media_type.as_str() {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => unpack::Compression::None,
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => unpack::Compression::Gzip,
-            other => {
-                return Err(layout.invalid(
+        let compression =
+            unpack::Compression::of_media_type(&desc.media_type).ok_or_else(|| {
+                layout.invalid(
                     format!("layer {}", desc.digest),
-                    format!("media type {other:?} is not supported (tar or tar+gzip only)"),
-                ))
-            }
-        };
+                    format!(
+                        "media type {:?} is not supported ({} only)",
+                        desc.media_type,
+                        unpack::SUPPORTED_LAYERS
+                    ),
+                )
+            })?;
         // Always verified, cached or not: the cache is keyed by the digest
         // the image claims, so the image must prove it.
         layout.verify_blob(desc)?;

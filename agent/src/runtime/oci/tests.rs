@@ -205,14 +205,14 @@ fn bad_digests_media_types_and_missing_layouts_are_named() {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+        "layers": [{"mediaType": "application/vnd.example.layer.v1.tar+lz4",
                     "digest": format!("sha256:{}", "cd".repeat(32))}],
     });
     std::fs::remove_dir_all(&layout_dir).expect("rm");
     let layout_dir = layout(tmp.path(), manifest.to_string().as_bytes(), None);
     add_blob(&layout_dir, br#"{"config":{"Cmd":["/x"]}}"#);
-    let err = cache.resolve(&layout_dir).expect_err("zstd");
-    assert!(err.to_string().contains("tar+zstd"), "{err}");
+    let err = cache.resolve(&layout_dir).expect_err("lz4");
+    assert!(err.to_string().contains("tar+lz4"), "{err}");
 
     let missing = tmp.path().join("nothing-here");
     let err = cache.resolve(&missing).expect_err("missing");

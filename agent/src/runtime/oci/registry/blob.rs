@@ -19,6 +19,9 @@ use super::{hex, Desc, Session};
 
 /// Attempts at one blob (the first and the resumptions).
 const ATTEMPTS: u32 = 4;
+/// Pause before the second attempt, doubled before each later one: a
+/// registry restarting (or a balancer moving it) gets a moment.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The layer's directory in the cache, downloading and unpacking it first
 /// when the cache does not hold it.
@@ -32,17 +35,13 @@ pub(super) async fn ensure_layer(
         .map_err(|e| format!("layer {e}"))?
         .trim_start_matches("sha256:")
         .to_owned();
-    let compression = match desc.media_type.as_str() {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar" => Compression::None,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Compression::Gzip,
-        other => {
-            return Err(format!(
-                "layer {digest}: media type {other:?} is not supported (tar or tar+gzip only)"
-            ))
-        }
-    };
+    let compression = Compression::of_media_type(&desc.media_type).ok_or_else(|| {
+        format!(
+            "layer {digest}: media type {:?} is not supported ({} only)",
+            desc.media_type,
+            unpack::SUPPORTED_LAYERS
+        )
+    })?;
     let target = cache.layer_dir(&hex_digest);
     if target.is_dir() {
         debug!(image = %s.image, layer = %digest, "layer cached");
@@ -98,7 +97,12 @@ async fn download(s: &Session, desc: &Desc, path: &Path) -> Result<(), String> {
     let mut hasher = Sha256::new();
     let mut got: u64 = 0;
     let mut last_error = String::new();
+    // Where and why the transfer first broke, for the final error.
+    let mut broke_at: Option<(u64, String)> = None;
     for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(RETRY_PAUSE * (1 << (attempt - 1))).await;
+        }
         let stream = if got == 0 {
             s.client
                 .pull_blob_stream(&s.reference, digest)
@@ -133,7 +137,14 @@ async fn download(s: &Session, desc: &Desc, path: &Path) -> Result<(), String> {
                     warn!(image = %s.image, layer = %digest, error = %last_error, "retrying layer");
                     continue;
                 }
-                return Err(last_error);
+                return Err(match &broke_at {
+                    Some((at, why)) => format!(
+                        "layer {digest}: the transfer broke after {at} of {} bytes ({why}) \
+                         and could not be resumed: {last_error}",
+                        desc.size
+                    ),
+                    None => last_error,
+                });
             }
         };
         let mut broke = false;
@@ -145,7 +156,8 @@ async fn download(s: &Session, desc: &Desc, path: &Path) -> Result<(), String> {
                     got += bytes.len() as u64;
                 }
                 Err(e) => {
-                    last_error = e.to_string();
+                    last_error = super::error_chain(&e);
+                    broke_at.get_or_insert((got, last_error.clone()));
                     broke = true;
                     break;
                 }

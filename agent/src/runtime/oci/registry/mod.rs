@@ -255,7 +255,8 @@ impl Session {
 
     /// From the manifest or index the reference names (`top`, whose
     /// digest is `top_digest`): the platform's manifest, the config and
-    /// the layers, into the cache.
+    /// the layers, into the cache. The image is pinned to the manifest
+    /// of the node's platform (the index's digest is only logged).
     async fn resolve(
         &self,
         cache: &ImageCache,
@@ -304,6 +305,9 @@ impl Session {
             .await?;
         layers.reverse();
         let c = config.config.unwrap_or_default();
+        // The platform's manifest, not the index: exactly what runs here,
+        // and what a restart pulls without the index.
+        let pinned = image.pinned(&manifest_digest).to_string();
         Ok(ResolvedImage {
             image: PathBuf::from(image.to_string()),
             manifest: manifest_digest,
@@ -315,7 +319,7 @@ impl Session {
                 working_dir: c.working_dir.filter(|w| !w.is_empty()),
                 user: c.user.filter(|u| !u.is_empty()),
             },
-            reference: Some(image.pinned(top_digest).to_string()),
+            reference: Some(pinned),
         })
     }
 
