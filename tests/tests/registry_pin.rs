@@ -124,8 +124,14 @@ fn wanted(j: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// The first task's state (`Null` before the node reported any).
 fn task(a: &Value) -> &Value {
-    &arr(&a["tasks"])[0]
+    &a["tasks"][0]
+}
+
+/// `field` of the first task, empty when it is not there yet.
+fn task_str<'a>(a: &'a Value, field: &str) -> &'a str {
+    task(a)[field].as_str().unwrap_or_default()
 }
 
 /// What allocation `id`'s task printed: one marker line per start.
@@ -150,8 +156,8 @@ fn wait_pinned(c: &DevCluster, name: &str, n: usize, pinned: &str) -> Value {
             let ok = w.len() == n
                 && w.iter().all(|a| {
                     str_of(a, "status") == "running"
-                        && str_of(task(a), "state") == "running"
-                        && str_of(task(a), "image_digest") == pinned
+                        && task_str(a, "state") == "running"
+                        && task_str(a, "image_digest") == pinned
                 });
             ok.then_some(j)
         },
@@ -220,7 +226,7 @@ fn a_moved_tag_leaves_the_deployment_on_its_first_digest() {
         let j = c.cli_json(&["job", "status", &name]);
         let a = wanted(&j).into_iter().find(|a| str_of(a, "id") == old_id)?;
         let t = task(&a);
-        (t["restarts"] == 1 && str_of(t, "state") == "running").then_some(())
+        (t["restarts"] == 1 && t["state"] == "running").then_some(())
     });
     wait_pinned(c, &name, 3, &first);
     assert_eq!(markers(c, &old_id), ["a", "a"]);
@@ -235,14 +241,14 @@ fn a_moved_tag_leaves_the_deployment_on_its_first_digest() {
             .into_iter()
             .find(|a| str_of(a, "id") == newest_id)?;
         let t = task(&a);
-        (t["restarts"] == 1 && str_of(t, "state") == "running").then_some(())
+        (t["restarts"] == 1 && t["state"] == "running").then_some(())
     });
     kill_task(c, &name, &newest_id);
     let running = poll_until("a replacement to run", WAIT * 3, || {
         let j = c.cli_json(&["job", "status", &name]);
         let running: Vec<Value> = wanted(&j)
             .into_iter()
-            .filter(|a| str_of(task(a), "state") == "running")
+            .filter(|a| task_str(a, "state") == "running")
             .collect();
         let replaced = running.len() == 3 && running.iter().all(|a| str_of(a, "id") != newest_id);
         replaced.then_some(running)
