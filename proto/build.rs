@@ -18,6 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // with them, and callers build their own `Channel` anyway.
     tonic_prost_build::configure()
         .build_transport(false)
+        // Sorted: an assignment's encoding (which the scheduler fingerprints
+        // to send only what changed) must not depend on hash order.
+        .btree_map(".drover.v1.Assignment.image_pins")
         .file_descriptor_set_path(out.join("drover_descriptor.bin"))
         .compile_protos(&drover, &["."])?;
     tonic_prost_build::configure()

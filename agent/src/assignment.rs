@@ -187,6 +187,11 @@ pub struct Task {
     pub seccomp: SeccompMode,
     /// Whether a minimal init is its PID 1 (the job's `init`, default on).
     pub init: bool,
+    /// For a registry image named by tag: the reference pinned to the
+    /// digest its deployment resolved (`Assignment.image_pins`), which it
+    /// runs instead of what the tag names now; `None` before the
+    /// deployment has one.
+    pub pinned_image: Option<String>,
 }
 
 /// A task's root filesystem.
@@ -254,9 +259,11 @@ impl TryFrom<&pb::Assignment> for Assignment {
         let group = a.group.as_ref().ok_or_else(|| InvalidAssignment::Missing {
             field: "group".into(),
         })?;
+        let mut group = Group::try_from(group)?;
+        pins::apply(&mut group.tasks, &a.image_pins);
         Ok(Assignment {
             alloc: Allocation::try_from(alloc)?,
-            group: Group::try_from(group)?,
+            group,
             job_kind: JobKind::parse("job_kind", &a.job_kind)?,
         })
     }
@@ -390,6 +397,7 @@ impl TryFrom<&pb::Task> for Task {
                 expected: "\"\", \"default\" or \"unconfined\"",
             })?,
             init: !t.no_init,
+            pinned_image: None,
         })
     }
 }
@@ -537,6 +545,7 @@ pub fn decode_all(list: &[pb::Assignment]) -> (Vec<Assignment>, Vec<Refused>) {
     (ok, refused)
 }
 
+mod pins;
 mod services;
 
 #[cfg(test)]

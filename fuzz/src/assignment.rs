@@ -91,6 +91,7 @@ pub fn assignments_of(spec: &JobSpec) -> pb::SchedulerMessage {
                 }),
                 group: Some(pb::Group::from(group)),
                 job_kind: spec.kind.as_str().into(),
+                image_pins: Default::default(),
             });
         }
     }
@@ -156,6 +157,7 @@ fn refused_seeds() -> Vec<(&'static str, pb::SchedulerMessage)> {
                 allocation: a,
                 group: g,
                 job_kind: kind.into(),
+                image_pins: Default::default(),
             }],
             partial: true,
             removed: vec!["gone".into()],

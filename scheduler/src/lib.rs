@@ -41,6 +41,7 @@ pub mod deploy;
 pub mod discovery;
 pub mod events;
 pub mod gate;
+pub mod image_pins;
 pub mod job;
 pub mod job_status;
 pub mod jobfile;

@@ -84,6 +84,10 @@ pub enum Kind {
     /// order, bounded per allocation and cluster-wide (see the scheduler's
     /// `events` module).
     Event,
+    /// `image-pins/<job>/<group>/<instance spec hash>/<task>`: the digest
+    /// a registry image's tag was resolved to once for a deployment (see
+    /// the scheduler's `image_pins` module).
+    ImagePin,
 }
 
 impl Kind {
@@ -98,6 +102,7 @@ impl Kind {
             Kind::JobVersion => "versions/",
             Kind::Audit => "audit/",
             Kind::Event => "events/",
+            Kind::ImagePin => "image-pins/",
         }
     }
 }

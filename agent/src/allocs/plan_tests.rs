@@ -24,6 +24,7 @@ fn task(name: &str) -> Task {
         logs: None,
         seccomp: Default::default(),
         init: true,
+        pinned_image: None,
     }
 }
 

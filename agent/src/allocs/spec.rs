@@ -39,8 +39,12 @@ pub fn task_spec(a: &Allocation, t: &Task, network: Option<TaskNetwork>) -> Task
         rootfs: Some(match &t.rootfs {
             assignment::Rootfs::Host => Rootfs::Host,
             assignment::Rootfs::Dir(path) => Rootfs::Dir { path: path.clone() },
+            // A tag pinned for its deployment runs the pinned digest.
             assignment::Rootfs::Oci(image) => Rootfs::Oci {
-                image: image.clone(),
+                image: t
+                    .pinned_image
+                    .as_ref()
+                    .map_or_else(|| image.clone(), Into::into),
             },
         }),
         network,

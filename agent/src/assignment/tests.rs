@@ -41,7 +41,45 @@ fn wire() -> pb::Assignment {
             ..Default::default()
         }),
         job_kind: "batch".into(),
+        image_pins: Default::default(),
     }
+}
+
+#[test]
+fn a_deployment_pin_applies_only_to_its_tag() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let mut w = wire();
+    let rootfs = &mut w.group.as_mut().expect("group").tasks[0].rootfs;
+    *rootfs = Some(pb::Rootfs {
+        kind: "oci".into(),
+        path: String::new(),
+        image: "reg.lan:5000/team/web:1.4".into(),
+    });
+    let pinned = format!("reg.lan:5000/team/web@{digest}");
+    w.image_pins.insert("app".into(), pinned.clone());
+    let a = Assignment::try_from(&w).expect("valid");
+    assert_eq!(
+        a.group.tasks[0].pinned_image.as_deref(),
+        Some(pinned.as_str())
+    );
+    // Another repository's digest is no pin of this task.
+    w.image_pins
+        .insert("app".into(), format!("reg.lan:5000/team/other@{digest}"));
+    let a = Assignment::try_from(&w).expect("valid");
+    assert_eq!(a.group.tasks[0].pinned_image, None);
+    // Nor is a tag, nor a pin of a task that names a directory.
+    w.image_pins
+        .insert("app".into(), "reg.lan:5000/team/web:1.5".into());
+    assert_eq!(
+        Assignment::try_from(&w).expect("valid").group.tasks[0].pinned_image,
+        None
+    );
+    let mut d = wire();
+    d.image_pins.insert("app".into(), pinned);
+    assert_eq!(
+        Assignment::try_from(&d).expect("valid").group.tasks[0].pinned_image,
+        None
+    );
 }
 
 /// A name the scheduler would never send (not a DNS label) whose 63rd

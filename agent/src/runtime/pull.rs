@@ -1,6 +1,14 @@
 //! [`Runtime`]'s side of images from registries: the node policy first
 //! (before any request), then the digest recorded for the task, then the
 //! pull ([`oci::registry::Puller`]).
+//!
+//! A tag is resolved once per deployment, not per node: the scheduler
+//! records the digest of the deployment's first start and sends it with
+//! every assignment of that deployment (`Assignment.image_pins`); the
+//! agent then hands the runtime the pinned reference itself
+//! (`crate::allocs::spec`), which is pulled as named. The task's own
+//! record below covers what comes before a pin reaches the node (the
+//! restarts of the very first start).
 
 use drover_model::image_ref::ImageRef;
 use tracing::info;
@@ -10,9 +18,10 @@ use super::oci::{ResolvedImage, IMAGE_RECORD_NOTE};
 use super::{Runtime, RuntimeError, TaskSpec};
 
 impl Runtime {
-    /// Pulls `image` for `spec`'s task. A task restarted in its directory
-    /// pulls the digest its first start resolved (recorded in its
-    /// `image.json`), never what the tag names now.
+    /// Pulls `image` for `spec`'s task. `image` is already pinned when its
+    /// deployment has a digest; otherwise a task restarted in its
+    /// directory pulls the digest its first start resolved (recorded in
+    /// its `image.json`), never what the tag names now.
     pub(super) async fn pull_image(
         &self,
         spec: &TaskSpec,

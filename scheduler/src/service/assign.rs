@@ -34,6 +34,9 @@ type ByNode = HashMap<String, Vec<pb::Assignment>>;
 #[derive(Debug, Default)]
 pub struct Snapshots {
     latest: tokio::sync::Mutex<Option<(Instant, Arc<ByNode>)>>,
+    /// Records the image digests agents report as their deployment's pin
+    /// (which the assignments then carry: [`crate::image_pins`]).
+    pub pins: crate::image_pins::Recorder,
 }
 
 impl Snapshots {
@@ -53,8 +56,10 @@ impl Snapshots {
             None => {
                 let started = Instant::now();
                 let (allocs, jobs) = core.cluster().allocs_and_jobs().await?;
+                let pins = crate::image_pins::Pins::read(core.cluster().store()).await?;
                 let mut by_node = ByNode::new();
                 for a in transitions::assigned_anywhere(&allocs, &jobs) {
+                    let version = jobs.get(&a.alloc.job).map_or(0, |j| j.version);
                     by_node
                         .entry(a.alloc.node_id.clone())
                         .or_default()
@@ -62,6 +67,7 @@ impl Snapshots {
                             allocation: Some(pb::Allocation::from(a.alloc)),
                             group: Some(pb::Group::from(a.group)),
                             job_kind: a.kind.as_str().into(),
+                            image_pins: pins.for_alloc(a.alloc, a.group, version),
                         });
                 }
                 let s = Arc::new(by_node);

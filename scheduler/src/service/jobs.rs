@@ -229,6 +229,11 @@ impl pb::job_service_server::JobService for Api {
         let Some(stopped) = self.core.stop(name).await? else {
             return Err(Status::not_found(format!("no job named {name:?}")));
         };
+        // Running it again is a new deployment: its image tags resolve
+        // anew.
+        if let Err(error) = crate::image_pins::forget_job(self.core.cluster().store(), name).await {
+            tracing::warn!(job = %name, %error, "cannot forget the job's image pins");
+        }
         // A periodic parent's stop ends its launching; its running
         // children finish on their own.
         let jobs = self.core.cluster().jobs().await?;

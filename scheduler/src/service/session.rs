@@ -45,6 +45,7 @@ pub(super) fn run(
         dns_pace,
         ended.clone(),
     ));
+    let snapshots = assignments.0.clone();
     tokio::spawn(push_assignments(
         core.clone(),
         node.id.clone(),
@@ -53,7 +54,13 @@ pub(super) fn run(
         ended.clone(),
         assignments,
     ));
-    tokio::spawn(receive(core, node.id, session.id, inbound, ended));
+    tokio::spawn(receive(
+        core,
+        (node.id, session.id),
+        inbound,
+        ended,
+        snapshots,
+    ));
 }
 
 /// Sends the node its assignments each time they may have changed.
@@ -106,10 +113,10 @@ async fn push_assignments(
 /// ends the session (see [`Core::session_ended`]).
 async fn receive(
     core: Arc<Core>,
-    node_id: String,
-    session: u64,
+    (node_id, session): (String, u64),
     mut inbound: Streaming<pb::AgentMessage>,
     ended: CancellationToken,
+    snapshots: Arc<Snapshots>,
 ) {
     let _end_session = ended.drop_guard();
     let grace = core.timing().node_grace;
@@ -155,6 +162,11 @@ async fn receive(
                     tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record allocation status; closing the session");
                     break;
                 }
+                // A tag's first resolution becomes its deployment's pin.
+                snapshots
+                    .pins
+                    .record(core.cluster().store(), &node_id, &st)
+                    .await;
             }
             Some(pb::agent_message::Msg::LogData(d)) => {
                 core.logs().route(core.registry(), &node_id, d)
