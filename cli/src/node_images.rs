@@ -81,7 +81,11 @@ fn print_tables(r: &pb::NodeImagesResponse, now_ms: i64) {
                 vec![
                     short(&l.digest),
                     size(l.size_bytes),
-                    l.used_by.iter().map(|m| short(m)).collect::<Vec<_>>().join(","),
+                    l.used_by
+                        .iter()
+                        .map(|m| short(m))
+                        .collect::<Vec<_>>()
+                        .join(","),
                     age(now_ms, l.last_used_unix_ms),
                     yes_no(l.in_use),
                 ]

@@ -164,7 +164,10 @@ fn pull_progress_is_reported_as_allocation_events() {
         .find(|e| str_of(e, "type") == "Pulled")
         .expect("Pulled");
     let m = str_of(pulled, "message");
-    assert!(m.contains("@sha256:") && m.contains(" MB downloaded in "), "{m:?}");
+    assert!(
+        m.contains("@sha256:") && m.contains(" MB downloaded in "),
+        "{m:?}"
+    );
     // Pulling comes before Started, Pulled too.
     let pos = |t: &str| events.iter().position(|e| str_of(e, "type") == t);
     assert!(pos("Pulling") < pos("Started"), "{events:?}");
@@ -197,8 +200,7 @@ fn pull_progress_is_reported_as_allocation_events() {
 fn the_cache_keeps_to_its_budget_and_never_drops_a_running_tasks_layers() {
     let work = tempfile::tempdir().expect("tempdir");
     let reg = TestRegistry::start().expect("registry");
-    let base =
-        Layer::busybox(work.path(), &["sh", "cat", "test", "sleep"]).expect("busybox layer");
+    let base = Layer::busybox(work.path(), &["sh", "cat", "test", "sleep"]).expect("busybox layer");
     let base_size = files_size(&work.path().join("busybox-root"));
     let marker = filler(work.path(), "run", 0);
     let fill = 3 * MIB as usize;
@@ -260,7 +262,11 @@ fn the_cache_keeps_to_its_budget_and_never_drops_a_running_tasks_layers() {
     assert!(left.is_empty(), "left in tmp: {left:?}");
     // The running task still runs in its image.
     let j = c.cli_json(&["job", "status", &svc]);
-    assert_eq!(str_of(&arr(&j["allocations"])[0], "status"), "running", "{j}");
+    assert_eq!(
+        str_of(&arr(&j["allocations"])[0], "status"),
+        "running",
+        "{j}"
+    );
 
     // `drover node images` lists what is left: the running image and the
     // second one (the first lost a layer), the base shared by both.
@@ -277,8 +283,14 @@ fn the_cache_keeps_to_its_budget_and_never_drops_a_running_tasks_layers() {
     assert_eq!(images.len(), 2, "{v}");
     assert_eq!(named(&running)["in_use"], true, "{v}");
     assert_eq!(named(&two)["in_use"], false, "{v}");
-    assert!(named(&two)["size_bytes"].as_u64().unwrap_or(0) >= fill as u64, "{v}");
-    assert!(named(&running)["last_used_unix_ms"].as_i64().unwrap_or(0) > 0, "{v}");
+    assert!(
+        named(&two)["size_bytes"].as_u64().unwrap_or(0) >= fill as u64,
+        "{v}"
+    );
+    assert!(
+        named(&running)["last_used_unix_ms"].as_i64().unwrap_or(0) > 0,
+        "{v}"
+    );
     let layer = |l: &Layer| {
         arr(&v["layers"])
             .iter()
@@ -293,5 +305,8 @@ fn the_cache_keeps_to_its_budget_and_never_drops_a_running_tasks_layers() {
     assert_eq!(layer(&f2)["in_use"], false, "{v}");
     assert_eq!(arr(&v["layers"]).len(), 3, "{v}");
     let table = c.cli_ok(&["node", "images", &node]);
-    assert!(table.contains(&running) && table.contains("LAYER"), "{table}");
+    assert!(
+        table.contains(&running) && table.contains("LAYER"),
+        "{table}"
+    );
 }

@@ -2,13 +2,10 @@
 //! collection of the others under the node policy's `[images]`, and the
 //! listing for `drover node images`.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-
 use tracing::{info, warn};
 
 use super::files::{read_json, TaskDir};
-use super::oci::{self, CacheListing, ResolvedImage};
+use super::oci::{self, CacheListing, InUse, ResolvedImage};
 use super::{Runtime, RuntimeError};
 use crate::io_error::IoError;
 
@@ -21,7 +18,7 @@ impl Runtime {
     /// when it starts and periodically. Returns the removed layer digests
     /// (hex).
     pub fn collect_image_garbage(&self) -> Result<Vec<String>, RuntimeError> {
-        let in_use = || self.layers_in_use();
+        let in_use = || self.images_in_use();
         let removed = self
             .images
             .sweep(&self.policy.images, oci::now_ms(), &in_use)
@@ -35,10 +32,11 @@ impl Runtime {
         Ok(removed)
     }
 
-    /// The layer directories that task directories' `image.json` name;
-    /// `None` (keep everything) when any task's record is unreadable.
-    pub fn layers_in_use(&self) -> Option<BTreeSet<PathBuf>> {
-        let mut layers = BTreeSet::new();
+    /// The layer directories and manifests that task directories'
+    /// `image.json` name; `None` (keep everything) when any task's record
+    /// is unreadable.
+    pub fn images_in_use(&self) -> Option<InUse> {
+        let mut used = InUse::default();
         let tasks = match self.list() {
             Ok(tasks) => tasks,
             Err(error) => {
@@ -49,7 +47,10 @@ impl Runtime {
         for (alloc_id, task) in tasks {
             let dir = TaskDir::new(self.task_dir(&alloc_id, &task).ok()?);
             match read_json::<ResolvedImage>(&dir.image()) {
-                Ok(Some(image)) => layers.extend(image.layers),
+                Ok(Some(image)) => {
+                    used.manifests.insert(image.manifest);
+                    used.layers.extend(image.layers);
+                }
                 Ok(None) => {}
                 Err(error) => {
                     warn!(alloc_id = %alloc_id, task = %task, %error, "image.json unreadable; keeping all image layers");
@@ -57,12 +58,12 @@ impl Runtime {
                 }
             }
         }
-        Some(layers)
+        Some(used)
     }
 
     /// What the image cache holds ([`super::ImageCache::listing`]). Blocking.
     pub fn image_listing(&self) -> Result<CacheListing, RuntimeError> {
-        let in_use = self.layers_in_use().unwrap_or_default();
+        let in_use = self.images_in_use().unwrap_or_default();
         self.images.listing(&in_use).map_err(|e| {
             IoError::new("list the image cache", self.images.root().to_owned(), e).into()
         })

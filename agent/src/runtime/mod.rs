@@ -69,8 +69,7 @@ use crate::io_error::IoError;
 use crate::policy::NodePolicy;
 pub use error::{RuntimeError, SpecProblem};
 use files::{
-    now_unix_ms, process_alive, read_pid, supervisor_alive, validate_name, write_json,
-    TaskDir,
+    now_unix_ms, process_alive, read_pid, supervisor_alive, validate_name, write_json, TaskDir,
 };
 pub(crate) use identity::resolve_user_in_root;
 pub use identity::{IdMap, IdentityError, RunAs};

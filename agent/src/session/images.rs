@@ -65,7 +65,10 @@ pub fn answer(runtime: Arc<Runtime>, request_id: u64, tx: mpsc::Sender<pb::Agent
             msg: Some(pb::agent_message::Msg::ImagesReport(report)),
         };
         if tx.send(msg).await.is_err() {
-            tracing::debug!(request_id, "stream closed before the image listing was sent");
+            tracing::debug!(
+                request_id,
+                "stream closed before the image listing was sent"
+            );
         }
     });
 }

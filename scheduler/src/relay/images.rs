@@ -82,7 +82,11 @@ impl ImagesRelay {
     /// Delivers node `node_id`'s answer to the call waiting for it.
     pub fn deliver(&self, node_id: &str, report: pb::ImagesReport) {
         let Some(w) = self.open.remove(report.request_id) else {
-            tracing::debug!(node_id, request_id = report.request_id, "images answer for no open request; dropped");
+            tracing::debug!(
+                node_id,
+                request_id = report.request_id,
+                "images answer for no open request; dropped"
+            );
             return;
         };
         if w.node_id != node_id {
@@ -97,7 +101,10 @@ impl ImagesRelay {
             listing.node_id = node_id.to_owned();
             Ok(listing)
         } else {
-            Err(Status::internal(format!("node {node_id}: {}", report.error)))
+            Err(Status::internal(format!(
+                "node {node_id}: {}",
+                report.error
+            )))
         };
         let _ = w.tx.send(answer);
     }

@@ -5,7 +5,8 @@
 //! `<cache>/records/<manifest hex>.json` (the names it was run by, its
 //! pinned reference, its layers, when a task last started from it or was
 //! seen running it). A layer's last use is the latest of its images'.
-//! [`choose_garbage`] is the pure choice: never a layer a task directory
+//! A layer no record names (cached before records were kept) counts as
+//! unused since ever. [`choose_garbage`] is the pure choice: never a layer a task directory
 //! names (a running task, or one whose allocation can still restart it);
 //! of the others, those unused past the policy's age, then the least
 //! recently used until the cache fits its budget. [`ImageCache::sweep`]
@@ -40,6 +41,16 @@ pub struct ImageRecord {
     pub layers: Vec<String>,
     /// When a task last started from it or was last seen using it.
     pub last_used_unix_ms: i64,
+}
+
+/// What the tasks on the node use: read from their directories'
+/// `image.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InUse {
+    /// Unpacked layer directories.
+    pub layers: BTreeSet<PathBuf>,
+    /// Manifest digests (`sha256:...`).
+    pub manifests: BTreeSet<String>,
 }
 
 /// One cached layer, as [`choose_garbage`] sees it.
@@ -202,7 +213,7 @@ impl ImageCache {
     }
 
     /// Removes the layers [`choose_garbage`] picks under `policy` at
-    /// `now_ms`; `in_use` gives the layer directories task directories
+    /// `now_ms`; `in_use` gives the layers and images task directories
     /// name (read once the cache is locked; `None` keeps everything).
     /// Skipped, returning nothing, while a task is being started or an
     /// image pulled ([`ImageCache::pin`]). Records of images in use are
@@ -212,7 +223,7 @@ impl ImageCache {
         &self,
         policy: &ImagePolicy,
         now_ms: i64,
-        in_use: &dyn Fn() -> Option<BTreeSet<PathBuf>>,
+        in_use: &dyn Fn() -> Option<InUse>,
     ) -> Result<Vec<String>, io::Error> {
         if !self.root.join("layers").is_dir() {
             return Ok(Vec::new());
@@ -223,11 +234,12 @@ impl ImageCache {
         let Some(keep) = in_use() else {
             return Ok(Vec::new());
         };
-        let keep: BTreeSet<String> = keep.iter().filter_map(|p| hex_of(p)).collect();
+        let manifests = keep.manifests;
+        let keep: BTreeSet<String> = keep.layers.iter().filter_map(|p| hex_of(p)).collect();
         let mut records = self.records();
         let mut last_used: BTreeMap<&str, i64> = BTreeMap::new();
         for (path, record) in &mut records {
-            if record.layers.iter().any(|l| keep.contains(l)) {
+            if manifests.contains(&record.manifest) {
                 record.last_used_unix_ms = record.last_used_unix_ms.max(now_ms);
                 write_record(path, record)?;
             }

@@ -2,12 +2,10 @@
 //! record with its size and last use, and every unpacked layer with the
 //! images that have it and whether a task directory names it.
 
+use super::gc::{dir_size, InUse};
+use super::ImageCache;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::PathBuf;
-
-use super::gc::dir_size;
-use super::ImageCache;
 
 /// One image of [`CacheListing`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +22,7 @@ pub struct CachedImage {
     pub last_used_unix_ms: i64,
     /// Its layers' digests (`sha256:...`), bottom first.
     pub layers: Vec<String>,
-    /// A task directory names one of its layers.
+    /// A task directory names it (a task runs it, or may restart in it).
     pub in_use: bool,
 }
 
@@ -53,11 +51,12 @@ pub struct CacheListing {
 }
 
 impl ImageCache {
-    /// Lists the cache; `in_use`: the layer directories task directories
+    /// Lists the cache; `used`: the layers and images task directories
     /// name. Measures each layer on disk (blocking: run it off the async
     /// executor).
-    pub fn listing(&self, in_use: &BTreeSet<PathBuf>) -> Result<CacheListing, io::Error> {
-        let in_use: BTreeSet<String> = in_use
+    pub fn listing(&self, used: &InUse) -> Result<CacheListing, io::Error> {
+        let in_use: BTreeSet<String> = used
+            .layers
             .iter()
             .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
             .collect();
@@ -80,7 +79,7 @@ impl ImageCache {
             .into_iter()
             .map(|r| CachedImage {
                 size: r.layers.iter().filter_map(|l| sizes.get(l)).sum(),
-                in_use: r.layers.iter().any(|l| in_use.contains(l)),
+                in_use: used.manifests.contains(&r.manifest),
                 layers: r.layers.iter().map(|l| format!("sha256:{l}")).collect(),
                 names: r.names.into_iter().collect(),
                 pinned: r.pinned,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use gc::now_ms;
-pub use gc::{choose_garbage, ImageRecord, LayerUse};
+pub use gc::{choose_garbage, ImageRecord, InUse, LayerUse};
 use layout::{Descriptor, Layout};
 pub use listing::{CacheListing, CachedImage, CachedLayer};
 pub(crate) use lookup::{is_executable_in_layers, read_in_layers};
@@ -389,7 +389,17 @@ impl ImageCache {
         &self,
         in_use: &dyn Fn() -> Option<std::collections::BTreeSet<PathBuf>>,
     ) -> Result<Vec<String>, io::Error> {
-        self.sweep(&crate::policy::ImagePolicy::default(), gc::now_ms(), in_use)
+        let in_use = || {
+            in_use().map(|layers| InUse {
+                layers,
+                manifests: Default::default(),
+            })
+        };
+        self.sweep(
+            &crate::policy::ImagePolicy::default(),
+            gc::now_ms(),
+            &in_use,
+        )
     }
 }
 
