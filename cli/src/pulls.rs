@@ -59,7 +59,20 @@ async fn client(
     )
 }
 
+/// [`PullLines::finish`] of `lines`, if any.
+pub async fn finish(lines: Option<PullLines>) {
+    if let Some(l) = lines {
+        l.finish().await;
+    }
+}
+
 impl PullLines {
+    /// `job run`'s pull lines: none when detached or printing JSON (the
+    /// job's status is then the one document).
+    pub fn unless_detached(opts: &ClientOpts, job: &str, detach: bool) -> Option<PullLines> {
+        (!detach && opts.output == crate::Output::Table).then(|| PullLines::start(opts, job))
+    }
+
     /// Starts following job `job`'s events (from now on).
     pub fn start(opts: &ClientOpts, job: &str) -> PullLines {
         let printed = Printed::default();

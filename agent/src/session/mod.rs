@@ -370,11 +370,7 @@ async fn session(
     let beat = shutdown.child_token();
     let _stop_beat = beat.clone().drop_guard();
     let (heartbeat_every, every) = watch::channel(DEFAULT_HEARTBEAT);
-    tokio::spawn(forward_pull_events(
-        allocs.runtime().pull_events(),
-        tx.clone(),
-        beat.clone(),
-    ));
+    spawn_pull_forwarder(allocs.runtime(), &tx, &beat);
     tokio::spawn(heartbeats(tx.clone(), every, beat));
     allocs.forget_reported();
     let execs = ExecSessions::new(
@@ -594,6 +590,19 @@ impl Session<'_> {
             }));
         }
     }
+}
+
+/// Starts [`forward_pull_events`] of `runtime` on `tx` until `stop`.
+fn spawn_pull_forwarder(
+    runtime: &Runtime,
+    tx: &mpsc::Sender<pb::AgentMessage>,
+    stop: &CancellationToken,
+) {
+    tokio::spawn(forward_pull_events(
+        runtime.pull_events(),
+        tx.clone(),
+        stop.clone(),
+    ));
 }
 
 /// Sends the runtime's image pull events as they happen (a start, and so
