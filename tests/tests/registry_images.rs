@@ -16,13 +16,22 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-/// A `drover dev` whose policy allows `<registry>/drover/`, trusts the
-/// registry's CA and has the credentials; `images`: more policy lines
-/// (an `[images]` table); `extra`: more flags.
-fn cluster(reg: &TestRegistry, dir: &Path, images: &str, extra: &[&str]) -> DevCluster {
+/// A `drover dev` whose policy allows `<addr>/drover/` (`addr`: the
+/// registry's, or a proxy's in front of it), trusts the registry's CA
+/// and has the credentials; `images`: more policy lines (an `[images]`
+/// table); `extra`: more flags.
+fn cluster_at(
+    addr: &str,
+    reg: &TestRegistry,
+    dir: &Path,
+    images: &str,
+    extra: &[&str],
+) -> DevCluster {
     let auth = dir.join("auth.json");
     reg.write_auth_file(&auth, REGISTRY_PASSWORD)
         .expect("auth file");
+    let text = std::fs::read_to_string(&auth).expect("auth file");
+    std::fs::write(&auth, text.replace(reg.addr(), addr)).expect("auth file");
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -30,7 +39,6 @@ fn cluster(reg: &TestRegistry, dir: &Path, images: &str, extra: &[&str]) -> DevC
             "allowed_images = [\"{addr}/drover/\"]\n\
              [registries]\nauth_file = {auth:?}\n\
              [registries.ca_files]\n\"{addr}\" = {ca:?}\n{images}\n",
-            addr = reg.addr(),
             auth = auth.display().to_string(),
             ca = reg.ca_file().display().to_string(),
         ),
@@ -39,6 +47,67 @@ fn cluster(reg: &TestRegistry, dir: &Path, images: &str, extra: &[&str]) -> DevC
     let mut args = vec!["--policy", policy.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
     DevCluster::start_with(&args)
+}
+
+fn cluster(reg: &TestRegistry, dir: &Path, images: &str, extra: &[&str]) -> DevCluster {
+    cluster_at(reg.addr(), reg, dir, images, extra)
+}
+
+/// A TCP proxy on loopback in front of `target` that passes what the
+/// server sends at about `bytes_per_s` (TLS goes through untouched: the
+/// registry's certificate names 127.0.0.1, whatever the port). Its
+/// threads end with the connections; the listener with the test process.
+fn slow_proxy(target: &str, bytes_per_s: usize) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy address").to_string();
+    let target = target.to_owned();
+    let pipe = move |mut from: TcpStream, mut to: TcpStream, slow: bool| {
+        std::thread::spawn(move || {
+            let chunk = if slow {
+                (bytes_per_s / 20).max(1)
+            } else {
+                64 << 10
+            };
+            let mut buf = vec![0u8; chunk];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                if slow {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+                (Ok(c), Ok(s)) => (c, s),
+                _ => continue,
+            };
+            pipe(client, server, false);
+            pipe(s2, c2, true);
+        }
+    });
+    addr
+}
+
+/// `n` bytes that gzip cannot shrink (xorshift).
+fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
 }
 
 /// A layer with `/marker` (`name`) and `/fill`, `fill` bytes of zeros
@@ -308,5 +377,53 @@ fn the_cache_keeps_to_its_budget_and_never_drops_a_running_tasks_layers() {
     assert!(
         table.contains(&running) && table.contains("LAYER"),
         "{table}"
+    );
+}
+
+#[test]
+fn a_slow_pull_reports_its_progress_with_increasing_bytes() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let reg = TestRegistry::start().expect("registry");
+    let base = Layer::busybox(work.path(), &["sh", "cat", "test"]).expect("busybox layer");
+    let dir = work.path().join("noise-root");
+    std::fs::create_dir_all(&dir).expect("layer dir");
+    std::fs::write(dir.join("marker"), "noise").expect("marker");
+    std::fs::write(dir.join("noise"), noise(4 << 20, 0x9e37_79b9_7f4a_7c15)).expect("noise");
+    let top = Layer::pack(&dir, work.path(), "noise").expect("pack");
+    push(&reg, work.path(), "slow", &base, &top);
+    // About 1.2 MB/s: the 4 MB layer takes a few seconds.
+    let proxy = slow_proxy(reg.addr(), 1_200_000);
+    let c = cluster_at(&proxy, &reg, work.path(), "", &[]);
+
+    let image = format!("{proxy}/drover/slow:v1");
+    let (alloc, out) = run_batch(&c, &image, "test \"$(cat /marker)\" = noise");
+    let events = poll_until("the Pulled event", WAIT, || {
+        let v = c.cli_json(&["events", "--alloc", &alloc]);
+        let events = arr(&v).clone();
+        events
+            .iter()
+            .any(|e| str_of(e, "type") == "Pulled")
+            .then_some(events)
+    });
+    let progress: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| str_of(e, "type") == "Pulling")
+        .filter_map(|e| bytes_in(str_of(e, "message")))
+        .collect();
+    assert!(
+        progress.len() >= 2,
+        "fewer than two progress events: {events:#?}"
+    );
+    for w in progress.windows(2) {
+        assert!(w[0].0 < w[1].0, "bytes do not increase: {progress:?}");
+    }
+    assert!(progress.iter().all(|(d, t)| d <= t), "{progress:?}");
+    // At most one a second, plus the start and the end: well under the
+    // allocation's 25 kept events.
+    assert!(events.len() <= 20, "{events:#?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("layers,") && stdout.contains("pulled image"),
+        "job run did not show the pull: {stdout}"
     );
 }
