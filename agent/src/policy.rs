@@ -41,6 +41,11 @@
 //! [sessions]
 //! max_log_streams = 128
 //! max_exec_sessions = 64
+//! # The image cache: how long unused layers stay, and its budget (see
+//! # `images`).
+//! [images]
+//! gc_unused_after = "24h"
+//! max_cache_mb = 10240
 //! ```
 
 use std::path::{Component, Path, PathBuf};
@@ -48,10 +53,12 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 pub mod host_root;
+pub mod images;
 pub mod registries;
 pub mod sessions;
 use crate::seccomp::SeccompPolicy;
 pub use host_root::{HostRootPath, HostRootPolicy};
+pub use images::ImagePolicy;
 pub use registries::RegistryPolicy;
 pub use sessions::SessionPolicy;
 
@@ -90,6 +97,8 @@ pub struct NodePolicy {
     pub sessions: SessionPolicy,
     /// How images are pulled from registries.
     pub registries: RegistryPolicy,
+    /// How long unused image layers stay cached, and the cache's budget.
+    pub images: ImagePolicy,
     /// An empty `allowed_rootfs_dirs` or `allowed_images` allows any
     /// directory (but `/`) or image instead of none. Never read from a
     /// policy file.
@@ -109,6 +118,7 @@ impl Default for NodePolicy {
             seccomp: SeccompPolicy::default(),
             sessions: SessionPolicy::default(),
             registries: RegistryPolicy::default(),
+            images: ImagePolicy::default(),
             any_rootfs: true,
         }
     }
@@ -235,6 +245,7 @@ impl NodePolicy {
         self.host_root.check()?;
         self.sessions.check()?;
         self.registries.check()?;
+        self.images.check()?;
         let ns = &self.user_namespace;
         if ns.enabled {
             if ns.size == 0 {

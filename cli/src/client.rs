@@ -87,6 +87,7 @@ pub async fn job_run(
     } else {
         JobFollow::open(&mut client, &name).await
     };
+    let mut pulls = crate::pulls::PullLines::unless_detached(opts, &name, detach);
     let resp = client
         .submit(pb::SubmitRequest { job: Some(job) })
         .await
@@ -111,6 +112,7 @@ pub async fn job_run(
                 // A batch job still running when the wait ends is not an
                 // error; one that never started is.
                 let waiting = got.allocations.iter().any(|a| pending(&a));
+                crate::pulls::finish(pulls.take()).await;
                 print_job(opts, &got, &resp.warnings)?;
                 let failed: Vec<String> = got
                     .allocations

@@ -21,9 +21,11 @@ mod load;
 mod logs;
 mod meta;
 mod metrics;
+mod node_images;
 mod output;
 mod periodic;
 mod process;
+mod pulls;
 mod queued;
 mod resched;
 mod roles;
@@ -300,6 +302,13 @@ enum NodeCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// The images and layers in a node's cache: sizes, last use, in use.
+    Images {
+        /// Node id (or a unique prefix, or its host name).
+        id: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Stop placing new allocations on a node (or undo with --disable).
     Drain {
         /// Node id (or a unique prefix, or its host name).
@@ -496,6 +505,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Node(NodeCommand::List { opts }) => client::node_list(&opts).await,
         Command::Node(NodeCommand::Status { id, opts }) => client::node_status(&opts, &id).await,
+        Command::Node(NodeCommand::Images { id, opts }) => {
+            node_images::node_images(&opts, &id).await
+        }
         Command::Node(NodeCommand::Drain { id, disable, opts }) => {
             client::node_drain(&opts, &id, !disable).await
         }

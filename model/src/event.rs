@@ -40,6 +40,11 @@ pub enum EventType {
     Lost,
     /// It ended for good, every task successfully.
     Complete,
+    /// A task's image is being pulled from its registry (the start of the
+    /// pull, then its progress: layers and bytes done).
+    Pulling,
+    /// A task's image was pulled (its digest, size and time).
+    Pulled,
 }
 
 impl EventType {
@@ -61,6 +66,8 @@ impl EventType {
         EventType::Stopped,
         EventType::Lost,
         EventType::Complete,
+        EventType::Pulling,
+        EventType::Pulled,
     ];
 
     /// Its name on the wire, in the store and in the CLI.
@@ -82,6 +89,8 @@ impl EventType {
             EventType::Stopped => "Stopped",
             EventType::Lost => "Lost",
             EventType::Complete => "Complete",
+            EventType::Pulling => "Pulling",
+            EventType::Pulled => "Pulled",
         }
     }
 

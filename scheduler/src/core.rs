@@ -30,6 +30,7 @@ use crate::registrar::Registrar;
 use crate::registry::{Outbound, Registry, Session};
 use crate::relay::dns::{DnsRelay, RelaySink, PREFIX as DNS_PREFIX};
 use crate::relay::exec::ExecRelay;
+use crate::relay::images::ImagesRelay;
 use crate::relay::logs::LogRelay;
 use crate::state::{DesiredState, NodeRecord, NodeStatus};
 use crate::subnet::SubnetConfig;
@@ -67,6 +68,7 @@ pub struct Core {
     registry: Registry,
     logs: LogRelay,
     execs: ExecRelay,
+    images: ImagesRelay,
     dns: Arc<DnsRelay>,
     peers: Peers,
     timing: Timing,
@@ -133,6 +135,7 @@ impl Core {
             registry: Registry::default(),
             logs: LogRelay::default(),
             execs: ExecRelay::default(),
+            images: ImagesRelay::default(),
             dns: Arc::default(),
             peers: Peers::default(),
             timing,
@@ -212,6 +215,10 @@ impl Core {
 
     pub(crate) fn execs(&self) -> &ExecRelay {
         &self.execs
+    }
+
+    pub(crate) fn images(&self) -> &ImagesRelay {
+        &self.images
     }
 
     /// The relay of the service-discovery records to the agents.
@@ -480,6 +487,7 @@ impl Core {
         }
         self.execs.node_gone(node_id);
         self.logs.node_gone(node_id);
+        self.images.node_gone(node_id);
         tokio::time::sleep(self.timing.node_grace.saturating_sub(silent_for)).await;
         // Down only if no later session came and went: each end waits a
         // whole grace period of its own.

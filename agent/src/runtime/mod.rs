@@ -41,6 +41,7 @@ mod admit;
 mod error;
 mod files;
 mod identity;
+mod image_cache;
 mod launch;
 mod limits;
 pub mod logs;
@@ -68,8 +69,7 @@ use crate::io_error::IoError;
 use crate::policy::NodePolicy;
 pub use error::{RuntimeError, SpecProblem};
 use files::{
-    now_unix_ms, process_alive, read_json, read_pid, supervisor_alive, validate_name, write_json,
-    TaskDir,
+    now_unix_ms, process_alive, read_pid, supervisor_alive, validate_name, write_json, TaskDir,
 };
 pub(crate) use identity::resolve_user_in_root;
 pub use identity::{IdMap, IdentityError, RunAs};
@@ -78,8 +78,12 @@ pub use limits::{
     CgroupPlacement, DEFAULT_CGROUP_PARENT, DEFAULT_CGROUP_ROOT, KEPT_CAPABILITIES, NOFILE_LIMIT,
 };
 pub use mask::{MASKED_PATHS, READONLY_PATHS};
-pub use oci::{CachePin, ImageCache, ImageDefaults, OciError, ResolvedImage};
+pub use oci::{
+    choose_garbage, CacheListing, CachePin, CachedImage, CachedLayer, ImageCache, ImageDefaults,
+    ImageRecord, LayerUse, OciError, ResolvedImage,
+};
 pub(crate) use pidfd::PidFd;
+pub use pull::PullEvent;
 pub use rootfs::{MountError, Rootfs, RootfsError, DEV_ENTRIES, DEV_NODES};
 use spec::resolve_command_in_layers;
 pub use spec::{TaskNetwork, TaskSpec, TaskState, DEFAULT_PIDS_MAX};
@@ -115,6 +119,7 @@ pub struct Runtime {
     images: ImageCache,
     policy: NodePolicy,
     puller: oci::registry::Puller,
+    pull_events: tokio::sync::broadcast::Sender<pull::PullEvent>,
 }
 
 impl Runtime {
@@ -136,6 +141,7 @@ impl Runtime {
             images,
             policy: NodePolicy::default(),
             puller: oci::registry::Puller::default(),
+            pull_events: tokio::sync::broadcast::channel(pull::PULL_EVENTS_QUEUE).0,
         }
     }
 
@@ -234,6 +240,9 @@ impl Runtime {
                     Some(r) => self.pull_image(spec, &dir, &r).await?,
                     None => self.resolve_image(image).await?,
                 };
+                if let Err(error) = self.images.record_use(&resolved, oci::now_ms()) {
+                    warn!(alloc_id = %alloc_id, task = %task, %error, "recording the image's use in the cache");
+                }
                 let spec = spec.with_image_defaults(image, &resolved.defaults)?;
                 spec.validate()?;
                 resolve_command_in_layers(&spec, image, &resolved.layers)?;
@@ -606,45 +615,6 @@ impl Runtime {
             }
         }
         Ok(())
-    }
-
-    /// Removes the unpacked image layers that no task directory's
-    /// `image.json` names ([`ImageCache::collect_garbage`]); skipped while a
-    /// task with an image is being started. Called after a task with an
-    /// image is removed, and by the agent when it starts. Returns the
-    /// removed layer digests (hex).
-    pub fn collect_image_garbage(&self) -> Result<Vec<String>, RuntimeError> {
-        // `None` (keep everything) when any task's record is unreadable.
-        let in_use = || {
-            let mut layers = std::collections::BTreeSet::new();
-            let tasks = match self.list() {
-                Ok(tasks) => tasks,
-                Err(error) => {
-                    warn!(%error, "listing tasks; keeping all image layers");
-                    return None;
-                }
-            };
-            for (alloc_id, task) in tasks {
-                let dir = TaskDir::new(self.task_dir(&alloc_id, &task).ok()?);
-                match read_json::<ResolvedImage>(&dir.image()) {
-                    Ok(Some(image)) => layers.extend(image.layers),
-                    Ok(None) => {}
-                    Err(error) => {
-                        warn!(alloc_id = %alloc_id, task = %task, %error, "image.json unreadable; keeping all image layers");
-                        return None;
-                    }
-                }
-            }
-            Some(layers)
-        };
-        let removed = self.images.collect_garbage(&in_use).map_err(IoError::on(
-            "collect garbage in image cache",
-            self.images.root(),
-        ))?;
-        if !removed.is_empty() {
-            info!(layers = ?removed, cache = %self.images.root().display(), "removed unused image layers");
-        }
-        Ok(removed)
     }
 }
 

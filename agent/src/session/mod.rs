@@ -22,6 +22,7 @@
 
 mod away;
 mod bootstrap;
+mod images;
 mod leader;
 
 use away::Away;
@@ -369,6 +370,7 @@ async fn session(
     let beat = shutdown.child_token();
     let _stop_beat = beat.clone().drop_guard();
     let (heartbeat_every, every) = watch::channel(DEFAULT_HEARTBEAT);
+    spawn_pull_forwarder(allocs.runtime(), &tx, &beat);
     tokio::spawn(heartbeats(tx.clone(), every, beat));
     allocs.forget_reported();
     let execs = ExecSessions::new(
@@ -457,6 +459,11 @@ impl Session<'_> {
             Some(Msg::Peers(p)) => self.peer_routes.apply(&p).await,
             Some(Msg::ExecInput(i)) => self.execs.handle(allocs, i),
             Some(Msg::DnsUpdate(u)) => self.dns.update(&mut self.dns_feed, u),
+            Some(Msg::ImagesRequest(r)) => images::answer(
+                Arc::clone(allocs.runtime()),
+                r.request_id,
+                self.bulk_tx.clone(),
+            ),
             None => {}
         }
         Ok(())
@@ -575,8 +582,59 @@ impl Session<'_> {
             let rt = Arc::clone(allocs.runtime());
             let (in_use, keep) = (allocs.in_use(), self.config.keep_finished);
             self.gc_running = Some(tokio::task::spawn_blocking(move || {
-                collect_finished(&rt, &in_use, keep)
+                let removed = collect_finished(&rt, &in_use, keep);
+                // Unused image layers age out too, not only when a task
+                // is removed (the node policy's `[images]`).
+                if let Err(error) = rt.collect_image_garbage() {
+                    tracing::warn!(%error, "image cache garbage collection");
+                }
+                removed
             }));
+        }
+    }
+}
+
+/// Starts [`forward_pull_events`] of `runtime` on `tx` until `stop`.
+fn spawn_pull_forwarder(
+    runtime: &Runtime,
+    tx: &mpsc::Sender<pb::AgentMessage>,
+    stop: &CancellationToken,
+) {
+    tokio::spawn(forward_pull_events(
+        runtime.pull_events(),
+        tx.clone(),
+        stop.clone(),
+    ));
+}
+
+/// Sends the runtime's image pull events as they happen (a start, and so
+/// this loop, waits for the pull), until `stop` or the stream closes.
+async fn forward_pull_events(
+    mut events: tokio::sync::broadcast::Receiver<crate::runtime::PullEvent>,
+    tx: mpsc::Sender<pb::AgentMessage>,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let e = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = events.recv() => e,
+        };
+        let e = match e {
+            Ok(e) => e,
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!(dropped = n, "pull events dropped (the stream was behind)");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let mut msg = pb::AllocEvent::from(&e.event);
+        msg.alloc_id = e.alloc_id;
+        if send(&tx, pb::agent_message::Msg::AllocEvent(msg))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

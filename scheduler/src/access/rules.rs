@@ -76,6 +76,8 @@ pub const RULES: &[Rule] = &[
     // Nodes.
     rule("/drover.v1.NodeService/List", VIEWER, None),
     rule("/drover.v1.NodeService/Get", VIEWER, None),
+    // What images a node caches: names, digests, sizes, like node status.
+    rule("/drover.v1.NodeService/Images", VIEWER, None),
     rule("/drover.v1.NodeService/Drain", ADMIN, Some("node drain")),
     // Allocations: exec runs a command as the task, on its node.
     rule("/drover.v1.AllocService/List", VIEWER, None),

@@ -25,6 +25,7 @@ const EXPECTED: &[(&str, &str, bool)] = &[
     ("drover.v1.DeploymentService/Revert", "operator", true),
     ("drover.v1.NodeService/List", "viewer", false),
     ("drover.v1.NodeService/Get", "viewer", false),
+    ("drover.v1.NodeService/Images", "viewer", false),
     ("drover.v1.NodeService/Drain", "admin", true),
     ("drover.v1.AllocService/List", "viewer", false),
     ("drover.v1.AllocService/Get", "viewer", false),

@@ -1,5 +1,6 @@
 //! Relays between a CLI's stream and an agent's: `drover logs` ([`logs`])
-//! and `drover exec` ([`exec`]), side by side; and from the store to every
+//! and `drover exec` ([`exec`]), side by side; `drover node images`'
+//! question and answer ([`images`]); and from the store to every
 //! agent, the service-discovery records ([`dns`], with its own flow
 //! control described there).
 //!
@@ -22,6 +23,7 @@ use crate::sync::lock;
 
 pub mod dns;
 pub mod exec;
+pub mod images;
 pub mod logs;
 
 /// An open request: which node serves it.

@@ -69,6 +69,16 @@ impl pb::node_service_server::NodeService for Api {
         }))
     }
 
+    async fn images(&self, req: Request<pb::NodeImagesRequest>) -> Reply<pb::NodeImagesResponse> {
+        let node = find_node(&self.core, &req.get_ref().id).await?;
+        let listing = self
+            .core
+            .images()
+            .ask(self.core.registry(), &node.id)
+            .await?;
+        Ok(Response::new(listing))
+    }
+
     async fn drain(&self, req: Request<pb::DrainNodeRequest>) -> Reply<pb::DrainNodeResponse> {
         let what = if req.get_ref().enable {
             "drain"

@@ -168,6 +168,17 @@ async fn receive(
                     .record(core.cluster().store(), &node_id, &st)
                     .await;
             }
+            Some(pb::agent_message::Msg::AllocEvent(e)) => {
+                let st = pb::AllocStatus {
+                    alloc_id: e.alloc_id.clone(),
+                    events: vec![e],
+                    ..Default::default()
+                };
+                if let Err(error) = core.events().record_reported(&node_id, &st).await {
+                    tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record the allocation's event");
+                }
+            }
+            Some(pb::agent_message::Msg::ImagesReport(r)) => core.images().deliver(&node_id, r),
             Some(pb::agent_message::Msg::LogData(d)) => {
                 core.logs().route(core.registry(), &node_id, d)
             }

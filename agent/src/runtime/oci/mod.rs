@@ -7,7 +7,9 @@
 //! image is refused before anything starts. The supervisor only reads the
 //! [`ResolvedImage`] the agent wrote to `<task_dir>/image.json`.
 
+mod gc;
 mod layout;
+mod listing;
 mod lookup;
 pub mod registry;
 mod unpack;
@@ -19,7 +21,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use gc::now_ms;
+pub use gc::{choose_garbage, ImageRecord, InUse, LayerUse};
 use layout::{Descriptor, Layout};
+pub use listing::{CacheListing, CachedImage, CachedLayer};
 pub(crate) use lookup::{is_executable_in_layers, read_in_layers};
 
 #[cfg(test)]
@@ -375,54 +380,25 @@ impl ImageCache {
 
     /// Removes every unpacked layer that is not in `in_use` (the layer
     /// directories that tasks' `image.json` files name; the caller reads
-    /// them through `in_use` once the cache is locked; `None` keeps all).
-    /// Skipped, returning nothing, while a task is being started
-    /// ([`ImageCache::pin`]).
-    /// Layers are renamed into `tmp/` under the lock and deleted after it.
-    /// Returns the removed digests (hex).
+    /// them through `in_use` once the cache is locked; `None` keeps all),
+    /// whenever it was last used: [`ImageCache::sweep`] with the default
+    /// policy. Skipped, returning nothing, while a task is being started
+    /// ([`ImageCache::pin`]). Returns the removed digests (hex).
     pub fn collect_garbage(
         &self,
         in_use: &dyn Fn() -> Option<std::collections::BTreeSet<PathBuf>>,
     ) -> Result<Vec<String>, io::Error> {
-        let layers_dir = self.root.join("layers");
-        if !layers_dir.is_dir() {
-            return Ok(Vec::new());
-        }
-        let Some(lock) = self.lock_file(false, false)? else {
-            return Ok(Vec::new());
+        let in_use = || {
+            in_use().map(|layers| InUse {
+                layers,
+                manifests: Default::default(),
+            })
         };
-        let Some(keep) = in_use() else {
-            return Ok(Vec::new());
-        };
-        let tmp_root = self.root.join("tmp");
-        fs::create_dir_all(&tmp_root)?;
-        let mut doomed = Vec::new();
-        for entry in fs::read_dir(&layers_dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let Some(hex) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if keep.contains(&path) || !path.is_dir() {
-                continue;
-            }
-            // Named like an unpack's temp dir, so that a collection cut
-            // short is finished by the next sweep of `tmp/`.
-            let tmp = tmp_root.join(format!(
-                "{hex}.{}.{:016x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            fs::rename(&path, &tmp)?;
-            doomed.push((hex, tmp));
-        }
-        drop(lock);
-        let mut removed = Vec::with_capacity(doomed.len());
-        for (hex, tmp) in doomed {
-            fs::remove_dir_all(&tmp)?;
-            removed.push(hex);
-        }
-        Ok(removed)
+        self.sweep(
+            &crate::policy::ImagePolicy::default(),
+            gc::now_ms(),
+            &in_use,
+        )
     }
 }
 

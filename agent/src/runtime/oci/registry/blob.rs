@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::super::unpack::{self, Compression};
 use super::super::{ImageCache, RemoveOnDrop};
-use super::{hex, Desc, Session};
+use super::{hex, Desc, Meter, Session};
 
 /// Attempts at one blob (the first and the resumptions).
 const ATTEMPTS: u32 = 4;
@@ -29,6 +29,7 @@ pub(super) async fn ensure_layer(
     s: &Session,
     cache: &ImageCache,
     desc: &Desc,
+    meter: &Meter,
 ) -> Result<PathBuf, String> {
     let digest = &desc.digest;
     let hex_digest = drover_model::image_ref::parse_digest(digest)
@@ -45,6 +46,7 @@ pub(super) async fn ensure_layer(
     let target = cache.layer_dir(&hex_digest);
     if target.is_dir() {
         debug!(image = %s.image, layer = %digest, "layer cached");
+        meter.cached_layer(desc.size);
         return Ok(target);
     }
     let tmp = cache.root().join("tmp").join(format!(
@@ -56,7 +58,7 @@ pub(super) async fn ensure_layer(
         .map_err(|e| format!("layer {digest}: creating {}: {e}", tmp.display()))?;
     let guard = RemoveOnDrop(Some(tmp.clone()));
     let blob = tmp.join("blob");
-    download(s, desc, &blob).await?;
+    download(s, desc, &blob, meter).await?;
     let tree = tmp.join("tree");
     let image = s.image.clone();
     let (d, t) = (desc.digest.clone(), tree.clone());
@@ -76,8 +78,16 @@ pub(super) async fn ensure_layer(
         }
     }
     drop(guard);
+    meter.layer_done();
     debug!(image = %image, layer = %digest, "layer unpacked");
     Ok(target)
+}
+
+/// The layer's directory when the cache holds it.
+pub(super) fn cached(cache: &ImageCache, desc: &Desc) -> Option<PathBuf> {
+    let hex = desc.digest.strip_prefix("sha256:")?;
+    let dir = cache.layer_dir(hex);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && dir.is_dir()).then_some(dir)
 }
 
 fn unpack_file(blob: &Path, compression: Compression, tree: &Path) -> Result<(), String> {
@@ -90,7 +100,7 @@ fn unpack_file(blob: &Path, compression: Compression, tree: &Path) -> Result<(),
 /// Downloads the blob into `path`, hashing it; resumes after a broken
 /// transfer where the registry honours ranges. Fails naming the digest on
 /// a mismatch (nothing of the blob is kept then).
-async fn download(s: &Session, desc: &Desc, path: &Path) -> Result<(), String> {
+async fn download(s: &Session, desc: &Desc, path: &Path, meter: &Meter) -> Result<(), String> {
     let digest = desc.digest.as_str();
     let io_err = |e: std::io::Error| format!("layer {digest}: writing {}: {e}", path.display());
     let mut file = tokio::fs::File::create(path).await.map_err(io_err)?;
@@ -119,6 +129,7 @@ async fn download(s: &Session, desc: &Desc, path: &Path) -> Result<(), String> {
                     // No ranges: from the start again.
                     file = tokio::fs::File::create(path).await.map_err(io_err)?;
                     hasher = Sha256::new();
+                    meter.undo_bytes(got);
                     got = 0;
                     Ok(r.stream)
                 }
@@ -154,6 +165,7 @@ async fn download(s: &Session, desc: &Desc, path: &Path) -> Result<(), String> {
                     hasher.update(&bytes);
                     file.write_all(&bytes).await.map_err(io_err)?;
                     got += bytes.len() as u64;
+                    meter.add_bytes(bytes.len() as u64);
                 }
                 Err(e) => {
                     last_error = super::error_chain(&e);

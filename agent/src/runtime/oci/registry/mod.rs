@@ -12,11 +12,12 @@
 //! one reference on the node coalesced, a transfer cut short resumed with
 //! a ranged request, and HTTPS with a per-registry CA, plain HTTP only for
 //! loopback or `registries.insecure`.
-//!
-//! Pull progress as allocation events is not reported yet.
+//! Progress (layers and bytes done) goes to a [`ProgressFn`] at a bounded
+//! rate ([`progress`]), which the runtime turns into allocation events.
 
 mod auth;
 mod blob;
+pub mod progress;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ use tracing::{debug, info};
 
 use super::{ConfigBlob, ImageCache, ImageDefaults, ResolvedImage};
 use crate::policy::RegistryPolicy;
+use progress::Meter;
+pub use progress::{ProgressFn, PullNote};
 
 /// Layers downloaded at once for one image.
 const PARALLEL_LAYERS: usize = 3;
@@ -111,11 +114,13 @@ impl Puller {
     /// its layers are in `cache`. Concurrent pulls of one reference wait
     /// for the first, and then find its layers cached. The returned
     /// image's `reference` is `image` pinned to its manifest digest.
+    /// `progress` hears how the pull goes ([`PullNote`]).
     pub async fn pull(
         &self,
         cache: &ImageCache,
         registries: &RegistryPolicy,
         image: &ImageRef,
+        progress: Option<ProgressFn>,
     ) -> Result<ResolvedImage, PullError> {
         let key = image.to_string();
         let gate = {
@@ -150,7 +155,7 @@ impl Puller {
             Err(e) => return Err(err(e.cause)),
         };
         let resolved = session
-            .resolve(cache, &top, &top_digest, image)
+            .resolve(cache, &top, &top_digest, image, progress)
             .await
             .map_err(err)?;
         info!(image = %key, digest = %top_digest, manifest = %resolved.manifest, layers = resolved.layers.len(), "image pulled");
@@ -263,6 +268,7 @@ impl Session {
         top: &[u8],
         top_digest: &str,
         image: &ImageRef,
+        progress: Option<ProgressFn>,
     ) -> Result<ResolvedImage, String> {
         let mut doc = parse_document(top, top_digest)?;
         let mut manifest_digest = top_digest.to_owned();
@@ -298,12 +304,24 @@ impl Session {
         let config: ConfigBlob = serde_json::from_slice(&config_bytes)
             .map_err(|e| format!("config {} is not valid: {e}", config_desc.digest))?;
         cache.prepare().map_err(|e| e.to_string())?;
+        let cached = doc
+            .layers
+            .iter()
+            .filter(|d| blob::cached(cache, d).is_some())
+            .count();
+        let meter = Meter::start(
+            progress,
+            doc.layers.len(),
+            doc.layers.iter().map(|d| d.size).sum(),
+            cached,
+        );
         let mut layers: Vec<PathBuf> = stream::iter(doc.layers.iter())
-            .map(|d| blob::ensure_layer(self, cache, d))
+            .map(|d| blob::ensure_layer(self, cache, d, &meter))
             .buffered(PARALLEL_LAYERS)
             .try_collect()
             .await?;
         layers.reverse();
+        meter.finish(image.pinned(top_digest).to_string());
         let c = config.config.unwrap_or_default();
         // The platform's manifest, not the index: exactly what runs here,
         // and what a restart pulls without the index.
