@@ -188,6 +188,7 @@ impl Cluster {
                     })
                 }
                 None => {
+                    super::conflicts::conflicted(&what());
                     tracing::debug!(what = %what(), attempt = n, "conflicting write; reading again");
                 }
             }

@@ -206,7 +206,8 @@ impl Cluster {
             .filter(|a| a.job == name)
             .cloned()
             .collect();
-        let mut outcome = history.outcome(&record, changed, revert, &mine, now);
+        let seen = reschedule::deployment_view(&spec, &mine, now);
+        let mut outcome = history.outcome(&record, changed, revert, &seen, now);
         history.mark_revert(&mut outcome);
         let started = std::time::Instant::now();
         let planned = reschedule::plan(

@@ -28,6 +28,7 @@ use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
 mod batch;
 mod commit;
+mod conflicts;
 mod deploy;
 mod fence;
 mod jobs;
@@ -35,6 +36,12 @@ pub mod limits;
 mod nodes;
 
 pub use commit::{Step, Txn, Written, MAX_ATTEMPTS};
+pub use conflicts::{write_conflicts, RECORDS as CONFLICT_RECORDS};
+
+/// The conflicting-writes counter, for the metrics registry.
+pub(crate) fn conflicts_counter() -> &'static drover_metrics::prometheus::IntCounterVec {
+    &conflicts::CONFLICTS
+}
 pub use deploy::DeployError;
 pub use jobs::Submitted;
 
@@ -206,10 +213,11 @@ impl Cluster {
             .filter(|a| a.job == spec.name)
             .cloned()
             .collect();
+        let seen = crate::reschedule::deployment_view(spec, &mine, now);
         let outcome = self
             .history(&spec.name)
             .await?
-            .outcome(&record, changed, false, &mine, now);
+            .outcome(&record, changed, false, &seen, now);
         let managed = deploy::managed(&outcome);
         let planned = crate::reschedule::plan(
             &self.placement,

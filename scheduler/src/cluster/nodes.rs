@@ -4,6 +4,8 @@
 //! A subnet is claimed with a `subnets/<cidr>` record created in the same
 //! guarded transaction as the node record that names it, and only if the
 //! claim is absent: two schedulers racing for one subnet cannot both win.
+//! A node that lost such a race looks for a subnet of its own next
+//! ([`crate::subnet::spread`]), so racers stop reaching for the same one.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -32,7 +34,8 @@ impl Cluster {
                     let old = self.store.get::<NodeRecord>(Kind::Node, id).await?;
                     // The claims cached from earlier registrations, read
                     // again after a conflict (another scheduler claimed).
-                    if tries.fetch_add(1, Ordering::Relaxed) > 0 || lock(&self.claims).is_none() {
+                    let retry = tries.fetch_add(1, Ordering::Relaxed) > 0;
+                    if retry || lock(&self.claims).is_none() {
                         let stored = self.store.list::<SubnetClaim>(Kind::Subnet).await?.items;
                         *lock(&self.claims) = Some(Claims::read(&stored));
                     }
@@ -40,7 +43,16 @@ impl Cluster {
                     let assigned = {
                         let cached = lock(&self.claims);
                         let claims = cached.as_ref().map(Claims::borrowed).unwrap_or_default();
-                        subnet::assign(&self.subnets, id, held, reported.subnet, &claims)
+                        // After a lost race, not the lowest free subnet
+                        // again (the racers all reach for it) but one of
+                        // the node's own (`subnet::spread`).
+                        let wanted = reported.subnet.or_else(|| {
+                            let taken = claims.iter().map(|c| &c.subnet);
+                            (retry && held.is_none())
+                                .then(|| subnet::spread::after_conflict(&self.subnets, id, taken))
+                                .flatten()
+                        });
+                        subnet::assign(&self.subnets, id, held, wanted, &claims)
                             .map_err(|refusal| refused(id, refusal))?
                     };
                     match (&assigned.lost, held) {
