@@ -173,6 +173,9 @@ impl Agent {
     }
 }
 
+/// Agents racing to register through two schedulers.
+const NODES: usize = 24;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_never_hand_out_one_subnet_twice() {
     let cluster = Cluster::start(2, SubnetConfig::default()).await;
@@ -180,7 +183,7 @@ async fn two_schedulers_never_hand_out_one_subnet_twice() {
     // registrations never conflict, so what this counter gains is ours.
     let conflicts_before = drover_scheduler::cluster::write_conflicts("node");
     let mut joins = tokio::task::JoinSet::new();
-    for i in 0..24 {
+    for i in 0..NODES {
         let addr = cluster.addrs[i % 2].clone();
         joins.spawn(async move {
             // `drover agent` tries a registration the scheduler gave up on
@@ -221,15 +224,22 @@ async fn two_schedulers_never_hand_out_one_subnet_twice() {
         );
         agents.push(a);
     }
-    assert_eq!(subnets.len(), 24);
+    assert_eq!(subnets.len(), NODES);
     let conflicts = drover_scheduler::cluster::write_conflicts("node") - conflicts_before;
+    let most = drover_scheduler::cluster::most_attempts("node");
     eprintln!(
-        "24 nodes on 2 schedulers: {conflicts} conflicting node registration writes, \
-         {aborted} registrations given up (ABORTED)"
+        "{NODES} nodes on 2 schedulers: {conflicts} conflicting node registration writes, \
+         at most {most} of {} attempts for one registration, \
+         {aborted} registrations given up (ABORTED)",
+        drover_scheduler::cluster::MAX_ATTEMPTS
     );
     assert_eq!(
         aborted, 0,
         "registrations ran out of attempts ({conflicts} conflicts in all)"
+    );
+    assert!(
+        most < drover_scheduler::cluster::MAX_ATTEMPTS,
+        "a registration took {most} attempts"
     );
 
     // Re-registering, through either scheduler, keeps the subnet.

@@ -139,6 +139,13 @@ fn replaced(c: &DevCluster, job: &str, old: &str, broken_at: i64, attempt: i64) 
     });
     assert_eq!(int_of(&new, "reschedule_attempt"), attempt, "{new}");
     let due = int_of(&new, "reschedule_eligible_unix_ms");
+    eprintln!(
+        "attempt {attempt}: check broken at +0 ms, due shown +{} ms, due +{} ms, \
+         placed +{} ms (deadline {DEADLINE_MS} + delay {delay})",
+        shown - broken_at,
+        due - broken_at,
+        int_of(&new, "created_unix_ms") - broken_at
+    );
     assert!(
         due >= broken_at + DEADLINE_MS + delay,
         "attempt {attempt}: due {due}, check broke at {broken_at}: {new}"

@@ -182,10 +182,13 @@ impl Cluster {
             };
             match self.commit_batches(&txn, &what).await? {
                 Some(revision) => {
+                    if n > 1 {
+                        super::conflicts::committed(&what(), n);
+                    }
                     return Ok(Written {
                         value,
                         revision: Some(revision),
-                    })
+                    });
                 }
                 None => {
                     super::conflicts::conflicted(&what());

@@ -8,6 +8,7 @@
 //! Exported as `drover_scheduler_write_conflicts_total{record}` and read by
 //! tests through [`write_conflicts`].
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::LazyLock;
 
 use drover_metrics::prometheus::IntCounterVec;
@@ -42,6 +43,28 @@ fn record_of(what: &str) -> &'static str {
 /// A write described as `what` lost a race and is tried again.
 pub(crate) fn conflicted(what: &str) {
     CONFLICTS.with_label_values(&[record_of(what)]).inc();
+}
+
+/// The most attempts one write of each kind (in [`RECORDS`] order) took.
+static MOST: [AtomicU32; RECORDS.len()] = [const { AtomicU32::new(0) }; RECORDS.len()];
+
+/// A write described as `what` committed at its attempt `n` (> 1: the
+/// caller leaves out first attempts, the common case).
+pub(crate) fn committed(what: &str, n: u32) {
+    let record = record_of(what);
+    if let Some(i) = RECORDS.iter().position(|r| *r == record) {
+        MOST[i].fetch_max(n, Ordering::Relaxed);
+    }
+}
+
+/// The most attempts one write of kind `record` took to commit in this
+/// process so far; 0 when each committed at its first. At most
+/// `MAX_ATTEMPTS`.
+pub fn most_attempts(record: &str) -> u32 {
+    RECORDS
+        .iter()
+        .position(|r| *r == record)
+        .map_or(0, |i| MOST[i].load(Ordering::Relaxed))
 }
 
 /// Conflicting write attempts of records of kind `record` (one of

@@ -4,8 +4,11 @@
 //! A subnet is claimed with a `subnets/<cidr>` record created in the same
 //! guarded transaction as the node record that names it, and only if the
 //! claim is absent: two schedulers racing for one subnet cannot both win.
-//! A node that lost such a race looks for a subnet of its own next
-//! ([`crate::subnet::spread`]), so racers stop reaching for the same one.
+//! Once a registration of this process lost such a race (another writer
+//! claims too), nodes look for a subnet of their own
+//! ([`crate::subnet::spread`]) instead of the lowest free one, so racers
+//! stop reaching for the same one; a lone scheduler never loses one and
+//! hands out the lowest free subnets in order.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -35,6 +38,10 @@ impl Cluster {
                     // The claims cached from earlier registrations, read
                     // again after a conflict (another scheduler claimed).
                     let retry = tries.fetch_add(1, Ordering::Relaxed) > 0;
+                    if retry {
+                        self.claims_contended.store(true, Ordering::Relaxed);
+                    }
+                    let spread = self.claims_contended.load(Ordering::Relaxed);
                     if retry || lock(&self.claims).is_none() {
                         let stored = self.store.list::<SubnetClaim>(Kind::Subnet).await?.items;
                         *lock(&self.claims) = Some(Claims::read(&stored));
@@ -43,12 +50,13 @@ impl Cluster {
                     let assigned = {
                         let cached = lock(&self.claims);
                         let claims = cached.as_ref().map(Claims::borrowed).unwrap_or_default();
-                        // After a lost race, not the lowest free subnet
-                        // again (the racers all reach for it) but one of
-                        // the node's own (`subnet::spread`).
+                        // Once a race was lost, not the lowest free subnet
+                        // (every racer reaches for it, and this process's
+                        // cache misses the other's claims) but one of the
+                        // node's own (`subnet::spread`).
                         let wanted = reported.subnet.or_else(|| {
                             let taken = claims.iter().map(|c| &c.subnet);
-                            (retry && held.is_none())
+                            (spread && held.is_none())
                                 .then(|| subnet::spread::after_conflict(&self.subnets, id, taken))
                                 .flatten()
                         });
