@@ -206,8 +206,7 @@ impl Cluster {
             .filter(|a| a.job == name)
             .cloned()
             .collect();
-        let seen = reschedule::deployment_view(&spec, &mine, now);
-        let mut outcome = history.outcome(&record, changed, revert, &seen, now);
+        let mut outcome = history.outcome(&record, changed, revert, &mine, now);
         history.mark_revert(&mut outcome);
         let started = std::time::Instant::now();
         let planned = reschedule::plan(

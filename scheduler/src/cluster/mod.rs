@@ -218,11 +218,10 @@ impl Cluster {
             .filter(|a| a.job == spec.name)
             .cloned()
             .collect();
-        let seen = crate::reschedule::deployment_view(spec, &mine, now);
         let outcome = self
             .history(&spec.name)
             .await?
-            .outcome(&record, changed, false, &seen, now);
+            .outcome(&record, changed, false, &mine, now);
         let managed = deploy::managed(&outcome);
         let planned = crate::reschedule::plan(
             &self.placement,
