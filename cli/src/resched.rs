@@ -36,14 +36,21 @@ pub fn summary(a: &pb::Allocation, now_ms: i64) -> Vec<String> {
             short(&a.previous_alloc)
         ));
     }
+    // A running one is there for a critical check: unhealthy once its
+    // deadline passes, replaced unless the check passes again.
+    let why = if a.status == "running" {
+        "check critical"
+    } else {
+        "failed"
+    };
     if a.reschedule_unix_ms > 0 {
         out.push(format!(
-            "failed: rescheduled {}",
+            "{why}: rescheduled {}",
             due_in(now_ms, a.reschedule_unix_ms)
         ));
     }
     if !a.not_rescheduled.is_empty() {
-        out.push(format!("failed: not rescheduled: {}", a.not_rescheduled));
+        out.push(format!("{why}: not rescheduled: {}", a.not_rescheduled));
     }
     if !a.replaced_by.is_empty() {
         out.push(format!("replaced by {}", short(&a.replaced_by)));
@@ -122,5 +129,14 @@ mod tests {
             ]
         );
         assert_eq!(due_in(0, 3_725_000), "in 1h2m");
+        let critical = pb::Allocation {
+            status: "running".into(),
+            reschedule_unix_ms: 61_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            summary(&critical, 1_000),
+            ["check critical: rescheduled in 1m0s"]
+        );
     }
 }

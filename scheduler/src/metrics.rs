@@ -45,6 +45,11 @@ pub fn register(registry: &Registry) -> Result<Arc<SchedulerSampler>, MetricsErr
     }
     drover_metrics::register(registry, m.placements.clone())?;
     drover_metrics::register(registry, m.placement_seconds.clone())?;
+    let conflicts = crate::cluster::conflicts_counter();
+    for record in crate::cluster::CONFLICT_RECORDS {
+        conflicts.with_label_values(&[record]);
+    }
+    drover_metrics::register(registry, conflicts.clone())?;
     let s = SchedulerSampler {
         core: Mutex::new(Weak::new()),
         role: Mutex::new(None),

@@ -165,6 +165,12 @@ pub struct AllocReschedule {
     /// On a failed allocation that was replaced: the replacement's id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub replaced_by: String,
+    /// While it runs with a health check critical: since when, without a
+    /// break (ms since the epoch, as its node's report arrived). Past the
+    /// group's healthy deadline it is unhealthy and replaced like a failed
+    /// one ([`crate::reschedule::unhealthy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_unix_ms: Option<i64>,
 }
 
 impl AllocReschedule {
@@ -190,6 +196,10 @@ pub struct Lineage {
     /// the policy's `attempts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_unix_ms: Vec<i64>,
+    /// The allocation it replaces was unhealthy (running, a check critical
+    /// past its deadline), not failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unhealthy: bool,
 }
 
 impl AllocRecord {
@@ -301,7 +311,12 @@ fn lineage_pb(r: &AllocReschedule) -> pb::Allocation {
         ..Default::default()
     };
     if !r.replaced_by.is_empty() {
-        out.desired_reason = format!("rescheduled: failed, replaced by {}", r.replaced_by);
+        let why = if r.critical_unix_ms.is_some() {
+            "unhealthy"
+        } else {
+            "failed"
+        };
+        out.desired_reason = format!("rescheduled: {why}, replaced by {}", r.replaced_by);
     }
     if let Some(l) = &r.lineage {
         out.previous_alloc = l.previous.clone();

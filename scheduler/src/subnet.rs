@@ -12,6 +12,8 @@ use std::net::Ipv4Addr;
 use drover_model::ipnet::mask;
 pub use drover_model::{InvalidNet, Ipv4Net};
 
+pub mod spread;
+
 /// Why a CIDR or a subnet request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubnetError {

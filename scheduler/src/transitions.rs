@@ -157,6 +157,8 @@ pub fn apply_report(a: &AllocRecord, report: &StatusReport, now: i64) -> Option<
     let mut r = a.clone();
     r.status = report.status;
     r.reschedule = crate::reschedule::on_status(&a.reschedule, a.status, report.status, now);
+    r.reschedule.critical_unix_ms =
+        crate::reschedule::unhealthy::critical_since(a, report.status, &report.checks, now);
     r.tasks = report.tasks.clone();
     r.checks = report.checks.clone();
     if !report.ip.is_empty() {

@@ -182,12 +182,16 @@ impl Cluster {
             };
             match self.commit_batches(&txn, &what).await? {
                 Some(revision) => {
+                    if n > 1 {
+                        super::conflicts::committed(&what(), n);
+                    }
                     return Ok(Written {
                         value,
                         revision: Some(revision),
-                    })
+                    });
                 }
                 None => {
+                    super::conflicts::conflicted(&what());
                     tracing::debug!(what = %what(), attempt = n, "conflicting write; reading again");
                 }
             }

@@ -116,7 +116,10 @@ impl Cluster {
 
 impl History {
     /// The deployment decision of a pass placing `record` (written when
-    /// `changed`; `revert` when it goes back to an earlier version).
+    /// `changed`; `revert` when it goes back to an earlier version), over
+    /// the job's `allocs` less those due for replacement (failed or
+    /// unhealthy: their slot is placed again, see
+    /// [`crate::reschedule::deployment_view`]).
     pub(super) fn outcome(
         &self,
         record: &JobRecord,
@@ -131,6 +134,7 @@ impl History {
             .map(|(v, r)| (*v, r.value.spec.clone()))
             .collect();
         specs.insert(record.version, record.spec.clone());
+        let allocs: &[AllocRecord] = &crate::reschedule::deployment_view(&record.spec, allocs, now);
         deploy_plan::plan(Input {
             job: &record.spec,
             version: record.version,

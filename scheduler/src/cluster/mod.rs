@@ -28,6 +28,7 @@ use crate::subnet::{Ipv4Net, SubnetConfig, SubnetError};
 
 mod batch;
 mod commit;
+mod conflicts;
 mod deploy;
 mod fence;
 mod jobs;
@@ -35,6 +36,12 @@ pub mod limits;
 mod nodes;
 
 pub use commit::{Step, Txn, Written, MAX_ATTEMPTS};
+pub use conflicts::{most_attempts, write_conflicts, RECORDS as CONFLICT_RECORDS};
+
+/// The conflicting-writes counter, for the metrics registry.
+pub(crate) fn conflicts_counter() -> &'static drover_metrics::prometheus::IntCounterVec {
+    &conflicts::CONFLICTS
+}
 pub use deploy::DeployError;
 pub use jobs::Submitted;
 
@@ -112,6 +119,10 @@ pub struct Cluster {
     /// The subnet claims as this process last read or wrote them (see
     /// `nodes.rs`); `None` until the first registration reads them.
     claims: std::sync::Mutex<Option<nodes::Claims>>,
+    /// A registration of this process lost a race for a subnet: another
+    /// writer claims too, so new nodes start their search at a subnet of
+    /// their own (`subnet::spread`) rather than the lowest free one.
+    claims_contended: std::sync::atomic::AtomicBool,
     /// The leader term every write is fenced on (`fence.rs`); `None`:
     /// unfenced (one scheduler, tests).
     fence: std::sync::RwLock<Option<drover_store::election::Fence>>,
@@ -127,6 +138,7 @@ impl Cluster {
             placement: PlanConfig::default(),
             deploying: std::sync::Mutex::default(),
             claims: std::sync::Mutex::default(),
+            claims_contended: std::sync::atomic::AtomicBool::new(false),
             fence: std::sync::RwLock::new(None),
         }
     }

@@ -4,6 +4,11 @@
 //! A subnet is claimed with a `subnets/<cidr>` record created in the same
 //! guarded transaction as the node record that names it, and only if the
 //! claim is absent: two schedulers racing for one subnet cannot both win.
+//! Once a registration of this process lost such a race (another writer
+//! claims too), nodes look for a subnet of their own
+//! ([`crate::subnet::spread`]) instead of the lowest free one, so racers
+//! stop reaching for the same one; a lone scheduler never loses one and
+//! hands out the lowest free subnets in order.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -32,7 +37,12 @@ impl Cluster {
                     let old = self.store.get::<NodeRecord>(Kind::Node, id).await?;
                     // The claims cached from earlier registrations, read
                     // again after a conflict (another scheduler claimed).
-                    if tries.fetch_add(1, Ordering::Relaxed) > 0 || lock(&self.claims).is_none() {
+                    let retry = tries.fetch_add(1, Ordering::Relaxed) > 0;
+                    if retry {
+                        self.claims_contended.store(true, Ordering::Relaxed);
+                    }
+                    let spread = self.claims_contended.load(Ordering::Relaxed);
+                    if retry || lock(&self.claims).is_none() {
                         let stored = self.store.list::<SubnetClaim>(Kind::Subnet).await?.items;
                         *lock(&self.claims) = Some(Claims::read(&stored));
                     }
@@ -40,7 +50,17 @@ impl Cluster {
                     let assigned = {
                         let cached = lock(&self.claims);
                         let claims = cached.as_ref().map(Claims::borrowed).unwrap_or_default();
-                        subnet::assign(&self.subnets, id, held, reported.subnet, &claims)
+                        // Once a race was lost, not the lowest free subnet
+                        // (every racer reaches for it, and this process's
+                        // cache misses the other's claims) but one of the
+                        // node's own (`subnet::spread`).
+                        let wanted = reported.subnet.or_else(|| {
+                            let taken = claims.iter().map(|c| &c.subnet);
+                            (spread && held.is_none())
+                                .then(|| subnet::spread::after_conflict(&self.subnets, id, taken))
+                                .flatten()
+                        });
+                        subnet::assign(&self.subnets, id, held, wanted, &claims)
                             .map_err(|refusal| refused(id, refusal))?
                     };
                     match (&assigned.lost, held) {

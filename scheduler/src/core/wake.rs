@@ -125,9 +125,18 @@ impl Core {
     /// A node reported `a` (its record now): if it failed and will be
     /// replaced, the alarm goes off when it is due.
     pub(crate) async fn reported_for_reschedule(&self, a: &AllocRecord) {
-        if !failed_and_wanted(a) {
+        // A critical allocation arms the alarm on the report that made it
+        // so, not on each later report of its checks.
+        let unhealthy = crate::reschedule::unhealthy::is_critical(a);
+        let first = !unhealthy || a.reschedule.critical_unix_ms == Some(a.modified_unix_ms);
+        if !failed_and_wanted(a) || !first {
             return;
         }
+        let what = if unhealthy {
+            "allocation with a critical check"
+        } else {
+            "failed allocation"
+        };
         let job = match self.cluster().job(&a.job).await {
             Ok(Some(j)) if j.value.status == JobStatus::Running => j.value,
             Ok(_) => return,
@@ -138,11 +147,11 @@ impl Core {
         };
         match outlook(&job.spec, a) {
             Some(Outlook::Replace(l)) => {
-                tracing::info!(alloc_id = %a.id, alloc = %a.name, attempt = l.attempt, delay_ms = l.delay_ms, due_unix_ms = l.eligible_unix_ms, "failed allocation will be rescheduled");
+                tracing::info!(alloc_id = %a.id, alloc = %a.name, attempt = l.attempt, delay_ms = l.delay_ms, due_unix_ms = l.eligible_unix_ms, "{what} will be rescheduled");
                 self.alarm().arm(l.eligible_unix_ms);
             }
             Some(Outlook::Exhausted) => {
-                tracing::warn!(alloc_id = %a.id, alloc = %a.name, "failed allocation not rescheduled: attempts exhausted");
+                tracing::warn!(alloc_id = %a.id, alloc = %a.name, "{what} not rescheduled: attempts exhausted");
             }
             Some(Outlook::Never(_)) | None => {}
         }

@@ -24,6 +24,13 @@
 //!   every instance of every group is a healthy new allocation. A revert
 //!   deployment never fails by deadline: the deadline decides whether to
 //!   revert, never to give up on the known-good version (nomad #12940).
+//! - An allocation due for replacement (failed, or running with a check
+//!   critical past `healthy_deadline_ms`: [`crate::reschedule::unhealthy`])
+//!   is not passed to the step (the caller steps over
+//!   [`crate::reschedule::deployment_view`]): its slot is empty, so it is placed again
+//!   and the replacement is tracked like any new allocation, within the
+//!   same progress deadline (Nomad's "rescheduled if the update is still
+//!   within the progress_deadline").
 
 use std::collections::BTreeMap;
 

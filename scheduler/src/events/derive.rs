@@ -69,7 +69,8 @@ pub fn alloc_events(
                 "",
                 EventType::Rescheduled,
                 format!(
-                    "replaces failed allocation {} (attempt {}, after {} ms)",
+                    "replaces {} allocation {} (attempt {}, after {} ms)",
+                    if l.unhealthy { "unhealthy" } else { "failed" },
                     short(&l.previous),
                     l.attempt,
                     l.delay_ms

@@ -46,6 +46,7 @@ fn a_new_allocation_is_placed_and_a_replacement_says_what_it_replaces() {
         eligible_unix_ms: 0,
         delay_ms: 500,
         recent_unix_ms: Vec::new(),
+        unhealthy: false,
     }));
     let e = alloc_events(None, &r, StopContext::default());
     assert_eq!(kinds(&e), ["Placed", "Rescheduled"]);

@@ -26,16 +26,19 @@ impl Scorer for FailedBefore {
 
 /// The nodes each instance (group, index) of job `job` failed on, one
 /// entry per failed allocation, whatever its desired state (a replaced one
-/// is desired stop and still counts).
+/// is desired stop and still counts). An allocation running with a check
+/// critical, or replaced (for being unhealthy), counts as failed there.
 pub fn by_instance<'a>(
     job: &str,
     allocs: &'a [AllocRecord],
 ) -> BTreeMap<(&'a str, u32), Vec<&'a str>> {
     let mut out: BTreeMap<(&str, u32), Vec<&str>> = BTreeMap::new();
-    for a in allocs
-        .iter()
-        .filter(|a| a.job == job && a.status == AllocStatus::Failed)
-    {
+    let failed = |a: &AllocRecord| {
+        a.status == AllocStatus::Failed
+            || a.reschedule.critical_unix_ms.is_some()
+            || !a.reschedule.replaced_by.is_empty()
+    };
+    for a in allocs.iter().filter(|a| a.job == job && failed(a)) {
         out.entry((a.group.as_str(), a.index))
             .or_default()
             .push(a.node_id.as_str());

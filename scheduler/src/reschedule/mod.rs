@@ -1,6 +1,8 @@
 //! Rescheduling: an allocation that failed on its node (its restart policy
-//! exhausted, desired run, status failed) is replaced by a new allocation
-//! of the same instance, placed anew, once its delay has passed.
+//! exhausted, desired run, status failed), or runs unhealthy (a health
+//! check critical past the group's healthy deadline: [`unhealthy`]), is
+//! replaced by a new allocation of the same instance, placed anew, once
+//! its delay has passed.
 //!
 //! Pure, with the clock passed in. The rules, per failed allocation of a
 //! group that has a [`ReschedulePolicy`]:
@@ -29,8 +31,9 @@ pub use crate::state::{AllocReschedule, Lineage};
 
 mod plan;
 pub mod show;
+pub mod unhealthy;
 
-pub use plan::{due, plan, view, Due, Planned, Replacement};
+pub use plan::{deployment_view, due, freed, plan, view, Due, Planned, Replacement};
 
 /// What becomes of a failed allocation the job still wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +50,12 @@ pub enum Outlook {
 /// The reason shown for an allocation whose attempts are used up.
 pub const EXHAUSTED: &str = "attempts exhausted";
 
-/// Whether `a` is a failed allocation its job still wants: a candidate for
-/// rescheduling (or, once replaced, no longer one: its desired state is
-/// stop).
+/// Whether `a` is a failed allocation its job still wants, or a running
+/// one with a check critical (unhealthy once its deadline has passed,
+/// which [`outlook`]'s due time includes): a candidate for rescheduling
+/// (or, once replaced, no longer one: its desired state is stop).
 pub fn failed_and_wanted(a: &AllocRecord) -> bool {
-    a.desired == DesiredState::Run && a.status == AllocStatus::Failed
+    a.desired == DesiredState::Run && (a.status == AllocStatus::Failed || unhealthy::is_critical(a))
 }
 
 /// What becomes of `a`, a failed allocation of `job` it still wants, under
@@ -73,7 +77,7 @@ pub fn outlook(job: &JobSpec, a: &AllocRecord) -> Option<Outlook> {
     Some(match policy(group) {
         None => Outlook::Never("the job has no reschedule policy"),
         Some(p) if !p.enabled() => Outlook::Never("rescheduling is off (attempts = 0)"),
-        Some(p) => match next(&p, a) {
+        Some(p) => match next_at(&p, a, unhealthy::failed_at(group, a)) {
             Some(l) => Outlook::Replace(l),
             None => Outlook::Exhausted,
         },
@@ -88,6 +92,14 @@ fn policy(group: &GroupSpec) -> Option<ReschedulePolicy> {
 /// or `None` when its attempts are exhausted.
 pub fn next(policy: &ReschedulePolicy, a: &AllocRecord) -> Option<Lineage> {
     let failed = a.reschedule.failed_unix_ms.unwrap_or(a.modified_unix_ms);
+    let ran_ms = u64::try_from(failed.saturating_sub(a.created_unix_ms)).unwrap_or(0);
+    next_at(policy, a, (failed, ran_ms))
+}
+
+/// [`next`] for `a` failed at `failed.0` after running well for
+/// `failed.1` ms ([`unhealthy::failed_at`]).
+fn next_at(policy: &ReschedulePolicy, a: &AllocRecord, failed: (i64, u64)) -> Option<Lineage> {
+    let (failed, ran_ms) = failed;
     let prev = a.reschedule.lineage.as_ref();
     let interval = i64::try_from(policy.interval_ms).unwrap_or(i64::MAX);
     let since = failed.saturating_sub(interval);
@@ -99,7 +111,6 @@ pub fn next(policy: &ReschedulePolicy, a: &AllocRecord) -> Option<Lineage> {
             return None;
         }
     }
-    let ran_ms = u64::try_from(failed.saturating_sub(a.created_unix_ms)).unwrap_or(0);
     let delay_ms = match prev {
         // A long healthy run ends a crash loop: start over.
         Some(l) if ran_ms <= policy.max_delay_ms => l
@@ -129,6 +140,7 @@ pub fn next(policy: &ReschedulePolicy, a: &AllocRecord) -> Option<Lineage> {
         eligible_unix_ms: eligible,
         delay_ms,
         recent_unix_ms,
+        unhealthy: unhealthy::is_critical(a),
     })
 }
 

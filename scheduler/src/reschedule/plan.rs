@@ -81,6 +81,29 @@ pub fn due<'a>(job: &JobSpec, allocs: &'a [AllocRecord], now: i64) -> Due<'a> {
     out
 }
 
+/// The ids of the allocations of `job` among `allocs` that a pass at `now`
+/// frees from their slot: due for replacement, or replaced already but
+/// not yet marked so. A deployment steps over [`view`] of them, so that
+/// it places the slot again.
+pub fn freed<'a>(job: &JobSpec, allocs: &'a [AllocRecord], now: i64) -> BTreeSet<&'a str> {
+    let Due { due, unmarked } = due(job, allocs, now);
+    due.iter()
+        .map(|(a, _)| a.id.as_str())
+        .chain(unmarked.iter().map(|(a, _)| a.id.as_str()))
+        .collect()
+}
+
+/// `allocs` (of `job`) as a deployment steps over them at `now`: those
+/// [`freed`] no longer hold their slot (desired stop), so the deployment
+/// places it again and tracks the replacement.
+pub fn deployment_view<'a>(
+    job: &JobSpec,
+    allocs: &'a [AllocRecord],
+    now: i64,
+) -> Cow<'a, [AllocRecord]> {
+    view(allocs, &freed(job, allocs, now))
+}
+
 /// `allocs` as reconcile should see them: the failed allocations in
 /// `free` no longer hold their slot (desired stop), so it is placed again.
 pub fn view<'a>(allocs: &'a [AllocRecord], free: &BTreeSet<&str>) -> Cow<'a, [AllocRecord]> {
