@@ -52,6 +52,7 @@ pub mod periodic;
 pub mod placement;
 pub mod queue;
 pub mod reconcile;
+pub mod returning;
 pub mod registrar;
 mod registry;
 mod relay;
