@@ -5,7 +5,7 @@
 //! copy terminal, and `ready` after; one that never reports it is ready
 //! anyway past its bound; a fresh node is ready at once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
 
