@@ -38,6 +38,7 @@ use crate::timers::DeployTimers;
 use crate::transitions::StatusReport;
 use wake::Alarm;
 
+mod returning;
 mod wake;
 
 /// How often agents heartbeat, and how long silence is tolerated.
@@ -92,6 +93,8 @@ pub struct Core {
     load: Load,
     /// The allocation events ([`crate::events`]).
     events: Arc<EventLog>,
+    /// The returning nodes waited on ([`crate::returning`]).
+    returns: Mutex<crate::returning::Returns>,
 }
 
 mod passes;
@@ -153,6 +156,7 @@ impl Core {
             deploy_timers: DeployTimers::default(),
             load: Load::default(),
             events,
+            returns: Mutex::default(),
         })
     }
 
@@ -309,6 +313,8 @@ impl Core {
     /// Records what an agent reports about one of its allocations.
     pub async fn report(&self, node_id: &str, report: &StatusReport) -> Result<(), ClusterError> {
         let Some(r) = self.cluster.report(node_id, report).await? else {
+            // A stale copy (another node's, or unknown) counts all the same.
+            self.returned_report(node_id, report).await;
             return Ok(());
         };
         self.sync_records(std::slice::from_ref(&r.id)).await;
@@ -325,6 +331,7 @@ impl Core {
                 self.cluster.finish_batch(&r.job).await?;
             }
         }
+        self.returned_report(node_id, report).await;
         Ok(())
     }
 
@@ -336,6 +343,7 @@ impl Core {
             .node_down(node_id, || self.registry.is_connected(node_id))
             .await?;
         if down {
+            crate::sync::lock(&self.returns).forget(node_id);
             self.peers.notify();
             // Its lease goes, and every record of the node with it.
             if let Err(error) = self.registrar.node_down(node_id).await {
@@ -368,10 +376,13 @@ impl Core {
     pub async fn reconcile(&self) -> Result<(), ClusterError> {
         let grace = self.timing.node_grace;
         for n in self.cluster.nodes().await? {
-            if n.value.status == NodeStatus::Ready && self.registry.silent(&n.name, grace) {
+            // An initializing node is connected: silence takes it down too.
+            if n.value.status != NodeStatus::Down && self.registry.silent(&n.name, grace) {
                 if let Err(error) = self.node_down(&n.name).await {
                     tracing::warn!(node_id = %n.name, %error, "cannot mark node down");
                 }
+            } else if n.value.status == NodeStatus::Initializing {
+                self.initializing_due(&n.name).await;
             }
         }
         self.reconcile_jobs().await?;
@@ -440,10 +451,15 @@ impl Core {
     ) -> Result<(NodeRecord, Session), ClusterError> {
         let session = self.registry.connect(&reported.id, tx);
         let recorded = async {
-            let node = self.cluster.register_node(reported).await?;
-            self.peers.notify();
-            if let Err(error) = self.registrar.node_up(&node).await {
-                tracing::warn!(node_id = %node.id, %error, "cannot write the node's discovery record; the next reconcile pass retries");
+            // Initializing while it runs copies replaced meanwhile: its
+            // peers and discovery learn of it once they are stopped.
+            let reported = self.returning(reported, running).await?;
+            let node = self.cluster.register_node(&reported).await?;
+            if node.status == NodeStatus::Ready {
+                self.peers.notify();
+                if let Err(error) = self.registrar.node_up(&node).await {
+                    tracing::warn!(node_id = %node.id, %error, "cannot write the node's discovery record; the next reconcile pass retries");
+                }
             }
             self.record_running(&node, running).await?;
             Ok(node)

@@ -57,6 +57,7 @@ pub mod registrar;
 mod registry;
 mod relay;
 pub mod reschedule;
+pub mod returning;
 pub mod service;
 pub mod state;
 pub mod subnet;

@@ -224,6 +224,11 @@ pub fn job_allocs(allocs: &[AllocRecord], job: &str) -> Vec<AllocRecord> {
 pub enum NodeStatus {
     /// Agent connected and heartbeating.
     Ready,
+    /// Agent connected again after the node was down, still running
+    /// copies the cluster replaced: not placeable and out of service
+    /// discovery until it reports them stopped (see
+    /// [`crate::returning`]). Named as Nomad's.
+    Initializing,
     /// Agent silent past its grace period.
     Down,
 }
@@ -233,6 +238,7 @@ impl NodeStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             NodeStatus::Ready => "ready",
+            NodeStatus::Initializing => "initializing",
             NodeStatus::Down => "down",
         }
     }

@@ -232,22 +232,37 @@ pub fn node_down<'a>(
     Some((record, lost))
 }
 
-/// The record of a registering node: what it reports, ready, registered
-/// `now`, with `subnet`; what the operator set (drain) is kept from the
-/// `previous` record.
+/// The record of a registering node: what it reports, ready (or
+/// initializing, when `reported` says so: it still runs replaced copies,
+/// see [`crate::returning`]), registered `now`, with `subnet`; what the
+/// operator set (drain) is kept from the `previous` record.
 pub fn registered(
     reported: &NodeRecord,
     previous: Option<&NodeRecord>,
     subnet: Ipv4Net,
     now: i64,
 ) -> NodeRecord {
+    let status = match reported.status {
+        NodeStatus::Initializing => NodeStatus::Initializing,
+        NodeStatus::Ready | NodeStatus::Down => NodeStatus::Ready,
+    };
     NodeRecord {
-        status: NodeStatus::Ready,
+        status,
         draining: previous.is_some_and(|p| p.draining),
         subnet: Some(subnet),
         last_seen_unix_ms: now,
         ..reported.clone()
     }
+}
+
+/// An initializing node made ready (its stale copies stopped, or waited
+/// on long enough); `None` when it is not initializing (down, or ready
+/// already), so a late flip never revives a down node.
+pub fn ready(node: &NodeRecord) -> Option<NodeRecord> {
+    (node.status == NodeStatus::Initializing).then(|| NodeRecord {
+        status: NodeStatus::Ready,
+        ..node.clone()
+    })
 }
 
 /// The node with draining turned on or off.

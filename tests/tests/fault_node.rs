@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use drover_agent::net::Ipv4Net;
@@ -345,6 +346,55 @@ struct DnsWatch {
     stale_after_heal: Option<Instant>,
 }
 
+/// What a fast poll of the returning node's status saw.
+#[derive(Debug, Default)]
+struct ReadyWatch {
+    /// First seen `initializing`.
+    initializing: Option<Instant>,
+    /// First seen `ready`.
+    ready: Option<Instant>,
+    /// Seen `ready` while the stale task was alive (its `/proc` entry
+    /// was there after the status was read): first time.
+    ready_while_stale: Option<Instant>,
+}
+
+/// Sets its flag when dropped: the watcher ends even when an assertion
+/// fails (a scope waits for its threads).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Polls node `node_id`'s status every 50 ms until `stop`, noting when it
+/// was first `initializing` and `ready`, and whether it was ever `ready`
+/// while task `pid` was still alive.
+fn watch_ready(mh: &MultiHost, node_id: &str, pid: i64, stop: &AtomicBool) -> ReadyWatch {
+    let mut w = ReadyWatch::default();
+    while !stop.load(Ordering::Relaxed) {
+        let status = mh.nodes().get(node_id).map(|n| n["status"].clone());
+        // Checked after the status: alive now means alive when it was read.
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let now = Instant::now();
+        match status.as_ref().and_then(Value::as_str) {
+            Some("initializing") => {
+                w.initializing.get_or_insert(now);
+            }
+            Some("ready") => {
+                w.ready.get_or_insert(now);
+                if alive {
+                    w.ready_while_stale.get_or_insert(now);
+                }
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w
+}
+
 #[test]
 fn a_partitioned_host_is_replaced_and_its_stale_copy_stopped_when_it_returns() {
     let (mh, victim, survivor) = web_on_three_hosts();
@@ -415,42 +465,61 @@ fn a_partitioned_host_is_replaced_and_its_stale_copy_stopped_when_it_returns() {
 
     // Healed: the stale copy is stopped, and DNS (on a survivor and on the
     // returning host) never answers it next to the replacement.
-    let healed = Instant::now();
-    mh.set_host_link(victim, true);
-    let victim_bridge = bridge_of(&mh, victim);
-    let mut watch = DnsWatch::default();
-    let mut stopped_at = None;
-    let deadline = healed + WAIT;
-    loop {
-        let now = Instant::now();
-        assert!(now < deadline, "the stale copy was not stopped: {watch:?}");
-        for (host, br) in [(survivor, bridge), (victim, victim_bridge)] {
-            let got = web_answers(&mh, host, br);
-            if got.contains(&stale_ip) {
-                watch.stale_after_heal.get_or_insert(now);
-                if got.contains(&new_ip) {
-                    let first = watch.both.map_or(now, |(f, _)| f);
-                    watch.both = Some((first, now));
+    // The returning node is watched closely meanwhile: never ready while
+    // the stale copy lives.
+    let stop_watch = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| watch_ready(&mh, &victim_id, stale_pid, &stop_watch));
+        let _stop_on_failure = SetOnDrop(&stop_watch);
+        let healed = Instant::now();
+        mh.set_host_link(victim, true);
+        let victim_bridge = bridge_of(&mh, victim);
+        let mut watch = DnsWatch::default();
+        let mut stopped_at = None;
+        let deadline = healed + WAIT;
+        loop {
+            let now = Instant::now();
+            assert!(now < deadline, "the stale copy was not stopped: {watch:?}");
+            for (host, br) in [(survivor, bridge), (victim, victim_bridge)] {
+                let got = web_answers(&mh, host, br);
+                if got.contains(&stale_ip) {
+                    watch.stale_after_heal.get_or_insert(now);
+                    if got.contains(&new_ip) {
+                        let first = watch.both.map_or(now, |(f, _)| f);
+                        watch.both = Some((first, now));
+                    }
                 }
             }
+            let gone = !std::path::Path::new(&format!("/proc/{stale_pid}")).exists();
+            if gone && stopped_at.is_none() {
+                stopped_at = Some(now);
+            }
+            let ready = mh.nodes()[&victim_id]["status"] == "ready";
+            if stopped_at.is_some() && ready && now > healed + 2 * GRACE {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let gone = !std::path::Path::new(&format!("/proc/{stale_pid}")).exists();
-        if gone && stopped_at.is_none() {
-            stopped_at = Some(now);
-        }
-        let ready = mh.nodes()[&victim_id]["status"] == "ready";
-        if stopped_at.is_some() && ready && now > healed + 2 * GRACE {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stale = allocs(&mh, "web")
-        .into_iter()
-        .find(|a| a["id"] == stale_id.as_str())
-        .unwrap();
-    assert_eq!(stale["desired"], "stop", "{stale}");
-    let both_for = watch.both.map(|(f, l)| l - f);
-    println!(
+        stop_watch.store(true, Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        let since = |t: Option<Instant>| t.map(|t| (t - healed).as_millis());
+        println!(
+        "returning node: initializing seen {:?} ms, ready seen {:?} ms after the heal; stale task gone {} ms after",
+        since(seen.initializing),
+        since(seen.ready),
+        (stopped_at.unwrap() - healed).as_millis()
+    );
+        assert!(
+        seen.ready_while_stale.is_none(),
+        "the returning node was ready while its stale copy (pid {stale_pid}) still ran: {seen:?}"
+    );
+        let stale = allocs(&mh, "web")
+            .into_iter()
+            .find(|a| a["id"] == stale_id.as_str())
+            .unwrap();
+        assert_eq!(stale["desired"], "stop", "{stale}");
+        let both_for = watch.both.map(|(f, l)| l - f);
+        println!(
         "healed: stale copy stopped {} ms after the link came back; DNS answered stale and \
          replacement together for {:?} (check interval {} ms); stale answered after the heal (returning host, before its snapshot): {}",
         (stopped_at.unwrap() - healed).as_millis(),
@@ -458,15 +527,16 @@ fn a_partitioned_host_is_replaced_and_its_stale_copy_stopped_when_it_returns() {
         CHECK_INTERVAL.as_millis(),
         watch.stale_after_heal.is_some()
     );
-    // Never both on a survivor or the returning host for longer than a
-    // check interval; the survivor never got the stale address back.
-    assert!(
-        both_for.is_none_or(|d| d <= CHECK_INTERVAL),
-        "stale and replacement answered together for {both_for:?}"
-    );
-    let survivor_now = web_answers(&mh, survivor, bridge);
-    assert!(!survivor_now.contains(&stale_ip), "{survivor_now:?}");
-    assert_eq!(mh.running_with_ips("web", 2).len(), 2);
+        // Never both on a survivor or the returning host for longer than a
+        // check interval; the survivor never got the stale address back.
+        assert!(
+            both_for.is_none_or(|d| d <= CHECK_INTERVAL),
+            "stale and replacement answered together for {both_for:?}"
+        );
+        let survivor_now = web_answers(&mh, survivor, bridge);
+        assert!(!survivor_now.contains(&stale_ip), "{survivor_now:?}");
+        assert_eq!(mh.running_with_ips("web", 2).len(), 2);
+    });
     mh.cli_ok(&["job", "stop", "web"]);
 }
 

@@ -158,6 +158,18 @@ impl Cluster {
         Ok(done.revision.is_some())
     }
 
+    /// Makes initializing node `node_id` ready (its stale copies are
+    /// stopped, see [`crate::returning`]). Returns the record as stored,
+    /// or `None` when the node is not initializing (down meanwhile, or
+    /// ready already). Fenced like every write of the cluster.
+    pub async fn node_ready(&self, node_id: &str) -> Result<Option<NodeRecord>, ClusterError> {
+        // Under the planning lock, so a registration or node_down of this
+        // process cannot interleave; the record's revision guards the rest.
+        let _planning = self.planning.lock().await;
+        self.update(Kind::Node, "node", node_id, transitions::ready)
+            .await
+    }
+
     /// Turns draining on or off for node `node_id` (its full id). Returns
     /// the record as stored, or `None` when there is no such node.
     pub async fn set_draining(

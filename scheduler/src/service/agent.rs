@@ -206,6 +206,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
         };
         let _ = tx.send(Ok(hello)).await;
         session.dirty.notify_one();
+        if node.status == NodeStatus::Initializing {
+            self.core.ready_by_bound(&node.id);
+        }
         let sent = Sent::new(reg.partial_assignments);
         let pace = Arc::new(relay::dns::Pace::default());
         session::run(

@@ -162,7 +162,7 @@ fn table_end(h: &mut String, count: usize) {
 fn badge(status: &str) -> String {
     let class = match status {
         "running" | "ready" | "successful" | "complete" | "ok" | "passing" => "good",
-        "pending" | "draining" | "restarting" => "warn",
+        "pending" | "draining" | "restarting" | "initializing" => "warn",
         "failed" | "lost" | "down" | "cancelled" | "critical" => "bad",
         _ => "plain",
     };
