@@ -3,6 +3,7 @@
 # loopback, side by side in one run (root):
 #   bench/image/run.sh [--runs N]      (default 7 runs per engine)
 #   BENCH_BIN_DIR=DIR bench/image/run.sh  (release binaries already built in DIR)
+#   BENCH_RUNTIME_ONLY=1 ...           (only image-bench and container-bench)
 # Engines: Drover (`drover dev`, `drover job run` of a batch job), `skopeo
 # copy` + `umoci unpack` + `crun run`, and `podman pull` + `podman run`.
 # Then the warm start (image cached) of each, Drover's runtime alone
@@ -275,6 +276,7 @@ warm_podman() {
   echo $(( $(now_ns) - t0 ))
 }
 
+if [ -z "${BENCH_RUNTIME_ONLY:-}" ]; then
 cold=(drover crun podman) warm=(drover drover_layout crun podman)
 echo "== warm-up (one of each, not counted)" >&2
 for e in "${cold[@]}"; do "cold_$e" 0 >/dev/null; done
@@ -284,6 +286,7 @@ echo "== $RUNS cold runs per engine, alternating (rotating which goes first)" >&
 for i in $(seq "$RUNS"); do
   for k in 0 1 2; do
     e=${cold[$(( (i + k) % 3 ))]}
+    sync  # no engine waits for the previous one's writeback
     "cold_$e" "$i" >> "$work/cold-$e.ns"
   done
   echo "   run $i: $(for e in "${cold[@]}"; do printf '%s %d ms  ' "$e" $(( $(tail -1 "$work/cold-$e.ns") / 1000000 )); done)" >&2
@@ -292,6 +295,7 @@ echo "== $RUNS warm runs per engine, alternating" >&2
 for i in $(seq "$RUNS"); do
   for k in 0 1 2 3; do
     e=${warm[$(( (i + k) % 4 ))]}
+    sync
     "warm_$e" "$i" >> "$work/warm-$e.ns"
   done
 done
@@ -337,6 +341,7 @@ read -r wl _ _ < <(stats "$work/warm-drover_layout.ns")
 awk -v a="$wd" -v b="$wl" 'BEGIN { printf "\nDrover warm, registry image / local layout (medians): %.2f\n", a / b }'
 echo
 
+fi
 echo "== Drover's runtime alone (image-bench)" >&2
 umoci unpack --image "$work/layout:1" "$work/dir" >/dev/null
 "$bin/image-bench" --drover "$bin/drover" --image "$image" --ca "$work/tls/ca.pem" \

@@ -1,6 +1,6 @@
 //! `image-bench --image REF --ca FILE --layout DIR [--runs N] [--drover PATH]`:
 //! Drover's runtime alone (no scheduler, no agent loop), starting a
-//! `/bin/true` task (start + wait + remove) on the image `REF` pulled from a
+//! `/bin/true` task (start + wait; removed untimed) on the image `REF` pulled from a
 //! registry, against the same image from a local OCI layout and from an
 //! unpacked directory. `bench/image/run.sh` builds the image and the
 //! registry and calls this; it measures the whole path (`drover dev`,
@@ -15,6 +15,9 @@
 //!   layout's blobs are hashed again on every start;
 //! - directory (`Rootfs::Dir`): the image's layers unpacked into one
 //!   directory, as `bench/container` starts its busybox root.
+//!
+//! Every case starts after a `sync` (not timed), so that none waits for
+//! the writeback of the layers the previous one unpacked.
 //!
 //! Run as root, in the private mount namespace run.sh sets up (crun
 //! 1.8.1's hybrid-cgroup workaround, as bench/container).
@@ -103,6 +106,11 @@ fn main() -> Result<()> {
         .prefix("drover-image-bench-")
         .tempdir()
         .context("tempdir")?;
+    // As `drover dev`'s data dir: the task's mapped root may traverse it.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -132,7 +140,7 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
         .with_image_cache(cache.clone())
         .with_policy(policy);
     let spec = |case: Case, i: usize| TaskSpec {
-        alloc_id: format!("img{i}"),
+        alloc_id: format!("img{i}-{case:?}"),
         task: "main".to_owned(),
         hostname: "bench".to_owned(),
         command: vec!["/bin/true".to_owned()],
@@ -154,23 +162,40 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
         ..Default::default()
     };
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); Case::ALL.len()];
+    let mut line = String::new();
     // Run 0 is the warm-up (page cache, first-use costs), not counted.
     for i in 0..=args.runs {
         for (k, case) in Case::ALL.into_iter().enumerate() {
             if case == Case::Cold {
                 empty_cache(&cache)?;
             }
-            let took = once(&runtime, &spec(case, i)).await?;
+            // No start pays for the previous one's writeback (an fsync
+            // after a cold unpack waits for its 50 MB to reach the disk).
+            nix::unistd::sync();
+            let spec = spec(case, i);
+            let (took, start) = once(&runtime, &spec).await?;
             if i > 0 {
                 times[k].push(took);
             }
+            line.push_str(&format!("  {:?} {:.0} ms (start {:.0})", case, ms(took), ms(start)));
+            if case == Case::Dir {
+                runtime.remove(&spec.alloc_id, "main")?;
+            }
+        }
+        eprintln!("   run {i}:{line}");
+        line.clear();
+        // Removing the last task of an image collects its layers: the next
+        // run's cold start finds the cache empty (and the warm one, run
+        // before this, found it full).
+        for case in [Case::Cold, Case::Warm, Case::Layout] {
+            runtime.remove(&spec(case, i).alloc_id, "main")?;
         }
     }
     let dir_median = median(&mut times[3].clone());
     let layout_median = median(&mut times[2].clone());
     println!(
-        "Drover's runtime alone: start + wait + remove of /bin/true, {} runs each \
-         (one warm-up first), in the order listed\n",
+        "Drover's runtime alone: start + wait of /bin/true (removal not timed), {} runs \
+         each (one warm-up first), in the order listed\n",
         args.runs
     );
     println!("| start | median ms | p95 ms | min ms | median / layout | median / dir |");
@@ -205,13 +230,17 @@ fn empty_cache(cache: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One start + wait + remove; returns the wall time.
-async fn once(runtime: &Runtime, spec: &TaskSpec) -> Result<Duration> {
+/// One start + wait (the task is removed later: `Runtime::remove`
+/// collects the layers no task uses any more, which the next start needs);
+/// returns the wall time, and that of `Runtime::start` alone (pull or
+/// resolve included).
+async fn once(runtime: &Runtime, spec: &TaskSpec) -> Result<(Duration, Duration)> {
     let started = Instant::now();
     runtime
         .start(spec)
         .await
         .with_context(|| format!("starting {:?}", spec.rootfs))?;
+    let start = started.elapsed();
     let state = runtime
         .wait(&spec.alloc_id, "main", Duration::from_secs(30))
         .await?;
@@ -226,8 +255,7 @@ async fn once(runtime: &Runtime, spec: &TaskSpec) -> Result<Duration> {
         "{:?}: {state:?}",
         spec.rootfs
     );
-    runtime.remove(&spec.alloc_id, "main")?;
-    Ok(started.elapsed())
+    Ok((started.elapsed(), start))
 }
 
 fn median(t: &mut [Duration]) -> Duration {
