@@ -125,10 +125,7 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
         .context("--image has no registry")?
         .to_owned();
     let mut policy = drover_agent::policy::NodePolicy::default();
-    policy.allowed_images = vec![
-        PathBuf::from(format!("{registry}/")),
-        args.layout.clone(),
-    ];
+    policy.allowed_images = vec![PathBuf::from(format!("{registry}/")), args.layout.clone()];
     policy.allowed_rootfs_dirs = vec![args.rootfs.clone()];
     policy.registries.ca_files.insert(registry, args.ca.clone());
     let cache = tmp.join("images");
@@ -177,7 +174,12 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
             if i > 0 {
                 times[k].push(took);
             }
-            line.push_str(&format!("  {:?} {:.0} ms (start {:.0})", case, ms(took), ms(start)));
+            line.push_str(&format!(
+                "  {:?} {:.0} ms (start {:.0})",
+                case,
+                ms(took),
+                ms(start)
+            ));
             if case == Case::Dir {
                 runtime.remove(&spec.alloc_id, "main")?;
             }
