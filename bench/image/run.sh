@@ -185,7 +185,8 @@ DROVER_LOG=info "$bin/drover" dev --data-dir "$work/dev" --policy "$work/policy.
   >"$work/dev.log" 2>&1 </dev/null &
 dev_pid=$!
 for _ in $(seq 300); do [ -s "$work/dev/scheduler.addr" ] && break; sleep 0.1; done
-export DROVER_ADDR="http://$(cat "$work/dev/scheduler.addr")"
+DROVER_ADDR="http://$(cat "$work/dev/scheduler.addr")"
+export DROVER_ADDR
 for _ in $(seq 300); do
   "$bin/drover" node list -o json 2>/dev/null | grep -q '"status":"ready"' && break
   sleep 0.1
