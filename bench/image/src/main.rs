@@ -124,9 +124,11 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
         .next()
         .context("--image has no registry")?
         .to_owned();
-    let mut policy = drover_agent::policy::NodePolicy::default();
-    policy.allowed_images = vec![PathBuf::from(format!("{registry}/")), args.layout.clone()];
-    policy.allowed_rootfs_dirs = vec![args.rootfs.clone()];
+    let mut policy = drover_agent::policy::NodePolicy {
+        allowed_images: vec![PathBuf::from(format!("{registry}/")), args.layout.clone()],
+        allowed_rootfs_dirs: vec![args.rootfs.clone()],
+        ..Default::default()
+    };
     policy.registries.ca_files.insert(registry, args.ca.clone());
     let cache = tmp.join("images");
     let runtime = Runtime::new(tmp.join("allocs"), args.drover.clone())
