@@ -20,13 +20,15 @@
 #   zstd               compresses the zstd image layers the transfer tests push
 # drover_install_bench_deps adds what only the benchmarks need:
 #   dnsperf knot       the DNS load generator and the anchor server (bench/dns)
+#   podman umoci       bench/image's anchors: podman pull + run, and skopeo's OCI
+#                      layout unpacked by umoci for crun
 set -euo pipefail
 
 drover_packages=(protobuf-compiler etcd-server etcd-client busybox-static iproute2 bind9-dnsutils nftables crun runc ca-certificates gcc python3 chromium curl python3-venv)
 drover_packages+=(prometheus docker-registry skopeo apache2-utils)
 drover_packages+=(zstd)
 
-drover_bench_packages=(dnsperf knot)
+drover_bench_packages=(dnsperf knot podman umoci)
 
 drover_install_deps() {
   drover_install_packages "${drover_packages[@]}"
