@@ -27,6 +27,18 @@ use crate::state::{NodeRecord, NodeStatus};
 /// joining grows with N³.
 pub const REFRESH_DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// How long a session waits after sending its node peers before it looks
+/// at the view again: the views published meanwhile go as one update.
+///
+/// Why: every view goes to every connected node, so with N nodes connected
+/// each new view wakes N sessions and encodes N messages. The refresh
+/// already publishes at most one view per [`REFRESH_DEBOUNCE`] plus a read
+/// of every node (which grows with the cluster); this bounds what each
+/// session sends to one message per interval whatever the refresh does,
+/// and a session that is pausing is not woken by a new view at all. A
+/// session that was idle sends at once, so a lone change is not delayed.
+pub const PUSH_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Every ready node with a subnet, as last read, and how it got there;
 /// `None` before the first read.
 pub type View = Option<Arc<Snapshot>>;
@@ -288,7 +300,7 @@ async fn refresh(
 
 /// Sends the node its peers when the session starts and again each time
 /// the set changes (only the changes to an agent that takes `partial`
-/// ones), until the session ends.
+/// ones), at most once per [`PUSH_INTERVAL`], until the session ends.
 pub async fn push(
     mut view: watch::Receiver<View>,
     node_id: String,
@@ -307,6 +319,13 @@ pub async fn push(
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     return;
+                }
+                sent = Some(snapshot.generation());
+                // Let the next views gather; they go as one update.
+                tokio::select! {
+                    () = tokio::time::sleep(PUSH_INTERVAL) => continue,
+                    () = ended.cancelled() => return,
+                    () = tx.closed() => return,
                 }
             }
             sent = Some(snapshot.generation());
@@ -444,6 +463,52 @@ mod tests {
             },
         ];
         assert_eq!(got.peers, want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn views_published_while_a_session_pauses_go_as_one_update() {
+        let me = peer("me", "10.0.0.0/24");
+        let mut all = vec![me.clone()];
+        let mut last = Arc::new(snapshot(&all));
+        let view = watch::Sender::new(Some(last.clone()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let ended = CancellationToken::new();
+        let _stop = ended.clone().drop_guard();
+        tokio::spawn(push(view.subscribe(), "me".into(), tx, ended.clone(), true));
+        let first = rx.recv().await.expect("the first list");
+        let Some(pb::scheduler_message::Msg::Peers(first)) = first.expect("no error").msg else {
+            panic!("peers first");
+        };
+        assert!(!first.partial && first.peers.is_empty());
+
+        // 100 joins, each a view of its own, one a millisecond: all within
+        // the pause that followed the first list.
+        for i in 0..100 {
+            all.push(peer(&format!("x{i:03}"), "10.1.0.0/24"));
+            last = Arc::new(last.next(all.clone()).expect("a changed view"));
+            view.send_replace(Some(last.clone()));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(PUSH_INTERVAL * 4).await;
+        let mut updates = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Some(pb::scheduler_message::Msg::Peers(p)) = m.expect("no error").msg {
+                updates.push(p);
+            }
+        }
+        assert!(
+            (1..=2).contains(&updates.len()),
+            "{} updates for 100 views",
+            updates.len()
+        );
+        let ids: BTreeSet<String> = updates
+            .iter()
+            // Partial, or (more views than the history keeps) whole.
+            .inspect(|u| assert!(u.removed.is_empty(), "{u:?}"))
+            .flat_map(|u| u.peers.iter().map(|p| p.node_id.clone()))
+            .collect();
+        assert_eq!(ids.len(), 100);
+        assert!(!ids.contains("me"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `scheduler-bench e2e [--nodes 1000] [--instances 10000] [--drover PATH]`:
+//! `scheduler-bench e2e [--nodes 1000] [--instances 10000] [--drover PATH]
+//! [--limit-s 900]`:
 //! one job of `instances` onto `nodes` simulated nodes (`drover_tests::sim`)
 //! through a real `drover scheduler` process and a real etcd (Debian's, on
 //! loopback ports with a temporary data directory). Times from the
@@ -17,8 +18,12 @@ use drover_proto::v1 as pb;
 use drover_tests::etcd::RealEtcd;
 use drover_tests::sim::{NodeSpec, Received, Sim};
 
-/// Longest wait for registration or for every instance to run.
+/// Longest wait for registration or for every instance to run, unless
+/// `--limit-s` says otherwise.
 const TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How often the registration's progress is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// The scheduler process, killed on drop.
 pub(crate) struct Scheduler(pub(crate) Child);
@@ -45,8 +50,14 @@ pub(crate) struct SimCluster {
 impl SimCluster {
     /// Starts etcd and `bin scheduler` with `flags` (heartbeat, grace),
     /// then `nodes` simulated nodes of 64 cores and 128 GiB, and waits
-    /// until all have registered.
-    pub(crate) async fn start(bin: &Path, nodes: usize, flags: &[&str]) -> Result<SimCluster> {
+    /// until all have registered (at most `limit`), printing the progress
+    /// every minute.
+    pub(crate) async fn start(
+        bin: &Path,
+        nodes: usize,
+        flags: &[&str],
+        limit: Duration,
+    ) -> Result<SimCluster> {
         let etcd = RealEtcd::start().await?;
         let dir = tempfile::tempdir()?;
         let addr_file = dir.path().join("scheduler.addr");
@@ -70,7 +81,7 @@ impl SimCluster {
         let sched = Scheduler(child);
         let url = format!(
             "http://{}",
-            wait_for(|| std::fs::read_to_string(&addr_file)
+            wait_for(limit, || std::fs::read_to_string(&addr_file)
                 .ok()
                 .filter(|s| s.ends_with('\n')))
             .await?
@@ -84,7 +95,18 @@ impl SimCluster {
         };
         let t0 = Instant::now();
         let sim = Sim::start(&url, nodes, spec).await?;
-        wait_for(|| (sim.counts().registered == nodes).then_some(())).await?;
+        let pid = sched.0.id();
+        let mut next_report = t0 + PROGRESS_EVERY;
+        wait_for(limit, || {
+            let registered = sim.counts().registered;
+            if Instant::now() >= next_report {
+                next_report += PROGRESS_EVERY;
+                progress(t0, registered, pid);
+            }
+            (registered == nodes).then_some(())
+        })
+        .await
+        .with_context(|| format!("{} of {nodes} nodes registered", sim.counts().registered))?;
         Ok(SimCluster {
             sim,
             sched,
@@ -99,6 +121,7 @@ impl SimCluster {
 /// `e2e` arguments.
 pub async fn run(args: &[String]) -> Result<()> {
     let (mut nodes, mut instances, mut drover) = (1000usize, 10_000u32, None);
+    let mut limit = TIMEOUT;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
@@ -106,8 +129,14 @@ pub async fn run(args: &[String]) -> Result<()> {
             "--nodes" => nodes = value()?.parse().context("--nodes")?,
             "--instances" => instances = value()?.parse().context("--instances")?,
             "--drover" => drover = Some(PathBuf::from(value()?)),
+            "--limit-s" => {
+                limit = Duration::from_secs(value()?.parse().context("--limit-s")?);
+            }
             other => {
-                bail!("unknown argument {other:?} (e2e: --nodes N --instances N --drover PATH)")
+                bail!(
+                    "unknown argument {other:?} \
+                     (e2e: --nodes N --instances N --drover PATH --limit-s S)"
+                )
             }
         }
     }
@@ -119,6 +148,7 @@ pub async fn run(args: &[String]) -> Result<()> {
         &bin,
         nodes,
         &["--heartbeat-ms", "5000", "--node-grace-ms", "60000"],
+        limit,
     )
     .await?;
     let (sim, sched, url) = (&cluster.sim, &cluster.sched, &cluster.url);
@@ -134,12 +164,13 @@ pub async fn run(args: &[String]) -> Result<()> {
     )
     .max_decoding_message_size(drover_proto::MAX_MESSAGE_BYTES);
     report_registration(sim, sched.0.id())?;
+    print_cpu("after registration", sched.0.id(), cluster.etcd.pid())?;
     // What registration sent (the peer view, which every node gets when
     // one joins, published at most every 200 ms, and every node's DNS
     // record, relayed to every node) is not the job's: let the last of it
     // go out, then count from here.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let settled = settle(sim).await;
+    let settled = settle(sim, limit).await;
     println!(
         "e2e: DNS records settled {:.1} s after the last registration",
         settled.as_secs_f64()
@@ -151,7 +182,10 @@ pub async fn run(args: &[String]) -> Result<()> {
     })
     .await?;
     let submitted = t0.elapsed();
-    wait_for(|| (sim.counts().running >= instances as usize).then_some(())).await?;
+    wait_for(limit, || {
+        (sim.counts().running >= instances as usize).then_some(())
+    })
+    .await?;
     let took = t0.elapsed();
     println!(
         "e2e: {instances} instances on {nodes} nodes: submit RPC {:.2} s, all acknowledged running after {:.2} s",
@@ -164,6 +198,7 @@ pub async fn run(args: &[String]) -> Result<()> {
         rss_kib(sched.0.id(), "VmRSS")? / 1024,
         rss_kib(sched.0.id(), "VmHWM")? / 1024
     );
+    print_cpu("at the end", sched.0.id(), cluster.etcd.pid())?;
     println!(
         "persisted allocs/s: {:.0}",
         f64::from(instances) / took.as_secs_f64()
@@ -197,15 +232,18 @@ fn job(count: u32) -> pb::Job {
     }
 }
 
-/// Polls `check` every 10 ms until it gives a value, for [`TIMEOUT`].
-pub(crate) async fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> Result<T> {
-    let end = Instant::now() + TIMEOUT;
+/// Polls `check` every 10 ms until it gives a value, for `limit`.
+pub(crate) async fn wait_for<T>(
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let end = Instant::now() + limit;
     loop {
         if let Some(v) = check() {
             return Ok(v);
         }
         if Instant::now() > end {
-            bail!("gave up after {TIMEOUT:?}");
+            bail!("gave up after {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -223,12 +261,12 @@ fn rss_kib(pid: u32, field: &str) -> Result<u64> {
 }
 
 /// Waits until no node has been sent a DNS update for 2 s (at most
-/// [`TIMEOUT`]); returns how long that took.
-async fn settle(sim: &Sim) -> Duration {
+/// `limit`); returns how long that took.
+async fn settle(sim: &Sim, limit: Duration) -> Duration {
     let t0 = Instant::now();
     let total = || sim.received().iter().map(|r| r.dns_messages).sum::<u64>();
     let (mut last, mut quiet_since) = (total(), Instant::now());
-    while t0.elapsed() < TIMEOUT && quiet_since.elapsed() < Duration::from_secs(2) {
+    while t0.elapsed() < limit && quiet_since.elapsed() < Duration::from_secs(2) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = total();
         if now != last {
@@ -236,6 +274,35 @@ async fn settle(sim: &Sim) -> Duration {
         }
     }
     quiet_since.saturating_duration_since(t0)
+}
+
+/// Prints how many nodes registered since `t0`, and the scheduler's CPU
+/// time and memory so far.
+fn progress(t0: Instant, registered: usize, pid: u32) {
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu =
+        crate::liveness::usage(pid).map(|(ticks, _)| ticks as f64 / crate::liveness::TICKS_PER_SEC);
+    let rss = rss_kib(pid, "VmRSS").map(|k| k / 1024);
+    match (cpu, rss) {
+        (Ok(cpu), Ok(rss)) => println!(
+            "e2e: {secs:.0} s: {registered} nodes registered ({:.0} a minute), scheduler CPU {cpu:.1} s, RSS {rss} MiB",
+            registered as f64 * 60.0 / secs
+        ),
+        _ => println!("e2e: {secs:.0} s: {registered} nodes registered"),
+    }
+}
+
+/// Prints the CPU time the scheduler and etcd used so far.
+fn print_cpu(when: &str, sched: u32, etcd: u32) -> Result<()> {
+    let secs = |pid| -> Result<f64> {
+        Ok(crate::liveness::usage(pid)?.0 as f64 / crate::liveness::TICKS_PER_SEC)
+    };
+    println!(
+        "e2e: CPU {when}: scheduler {:.1} s, etcd {:.1} s",
+        secs(sched)?,
+        secs(etcd)?
+    );
+    Ok(())
 }
 
 /// Prints what registration sent each node (median / max), and the

@@ -58,7 +58,7 @@ fn parse(args: &[String]) -> Result<Args> {
 
 /// CPU ticks (utime + stime) and bytes through read and write calls
 /// (rchar + wchar) of process `pid` so far.
-fn usage(pid: u32) -> Result<(u64, u64)> {
+pub(crate) fn usage(pid: u32) -> Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses.
     let rest = stat
@@ -84,7 +84,7 @@ fn usage(pid: u32) -> Result<(u64, u64)> {
 }
 
 /// Clock ticks per second (`_SC_CLK_TCK`), 100 on Linux.
-const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// `liveness` arguments.
 pub async fn run(args: &[String]) -> Result<()> {
@@ -95,6 +95,7 @@ pub async fn run(args: &[String]) -> Result<()> {
         &bin,
         a.nodes,
         &["--heartbeat-ms", &heartbeat, "--node-grace-ms", &grace],
+        TIMEOUT,
     )
     .await?;
     let (sim, sched, url, etcd) = (&cluster.sim, &cluster.sched, &cluster.url, &cluster.etcd);

@@ -28,7 +28,8 @@
 //!   [`LOG_BYTES`] in [`LOG_BATCHES`] batches), shared by every feed, and
 //!   bumps a counter the feeds watch. Each feed remembers only the last
 //!   batch it sent. When it may send (its agent's stream took its previous
-//!   DNS messages, [`pace`]), it sends every batch since then coalesced
+//!   DNS messages, [`pace`], and it has not sent in the last
+//!   [`FEED_INTERVAL`]), it sends every batch since then coalesced
 //!   (one record per key, at most [`CHUNK_BYTES`] per message), or, when
 //!   the log no longer goes back that far, a snapshot. A snapshot is built
 //!   once and shared by every feed that needs one while the log still
@@ -48,6 +49,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use drover_proto::v1 as pb;
 use drover_store::mirror::{KeyChange, Sink};
@@ -72,6 +74,20 @@ pub const LOG_BYTES: usize = 1 << 20;
 
 /// Most batches the shared change log keeps.
 pub const LOG_BATCHES: usize = 4096;
+
+/// How long a feed that has just caught up waits before it reads the log
+/// again: whatever changed meanwhile goes in one message.
+///
+/// Why: every node's registration adds its `node/<id>` record, and every
+/// connected agent holds the whole zone, so with N agents connected each
+/// join would otherwise wake N feeds and encode N one-record messages:
+/// N joins cost N x N wakeups, which kept 10,000 nodes from registering in
+/// 15 minutes. With the interval a feed sends at most one message (or one
+/// batch's chunks) per interval however fast nodes join, each carrying
+/// every change since. A feed that was idle sends the first change at
+/// once, so a lone change is not delayed; a record may reach an agent up
+/// to this much later during a burst, well under a DNS client's retry.
+pub const FEED_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Largest sum of key and value bytes in one `DnsUpdate` message (a record
 /// larger than this goes alone): well under tonic's 4 MiB message limit,
@@ -164,13 +180,25 @@ struct State {
 pub struct DnsRelay {
     state: Mutex<State>,
     /// Bumped (under the state's lock) whenever a feed may have something
-    /// new to send; every feed watches it.
+    /// new to send; every feed that is not pausing watches it.
     changed: watch::Sender<u64>,
+    /// How long a feed pauses after it caught up ([`FEED_INTERVAL`]).
+    interval: Duration,
 }
 
 impl Default for DnsRelay {
     fn default() -> Self {
+        DnsRelay::with_interval(FEED_INTERVAL)
+    }
+}
+
+impl DnsRelay {
+    /// A relay whose feeds pause `interval` after each message that brought
+    /// them up to date ([`FEED_INTERVAL`] by default; zero sends every
+    /// batch as soon as the agent's stream has room).
+    pub fn with_interval(interval: Duration) -> Self {
         DnsRelay {
+            interval,
             state: Mutex::new(State {
                 records: BTreeMap::new(),
                 revision: 0,
@@ -193,6 +221,7 @@ impl std::fmt::Debug for DnsRelay {
             .field("log_head", &state.log.head())
             .field("snapshots_built", &state.snapshots_built)
             .field("feeds", &self.changed.receiver_count())
+            .field("interval", &self.interval)
             .finish()
     }
 }
@@ -226,13 +255,19 @@ fn key_text(key: Vec<u8>) -> Option<String> {
 enum Next {
     /// Nothing yet: wait for a change.
     Wait,
-    /// Every record, then catch up from its position.
-    Snapshot(Arc<Snapshot>),
-    /// The batches after the feed's position up to `upto`, coalesced.
+    /// Every record, then catch up from its position; `current` when the
+    /// log has nothing after it.
+    Snapshot {
+        snapshot: Arc<Snapshot>,
+        current: bool,
+    },
+    /// The batches after the feed's position up to `upto`, coalesced;
+    /// `current` when `upto` is the log's head.
     Changes {
         upto: u64,
         revision: i64,
         records: Vec<pb::DnsRecord>,
+        current: bool,
     },
 }
 
@@ -325,14 +360,19 @@ impl DnsRelay {
                         upto,
                         revision,
                         records,
+                        current: upto == state.log.head(),
                     }
                 }
                 CatchUp::Behind => {}
             }
         }
         let floor = state.log.floor();
+        let head = state.log.head();
         if let Some(s) = state.snapshot.as_ref().filter(|s| s.seq >= floor) {
-            return Next::Snapshot(s.clone());
+            return Next::Snapshot {
+                current: s.seq == head,
+                snapshot: s.clone(),
+            };
         }
         let records = state.records.iter().map(|(k, v)| put(k, v)).collect();
         let snapshot = Arc::new(Snapshot {
@@ -347,7 +387,10 @@ impl DnsRelay {
             records = state.records.len(),
             "built a DNS snapshot"
         );
-        Next::Snapshot(snapshot)
+        Next::Snapshot {
+            snapshot,
+            current: true,
+        }
     }
 }
 
@@ -398,10 +441,27 @@ async fn send_all(
     true
 }
 
+/// Waits `interval` (after a message that brought the feed up to date);
+/// false once the stream or session ended.
+async fn pause(interval: Duration, tx: &Outbound, ended: &CancellationToken) -> bool {
+    if interval.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(interval) => true,
+        () = tx.closed() => false,
+        () = ended.cancelled() => false,
+    }
+}
+
 /// One agent's feed, from right after its `Registered` until its stream
 /// or session ends: a snapshot, then what changed each time its stream
-/// has room ([`Pace`]); a snapshot again whenever the log no longer goes
+/// has room ([`Pace`]), at most once per the relay's interval
+/// ([`FEED_INTERVAL`]); a snapshot again whenever the log no longer goes
 /// back to where it stands.
+///
+/// While it pauses a feed does not watch the relay, so a change wakes
+/// only the feeds that were idle, not every feed once per change.
 pub(crate) async fn feed(
     relay: Arc<DnsRelay>,
     node_id: String,
@@ -418,7 +478,7 @@ pub(crate) async fn feed(
             return;
         };
         changed.borrow_and_update();
-        match relay.next(at) {
+        let current = match relay.next(at) {
             Next::Wait => {
                 drop(first);
                 tokio::select! {
@@ -426,25 +486,35 @@ pub(crate) async fn feed(
                     () = tx.closed() => return,
                     () = ended.cancelled() => return,
                 }
+                continue;
             }
-            Next::Snapshot(s) => {
-                let records: usize = s.chunks.iter().map(|c| c.records.len()).sum();
-                tracing::debug!(node_id = %node_id, seq = s.seq, records, "sending the DNS records");
-                if !send_all(&tx, &pace, &ended, first, s.chunks.iter().cloned()).await {
+            Next::Snapshot { snapshot, current } => {
+                let records: usize = snapshot.chunks.iter().map(|c| c.records.len()).sum();
+                tracing::debug!(node_id = %node_id, seq = snapshot.seq, records, "sending the DNS records");
+                let chunks = snapshot.chunks.iter().cloned();
+                if !send_all(&tx, &pace, &ended, first, chunks).await {
                     return;
                 }
-                at = Some(s.seq);
+                at = Some(snapshot.seq);
+                current
             }
             Next::Changes {
                 upto,
                 revision,
                 records,
+                current,
             } => {
                 if !send_all(&tx, &pace, &ended, first, chunks(false, revision, records)).await {
                     return;
                 }
                 at = Some(upto);
+                current
             }
+        };
+        // Caught up: let the next changes gather. A feed still behind
+        // (a chunk's worth at a time, or from an older snapshot) goes on.
+        if current && !pause(relay.interval, &tx, &ended).await {
+            return;
         }
     }
 }

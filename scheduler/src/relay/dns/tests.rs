@@ -1,7 +1,8 @@
 //! The relay without a store: chunking, the snapshot-then-batches order of
 //! one feed, coalescing for a feed that fell behind, what a slow agent's
 //! stream may hold, a feed too far behind resynchronised with a shared
-//! snapshot, and a re-list sent as its difference.
+//! snapshot, a re-list sent as its difference, and changes gathered while
+//! a feed pauses ([`FEED_INTERVAL`]) sent as one message.
 
 use std::time::Duration;
 
@@ -300,7 +301,8 @@ async fn a_slow_stream_holds_at_most_in_flight_messages() {
 
 #[tokio::test]
 async fn a_feed_the_log_no_longer_covers_gets_a_snapshot_and_a_fast_one_every_change() {
-    let relay = Arc::new(DnsRelay::default());
+    // No pause: the fast feed keeps up with every batch as it comes.
+    let relay = Arc::new(DnsRelay::with_interval(Duration::ZERO));
     relay.load(Vec::new(), 1);
     let ended = CancellationToken::new();
     let _stop = ended.clone().drop_guard();
@@ -417,4 +419,59 @@ async fn a_reload_after_compaction_is_sent_as_its_difference() {
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(drain(&mut rx).await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_while_a_feed_pauses_go_as_one_message_to_an_agent_that_keeps_up() {
+    let relay = Arc::new(DnsRelay::default());
+    relay.load(vec![kv("/skydns/a", "0")], 1);
+    let ended = CancellationToken::new();
+    let _stop = ended.clone().drop_guard();
+    let mut rx = start_feed(&relay, "n1", 64, &ended);
+    let mut agent = Agent::default();
+    agent.follow(&mut rx, &relay).await;
+    assert_eq!(agent.messages, 1, "the snapshot");
+
+    // The agent reads every message as soon as it is queued, so the
+    // stream's pace never holds the feed back: only the interval does.
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = rx.next().await {
+            if let Some(pb::scheduler_message::Msg::DnsUpdate(u)) = m.msg {
+                let _ = got_tx.send(u);
+            }
+        }
+    });
+    // 100 joins, one a millisecond: all within the pause that followed the
+    // snapshot.
+    for i in 0..100 {
+        relay.apply(vec![put_change(&format!("/skydns/n/{i:03}"), "{}")], 2 + i);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(FEED_INTERVAL * 4).await;
+    let mut updates = Vec::new();
+    while let Ok(u) = got.try_recv() {
+        updates.push(u);
+    }
+    assert!(
+        (1..=2).contains(&updates.len()),
+        "{} messages for 100 changes",
+        updates.len()
+    );
+    for u in updates {
+        agent.take(u);
+    }
+    assert_eq!(agent.records.len(), 101);
+    assert_eq!((agent.resets, agent.revision), (1, 101));
+
+    // Idle again: a lone change goes at once, not after an interval.
+    tokio::time::sleep(FEED_INTERVAL * 4).await;
+    let sent = tokio::time::Instant::now();
+    relay.apply(vec![put_change("/skydns/lone", "{}")], 200);
+    let lone = tokio::time::timeout(FEED_INTERVAL * 10, got.recv())
+        .await
+        .expect("the lone change")
+        .expect("an open stream");
+    assert_eq!(keys(&lone), ["/skydns/lone"]);
+    assert!(sent.elapsed() < FEED_INTERVAL, "{:?}", sent.elapsed());
 }
