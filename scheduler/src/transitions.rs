@@ -458,4 +458,96 @@ mod tests {
         assert_eq!(ids, ["failed", "stopping"]);
         assert!(assigned("n", &allocs, &BTreeMap::new()).is_empty());
     }
+
+    /// A report of `a` as `status` with one check `check_status`.
+    fn check_report(
+        a: &AllocRecord,
+        status: AllocStatus,
+        check_status: drover_model::CheckStatus,
+    ) -> StatusReport {
+        StatusReport {
+            alloc_id: a.id.clone(),
+            status,
+            tasks: Vec::new(),
+            ip: String::new(),
+            checks: vec![drover_model::CheckState {
+                service: "web".into(),
+                index: 0,
+                kind: drover_model::CheckKind::Http,
+                status: check_status,
+                output: String::new(),
+                last_unix_ms: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn reports_keep_since_when_a_check_has_been_critical_without_a_break() {
+        let a = crate::testkit::alloc("a0", 0, "n1", AllocStatus::Running);
+        let ok = apply_report(
+            &a,
+            &check_report(&a, AllocStatus::Running, drover_model::CheckStatus::Passing),
+            1_000,
+        )
+        .unwrap_or(a.clone());
+        assert_eq!(ok.reschedule.critical_unix_ms, None);
+        let bad = apply_report(
+            &ok,
+            &check_report(
+                &ok,
+                AllocStatus::Running,
+                drover_model::CheckStatus::Critical,
+            ),
+            5_000,
+        )
+        .unwrap();
+        assert_eq!(bad.reschedule.critical_unix_ms, Some(5_000));
+        let mut later = check_report(
+            &bad,
+            AllocStatus::Running,
+            drover_model::CheckStatus::Critical,
+        );
+        later.checks[0].output = "HTTP 503".into();
+        let still = apply_report(&bad, &later, 6_000).unwrap();
+        assert_eq!(still.reschedule.critical_unix_ms, Some(5_000), "no break");
+        let back = apply_report(
+            &still,
+            &check_report(
+                &still,
+                AllocStatus::Running,
+                drover_model::CheckStatus::Passing,
+            ),
+            7_000,
+        )
+        .unwrap();
+        assert_eq!(back.reschedule.critical_unix_ms, None, "passing again");
+        let failed = apply_report(
+            &still,
+            &check_report(
+                &still,
+                AllocStatus::Failed,
+                drover_model::CheckStatus::Critical,
+            ),
+            7_000,
+        )
+        .unwrap();
+        assert_eq!(
+            failed.reschedule.critical_unix_ms, None,
+            "failed, not unhealthy"
+        );
+        // A replaced one keeps why it was replaced.
+        let mut replaced = still.clone();
+        replaced.reschedule.replaced_by = "b0".into();
+        let stopped = apply_report(
+            &replaced,
+            &check_report(
+                &replaced,
+                AllocStatus::Complete,
+                drover_model::CheckStatus::Pending,
+            ),
+            9_000,
+        )
+        .unwrap();
+        assert_eq!(stopped.reschedule.critical_unix_ms, Some(5_000));
+    }
 }

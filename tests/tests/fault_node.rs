@@ -375,8 +375,16 @@ fn watch_ready(mh: &MultiHost, node_id: &str, pid: i64, stop: &AtomicBool) -> Re
     let mut w = ReadyWatch::default();
     while !stop.load(Ordering::Relaxed) {
         let status = mh.nodes().get(node_id).map(|n| n["status"].clone());
-        // Checked after the status: alive now means alive when it was read.
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        // Checked after the status: alive now means alive when it was read
+        // (a zombie, exited and not yet reaped, runs nothing).
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
         let now = Instant::now();
         match status.as_ref().and_then(Value::as_str) {
             Some("initializing") => {
@@ -511,7 +519,8 @@ fn a_partitioned_host_is_replaced_and_its_stale_copy_stopped_when_it_returns() {
     );
         assert!(
         seen.ready_while_stale.is_none(),
-        "the returning node was ready while its stale copy (pid {stale_pid}) still ran: {seen:?}"
+        "the returning node was ready while its stale copy (pid {stale_pid}) still ran: {seen:?}\nscheduler log:\n{}",
+            mh.scheduler_log(60)
     );
         let stale = allocs(&mh, "web")
             .into_iter()

@@ -135,13 +135,23 @@ fn task_str<'a>(a: &'a Value, field: &str) -> &'a str {
 }
 
 /// What allocation `id`'s task printed: one marker line per start.
-fn markers(c: &DevCluster, id: &str) -> Vec<String> {
-    c.cli_ok(&["logs", id])
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
+fn markers(c: &DevCluster, id: &str, want: usize) -> Vec<String> {
+    // A task just started may not have written its marker yet: read again
+    // until `want` lines are there (or the wait is over, then as it is).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let lines: Vec<String> = c
+            .cli_ok(&["logs", id])
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= want || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Polls until `n` allocations of `name` are wanted, running, and pinned
@@ -208,7 +218,7 @@ fn a_moved_tag_leaves_the_deployment_on_its_first_digest() {
         .max_by_key(|a| int_of(a, "created_unix_ms"))
         .expect("an allocation");
     let newest_id = str_of(&newest, "id").to_owned();
-    assert_eq!(markers(c, &newest_id), ["a"], "{newest}");
+    assert_eq!(markers(c, &newest_id, 1), ["a"], "{newest}");
     let table = c.cli_ok(&["alloc", "status", &newest_id]);
     assert!(
         table.contains(&first),
@@ -229,7 +239,7 @@ fn a_moved_tag_leaves_the_deployment_on_its_first_digest() {
         (t["restarts"] == 1 && t["state"] == "running").then_some(())
     });
     wait_pinned(c, &name, 3, &first);
-    assert_eq!(markers(c, &old_id), ["a", "a"]);
+    assert_eq!(markers(c, &old_id, 2), ["a", "a"]);
 
     // A replacement (the task killed past its restarts, the allocation
     // rescheduled): a new allocation, a new task directory, the same
@@ -261,7 +271,7 @@ fn a_moved_tag_leaves_the_deployment_on_its_first_digest() {
         .max_by_key(|a| int_of(a, "created_unix_ms"))
         .expect("an allocation");
     assert_eq!(
-        markers(c, str_of(&replacement, "id")),
+        markers(c, str_of(&replacement, "id"), 1),
         ["a"],
         "{replacement}"
     );
@@ -288,7 +298,7 @@ fn a_new_deployment_resolves_the_moved_tag_again() {
     s.run(&file);
     let j = wait_pinned(c, &name, 2, &moved);
     for a in wanted(&j) {
-        assert_eq!(markers(c, str_of(&a, "id")), ["b"], "{a}");
+        assert_eq!(markers(c, str_of(&a, "id"), 1), ["b"], "{a}");
     }
 
     // Stopped and run again (the same spec): a new deployment too.
@@ -300,7 +310,7 @@ fn a_new_deployment_resolves_the_moved_tag_again() {
     s.run(&file);
     let j = wait_pinned(c, &name, 2, &again);
     for a in wanted(&j) {
-        assert_eq!(markers(c, str_of(&a, "id")), ["c"], "{a}");
+        assert_eq!(markers(c, str_of(&a, "id"), 1), ["c"], "{a}");
     }
     c.cli_ok(&["job", "stop", &name]);
 }

@@ -15,7 +15,6 @@ use crate::deploy::{new_deployment, DeploymentStatus};
 use crate::job::{JobSpec, UpdateSpec};
 use crate::state::{Lineage, NodeStatus};
 use crate::testkit::{alloc, job, node};
-use crate::transitions::{apply_report, StatusReport};
 
 /// Healthy deadline and first reschedule delay of [`spec`].
 const DEADLINE: i64 = 2_000;
@@ -47,16 +46,6 @@ fn check(status: CheckStatus) -> CheckState {
     }
 }
 
-fn report(a: &AllocRecord, status: AllocStatus, check_status: CheckStatus) -> StatusReport {
-    StatusReport {
-        alloc_id: a.id.clone(),
-        status,
-        tasks: Vec::new(),
-        ip: String::new(),
-        checks: vec![check(check_status)],
-    }
-}
-
 /// Allocation `id` running on `node_id` since `created`, a check critical
 /// since `since`, replacing per `lineage`.
 fn critical(id: &str, node_id: &str, created: i64, since: i64, l: Option<Lineage>) -> AllocRecord {
@@ -74,56 +63,6 @@ fn nodes() -> Vec<crate::state::NodeRecord> {
         node("n1", "192.0.2.1", NodeStatus::Ready),
         node("n2", "192.0.2.2", NodeStatus::Ready),
     ]
-}
-
-#[test]
-fn reports_keep_since_when_a_check_has_been_critical_without_a_break() {
-    let a = alloc("a0", 0, "n1", AllocStatus::Running);
-    let ok = apply_report(
-        &a,
-        &report(&a, AllocStatus::Running, CheckStatus::Passing),
-        1_000,
-    )
-    .unwrap_or(a.clone());
-    assert_eq!(ok.reschedule.critical_unix_ms, None);
-    let bad = apply_report(
-        &ok,
-        &report(&ok, AllocStatus::Running, CheckStatus::Critical),
-        5_000,
-    )
-    .unwrap();
-    assert_eq!(bad.reschedule.critical_unix_ms, Some(5_000));
-    let mut later = report(&bad, AllocStatus::Running, CheckStatus::Critical);
-    later.checks[0].output = "HTTP 503".into();
-    let still = apply_report(&bad, &later, 6_000).unwrap();
-    assert_eq!(still.reschedule.critical_unix_ms, Some(5_000), "no break");
-    let back = apply_report(
-        &still,
-        &report(&still, AllocStatus::Running, CheckStatus::Passing),
-        7_000,
-    )
-    .unwrap();
-    assert_eq!(back.reschedule.critical_unix_ms, None, "passing again");
-    let failed = apply_report(
-        &still,
-        &report(&still, AllocStatus::Failed, CheckStatus::Critical),
-        7_000,
-    )
-    .unwrap();
-    assert_eq!(
-        failed.reschedule.critical_unix_ms, None,
-        "failed, not unhealthy"
-    );
-    // A replaced one keeps why it was replaced.
-    let mut replaced = still.clone();
-    replaced.reschedule.replaced_by = "b0".into();
-    let stopped = apply_report(
-        &replaced,
-        &report(&replaced, AllocStatus::Complete, CheckStatus::Pending),
-        9_000,
-    )
-    .unwrap();
-    assert_eq!(stopped.reschedule.critical_unix_ms, Some(5_000));
 }
 
 #[test]
