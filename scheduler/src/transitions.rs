@@ -482,6 +482,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn reports_keep_since_when_a_check_has_been_critical_without_a_break() {
         let a = crate::testkit::alloc("a0", 0, "n1", AllocStatus::Running);
         let ok = apply_report(
