@@ -22,6 +22,9 @@ pids=()
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Proportional set size: shared pages (the binary, libc) divided among the
+# processes that map them.
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
 
 cleanup() {
     set +e
@@ -104,3 +107,7 @@ done
 echo "agent with $running allocations: $(rss_kib "$agent_pid") KiB"
 echo "supervisors: $count, $sum KiB in all"
 echo "scheduler with $running allocations: $(rss_kib "$scheduler_pid") KiB"
+# The agent gives back the code pages a burst of starts mapped once the
+# node has been quiet for 10 s (agent/src/memory.rs): measured again after.
+sleep "${QUIET_S:-15}"
+echo "agent with $running allocations, ${QUIET_S:-15} s later: $(rss_kib "$agent_pid") KiB (PSS $(pss_kib "$agent_pid") KiB)"
