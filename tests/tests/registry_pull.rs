@@ -320,6 +320,7 @@ rootfs = {{ type = "oci", image = "{moving}" }}
         let a = arr(&j["allocations"]).first()?.clone();
         (a["tasks"][0]["image_digest"].as_str()? == pinned).then(|| str_of(&a, "id").to_owned())
     });
+    let manifests_at_first_start = gets(&reg, "/drover/moving/manifests/");
     reg.push(&work.path().join("layout-b"), "drover/moving:v1", false)
         .expect("moving the tag");
     let j = poll_until(
@@ -341,6 +342,14 @@ rootfs = {{ type = "oci", image = "{moving}" }}
         "every run saw image a: {logs:?}"
     );
     assert!(!logs.contains('b'), "a restart ran the moved tag: {logs:?}");
+    // The restarts ran the pinned digest from the cache: no manifest
+    // request reached the registry for them.
+    assert_eq!(
+        gets(&reg, "/drover/moving/manifests/"),
+        manifests_at_first_start,
+        "a restart of the pinned image asked the registry:\n{}",
+        reg.log()
+    );
     // A new deployment of the tag runs what it names now.
     let (name, file) = image_job(&c, &moving, "test \"$(cat /marker)\" = b");
     let (out, j) = run_to_end(&c, &name, &file);

@@ -17,6 +17,7 @@
 
 mod auth;
 mod blob;
+mod local;
 pub mod progress;
 
 use std::collections::HashMap;
@@ -132,6 +133,10 @@ impl Puller {
             Arc::clone(map.entry(key.clone()).or_default())
         };
         let _turn = gate.lock().await;
+        if let Some(resolved) = local::resolve(cache, image) {
+            debug!(image = %key, manifest = %resolved.manifest, "pinned image cached: no registry request");
+            return Ok(resolved);
+        }
         let err = |cause: String| PullError {
             image: key.clone(),
             cause,
@@ -272,6 +277,7 @@ impl Session {
     ) -> Result<ResolvedImage, String> {
         let mut doc = parse_document(top, top_digest)?;
         let mut manifest_digest = top_digest.to_owned();
+        let mut manifest_bytes = top.to_vec();
         // An index (possibly nested once): the node's platform.
         for _ in 0..2 {
             let Some(entries) = &doc.manifests else { break };
@@ -282,6 +288,7 @@ impl Session {
                 .map_err(|e| e.cause)?;
             doc = parse_document(&bytes, &digest)?;
             manifest_digest = digest;
+            manifest_bytes = bytes;
         }
         if doc.manifests.is_some() {
             return Err(format!("index {manifest_digest} is nested too deep"));
@@ -322,23 +329,14 @@ impl Session {
             .await?;
         layers.reverse();
         meter.finish(image.pinned(top_digest).to_string());
-        let c = config.config.unwrap_or_default();
-        // The platform's manifest, not the index: exactly what runs here,
-        // and what a restart pulls without the index.
-        let pinned = image.pinned(&manifest_digest).to_string();
-        Ok(ResolvedImage {
-            image: PathBuf::from(image.to_string()),
-            manifest: manifest_digest,
-            layers,
-            defaults: ImageDefaults {
-                entrypoint: c.entrypoint.unwrap_or_default(),
-                cmd: c.cmd.unwrap_or_default(),
-                env: c.env.unwrap_or_default(),
-                working_dir: c.working_dir.filter(|w| !w.is_empty()),
-                user: c.user.filter(|u| !u.is_empty()),
-            },
-            reference: Some(pinned),
-        })
+        local::keep(
+            cache,
+            &[
+                (manifest_digest.as_str(), manifest_bytes.as_slice()),
+                (config_desc.digest.as_str(), config_bytes.as_slice()),
+            ],
+        );
+        Ok(resolved(image, &manifest_digest, layers, config))
     }
 
     /// A small blob (the config), verified against its digest.
@@ -362,6 +360,32 @@ impl Session {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The resolved image: `layers` (lowest last, as the cache lists them)
+/// under `config`, pinned to the platform's manifest `manifest_digest`
+/// (not the index: exactly what runs here, and what a restart pulls
+/// without the index).
+fn resolved(
+    image: &ImageRef,
+    manifest_digest: &str,
+    layers: Vec<PathBuf>,
+    config: ConfigBlob,
+) -> ResolvedImage {
+    let c = config.config.unwrap_or_default();
+    ResolvedImage {
+        image: PathBuf::from(image.to_string()),
+        manifest: manifest_digest.to_owned(),
+        layers,
+        defaults: ImageDefaults {
+            entrypoint: c.entrypoint.unwrap_or_default(),
+            cmd: c.cmd.unwrap_or_default(),
+            env: c.env.unwrap_or_default(),
+            working_dir: c.working_dir.filter(|w| !w.is_empty()),
+            user: c.user.filter(|u| !u.is_empty()),
+        },
+        reference: Some(image.pinned(manifest_digest).to_string()),
     }
 }
 
