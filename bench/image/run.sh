@@ -345,7 +345,11 @@ echo
 fi
 echo "== Drover's runtime alone (image-bench)" >&2
 umoci unpack --image "$work/layout:1" "$work/dir" >/dev/null
+# The image pinned to its manifest's digest, as a deployment's instances
+# and restarts start it once the tag is pinned.
+digest=$(skopeo inspect --raw --cert-dir "$work/certs" "docker://$image" | sha256sum | cut -d' ' -f1)
 "$bin/image-bench" --drover "$bin/drover" --image "$image" --ca "$work/tls/ca.pem" \
+  --pinned "${image%:*}@sha256:$digest" \
   --layout "$work/layout" --rootfs "$work/dir/rootfs" --runs "$RUNS"
 echo
 echo "== bench/container (its own command, 20 runs)" >&2

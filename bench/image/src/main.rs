@@ -11,6 +11,10 @@
 //!   start resolves the tag, downloads, verifies and unpacks every layer;
 //! - registry, warm: the layers cached; the tag is still resolved (one
 //!   manifest request) and the config fetched;
+//! - registry, pinned (`--pinned REF@sha256:...`): the same image by the
+//!   digest of its manifest, as a deployment's instances and restarts
+//!   start it once the tag is pinned: manifest, config and layers come
+//!   from the node's cache, no registry request;
 //! - local layout (`Rootfs::Oci` with a path): the same layers cached; the
 //!   layout's blobs are hashed again on every start;
 //! - directory (`Rootfs::Dir`): the image's layers unpacked into one
@@ -36,17 +40,25 @@ use drover_agent::runtime::{Rootfs, Runtime, TaskSpec, TaskState};
 enum Case {
     Cold,
     Warm,
+    Pinned,
     Layout,
     Dir,
 }
 
 impl Case {
-    const ALL: [Case; 4] = [Case::Cold, Case::Warm, Case::Layout, Case::Dir];
+    const ALL: [Case; 5] = [
+        Case::Cold,
+        Case::Warm,
+        Case::Pinned,
+        Case::Layout,
+        Case::Dir,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Case::Cold => "registry, cold (pull + start)",
             Case::Warm => "registry, warm (layers cached)",
+            Case::Pinned => "registry, pinned by digest (all cached)",
             Case::Layout => "local OCI layout (layers cached)",
             Case::Dir => "directory rootfs (bench/container's start)",
         }
@@ -57,6 +69,7 @@ struct Args {
     runs: usize,
     drover: PathBuf,
     image: String,
+    pinned: String,
     ca: PathBuf,
     layout: PathBuf,
     rootfs: PathBuf,
@@ -69,6 +82,7 @@ fn parse_args() -> Result<Args> {
         .map(|d| d.join("drover"))
         .context("no directory for the bench binary")?;
     let (mut image, mut ca, mut layout, mut rootfs) = (None, None, None, None);
+    let mut pinned = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -76,12 +90,13 @@ fn parse_args() -> Result<Args> {
             "--runs" => runs = value()?.parse()?,
             "--drover" => drover = value()?.into(),
             "--image" => image = Some(value()?),
+            "--pinned" => pinned = Some(value()?),
             "--ca" => ca = Some(PathBuf::from(value()?)),
             "--layout" => layout = Some(PathBuf::from(value()?)),
             "--rootfs" => rootfs = Some(PathBuf::from(value()?)),
             other => bail!(
-                "unknown argument {other:?}; usage: image-bench --image REF --ca FILE \
-                 --layout DIR --rootfs DIR [--runs N] [--drover PATH]"
+                "unknown argument {other:?}; usage: image-bench --image REF --pinned REF@DIGEST \
+                 --ca FILE --layout DIR --rootfs DIR [--runs N] [--drover PATH]"
             ),
         }
     }
@@ -93,6 +108,7 @@ fn parse_args() -> Result<Args> {
         runs,
         drover,
         image: image.context("--image REF")?,
+        pinned: pinned.context("--pinned REF@DIGEST")?,
         ca: ca.context("--ca FILE")?,
         layout: layout.context("--layout DIR")?,
         rootfs: rootfs.context("--rootfs DIR")?,
@@ -151,6 +167,9 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
             Case::Cold | Case::Warm => Rootfs::Oci {
                 image: PathBuf::from(&args.image),
             },
+            Case::Pinned => Rootfs::Oci {
+                image: PathBuf::from(&args.pinned),
+            },
             Case::Layout => Rootfs::Oci {
                 image: args.layout.clone(),
             },
@@ -191,16 +210,22 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
         // Removing the last task of an image collects its layers: the next
         // run's cold start finds the cache empty (and the warm one, run
         // before this, found it full).
-        for case in [Case::Cold, Case::Warm, Case::Layout] {
+        for case in [Case::Cold, Case::Warm, Case::Pinned, Case::Layout] {
             runtime.remove(&spec(case, i).alloc_id, "main")?;
         }
     }
-    let dir_median = median(&mut times[3].clone());
-    let layout_median = median(&mut times[2].clone());
+    report(args.runs, &times);
+    Ok(())
+}
+
+/// Prints the table of `times` (one list per [`Case::ALL`] entry).
+fn report(runs: usize, times: &[Vec<Duration>]) {
+    let dir_median = median(&mut times[4].clone());
+    let layout_median = median(&mut times[3].clone());
     println!(
         "Drover's runtime alone: start + wait of /bin/true (removal not timed), {} runs \
          each (one warm-up first), in the order listed\n",
-        args.runs
+        runs
     );
     println!("| start | median ms | p95 ms | min ms | median / layout | median / dir |");
     println!("|---|---|---|---|---|---|");
@@ -217,7 +242,6 @@ async fn run(args: &Args, tmp: &Path) -> Result<()> {
             med.as_secs_f64() / dir_median.as_secs_f64(),
         );
     }
-    Ok(())
 }
 
 /// Removes every cached layer (and leftovers of interrupted unpacks).
