@@ -155,7 +155,12 @@ impl Session {
     /// read yet.
     fn wait(self) -> Output {
         let mut out = self.cli.wait();
-        let rest: Vec<String> = self.lines.try_iter().collect();
+        // The reader thread may not have taken the last lines off the pipe
+        // yet when the CLI has exited: read until it has seen the end.
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            rest.push(line);
+        }
         out.stdout = rest
             .iter()
             .map(|l| format!("{l}\n"))
