@@ -149,6 +149,14 @@ impl Puller {
                 let http = Session::new(registries, image, true).map_err(&err)?;
                 match http.manifest(None).await {
                     Ok((bytes, digest)) => (http, bytes, digest),
+                    // The registry answered over plain HTTP: its answer
+                    // is the cause, the TLS failure only context.
+                    Err(e2) if !e2.transport => {
+                        return Err(err(format!(
+                            "{} (over plain HTTP; HTTPS failed: {})",
+                            e2.cause, e.cause
+                        )))
+                    }
                     Err(e2) => {
                         return Err(err(format!(
                             "{} (and over plain HTTP: {})",
