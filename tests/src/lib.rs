@@ -14,6 +14,7 @@ pub mod dev;
 mod dev_in;
 pub mod etcd_cluster;
 pub mod hosts;
+pub mod inproc;
 pub mod metrics;
 mod netns_exec;
 pub mod procs;

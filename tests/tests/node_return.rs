@@ -10,14 +10,12 @@
 use std::time::{Duration, Instant};
 
 use drover_proto::v1 as pb;
-use drover_scheduler::{Core, Timing};
-use drover_store::embedded::EmbeddedEtcd;
-use drover_store::Store;
+use drover_scheduler::Timing;
+use drover_tests::inproc::Scheduler;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 
 const TIMING: Timing = Timing {
     heartbeat: Duration::from_millis(200),
@@ -32,70 +30,27 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// cannot be what makes the node ready in the first part.
 const KILL_TIMEOUT_MS: i64 = 120_000;
 
-/// An embedded store and a scheduler on loopback ports, stopped on drop.
-struct Scheduler {
-    _dir: tempfile::TempDir,
-    url: String,
-    stop: CancellationToken,
+/// Node `id`'s status as the scheduler lists it.
+async fn node_status(sched: &Scheduler, id: &str) -> String {
+    let mut nodes = pb::node_service_client::NodeServiceClient::new(sched.channel().await);
+    let listed = nodes.list(pb::ListNodesRequest {}).await.unwrap();
+    listed
+        .into_inner()
+        .nodes
+        .into_iter()
+        .find(|n| n.id == id)
+        .map(|n| n.status)
+        .unwrap_or_default()
 }
 
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl Scheduler {
-    async fn start() -> Scheduler {
-        let dir = tempfile::tempdir().unwrap();
-        let stop = CancellationToken::new();
-        let etcd = EmbeddedEtcd::open(dir.path()).unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let store_addr = l.local_addr().unwrap();
-        tokio::spawn(etcd.serve(l, stop.clone()));
-        let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
-            .await
-            .unwrap();
-        let core = Core::new(store, TIMING);
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(drover_scheduler::serve(core, l, stop.clone(), None));
-        Scheduler {
-            _dir: dir,
-            url,
-            stop,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Endpoint::from_shared(self.url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn node_status(&self, id: &str) -> String {
-        let mut nodes = pb::node_service_client::NodeServiceClient::new(self.channel().await);
-        let listed = nodes.list(pb::ListNodesRequest {}).await.unwrap();
-        listed
-            .into_inner()
-            .nodes
-            .into_iter()
-            .find(|n| n.id == id)
-            .map(|n| n.status)
-            .unwrap_or_default()
-    }
-
-    async fn allocation(&self, job: &str) -> Option<pb::Allocation> {
-        let mut jobs = pb::job_service_client::JobServiceClient::new(self.channel().await);
-        let got = jobs
-            .get(pb::GetJobRequest { name: job.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        got.allocations.into_iter().next()
-    }
+async fn allocation(sched: &Scheduler, job: &str) -> Option<pb::Allocation> {
+    let mut jobs = pb::job_service_client::JobServiceClient::new(sched.channel().await);
+    let got = jobs
+        .get(pb::GetJobRequest { name: job.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    got.allocations.into_iter().next()
 }
 
 /// One agent stream driven by hand: registered, heartbeating until
@@ -238,12 +193,12 @@ fn job(name: &str) -> pb::Job {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_node_is_initializing_until_its_replaced_copy_is_stopped() {
-    let sched = Scheduler::start().await;
+    let sched = Scheduler::start(TIMING).await;
     let node = "ret-node-1";
 
     // A fresh node is ready at once, and gets the job's instance.
     let mut agent = Agent::register(&sched, node, Vec::new()).await;
-    assert_eq!(sched.node_status(node).await, "ready");
+    assert_eq!(node_status(&sched, node).await, "ready");
     let mut jobs = pb::job_service_client::JobServiceClient::new(sched.channel().await);
     jobs.submit(pb::SubmitRequest {
         job: Some(job("ret")),
@@ -257,7 +212,7 @@ async fn a_returning_node_is_initializing_until_its_replaced_copy_is_stopped() {
     };
     agent.report(&alloc.id, "running").await;
     until("the instance running", || async {
-        let a = sched.allocation("ret").await?;
+        let a = allocation(&sched, "ret").await?;
         (a.status == "running").then_some(())
     })
     .await;
@@ -265,10 +220,10 @@ async fn a_returning_node_is_initializing_until_its_replaced_copy_is_stopped() {
     // Its stream ends: down past the grace, the instance lost.
     drop(agent);
     until("the node down", || async {
-        (sched.node_status(node).await == "down").then_some(())
+        (node_status(&sched, node).await == "down").then_some(())
     })
     .await;
-    let lost = sched.allocation("ret").await.unwrap();
+    let lost = allocation(&sched, "ret").await.unwrap();
     assert_eq!(
         (lost.status.as_str(), lost.desired.as_str()),
         ("lost", "stop")
@@ -285,7 +240,7 @@ async fn a_returning_node_is_initializing_until_its_replaced_copy_is_stopped() {
     // As long as the copy is not reported stopped (a few looks over a
     // second, well inside the bound of kill timeout + grace), it stays so.
     for _ in 0..10 {
-        assert_eq!(sched.node_status(node).await, "initializing");
+        assert_eq!(node_status(&sched, node).await, "initializing");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
@@ -294,7 +249,7 @@ async fn a_returning_node_is_initializing_until_its_replaced_copy_is_stopped() {
     );
     agent.report(&alloc.id, "complete").await;
     until("the node ready once the copy is stopped", || async {
-        (sched.node_status(node).await == "ready").then_some(())
+        (node_status(&sched, node).await == "ready").then_some(())
     })
     .await;
     println!(
@@ -307,9 +262,9 @@ async fn a_returning_node_is_initializing_until_its_replaced_copy_is_stopped() {
     drop(agent);
     let t1 = Instant::now();
     let _agent = Agent::register(&sched, node, vec![status_of("no-such-alloc", "running")]).await;
-    assert_eq!(sched.node_status(node).await, "initializing");
+    assert_eq!(node_status(&sched, node).await, "initializing");
     until("the node ready past its bound", || async {
-        (sched.node_status(node).await == "ready").then_some(())
+        (node_status(&sched, node).await == "ready").then_some(())
     })
     .await;
     println!(

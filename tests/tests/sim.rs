@@ -9,12 +9,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use drover_proto::v1 as pb;
-use drover_scheduler::{Core, Timing};
-use drover_store::embedded::EmbeddedEtcd;
-use drover_store::Store;
+use drover_scheduler::Timing;
+use drover_tests::inproc::Scheduler;
 use drover_tests::sim::{NodeSpec, Sim};
-use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 
 const TIMING: Timing = Timing {
     heartbeat: Duration::from_millis(200),
@@ -24,50 +21,6 @@ const TIMING: Timing = Timing {
 
 /// Generous: waiting is polling, never a measurement.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// An embedded store and a scheduler on loopback ports, stopped on drop.
-struct Scheduler {
-    _dir: tempfile::TempDir,
-    url: String,
-    stop: CancellationToken,
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl Scheduler {
-    async fn start() -> Scheduler {
-        let dir = tempfile::tempdir().unwrap();
-        let stop = CancellationToken::new();
-        let etcd = EmbeddedEtcd::open(dir.path()).unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let store_addr = l.local_addr().unwrap();
-        tokio::spawn(etcd.serve(l, stop.clone()));
-        let store = Store::connect(&[format!("http://{store_addr}")], "/drover/")
-            .await
-            .unwrap();
-        let core = Core::new(store, TIMING);
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(drover_scheduler::serve(core, l, stop.clone(), None));
-        Scheduler {
-            _dir: dir,
-            url,
-            stop,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Endpoint::from_shared(self.url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-}
 
 /// Polls `check` every 50 ms until it gives a value, or panics with `what`.
 async fn until<T, F, Fut>(what: &str, mut check: F) -> T
@@ -112,7 +65,7 @@ fn job(name: &str, count: i64) -> pb::Job {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_on_simulated_nodes_and_a_failure_on_command_shows() {
-    let sched = Scheduler::start().await;
+    let sched = Scheduler::start(TIMING).await;
     let spec = NodeSpec {
         meta: [("rack".to_string(), "r1".to_string())].into(),
         cpu_millis: 1000,
