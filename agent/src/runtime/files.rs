@@ -126,17 +126,26 @@ pub fn write_atomic_with(
     Ok(())
 }
 
-/// Makes a file written with [`Durability::ProcessCrash`] survive a power
-/// loss too: fsyncs it and its directory. For a caller that overlaps the
-/// fsyncs with other work (the spec, synced while the supervisor starts).
-pub fn sync_written(path: &Path) -> Result<(), RuntimeError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(IoError::on("fsync", path))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(IoError::on("fsync", dir))?;
+/// Makes files written with [`Durability::ProcessCrash`] survive a power
+/// loss too: fsyncs each, then each directory they are in (once). For a
+/// caller that overlaps the fsyncs with other work (a task's spec and image
+/// record, synced while the supervisor starts).
+pub fn sync_written<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Result<(), RuntimeError> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for path in paths {
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(IoError::on("fsync", path))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for dir in dirs {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(IoError::on("fsync", dir))?;
+    }
     Ok(())
 }
 

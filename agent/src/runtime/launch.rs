@@ -36,8 +36,11 @@ impl Runtime {
         let mut child = self.spawn_supervisor(dir)?;
         let supervisor_pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
         debug!(alloc_id = %alloc_id, task = %task, supervisor_pid, "supervisor spawned");
-        let spec_path = dir.spec();
-        let spec_synced = tokio::task::spawn_blocking(move || sync_written(&spec_path));
+        // The spec and image record reach the disk while the supervisor
+        // starts (it reads them from the page cache).
+        let written = [Some(dir.spec()), image.map(|_| dir.image())];
+        let spec_synced =
+            tokio::task::spawn_blocking(move || sync_written(written.iter().flatten()));
         let state = match first_report(dir, &mut child).await? {
             Some(state) => state,
             None => {
@@ -108,11 +111,11 @@ impl Runtime {
             )
             .map_err(IoError::on("chmod 0700", alloc_dir))?;
         }
-        // Made durable while the supervisor starts (it reads the spec from
-        // the page cache), and before `start` returns.
+        // Both made durable while the supervisor starts, and before `start`
+        // returns.
         write_json_with(&dir.spec(), spec, Durability::ProcessCrash)?;
         match image {
-            Some(image) => write_json(&dir.image(), image)?,
+            Some(image) => write_json_with(&dir.image(), image, Durability::ProcessCrash)?,
             None => match fs::remove_file(dir.image()) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     return Err(IoError::new("remove", dir.image(), e).into());

@@ -240,9 +240,6 @@ impl Runtime {
                     Some(r) => self.pull_image(spec, &dir, &r).await?,
                     None => self.resolve_image(image).await?,
                 };
-                if let Err(error) = self.images.record_use(&resolved, oci::now_ms()) {
-                    warn!(alloc_id = %alloc_id, task = %task, %error, "recording the image's use in the cache");
-                }
                 let spec = spec.with_image_defaults(image, &resolved.defaults)?;
                 spec.validate()?;
                 resolve_command_in_layers(&spec, image, &resolved.layers)?;
@@ -268,7 +265,24 @@ impl Runtime {
             }
         }
         self.sweep_cgroups();
+        // The image's use (for `drover node images` and the cache's
+        // collection) is recorded while the supervisor starts.
+        let recorded = image.clone().map(|image| {
+            let cache = self.images.clone();
+            tokio::task::spawn_blocking(move || cache.record_use(&image, oci::now_ms()))
+        });
         let result = self.spawn_and_wait(&dir, spec, image.as_ref()).await;
+        if let Some(recorded) = recorded {
+            match recorded.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    warn!(alloc_id = %alloc_id, task = %task, %error, "recording the image's use in the cache")
+                }
+                Err(error) => {
+                    warn!(alloc_id = %alloc_id, task = %task, %error, "recording the image's use in the cache (task)")
+                }
+            }
+        }
         if result.is_err() && created {
             // Nothing runs (spawn_and_wait kills what it started): undo.
             let _ = fs::remove_dir_all(&dir.dir);

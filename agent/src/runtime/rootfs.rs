@@ -40,7 +40,7 @@ mod in_root;
 mod mount;
 pub use error::{MountError, RootfsError};
 pub(crate) use in_root::{is_dir_in, is_executable_in, mkdir_p_in, open_in_root, read_in_root};
-use mount::{do_mount, idmapped_bind, make_readonly_recursive};
+use mount::{do_mount, idmapped_tree, make_readonly_recursive};
 pub(crate) use mount::{set_mount_attr, MountAttr};
 
 /// The root filesystem a task sees. Without one ([`super::TaskSpec::rootfs`]
@@ -107,12 +107,9 @@ pub const DEV_ENTRIES: [&str; 13] = [
     "urandom", "zero",
 ];
 
-/// `<task_dir>/rootfs/{upper,work,merged,lower,empty}`.
+/// `<task_dir>/rootfs/{upper,work,merged,empty}`.
 #[derive(Debug, Clone)]
 pub(super) struct RootfsDirs {
-    /// Mount points of the idmapped views of the lower directories
-    /// (`lower/<i>`), with a user namespace.
-    pub lower: PathBuf,
     /// Overlay upper dir: the task's writes.
     pub upper: PathBuf,
     /// Overlay work dir.
@@ -127,7 +124,6 @@ impl RootfsDirs {
     /// The directories below `base` (`<task_dir>/rootfs`).
     pub fn new(base: &Path) -> Self {
         Self {
-            lower: base.join("lower"),
             upper: base.join("upper"),
             work: base.join("work"),
             merged: base.join("merged"),
@@ -342,15 +338,24 @@ fn mount_overlay_base(
             source,
         }
     })?;
-    let lower = match ids.userns {
-        Some(userns) => idmapped_lowers(lower, &dirs.lower, userns)?,
-        None => lower.to_vec(),
+    // Kept open until the overlay is mounted on them.
+    let trees = match ids.userns {
+        Some(userns) => idmapped_lowers(lower, userns)?,
+        None => Vec::new(),
     };
-    let lowerdir = lower
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
+    let lowerdir = if trees.is_empty() {
+        lower
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    } else {
+        trees
+            .iter()
+            .map(|t| format!("/proc/self/fd/{}", t.as_raw_fd()))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     let options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
         dirs.upper.display(),
@@ -363,6 +368,7 @@ fn mount_overlay_base(
         MsFlags::empty(),
         Some(&options),
     )?;
+    drop(trees);
     for dir in ["proc", "dev", "sys", "tmp"] {
         ensure_dir(&merged.join(dir))?;
     }
@@ -389,33 +395,27 @@ pub(super) struct RootIds<'a> {
     pub root: (u32, u32),
 }
 
-/// Idmapped views of the `lower` directories, mounted at `<at>/<i>`, for
-/// the overlay's `lowerdir`: files owned by host root are owned by root
-/// inside (and copied up as such). A filesystem that cannot be idmapped
-/// gets the plain directories back, with a warning on stderr (the
-/// supervisor's log): their files then show as `nobody` inside and only
-/// world-writable places are writable.
-fn idmapped_lowers(
-    lower: &[PathBuf],
-    at: &Path,
-    userns: BorrowedFd<'_>,
-) -> Result<Vec<PathBuf>, RootfsError> {
+/// Idmapped views of the `lower` directories (detached mounts, in order),
+/// for the overlay's `lowerdir`: files owned by host root are owned by
+/// root inside (and copied up as such). A filesystem that cannot be
+/// idmapped gives none, with a warning on stderr (the supervisor's log):
+/// the plain directories are used, their files then show as `nobody`
+/// inside and only world-writable places are writable.
+fn idmapped_lowers(lower: &[PathBuf], userns: BorrowedFd<'_>) -> Result<Vec<OwnedFd>, RootfsError> {
     let mut out = Vec::with_capacity(lower.len());
     for (i, dir) in lower.iter().enumerate() {
-        let target = at.join(i.to_string());
-        create_dir_all(&target)?;
-        if let Err(e) = idmapped_bind(dir, &target, userns) {
-            if i == 0 {
+        match idmapped_tree(dir, userns) {
+            Ok(tree) => out.push(tree),
+            Err(e) if i == 0 => {
                 let _ = writeln!(
                     io::stderr(),
                     "drover supervisor: idmapped lower layers unavailable ({e}); \
                      the rootfs' files will show as nobody inside the task"
                 );
-                return Ok(lower.to_vec());
+                return Ok(Vec::new());
             }
-            return Err(e);
+            Err(e) => return Err(e),
         }
-        out.push(target);
     }
     Ok(out)
 }

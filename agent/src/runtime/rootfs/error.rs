@@ -175,17 +175,6 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
-    /// `move_mount(2)` failed.
-    #[error("move_mount({} onto {}): {source}", from.display(), onto.display())]
-    MoveMount {
-        /// The tree's source directory.
-        from: PathBuf,
-        /// The mount point.
-        onto: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
     /// `mknod(2)` of a device node failed.
     #[error("mknod({}, S_IFCHR, {major}:{minor}): {source}", path.display())]
     Mknod {
