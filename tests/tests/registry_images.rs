@@ -122,11 +122,23 @@ fn filler(work: &Path, name: &str, fill: usize) -> Layer {
 
 /// Pushes `base` + `top` as `drover/<repo>:v1`; returns the reference.
 fn push(reg: &TestRegistry, work: &Path, repo: &str, base: &Layer, top: &Layer) -> String {
+    push_digest(reg, work, repo, base, top).0
+}
+
+/// [`push`], and the digest of the manifest pushed.
+fn push_digest(
+    reg: &TestRegistry,
+    work: &Path,
+    repo: &str,
+    base: &Layer,
+    top: &Layer,
+) -> (String, String) {
     let layout = work.join(format!("layout-{repo}"));
     write_layout(&layout, &[base, top]).expect("layout");
-    reg.push(&layout, &format!("drover/{repo}:v1"), false)
+    let digest = reg
+        .push(&layout, &format!("drover/{repo}:v1"), false)
         .expect("push");
-    format!("{}/drover/{repo}:v1", reg.addr())
+    (format!("{}/drover/{repo}:v1", reg.addr()), digest)
 }
 
 fn rootfs(image: &str) -> String {
@@ -275,9 +287,9 @@ fn the_cache_keeps_to_its_budget_and_never_drops_a_running_tasks_layers() {
     let fill = 3 * MIB as usize;
     let f1 = filler(work.path(), "f1", fill);
     let f2 = filler(work.path(), "f2", fill);
-    let running = push(&reg, work.path(), "run", &base, &marker);
-    let one = push(&reg, work.path(), "one", &base, &f1);
-    let two = push(&reg, work.path(), "two", &base, &f2);
+    let (running, running_digest) = push_digest(&reg, work.path(), "run", &base, &marker);
+    let (one, one_digest) = push_digest(&reg, work.path(), "one", &base, &f1);
+    let (two, two_digest) = push_digest(&reg, work.path(), "two", &base, &f2);
     // Room for base + marker + one filler, not two.
     let budget = (base_size + fill as u64 + 64).div_ceil(MIB) + 1;
     let c = cluster(
@@ -324,6 +336,21 @@ fn the_cache_keeps_to_its_budget_and_never_drops_a_running_tasks_layers() {
         assert!(layers.contains(&hex(l)), "{} gone: {layers:?}", l.digest);
     }
     assert_eq!(layers.len(), 3, "{layers:?}");
+    // The manifest kept for `one` (to start it pinned without the
+    // registry) went with its layer; the other two images' stay.
+    let doc = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        c.data_dir().join("agent/images/documents").join(hex)
+    };
+    poll_until("one's kept manifest to go", WAIT, || {
+        (!doc(&one_digest).exists()).then_some(())
+    });
+    for d in [&running_digest, &two_digest] {
+        assert!(
+            doc(d).exists(),
+            "manifest {d} kept for a cached image is gone"
+        );
+    }
     let tmp = c.data_dir().join("agent/images/tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .map(|d| d.flatten().map(|e| e.path()).collect())

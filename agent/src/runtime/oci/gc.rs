@@ -285,6 +285,11 @@ impl ImageCache {
                 }
             }
         }
+        match self.sweep_documents() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "image documents collected"),
+            Err(error) => tracing::warn!(%error, "collecting the image cache's documents"),
+        }
         drop(lock);
         let mut removed = Vec::with_capacity(doomed.len());
         for (hex, tmp) in doomed {
@@ -293,6 +298,77 @@ impl ImageCache {
         }
         Ok(removed)
     }
+}
+
+impl ImageCache {
+    /// Removes the kept manifests and configs (`documents/`, see
+    /// `registry::local`) that can no longer start anything: a manifest
+    /// one of whose layers is no longer cached, a config no kept manifest
+    /// names, anything unreadable, and the temporary files of a writer
+    /// that died. Called under the exclusive lock (no pull writes
+    /// documents meanwhile). Returns how many files went.
+    fn sweep_documents(&self) -> Result<usize, io::Error> {
+        let dir = self.root.join("documents");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        let mut keep: BTreeSet<String> = BTreeSet::new();
+        for name in &names {
+            let Some(doc) = fs::read(dir.join(name))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<DocumentRefs>(&b).ok())
+            else {
+                continue;
+            };
+            let (Some(config), Some(layers)) = (doc.config, doc.layers) else {
+                continue;
+            };
+            let all_cached = !layers.is_empty()
+                && layers.iter().all(|l| {
+                    l.digest
+                        .strip_prefix("sha256:")
+                        .is_some_and(|hex| is_hex64(hex) && self.layer_dir(hex).is_dir())
+                });
+            if all_cached {
+                keep.insert(name.clone());
+                if let Some(hex) = config.digest.strip_prefix("sha256:") {
+                    keep.insert(hex.to_owned());
+                }
+            }
+        }
+        let mut removed = 0;
+        for name in names.iter().filter(|n| !keep.contains(*n)) {
+            match fs::remove_file(dir.join(name)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// What [`ImageCache::sweep_documents`] reads of a kept document: a
+/// manifest names its config and layers; a config names neither.
+#[derive(Deserialize)]
+struct DocumentRefs {
+    config: Option<DigestOnly>,
+    layers: Option<Vec<DigestOnly>>,
+}
+
+#[derive(Deserialize)]
+struct DigestOnly {
+    digest: String,
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn read_record(path: &Path) -> Option<ImageRecord> {
@@ -324,6 +400,59 @@ mod tests {
     }
 
     const H: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn documents_go_with_their_layers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(tmp.path().to_owned());
+        let hex = |c: char| c.to_string().repeat(64);
+        let (a, b, gone) = (hex('a'), hex('b'), hex('f'));
+        for layer in [&a, &b] {
+            fs::create_dir_all(cache.layer_dir(layer)).unwrap();
+        }
+        let docs = tmp.path().join("documents");
+        fs::create_dir_all(&docs).unwrap();
+        let manifest = |config: &str, layers: &[&str]| {
+            let layers: Vec<_> = layers
+                .iter()
+                .map(|l| serde_json::json!({ "digest": format!("sha256:{l}") }))
+                .collect();
+            serde_json::json!({ "config": { "digest": format!("sha256:{config}") }, "layers": layers })
+                .to_string()
+        };
+        // m1: every layer cached (kept, with its config c1); m2: one layer
+        // gone (removed, with c2); c3: no manifest names it; m3: damaged;
+        // a temp file of a dead writer.
+        let files = [
+            (hex('1'), manifest(&hex('c'), &[&a, &b])),
+            (
+                hex('c'),
+                r#"{"architecture":"amd64","os":"linux","config":{"Env":[]}}"#.to_owned(),
+            ),
+            (hex('2'), manifest(&hex('d'), &[&a, &gone])),
+            (
+                hex('d'),
+                r#"{"architecture":"amd64","os":"linux"}"#.to_owned(),
+            ),
+            (hex('e'), r#"{"os":"linux"}"#.to_owned()),
+            (hex('3'), "{not json".to_owned()),
+            (format!(".42.{}", hex('9')), "half".to_owned()),
+        ];
+        for (name, body) in &files {
+            fs::write(docs.join(name), body).unwrap();
+        }
+        assert_eq!(cache.sweep_documents().unwrap(), 5);
+        let mut left: Vec<String> = fs::read_dir(&docs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [hex('1'), hex('c')]);
+        // Nothing to collect the second time; no directory is no error.
+        assert_eq!(cache.sweep_documents().unwrap(), 0);
+        fs::remove_dir_all(&docs).unwrap();
+        assert_eq!(cache.sweep_documents().unwrap(), 0);
+    }
 
     #[test]
     fn by_age_never_in_use() {
