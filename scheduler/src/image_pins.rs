@@ -26,11 +26,13 @@
 //! tasks is a new deployment and resolves the tag again. Stopping a job
 //! forgets its pins ([`forget_job`]), so running it again resolves anew.
 //!
-//! The window this leaves: allocations started side by side before the
-//! first report reaches the scheduler resolve the tag each on their own;
-//! if the tag moves within those seconds, one may run another digest. It
-//! is told (a warning naming both digests) and runs the deployment's pin
-//! from its next start on.
+//! Allocations started side by side before the first report reaches the
+//! scheduler resolve the tag each on their own; if the tag moves within
+//! those seconds, one may start on another digest. Its report then
+//! disagrees with the pin: [`Recorder::record`] says so (a warning naming
+//! both digests), the session sends its node the pin at once, and the
+//! agent restarts the task on the deployment's digest (`Action::Repin`),
+//! so that every instance ends up running the one image.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -108,18 +110,14 @@ impl Pins {
         ))
     }
 
-    /// The pins an assignment of `alloc` (of `group`, whose job is at
-    /// `job_version`) carries, by task. Only allocations of the job's
-    /// current version get them: `group` is the current spec, and an
-    /// older allocation may run other instances (it restarts from the
-    /// digest its node recorded).
-    pub fn for_alloc(
-        &self,
-        alloc: &AllocRecord,
-        group: &GroupSpec,
-        job_version: u64,
-    ) -> BTreeMap<String, String> {
-        if self.0.is_empty() || alloc.job_version != job_version {
+    /// The pins an assignment of `alloc` carries, by task: `group` is its
+    /// group as of the job version that placed it (`alloc.job_version`;
+    /// the caller looks an older one up, see [`Pins::older_specs`]), whose
+    /// instances name the deployment. An allocation kept through a
+    /// count-only change gets its deployment's pin; one of a version with
+    /// other instances gets that version's, never the current one's.
+    pub fn for_alloc(&self, alloc: &AllocRecord, group: &GroupSpec) -> BTreeMap<String, String> {
+        if self.0.is_empty() {
             return BTreeMap::new();
         }
         group
@@ -131,6 +129,44 @@ impl Pins {
                 Some((t.name.clone(), pinned.clone()))
             })
             .collect()
+    }
+
+    /// The specs of the older job versions `allocs` were placed by, for
+    /// [`Pins::for_alloc`]: only those of jobs whose current spec names a
+    /// registry image, and none when there is no pin at all (one read per
+    /// version; a version no longer kept is left out, its allocations
+    /// then carry no pin and restart from the digest their node recorded).
+    pub async fn older_specs(
+        &self,
+        store: &Store,
+        allocs: &[AllocRecord],
+        jobs: &BTreeMap<String, JobRecord>,
+    ) -> Result<HashMap<(String, u64), crate::job::JobSpec>, StoreError> {
+        let mut out = HashMap::new();
+        if self.0.is_empty() {
+            return Ok(out);
+        }
+        let wanted: HashSet<(String, u64)> = allocs
+            .iter()
+            .filter(|a| {
+                jobs.get(&a.job).is_some_and(|j| {
+                    j.version != a.job_version
+                        && j.spec.groups.iter().any(|g| {
+                            g.tasks
+                                .iter()
+                                .any(|t| matches!(t.rootfs, RootfsSpec::Image { .. }))
+                        })
+                })
+            })
+            .map(|a| (a.job.clone(), a.job_version))
+            .collect();
+        for (job, version) in wanted {
+            let key = version_key(&job, version);
+            if let Some(v) = store.get::<JobVersion>(Kind::JobVersion, &key).await? {
+                out.insert((job, version), v.value.spec);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -144,8 +180,12 @@ pub struct Recorder {
 impl Recorder {
     /// Pins the digests `st` reports for tasks of node `node_id` whose
     /// deployment has none yet. Errors are logged: a pin not written now
-    /// is written at the next report that carries the digest.
-    pub async fn record(&self, store: &Store, node_id: &str, st: &pb::AllocStatus) {
+    /// is written at the next report that carries the digest. Returns
+    /// whether a task runs another digest than its deployment's pin (its
+    /// node is then to be sent the pin again, and restarts the task on
+    /// it: `drover_agent`'s `Action::Repin`).
+    pub async fn record(&self, store: &Store, node_id: &str, st: &pb::AllocStatus) -> bool {
+        let mut drifted = false;
         for t in st.tasks.iter().filter(|t| !t.image_digest.is_empty()) {
             let memo = format!("{}/{}/{}", st.alloc_id, t.name, t.image_digest);
             if self.has(&memo) {
@@ -155,12 +195,16 @@ impl Recorder {
                 .record_task(store, node_id, &st.alloc_id, &t.name, &t.image_digest)
                 .await
             {
-                Ok(()) => self.remember(memo),
+                Ok(agrees) => {
+                    drifted |= !agrees;
+                    self.remember(memo);
+                }
                 Err(error) => {
                     tracing::warn!(node_id, alloc_id = %st.alloc_id, task = %t.name, %error, "cannot record the image digest for the deployment");
                 }
             }
         }
+        drifted
     }
 
     fn has(&self, memo: &str) -> bool {
@@ -188,18 +232,18 @@ impl Recorder {
         alloc_id: &str,
         task: &str,
         reported: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let Some(alloc) = store.get::<AllocRecord>(Kind::Alloc, alloc_id).await? else {
-            return Ok(());
+            return Ok(true);
         };
         let alloc = alloc.value;
         let Some(job) = store.get::<JobRecord>(Kind::Job, &alloc.job).await? else {
-            return Ok(());
+            return Ok(true);
         };
         // A stopped job's pins are gone (forget_job): its last reports
         // must not bring them back.
         if job.value.status != JobStatus::Running || alloc.desired != DesiredState::Run {
-            return Ok(());
+            return Ok(true);
         }
         let spec = if job.value.version == alloc.job_version {
             job.value.spec
@@ -207,14 +251,14 @@ impl Recorder {
             let key = version_key(&alloc.job, alloc.job_version);
             match store.get::<JobVersion>(Kind::JobVersion, &key).await? {
                 Some(v) => v.value.spec,
-                None => return Ok(()),
+                None => return Ok(true),
             }
         };
         let Some(group) = spec.group(&alloc.group) else {
-            return Ok(());
+            return Ok(true);
         };
         let Some(pin) = pin_for(&alloc, group, task, reported, node_id) else {
-            return Ok(());
+            return Ok(true);
         };
         let name = pin_name(&alloc.job, group, task);
         let write = Write::Put {
@@ -234,11 +278,12 @@ impl Recorder {
             Committed::Conflict => {
                 let held = store.get::<ImagePin>(Kind::ImagePin, &name).await?;
                 if let Some(held) = held.filter(|h| h.value.pinned != pin.pinned) {
-                    tracing::warn!(alloc_id, node_id, task, runs = %pin.pinned, deployment = %held.value.pinned, "allocation resolved the tag to another digest than its deployment's (the tag moved while both started); it runs the deployment's digest from its next start");
+                    tracing::warn!(alloc_id, node_id, task, runs = %pin.pinned, deployment = %held.value.pinned, "allocation resolved the tag to another digest than its deployment's (the tag moved while both started); its node restarts it on the deployment's digest");
+                    return Ok(false);
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 

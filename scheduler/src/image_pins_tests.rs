@@ -44,16 +44,20 @@ fn only_a_tag_pinned_to_its_own_name_makes_a_pin() {
 }
 
 #[test]
-fn assignments_of_the_current_version_carry_the_pins() {
+fn assignments_carry_the_pins_of_the_instances_that_placed_them() {
     let g = image_group(TAG, 2, "true");
     let pins = Pins(HashMap::from([(pin_name("j", &g, "t"), PINNED.to_owned())]));
     let mut a = alloc("a", 0, "n", AllocStatus::Running);
-    assert_eq!(pins.for_alloc(&a, &g, 1)["t"], PINNED);
-    // Of an older version: its node's own record, not the current pin.
-    assert!(pins.for_alloc(&a, &g, 2).is_empty());
+    assert_eq!(pins.for_alloc(&a, &g)["t"], PINNED);
+    // A count-only change keeps the instances: the same pin.
+    assert_eq!(
+        pins.for_alloc(&a, &image_group(TAG, 5, "true"))["t"],
+        PINNED
+    );
     a.job = "other".into();
-    assert!(pins.for_alloc(&a, &g, 1).is_empty());
+    assert!(pins.for_alloc(&a, &g).is_empty());
+    // Other instances (a version that changed the task): not this pin.
     let changed = image_group(TAG, 2, "false");
     a.job = "j".into();
-    assert!(pins.for_alloc(&a, &changed, 1).is_empty());
+    assert!(pins.for_alloc(&a, &changed).is_empty());
 }

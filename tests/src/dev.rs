@@ -401,42 +401,89 @@ impl DevCluster {
     ///
     /// When the store cannot be read.
     pub fn store_keys(&self, prefix: &str) -> Vec<(String, i64)> {
-        let endpoint = format!("http://{}", self.store_addr);
         let prefix = prefix.to_owned();
-        // A thread of its own: block_on inside a caller's runtime would panic.
-        std::thread::spawn(move || -> Result<Vec<(String, i64)>, String> {
+        self.in_store(move |mut client| async move {
+            let resp = client
+                .get(
+                    prefix.as_bytes(),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .map_err(|e| format!("range {prefix}: {e}"))?;
+            let mut keys: Vec<(String, i64)> = resp
+                .kvs()
+                .iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        kv.mod_revision(),
+                    )
+                })
+                .collect();
+            keys.sort();
+            Ok(keys)
+        })
+    }
+
+    /// The value of `key` in the embedded store, if set.
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be read.
+    pub fn store_get(&self, key: &str) -> Option<Vec<u8>> {
+        let key = key.to_owned();
+        self.in_store(move |mut client| async move {
+            let resp = client
+                .get(key.as_bytes(), None)
+                .await
+                .map_err(|e| format!("get {key}: {e}"))?;
+            Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+        })
+    }
+
+    /// Sets `key` to `value` in the embedded store, behind the cluster's
+    /// back: for tests that stage a state the cluster reaches only by a
+    /// race.
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be written.
+    pub fn store_put(&self, key: &str, value: Vec<u8>) {
+        let key = key.to_owned();
+        self.in_store(move |mut client| async move {
+            client
+                .put(key.as_bytes(), value, None)
+                .await
+                .map_err(|e| format!("put {key}: {e}"))?;
+            Ok(())
+        });
+    }
+
+    /// Runs `op` on a client of the embedded store, on a thread of its own
+    /// (block_on inside a caller's runtime would panic): works from sync
+    /// code and from inside a tokio runtime.
+    fn in_store<T, F, Fut>(&self, op: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(etcd_client::Client) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let endpoint = format!("http://{}", self.store_addr);
+        std::thread::spawn(move || -> Result<T, String> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
             rt.block_on(async move {
-                let mut client = etcd_client::Client::connect([endpoint], None)
+                let client = etcd_client::Client::connect([endpoint], None)
                     .await
                     .map_err(|e| format!("connecting to the store: {e}"))?;
-                let resp = client
-                    .get(
-                        prefix.as_bytes(),
-                        Some(etcd_client::GetOptions::new().with_prefix()),
-                    )
-                    .await
-                    .map_err(|e| format!("range {prefix}: {e}"))?;
-                let mut keys: Vec<(String, i64)> = resp
-                    .kvs()
-                    .iter()
-                    .map(|kv| {
-                        (
-                            String::from_utf8_lossy(kv.key()).into_owned(),
-                            kv.mod_revision(),
-                        )
-                    })
-                    .collect();
-                keys.sort();
-                Ok(keys)
+                op(client).await
             })
         })
         .join()
-        .expect("store reader thread panicked")
-        .unwrap_or_else(|e| panic!("reading the store: {e}"))
+        .expect("store client thread panicked")
+        .unwrap_or_else(|e| panic!("the store: {e}"))
     }
 
     /// The last `lines` lines of the dev process's log.

@@ -314,3 +314,49 @@ fn a_new_deployment_resolves_the_moved_tag_again() {
     }
     c.cli_ok(&["job", "stop", &name]);
 }
+
+/// The race a deployment's first instances can run into, staged: one
+/// instance runs a digest its deployment's pin does not name (instances
+/// started side by side, the tag moved between their resolutions, and
+/// another instance's report made the pin). The store's pin is rewritten
+/// by hand to what that race leaves; a count-only change then sends the
+/// node the assignments with the pin, and the agent restarts the
+/// instance on the deployment's digest (not counted as a restart of its
+/// policy, told as an event).
+#[test]
+fn an_instance_on_another_digest_than_its_deployments_pin_is_restarted_on_the_pin() {
+    let s = Setup::new();
+    let c = &s.c;
+    let first = s.tag("drover/drift", "a");
+    let name = unique_name("drift");
+    s.run(&s.service(&name, "drover/drift", 1, "1"));
+    let j = wait_pinned(c, &name, 1, &first);
+    let id = str_of(&wanted(&j)[0], "id").to_owned();
+    assert_eq!(markers(c, &id, 1), ["a"]);
+    let key = poll_until("the deployment's pin to be recorded", WAIT, || {
+        s.pins().into_iter().next()
+    });
+
+    // The tag moves, and the deployment's pin names the moved digest.
+    let moved = s.tag("drover/drift", "b");
+    assert_ne!(moved, first, "the tag did not move");
+    let mut pin: Value =
+        serde_json::from_slice(&c.store_get(&key).expect("the pin")).expect("a pin record");
+    pin["pinned"] = Value::String(moved.clone());
+    c.store_put(&key, serde_json::to_vec(&pin).expect("json"));
+
+    s.run(&s.service(&name, "drover/drift", 2, "1"));
+    let j = wait_pinned(c, &name, 2, &moved);
+    let a = wanted(&j)
+        .into_iter()
+        .find(|a| str_of(a, "id") == id)
+        .expect("the first allocation, kept");
+    assert_eq!(markers(c, &id, 2), ["a", "b"], "{a}");
+    assert_eq!(int_of(task(&a), "restarts"), 0, "{a}");
+    let status = c.cli_ok(&["alloc", "status", &id]);
+    assert!(
+        status.contains("restarting on the deployment's image") && status.contains(&first),
+        "no event tells the restart: {status}"
+    );
+    c.cli_ok(&["job", "stop", &name]);
+}

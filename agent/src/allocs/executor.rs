@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use futures::future::join_all;
 
+use drover_model::EventType;
+
 use crate::assignment::{
-    AllocReport, AllocStatus, Allocation, Assignment, Group, NetworkMode, Refused, Task,
+    AllocReport, AllocStatus, Allocation, Assignment, Group, NetworkMode, Refused, Task, TaskEvent,
     TaskReport, TaskStatus,
 };
 use crate::net::wiring::{AllocNetwork, NodeNetwork};
@@ -61,6 +63,12 @@ impl Allocs {
                     self.set_restart(&alloc_id, &task, None);
                 }
                 Action::StopTask { alloc_id, task } => self.stop_task(&alloc_id, &task).await,
+                Action::Repin {
+                    alloc_id,
+                    task,
+                    runs,
+                    pinned,
+                } => self.repin(&alloc_id, &task, &runs, &pinned).await,
                 Action::RemoveNetwork { alloc_id } => {
                     if self.remove_network(&alloc_id).await {
                         if let Some(alloc) = self.state.allocs.get_mut(&alloc_id) {
@@ -204,8 +212,41 @@ impl Allocs {
         }
     }
 
-    /// Starts an exited task again, in its allocation's network.
+    /// Starts an exited task again, in its allocation's network: a restart
+    /// of its group's policy.
     async fn restart(&mut self, alloc_id: &str, task: &str) {
+        self.start_again(alloc_id, task, true).await;
+    }
+
+    /// Stops a running task and starts it on its deployment's pinned image
+    /// (`pinned`; it runs `runs`). Not counted against the restart policy:
+    /// the task did not fail.
+    async fn repin(&mut self, alloc_id: &str, task: &str, runs: &str, pinned: &str) {
+        tracing::warn!(alloc_id = %alloc_id, task = %task, runs = %runs, pinned = %pinned, "task runs another image digest than its deployment; restarting it on the deployment's");
+        self.runtime.note_event(
+            alloc_id,
+            TaskEvent {
+                time_unix_ms: drover_model::now_ms(),
+                task: task.to_owned(),
+                kind: EventType::Restarting,
+                message: format!(
+                    "restarting on the deployment's image {pinned}: it started on {runs} \
+                     (the tag moved while the deployment's first instances started)"
+                ),
+            },
+        );
+        self.stop_task(alloc_id, task).await;
+        if self
+            .track_mut(alloc_id, task)
+            .is_some_and(|t| t.state.is_terminal())
+        {
+            self.start_again(alloc_id, task, false).await;
+        }
+    }
+
+    /// Starts an exited task again, in its allocation's network; `counted`:
+    /// as one of its restart policy's attempts.
+    async fn start_again(&mut self, alloc_id: &str, task: &str, counted: bool) {
         let Some(alloc) = self.state.allocs.get(alloc_id) else {
             return;
         };
@@ -222,8 +263,12 @@ impl Allocs {
             return;
         };
         track.restart_at = None;
-        track.restarts += 1;
-        crate::counters::restarted();
+        // Looked up again once it runs (a pin may have changed it).
+        track.image = None;
+        if counted {
+            track.restarts += 1;
+            crate::counters::restarted();
+        }
         let Some(spec) = spec else {
             return;
         };

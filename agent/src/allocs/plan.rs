@@ -91,6 +91,19 @@ pub enum Action {
         /// The task.
         task: String,
     },
+    /// Restart a running task on its deployment's pinned image: it started
+    /// on another digest (the tag moved while the deployment's first
+    /// instances started side by side, before the pin reached this node).
+    Repin {
+        /// The allocation.
+        alloc_id: String,
+        /// The task.
+        task: String,
+        /// The pinned reference it runs.
+        runs: String,
+        /// The deployment's.
+        pinned: String,
+    },
     /// Release the network of an allocation over for good.
     RemoveNetwork {
         /// The allocation.
@@ -198,6 +211,30 @@ fn plan_tracked(id: &str, alloc: &Tracked, wanted: Option<&Assignment>) -> Vec<A
     actions
 }
 
+/// The running tasks of `alloc` whose image is pinned for their deployment
+/// (the latest assignment) to another digest than the one they run.
+fn plan_repins<'a>(id: &'a str, alloc: &'a Tracked) -> impl Iterator<Item = Action> + 'a {
+    let wanted = &alloc.assignment;
+    let run = !alloc.stopping && wanted.alloc.desired == DesiredState::Run;
+    wanted
+        .group
+        .tasks
+        .iter()
+        .filter(move |_| run)
+        .filter_map(move |t| {
+            let pinned = t.pinned_image.as_ref()?;
+            let track = alloc.tasks.get(&t.name)?;
+            let runs = track.image.as_ref().filter(|r| !r.is_empty())?;
+            let running = matches!(track.state, TaskState::Running { .. });
+            (running && track.restart_at.is_none() && runs != pinned).then(|| Action::Repin {
+                alloc_id: id.to_owned(),
+                task: t.name.clone(),
+                runs: runs.clone(),
+                pinned: pinned.clone(),
+            })
+        })
+}
+
 /// What to do as time passes, on task states just refreshed: restarts
 /// that are due or to schedule, stops of what failed or is being stopped,
 /// and the networks of allocations over for good.
@@ -256,6 +293,7 @@ fn plan_alloc_tick(id: &str, alloc: &Tracked, now: Instant) -> Vec<Action> {
         }
     } else {
         actions = restarts;
+        actions.extend(plan_repins(id, alloc));
     }
     if alloc.stopping || failed {
         // A stop that failed earlier is tried again.

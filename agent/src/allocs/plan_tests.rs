@@ -132,6 +132,7 @@ fn ids(actions: &[Action]) -> Vec<String> {
             }
             Action::CancelRestart { alloc_id, task } => format!("cancel-restart {alloc_id}/{task}"),
             Action::StopTask { alloc_id, task } => format!("stop-task {alloc_id}/{task}"),
+            Action::Repin { alloc_id, task, .. } => format!("repin {alloc_id}/{task}"),
             Action::RemoveNetwork { alloc_id } => format!("remove-network {alloc_id}"),
         })
         .collect()
@@ -377,4 +378,45 @@ fn a_refused_assignment_is_reported_once_and_leaves_a_running_allocation_alone()
     // Tracked and running: neither stopped nor forgotten.
     let state = state_of(vec![tracked(run("a1"), running())]);
     assert!(plan_assignments(&state, &[], &[refused], &disk(&[("a1", "app")], &[])).is_empty());
+}
+
+#[test]
+fn a_task_started_on_another_digest_than_its_deployment_pin_is_restarted_on_the_pin() {
+    const RUNS: &str = "reg/web@sha256:1111";
+    const PINNED: &str = "reg/web@sha256:2222";
+    let with = |pin: Option<&str>, image: Option<&str>, state: TaskState| {
+        let mut a = run("a1");
+        a.group.tasks[0].rootfs = crate::assignment::Rootfs::Oci("reg/web:1".into());
+        a.group.tasks[0].pinned_image = pin.map(Into::into);
+        let mut t = tracked(a, state);
+        t.tasks.get_mut("app").expect("task").image = image.map(Into::into);
+        t
+    };
+    let repins = |t: Tracked| -> Vec<Action> {
+        plan_tick(&state_of(vec![t]), Instant::now())
+            .into_iter()
+            .filter(|a| matches!(a, Action::Repin { .. }))
+            .collect()
+    };
+    assert_eq!(
+        repins(with(Some(PINNED), Some(RUNS), running())),
+        [Action::Repin {
+            alloc_id: "a1".into(),
+            task: "app".into(),
+            runs: RUNS.into(),
+            pinned: PINNED.into(),
+        }]
+    );
+    // Already on the pin; no pin; its image not looked up yet (or none):
+    // nothing.
+    assert!(repins(with(Some(PINNED), Some(PINNED), running())).is_empty());
+    assert!(repins(with(None, Some(RUNS), running())).is_empty());
+    assert!(repins(with(Some(PINNED), None, running())).is_empty());
+    assert!(repins(with(Some(PINNED), Some(""), running())).is_empty());
+    // Not running (its restart starts it on the pin anyway), or being
+    // stopped: nothing.
+    assert!(repins(with(Some(PINNED), Some(RUNS), exited(1))).is_empty());
+    let mut stopping = with(Some(PINNED), Some(RUNS), running());
+    stopping.stopping = true;
+    assert!(repins(stopping).is_empty());
 }

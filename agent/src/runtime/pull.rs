@@ -115,6 +115,16 @@ impl Runtime {
         Ok(resolved)
     }
 
+    /// Sends `event` of allocation `alloc_id` with the pull events (an
+    /// event about a task's image that no state change shows).
+    pub fn note_event(&self, alloc_id: &str, event: TaskEvent) {
+        // No receiver: no session to send it on; the caller logged it.
+        let _ = self.pull_events.send(PullEvent {
+            alloc_id: alloc_id.to_owned(),
+            event,
+        });
+    }
+
     /// The events of image pulls as they happen, for the session to send
     /// between status reports.
     pub fn pull_events(&self) -> broadcast::Receiver<PullEvent> {

@@ -56,10 +56,20 @@ impl Snapshots {
             None => {
                 let started = Instant::now();
                 let (allocs, jobs) = core.cluster().allocs_and_jobs().await?;
-                let pins = crate::image_pins::Pins::read(core.cluster().store()).await?;
+                let store = core.cluster().store();
+                let pins = crate::image_pins::Pins::read(store).await?;
+                let older = pins.older_specs(store, &allocs, &jobs).await?;
                 let mut by_node = ByNode::new();
                 for a in transitions::assigned_anywhere(&allocs, &jobs) {
                     let version = jobs.get(&a.alloc.job).map_or(0, |j| j.version);
+                    // The group as of the version that placed it: its pins.
+                    let own = if a.alloc.job_version == version {
+                        Some(a.group)
+                    } else {
+                        older
+                            .get(&(a.alloc.job.clone(), a.alloc.job_version))
+                            .and_then(|spec| spec.group(&a.alloc.group))
+                    };
                     by_node
                         .entry(a.alloc.node_id.clone())
                         .or_default()
@@ -67,7 +77,7 @@ impl Snapshots {
                             allocation: Some(pb::Allocation::from(a.alloc)),
                             group: Some(pb::Group::from(a.group)),
                             job_kind: a.kind.as_str().into(),
-                            image_pins: pins.for_alloc(a.alloc, a.group, version),
+                            image_pins: own.map(|g| pins.for_alloc(a.alloc, g)).unwrap_or_default(),
                         });
                 }
                 let s = Arc::new(by_node);

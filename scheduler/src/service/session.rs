@@ -2,6 +2,7 @@
 //! peers, assignments and DNS records, and the one that handles what the agent sends
 //! until its stream ends or goes silent past the grace period.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use drover_proto::v1 as pb;
@@ -162,11 +163,16 @@ async fn receive(
                     tracing::warn!(node_id = %node_id, alloc_id = %st.alloc_id, %error, "cannot record allocation status; closing the session");
                     break;
                 }
-                // A tag's first resolution becomes its deployment's pin.
-                snapshots
+                // A tag's first resolution becomes its deployment's pin; a
+                // task that started on another digest is sent the pin now
+                // (its agent restarts it on that digest).
+                let drifted = snapshots
                     .pins
                     .record(core.cluster().store(), &node_id, &st)
                     .await;
+                if drifted {
+                    core.registry().wake(&BTreeSet::from([node_id.clone()]));
+                }
             }
             Some(pb::agent_message::Msg::AllocEvent(e)) => {
                 let st = pb::AllocStatus {
