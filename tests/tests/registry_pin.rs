@@ -5,7 +5,10 @@
 //! moved on the registry, a scale-up, a restart and a replacement of the
 //! same deployment still run the first digest; a new deployment (a job
 //! version that changes the task, or a stopped job run again) resolves
-//! the tag anew. Build the binary first: `cargo build -p drover-cli`.
+//! the tag anew; an instance running another digest than its
+//! deployment's pin (what a tag moved while the first instances started
+//! leaves, staged) is restarted on the pin. Build the binary first:
+//! `cargo build -p drover-cli`.
 
 use std::path::{Path, PathBuf};
 
