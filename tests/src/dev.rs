@@ -23,6 +23,7 @@ use tempfile::TempDir;
 
 use crate::drover_bin;
 use crate::procs::{cmdline, pid_alive, start_ticks, start_unix_ms, with_descendants};
+use crate::skydns::with_client;
 use crate::util::{
     describe, json_of, pid_of, poll_until, run_drover, succeeded, CLEARED_ENV, POLL,
 };
@@ -402,7 +403,7 @@ impl DevCluster {
     /// When the store cannot be read.
     pub fn store_keys(&self, prefix: &str) -> Vec<(String, i64)> {
         let prefix = prefix.to_owned();
-        self.in_store(move |mut client| async move {
+        with_client(&self.store_addr, async move |client| {
             let resp = client
                 .get(
                     prefix.as_bytes(),
@@ -432,7 +433,7 @@ impl DevCluster {
     /// When the store cannot be read.
     pub fn store_get(&self, key: &str) -> Option<Vec<u8>> {
         let key = key.to_owned();
-        self.in_store(move |mut client| async move {
+        with_client(&self.store_addr, async move |client| {
             let resp = client
                 .get(key.as_bytes(), None)
                 .await
@@ -450,40 +451,13 @@ impl DevCluster {
     /// When the store cannot be written.
     pub fn store_put(&self, key: &str, value: Vec<u8>) {
         let key = key.to_owned();
-        self.in_store(move |mut client| async move {
+        with_client(&self.store_addr, async move |client| {
             client
                 .put(key.as_bytes(), value, None)
                 .await
                 .map_err(|e| format!("put {key}: {e}"))?;
             Ok(())
         });
-    }
-
-    /// Runs `op` on a client of the embedded store, on a thread of its own
-    /// (block_on inside a caller's runtime would panic): works from sync
-    /// code and from inside a tokio runtime.
-    fn in_store<T, F, Fut>(&self, op: F) -> T
-    where
-        T: Send + 'static,
-        F: FnOnce(etcd_client::Client) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<T, String>>,
-    {
-        let endpoint = format!("http://{}", self.store_addr);
-        std::thread::spawn(move || -> Result<T, String> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                let client = etcd_client::Client::connect([endpoint], None)
-                    .await
-                    .map_err(|e| format!("connecting to the store: {e}"))?;
-                op(client).await
-            })
-        })
-        .join()
-        .expect("store client thread panicked")
-        .unwrap_or_else(|e| panic!("the store: {e}"))
     }
 
     /// The last `lines` lines of the dev process's log.

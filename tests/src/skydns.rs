@@ -63,7 +63,7 @@ pub struct Stored {
 /// Runs `f` with a client of the store at `store_addr` (`host:port`), on
 /// a thread and runtime of its own (block_on inside a caller's runtime
 /// would panic), so it works from sync code and from async tests alike.
-fn with_client<T: Send + 'static>(
+pub(crate) fn with_client<T: Send + 'static>(
     store_addr: &str,
     f: impl AsyncFnOnce(&mut etcd_client::Client) -> Result<T, String> + Send + 'static,
 ) -> T {
@@ -82,7 +82,7 @@ fn with_client<T: Send + 'static>(
     })
     .join()
     .expect("store client thread panicked")
-    .unwrap_or_else(|e| panic!("reading the store: {e}"))
+    .unwrap_or_else(|e| panic!("the store: {e}"))
 }
 
 /// The seconds `lease` has left in the store at `store_addr`; -1 when it
