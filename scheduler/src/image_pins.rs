@@ -172,12 +172,38 @@ impl Pins {
 
 /// Records the digests agents report, first one wins; remembers what it
 /// has seen so that a report repeating it costs no store request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Recorder {
     seen: Mutex<HashSet<String>>,
+    /// Recordings under way at once (each reads the allocation and its
+    /// job): sessions record off their receive loop
+    /// ([`Recorder::is_news`]), this bounds what a burst of first reports
+    /// asks of the store.
+    running: tokio::sync::Semaphore,
+}
+
+/// Recordings [`Recorder::record`] runs at once.
+const RECORDING_LIMIT: usize = 32;
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder {
+            seen: Mutex::default(),
+            running: tokio::sync::Semaphore::new(RECORDING_LIMIT),
+        }
+    }
 }
 
 impl Recorder {
+    /// Whether `st` reports a digest not recorded yet (so that a session
+    /// starts a recording only for those).
+    pub fn is_news(&self, st: &pb::AllocStatus) -> bool {
+        st.tasks.iter().any(|t| {
+            !t.image_digest.is_empty()
+                && !self.has(&format!("{}/{}/{}", st.alloc_id, t.name, t.image_digest))
+        })
+    }
+
     /// Pins the digests `st` reports for tasks of node `node_id` whose
     /// deployment has none yet. Errors are logged: a pin not written now
     /// is written at the next report that carries the digest. Returns
@@ -185,6 +211,8 @@ impl Recorder {
     /// node is then to be sent the pin again, and restarts the task on
     /// it: `drover_agent`'s `Action::Repin`).
     pub async fn record(&self, store: &Store, node_id: &str, st: &pb::AllocStatus) -> bool {
+        // Never closed: acquiring cannot fail.
+        let _turn = self.running.acquire().await.ok();
         let mut drifted = false;
         for t in st.tasks.iter().filter(|t| !t.image_digest.is_empty()) {
             let memo = format!("{}/{}/{}", st.alloc_id, t.name, t.image_digest);

@@ -165,13 +165,18 @@ async fn receive(
                 }
                 // A tag's first resolution becomes its deployment's pin; a
                 // task that started on another digest is sent the pin now
-                // (its agent restarts it on that digest).
-                let drifted = snapshots
-                    .pins
-                    .record(core.cluster().store(), &node_id, &st)
-                    .await;
-                if drifted {
-                    core.registry().wake(&BTreeSet::from([node_id.clone()]));
+                // (its agent restarts it on that digest). Off this loop:
+                // the recording reads the allocation and its job, which no
+                // later report of the node should wait for.
+                if snapshots.pins.is_news(&st) {
+                    let (core, snapshots, node_id) =
+                        (core.clone(), snapshots.clone(), node_id.clone());
+                    tokio::spawn(async move {
+                        let store = core.cluster().store();
+                        if snapshots.pins.record(store, &node_id, &st).await {
+                            core.registry().wake(&BTreeSet::from([node_id]));
+                        }
+                    });
                 }
             }
             Some(pb::agent_message::Msg::AllocEvent(e)) => {
