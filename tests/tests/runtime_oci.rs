@@ -358,6 +358,22 @@ async fn image_cmd_runs_on_its_layers_and_each_layer_is_unpacked_once() -> Resul
         ))
         .await?;
     assert_eq!(out, "x\n/work\n");
+    // The layers are idmapped into the task's user namespace (one view of
+    // the cache's `layers/` serves both): their files are root's inside,
+    // and root may change them (copied up).
+    let out = h
+        .probe_and_remove(&task_spec(
+            "oci-owner",
+            &image,
+            &[
+                "sh",
+                "-c",
+                "ls -ln /marker /etc/kept | while read -r _ _ u g _; do echo $u:$g; done; \
+                 echo x >> /etc/kept && echo written",
+            ],
+        ))
+        .await?;
+    assert_eq!(out, "0:0\n0:0\nwritten\n");
     once.check("after the second task")?;
     let mut expected: Vec<String> = digests.iter().map(|d| hex(d)).collect();
     expected.sort();

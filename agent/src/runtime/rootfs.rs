@@ -339,22 +339,18 @@ fn mount_overlay_base(
         }
     })?;
     // Kept open until the overlay is mounted on them.
-    let trees = match ids.userns {
+    // The trees are kept open until the overlay is mounted on them.
+    let idmapped = match ids.userns {
         Some(userns) => idmapped_lowers(lower, userns)?,
-        None => Vec::new(),
+        None => None,
     };
-    let lowerdir = if trees.is_empty() {
-        lower
+    let lowerdir = match &idmapped {
+        Some(i) => i.paths.join(":"),
+        None => lower
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
-            .join(":")
-    } else {
-        trees
-            .iter()
-            .map(|t| format!("/proc/self/fd/{}", t.as_raw_fd()))
-            .collect::<Vec<_>>()
-            .join(":")
+            .join(":"),
     };
     let options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
@@ -368,7 +364,7 @@ fn mount_overlay_base(
         MsFlags::empty(),
         Some(&options),
     )?;
-    drop(trees);
+    drop(idmapped);
     for dir in ["proc", "dev", "sys", "tmp"] {
         ensure_dir(&merged.join(dir))?;
     }
@@ -395,29 +391,85 @@ pub(super) struct RootIds<'a> {
     pub root: (u32, u32),
 }
 
-/// Idmapped views of the `lower` directories (detached mounts, in order),
-/// for the overlay's `lowerdir`: files owned by host root are owned by
-/// root inside (and copied up as such). A filesystem that cannot be
-/// idmapped gives none, with a warning on stderr (the supervisor's log):
-/// the plain directories are used, their files then show as `nobody`
-/// inside and only world-writable places are writable.
-fn idmapped_lowers(lower: &[PathBuf], userns: BorrowedFd<'_>) -> Result<Vec<OwnedFd>, RootfsError> {
-    let mut out = Vec::with_capacity(lower.len());
-    for (i, dir) in lower.iter().enumerate() {
-        match idmapped_tree(dir, userns) {
-            Ok(tree) => out.push(tree),
-            Err(e) if i == 0 => {
-                let _ = writeln!(
-                    io::stderr(),
-                    "drover supervisor: idmapped lower layers unavailable ({e}); \
-                     the rootfs' files will show as nobody inside the task"
-                );
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e),
+/// Idmapped views of an overlay's lower directories: detached mounts
+/// (kept open until the overlay is mounted) and the `lowerdir` entries
+/// naming the layers through them.
+struct IdmappedLowers {
+    _trees: Vec<OwnedFd>,
+    paths: Vec<String>,
+}
+
+/// Idmapped views of the `lower` directories for the overlay's
+/// `lowerdir`: files owned by host root are owned by root inside (and
+/// copied up as such). Layers that are directories of one parent on the
+/// same mount (an image's, in the cache's `layers/`) share one idmapped
+/// view of that parent (one `open_tree` + `mount_setattr` for all of
+/// them), each named `/proc/self/fd/<fd>/<name>`; a lone directory, or
+/// one that is a mount point, gets a view of its own,
+/// `/proc/self/fd/<fd>`. A filesystem that cannot be idmapped gives
+/// `None`, with a warning on stderr (the supervisor's log): the plain
+/// directories are used, their files then show as `nobody` inside and
+/// only world-writable places are writable.
+fn idmapped_lowers(
+    lower: &[PathBuf],
+    userns: BorrowedFd<'_>,
+) -> Result<Option<IdmappedLowers>, RootfsError> {
+    let shared = shared_parent(lower);
+    let mut trees = Vec::new();
+    let mut paths = Vec::with_capacity(lower.len());
+    let view = |dir: &Path, trees: &mut Vec<OwnedFd>| match idmapped_tree(dir, userns) {
+        Ok(tree) => {
+            let fd = tree.as_raw_fd();
+            trees.push(tree);
+            Ok(Some(format!("/proc/self/fd/{fd}")))
+        }
+        Err(e) if trees.is_empty() => {
+            let _ = writeln!(
+                io::stderr(),
+                "drover supervisor: idmapped lower layers unavailable ({e}); \
+                 the rootfs' files will show as nobody inside the task"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(parent) = shared {
+        let Some(root) = view(parent, &mut trees)? else {
+            return Ok(None);
+        };
+        for dir in lower {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            paths.push(format!("{root}/{name}"));
+        }
+    } else {
+        for dir in lower {
+            let Some(path) = view(dir, &mut trees)? else {
+                return Ok(None);
+            };
+            paths.push(path);
         }
     }
-    Ok(out)
+    Ok(Some(IdmappedLowers {
+        _trees: trees,
+        paths,
+    }))
+}
+
+/// The directory all of `lower` are direct children of, on its mount
+/// (none of them a mount point or a symlink), when there are at least
+/// two of them.
+fn shared_parent(lower: &[PathBuf]) -> Option<&Path> {
+    let parent = lower.first()?.parent()?;
+    if lower.len() < 2 || lower.iter().any(|d| d.parent() != Some(parent)) {
+        return None;
+    }
+    let mount = mount::mount_id(parent)?;
+    lower
+        .iter()
+        .all(|d| {
+            fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) && mount::mount_id(d) == Some(mount)
+        })
+        .then_some(parent)
 }
 
 /// A minimal `/dev` at `dev`: see [`DEV_ENTRIES`]. `owned` (`uid=..,gid=..`)
@@ -615,3 +667,6 @@ pub(crate) fn registry_ref(image: &Path) -> Option<drover_model::image_ref::Imag
         .to_str()
         .and_then(|s| drover_model::image_ref::ImageRef::parse(s).ok())
 }
+
+#[cfg(test)]
+mod tests;

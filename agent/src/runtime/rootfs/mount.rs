@@ -124,6 +124,26 @@ pub(super) fn make_readonly_recursive(path: &Path) -> Result<(), RootfsError> {
     mount_setattr(libc::AT_FDCWD, &cstring(path)?, AT_RECURSIVE, &raw, path)
 }
 
+/// The id of the mount `path` is on (`statx` `STATX_MNT_ID`), following
+/// symlinks; `None` where the kernel does not say.
+pub(super) fn mount_id(path: &Path) -> Option<u64> {
+    let c_path = cstring(path).ok()?;
+    // SAFETY: all-zero is a valid `statx` (plain integers).
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a buffer of the right type that
+    // outlives the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            0,
+            libc::STATX_MNT_ID,
+            &raw mut buf,
+        )
+    };
+    (rc == 0 && buf.stx_mask & libc::STATX_MNT_ID != 0).then_some(buf.stx_mnt_id)
+}
+
 /// An idmapped view of the directory `source`, as a detached mount (not
 /// attached anywhere; gone when the descriptor is closed, unless mounted
 /// on): files owned by host id `n` appear owned by host id `host_base +
