@@ -168,10 +168,18 @@ for _ in $(seq 200); do
 done
 image=$addr/bench/img:1
 skopeo --insecure-policy copy --quiet --dest-cert-dir "$work/certs" "oci:$work/layout:1" "docker://$image"
+# The image pinned to its manifest's digest, as a deployment's instances
+# and restarts start it once the tag is pinned; and unpacked into one
+# directory (bench/container's kind of rootfs).
+digest=$(skopeo inspect --raw --cert-dir "$work/certs" "docker://$image" | sha256sum | cut -d' ' -f1)
+pinned=${image%:*}@sha256:$digest
+umoci unpack --image "$work/layout:1" "$work/dir" >/dev/null
+chmod 755 "$work/dir"
 
 echo "== starting drover dev" >&2
 cat > "$work/policy.toml" <<EOF
 allowed_images = ["$addr/bench/", "$work/layout"]
+allowed_rootfs_dirs = ["$work/dir/rootfs"]
 [registries.ca_files]
 "$addr" = "$work/tls/ca.pem"
 EOF
@@ -266,6 +274,18 @@ warm_drover_layout() {
   "$bin/drover" job run "$f" >/dev/null
   echo $(( $(now_ns) - t0 ))
 }
+warm_drover_pinned() {
+  local f; f=$(job "pinned-$1" "{ type = \"oci\", image = \"$pinned\" }")
+  local t0; t0=$(now_ns)
+  "$bin/drover" job run "$f" >/dev/null
+  echo $(( $(now_ns) - t0 ))
+}
+warm_drover_dir() {
+  local f; f=$(job "dir-$1" "{ type = \"dir\", path = \"$work/dir/rootfs\" }")
+  local t0; t0=$(now_ns)
+  "$bin/drover" job run "$f" >/dev/null
+  echo $(( $(now_ns) - t0 ))
+}
 warm_crun() {
   local t0; t0=$(now_ns)
   crun run --bundle "$work/crun/bundle" "bimg-$$-w$1" </dev/null >/dev/null
@@ -278,7 +298,7 @@ warm_podman() {
 }
 
 if [ -z "${BENCH_RUNTIME_ONLY:-}" ]; then
-cold=(drover crun podman) warm=(drover drover_layout crun podman)
+cold=(drover crun podman) warm=(drover drover_pinned drover_layout drover_dir crun podman)
 echo "== warm-up (one of each, not counted)" >&2
 for e in "${cold[@]}"; do "cold_$e" 0 >/dev/null; done
 for e in "${warm[@]}"; do "warm_$e" 0 >/dev/null; done
@@ -294,8 +314,8 @@ for i in $(seq "$RUNS"); do
 done
 echo "== $RUNS warm runs per engine, alternating" >&2
 for i in $(seq "$RUNS"); do
-  for k in 0 1 2 3; do
-    e=${warm[$(( (i + k) % 4 ))]}
+  for k in "${!warm[@]}"; do
+    e=${warm[$(( (i + k) % ${#warm[@]} ))]}
     sync
     "warm_$e" "$i" >> "$work/warm-$e.ns"
   done
@@ -305,7 +325,9 @@ name() { # $1: cold|warm, $2: engine
   case $1-$2 in
     cold-drover) echo "drover: drover job run, image from the registry" ;;
     warm-drover) echo "drover: drover job run, image from the registry (layers cached)" ;;
+    warm-drover_pinned) echo "drover: drover job run, the image pinned by digest (all cached)" ;;
     warm-drover_layout) echo "drover: drover job run, same image from a local OCI layout" ;;
+    warm-drover_dir) echo "drover: drover job run, same files as a directory rootfs" ;;
     cold-crun) echo "skopeo copy + umoci unpack + crun run" ;;
     warm-crun) echo "crun run (bundle unpacked)" ;;
     cold-podman) echo "podman pull + podman run --rm" ;;
@@ -339,17 +361,16 @@ echo
 table warm "${warm[@]}"
 read -r wd _ _ < <(stats "$work/warm-drover.ns")
 read -r wl _ _ < <(stats "$work/warm-drover_layout.ns")
+read -r wp _ _ < <(stats "$work/warm-drover_pinned.ns")
+read -r wdir _ _ < <(stats "$work/warm-drover_dir.ns")
 awk -v a="$wd" -v b="$wl" 'BEGIN { printf "\nDrover warm, registry image / local layout (medians): %.2f\n", a / b }'
+awk -v a="$wp" -v b="$wdir" 'BEGIN { printf "Drover warm, pinned image / directory rootfs (medians): %.2f\n", a / b }'
 echo
 
 fi
 echo "== Drover's runtime alone (image-bench)" >&2
-umoci unpack --image "$work/layout:1" "$work/dir" >/dev/null
-# The image pinned to its manifest's digest, as a deployment's instances
-# and restarts start it once the tag is pinned.
-digest=$(skopeo inspect --raw --cert-dir "$work/certs" "docker://$image" | sha256sum | cut -d' ' -f1)
 "$bin/image-bench" --drover "$bin/drover" --image "$image" --ca "$work/tls/ca.pem" \
-  --pinned "${image%:*}@sha256:$digest" \
+  --pinned "$pinned" \
   --layout "$work/layout" --rootfs "$work/dir/rootfs" --runs "$RUNS"
 echo
 echo "== bench/container (its own command, 20 runs)" >&2
