@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 drover_install_deps
 
 cargo build --release --locked -p drover-cli
-bin=target/release/drover
+# Where cargo put it (CARGO_TARGET_DIR, when set, moves it).
+bin=${CARGO_TARGET_DIR:-target}/release/drover
 data=${DROVER_DATA_DIR:-/var/lib/drover/dev}
 log=${DROVER_LOG_FILE:-/var/log/drover-dev.log}
 # The data directory (every job's spec and environment, task logs, the
