@@ -233,12 +233,17 @@ EOF
 )
 
 # One cold pull-and-start per engine; each prints nothing, fails loudly.
-cold_drover() { # $1: run id
-  rm -rf "$cache/layers" "$cache/tmp"
-  local f; f=$(job "cold-$1" "{ type = \"oci\", image = \"$image\" }")
+# `timed_job NAME ROOTFS`: `drover job run` of batch job NAME on ROOTFS
+# until it completes; prints the nanoseconds it took.
+timed_job() {
+  local f; f=$(job "$1" "$2")
   local t0; t0=$(now_ns)
   "$bin/drover" job run "$f" >/dev/null
   echo $(( $(now_ns) - t0 ))
+}
+cold_drover() { # $1: run id
+  rm -rf "$cache/layers" "$cache/tmp"
+  timed_job "cold-$1" "{ type = \"oci\", image = \"$image\" }"
 }
 cold_crun() {
   rm -rf "$work/crun"; mkdir -p "$work/crun"
@@ -262,30 +267,10 @@ cold_podman() {
   "${pm[@]}" run --rm --network none "${pm_limits[@]}" "$image" /bin/true
   echo $(( $(now_ns) - t0 ))
 }
-warm_drover() {
-  local f; f=$(job "warm-$1" "{ type = \"oci\", image = \"$image\" }")
-  local t0; t0=$(now_ns)
-  "$bin/drover" job run "$f" >/dev/null
-  echo $(( $(now_ns) - t0 ))
-}
-warm_drover_layout() {
-  local f; f=$(job "layout-$1" "{ type = \"oci\", path = \"$work/layout\" }")
-  local t0; t0=$(now_ns)
-  "$bin/drover" job run "$f" >/dev/null
-  echo $(( $(now_ns) - t0 ))
-}
-warm_drover_pinned() {
-  local f; f=$(job "pinned-$1" "{ type = \"oci\", image = \"$pinned\" }")
-  local t0; t0=$(now_ns)
-  "$bin/drover" job run "$f" >/dev/null
-  echo $(( $(now_ns) - t0 ))
-}
-warm_drover_dir() {
-  local f; f=$(job "dir-$1" "{ type = \"dir\", path = \"$work/dir/rootfs\" }")
-  local t0; t0=$(now_ns)
-  "$bin/drover" job run "$f" >/dev/null
-  echo $(( $(now_ns) - t0 ))
-}
+warm_drover() { timed_job "warm-$1" "{ type = \"oci\", image = \"$image\" }"; }
+warm_drover_pinned() { timed_job "pinned-$1" "{ type = \"oci\", image = \"$pinned\" }"; }
+warm_drover_layout() { timed_job "layout-$1" "{ type = \"oci\", path = \"$work/layout\" }"; }
+warm_drover_dir() { timed_job "dir-$1" "{ type = \"dir\", path = \"$work/dir/rootfs\" }"; }
 warm_crun() {
   local t0; t0=$(now_ns)
   crun run --bundle "$work/crun/bundle" "bimg-$$-w$1" </dev/null >/dev/null
