@@ -17,6 +17,7 @@
 
 mod auth;
 mod blob;
+mod clients;
 mod local;
 pub mod progress;
 
@@ -96,10 +97,12 @@ struct Document {
     layers: Vec<Desc>,
 }
 
-/// Pulls images; clones share the table of pulls in flight.
+/// Pulls images; clones share the table of pulls in flight and the
+/// registry clients kept between pulls.
 #[derive(Debug, Clone, Default)]
 pub struct Puller {
     inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    clients: clients::Clients,
 }
 
 /// One pull's connection to its registry.
@@ -141,12 +144,12 @@ impl Puller {
             image: key.clone(),
             cause,
         };
-        let https = Session::new(registries, image, false).map_err(&err)?;
+        let https = Session::new(&self.clients, registries, image, false).map_err(&err)?;
         let (session, top, top_digest) = match https.manifest(None).await {
             Ok((bytes, digest)) => (https, bytes, digest),
             Err(e) if e.transport && registries.allows_plain_http(image) => {
                 debug!(image = %key, error = %e.cause, "HTTPS failed; trying plain HTTP");
-                let http = Session::new(registries, image, true).map_err(&err)?;
+                let http = Session::new(&self.clients, registries, image, true).map_err(&err)?;
                 match http.manifest(None).await {
                     Ok((bytes, digest)) => (http, bytes, digest),
                     // The registry answered over plain HTTP: its answer
@@ -183,31 +186,45 @@ struct FetchError {
     transport: bool,
 }
 
+/// The client configuration for a registry over `plain` HTTP or HTTPS,
+/// trusting `ca` (PEM; empty for none) besides the system's roots.
+fn client_config(plain: bool, ca: Vec<u8>) -> ClientConfig {
+    let extra = if ca.is_empty() {
+        Vec::new()
+    } else {
+        vec![Certificate {
+            encoding: CertificateEncoding::Pem,
+            data: ca,
+        }]
+    };
+    ClientConfig {
+        protocol: if plain {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        extra_root_certificates: extra,
+        platform_resolver: None,
+        connect_timeout: Some(std::time::Duration::from_secs(10)),
+        read_timeout: Some(std::time::Duration::from_secs(60)),
+        ..ClientConfig::default()
+    }
+}
+
 impl Session {
-    fn new(registries: &RegistryPolicy, image: &ImageRef, plain: bool) -> Result<Session, String> {
+    fn new(
+        clients: &clients::Clients,
+        registries: &RegistryPolicy,
+        image: &ImageRef,
+        plain: bool,
+    ) -> Result<Session, String> {
         // reqwest is built without a crypto provider of its own: ring, as
         // tonic uses. Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut extra = Vec::new();
-        if let Some(ca) = registries.ca_files.get(&image.registry) {
-            let data = std::fs::read(ca)
-                .map_err(|e| format!("CA file {} (registries.ca_files): {e}", ca.display()))?;
-            extra.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
-        let config = ClientConfig {
-            protocol: if plain {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            extra_root_certificates: extra,
-            platform_resolver: None,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..ClientConfig::default()
+        let ca = match registries.ca_files.get(&image.registry) {
+            Some(ca) => std::fs::read(ca)
+                .map_err(|e| format!("CA file {} (registries.ca_files): {e}", ca.display()))?,
+            None => Vec::new(),
         };
         let auth = match &registries.auth_file {
             None => RegistryAuth::Anonymous,
@@ -220,8 +237,11 @@ impl Session {
             .to_string()
             .parse()
             .map_err(|e| format!("the client cannot parse the reference: {e}"))?;
+        let client = clients.get(&image.registry, plain, &ca, &auth, || {
+            Client::new(client_config(plain, ca.clone()))
+        });
         Ok(Session {
-            client: Client::new(config),
+            client,
             reference,
             auth,
             image: image.to_string(),
