@@ -30,7 +30,10 @@ pub use hosts::MultiHost;
 
 pub use dev::{DevCluster, DEV_LOG};
 pub use skydns::dig;
-pub use util::{closed_loopback_addr, poll_until, run_drover, run_drover_with_env, unique_name};
+pub use util::{
+    closed_loopback_addr, poll_until, poll_until_async, run_drover, run_drover_with_env,
+    unique_name,
+};
 
 use std::path::PathBuf;
 

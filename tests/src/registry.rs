@@ -17,6 +17,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+use crate::dev::DevCluster;
 use crate::drover_bin;
 
 /// The user the registry's htpasswd file lets in.
@@ -152,6 +153,44 @@ impl TestRegistry {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(std::fs::read_to_string(&digest_file)?.trim().to_owned())
+    }
+
+    /// A `drover dev` whose node policy allows `<addr>/drover/` (`addr`:
+    /// this registry's, or a proxy's in front of it), trusts this
+    /// registry's CA and has its credentials (`<dir>/auth.json`, returned
+    /// too); `policy`: more policy lines (an `[images]` table); `flags`:
+    /// more `drover dev` flags.
+    ///
+    /// # Panics
+    ///
+    /// When a file cannot be written (a test harness).
+    pub fn dev_cluster(
+        &self,
+        dir: &Path,
+        addr: &str,
+        policy: &str,
+        flags: &[&str],
+    ) -> (DevCluster, PathBuf) {
+        let auth = dir.join("auth.json");
+        self.write_auth_file(&auth, REGISTRY_PASSWORD)
+            .expect("auth file");
+        let text = std::fs::read_to_string(&auth).expect("auth file");
+        std::fs::write(&auth, text.replace(self.addr(), addr)).expect("auth file");
+        let file = dir.join("policy.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "allowed_images = [\"{addr}/drover/\"]\n\
+                 [registries]\nauth_file = {auth:?}\n\
+                 [registries.ca_files]\n\"{addr}\" = {ca:?}\n{policy}\n",
+                auth = auth.display().to_string(),
+                ca = self.ca_file().display().to_string(),
+            ),
+        )
+        .expect("policy");
+        let mut args = vec!["--policy", file.to_str().expect("utf-8 path")];
+        args.extend_from_slice(flags);
+        (DevCluster::start_with(&args), auth)
     }
 
     /// A docker `config.json` with `password` for this registry, at
@@ -307,4 +346,17 @@ pub fn write_layout(path: &Path, layers: &[&Layer]) -> Result<()> {
         br#"{"imageLayoutVersion":"1.0.0"}"#,
     )?;
     Ok(())
+}
+
+/// The names in `dir`, sorted; none when it does not exist.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }

@@ -149,6 +149,30 @@ pub fn poll_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
     }
 }
 
+/// [`poll_until`] for async checks, sleeping on the tokio timer between
+/// them.
+///
+/// # Panics
+///
+/// When `timeout` passes first.
+pub async fn poll_until_async<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A loopback address nothing listens on: a port bound and released.
 ///
 /// # Panics

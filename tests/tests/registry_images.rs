@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use drover_tests::checks::{arr, batch_with, service, str_of, wait_running, WAIT};
-use drover_tests::registry::{write_layout, Layer, TestRegistry, REGISTRY_PASSWORD};
+use drover_tests::registry::{dir_names, write_layout, Layer, TestRegistry};
 use drover_tests::{poll_until, unique_name, DevCluster};
 use serde_json::Value;
 
@@ -27,26 +27,7 @@ fn cluster_at(
     images: &str,
     extra: &[&str],
 ) -> DevCluster {
-    let auth = dir.join("auth.json");
-    reg.write_auth_file(&auth, REGISTRY_PASSWORD)
-        .expect("auth file");
-    let text = std::fs::read_to_string(&auth).expect("auth file");
-    std::fs::write(&auth, text.replace(reg.addr(), addr)).expect("auth file");
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "allowed_images = [\"{addr}/drover/\"]\n\
-             [registries]\nauth_file = {auth:?}\n\
-             [registries.ca_files]\n\"{addr}\" = {ca:?}\n{images}\n",
-            auth = auth.display().to_string(),
-            ca = reg.ca_file().display().to_string(),
-        ),
-    )
-    .expect("policy");
-    let mut args = vec!["--policy", policy.to_str().expect("utf-8 path")];
-    args.extend_from_slice(extra);
-    DevCluster::start_with(&args)
+    reg.dev_cluster(dir, addr, images, extra).0
 }
 
 fn cluster(reg: &TestRegistry, dir: &Path, images: &str, extra: &[&str]) -> DevCluster {
@@ -168,15 +149,7 @@ fn run_batch(c: &DevCluster, image: &str, script: &str) -> (String, std::process
 }
 
 fn layer_dirs(c: &DevCluster) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(c.data_dir().join("agent/images/layers"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    dir_names(&c.data_dir().join("agent/images/layers"))
 }
 
 /// Bytes of the regular files below `dir`, as the cache counts a layer.

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use drover_tests::checks::{arr, int_of, str_of, WAIT};
-use drover_tests::registry::{write_layout, Layer, TestRegistry, REGISTRY_PASSWORD};
+use drover_tests::registry::{write_layout, Layer, TestRegistry};
 use drover_tests::{poll_until, unique_name, DevCluster};
 use serde_json::Value;
 
@@ -99,23 +99,7 @@ rootfs = {{ type = "oci", image = "{}/{repo}:v1" }}
 /// A `drover dev` whose policy allows `<registry>/drover/` and trusts the
 /// registry's CA and credentials.
 fn cluster(reg: &TestRegistry, dir: &Path) -> DevCluster {
-    let auth = dir.join("auth.json");
-    reg.write_auth_file(&auth, REGISTRY_PASSWORD)
-        .expect("auth file");
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "allowed_images = [\"{addr}/drover/\"]\n\
-             [registries]\nauth_file = {auth:?}\n\
-             [registries.ca_files]\n\"{addr}\" = {ca:?}\n",
-            addr = reg.addr(),
-            auth = auth.display().to_string(),
-            ca = reg.ca_file().display().to_string(),
-        ),
-    )
-    .expect("policy");
-    DevCluster::start_with(&["--policy", policy.to_str().expect("utf-8 path")])
+    reg.dev_cluster(dir, reg.addr(), "", &[]).0
 }
 
 /// The allocations the job wants running.

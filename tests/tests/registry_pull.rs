@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use drover_tests::checks::{arr, batch_with, str_of, WAIT};
-use drover_tests::registry::{write_layout, Layer, TestRegistry, REGISTRY_PASSWORD};
+use drover_tests::registry::{dir_names, write_layout, Layer, TestRegistry, REGISTRY_PASSWORD};
 use drover_tests::{poll_until, unique_name, DevCluster};
 use serde_json::Value;
 
@@ -54,24 +54,7 @@ fn push_images(reg: &TestRegistry, work: &Path) -> Images {
 /// A `drover dev` whose policy allows `<registry>/drover/` and trusts the
 /// registry's CA; its credentials file is `<dir>/auth.json`.
 fn cluster(reg: &TestRegistry, dir: &Path) -> (DevCluster, PathBuf) {
-    let auth = dir.join("auth.json");
-    reg.write_auth_file(&auth, REGISTRY_PASSWORD)
-        .expect("auth file");
-    let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "allowed_images = [\"{addr}/drover/\"]\n\
-             [registries]\nauth_file = {auth:?}\n\
-             [registries.ca_files]\n\"{addr}\" = {ca:?}\n",
-            addr = reg.addr(),
-            auth = auth.display().to_string(),
-            ca = reg.ca_file().display().to_string(),
-        ),
-    )
-    .expect("policy");
-    let c = DevCluster::start_with(&["--policy", policy.to_str().expect("utf-8 path")]);
-    (c, auth)
+    reg.dev_cluster(dir, reg.addr(), "", &[])
 }
 
 /// A batch job on `image` running `script`.
@@ -101,18 +84,6 @@ fn run_to_end(c: &DevCluster, name: &str, file: &Path) -> (Output, Value) {
 /// The first allocation's first task.
 fn task(j: &Value) -> Value {
     arr(&arr(&j["allocations"])[0]["tasks"])[0].clone()
-}
-
-fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn hex(digest: &str) -> &str {

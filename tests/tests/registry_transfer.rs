@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use drover_tests::checks::{arr, batch_with, str_of, WAIT};
+use drover_tests::registry::dir_names;
 use drover_tests::registry_lab::{
     busybox_tar, layer_tar, noise, oci_arch, CutProxy, LabAuth, LabRegistry, LayoutWriter,
     OCI_INDEX,
@@ -72,18 +73,6 @@ fn assert_complete(c: &DevCluster, out: &Output, j: &Value) {
         "{j}\n{out:?}\n{}",
         c.log_tail(40)
     );
-}
-
-fn dir_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 fn hex(digest: &str) -> &str {

@@ -18,7 +18,6 @@ use drover_scheduler::{Core, Discovery, Timing};
 use drover_store::embedded::EmbeddedEtcd;
 use drover_store::Store;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
@@ -49,15 +48,8 @@ interval_ms = 1000
 "#;
 
 /// Polls `f` until it returns `Some`, or panics naming `what`.
-async fn until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let end = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn until<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    drover_tests::poll_until_async(what, WAIT, f).await
 }
 
 fn msg(m: pb::agent_message::Msg) -> pb::AgentMessage {

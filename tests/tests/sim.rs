@@ -22,23 +22,9 @@ const TIMING: Timing = Timing {
 /// Generous: waiting is polling, never a measurement.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Polls `check` every 50 ms until it gives a value, or panics with `what`.
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Polls `check` until it gives a value, or panics with `what`.
+async fn until<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    drover_tests::poll_until_async(what, DEADLINE, check).await
 }
 
 fn job(name: &str, count: i64) -> pb::Job {

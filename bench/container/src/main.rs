@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use drover_agent::runtime::{Rootfs, Runtime, TaskSpec, TaskState};
+use drover_bench_container::{median, ms, percentile};
 
 const CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
 
@@ -502,18 +503,4 @@ fn read_pss(runtime: &Runtime, i: usize) -> Result<Vec<(String, u64)>> {
                 .then(|| (key.trim_end_matches(':').to_owned(), value))
         })
         .collect())
-}
-
-fn median(t: &mut [Duration]) -> Duration {
-    percentile(t, 50)
-}
-
-fn percentile(t: &mut [Duration], p: usize) -> Duration {
-    t.sort_unstable();
-    let idx = (t.len() * p).div_ceil(100).saturating_sub(1);
-    t[idx.min(t.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

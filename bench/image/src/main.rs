@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use drover_agent::runtime::{Rootfs, Runtime, TaskSpec, TaskState};
+use drover_bench_container::{median, ms, percentile};
 
 /// What one start runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,18 +285,4 @@ async fn once(runtime: &Runtime, spec: &TaskSpec) -> Result<(Duration, Duration)
         spec.rootfs
     );
     Ok((started.elapsed(), start))
-}
-
-fn median(t: &mut [Duration]) -> Duration {
-    percentile(t, 50)
-}
-
-fn percentile(t: &mut [Duration], p: usize) -> Duration {
-    t.sort_unstable();
-    let idx = (t.len() * p).div_ceil(100).saturating_sub(1);
-    t[idx.min(t.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

@@ -220,18 +220,11 @@ impl ImageCache {
             layers.push(self.ensure_layer(&layout, desc)?);
         }
         layers.reverse();
-        let c = config.config.unwrap_or_default();
         Ok(ResolvedImage {
             image: image.to_owned(),
             manifest: manifest_desc.digest.clone(),
             layers,
-            defaults: ImageDefaults {
-                entrypoint: c.entrypoint.unwrap_or_default(),
-                cmd: c.cmd.unwrap_or_default(),
-                env: c.env.unwrap_or_default(),
-                working_dir: c.working_dir.filter(|w| !w.is_empty()),
-                user: c.user.filter(|u| !u.is_empty()),
-            },
+            defaults: config.defaults(),
             reference: None,
         })
     }
@@ -433,6 +426,20 @@ struct Manifest {
 struct ConfigBlob {
     #[serde(default)]
     config: Option<ConfigFields>,
+}
+
+impl ConfigBlob {
+    /// What a task of the image runs by default.
+    fn defaults(self) -> ImageDefaults {
+        let c = self.config.unwrap_or_default();
+        ImageDefaults {
+            entrypoint: c.entrypoint.unwrap_or_default(),
+            cmd: c.cmd.unwrap_or_default(),
+            env: c.env.unwrap_or_default(),
+            working_dir: c.working_dir.filter(|w| !w.is_empty()),
+            user: c.user.filter(|u| !u.is_empty()),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
-use super::{ConfigBlob, ImageCache, ImageDefaults, ResolvedImage};
+use super::{ConfigBlob, ImageCache, ResolvedImage};
 use crate::policy::RegistryPolicy;
 use progress::Meter;
 pub use progress::{ProgressFn, PullNote};
@@ -401,18 +401,11 @@ fn resolved(
     layers: Vec<PathBuf>,
     config: ConfigBlob,
 ) -> ResolvedImage {
-    let c = config.config.unwrap_or_default();
     ResolvedImage {
         image: PathBuf::from(image.to_string()),
         manifest: manifest_digest.to_owned(),
         layers,
-        defaults: ImageDefaults {
-            entrypoint: c.entrypoint.unwrap_or_default(),
-            cmd: c.cmd.unwrap_or_default(),
-            env: c.env.unwrap_or_default(),
-            working_dir: c.working_dir.filter(|w| !w.is_empty()),
-            user: c.user.filter(|u| !u.is_empty()),
-        },
+        defaults: config.defaults(),
         reference: Some(image.pinned(manifest_digest).to_string()),
     }
 }
